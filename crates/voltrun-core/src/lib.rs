@@ -1,0 +1,20 @@
+//! VoltRun's domain: what a function, an execution and a limit are, and the rules that make
+//! them valid. Everything here is pure (no I/O), so the API, the store and the engine agree on
+//! one definition and the rules can be unit-tested in isolation.
+
+pub mod execution;
+pub mod function;
+pub mod id;
+pub mod runtime;
+pub mod time;
+
+pub use execution::{ErrorKind, ExecError, Execution, ExecutionStatus, Outcome, Trigger};
+pub use function::{Function, FunctionPatch, Limits, NewFunction, ValidationError};
+pub use runtime::Runtime;
+
+/// Largest request or response body of an invocation (Lambda's synchronous payload limit).
+pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// Largest function source accepted.
+pub const MAX_CODE_BYTES: usize = 1024 * 1024;
+/// Logs kept per execution; the rest is dropped and `logs_truncated` set.
+pub const MAX_LOG_BYTES: usize = 256 * 1024;
