@@ -1,0 +1,125 @@
+//! VoltRun's HTTP API: `app(state)` builds every route, so tests can drive the router without
+//! a socket and the binary only binds it. One module per resource, each with its `router()`;
+//! every error leaves as the uniform JSON of [`error::ApiError`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use voltrun_engine::Engine;
+use voltrun_store::Store;
+
+pub mod auth;
+pub mod error;
+pub mod executions;
+pub mod extract;
+pub mod functions;
+pub mod keys;
+pub mod ratelimit;
+pub mod system;
+pub mod trigger;
+
+use ratelimit::{BucketLimiter, WindowLimiter};
+
+/// Limits the API enforces per node.
+pub struct Limits {
+    /// Login attempts per email.
+    pub login_email: WindowLimiter,
+    /// Login attempts per client address.
+    pub login_ip: WindowLimiter,
+    /// Invocations per user.
+    pub invoke: BucketLimiter,
+}
+
+impl Limits {
+    /// Login: 10 attempts a minute per email, 30 per address; invocations: `invoke_rate`
+    /// per second per user (0 = unlimited).
+    pub fn new(invoke_rate: f64) -> Limits {
+        Limits {
+            login_email: WindowLimiter::new(10, Duration::from_secs(60)),
+            login_ip: WindowLimiter::new(30, Duration::from_secs(60)),
+            invoke: BucketLimiter::new(invoke_rate),
+        }
+    }
+}
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub engine: Engine,
+    pub auth: Arc<auth::AuthKeys>,
+    pub limits: Arc<Limits>,
+    pub started: Instant,
+}
+
+/// Header the server sets to the peer's address (any client-sent value is replaced).
+const PEER_HEADER: &str = "x-voltrun-peer";
+
+/// The client's address as seen by this server.
+pub fn client_ip(headers: &HeaderMap) -> String {
+    headers.get(PEER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_string()
+}
+
+async fn stamp_peer(mut req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let h = req.headers_mut();
+    h.remove(PEER_HEADER);
+    if let Some(ip) = peer.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        h.insert(PEER_HEADER, ip);
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::NotFound("route")
+}
+
+/// Every route of the API.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .nest("/auth", auth::router())
+        .nest("/functions", functions::router())
+        .nest("/executions", executions::router())
+        .nest("/keys", keys::router())
+        .nest("/execute", trigger::router())
+        .route("/runtimes", get(system::runtimes))
+        .route("/dashboard", get(system::dashboard))
+        .route("/openapi.json", get(system::openapi));
+    Router::new()
+        .route("/health", get(system::health))
+        .route("/metrics", get(system::metrics))
+        .nest("/api", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(voltrun_core::MAX_PAYLOAD_BYTES))
+        .layer(axum::middleware::from_fn(stamp_peer))
+        .layer(axum::middleware::map_response(plain_errors_as_json))
+        .with_state(state)
+}
+
+/// Turns the few plain-text responses axum makes itself (e.g. a path that is not UTF-8)
+/// into the uniform error JSON.
+async fn plain_errors_as_json(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp.headers().get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::NOT_FOUND => "not_found",
+            s if s.is_server_error() => "internal",
+            _ => "bad_request",
+        };
+        let has_body = resp.headers().get("content-type").is_some();
+        if has_body || status != StatusCode::NOT_FOUND {
+            return error::error_body(status, code, status.canonical_reason().unwrap_or("error"));
+        }
+    }
+    resp
+}

@@ -9,7 +9,7 @@ pub mod runtime;
 pub mod time;
 
 pub use execution::{ErrorKind, ExecError, Execution, ExecutionStatus, Outcome, Trigger};
-pub use function::{Function, FunctionPatch, Limits, NewFunction, ValidationError};
+pub use function::{is_valid_name, is_valid_route, Function, FunctionPatch, Limits, NewFunction, ValidationError};
 pub use runtime::Runtime;
 
 /// Largest request or response body of an invocation (Lambda's synchronous payload limit).

@@ -14,3 +14,8 @@ pub fn format(t: chrono::DateTime<chrono::Utc>) -> String {
 pub fn in_seconds(secs: i64) -> String {
     format(chrono::Utc::now() + chrono::Duration::seconds(secs))
 }
+
+/// Milliseconds since the epoch of an RFC 3339 time.
+pub fn parse_ms(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+}

@@ -1,0 +1,433 @@
+//! Invocations: everything between "run this function with this event" and a finished
+//! execution record.
+//!
+//! The engine keeps warm [`instance::Instance`]s per function version (module state survives
+//! between runs, as in Lambda), runs one invocation at a time per instance, allows up to a
+//! per-function concurrency limit of instances, queues beyond it and refuses (429) once the
+//! queue is full. Idle instances are reaped after a TTL. Async runs are rows in the store
+//! (status `pending`) before they are acknowledged; a dispatcher claims and runs them, and on
+//! start the engine resumes the queue and settles runs a crash left `running`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use voltrun_core::{id, time, ErrorKind, ExecError, Execution, ExecutionStatus, Function, Outcome, Runtime, Trigger};
+use voltrun_sandbox::{InstanceSpec, Limits, Sandbox};
+use voltrun_store::{Store, StoreError};
+
+pub mod instance;
+pub mod metrics;
+mod pool;
+pub mod runtimes;
+
+use instance::{InitParams, Instance, LiveLog};
+pub use metrics::Metrics;
+use pool::Pools;
+pub use runtimes::Runtimes;
+
+/// Engine settings; `Default` are the documented defaults.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where instance code directories live.
+    pub data_dir: PathBuf,
+    /// Instances one function may run at once.
+    pub function_concurrency: usize,
+    /// Synchronous invocations that may wait for a free instance before 429.
+    pub function_queue: usize,
+    /// Idle instances are stopped after this long unused.
+    pub idle_ttl: Duration,
+    /// Async runs executing at once on this node.
+    pub async_concurrency: usize,
+    /// Attempts an async run gets when a crash interrupts it.
+    pub max_attempts: i64,
+    /// Unsaved-code test runs at once.
+    pub test_concurrency: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            data_dir: PathBuf::from("voltrun-data"),
+            function_concurrency: 10,
+            function_queue: 100,
+            idle_ttl: Duration::from_secs(300),
+            async_concurrency: 32,
+            max_attempts: 3,
+            test_concurrency: 4,
+        }
+    }
+}
+
+/// Why the engine did not run something.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Too many invocations are waiting for this function; retry after the given seconds.
+    #[error("too many concurrent invocations of this function; retry later")]
+    Throttled { retry_after_s: u64 },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The invocation engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    sandbox: Arc<dyn Sandbox>,
+    runtimes: Runtimes,
+    cfg: EngineConfig,
+    pools: Pools,
+    metrics: Metrics,
+    async_tx: mpsc::UnboundedSender<String>,
+    async_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Logs of runs in progress on this node, by execution id.
+    running: Mutex<HashMap<String, LiveLog>>,
+    next_instance: AtomicU64,
+    test_slots: Arc<Semaphore>,
+}
+
+impl Engine {
+    /// Builds the engine. Call [`Engine::start`] to resume the async queue and reap idle
+    /// instances.
+    pub fn new(store: Store, sandbox: Arc<dyn Sandbox>, runtimes: Runtimes, cfg: EngineConfig) -> std::io::Result<Engine> {
+        let dir = cfg.data_dir.join("instances");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let (async_tx, async_rx) = mpsc::unbounded_channel();
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                sandbox,
+                runtimes,
+                pools: Pools::new(cfg.function_concurrency, cfg.function_queue),
+                test_slots: Arc::new(Semaphore::new(cfg.test_concurrency)),
+                cfg,
+                metrics: Metrics::default(),
+                async_tx,
+                async_rx: Mutex::new(Some(async_rx)),
+                running: Mutex::new(HashMap::new()),
+                next_instance: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Settles runs a crash left `running`, resumes pending ones, and starts the dispatcher
+    /// and the idle reaper.
+    pub async fn start(&self) -> Result<(), EngineError> {
+        let s = &self.inner.store;
+        let (requeued, interrupted) = s.recover_interrupted(self.inner.cfg.max_attempts, &time::now()).await?;
+        if requeued + interrupted > 0 {
+            tracing::warn!(requeued, interrupted, "recovered runs left in flight by the previous process");
+        }
+        let rx = self.inner.async_rx.lock().expect("dispatcher lock").take().expect("start is called once");
+        tokio::spawn(self.clone().dispatch(rx));
+        for id in s.pending_execution_ids().await? {
+            self.inner.metrics.queue_depth.fetch_add(1, Relaxed);
+            let _ = self.inner.async_tx.send(id);
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let period = (engine.inner.cfg.idle_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+            loop {
+                tokio::time::sleep(period).await;
+                for inst in engine.inner.pools.reap(engine.inner.cfg.idle_ttl, &engine.inner.metrics) {
+                    engine.retire(inst).await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The sandbox tier's name.
+    pub fn sandbox_kind(&self) -> &'static str {
+        self.inner.sandbox.kind()
+    }
+
+    /// The runtimes found on this host.
+    pub fn runtimes(&self) -> &Runtimes {
+        &self.inner.runtimes
+    }
+
+    /// The engine's figures.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Runs `f` now and returns the finished, stored execution. Refuses with
+    /// [`EngineError::Throttled`] when the function's queue is full.
+    pub async fn execute(&self, f: &Function, trigger: Trigger, input: Value) -> Result<Execution, EngineError> {
+        let permit = self.inner.pools.acquire(f, true, &self.inner.metrics).await?;
+        let mut exec = new_execution(f, trigger, input, ExecutionStatus::Running);
+        exec.attempts = 1;
+        exec.started_at = Some(time::now());
+        self.inner.store.insert_execution(&exec).await?;
+        let outcome = self.run(f, &exec.id, &exec.input).await;
+        drop(permit);
+        exec.finish(outcome);
+        self.inner.store.save_execution(&exec).await?;
+        Ok(exec)
+    }
+
+    /// Stores an async run of `f` as pending (durable when this returns) and queues it.
+    pub async fn enqueue(&self, f: &Function, input: Value) -> Result<Execution, EngineError> {
+        let exec = new_execution(f, Trigger::Async, input, ExecutionStatus::Pending);
+        self.inner.store.insert_execution(&exec).await?;
+        self.inner.metrics.queue_depth.fetch_add(1, Relaxed);
+        let _ = self.inner.async_tx.send(exec.id.clone());
+        Ok(exec)
+    }
+
+    /// Runs unsaved code once on a fresh instance; nothing is stored or kept warm.
+    pub async fn test_run(&self, f: &Function, input: Value) -> Result<Execution, EngineError> {
+        let Ok(_slot) = self.inner.test_slots.clone().try_acquire_owned() else {
+            self.inner.metrics.throttled.fetch_add(1, Relaxed);
+            return Err(EngineError::Throttled { retry_after_s: 1 });
+        };
+        let mut exec = new_execution(f, Trigger::Test, input, ExecutionStatus::Running);
+        exec.attempts = 1;
+        let outcome = match self.cold_start(f).await {
+            Ok(inst) => self.invoke_on(f, inst, &exec.id, &exec.input, false).await,
+            Err(o) => o,
+        };
+        exec.finish(outcome);
+        Ok(exec)
+    }
+
+    /// Drops the warm instances of a function (after an update or delete), so no later run
+    /// sees old code.
+    pub fn invalidate(&self, function_id: &str) {
+        let stale = self.inner.pools.remove(function_id, &self.inner.metrics);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            for inst in stale {
+                engine.retire(inst).await;
+            }
+        });
+    }
+
+    /// Live logs of a run in progress on this node: what it wrote so far and a receiver of
+    /// the rest. None when the run is not running here.
+    pub fn subscribe_logs(&self, execution_id: &str) -> Option<(String, broadcast::Receiver<String>)> {
+        let running = self.inner.running.lock().expect("running lock");
+        running.get(execution_id).map(instance::subscribe)
+    }
+
+    async fn dispatch(self, mut rx: mpsc::UnboundedReceiver<String>) {
+        let slots = Arc::new(Semaphore::new(self.inner.cfg.async_concurrency));
+        while let Some(id) = rx.recv().await {
+            let slot = slots.clone().acquire_owned().await.expect("never closed");
+            let engine = self.clone();
+            tokio::spawn(async move {
+                if let Err(err) = engine.run_async(&id).await {
+                    tracing::error!(execution_id = %id, %err, "async run failed to complete");
+                }
+                engine.inner.metrics.queue_depth.fetch_sub(1, Relaxed);
+                drop(slot);
+            });
+        }
+    }
+
+    async fn run_async(&self, id: &str) -> Result<(), EngineError> {
+        let store = &self.inner.store;
+        let Some(mut exec) = store.claim_execution(id, &time::now()).await? else { return Ok(()) };
+        let Some(f) = store.function_by_id(&exec.function_id).await? else {
+            let now = time::now();
+            exec.finish(Outcome {
+                result: Err(ExecError::new(ErrorKind::Internal, "the function was deleted before this run started")),
+                logs: String::new(),
+                logs_truncated: false,
+                duration_ms: 0.0,
+                started_at: now.clone(),
+                finished_at: now,
+            });
+            store.save_execution(&exec).await?;
+            return Ok(());
+        };
+        exec.function_version = f.version;
+        let permit = self.inner.pools.acquire(&f, false, &self.inner.metrics).await?;
+        let outcome = self.run(&f, &exec.id, &exec.input).await;
+        drop(permit);
+        exec.finish(outcome);
+        store.save_execution(&exec).await?;
+        Ok(())
+    }
+
+    /// Runs one invocation on a warm or new instance (the caller holds a concurrency permit).
+    async fn run(&self, f: &Function, exec_id: &str, input: &Value) -> Outcome {
+        let (idle, stale) = self.inner.pools.take_idle(f, &self.inner.metrics);
+        if !stale.is_empty() {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                for inst in stale {
+                    engine.retire(inst).await;
+                }
+            });
+        }
+        let inst = match idle {
+            Some(inst) => inst,
+            None => match self.cold_start(f).await {
+                Ok(inst) => inst,
+                Err(o) => return o,
+            },
+        };
+        self.invoke_on(f, inst, exec_id, input, true).await
+    }
+
+    async fn invoke_on(&self, f: &Function, mut inst: Instance, exec_id: &str, input: &Value, keep_warm: bool) -> Outcome {
+        let span = tracing::info_span!("invoke", execution_id = %exec_id, function = %f.name, version = f.version);
+        let _enter = span.enter();
+        self.inner.running.lock().expect("running lock").insert(exec_id.to_string(), inst.live.clone());
+        let started_at = time::now();
+        let t0 = Instant::now();
+        let report = inst.invoke(exec_id, input, Duration::from_secs(f.timeout as u64)).await;
+        let elapsed = t0.elapsed();
+        self.inner.running.lock().expect("running lock").remove(exec_id);
+        self.inner.metrics.record(f.runtime, elapsed.as_secs_f64(), report.result.as_ref().err().map(|e| e.kind));
+        if keep_warm && report.reusable {
+            if let Some(stale) = self.inner.pools.put_idle(f, inst, &self.inner.metrics) {
+                self.retire(stale).await;
+            }
+        } else {
+            self.retire(inst).await;
+        }
+        Outcome {
+            result: report.result,
+            logs: String::from_utf8_lossy(&report.logs.text).into_owned(),
+            logs_truncated: report.logs.truncated,
+            duration_ms: elapsed.as_secs_f64() * 1e3,
+            started_at,
+            finished_at: time::now(),
+        }
+    }
+
+    /// Starts a new instance of `f` and loads its code. On failure, the outcome to report.
+    async fn cold_start(&self, f: &Function) -> Result<Instance, Outcome> {
+        let started_at = time::now();
+        let t0 = Instant::now();
+        let fail = |error: ExecError, logs: instance::Segment| Outcome {
+            result: Err(error),
+            logs: String::from_utf8_lossy(&logs.text).into_owned(),
+            logs_truncated: logs.truncated,
+            duration_ms: t0.elapsed().as_secs_f64() * 1e3,
+            started_at: started_at.clone(),
+            finished_at: time::now(),
+        };
+        let rt = &self.inner.runtimes;
+        let Some(argv) = rt.argv(f.runtime, f.memory) else {
+            let msg = format!("the {} runtime is not installed on this server", f.runtime.id());
+            return Err(fail(ExecError::new(ErrorKind::RuntimeError, msg), Default::default()));
+        };
+        let n = self.inner.next_instance.fetch_add(1, Relaxed);
+        let dir = self.inner.cfg.data_dir.join("instances").join(format!("{}-{n}", f.id));
+        let entry = dir.join(f.runtime.entry_file());
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&entry, &f.code)) {
+            return Err(fail(ExecError::new(ErrorKind::Internal, format!("writing the function's code: {e}")), Default::default()));
+        }
+        let spec = InstanceSpec {
+            argv,
+            env: instance_env(f, &dir),
+            code_dir: dir.clone(),
+            runtime_paths: rt.paths(f.runtime),
+            limits: Limits {
+                memory_bytes: (f.memory as u64) << 20,
+                limit_address_space: Runtimes::limits_address_space(f.runtime),
+                pids: 128,
+                open_files: 1024,
+                file_size_bytes: 512 << 20,
+                tmp_bytes: 512 << 20,
+            },
+        };
+        let sandbox = self.inner.sandbox.clone();
+        let spawned = tokio::task::spawn_blocking(move || sandbox.spawn(&spec)).await.expect("spawn task does not panic");
+        let spawned = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                tracing::error!(err = %e, function = %f.name, "could not start an instance");
+                return Err(fail(ExecError::new(ErrorKind::Internal, format!("could not start an instance: {e}")), Default::default()));
+            }
+        };
+        self.inner.metrics.cold_start(f.runtime);
+        self.inner.metrics.instances.fetch_add(1, Relaxed);
+        let init = InitParams {
+            entry,
+            handler: f.handler.clone(),
+            function_name: f.name.clone(),
+            function_version: f.version,
+            memory_mb: f.memory,
+        };
+        let deadline = Instant::now() + Duration::from_secs(f.timeout as u64);
+        match Instance::start(spawned, dir, init, deadline).await {
+            Ok(inst) => Ok(inst),
+            Err(failure) => {
+                self.inner.metrics.instances.fetch_sub(1, Relaxed);
+                self.inner.metrics.record(f.runtime, t0.elapsed().as_secs_f64(), Some(failure.error.kind));
+                Err(fail(failure.error, failure.logs))
+            }
+        }
+    }
+
+    async fn retire(&self, inst: Instance) {
+        self.inner.metrics.instances.fetch_sub(1, Relaxed);
+        inst.terminate().await;
+    }
+}
+
+fn new_execution(f: &Function, trigger: Trigger, input: Value, status: ExecutionStatus) -> Execution {
+    Execution {
+        id: id::new_id("ex_"),
+        user_id: f.user_id.clone(),
+        function_id: f.id.clone(),
+        function_name: f.name.clone(),
+        function_version: f.version,
+        status,
+        trigger,
+        input,
+        output: None,
+        error: None,
+        logs: String::new(),
+        logs_truncated: false,
+        duration_ms: None,
+        attempts: 0,
+        created_at: time::now(),
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+/// The complete environment of an instance: the function's variables and Lambda's, nothing
+/// of the server's.
+fn instance_env(f: &Function, dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = f.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let fixed = [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin".to_string()),
+        ("HOME", "/tmp".to_string()),
+        ("LANG", "C.UTF-8".to_string()),
+        ("TZ", "UTC".to_string()),
+        ("PYTHONUNBUFFERED", "1".to_string()),
+        ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
+        ("LAMBDA_TASK_ROOT", dir.display().to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", f.name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", f.version.to_string()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", f.memory.to_string()),
+        ("AWS_EXECUTION_ENV", format!("VoltRun_{}", f.runtime.id())),
+        ("VOLTRUN_FUNCTION_ID", f.id.clone()),
+    ];
+    for (k, v) in fixed {
+        if f.runtime == Runtime::Nodejs20 && k.starts_with("PYTHON") {
+            continue;
+        }
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.to_string(), v));
+    }
+    env
+}

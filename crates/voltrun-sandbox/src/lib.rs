@@ -1,0 +1,133 @@
+//! How a function instance is started, contained and killed.
+//!
+//! The engine describes an instance as an [`InstanceSpec`] (a command, its environment, the
+//! host directory holding the function's code, and [`Limits`]); a [`Sandbox`] backend turns
+//! that into a running process wired to three pipes: control in (fd 3 inside), control out
+//! (fd 4 inside) and one log pipe for both stdout and stderr (so their order is kept, child
+//! processes included). The backend owns containment; the engine owns the protocol.
+//!
+//! Backends: [`process::ProcessSandbox`] (rlimits and a process group, no isolation,
+//! development only). The namespace, gVisor and container tiers implement the same trait.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+pub mod process;
+mod sys;
+
+/// Resource limits of one instance. `Default` is the most restrictive sensible setting;
+/// callers raise what a function asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory in bytes (the whole instance).
+    pub memory_bytes: u64,
+    /// Also cap the address space (RLIMIT_AS) at `memory_bytes` plus slack. Runtimes that
+    /// reserve large virtual ranges up front (V8) cannot start under it and cap their heap
+    /// themselves instead.
+    pub limit_address_space: bool,
+    /// Processes and threads.
+    pub pids: u64,
+    /// Open files (RLIMIT_NOFILE).
+    pub open_files: u64,
+    /// Largest file the instance may write (RLIMIT_FSIZE).
+    pub file_size_bytes: u64,
+    /// Size of the private /tmp (tiers that give one).
+    pub tmp_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            limit_address_space: true,
+            pids: 32,
+            open_files: 256,
+            file_size_bytes: 64 << 20,
+            tmp_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What to run in an instance.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    /// Program and arguments (absolute program path).
+    pub argv: Vec<String>,
+    /// The complete environment; nothing of the server's is inherited.
+    pub env: Vec<(String, String)>,
+    /// Host directory with the function's code; the instance's working directory.
+    pub code_dir: PathBuf,
+    /// Host paths the runtime needs to read (interpreter prefix, bootstrap files).
+    pub runtime_paths: Vec<PathBuf>,
+    /// Limits to enforce.
+    pub limits: Limits,
+}
+
+/// A started instance: the engine's ends of its pipes and a handle to contain it.
+pub struct Spawned {
+    /// Write end of the control-in pipe (fd 3 inside).
+    pub control_in: OwnedFd,
+    /// Read end of the control-out pipe (fd 4 inside).
+    pub control_out: OwnedFd,
+    /// Read end of the log pipe (fds 1 and 2 inside).
+    pub logs: OwnedFd,
+    /// Kills and reaps the instance.
+    pub handle: Box<dyn InstanceHandle>,
+}
+
+/// How an instance's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExitInfo {
+    /// Exit status, when it exited.
+    pub code: Option<i32>,
+    /// Signal number, when it was killed.
+    pub signal: Option<i32>,
+}
+
+impl std::fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exited with status {c}"),
+            (_, Some(s)) => write!(f, "killed by signal {s}"),
+            _ => write!(f, "ended"),
+        }
+    }
+}
+
+/// Control over one running instance. Dropping it kills every process of the instance.
+pub trait InstanceHandle: Send {
+    /// The instance's main process id (in the server's pid namespace).
+    fn pid(&self) -> u32;
+    /// Kills every process of the instance at once (SIGKILL). Idempotent.
+    fn kill(&mut self);
+    /// Waits for the main process to end (blocking) and releases the instance's resources.
+    fn wait(&mut self) -> ExitInfo;
+    /// True when the instance hit its memory limit (as far as the tier can tell).
+    fn out_of_memory(&self) -> bool;
+    /// True when processes other than the main one still run (a handler left a child
+    /// behind): such an instance is not reused, so nothing of one run reaches another.
+    fn has_stray_processes(&self) -> bool;
+}
+
+/// A backend that starts instances.
+pub trait Sandbox: Send + Sync + 'static {
+    /// The tier's name as `--sandbox` and `/health` spell it.
+    fn kind(&self) -> &'static str;
+    /// Starts an instance. Blocking, short (fork/exec and setup).
+    fn spawn(&self, spec: &InstanceSpec) -> Result<Spawned, SandboxError>;
+}
+
+/// Why a sandbox could not be built or an instance not started.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A system call failed.
+    #[error("{call} failed: {source}")]
+    Sys {
+        call: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tier cannot be used as configured.
+    #[error("{0}")]
+    Unavailable(String),
+}

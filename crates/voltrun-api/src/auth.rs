@@ -1,0 +1,291 @@
+//! Accounts and credentials: registration, login, refresh-token rotation, access tokens
+//! (HS256 JWTs), and resolving a request's credentials to a user.
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use voltrun_core::{id, time};
+use voltrun_store::User;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Caller, Json};
+use crate::AppState;
+
+/// Lifetime of an access token.
+pub const ACCESS_TTL_S: i64 = 3600;
+/// Lifetime of a refresh token.
+const REFRESH_TTL_S: i64 = 30 * 24 * 3600;
+/// Longest password accepted: argon2 time grows with input, so cap what a caller can make us hash.
+const MAX_PASSWORD: usize = 1024;
+const JWT_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"; // {"alg":"HS256","typ":"JWT"}
+
+/// Routes under `/api/auth`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/register", post(register))
+        .route("/login", post(login))
+        .route("/refresh", post(refresh))
+        .route("/me", get(me))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    email: String,
+    password: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+fn user_json(u: &User) -> Value {
+    json!({"id": u.id, "email": u.email, "name": u.name, "created_at": u.created_at})
+}
+
+fn valid_email(e: &str) -> bool {
+    let Some((local, domain)) = e.split_once('@') else { return false };
+    !local.is_empty()
+        && e.len() <= 254
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !domain.contains('@')
+}
+
+async fn register(State(st): State<AppState>, Json(b): Json<RegisterBody>) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    let email = b.email.trim().to_lowercase();
+    if !valid_email(&email) {
+        return Err(ApiError::bad("validation_failed", "email: not a valid email address"));
+    }
+    if b.password.chars().count() < 8 {
+        return Err(ApiError::bad("validation_failed", "password: must be at least 8 characters"));
+    }
+    if b.password.len() > MAX_PASSWORD {
+        return Err(ApiError::bad("validation_failed", "password: at most 1024 bytes"));
+    }
+    let name = b.name.unwrap_or_default().trim().to_string();
+    if name.chars().count() > 100 {
+        return Err(ApiError::bad("validation_failed", "name: at most 100 characters"));
+    }
+    let password_hash = hash_password(b.password).await?;
+    let user = User { id: id::new_id("usr_"), email, name, password_hash, created_at: time::now() };
+    st.store.insert_user(&user).await.map_err(|e| match e {
+        voltrun_store::StoreError::Conflict(_) => ApiError::Conflict("an account with this email already exists".into()),
+        other => other.into(),
+    })?;
+    let tokens = issue_tokens(&st, &user.id, None).await?;
+    Ok((StatusCode::CREATED, axum::Json(with_user(tokens, &user))))
+}
+
+fn with_user(mut tokens: Value, u: &User) -> Value {
+    tokens["user"] = user_json(u);
+    tokens
+}
+
+async fn login(State(st): State<AppState>, headers: HeaderMap, Json(b): Json<LoginBody>) -> ApiResult<axum::Json<Value>> {
+    let email = b.email.trim().to_lowercase();
+    let ip = crate::client_ip(&headers);
+    for key in [format!("email:{email}"), format!("ip:{ip}")] {
+        let limiter = if key.starts_with("ip:") { &st.limits.login_ip } else { &st.limits.login_email };
+        if let Err(retry_after_s) = limiter.hit(&key) {
+            return Err(ApiError::Throttled { message: "too many login attempts; try again later".into(), retry_after_s });
+        }
+    }
+    let wrong = || ApiError::Unauthorized("invalid email or password".into());
+    if b.password.len() > MAX_PASSWORD {
+        return Err(wrong());
+    }
+    let user = st.store.user_by_email(&email).await?;
+    // Verify against a fixed hash when the email is unknown, so timing does not tell.
+    let stored = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| st.auth.dummy_hash.clone());
+    let ok = verify_password(b.password, stored).await?;
+    match user {
+        Some(u) if ok => {
+            let tokens = issue_tokens(&st, &u.id, None).await?;
+            Ok(axum::Json(with_user(tokens, &u)))
+        }
+        _ => Err(wrong()),
+    }
+}
+
+async fn refresh(State(st): State<AppState>, Json(b): Json<RefreshBody>) -> ApiResult<axum::Json<Value>> {
+    let hash = sha256_hex(&b.refresh_token);
+    match st.store.use_refresh_token(&hash, &time::now()).await? {
+        Some((user_id, family)) => Ok(axum::Json(issue_tokens(&st, &user_id, Some(family)).await?)),
+        None => Err(ApiError::Unauthorized("invalid or expired refresh token".into())),
+    }
+}
+
+async fn me(State(st): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Value>> {
+    let u = st.store.user_by_id(&caller.user_id).await?.ok_or(ApiError::NotFound("user"))?;
+    Ok(axum::Json(user_json(&u)))
+}
+
+/// A new access token and a new refresh token (in `family`, or a new family).
+async fn issue_tokens(st: &AppState, user_id: &str, family: Option<String>) -> ApiResult<Value> {
+    let refresh = random_token(32);
+    let family = family.unwrap_or_else(|| id::new_id("rtf_"));
+    let now = time::now();
+    st.store.insert_refresh_token(&sha256_hex(&refresh), user_id, &family, &time::in_seconds(REFRESH_TTL_S), &now).await?;
+    Ok(json!({
+        "token": st.auth.sign(user_id),
+        "refresh_token": refresh,
+        "expires_in": ACCESS_TTL_S,
+    }))
+}
+
+/// Secrets and fixed values of authentication.
+pub struct AuthKeys {
+    jwt_key: Vec<u8>,
+    dummy_hash: String,
+}
+
+impl AuthKeys {
+    /// Builds the keys from the JWT signing secret.
+    pub fn new(jwt_key: Vec<u8>) -> AuthKeys {
+        let salt = SaltString::generate(&mut OsRng);
+        let dummy_hash = Argon2::default().hash_password(b"not a real password", &salt).expect("argon2 hashes").to_string();
+        AuthKeys { jwt_key, dummy_hash }
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(&self.jwt_key).expect("HMAC takes any key length")
+    }
+
+    /// An access token for `user_id`, valid for [`ACCESS_TTL_S`].
+    pub fn sign(&self, user_id: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({"sub": user_id, "iat": now, "exp": now + ACCESS_TTL_S, "typ": "access"});
+        let signing_input = format!("{JWT_HEADER}.{}", B64.encode(claims.to_string()));
+        let mut mac = self.mac();
+        mac.update(signing_input.as_bytes());
+        format!("{signing_input}.{}", B64.encode(mac.finalize().into_bytes()))
+    }
+
+    /// The user id of a valid, unexpired access token.
+    pub fn verify(&self, token: &str) -> Option<String> {
+        let (signing_input, sig) = token.rsplit_once('.')?;
+        let (header, claims) = signing_input.split_once('.')?;
+        if header != JWT_HEADER {
+            return None;
+        }
+        let mut mac = self.mac();
+        mac.update(signing_input.as_bytes());
+        mac.verify_slice(&B64.decode(sig).ok()?).ok()?;
+        let claims: Value = serde_json::from_slice(&B64.decode(claims).ok()?).ok()?;
+        if claims["typ"] != "access" || claims["exp"].as_i64()? <= chrono::Utc::now().timestamp() {
+            return None;
+        }
+        claims["sub"].as_str().map(str::to_string)
+    }
+}
+
+async fn hash_password(password: String) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("hash task: {e}")))?
+    .map_err(|e| ApiError::Internal(format!("argon2: {e}")))
+}
+
+async fn verify_password(password: String, stored: String) -> ApiResult<bool> {
+    tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&stored).map_err(|e| ApiError::Internal(format!("stored hash: {e}")))?;
+        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("verify task: {e}")))?
+}
+
+/// Hex SHA-256, used for tokens and API keys (high-entropy secrets need no slow hash).
+pub fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random URL-safe token of `bytes` random bytes.
+pub fn random_token(bytes: usize) -> String {
+    let buf: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    B64.encode(buf)
+}
+
+/// Resolves the request's credentials: `Authorization: Bearer <JWT | vr_ key>` or
+/// `X-API-Key`. None when there are none; 401 when they are present but invalid.
+pub async fn authenticate(headers: &HeaderMap, st: &AppState) -> ApiResult<Option<Caller>> {
+    let bad = |m: &str| ApiError::Unauthorized(m.to_string());
+    let credential = if let Some(v) = headers.get("x-api-key") {
+        Some(v.to_str().map_err(|_| bad("malformed X-API-Key header"))?.trim().to_string())
+    } else if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
+        let v = v.to_str().map_err(|_| bad("malformed Authorization header"))?;
+        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).ok_or_else(|| bad("Authorization must be `Bearer <token>`"))?;
+        Some(token.trim().to_string())
+    } else {
+        None
+    };
+    let Some(credential) = credential else { return Ok(None) };
+    if credential.starts_with(crate::keys::KEY_PREFIX) {
+        let owner = st.store.api_key_owner(&sha256_hex(&credential)).await?.ok_or_else(|| bad("invalid API key"))?;
+        let now = time::now();
+        if owner.expires_at.as_deref().is_some_and(|e| e <= now.as_str()) {
+            return Err(bad("this API key has expired"));
+        }
+        crate::keys::note_use(st, &owner, &now);
+        return Ok(Some(Caller { user_id: owner.user_id }));
+    }
+    match st.auth.verify(&credential) {
+        Some(user_id) => Ok(Some(Caller { user_id })),
+        None => Err(bad("invalid or expired token")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_tampering_fails() {
+        let k = AuthKeys::new(b"k".repeat(32));
+        let t = k.sign("usr_1");
+        assert_eq!(k.verify(&t).as_deref(), Some("usr_1"));
+        let other = AuthKeys::new(b"x".repeat(32));
+        assert!(other.verify(&t).is_none());
+        let mut parts: Vec<&str> = t.split('.').collect();
+        let forged = B64.encode(json!({"sub":"usr_2","exp": i64::MAX,"typ":"access"}).to_string());
+        parts[1] = &forged;
+        assert!(k.verify(&parts.join(".")).is_none());
+        assert!(k.verify("garbage").is_none());
+    }
+
+    #[test]
+    fn email_validation() {
+        for ok in ["a@b.co", "first.last+tag@example.org"] {
+            assert!(valid_email(ok), "{ok}");
+        }
+        for bad in ["", "a", "a@b", "@b.co", "a@.co", "a b@c.co", "a@b.co."] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+    }
+}

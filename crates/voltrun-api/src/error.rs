@@ -1,0 +1,115 @@
+//! The one error type of the API and how each variant becomes a response:
+//! `{"error": {"code": "snake_case", "message": "human text"}}` with the status below.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use voltrun_engine::EngineError;
+use voltrun_store::StoreError;
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the input is malformed or invalid.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 401: no, bad or expired credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 404: no such resource, or not the caller's.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 405: the path exists without this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: a unique field is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body or a field is too large.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 429: throttled; retry after this many seconds.
+    #[error("{message}")]
+    Throttled { message: String, retry_after_s: u64 },
+    /// 503: a dependency (the database) is unavailable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: our fault. The detail is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 400 with a code and message.
+    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest { code, message: message.into() }
+    }
+
+    fn status_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// Builds the uniform error body.
+pub fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_code();
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "internal server error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut resp = error_body(status, code, &message);
+        if let ApiError::Throttled { retry_after_s, .. } = self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(field) => ApiError::Conflict(format!("{field} is already taken")),
+            other => ApiError::Internal(format!("store: {other:#}")),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Throttled { retry_after_s } => ApiError::Throttled { message: e.to_string(), retry_after_s },
+            EngineError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<voltrun_core::ValidationError> for ApiError {
+    fn from(e: voltrun_core::ValidationError) -> Self {
+        if e.too_large {
+            ApiError::TooLarge(e.to_string())
+        } else {
+            ApiError::bad("validation_failed", e.to_string())
+        }
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,111 @@
+//! Counters, gauges and histograms the engine keeps, rendered in the Prometheus text format.
+//! Plain atomics: the hot path pays a few relaxed increments, nothing more.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use voltrun_core::{ErrorKind, Runtime};
+
+/// Upper bounds (seconds) of the duration histogram buckets.
+const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
+const KINDS: [ErrorKind; 6] =
+    [ErrorKind::HandlerError, ErrorKind::RuntimeError, ErrorKind::Timeout, ErrorKind::OutOfMemory, ErrorKind::Interrupted, ErrorKind::Internal];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum in microseconds (integer so it can be atomic).
+    sum_us: AtomicU64,
+}
+
+/// The engine's figures.
+#[derive(Default)]
+pub struct Metrics {
+    invocations: [AtomicU64; 2],
+    errors: [AtomicU64; KINDS.len()],
+    duration: [Histogram; 2],
+    cold_starts: [AtomicU64; 2],
+    /// Live instances (idle or busy).
+    pub instances: AtomicI64,
+    /// Idle warm instances.
+    pub idle_instances: AtomicI64,
+    /// Async runs accepted and not yet finished on this node.
+    pub queue_depth: AtomicI64,
+    /// Invocations refused with 429.
+    pub throttled: AtomicU64,
+}
+
+fn rt_index(r: Runtime) -> usize {
+    match r {
+        Runtime::Nodejs20 => 0,
+        Runtime::Python311 => 1,
+    }
+}
+
+impl Metrics {
+    /// Records one finished invocation.
+    pub fn record(&self, r: Runtime, seconds: f64, error: Option<ErrorKind>) {
+        let i = rt_index(r);
+        self.invocations[i].fetch_add(1, Relaxed);
+        if let Some(k) = error {
+            let k = KINDS.iter().position(|x| *x == k).expect("every kind is listed");
+            self.errors[k].fetch_add(1, Relaxed);
+        }
+        let h = &self.duration[i];
+        if let Some(b) = BUCKETS.iter().position(|b| seconds <= *b) {
+            h.buckets[b].fetch_add(1, Relaxed);
+        }
+        h.count.fetch_add(1, Relaxed);
+        h.sum_us.fetch_add((seconds * 1e6) as u64, Relaxed);
+    }
+
+    /// Records a cold start (a new instance).
+    pub fn cold_start(&self, r: Runtime) {
+        self.cold_starts[rt_index(r)].fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text exposition of every figure.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let rts = [Runtime::Nodejs20, Runtime::Python311];
+        o.push_str("# HELP voltrun_invocations_total Finished invocations.\n# TYPE voltrun_invocations_total counter\n");
+        for r in rts {
+            let _ = writeln!(o, "voltrun_invocations_total{{runtime=\"{}\"}} {}", r.id(), self.invocations[rt_index(r)].load(Relaxed));
+        }
+        o.push_str("# HELP voltrun_invocation_errors_total Failed invocations by error type.\n# TYPE voltrun_invocation_errors_total counter\n");
+        for (i, k) in KINDS.iter().enumerate() {
+            let _ = writeln!(o, "voltrun_invocation_errors_total{{type=\"{k:?}\"}} {}", self.errors[i].load(Relaxed));
+        }
+        o.push_str("# HELP voltrun_invocation_duration_seconds Handler run time.\n# TYPE voltrun_invocation_duration_seconds histogram\n");
+        for r in rts {
+            let h = &self.duration[rt_index(r)];
+            let mut cumulative = 0;
+            for (b, bound) in BUCKETS.iter().enumerate() {
+                cumulative += h.buckets[b].load(Relaxed);
+                let _ = writeln!(o, "voltrun_invocation_duration_seconds_bucket{{runtime=\"{}\",le=\"{bound}\"}} {cumulative}", r.id());
+            }
+            let count = h.count.load(Relaxed);
+            let _ = writeln!(o, "voltrun_invocation_duration_seconds_bucket{{runtime=\"{}\",le=\"+Inf\"}} {count}", r.id());
+            let _ = writeln!(o, "voltrun_invocation_duration_seconds_sum{{runtime=\"{}\"}} {}", r.id(), h.sum_us.load(Relaxed) as f64 / 1e6);
+            let _ = writeln!(o, "voltrun_invocation_duration_seconds_count{{runtime=\"{}\"}} {count}", r.id());
+        }
+        o.push_str("# HELP voltrun_cold_starts_total Instances started.\n# TYPE voltrun_cold_starts_total counter\n");
+        for r in rts {
+            let _ = writeln!(o, "voltrun_cold_starts_total{{runtime=\"{}\"}} {}", r.id(), self.cold_starts[rt_index(r)].load(Relaxed));
+        }
+        for (name, help, v) in [
+            ("voltrun_instances", "Live instances, idle or busy.", self.instances.load(Relaxed)),
+            ("voltrun_idle_instances", "Warm idle instances in the pools.", self.idle_instances.load(Relaxed)),
+            ("voltrun_async_queue_depth", "Async runs accepted and not finished on this node.", self.queue_depth.load(Relaxed)),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let _ = writeln!(
+            o,
+            "# HELP voltrun_throttled_total Invocations refused with 429.\n# TYPE voltrun_throttled_total counter\nvoltrun_throttled_total {}",
+            self.throttled.load(Relaxed)
+        );
+        o
+    }
+}

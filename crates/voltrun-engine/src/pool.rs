@@ -1,0 +1,122 @@
+//! Warm instances per function, and the per-function concurrency limit with its queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use voltrun_core::Function;
+
+use crate::instance::Instance;
+use crate::{EngineError, Metrics};
+
+struct FnPool {
+    /// The newest version seen; instances of older versions are never reused.
+    version: i64,
+    idle: Vec<Instance>,
+    slots: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Every function's pool.
+pub(crate) struct Pools {
+    map: Mutex<HashMap<String, FnPool>>,
+    concurrency: usize,
+    queue: usize,
+}
+
+fn adjust(g: &std::sync::atomic::AtomicI64, by: usize, add: bool) {
+    let by = by as i64;
+    g.fetch_add(if add { by } else { -by }, Relaxed);
+}
+
+impl Pools {
+    pub(crate) fn new(concurrency: usize, queue: usize) -> Pools {
+        Pools { map: Mutex::new(HashMap::new()), concurrency, queue }
+    }
+
+    /// A permit to run `f` (at most `concurrency` at once). With `throttle`, refuses when
+    /// `queue` callers already wait; without, waits as long as it takes (async runs).
+    pub(crate) async fn acquire(&self, f: &Function, throttle: bool, m: &Metrics) -> Result<OwnedSemaphorePermit, EngineError> {
+        let (slots, waiting) = {
+            let mut map = self.map.lock().expect("pool lock");
+            let p = map.entry(f.id.clone()).or_insert_with(|| FnPool {
+                version: f.version,
+                idle: Vec::new(),
+                slots: Arc::new(Semaphore::new(self.concurrency)),
+                waiting: Arc::new(AtomicUsize::new(0)),
+            });
+            (p.slots.clone(), p.waiting.clone())
+        };
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        if throttle && waiting.load(Relaxed) >= self.queue {
+            m.throttled.fetch_add(1, Relaxed);
+            return Err(EngineError::Throttled { retry_after_s: 1 });
+        }
+        waiting.fetch_add(1, Relaxed);
+        let permit = slots.acquire_owned().await.expect("pool semaphores are never closed");
+        waiting.fetch_sub(1, Relaxed);
+        Ok(permit)
+    }
+
+    /// A warm instance of exactly `f`'s version, if one is idle. Seeing a newer version
+    /// makes the older idle instances stale: they are returned for the caller to retire.
+    pub(crate) fn take_idle(&self, f: &Function, m: &Metrics) -> (Option<Instance>, Vec<Instance>) {
+        let mut map = self.map.lock().expect("pool lock");
+        let Some(p) = map.get_mut(&f.id) else { return (None, Vec::new()) };
+        if f.version > p.version {
+            p.version = f.version;
+            let stale = std::mem::take(&mut p.idle);
+            adjust(&m.idle_instances, stale.len(), false);
+            return (None, stale);
+        }
+        if f.version < p.version {
+            return (None, Vec::new());
+        }
+        let inst = p.idle.pop();
+        if inst.is_some() {
+            adjust(&m.idle_instances, 1, false);
+        }
+        (inst, Vec::new())
+    }
+
+    /// Returns an instance after a run. Gives it back when it may not be kept (its version
+    /// is stale or its function is gone), for the caller to retire.
+    pub(crate) fn put_idle(&self, f: &Function, inst: Instance, m: &Metrics) -> Option<Instance> {
+        let mut map = self.map.lock().expect("pool lock");
+        match map.get_mut(&f.id) {
+            Some(p) if p.version == inst.version => {
+                p.idle.push(inst);
+                adjust(&m.idle_instances, 1, true);
+                None
+            }
+            _ => Some(inst),
+        }
+    }
+
+    /// Removes a function's pool; returns its idle instances to retire.
+    pub(crate) fn remove(&self, function_id: &str, m: &Metrics) -> Vec<Instance> {
+        let mut map = self.map.lock().expect("pool lock");
+        let stale = map.remove(function_id).map(|p| p.idle).unwrap_or_default();
+        adjust(&m.idle_instances, stale.len(), false);
+        stale
+    }
+
+    /// Takes every instance idle for longer than `ttl`, and forgets pools with nothing in
+    /// them.
+    pub(crate) fn reap(&self, ttl: Duration, m: &Metrics) -> Vec<Instance> {
+        let mut map = self.map.lock().expect("pool lock");
+        let mut out = Vec::new();
+        map.retain(|_, p| {
+            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut p.idle).into_iter().partition(|i| i.last_used.elapsed() > ttl);
+            p.idle = keep;
+            out.extend(old);
+            !(p.idle.is_empty() && p.slots.available_permits() == self.concurrency && p.waiting.load(Relaxed) == 0)
+        });
+        adjust(&m.idle_instances, out.len(), false);
+        out
+    }
+}

@@ -1,0 +1,99 @@
+//! The language runtimes on this host: where their interpreters are, and the bootstrap each
+//! instance runs (`runtimes/{python,node}` in the repository, embedded in the binary).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use voltrun_core::Runtime;
+
+const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
+const NODE_BOOTSTRAP: &str = include_str!("../../../runtimes/node/bootstrap.js");
+
+/// An interpreter found on the host.
+#[derive(Debug, Clone)]
+pub struct Interpreter {
+    /// Absolute path of the real binary (not a version-manager shim).
+    pub path: PathBuf,
+    /// The version it reports, e.g. `3.11.7` or `20.20.2`.
+    pub version: String,
+    /// Directory tree the interpreter needs to read (its prefix).
+    pub prefix: PathBuf,
+}
+
+/// Interpreters and bootstrap files for every runtime.
+#[derive(Debug, Clone)]
+pub struct Runtimes {
+    python: Option<Interpreter>,
+    node: Option<Interpreter>,
+    dir: PathBuf,
+}
+
+impl Runtimes {
+    /// Finds the interpreters and writes the bootstraps into `dir`.
+    pub fn discover(dir: &Path) -> std::io::Result<Runtimes> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("bootstrap.py"), PYTHON_BOOTSTRAP)?;
+        std::fs::write(dir.join("bootstrap.js"), NODE_BOOTSTRAP)?;
+        let python = ["python3.11", "python3"].iter().find_map(|bin| {
+            probe(bin, &["-c", "import sys; print(sys.executable); print(sys.version.split()[0]); print(sys.base_prefix)"])
+                .filter(|i| i.version.starts_with("3.11"))
+        });
+        let node = probe("node", &["-p", "[process.execPath, process.versions.node, require('path').dirname(require('path').dirname(process.execPath))].join('\\n')"]);
+        if python.is_none() {
+            tracing::warn!("no python3.11 interpreter found: the python3.11 runtime is unavailable");
+        }
+        if node.is_none() {
+            tracing::warn!("no node interpreter found: the nodejs20 runtime is unavailable");
+        }
+        Ok(Runtimes { python, node, dir: dir.to_path_buf() })
+    }
+
+    /// The interpreter of a runtime, if installed.
+    pub fn interpreter(&self, r: Runtime) -> Option<&Interpreter> {
+        match r {
+            Runtime::Nodejs20 => self.node.as_ref(),
+            Runtime::Python311 => self.python.as_ref(),
+        }
+    }
+
+    /// The command line of a new instance of `r` with `memory_mb` of memory.
+    pub fn argv(&self, r: Runtime, memory_mb: u32) -> Option<Vec<String>> {
+        let interp = self.interpreter(r)?;
+        let exe = interp.path.display().to_string();
+        Some(match r {
+            Runtime::Python311 => vec![exe, "-u".into(), self.dir.join("bootstrap.py").display().to_string()],
+            Runtime::Nodejs20 => vec![
+                exe,
+                // V8 reserves far more address space than it uses, so RLIMIT_AS cannot cap it;
+                // its own heap limit does, leaving room for code, stacks and buffers.
+                format!("--max-old-space-size={}", (memory_mb * 3 / 4).max(32)),
+                self.dir.join("bootstrap.js").display().to_string(),
+            ],
+        })
+    }
+
+    /// Whether the runtime's memory is capped by RLIMIT_AS (Python) or by its own heap limit.
+    pub fn limits_address_space(r: Runtime) -> bool {
+        r == Runtime::Python311
+    }
+
+    /// Host paths an instance of `r` reads: the interpreter's prefix and the bootstraps.
+    pub fn paths(&self, r: Runtime) -> Vec<PathBuf> {
+        let mut v = vec![self.dir.clone()];
+        if let Some(i) = self.interpreter(r) {
+            v.push(i.prefix.clone());
+        }
+        v
+    }
+}
+
+fn probe(bin: &str, args: &[&str]) -> Option<Interpreter> {
+    let out = Command::new(bin).args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut lines = text.lines();
+    let (path, version, prefix) = (lines.next()?, lines.next()?, lines.next()?);
+    Some(Interpreter { path: PathBuf::from(path), version: version.to_string(), prefix: PathBuf::from(prefix) })
+}

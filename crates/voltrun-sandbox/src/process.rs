@@ -1,0 +1,135 @@
+//! The `process` tier: a plain child process with rlimits in its own process group.
+//!
+//! No isolation at all: the function sees the host's files, network and processes. It exists
+//! for development on machines where namespaces are unavailable, and refuses to be built
+//! unless the operator says `--insecure`.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+
+use crate::{sys, ExitInfo, InstanceHandle, InstanceSpec, Limits, Sandbox, SandboxError, Spawned};
+
+/// Memory the interpreter itself maps beyond what the function asked for; RLIMIT_AS counts
+/// virtual memory, which is always above what is resident.
+const ADDRESS_SPACE_SLACK: u64 = 192 << 20;
+
+/// Runs instances as plain child processes (no isolation).
+#[derive(Debug)]
+pub struct ProcessSandbox(());
+
+impl ProcessSandbox {
+    /// Builds the tier only when the operator accepted that it isolates nothing.
+    pub fn new(insecure: bool) -> Result<Self, SandboxError> {
+        if !insecure {
+            return Err(SandboxError::Unavailable(
+                "the process sandbox does not isolate functions from the host; pass --insecure to use it anyway".into(),
+            ));
+        }
+        Ok(ProcessSandbox(()))
+    }
+}
+
+impl Sandbox for ProcessSandbox {
+    fn kind(&self) -> &'static str {
+        "process"
+    }
+
+    fn spawn(&self, spec: &InstanceSpec) -> Result<Spawned, SandboxError> {
+        let (ctl_in_r, ctl_in_w) = sys::pipe()?;
+        let (ctl_out_r, ctl_out_w) = sys::pipe()?;
+        let (log_r, log_w) = sys::pipe()?;
+        let log_w2 = log_w.try_clone().map_err(|source| SandboxError::Sys { call: "dup", source })?;
+
+        let mut cmd = Command::new(&spec.argv[0]);
+        cmd.args(&spec.argv[1..])
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&spec.code_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log_w))
+            .stderr(Stdio::from(log_w2));
+        let (fd3, fd4) = (ctl_in_r.as_raw_fd(), ctl_out_w.as_raw_fd());
+        let limits = spec.limits.clone();
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+        // calls (setsid, prctl, dup2, setrlimit); it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                sys::new_session()?;
+                sys::die_with_parent()?;
+                sys::dup_onto(fd3, 3)?;
+                sys::dup_onto(fd4, 4)?;
+                apply_rlimits(&limits)
+            });
+        }
+        let child = cmd.spawn().map_err(|source| SandboxError::Sys { call: "spawn", source })?;
+        drop((ctl_in_r, ctl_out_w));
+        Ok(Spawned {
+            control_in: ctl_in_w,
+            control_out: ctl_out_r,
+            logs: log_r,
+            handle: Box::new(ProcessInstance { child, reaped: None }),
+        })
+    }
+}
+
+fn apply_rlimits(l: &Limits) -> std::io::Result<()> {
+    if l.limit_address_space {
+        sys::set_rlimit(libc::RLIMIT_AS, l.memory_bytes + ADDRESS_SPACE_SLACK)?;
+    }
+    sys::set_rlimit(libc::RLIMIT_NOFILE, l.open_files)?;
+    sys::set_rlimit(libc::RLIMIT_FSIZE, l.file_size_bytes)?;
+    sys::set_rlimit(libc::RLIMIT_CORE, 0)
+}
+
+struct ProcessInstance {
+    child: Child,
+    reaped: Option<ExitInfo>,
+}
+
+impl InstanceHandle for ProcessInstance {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn kill(&mut self) {
+        if self.reaped.is_none() {
+            sys::kill_group(self.child.id());
+        }
+    }
+
+    fn wait(&mut self) -> ExitInfo {
+        if let Some(info) = self.reaped {
+            return info;
+        }
+        let info = match self.child.wait() {
+            Ok(st) => ExitInfo { code: st.code(), signal: st.signal() },
+            Err(err) => {
+                tracing::warn!(%err, pid = self.child.id(), "waitpid failed");
+                ExitInfo::default()
+            }
+        };
+        // The group may outlive its leader (children); end them too.
+        sys::kill_group(self.child.id());
+        self.reaped = Some(info);
+        info
+    }
+
+    fn out_of_memory(&self) -> bool {
+        // rlimits give no OOM signal; the runtime reports MemoryError / heap exhaustion itself.
+        false
+    }
+
+    fn has_stray_processes(&self) -> bool {
+        self.reaped.is_none() && sys::has_descendants(self.child.id())
+    }
+}
+
+impl Drop for ProcessInstance {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            self.kill();
+            self.wait();
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Functions.
+
+use voltrun_core::{Function, Runtime};
+
+use crate::{conflict_or, get_i64, get_opt_str, get_str, Result, Store, StoreError};
+
+const FIELDS: &[&str] = &["route", "name"];
+
+fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
+    let runtime = get_str(row, "runtime")?;
+    let env = get_str(row, "env")?;
+    Ok(Function {
+        id: get_str(row, "id")?,
+        user_id: get_str(row, "user_id")?,
+        name: get_str(row, "name")?,
+        description: get_str(row, "description")?,
+        runtime: Runtime::parse(&runtime).ok_or_else(|| StoreError::Corrupt(format!("runtime {runtime}")))?,
+        code: get_str(row, "code")?,
+        handler: get_str(row, "handler")?,
+        memory: get_i64(row, "memory")? as u32,
+        timeout: get_i64(row, "timeout")? as u32,
+        env: serde_json::from_str(&env).map_err(|e| StoreError::Corrupt(format!("env: {e}")))?,
+        route: get_opt_str(row, "route")?,
+        public: get_i64(row, "public")? != 0,
+        version: get_i64(row, "version")?,
+        created_at: get_str(row, "created_at")?,
+        updated_at: get_str(row, "updated_at")?,
+    })
+}
+
+impl Store {
+    /// Adds a function; `Conflict("name")` or `Conflict("route")` when taken.
+    pub async fn insert_function(&self, f: &Function) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(&f.id)
+        .bind(&f.user_id)
+        .bind(&f.name)
+        .bind(&f.description)
+        .bind(f.runtime.id())
+        .bind(&f.code)
+        .bind(&f.handler)
+        .bind(f.memory as i64)
+        .bind(f.timeout as i64)
+        .bind(serde_json::to_string(&f.env).expect("a string map serialises"))
+        .bind(&f.route)
+        .bind(f.public as i64)
+        .bind(f.version)
+        .bind(&f.created_at)
+        .bind(&f.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, FIELDS))?;
+        Ok(())
+    }
+
+    /// Replaces a function's fields if its stored version is still `expected_version`
+    /// (optimistic concurrency); false when another update won the race.
+    pub async fn update_function(&self, f: &Function, expected_version: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
+             env = $10, route = $11, public = $12, version = $13, updated_at = $14 WHERE id = $1 AND user_id = $2 AND version = $15",
+        )
+        .bind(&f.id)
+        .bind(&f.user_id)
+        .bind(&f.name)
+        .bind(&f.description)
+        .bind(f.runtime.id())
+        .bind(&f.code)
+        .bind(&f.handler)
+        .bind(f.memory as i64)
+        .bind(f.timeout as i64)
+        .bind(serde_json::to_string(&f.env).expect("a string map serialises"))
+        .bind(&f.route)
+        .bind(f.public as i64)
+        .bind(f.version)
+        .bind(&f.updated_at)
+        .bind(expected_version)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, FIELDS))?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// One of the user's functions, by id or, failing that, by name.
+    pub async fn get_function(&self, user_id: &str, id_or_name: &str) -> Result<Option<Function>> {
+        let row = sqlx::query("SELECT * FROM functions WHERE user_id = $1 AND (id = $2 OR name = $2) ORDER BY (id = $2) DESC LIMIT 1")
+            .bind(user_id)
+            .bind(id_or_name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(function_from).transpose()
+    }
+
+    /// A function by id alone (the engine's view, already authorised).
+    pub async fn function_by_id(&self, id: &str) -> Result<Option<Function>> {
+        let row = sqlx::query("SELECT * FROM functions WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(function_from).transpose()
+    }
+
+    /// The function whose route is exactly `route`.
+    pub async fn function_by_route(&self, route: &str) -> Result<Option<Function>> {
+        let row = sqlx::query("SELECT * FROM functions WHERE route = $1").bind(route).fetch_optional(&self.pool).await?;
+        row.as_ref().map(function_from).transpose()
+    }
+
+    /// Deletes one of the user's functions; false when there is none.
+    pub async fn delete_function(&self, user_id: &str, id: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM functions WHERE id = $1 AND user_id = $2").bind(id).bind(user_id).execute(&self.pool).await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// A page of the user's functions, newest first, ids below `before`.
+    pub async fn list_functions(&self, user_id: &str, before: Option<&str>, limit: i64) -> Result<Vec<Function>> {
+        let rows = match before {
+            Some(c) => sqlx::query("SELECT * FROM functions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3")
+                .bind(user_id)
+                .bind(c)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+            None => sqlx::query("SELECT * FROM functions WHERE user_id = $1 ORDER BY id DESC LIMIT $2")
+                .bind(user_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        };
+        rows.iter().map(function_from).collect()
+    }
+
+    /// Number of the user's functions.
+    pub async fn count_functions(&self, user_id: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM functions WHERE user_id = $1").bind(user_id).fetch_one(&self.pool).await?;
+        get_i64(&row, "n")
+    }
+}

@@ -1,0 +1,235 @@
+'use strict';
+// VoltRun Node.js runtime bootstrap (Node 20, CommonJS, no dependencies).
+//
+// Started by the engine as `node bootstrap.js` with cwd = the function's code directory and
+// fd 0 = /dev/null, fd 1 = fd 2 = the log pipe, fd 3 = control in, fd 4 = control out.
+// Every control message is a 4-byte big-endian length followed by a UTF-8 JSON object.
+// See docs/RUNTIME_PROTOCOL.md for the full protocol.
+//
+// Control I/O is synchronous on purpose: while the bootstrap waits for the next invoke frame the
+// event loop is blocked, so the instance is "frozen" between runs as on Lambda.
+const fs = require('fs');
+const path = require('path');
+const crypto = require('crypto');
+const { pathToFileURL } = require('url');
+const { Writable } = require('stream');
+
+const CTL_IN = 3;
+const CTL_OUT = 4;
+const LOG_FD = 1;
+
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+function pause() { Atomics.wait(sleepCell, 0, 0, 2); }
+
+// Node puts the stdout pipe in O_NONBLOCK mode, and that flag is shared by every fd on the same
+// pipe description, so EAGAIN is possible on any of our fds: wait a little and retry.
+function retrying(op) {
+  for (;;) {
+    try { return op(); } catch (err) { if (err.code !== 'EAGAIN') throw err; pause(); }
+  }
+}
+
+function writeAll(fd, buf) {
+  let off = 0;
+  while (off < buf.length) off += retrying(() => fs.writeSync(fd, buf, off, buf.length - off));
+}
+
+function readExact(fd, n) {
+  const buf = Buffer.allocUnsafe(n);
+  let off = 0;
+  while (off < n) {
+    const got = retrying(() => fs.readSync(fd, buf, off, n - off, null));
+    if (got === 0) return null;
+    off += got;
+  }
+  return buf;
+}
+
+// Next message from the engine; exits quietly on EOF (the engine is done with us).
+function readFrame() {
+  const header = readExact(CTL_IN, 4);
+  const body = header && readExact(CTL_IN, header.readUInt32BE(0));
+  if (body === null) process.exit(0);
+  try {
+    const msg = JSON.parse(body.toString('utf8'));
+    if (msg && typeof msg === 'object' && !Array.isArray(msg)) return msg;
+  } catch (_) { /* fall through */ }
+  process.exit(2); // the stream is desynchronised: nothing sensible left to do
+}
+
+// json: an already-serialised JSON object.
+function sendFrame(json) {
+  const body = Buffer.from(json, 'utf8');
+  const header = Buffer.allocUnsafe(4);
+  header.writeUInt32BE(body.length, 0);
+  writeAll(CTL_OUT, Buffer.concat([header, body]));
+}
+
+// process.stdout/stderr queue writes in memory when the pipe is full; a write callback fires once
+// everything queued before it has reached the pipe. The prototype's write is used because user code
+// (logging libraries) may have replaced stream.write with something that never calls back.
+function flushStream(stream) {
+  return new Promise((resolve) => {
+    try {
+      if (stream.destroyed || stream.writableEnded) return resolve();
+      Writable.prototype.write.call(stream, '', () => resolve());
+    } catch (_) { resolve(); }
+  });
+}
+
+async function endOfLogs(marker) {
+  await Promise.all([flushStream(process.stdout), flushStream(process.stderr)]);
+  writeAll(LOG_FD, Buffer.from(marker, 'utf8'));
+}
+
+function errorInfo(type, err) {
+  try { return describe(type, err); } catch (_) { return { type, message: 'unprintable error value', stack: '' }; }
+}
+
+function describe(type, err) {
+  if (err instanceof Error || (err && typeof err.message === 'string' && typeof err.stack === 'string')) {
+    const name = String(err.name || 'Error');
+    return { type, message: err.message ? `${name}: ${err.message}` : name, stack: String(err.stack || '') };
+  }
+  let message;
+  try { message = typeof err === 'string' ? err : JSON.stringify(err); } catch (_) { /* BigInt, cycle */ }
+  return { type, message: message === undefined ? String(err) : message, stack: '' };
+}
+
+// The `context` argument, as in AWS Lambda's Node runtime.
+function makeContext(init, requestId, timeoutMs, logStreamName) {
+  const deadline = performance.now() + timeoutMs;
+  const name = String(init.function_name || '');
+  return {
+    functionName: name,
+    functionVersion: String(init.function_version ?? ''),
+    awsRequestId: requestId,
+    memoryLimitInMB: String(init.memory_limit_in_mb ?? ''),
+    invokedFunctionArn: `arn:voltrun:lambda:local:000000000000:function:${name}`,
+    logGroupName: `/voltrun/${name}`,
+    logStreamName,
+    callbackWaitsForEmptyEventLoop: true,
+    getRemainingTimeInMillis: () => Math.max(0, Math.floor(deadline - performance.now())),
+  };
+}
+
+// Errors of require() that mean "this file is an ES module": load it with import() instead.
+function isEsmError(err) {
+  if (!err) return false;
+  if (err.code === 'ERR_REQUIRE_ESM' || err.code === 'ERR_REQUIRE_ASYNC_MODULE') return true;
+  return err.name === 'SyntaxError' && /Cannot use import statement outside a module|Unexpected token 'export'|Cannot use 'import\.meta' outside a module/.test(err.message);
+}
+
+function moduleName(entry) { return path.basename(entry, path.extname(entry)); }
+
+async function loadHandler(entry, name) {
+  let mod;
+  try {
+    mod = require(entry);
+  } catch (err) {
+    if (!isEsmError(err)) throw err;
+    // Node 20.20 detects module syntax when import()ing a .js file, so the file is loaded in place
+    // (relative imports and import.meta.url keep working) and nothing is written to the code dir.
+    mod = await import(pathToFileURL(entry).href);
+  }
+  const fn = mod != null ? mod[name] : undefined;
+  if (typeof fn === 'function') return fn;
+  if (typeof mod === 'function' && name === 'handler') return mod;
+  const module = moduleName(entry);
+  throw Object.assign(new Error(fn === undefined
+    ? `Handler '${name}' missing on module '${module}'`
+    : `Handler '${name}' on module '${module}' is not a function`), { noStack: true });
+}
+
+// Errors that escape the handler's own promise chain. During a run they fail that run.
+let failCurrent = null;
+function onStray(label) {
+  return (err) => {
+    if (failCurrent) return failCurrent(err);
+    const info = errorInfo('', err);
+    try { process.stderr.write(`${label}: ${info.stack || info.message}\n`); } catch (_) { /* ignore */ }
+  };
+}
+process.on('uncaughtException', onStray('Uncaught exception'));
+process.on('unhandledRejection', onStray('Unhandled rejection'));
+
+// Calls the handler; resolves with {ok, value}: its return value or what it threw/rejected/called
+// back with. Whichever of the returned promise and the callback settles first wins.
+function callHandler(handler, event, context) {
+  return new Promise((resolve) => {
+    let settled = false;
+    const settle = (ok, value) => {
+      if (settled) return;
+      settled = true;
+      failCurrent = null;
+      resolve({ ok, value });
+    };
+    const callback = (err, value) => (err === undefined || err === null ? settle(true, value) : settle(false, err));
+    context.done = callback;
+    context.succeed = (value) => settle(true, value);
+    context.fail = (err) => settle(false, err ?? new Error('handler failed'));
+    failCurrent = (err) => settle(false, err);
+    try {
+      const ret = handler(event, context, callback);
+      if (ret && typeof ret.then === 'function') {
+        ret.then((v) => settle(true, v), (e) => settle(false, e));
+      } else if (handler.length < 3) {
+        settle(true, ret); // plain return value; callback-style handlers wait for the callback
+      }
+    } catch (err) {
+      settle(false, err);
+    }
+  });
+}
+
+async function run(handler, event, context) {
+  const { ok, value } = await callHandler(handler, event, context);
+  if (!ok) return JSON.stringify({ type: 'result', ok: false, error: errorInfo('HandlerError', value) });
+  let output;
+  try {
+    output = JSON.stringify(value === undefined ? null : value);
+  } catch (err) {
+    const error = { type: 'RuntimeError', message: `handler result is not JSON serializable: ${err.name}: ${err.message}`, stack: '' };
+    return JSON.stringify({ type: 'result', ok: false, error });
+  }
+  // A function or symbol result serialises to undefined, as in Lambda it becomes null.
+  return `{"type":"result","ok":true,"output":${output === undefined ? 'null' : output}}`;
+}
+
+async function main() {
+  const init = readFrame();
+  if (init.type !== 'init') process.exit(2);
+  const marker = String(init.marker);
+  let handler;
+  try {
+    handler = await loadHandler(init.entry, init.handler || 'handler');
+  } catch (err) {
+    const error = errorInfo('RuntimeError', err);
+    if (err && err.noStack) Object.assign(error, { message: err.message, stack: '' });
+    else error.message = `Unable to load module '${moduleName(init.entry)}': ${error.message}`;
+    await endOfLogs(marker);
+    sendFrame(JSON.stringify({ type: 'init_error', error }));
+    process.exit(1);
+  }
+  const day = new Date().toISOString().slice(0, 10).replace(/-/g, '/');
+  const logStream = `${day}/[${init.function_version ?? ''}]${crypto.randomBytes(16).toString('hex')}`;
+  // Let errors left behind by module-level code surface now (printed), not in the first run.
+  await new Promise((resolve) => setImmediate(resolve));
+  sendFrame('{"type":"ready"}');
+
+  for (;;) {
+    const msg = readFrame();
+    if (msg.type !== 'invoke') process.exit(2);
+    // The deadline starts when the invoke frame is read.
+    const context = makeContext(init, String(msg.request_id ?? ''), Number(msg.timeout_ms) || 0, logStream);
+    const frame = await run(handler, msg.event, context);
+    await endOfLogs(marker);
+    sendFrame(frame);
+  }
+}
+
+main().catch((err) => {
+  // Only a bug in the bootstrap itself gets here; the engine sees the instance die.
+  try { fs.writeSync(2, `voltrun bootstrap: ${err && err.stack}\n`); } catch (_) { /* ignore */ }
+  process.exit(3);
+});

@@ -1,0 +1,222 @@
+"""VoltRun Python runtime bootstrap (CPython 3.11, stdlib only).
+
+Started by the engine as `python3 -u bootstrap.py` with cwd = the function's code directory and
+fd 0 = /dev/null, fd 1 = fd 2 = the log pipe, fd 3 = control in, fd 4 = control out.
+Every control message is a 4-byte big-endian length followed by a UTF-8 JSON object.
+See docs/RUNTIME_PROTOCOL.md for the full protocol.
+"""
+import asyncio
+import importlib.util
+import inspect
+import json
+import os
+import select
+import struct
+import sys
+import time
+import traceback
+import uuid
+
+CTL_IN, CTL_OUT = 3, 4
+
+# The user's code must not inherit the control channel (e.g. through subprocess with close_fds=False).
+os.set_inheritable(CTL_IN, False)
+os.set_inheritable(CTL_OUT, False)
+# Private copy of the log pipe for markers: the user may close or redirect fd 1 / sys.stdout.
+# os.dup() returns a non-inheritable fd.
+LOG_FD = os.dup(1)
+
+_BOOTSTRAP_FILE = os.path.abspath(__file__)
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            # The user (or a child) may have set O_NONBLOCK on the shared pipe description.
+            select.select([], [fd], [])
+            continue
+        view = view[n:]
+
+
+def _read_exact(fd, n):
+    buf = bytearray()
+    while len(buf) < n:
+        try:
+            chunk = os.read(fd, min(n - len(buf), 1 << 20))
+        except BlockingIOError:
+            select.select([fd], [], [])
+            continue
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def read_frame():
+    """Next message from the engine; exits quietly on EOF (the engine is done with us)."""
+    header = _read_exact(CTL_IN, 4)
+    body = header and _read_exact(CTL_IN, struct.unpack(">I", header)[0])
+    if body is None:
+        os._exit(0)
+    try:
+        msg = json.loads(body)
+        if isinstance(msg, dict):
+            return msg
+    except ValueError:
+        pass
+    os._exit(2)  # the stream is desynchronised: nothing sensible left to do
+
+
+def send_frame(payload):
+    """payload: a dict, or an already-serialised JSON object as str."""
+    if not isinstance(payload, str):
+        payload = json.dumps(payload, separators=(",", ":"))
+    data = payload.encode("utf-8")
+    _write_all(CTL_OUT, struct.pack(">I", len(data)) + data)
+
+
+def end_of_logs(marker):
+    """Flush whatever Python still buffers for fd 1/2, then mark the end of this run's logs."""
+    for stream in {id(s): s for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}.values():
+        try:
+            stream.flush()
+        except BaseException:  # closed, replaced by something odd, ...
+            pass
+    _write_all(LOG_FD, marker.encode("utf-8"))
+
+
+def describe(exc):
+    """'ClassName: message', or just 'ClassName' when the message is empty."""
+    try:
+        text = str(exc)
+    except BaseException:  # a user __str__ that fails
+        text = "<exception str() failed>"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def error_info(err_type, exc, message=None):
+    """{type, message, stack} for an exception, without the bootstrap's own frames."""
+    te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    te.stack[:] = [
+        f for f in te.stack
+        if f.filename != _BOOTSTRAP_FILE
+        and not f.filename.startswith(_ASYNCIO_DIR)
+        and not f.filename.startswith("<frozen importlib")
+    ]
+    if message is None:
+        message = describe(exc)
+    return {"type": err_type, "message": message, "stack": "".join(te.format())}
+
+
+class LambdaContext:
+    """The `context` argument, as in AWS Lambda's Python runtime."""
+
+    def __init__(self, init, request_id, timeout_ms, log_stream_name):
+        name = init.get("function_name", "")
+        self.function_name = name
+        self.function_version = str(init.get("function_version", ""))
+        self.aws_request_id = self.request_id = request_id
+        self.memory_limit_in_mb = int(init.get("memory_limit_in_mb", 0))
+        self.invoked_function_arn = f"arn:voltrun:lambda:local:000000000000:function:{name}"
+        self.log_group_name = f"/voltrun/{name}"
+        self.log_stream_name = log_stream_name
+        self.identity = None
+        self.client_context = None
+        self._deadline = time.monotonic() + timeout_ms / 1000.0
+
+    def get_remaining_time_in_millis(self):
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def takes_only_event(fn):
+    """True if fn accepts exactly one positional parameter and no *args: call it as fn(event)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins, odd callables: assume the Lambda signature
+        return False
+    kinds = [p.kind for p in params]
+    if inspect.Parameter.VAR_POSITIONAL in kinds:
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(k in positional for k in kinds) == 1
+
+
+def load_handler(init):
+    entry, name = init["entry"], init.get("handler") or "handler"
+    module_name = os.path.splitext(os.path.basename(entry))[0]
+    try:
+        sys.path.insert(0, os.path.dirname(entry))
+        spec = importlib.util.spec_from_file_location(module_name, entry)
+        if spec is None:
+            raise ImportError(f"cannot load {entry}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)  # module-level code runs here, once
+    except BaseException as exc:  # SyntaxError, ImportError, SystemExit at module level, ...
+        return None, error_info("RuntimeError", exc, f"Unable to import module '{module_name}': {describe(exc)}")
+    handler = getattr(module, name, None)
+    if handler is None:
+        msg = f"Handler '{name}' missing on module '{module_name}'"
+    elif not callable(handler):
+        msg = f"Handler '{name}' on module '{module_name}' is not callable"
+    else:
+        return handler, None
+    return None, {"type": "RuntimeError", "message": msg, "stack": ""}
+
+
+def run(handler, one_arg, loop, event, context):
+    """Call the handler; returns the serialised result frame (a JSON string)."""
+    try:
+        value = handler(event) if one_arg else handler(event, context)
+        if inspect.isawaitable(value):
+            # One loop for the instance's life, so loop-bound module state (clients, ...) survives.
+            value = loop.run_until_complete(value)
+    except MemoryError as exc:
+        return json.dumps({"type": "result", "ok": False, "error": error_info("OutOfMemory", exc)})
+    except BaseException as exc:  # includes SystemExit / KeyboardInterrupt raised by the handler
+        return json.dumps({"type": "result", "ok": False, "error": error_info("HandlerError", exc)})
+    try:
+        output = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except MemoryError as exc:
+        return json.dumps({"type": "result", "ok": False, "error": error_info("OutOfMemory", exc)})
+    except (TypeError, ValueError, RecursionError) as exc:
+        err = {"type": "RuntimeError", "stack": "",
+               "message": f"handler result is not JSON serializable: {type(exc).__name__}: {exc}"}
+        return json.dumps({"type": "result", "ok": False, "error": err})
+    return '{"type":"result","ok":true,"output":' + output + "}"
+
+
+def main():
+    init = read_frame()
+    if init.get("type") != "init":
+        os._exit(2)
+    marker = init["marker"]
+    handler, error = load_handler(init)
+    if error is not None:
+        end_of_logs(marker)
+        send_frame({"type": "init_error", "error": error})
+        os._exit(1)
+    one_arg = takes_only_event(handler)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    log_stream = time.strftime("%Y/%m/%d", time.gmtime()) + \
+        f"/[{init.get('function_version', '')}]{uuid.uuid4().hex}"
+    send_frame({"type": "ready"})
+
+    while True:
+        msg = read_frame()
+        if msg.get("type") != "invoke":
+            os._exit(2)
+        # The deadline starts when the invoke frame is read.
+        context = LambdaContext(init, msg.get("request_id", ""), msg.get("timeout_ms", 0), log_stream)
+        frame = run(handler, one_arg, loop, msg.get("event"), context)
+        end_of_logs(marker)
+        send_frame(frame)
+
+
+if __name__ == "__main__":
+    main()

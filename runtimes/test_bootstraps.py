@@ -1,0 +1,747 @@
+#!/usr/bin/env python3
+"""Standalone tests for the VoltRun runtime bootstraps (stdlib only).
+
+Spawns runtimes/python/bootstrap.py and runtimes/node/bootstrap.js the way the engine does
+(fd 0 = /dev/null, fd 1 = fd 2 = one log pipe, fd 3 = control in, fd 4 = control out) and
+speaks the framed JSON protocol of docs/RUNTIME_PROTOCOL.md to them.
+
+    python3 runtimes/test_bootstraps.py [name-substring ...]
+"""
+import fcntl
+import json
+import os
+import resource
+import secrets
+import select
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PY_BOOTSTRAP = os.path.join(HERE, "python", "bootstrap.py")
+NODE_BOOTSTRAP = os.path.join(HERE, "node", "bootstrap.js")
+WAIT = 30.0  # generous: the machine may be busy compiling
+
+
+class Instance:
+    """One bootstrap process wired like the engine wires it."""
+
+    def __init__(self, runtime, code, handler="handler", preexec=None, node_args=(), extra_files=None):
+        self.dir = tempfile.mkdtemp(prefix="voltrun-rt-")
+        entry_name = "lambda_function.py" if runtime == "python" else "index.js"
+        self.entry = os.path.join(self.dir, entry_name)
+        with open(self.entry, "w") as f:
+            f.write(textwrap.dedent(code))
+        for name, text in (extra_files or {}).items():
+            with open(os.path.join(self.dir, name), "w") as f:
+                f.write(textwrap.dedent(text))
+        self.marker = "\x1eVOLTRUN-END-" + secrets.token_hex(16) + "\x1e"
+        self.handler = handler
+        self.logbuf = b""
+
+        ctl_in_r, self.ctl_in_w = os.pipe()
+        self.ctl_out_r, ctl_out_w = os.pipe()
+        self.log_r, log_w = os.pipe()
+
+        def child_setup():
+            # Move the child ends out of the way first so the dup2s cannot clobber each other.
+            a = fcntl.fcntl(ctl_in_r, fcntl.F_DUPFD, 100)
+            b = fcntl.fcntl(ctl_out_w, fcntl.F_DUPFD, 100)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+            if preexec:
+                preexec()
+
+        if runtime == "python":
+            cmd = ["python3", "-u", PY_BOOTSTRAP]
+        else:
+            cmd = ["node", *node_args, NODE_BOOTSTRAP]
+        env = dict(os.environ, PYTHONUNBUFFERED="1", AWS_LAMBDA_FUNCTION_NAME="f", MY_VAR="x")
+        self.proc = subprocess.Popen(cmd, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log_w,
+                                     stderr=log_w, pass_fds=(3, 4), preexec_fn=child_setup, env=env)
+        for fd in (ctl_in_r, ctl_out_w, log_w):
+            os.close(fd)
+
+    # -- control channel --
+    def send(self, msg):
+        data = json.dumps(msg).encode()
+        os.write(self.ctl_in_w, struct.pack(">I", len(data)) + data)
+
+    def _read_exact(self, n, deadline):
+        buf = b""
+        while len(buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.ctl_out_r], [], [], left)[0]:
+                raise AssertionError("timed out waiting for a control frame")
+            chunk = os.read(self.ctl_out_r, n - len(buf))
+            if not chunk:
+                raise AssertionError(f"control out EOF (exit status {self.proc.poll()})")
+            buf += chunk
+        return buf
+
+    def recv(self, timeout=WAIT):
+        deadline = time.monotonic() + timeout
+        (n,) = struct.unpack(">I", self._read_exact(4, deadline))
+        return json.loads(self._read_exact(n, deadline))
+
+    # -- log pipe --
+    def logs_until_marker(self, timeout=WAIT):
+        deadline = time.monotonic() + timeout
+        m = self.marker.encode()
+        while m not in self.logbuf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.log_r], [], [], left)[0]:
+                raise AssertionError(f"timed out waiting for the marker; logs so far: {self.logbuf[-2000:]!r}")
+            chunk = os.read(self.log_r, 1 << 16)
+            if not chunk:
+                raise AssertionError(f"log EOF before marker; logs: {self.logbuf[-2000:]!r}")
+            self.logbuf += chunk
+        before, self.logbuf = self.logbuf.split(m, 1)
+        return before.decode()
+
+    def rest_of_logs(self, timeout=WAIT):
+        """Everything left on the log pipe up to EOF (all writers gone)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.log_r], [], [], left)[0]:
+                raise AssertionError("timed out waiting for log EOF")
+            chunk = os.read(self.log_r, 1 << 16)
+            if not chunk:
+                out, self.logbuf = self.logbuf.decode(), b""
+                return out
+            self.logbuf += chunk
+
+    # -- protocol helpers --
+    def init(self, version=3, memory=128):
+        self.send({"type": "init", "entry": self.entry, "handler": self.handler, "function_name": "f",
+                   "function_version": version, "memory_limit_in_mb": memory, "marker": self.marker})
+        return self.recv()
+
+    def start(self):
+        reply = self.init()
+        assert reply == {"type": "ready"}, reply
+        return self
+
+    def invoke(self, event, timeout_ms=30000, request_id=None):
+        """Returns (result frame, logs of this run)."""
+        self.send({"type": "invoke", "request_id": request_id or "ex_" + secrets.token_hex(8),
+                   "event": event, "timeout_ms": timeout_ms})
+        logs = self.logs_until_marker()  # the marker is written before the result frame
+        return self.recv(), logs
+
+    def ok(self, event=None, **kw):
+        res, logs = self.invoke(event, **kw)
+        assert res.get("type") == "result" and res.get("ok") is True, res
+        return res["output"], logs
+
+    def fail(self, event=None, **kw):
+        res, logs = self.invoke(event, **kw)
+        assert res.get("type") == "result" and res.get("ok") is False, res
+        assert set(res["error"]) == {"type", "message", "stack"}, res
+        return res["error"], logs
+
+    def wait(self, timeout=WAIT):
+        return self.proc.wait(timeout)
+
+    def close(self):
+        """EOF on control in: the bootstrap must exit 0 without printing anything."""
+        os.close(self.ctl_in_w)
+        self.ctl_in_w = None
+        return self.wait()
+
+    def cleanup(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for fd in (self.ctl_in_w, self.ctl_out_r, self.log_r):
+            if fd is not None:
+                os.close(fd)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+TESTS = []
+_live = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+def inst(*a, **kw):
+    i = Instance(*a, **kw)
+    _live.append(i)
+    return i
+
+
+def eq(a, b):
+    assert a == b, f"{a!r} != {b!r}"
+
+
+def expect_init_error(i, *fragments):
+    reply = i.init()
+    eq(reply.get("type"), "init_error")
+    err = reply["error"]
+    eq(err["type"], "RuntimeError")
+    for frag in fragments:
+        assert frag in err["message"] + err["stack"], (frag, err)
+    i.logs_until_marker()  # the marker was written
+    eq(i.wait(), 1)
+    return err
+
+
+def expect_clean_exit(i):
+    eq(i.close(), 0)
+    eq(i.rest_of_logs(), "")
+
+
+BIG = "x" * (5 * 1024 * 1024)
+
+# ----------------------------------------------------------------------------------------- Python
+
+
+@test
+def py_two_arg_handler():
+    i = inst("python", """
+        def handler(event, context):
+            return {"got": event, "n": None}
+    """).start()
+    eq(i.ok({"a": [1, 2.5, "é✓😀"]}), ({"got": {"a": [1, 2.5, "é✓😀"]}, "n": None}, ""))
+    expect_clean_exit(i)
+
+
+@test
+def py_one_arg_and_custom_handler_name():
+    i = inst("python", """
+        def main(event):
+            return event * 2
+        def handler(event, context, extra):
+            raise AssertionError("wrong handler")
+    """, handler="main").start()
+    eq(i.ok(21)[0], 42)
+    i2 = inst("python", "def handler(event, *, flag=1):\n    return [event, flag]\n").start()
+    eq(i2.ok("e")[0], ["e", 1])
+    i3 = inst("python", "def handler(*args):\n    return len(args)\n").start()
+    eq(i3.ok("e")[0], 2)
+
+
+@test
+def py_async_handler_and_persistent_loop():
+    i = inst("python", """
+        import asyncio
+        queue = None
+        async def handler(event, context):
+            global queue
+            if queue is None:
+                queue = asyncio.Queue()  # bound to the loop on first use
+            await queue.put(event)
+            await asyncio.sleep(0.01)
+            return await queue.get()
+    """).start()
+    for n in range(3):
+        eq(i.ok(n)[0], n)
+
+
+@test
+def py_context_fields_and_remaining_time():
+    i = inst("python", """
+        import time
+        def handler(event, context):
+            r1 = context.get_remaining_time_in_millis()
+            time.sleep(event)
+            r2 = context.get_remaining_time_in_millis()
+            return {k: getattr(context, k) for k in ("function_name", "function_version",
+                    "aws_request_id", "request_id", "memory_limit_in_mb", "invoked_function_arn",
+                    "log_group_name", "log_stream_name")} | {"r1": r1, "r2": r2}
+    """).start()
+    out, _ = i.ok(0.05, timeout_ms=5000, request_id="ex_123")
+    assert 4000 < out["r1"] <= 5000 and out["r2"] <= out["r1"] - 40, out
+    eq(out["function_name"], "f")
+    eq(out["function_version"], "3")
+    eq(out["aws_request_id"], "ex_123")
+    eq(out["request_id"], "ex_123")
+    eq(out["memory_limit_in_mb"], 128)
+    eq(out["invoked_function_arn"], "arn:voltrun:lambda:local:000000000000:function:f")
+    eq(out["log_group_name"], "/voltrun/f")
+    assert isinstance(out["log_stream_name"], str) and "[3]" in out["log_stream_name"], out
+    out, _ = i.ok(0.05, timeout_ms=10)
+    eq(out["r2"], 0)  # never negative
+
+
+@test
+def py_module_state_survives():
+    i = inst("python", """
+        print("loading")
+        counter = 0
+        def handler(event, context):
+            global counter
+            counter += 1
+            return counter
+    """).start()
+    out, logs = i.ok()
+    eq((out, logs), (1, "loading\n"))  # module-level output precedes the first run's marker
+    eq(i.ok(), (2, ""))
+    eq(i.ok(), (3, ""))
+
+
+@test
+def py_logs_in_order_with_child_process():
+    i = inst("python", """
+        import subprocess, sys
+        def handler(event, context):
+            print("before")
+            subprocess.run(["echo", "child"], check=True)
+            print("after")
+            sys.stderr.write("err\\n")
+            sys.stdout.write("no newline")
+            return "done"
+    """).start()
+    for _ in range(2):
+        eq(i.ok(), ("done", "before\nchild\nafter\nerr\nno newline"))
+    expect_clean_exit(i)
+
+
+@test
+def py_control_fds_not_inherited():
+    i = inst("python", """
+        import os
+        def handler(event, context):
+            os.system("for f in 3 4 5 6 7 8 9 10; do [ -e /proc/$$/fd/$f ] && echo open$f; done; echo ok")
+    """).start()
+    eq(i.ok(), (None, "ok\n"))
+
+
+@test
+def py_user_closes_stdout():
+    i = inst("python", """
+        import os, sys
+        def handler(event, context):
+            if event == 1:
+                print("last words")
+                sys.stdout.close()
+                os.close(1)
+                os.close(2)
+            return event
+    """).start()
+    eq(i.ok(1), (1, "last words\n"))
+    eq(i.ok(2), (2, ""))
+
+
+@test
+def py_handler_error():
+    i = inst("python", """
+        def helper():
+            raise ValueError("bad")
+        def handler(event, context):
+            if event == "plain":
+                raise RuntimeError()
+            helper()
+    """).start()
+    err, _ = i.fail()
+    eq(err["type"], "HandlerError")
+    eq(err["message"], "ValueError: bad")
+    assert err["stack"].startswith("Traceback") and "in helper" in err["stack"], err
+    assert "lambda_function.py" in err["stack"] and "bootstrap.py" not in err["stack"], err
+    assert err["stack"].rstrip().endswith("ValueError: bad"), err
+    eq(i.fail("plain")[0]["message"], "RuntimeError")
+    i = inst("python", """
+        class Weird(Exception):
+            def __str__(self):
+                raise TypeError("no str for you")
+        def handler(event, context):
+            raise Weird()
+    """).start()
+    eq(i.fail()[0]["message"], "Weird: <exception str() failed>")
+
+
+@test
+def py_async_handler_error():
+    i = inst("python", """
+        import asyncio
+        async def handler(event, context):
+            await asyncio.sleep(0)
+            raise KeyError("k")
+    """).start()
+    err, _ = i.fail()
+    eq((err["type"], err["message"]), ("HandlerError", "KeyError: 'k'"))
+    assert "asyncio" not in err["stack"] and "lambda_function.py" in err["stack"], err
+
+
+@test
+def py_system_exit_and_keyboard_interrupt():
+    i = inst("python", """
+        import sys, asyncio
+        async def aexit():
+            sys.exit(4)
+        def handler(event, context):
+            if event == "exit":
+                sys.exit(3)
+            if event == "aexit":
+                return aexit()
+            if event == "int":
+                raise KeyboardInterrupt
+            return "alive"
+    """).start()
+    eq(i.fail("exit")[0]["message"], "SystemExit: 3")
+    eq(i.fail("int")[0]["message"], "KeyboardInterrupt")
+    eq(i.fail("aexit")[0]["message"], "SystemExit: 4")
+    eq(i.ok()[0], "alive")
+
+
+@test
+def py_init_errors():
+    err = expect_init_error(inst("python", "def handler(event, context)\n    return 1\n"), "SyntaxError")
+    assert "lambda_function.py" in err["message"] + err["stack"], err
+    expect_init_error(inst("python", "def other(e, c):\n    pass\n"), "Handler 'handler' missing")
+    expect_init_error(inst("python", "handler = 5\n"), "not callable")
+    expect_init_error(inst("python", "import no_such_module_xyz\n"), "ModuleNotFoundError", "no_such_module_xyz")
+    i = inst("python", "print('partial')\nraise ValueError('at import')\n")
+    reply = i.init()
+    eq(reply["type"], "init_error")
+    assert "ValueError: at import" in reply["error"]["message"], reply
+    eq(i.logs_until_marker(), "partial\n")
+    eq(i.wait(), 1)
+    expect_init_error(inst("python", "import sys\nsys.exit(0)\n"), "SystemExit")
+
+
+@test
+def py_sibling_module_import():
+    i = inst("python", "import helper\ndef handler(e, c):\n    return helper.VALUE\n",
+             extra_files={"helper.py": "VALUE = 'from sibling'\n"}).start()
+    eq(i.ok()[0], "from sibling")
+
+
+@test
+def py_unserialisable_result():
+    i = inst("python", """
+        def handler(event, context):
+            return {"set": {1, 2}} if event == "set" else float("nan") if event == "nan" else "fine"
+    """).start()
+    for ev in ("set", "nan"):
+        err, _ = i.fail(ev)
+        eq(err["type"], "RuntimeError")
+        assert "not JSON serializable" in err["message"], err
+    eq(i.ok()[0], "fine")
+
+
+@test
+def py_memory_error():
+    limit = 256 * 1024 * 1024
+    i = inst("python", """
+        def handler(event, context):
+            if event == "big":
+                blob = b"x" * (1024 * 1024 * 1024)
+                return len(blob)
+            return "still here"
+    """, preexec=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))).start()
+    err, _ = i.fail("big")
+    eq(err["type"], "OutOfMemory")
+    assert "MemoryError" in err["message"], err
+    eq(i.ok()[0], "still here")
+
+
+@test
+def py_big_event_round_trip():
+    i = inst("python", "def handler(event, context):\n    return event\n").start()
+    out, _ = i.ok({"blob": BIG, "n": 1})
+    assert out == {"blob": BIG, "n": 1}
+
+
+@test
+def py_eof_clean_exit():
+    expect_clean_exit(inst("python", "def handler(e, c):\n    return 1\n").start())
+    i = inst("python", "def handler(e, c):\n    return 1\n")
+    expect_clean_exit(i)  # EOF even before init
+
+
+# ------------------------------------------------------------------------------------------- Node
+
+
+@test
+def node_async_exports_handler():
+    i = inst("node", """
+        exports.handler = async (event, context) => ({ got: event });
+    """).start()
+    eq(i.ok({"a": [1, 2.5, "é✓😀"]}), ({"got": {"a": [1, 2.5, "é✓😀"]}}, ""))
+    expect_clean_exit(i)
+
+
+@test
+def node_module_exports_forms():
+    i = inst("node", "module.exports = { handler: (event) => event.n + 1 };").start()
+    eq(i.ok({"n": 1})[0], 2)
+    i = inst("node", "module.exports = async (event) => 'bare function';").start()
+    eq(i.ok()[0], "bare function")
+    i = inst("node", "exports.main = () => 'main';", handler="main").start()
+    eq(i.ok()[0], "main")
+    i = inst("node", "exports.handler = () => new Promise((r) => setTimeout(() => r('late'), 20));").start()
+    eq(i.ok()[0], "late")
+    i = inst("node", "exports.handler = () => {};").start()
+    eq(i.ok()[0], None)
+    i = inst("node", "exports.handler = () => () => 1;").start()
+    eq(i.ok()[0], None)
+
+
+@test
+def node_callback_and_context_methods():
+    i = inst("node", """
+        exports.handler = (event, context, callback) => {
+          if (event === 'ok') setTimeout(() => callback(null, { cb: true }), 10);
+          else if (event === 'err') setTimeout(() => callback(new Error('nope')), 10);
+          else if (event === 'str') callback('plain string');
+          else if (event === 'succeed') context.succeed('s');
+          else if (event === 'fail') context.fail(new TypeError('f'));
+          else if (event === 'done') context.done(null, 'd');
+        };
+    """).start()
+    eq(i.ok("ok")[0], {"cb": True})
+    eq(i.fail("err")[0]["message"], "Error: nope")
+    eq(i.fail("str")[0]["message"], "plain string")
+    eq(i.ok("succeed")[0], "s")
+    eq(i.fail("fail")[0]["message"], "TypeError: f")
+    eq(i.ok("done")[0], "d")
+    # Async callback-style handler: the first to settle wins.
+    i = inst("node", """
+        exports.handler = async (event, context, callback) => {
+          callback(null, 'callback');
+          await new Promise((r) => setTimeout(r, 20));
+          return 'promise';
+        };
+    """).start()
+    eq(i.ok()[0], "callback")
+
+
+@test
+def node_context_fields_and_remaining_time():
+    i = inst("node", """
+        exports.handler = async (event, context) => {
+          const r1 = context.getRemainingTimeInMillis();
+          await new Promise((r) => setTimeout(r, event));
+          const r2 = context.getRemainingTimeInMillis();
+          const { getRemainingTimeInMillis, done, succeed, fail, ...rest } = context;
+          return { ...rest, r1, r2 };
+        };
+    """).start()
+    out, _ = i.ok(50, timeout_ms=5000, request_id="ex_9")
+    assert 4000 < out["r1"] <= 5000 and out["r2"] <= out["r1"] - 40, out
+    eq(out["functionName"], "f")
+    eq(out["functionVersion"], "3")
+    eq(out["awsRequestId"], "ex_9")
+    eq(out["memoryLimitInMB"], "128")
+    eq(out["invokedFunctionArn"], "arn:voltrun:lambda:local:000000000000:function:f")
+    eq(out["logGroupName"], "/voltrun/f")
+    eq(out["callbackWaitsForEmptyEventLoop"], True)
+    assert "[3]" in out["logStreamName"], out
+    eq(i.ok(50, timeout_ms=10)[0]["r2"], 0)
+
+
+@test
+def node_module_state_survives():
+    i = inst("node", """
+        console.log('loading');
+        let counter = 0;
+        exports.handler = async () => ++counter;
+    """).start()
+    eq(i.ok(), (1, "loading\n"))
+    eq(i.ok(), (2, ""))
+    eq(i.ok(), (3, ""))
+
+
+@test
+def node_logs_in_order_with_child_process():
+    i = inst("node", """
+        const { execSync } = require('child_process');
+        exports.handler = async () => {
+          console.log('before');
+          execSync('echo child', { stdio: 'inherit' });
+          console.log('after');
+          console.error('err');
+          process.stdout.write('no newline');
+          return 'done';
+        };
+    """).start()
+    for _ in range(2):
+        eq(i.ok(), ("done", "before\nchild\nafter\nerr\nno newline"))
+    expect_clean_exit(i)
+
+
+@test
+def node_large_logs_flushed_before_marker():
+    # 2 MiB of console output overflows the pipe: Node queues it; it must all precede the marker.
+    i = inst("node", """
+        exports.handler = async () => {
+          for (let k = 0; k < 32; k++) console.log(String(k).padStart(4, '0') + 'y'.repeat(65536));
+          return 'ok';
+        };
+    """).start()
+    out, logs = i.ok()
+    eq(out, "ok")
+    lines = logs.split("\n")
+    eq(len(lines), 33)
+    eq([l[:4] for l in lines[:32]], [str(k).zfill(4) for k in range(32)])
+
+
+@test
+def node_handler_errors():
+    i = inst("node", """
+        function helper() { throw new Error('boom'); }
+        exports.handler = async (event) => {
+          if (event === 'throw') helper();
+          if (event === 'string') throw 'x';
+          if (event === 'object') throw { code: 7 };
+          if (event === 'reject') return Promise.reject(new RangeError('r'));
+          if (event === 'symbol') throw Object.assign(new Error('m'), { name: Symbol('s') });
+          if (event === 'custom') { const e = new Error('c'); e.name = 'MyError'; throw e; }
+          return 'alive';
+        };
+    """).start()
+    err, _ = i.fail("throw")
+    eq((err["type"], err["message"]), ("HandlerError", "Error: boom"))
+    assert err["stack"].startswith("Error: boom") and "helper" in err["stack"] and "index.js" in err["stack"], err
+    eq(i.fail("string")[0]["message"], "x")
+    eq(i.fail("object")[0]["message"], '{"code":7}')
+    eq(i.fail("reject")[0]["message"], "RangeError: r")
+    eq(i.fail("custom")[0]["message"], "MyError: c")
+    eq(i.fail("symbol")[0]["message"], "unprintable error value")
+    eq(i.ok()[0], "alive")
+    # A synchronous (non-async) handler that throws.
+    i = inst("node", "exports.handler = () => { throw new TypeError('sync'); };").start()
+    eq(i.fail()[0]["message"], "TypeError: sync")
+
+
+@test
+def node_stray_errors_fail_the_run():
+    i = inst("node", """
+        exports.handler = async (event) => {
+          if (event === 'rejection') Promise.reject(new Error('stray rejection'));
+          if (event === 'exception') setTimeout(() => { throw new Error('stray exception'); }, 5);
+          if (event === 'ok') return 'alive';
+          return new Promise(() => {});  // never settles
+        };
+    """).start()
+    eq(i.fail("rejection")[0]["message"], "Error: stray rejection")
+    eq(i.fail("exception")[0]["message"], "Error: stray exception")
+    eq(i.ok("ok")[0], "alive")
+
+
+@test
+def node_stray_errors_outside_a_run_are_printed():
+    i = inst("node", """
+        Promise.reject(new Error('init stray'));
+        exports.handler = async () => 'ok';
+    """).start()
+    out, logs = i.ok()
+    eq(out, "ok")
+    assert logs.startswith("Unhandled rejection: Error: init stray\n"), logs
+    eq(i.ok(), ("ok", ""))
+
+
+@test
+def node_patched_stdout_write():
+    # A logging library may replace process.stdout.write with one that never calls back.
+    i = inst("node", """
+        const fs = require('fs');
+        process.stdout.write = (chunk) => { fs.writeSync(1, '[p] ' + chunk); return true; };
+        exports.handler = async () => { console.log('hello'); return 'ok'; };
+    """).start()
+    eq(i.ok(), ("ok", "[p] hello\n"))
+
+
+@test
+def node_init_errors():
+    expect_init_error(inst("node", "exports.handler = async (e) => {\n"), "SyntaxError")
+    expect_init_error(inst("node", "exports.other = () => 1;"), "Handler 'handler' missing")
+    expect_init_error(inst("node", "exports.handler = 5;"), "not a function")
+    expect_init_error(inst("node", "require('no-such-module-xyz');"), "no-such-module-xyz")
+    i = inst("node", "console.log('partial'); throw new Error('at load');")
+    reply = i.init()
+    eq(reply["type"], "init_error")
+    assert "Error: at load" in reply["error"]["message"] and "index.js" in reply["error"]["stack"], reply
+    eq(i.logs_until_marker(), "partial\n")
+    eq(i.wait(), 1)
+    # A broken ES module is an init error too, not a crash.
+    expect_init_error(inst("node", "import os from 'node:os';\nexport const handler = ;\n"), "SyntaxError")
+
+
+@test
+def node_unserialisable_result():
+    i = inst("node", """
+        exports.handler = async (event) => {
+          if (event === 'bigint') return { n: 10n };
+          if (event === 'circular') { const o = {}; o.self = o; return o; }
+          return 'fine';
+        };
+    """).start()
+    for ev in ("bigint", "circular"):
+        err, _ = i.fail(ev)
+        eq(err["type"], "RuntimeError")
+        assert "not JSON serializable" in err["message"], err
+    eq(i.ok()[0], "fine")
+
+
+@test
+def node_esm_handler():
+    i = inst("node", """
+        import os from 'node:os';
+        import { VALUE } from './helper.mjs';
+        console.log('esm loaded');
+        export const handler = async (e) => ({ e, v: VALUE, os: typeof os.hostname, url: import.meta.url.startsWith('file:') });
+    """, extra_files={"helper.mjs": "export const VALUE = 'sibling';\n"}).start()
+    out, logs = i.ok(7)
+    eq(out, {"e": 7, "v": "sibling", "os": "function", "url": True})
+    eq(logs, "esm loaded\n")  # no loader warnings or other noise
+    # Top-level await cannot be require()d; it is import()ed.
+    i = inst("node", """
+        const x = await Promise.resolve(5);
+        export async function handler() { return x; }
+    """).start()
+    eq(i.ok(), (5, ""))
+    expect_clean_exit(i)
+
+
+@test
+def node_big_event_round_trip():
+    i = inst("node", "exports.handler = async (event) => event;", node_args=("--max-old-space-size=256",)).start()
+    out, _ = i.ok({"blob": BIG, "n": 1})
+    assert out == {"blob": BIG, "n": 1}
+
+
+@test
+def node_eof_clean_exit():
+    expect_clean_exit(inst("node", "exports.handler = async () => 1;").start())
+    expect_clean_exit(inst("node", "exports.handler = async () => 1;"))  # EOF even before init
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def main():
+    wanted = sys.argv[1:]
+    passed = failed = 0
+    for fn in TESTS:
+        if wanted and not any(w in fn.__name__ for w in wanted):
+            continue
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Exception:
+            failed += 1
+            print(f"FAIL {fn.__name__}\n{textwrap.indent(traceback.format_exc(), '    ')}", flush=True)
+        else:
+            passed += 1
+            print(f"ok   {fn.__name__} ({time.monotonic() - t0:.2f}s)", flush=True)
+        finally:
+            while _live:
+                _live.pop().cleanup()
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
