@@ -36,7 +36,11 @@ async fn resolve(st: &AppState, path: &str) -> ApiResult<Option<Function>> {
 }
 
 async fn trigger(State(st): State<AppState>, req: Request) -> ApiResult<Response> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // Nesting strips the `/api/execute` prefix; the event wants the path as the client sent it.
+    if let Some(axum::extract::OriginalUri(uri)) = parts.extensions.get::<axum::extract::OriginalUri>() {
+        parts.uri = uri.clone();
+    }
     let path = parts.uri.path().strip_prefix("/api/execute/").unwrap_or("").to_string();
     let f = resolve(&st, &path).await?.ok_or(ApiError::NotFound("route"))?;
     let caller = crate::auth::authenticate(&parts.headers, &st).await;

@@ -303,7 +303,7 @@ impl Engine {
             result: report.result,
             logs: String::from_utf8_lossy(&report.logs.text).into_owned(),
             logs_truncated: report.logs.truncated,
-            duration_ms: elapsed.as_secs_f64() * 1e3,
+            duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
             started_at,
             finished_at: time::now(),
         }
@@ -317,7 +317,7 @@ impl Engine {
             result: Err(error),
             logs: String::from_utf8_lossy(&logs.text).into_owned(),
             logs_truncated: logs.truncated,
-            duration_ms: t0.elapsed().as_secs_f64() * 1e3,
+            duration_ms: (t0.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             started_at: started_at.clone(),
             finished_at: time::now(),
         };

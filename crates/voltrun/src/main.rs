@@ -1,1 +1,157 @@
-fn main(){}
+//! The `voltrun` binary: parses the command line and hands over to the library crates.
+//! `voltrun serve` runs the API, the engine and a local worker in one process.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use voltrun_api::{app, auth::AuthKeys, AppState, Limits};
+use voltrun_engine::{Engine, EngineConfig, Runtimes};
+use voltrun_sandbox::{process::ProcessSandbox, Sandbox};
+use voltrun_store::Store;
+
+#[derive(Parser)]
+#[command(name = "voltrun", version, about = "Self-hosted serverless functions for Node.js and Python")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API, the scheduler and a local worker in one process.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, env = "VOLTRUN_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Directory for the database, secrets and instance files.
+    #[arg(long, env = "VOLTRUN_DATA_DIR", default_value = "./voltrun-data")]
+    data_dir: PathBuf,
+    /// Database URL; default: a SQLite file in the data dir.
+    #[arg(long, env = "VOLTRUN_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Isolation tier: namespace, process.
+    #[arg(long, env = "VOLTRUN_SANDBOX", default_value = "namespace")]
+    sandbox: String,
+    /// Allow the `process` tier, which does not isolate functions from the host.
+    #[arg(long, env = "VOLTRUN_INSECURE")]
+    insecure: bool,
+    /// Invocations per second allowed per user (0 = unlimited).
+    #[arg(long, env = "VOLTRUN_INVOKE_RATE", default_value_t = 1000.0)]
+    invoke_rate: f64,
+    /// Instances one function may run at once.
+    #[arg(long, env = "VOLTRUN_FUNCTION_CONCURRENCY", default_value_t = 10)]
+    function_concurrency: usize,
+    /// Synchronous invocations that may queue per function before 429.
+    #[arg(long, env = "VOLTRUN_FUNCTION_QUEUE", default_value_t = 100)]
+    function_queue: usize,
+    /// Seconds an idle warm instance is kept.
+    #[arg(long, env = "VOLTRUN_IDLE_TTL", default_value_t = 300)]
+    idle_ttl: u64,
+    /// JWT signing secret; default: generated on first start into the data dir (mode 0600).
+    #[arg(long, env = "VOLTRUN_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOLTRUN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve(args) => rt.block_on(serve(args)),
+    }
+}
+
+fn build_sandbox(kind: &str, insecure: bool) -> Result<Arc<dyn Sandbox>> {
+    Ok(match kind {
+        "process" => Arc::new(ProcessSandbox::new(insecure)?),
+        "namespace" | "gvisor" | "container" => {
+            bail!("the {kind} sandbox is not available in this build yet; run with --sandbox process --insecure for development")
+        }
+        other => bail!("unknown sandbox {other:?}: use namespace or process"),
+    })
+}
+
+/// The JWT secret: given, or read from / generated into `<data>/jwt.key` with mode 0600.
+fn jwt_secret(data_dir: &Path, given: Option<String>) -> Result<Vec<u8>> {
+    if let Some(s) = given {
+        if s.len() < 32 {
+            bail!("--jwt-secret must be at least 32 characters");
+        }
+        return Ok(s.into_bytes());
+    }
+    let path = data_dir.join("jwt.key");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 64 => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => bail!("{} is too short; delete it to generate a new one", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut f, secret.as_bytes())?;
+    Ok(secret.into_bytes())
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let sandbox = build_sandbox(&args.sandbox, args.insecure)?;
+    if sandbox.kind() == "process" {
+        tracing::warn!("the process sandbox runs functions without isolation: development only");
+    }
+    let auth = AuthKeys::new(jwt_secret(&data_dir, args.jwt_secret)?);
+    let url = args.database_url.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("voltrun.db").display()));
+    let store = Store::open(&url).await.with_context(|| format!("opening the database at {url}"))?;
+    let runtimes = Runtimes::discover(&data_dir.join("runtimes"))?;
+    let cfg = EngineConfig {
+        data_dir: data_dir.clone(),
+        function_concurrency: args.function_concurrency.max(1),
+        function_queue: args.function_queue,
+        idle_ttl: Duration::from_secs(args.idle_ttl.max(1)),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(store.clone(), sandbox, runtimes, cfg)?;
+    engine.start().await?;
+    let state = AppState {
+        store,
+        engine,
+        auth: Arc::new(auth),
+        limits: Arc::new(Limits::new(args.invoke_rate)),
+        started: Instant::now(),
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("voltrun listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %data_dir.display(), "voltrun serving");
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

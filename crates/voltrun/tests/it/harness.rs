@@ -1,0 +1,240 @@
+//! Starts the real `voltrun` binary on a free port with its own data dir, and talks to it over
+//! HTTP. The server is killed when the handle drops.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("voltrun-it-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running server.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    owns_dir: bool,
+}
+
+impl Server {
+    /// A server on a new data dir with the development sandbox.
+    pub fn start() -> Server {
+        Self::start_with(&temp_dir("srv"), &[], true)
+    }
+
+    /// A server with extra `serve` arguments on `data_dir`.
+    pub fn start_with(data_dir: &Path, extra: &[&str], owns_dir: bool) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voltrun"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--sandbox", "process", "--insecure", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("VOLTRUN_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(data_dir.with_extension("stderr.log")).unwrap());
+        let mut child = cmd.spawn().expect("start voltrun");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let Some(addr) = line.trim().strip_prefix("voltrun listening on ") else {
+            let _ = child.wait();
+            let mut err = String::new();
+            let _ = std::fs::File::open(data_dir.with_extension("stderr.log")).and_then(|mut f| f.read_to_string(&mut err));
+            panic!("server did not start: {line}\n{err}");
+        };
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in out.lines() {});
+        let s = Server { child: Some(child), base: addr.to_string(), data_dir: data_dir.to_path_buf(), owns_dir };
+        s.wait_healthy();
+        s
+    }
+
+    fn wait_healthy(&self) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if let Ok(r) = ureq::get(&format!("{}/health", self.base)).call() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server never became healthy");
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILLs the server (no cleanup, as a crash would).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// An unauthenticated client.
+    pub fn anon(&self) -> Client {
+        Client { base: self.base.clone(), auth: None }
+    }
+
+    /// Registers a new user and returns a client logged in as them.
+    pub fn user(&self) -> Client {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let email = format!("user{n}-{}@example.com", rand_suffix());
+        let (status, body) = self.anon().post("/api/auth/register", &json!({"email": email, "password": "correct horse", "name": "Test"}));
+        assert_eq!(status, 201, "{body}");
+        Client { base: self.base.clone(), auth: Some(("authorization".into(), format!("Bearer {}", body["token"].as_str().unwrap()))) }
+    }
+}
+
+fn rand_suffix() -> String {
+    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+            let _ = std::fs::remove_file(self.data_dir.with_extension("stderr.log"));
+        }
+    }
+}
+
+/// An HTTP client for one server, with optional credentials.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    /// (header name, value) sent with every request.
+    pub auth: Option<(String, String)>,
+}
+
+/// A response: status, headers we care about, and the body.
+pub struct Resp {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Resp {
+    /// The body as JSON (panics with the text if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Client {
+    /// The same client with other credentials.
+    pub fn with_header(&self, name: &str, value: &str) -> Client {
+        Client { base: self.base.clone(), auth: Some((name.into(), value.into())) }
+    }
+
+    /// Any request with a raw body.
+    pub fn raw(&self, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Resp {
+        let mut req = ureq::request(method, &format!("{}{path}", self.base)).timeout(Duration::from_secs(120));
+        if let Some((k, v)) = &self.auth {
+            req = req.set(k, v);
+        }
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let result = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = resp.status();
+        let headers = resp.headers_names().into_iter().filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string()))).collect();
+        let mut body = Vec::new();
+        resp.into_reader().take(64 << 20).read_to_end(&mut body).unwrap();
+        Resp { status, body, headers }
+    }
+
+    fn json_req(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+        let r = self.raw(method, path, bytes.as_deref(), &[("content-type", "application/json")]);
+        let v = if r.body.is_empty() { Value::Null } else { r.json() };
+        (r.status, v)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.json_req("GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.json_req("POST", path, Some(body))
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.json_req("PUT", path, Some(body))
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        self.json_req("DELETE", path, None)
+    }
+
+    /// Creates a function and returns its record.
+    pub fn create_function(&self, name: &str, runtime: &str, code: &str, extra: Value) -> Value {
+        let mut body = json!({"name": name, "runtime": runtime, "code": code});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                body[k] = v;
+            }
+        }
+        let (status, f) = self.post("/api/functions", &body);
+        assert_eq!(status, 201, "{f}");
+        f
+    }
+
+    /// Invokes a function synchronously and returns the execution record (asserting 200).
+    pub fn invoke(&self, name: &str, event: &Value) -> Value {
+        let (status, e) = self.post(&format!("/api/functions/{name}/execute"), event);
+        assert_eq!(status, 200, "{e}");
+        e
+    }
+
+    /// Polls an execution until it is success or failed.
+    pub fn wait_done(&self, id: &str, timeout: Duration) -> Value {
+        let until = Instant::now() + timeout;
+        loop {
+            let (status, e) = self.get(&format!("/api/executions/{id}"));
+            assert_eq!(status, 200, "{e}");
+            if e["status"] == "success" || e["status"] == "failed" {
+                return e;
+            }
+            assert!(Instant::now() < until, "execution {id} still {} after {timeout:?}", e["status"]);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Asserts the uniform error shape and status, returning the code.
+pub fn assert_error(status: u16, body: &Value, expected: u16) -> String {
+    assert_eq!(status, expected, "{body}");
+    let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("no error.code in {body}"));
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    code.to_string()
+}
