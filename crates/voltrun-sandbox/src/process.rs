@@ -52,11 +52,12 @@ impl Sandbox for ProcessSandbox {
         let (fd3, fd4) = (ctl_in_r.as_raw_fd(), ctl_out_w.as_raw_fd());
         let limits = spec.limits.clone();
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-        // calls (setsid, prctl, dup2, setrlimit); it allocates nothing.
+        // calls (setsid, dup2, setrlimit); it allocates nothing.
+        // No PR_SET_PDEATHSIG: it fires when the forking *thread* exits (tokio's blocking
+        // threads come and go). If the server dies, the bootstrap reads EOF on fd 3 and exits.
         unsafe {
             cmd.pre_exec(move || {
                 sys::new_session()?;
-                sys::die_with_parent()?;
                 sys::dup_onto(fd3, 3)?;
                 sys::dup_onto(fd4, 4)?;
                 apply_rlimits(&limits)

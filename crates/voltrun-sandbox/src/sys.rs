@@ -63,16 +63,6 @@ pub fn new_session() -> io::Result<()> {
     Ok(())
 }
 
-/// In a forked child before exec: asks for SIGKILL if the server dies, so no instance
-/// outlives it. Async-signal-safe.
-pub fn die_with_parent() -> io::Result<()> {
-    // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Sends SIGKILL to every process of the process group `pgid`. ESRCH (already gone) is fine.
 pub fn kill_group(pgid: u32) {
     // SAFETY: kill takes plain integers; a negative pid addresses a process group.

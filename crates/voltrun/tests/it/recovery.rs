@@ -1,1 +1,46 @@
+//! Durability: async runs acknowledged with 202 survive `kill -9` of the server.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
 use crate::harness::*;
+
+#[test]
+fn async_runs_survive_kill_9_and_none_stays_running() {
+    let dir = temp_dir("crash");
+    let mut s = Server::start_with(&dir, &["--function-concurrency", "2"], false);
+    let c = s.user();
+    c.create_function("work", "python", "import time\ndef handler(e, c):\n    time.sleep(0.2)\n    return e['i']\n", json!({}));
+    c.create_function("hang", "python", "import time\ndef handler(e, c):\n    time.sleep(3)\n    return 'slept'\n", json!({}));
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let r = c.raw("POST", "/api/functions/work/execute?async=true", Some(json!({"i": i}).to_string().as_bytes()), &[]);
+        assert_eq!(r.status, 202);
+        ids.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    // A synchronous run in flight when the server dies ends as Interrupted.
+    let c2 = c.clone();
+    let sync_call = std::thread::spawn(move || c2.raw("POST", "/api/functions/hang/execute", Some(b"{}"), &[]).status);
+    std::thread::sleep(Duration::from_millis(700));
+    s.kill9();
+    let _ = sync_call.join();
+
+    let s2 = Server::start_with(&dir, &["--function-concurrency", "2"], true);
+    let c = Client { base: s2.base.clone(), auth: c.auth.clone() };
+    let until = Instant::now() + Duration::from_secs(60);
+    for (i, id) in ids.iter().enumerate() {
+        let e = c.wait_done(id, until.saturating_duration_since(Instant::now()));
+        assert_eq!(e["status"], "success", "{e}");
+        assert_eq!(e["output"], i as i64);
+        assert!(e["attempts"].as_i64().unwrap() >= 1);
+    }
+    let (_, hung) = c.get("/api/executions?function_id=hang");
+    let hung = &hung["items"][0];
+    assert_eq!(hung["status"], "failed", "{hung}");
+    assert_eq!(hung["error"]["type"], "Interrupted");
+    let (_, running) = c.get("/api/executions?status=running");
+    let (_, pending) = c.get("/api/executions?status=pending");
+    assert!(running["items"].as_array().unwrap().is_empty() && pending["items"].as_array().unwrap().is_empty());
+    drop(s);
+}
