@@ -73,11 +73,6 @@ impl Server {
         panic!("server never became healthy");
     }
 
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
     /// SIGKILLs the server (no cleanup, as a crash would).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
