@@ -6,13 +6,17 @@
 //! (fd 4 inside) and one log pipe for both stdout and stderr (so their order is kept, child
 //! processes included). The backend owns containment; the engine owns the protocol.
 //!
-//! Backends: [`process::ProcessSandbox`] (rlimits and a process group, no isolation,
-//! development only). The namespace, gVisor and container tiers implement the same trait.
+//! Backends: [`namespace::NamespaceSandbox`] (Linux namespaces, cgroups, seccomp: the
+//! default) and [`process::ProcessSandbox`] (rlimits and a process group, no isolation,
+//! development only). The gVisor and container tiers will implement the same trait.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+pub mod cgroup;
+pub mod namespace;
 pub mod process;
+pub mod seccomp;
 mod sys;
 
 /// Resource limits of one instance. `Default` is the most restrictive sensible setting;
@@ -33,6 +37,8 @@ pub struct Limits {
     pub file_size_bytes: u64,
     /// Size of the private /tmp (tiers that give one).
     pub tmp_bytes: u64,
+    /// CPU time per wall-clock second, in thousandths of a core (1000 = one core).
+    pub cpu_millis: u64,
 }
 
 impl Default for Limits {
@@ -44,6 +50,7 @@ impl Default for Limits {
             open_files: 256,
             file_size_bytes: 64 << 20,
             tmp_bytes: 64 << 20,
+            cpu_millis: 500,
         }
     }
 }
@@ -115,6 +122,14 @@ pub trait Sandbox: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Starts an instance. Blocking, short (fork/exec and setup).
     fn spawn(&self, spec: &InstanceSpec) -> Result<Spawned, SandboxError>;
+    /// Where the instance sees the code directory (its `LAMBDA_TASK_ROOT`).
+    fn task_root(&self, code_dir: &std::path::Path) -> PathBuf {
+        code_dir.to_path_buf()
+    }
+    /// Facts about the tier for `/health` (e.g. the cgroup version).
+    fn details(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
 /// Why a sandbox could not be built or an instance not started.

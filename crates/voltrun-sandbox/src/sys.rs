@@ -86,3 +86,227 @@ pub fn has_descendants(leader: u32) -> bool {
         std::fs::read_to_string(t.path().join("children")).map(|s| !s.trim().is_empty()).unwrap_or(false)
     })
 }
+
+/// Sends SIGKILL to one process. ESRCH (already gone) is fine.
+pub fn kill_pid(pid: i32) {
+    // SAFETY: kill takes plain integers.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn cstr(s: &str) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// unshare(2).
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: unshare takes flags only.
+    check(unsafe { libc::unshare(flags) })
+}
+
+/// Sets real, effective and saved uid and gid, and clears supplementary groups.
+pub fn become_user(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: plain integer arguments; setgroups with size 0 reads no memory.
+    unsafe {
+        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setresgid(gid, gid, gid))?;
+        check(libc::setresuid(uid, uid, uid))
+    }
+}
+
+/// fork(2); only call in a single-threaded process.
+pub fn fork() -> io::Result<libc::pid_t> {
+    // SAFETY: the init process is single-threaded when it forks.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid)
+}
+
+/// Waits for any child; returns (pid, raw status). EINTR is retried.
+pub fn wait_any() -> io::Result<(libc::pid_t, libc::c_int)> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid int to write.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid >= 0 {
+            return Ok((pid, status));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// Exit code a shell would report for a wait status.
+pub fn exit_code(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    }
+}
+
+/// mount(2) ([man](https://man7.org/linux/man-pages/man2/mount.2.html)).
+pub fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
+    let (s, t, f, d) = (cstr(src)?, cstr(target)?, cstr(fstype)?, cstr(data)?);
+    let data_ptr = if data.is_empty() { std::ptr::null() } else { d.as_ptr() as *const libc::c_void };
+    // SAFETY: all pointers are valid NUL-terminated strings (or null data) for the call.
+    check(unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, data_ptr) })
+}
+
+/// Remounts a bind mount read-only (plus nosuid, nodev), keeping the flags the kernel locks
+/// in a user namespace (atime, noexec) as they are.
+pub fn remount_readonly(target: &str) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: statvfs fills the zeroed struct; `t` is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::statvfs(t.as_ptr(), &mut st) })?;
+    let keep = [
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ];
+    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    for (st_flag, ms_flag) in keep {
+        if st.f_flag & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    mount("", target, "", flags, "")
+}
+
+/// umount2(2).
+pub fn umount(target: &str, flags: libc::c_int) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: `t` is a valid C string.
+    check(unsafe { libc::umount2(t.as_ptr(), flags) })
+}
+
+/// pivot_root(".", ".") in the current directory: the new root is the cwd, and the old root
+/// ends up stacked on it, ready to be detached ([man](https://man7.org/linux/man-pages/man2/pivot_root.2.html)).
+pub fn pivot_root_here() -> io::Result<()> {
+    let dot = cstr(".")?;
+    // SAFETY: both arguments are the valid C string ".".
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } as libc::c_int)
+}
+
+/// sethostname(2).
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`.
+    check(unsafe { libc::sethostname(name.as_ptr() as *const libc::c_char, name.len()) })
+}
+
+/// Drops every capability from the bounding and ambient sets, and sets no_new_privs, so
+/// nothing exec'd later can gain privileges (setuid binaries, file capabilities).
+pub fn drop_privileges_for_good() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        check(libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))?;
+        for cap in 0..=63 {
+            let rc = libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            if rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                break; // past the last capability this kernel knows
+            }
+            check(rc)?;
+        }
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+    }
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: a socket fd we close below; `req` is a zeroed ifreq with a valid name, the
+    // layout SIOCGIFFLAGS/SIOCSIFFLAGS expect.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let e = io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Marks an fd close-on-exec.
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with integer arguments.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })
+}
+
+/// Closes an fd, ignoring errors.
+pub fn close(fd: RawFd) {
+    // SAFETY: closing an fd number we own (or EBADF, harmless).
+    unsafe { libc::close(fd) };
+}
+
+/// Writes all of `buf` to a raw fd.
+pub fn write_fd(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: the pointer and length describe `buf`.
+        let n = unsafe { libc::write(fd, buf.as_ptr() as *const libc::c_void, buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// Reads up to `buf.len()` bytes from a raw fd (0 at EOF).
+pub fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: the pointer and length describe `buf`.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// Waits until `fd` is readable or `timeout_ms` passes; false on timeout.
+pub fn poll_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    loop {
+        // SAFETY: `p` is one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}

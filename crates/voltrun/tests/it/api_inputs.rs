@@ -32,8 +32,7 @@ fn assert_healthy(server: &Server) {
     assert_eq!(h["status"], "ok");
 }
 
-/// A server, a logged-in user with one function `echo` routed at `echo` (public), and an API
-/// key path to hit.
+/// A server and a logged-in user owning one Python function `echo`, public at route `echo`.
 fn setup() -> (Server, Client) {
     let server = Server::start();
     let user = server.user();
@@ -107,7 +106,8 @@ fn invalid_utf8_is_400() {
 #[test]
 fn wrong_json_types_are_400() {
     let (server, user) = setup();
-    let shapes: Vec<Value> = vec![json!([]), json!([{"name": "x"}]), json!(1), json!("string"), json!(null), json!(true)];
+    // Arrays are covered by `arrays_are_not_objects` (a known bug).
+    let shapes: Vec<Value> = vec![json!(1), json!("string"), json!(null), json!(true)];
     for (method, path) in json_endpoints() {
         for shape in &shapes {
             assert_body_400(&user, method, path, shape.to_string().as_bytes());
@@ -135,6 +135,30 @@ fn wrong_json_types_are_400() {
     for (method, path, body) in typed {
         assert_body_400(&user, method, path, body.to_string().as_bytes());
     }
+    assert_healthy(&server);
+}
+
+/// serde's derived structs also accept a JSON array of the fields in order, so `[]` is an
+/// empty patch and `["name"]` a whole key request. The API contract is JSON objects.
+#[test]
+#[ignore = "BUG: a JSON array body is accepted as a positional struct (PUT [] -> 200, POST /api/keys [\"k\"] -> 201)"]
+fn arrays_are_not_objects() {
+    let (server, user) = setup();
+    for (method, path) in json_endpoints() {
+        for shape in [json!([]), json!([{"name": "x"}])] {
+            assert_body_400(&user, method, path, shape.to_string().as_bytes());
+        }
+    }
+    let positional: Vec<(&str, &str, Value)> = vec![
+        ("POST", "/api/keys", json!(["k"])),
+        ("POST", "/api/auth/register", json!(["arr@example.com", "12345678", "n"])),
+        ("POST", "/api/functions", json!(["arr", null, "python", PY_ECHO])),
+        ("PUT", "/api/functions/echo", json!(["renamed"])),
+    ];
+    for (method, path, body) in positional {
+        assert_body_400(&user, method, path, body.to_string().as_bytes());
+    }
+    assert_eq!(user.get("/api/functions/echo").1["version"], 1);
     assert_healthy(&server);
 }
 
@@ -175,10 +199,16 @@ struct RawResp {
 /// server that answers before reading everything (as it should for 413) is seen rather than
 /// failing the write. Fails if no answer comes within a minute.
 fn send_big(server: &Server, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> RawResp {
+    send_raw(server, method, path, headers, body, false)
+}
+
+/// As [`send_big`], with `Transfer-Encoding: chunked` (no Content-Length) when `chunked`.
+fn send_raw(server: &Server, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>, chunked: bool) -> RawResp {
     let addr = server.base.trim_start_matches("http://");
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    let framing = if chunked { "Transfer-Encoding: chunked".to_string() } else { format!("Content-Length: {}", body.len()) };
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{framing}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -186,7 +216,18 @@ fn send_big(server: &Server, method: &str, path: &str, headers: &[(&str, &str)],
     let mut writer = stream.try_clone().unwrap();
     let w = std::thread::spawn(move || {
         // Errors are expected once the server has answered and closed.
-        let _ = writer.write_all(head.as_bytes()).and_then(|_| writer.write_all(&body));
+        let result = writer.write_all(head.as_bytes()).and_then(|_| {
+            if !chunked {
+                return writer.write_all(&body);
+            }
+            for chunk in body.chunks(64 * 1024) {
+                writer.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
+                writer.write_all(chunk)?;
+                writer.write_all(b"\r\n")?;
+            }
+            writer.write_all(b"0\r\n\r\n")
+        });
+        let _ = result;
     });
     let mut raw = Vec::new();
     let mut buf = [0u8; 65536];
@@ -246,6 +287,13 @@ fn bodies_over_6_mib_are_413() {
     let r = send_big(&server, "POST", "/api/auth/register", &[("content-type", "application/json")], big_event());
     assert_413("register", &r);
 
+    // Without a Content-Length, the limit holds as the body streams in.
+    let r = send_raw(&server, "POST", "/api/functions", &json_hdrs, big_json(), true);
+    assert_413("chunked create", &r);
+    let r = send_raw(&server, "POST", "/api/functions/echo/execute", &json_hdrs, big_event(), true);
+    assert_413("chunked execute", &r);
+    let r = send_raw(&server, "POST", "/api/execute/echo", &[], vec![b'z'; 7 << 20], true);
+    assert_413("chunked HTTP trigger", &r);
     // Just over the limit, without a usable JSON body either.
     let r = send_big(&server, "POST", "/api/functions/echo/execute", &json_hdrs, vec![b' '; (6 << 20) + 1]);
     assert_413("execute, 6 MiB + 1", &r);
@@ -255,6 +303,11 @@ fn bodies_over_6_mib_are_413() {
     assert_eq!(execs["items"], json!([]), "{execs}");
     assert_healthy(&server);
     assert_eq!(user.invoke("echo", &json!({"after": true}))["output"], json!({"after": true}));
+    // A small chunked body is fine.
+    let r = send_raw(&server, "POST", "/api/functions/echo/execute", &json_hdrs, b"{\"chunked\":true}".to_vec(), true);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let e: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(e["output"], json!({"chunked": true}), "{e}");
 }
 
 #[test]
@@ -382,6 +435,71 @@ fn very_long_ids_are_404() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["items"], json!([]));
     assert_healthy(&server);
+}
+
+#[test]
+fn undecodable_path_segments_are_4xx() {
+    let (server, user) = setup();
+    for path in [
+        "/api/functions/%FF",
+        "/api/functions/%FF/execute",
+        "/api/functions/%00",
+        "/api/functions/echo%00",
+        "/api/functions/..%2F..%2Fetc",
+        "/api/executions/%FF",
+        "/api/executions/%FF/logs",
+        "/api/keys/%FF",
+        "/api/execute/%FF",
+        "/api/execute/echo%2F..%2F..",
+        "/api/execute/..%2Fecho",
+    ] {
+        for method in ["GET", "POST", "DELETE"] {
+            let r = user.raw(method, path, Some(b"{}"), &[("content-type", "application/json")]);
+            assert!((400..500).contains(&r.status), "{method} {path} -> {} {}", r.status, String::from_utf8_lossy(&r.body));
+            assert_raw_error(&format!("{method} {path}"), &r, r.status);
+        }
+    }
+    assert_healthy(&server);
+}
+
+#[test]
+fn deeply_nested_json_is_400() {
+    let (server, user) = setup();
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n)).into_bytes();
+    for n in [10_000, 1_000_000] {
+        for (method, path) in [("POST", "/api/functions/echo/execute"), ("POST", "/api/functions/echo/execute?async=true"), ("POST", "/api/functions"), ("PUT", "/api/functions/echo")] {
+            assert_body_400(&user, method, path, &deep(n));
+        }
+        let obj = format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n));
+        assert_body_400(&user, "POST", "/api/functions/echo/execute", obj.as_bytes());
+    }
+    // Nesting that is accepted runs normally.
+    let r = user.raw("POST", "/api/functions/echo/execute", Some(&deep(64)), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "success", "{}", r.json());
+    assert_healthy(&server);
+}
+
+/// The API takes an event nested up to serde_json's limit (127 levels), but the engine reads
+/// the runtime's reply, which wraps the output in an envelope, with the same limit: the reply
+/// is unreadable, the instance is killed and the run fails.
+#[test]
+#[ignore = "BUG: an event nested 127 deep is accepted but echoing it fails: RuntimeError 'killed by signal 9' (engine instance.rs reply parse hits serde_json's recursion limit)"]
+fn nesting_accepted_at_the_door_can_be_returned() {
+    let (_server, user) = setup();
+    for n in [126, 127] {
+        let body = format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let r = user.raw("POST", "/api/functions/echo/execute", Some(body.as_bytes()), &[]);
+        if r.status == 400 {
+            continue;
+        }
+        // The record nests the event deeper than serde_json (and so `Resp::json`) reads: look at the text.
+        let text = String::from_utf8_lossy(&r.body);
+        assert_eq!(r.status, 200, "{text}");
+        assert!(text.contains("\"status\":\"success\"") && text.contains("\"error\":null"), "depth {n}: {text}");
+        let nested = format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(text.contains(&format!("\"output\":{nested}")), "depth {n}: {text}");
+    }
 }
 
 #[test]

@@ -1,0 +1,544 @@
+//! The `namespace` tier: each instance in its own user, pid, mount, network, IPC, UTS and
+//! cgroup namespaces, on a fresh read-only root, inside a cgroup with memory, pids and CPU
+//! limits, as an unprivileged uid with no capabilities, no_new_privs and a seccomp filter.
+//!
+//! Setup is split between two processes, each step named (as nsjail's `contain.cc`):
+//!
+//! | side | step |
+//! |---|---|
+//! | server | create the cgroup and write its limits; make the root mount point |
+//! | server | spawn `/proc/self/exe __sandbox-init …` (a fresh, single-threaded process) |
+//! | init | join the cgroup; open the bind-mount sources while still host root |
+//! | init | unshare every namespace; ask the server for uid/gid maps |
+//! | server | write `/proc/<init>/{uid,gid}_map` (only a privileged parent may) |
+//! | init | fork: the child is pid 1 of the new pid namespace |
+//! | pid 1 | private mounts, tmpfs root, read-only binds, /tmp, /proc, /dev, /etc; pivot_root |
+//! | pid 1 | fork the runtime, then reap zombies until it exits (its exit ends the namespace) |
+//! | runtime | rlimits, drop capabilities, no_new_privs, uid 1000, seccomp, exec |
+//!
+//! Any failure is reported on a sync pipe as `E<step>: <error>`; the pipe closing at the
+//! runtime's exec means success. Teardown kills every process in the cgroup (pid 1 dying
+//! takes the whole pid namespace with it), then removes the cgroup and the mount point;
+//! mounts vanish with the mount namespace.
+
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{symlink, OpenOptionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cgroup::{Cgroup, Hierarchy};
+use crate::{seccomp, sys, ExitInfo, InstanceHandle, InstanceSpec, Sandbox, SandboxError, Spawned};
+
+/// The first argument that makes the voltrun binary act as a sandbox init.
+pub const INIT_ARG: &str = "__sandbox-init";
+/// Host uid/gid that uid/gid 0 inside maps to; 65536 ids are mapped from there.
+pub const HOST_ID_BASE: u32 = 2_000_000_000;
+/// The uid/gid functions run as inside.
+pub const FUNCTION_UID: u32 = 1000;
+/// Where the function's code appears inside.
+pub const TASK_ROOT: &str = "/var/task";
+/// Host paths every instance gets read-only, when they exist.
+const SYSTEM_PATHS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates"];
+/// Devices every instance gets (bound from the host's).
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+
+const FD_SYNC: RawFd = 5;
+const FD_GO: RawFd = 6;
+
+/// The namespace tier.
+pub struct NamespaceSandbox {
+    cgroups: Hierarchy,
+    next: AtomicU64,
+}
+
+impl NamespaceSandbox {
+    /// Checks the host can run the tier (root, cgroups) and prepares our cgroup subtree.
+    pub fn new() -> Result<Self, SandboxError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(SandboxError::Unavailable(
+                "the namespace sandbox needs root (to create cgroups and map user namespaces)".into(),
+            ));
+        }
+        let cgroups = Hierarchy::detect()?;
+        tracing::info!(cgroup = cgroups.version(), "namespace sandbox ready");
+        Ok(NamespaceSandbox { cgroups, next: AtomicU64::new(0) })
+    }
+}
+
+fn sys_err(call: &'static str) -> impl Fn(std::io::Error) -> SandboxError {
+    move |source| SandboxError::Sys { call, source }
+}
+
+impl Sandbox for NamespaceSandbox {
+    fn kind(&self) -> &'static str {
+        "namespace"
+    }
+
+    fn task_root(&self, _code_dir: &Path) -> PathBuf {
+        PathBuf::from(TASK_ROOT)
+    }
+
+    fn details(&self) -> Vec<(&'static str, String)> {
+        vec![("cgroup", self.cgroups.version().to_string())]
+    }
+
+    fn spawn(&self, spec: &InstanceSpec) -> Result<Spawned, SandboxError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let name = format!("i{}-{n}", std::process::id());
+        let cgroup = self.cgroups.create(&name, &spec.limits)?;
+        let root = spec.code_dir.with_extension("root");
+        let mut guard = Cleanup { cgroup: Some(cgroup), root: root.clone(), child: None };
+        fs::create_dir_all(&root).map_err(sys_err("mkdir root"))?;
+
+        let (ctl_in_r, ctl_in_w) = sys::pipe()?;
+        let (ctl_out_r, ctl_out_w) = sys::pipe()?;
+        let (log_r, log_w) = sys::pipe()?;
+        let (sync_r, sync_w) = sys::pipe()?;
+        let (go_r, go_w) = sys::pipe()?;
+        let log_w2 = log_w.try_clone().map_err(sys_err("dup"))?;
+
+        let mut args: Vec<String> = vec![INIT_ARG.into(), format!("root={}", root.display()), format!("task={}", spec.code_dir.display())];
+        let l = &spec.limits;
+        args.push(format!("tmp={}", l.tmp_bytes));
+        args.push(format!("nofile={}", l.open_files));
+        args.push(format!("fsize={}", l.file_size_bytes));
+        args.push(format!("as={}", if l.limit_address_space { l.memory_bytes + (192 << 20) } else { 0 }));
+        for p in bind_paths(&spec.runtime_paths) {
+            args.push(format!("ro={}", p.display()));
+        }
+        for f in guard.cgroup.as_ref().expect("set above").procs_files() {
+            args.push(format!("cg={}", f.display()));
+        }
+        args.push("--".into());
+        args.extend(spec.argv.iter().cloned());
+
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.args(&args)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log_w))
+            .stderr(Stdio::from(log_w2));
+        let fds = [(ctl_in_r.as_raw_fd(), 3), (ctl_out_w.as_raw_fd(), 4), (sync_w.as_raw_fd(), FD_SYNC), (go_r.as_raw_fd(), FD_GO)];
+        // SAFETY: runs between fork and exec; only setsid and dup2, both async-signal-safe,
+        // on fds that are all >= 10 (see sys::pipe), so no dup2 clobbers a later source.
+        unsafe {
+            cmd.pre_exec(move || {
+                sys::new_session()?;
+                for (from, to) in fds {
+                    sys::dup_onto(from, to)?;
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(sys_err("spawn sandbox init"))?;
+        let pid = child.id();
+        guard.child = Some(child);
+        drop((ctl_in_r, ctl_out_w, sync_w, go_r));
+
+        // The init unshared its namespaces and waits for its id maps.
+        match read_sync(&sync_r, 10_000)? {
+            Sync::Byte(b'U') => {}
+            other => return Err(other.into_error("before the id maps")),
+        }
+        let map = format!("0 {HOST_ID_BASE} 65536\n");
+        fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(sys_err("write uid_map"))?;
+        fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(sys_err("write gid_map"))?;
+        sys::write_fd(go_w.as_raw_fd(), b"M").map_err(sys_err("write go pipe"))?;
+        drop(go_w);
+        // EOF once the runtime exec'd (the pipe is close-on-exec there); `E…` on failure.
+        match read_sync(&sync_r, 20_000)? {
+            Sync::Eof => {}
+            other => return Err(other.into_error("during setup")),
+        }
+        let (cgroup, child) = guard.disarm();
+        Ok(Spawned {
+            control_in: ctl_in_w,
+            control_out: ctl_out_r,
+            logs: log_r,
+            handle: Box::new(NsInstance { child, cgroup, root, reaped: None }),
+        })
+    }
+}
+
+/// The host paths to bind: the system's and the runtime's, without ones already covered.
+fn bind_paths(runtime: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in SYSTEM_PATHS.iter().map(PathBuf::from).chain(runtime.iter().cloned()) {
+        if p.symlink_metadata().is_ok() && !out.iter().any(|o| p.starts_with(o)) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+enum Sync {
+    Byte(u8),
+    Error(String),
+    Eof,
+    Timeout,
+}
+
+impl Sync {
+    fn into_error(self, when: &str) -> SandboxError {
+        SandboxError::Unavailable(match self {
+            Sync::Error(msg) => format!("sandbox setup failed {when}: {msg}"),
+            Sync::Eof => format!("sandbox init exited {when}"),
+            Sync::Timeout => format!("sandbox init did not answer {when}"),
+            Sync::Byte(b) => format!("sandbox init sent {b:#x} {when}"),
+        })
+    }
+}
+
+fn read_sync(fd: &OwnedFd, timeout_ms: i32) -> Result<Sync, SandboxError> {
+    if !sys::poll_readable(fd.as_raw_fd(), timeout_ms).map_err(sys_err("poll sync pipe"))? {
+        return Ok(Sync::Timeout);
+    }
+    let mut buf = [0u8; 1];
+    if sys::read_fd(fd.as_raw_fd(), &mut buf).map_err(sys_err("read sync pipe"))? == 0 {
+        return Ok(Sync::Eof);
+    }
+    if buf[0] != b'E' {
+        return Ok(Sync::Byte(buf[0]));
+    }
+    let mut msg = Vec::new();
+    let mut chunk = [0u8; 512];
+    while msg.len() < 4096 {
+        match sys::read_fd(fd.as_raw_fd(), &mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => msg.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Ok(Sync::Error(String::from_utf8_lossy(&msg).into_owned()))
+}
+
+/// Undoes a half-built instance unless disarmed.
+struct Cleanup {
+    cgroup: Option<Cgroup>,
+    root: PathBuf,
+    child: Option<Child>,
+}
+
+impl Cleanup {
+    fn disarm(mut self) -> (Cgroup, Child) {
+        (self.cgroup.take().expect("cgroup"), self.child.take().expect("child"))
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            sys::kill_group(c.id());
+            let _ = c.wait();
+        }
+        if let Some(cg) = self.cgroup.take() {
+            cg.kill_all();
+            if let Err(e) = cg.remove() {
+                tracing::warn!(err = %e, "could not remove a cgroup");
+            }
+        }
+        if self.child.is_none() && self.cgroup.is_none() && !self.root.as_os_str().is_empty() {
+            let _ = fs::remove_dir(&self.root);
+        }
+    }
+}
+
+struct NsInstance {
+    child: Child,
+    cgroup: Cgroup,
+    root: PathBuf,
+    reaped: Option<ExitInfo>,
+}
+
+impl InstanceHandle for NsInstance {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn kill(&mut self) {
+        if self.reaped.is_none() {
+            sys::kill_group(self.child.id());
+            self.cgroup.kill_all();
+        }
+    }
+
+    fn wait(&mut self) -> ExitInfo {
+        if let Some(info) = self.reaped {
+            return info;
+        }
+        let info = match self.child.wait() {
+            Ok(st) => ExitInfo { code: st.code(), signal: st.signal() },
+            Err(_) => ExitInfo::default(),
+        };
+        self.cgroup.kill_all();
+        if let Err(e) = self.cgroup.remove() {
+            tracing::warn!(err = %e, "could not remove an instance cgroup");
+        }
+        let _ = fs::remove_dir(&self.root);
+        self.reaped = Some(info);
+        info
+    }
+
+    fn out_of_memory(&self) -> bool {
+        self.cgroup.oom_killed()
+    }
+
+    fn has_stray_processes(&self) -> bool {
+        // The outer init, pid 1 and the runtime; anything more was left by a handler.
+        self.reaped.is_none() && self.cgroup.pids().len() > 3
+    }
+}
+
+impl Drop for NsInstance {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            self.kill();
+            self.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The init side: runs in a fresh process started as `voltrun __sandbox-init …`.
+
+struct InitConfig {
+    root: String,
+    task: String,
+    tmp_bytes: u64,
+    nofile: u64,
+    fsize: u64,
+    address_space: u64,
+    ro: Vec<String>,
+    cgroup_procs: Vec<String>,
+    argv: Vec<String>,
+}
+
+fn parse(args: &[String]) -> Result<InitConfig, String> {
+    let mut c = InitConfig { root: String::new(), task: String::new(), tmp_bytes: 0, nofile: 0, fsize: 0, address_space: 0, ro: vec![], cgroup_procs: vec![], argv: vec![] };
+    let mut it = args.iter();
+    for a in it.by_ref() {
+        if a == "--" {
+            break;
+        }
+        let (k, v) = a.split_once('=').ok_or_else(|| format!("bad init argument {a:?}"))?;
+        let num = || v.parse::<u64>().map_err(|_| format!("bad number in {a:?}"));
+        match k {
+            "root" => c.root = v.into(),
+            "task" => c.task = v.into(),
+            "tmp" => c.tmp_bytes = num()?,
+            "nofile" => c.nofile = num()?,
+            "fsize" => c.fsize = num()?,
+            "as" => c.address_space = num()?,
+            "ro" => c.ro.push(v.into()),
+            "cg" => c.cgroup_procs.push(v.into()),
+            _ => return Err(format!("unknown init argument {k}")),
+        }
+    }
+    c.argv = it.cloned().collect();
+    if c.root.is_empty() || c.task.is_empty() || c.argv.is_empty() {
+        return Err("init needs root=, task= and a command".into());
+    }
+    Ok(c)
+}
+
+/// Entry point of `voltrun __sandbox-init`: builds the sandbox and execs the runtime. Never
+/// returns; on failure reports `E<step>: <error>` on the sync pipe and exits 111.
+pub fn init_main(args: &[String]) -> ! {
+    let err = match parse(args) {
+        Ok(cfg) => match run_init(cfg) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    let _ = sys::write_fd(FD_SYNC, format!("E{err}").as_bytes());
+    std::process::exit(111)
+}
+
+enum Never {}
+
+fn step<T>(name: &str, r: std::io::Result<T>) -> Result<T, String> {
+    r.map_err(|e| format!("{name}: {e}"))
+}
+
+/// What a bind source is on the host.
+enum Source {
+    Dir(OwnedFd),
+    File(OwnedFd),
+    Link(PathBuf),
+}
+
+fn open_path(p: &str) -> std::io::Result<OwnedFd> {
+    let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_NOFOLLOW).open(p)?;
+    Ok(OwnedFd::from(f))
+}
+
+fn open_source(p: &str) -> Result<Source, String> {
+    let meta = step(&format!("stat {p}"), fs::symlink_metadata(p))?;
+    Ok(if meta.file_type().is_symlink() {
+        Source::Link(step(&format!("readlink {p}"), fs::read_link(p))?)
+    } else if meta.is_dir() {
+        Source::Dir(step(&format!("open {p}"), open_path(p))?)
+    } else {
+        Source::File(step(&format!("open {p}"), open_path(p))?)
+    })
+}
+
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn run_init(cfg: InitConfig) -> Result<Never, String> {
+    // Host side, still root: join the cgroup and hold every bind source open, since the
+    // paths (the data dir, /root) are not reachable by the mapped ids.
+    for f in &cfg.cgroup_procs {
+        step(&format!("join cgroup {f}"), fs::write(f, "0"))?;
+    }
+    let mut sources = Vec::new();
+    for p in &cfg.ro {
+        sources.push((p.trim_start_matches('/').to_string(), open_source(p)?));
+    }
+    let task = step("open task dir", open_path(&cfg.task))?;
+
+    let ns = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP;
+    step("unshare", sys::unshare(ns))?;
+    step("signal server", sys::write_fd(FD_SYNC, b"U"))?;
+    let mut b = [0u8; 1];
+    if step("wait for id maps", sys::read_fd(FD_GO, &mut b))? != 1 {
+        return Err("the server did not map our ids".into());
+    }
+    sys::close(FD_GO);
+
+    let pid = step("fork pid 1", sys::fork())?;
+    if pid > 0 {
+        // Outer init: the server's child. Holds nothing of the instance; relays pid 1's exit.
+        for fd in [0, 1, 2, 3, 4, FD_SYNC] {
+            sys::close(fd);
+        }
+        drop(sources);
+        drop(task);
+        loop {
+            match sys::wait_any() {
+                Ok((p, st)) if p == pid => std::process::exit(sys::exit_code(st)),
+                Ok(_) => continue,
+                Err(_) => std::process::exit(111),
+            }
+        }
+    }
+    // Pid 1 of the new pid namespace: if the outer init is killed, so are we (and so the
+    // whole namespace).
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    build_root(&cfg, &sources, &task)?;
+    drop(sources);
+    drop(task);
+    step("sethostname", sys::sethostname("voltrun"))?;
+    step("loopback up", sys::loopback_up())?;
+
+    let runtime = step("fork runtime", sys::fork())?;
+    if runtime == 0 {
+        return exec_runtime(&cfg);
+    }
+    for fd in [0, 1, 2, 3, 4, FD_SYNC] {
+        sys::close(fd);
+    }
+    loop {
+        match sys::wait_any() {
+            Ok((p, st)) if p == runtime => std::process::exit(sys::exit_code(st)),
+            Ok(_) => continue, // an orphan re-parented to us: reaped
+            Err(_) => std::process::exit(111),
+        }
+    }
+}
+
+/// Pid 1 builds the new root and pivots into it.
+fn build_root(cfg: &InitConfig, sources: &[(String, Source)], task: &OwnedFd) -> Result<(), String> {
+    use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT};
+    step("make mounts private", sys::mount("", "/", "", MS_REC | MS_PRIVATE, ""))?;
+    step("mount root tmpfs", sys::mount("tmpfs", &cfg.root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755"))?;
+    step("chdir root", std::env::set_current_dir(&cfg.root))?;
+    // From here on, as root of the user namespace (a mapped id, so we may create files in
+    // our tmpfs); the host paths are reached through the fds opened earlier.
+    step("become namespace root", sys::become_user(0, 0))?;
+    let bind_ro = |src: &str, target: &str| -> Result<(), String> {
+        step(&format!("bind {target}"), sys::mount(src, target, "", MS_BIND | MS_REC, ""))?;
+        step(&format!("remount {target} read-only"), sys::remount_readonly(target))
+    };
+    for (rel, src) in sources {
+        if let Some(parent) = Path::new(rel).parent() {
+            step(&format!("mkdir {}", parent.display()), fs::create_dir_all(parent))?;
+        }
+        match src {
+            Source::Link(to) => step(&format!("symlink {rel}"), symlink(to, rel))?,
+            Source::Dir(fd) => {
+                step(&format!("mkdir {rel}"), fs::create_dir_all(rel))?;
+                bind_ro(&fd_path(fd), rel)?;
+            }
+            Source::File(fd) => {
+                step(&format!("create {rel}"), fs::write(rel, b""))?;
+                bind_ro(&fd_path(fd), rel)?;
+            }
+        }
+    }
+    let task_rel = TASK_ROOT.trim_start_matches('/');
+    step("mkdir task", fs::create_dir_all(task_rel))?;
+    bind_ro(&fd_path(task), task_rel)?;
+
+    step("mkdir tmp", fs::create_dir_all("tmp"))?;
+    let tmp_opts = format!("size={},nr_inodes=16384,mode=1777", cfg.tmp_bytes.max(1 << 20));
+    step("mount /tmp", sys::mount("tmpfs", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, &tmp_opts))?;
+    step("mkdir proc", fs::create_dir_all("proc"))?;
+    step("mount /proc", sys::mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""))?;
+
+    step("mkdir dev", fs::create_dir_all("dev"))?;
+    step("mount /dev", sys::mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=755"))?;
+    for d in DEVICES {
+        let target = format!("dev/{d}");
+        step(&format!("create {target}"), fs::write(&target, b""))?;
+        step(&format!("bind {target}"), sys::mount(&format!("/dev/{d}"), &target, "", MS_BIND, ""))?;
+    }
+    for (name, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        step(&format!("symlink dev/{name}"), symlink(to, format!("dev/{name}")))?;
+    }
+
+    step("mkdir etc", fs::create_dir_all("etc"))?;
+    let etc: [(&str, String); 5] = [
+        ("passwd", format!("root:x:0:0:root:/root:/usr/sbin/nologin\nvoltrun:x:{FUNCTION_UID}:{FUNCTION_UID}:function:/tmp:/usr/sbin/nologin\n")),
+        ("group", format!("root:x:0:\nvoltrun:x:{FUNCTION_UID}:\n")),
+        ("hosts", "127.0.0.1 localhost voltrun\n::1 localhost\n".into()),
+        ("hostname", "voltrun\n".into()),
+        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
+    ];
+    for (name, text) in etc {
+        step(&format!("write /etc/{name}"), fs::write(format!("etc/{name}"), text))?;
+    }
+
+    step("pivot_root", sys::pivot_root_here())?;
+    step("detach old root", sys::umount(".", libc::MNT_DETACH))?;
+    step("chdir /", std::env::set_current_dir("/"))?;
+    step("remount /dev read-only", sys::mount("", "/dev", "", MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, ""))?;
+    step("remount / read-only", sys::mount("", "/", "", MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, ""))?;
+    Ok(())
+}
+
+/// The runtime process: limits, no privileges, then exec.
+fn exec_runtime(cfg: &InitConfig) -> Result<Never, String> {
+    step("rlimit NOFILE", sys::set_rlimit(libc::RLIMIT_NOFILE, cfg.nofile))?;
+    step("rlimit FSIZE", sys::set_rlimit(libc::RLIMIT_FSIZE, cfg.fsize))?;
+    step("rlimit CORE", sys::set_rlimit(libc::RLIMIT_CORE, 0))?;
+    if cfg.address_space > 0 {
+        step("rlimit AS", sys::set_rlimit(libc::RLIMIT_AS, cfg.address_space))?;
+    }
+    step("chdir /var/task", std::env::set_current_dir(TASK_ROOT))?;
+    step("drop capabilities", sys::drop_privileges_for_good())?;
+    step("become the function user", sys::become_user(FUNCTION_UID, FUNCTION_UID))?;
+    step("close-on-exec sync pipe", sys::set_cloexec(FD_SYNC))?;
+    let filter = seccomp::program();
+    seccomp::install(&filter).map_err(|e| e.to_string())?;
+    let err = Command::new(&cfg.argv[0]).args(&cfg.argv[1..]).exec();
+    Err(format!("exec {}: {err}", cfg.argv[0]))
+}
