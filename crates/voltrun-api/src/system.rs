@@ -13,12 +13,15 @@ use crate::AppState;
 /// `GET /health`: 200 when the database answers, 503 when it does not.
 pub async fn health(State(st): State<AppState>) -> Response {
     let db_ok = st.store.ping().await.is_ok();
-    let body = json!({
+    let mut body = json!({
         "status": if db_ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "database": if db_ok { "ok" } else { "unreachable" },
         "sandbox": st.engine.sandbox_kind(),
     });
+    for (k, v) in st.engine.sandbox_details() {
+        body[k] = json!(v);
+    }
     let status = if db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }

@@ -152,6 +152,11 @@ impl Engine {
         self.inner.sandbox.kind()
     }
 
+    /// Facts about the sandbox tier (e.g. the cgroup version), for `/health`.
+    pub fn sandbox_details(&self) -> Vec<(&'static str, String)> {
+        self.inner.sandbox.details()
+    }
+
     /// The runtimes found on this host.
     pub fn runtimes(&self) -> &Runtimes {
         &self.inner.runtimes
@@ -322,28 +327,34 @@ impl Engine {
             finished_at: time::now(),
         };
         let rt = &self.inner.runtimes;
-        let Some(argv) = rt.argv(f.runtime, f.memory) else {
+        let sandbox = &self.inner.sandbox;
+        let Some(argv) = rt.argv(f.runtime, f.memory, &sandbox.bootstrap_root(rt.bootstrap_dir())) else {
             let msg = format!("the {} runtime is not installed on this server", f.runtime.id());
             return Err(fail(ExecError::new(ErrorKind::RuntimeError, msg), Default::default()));
         };
         let n = self.inner.next_instance.fetch_add(1, Relaxed);
         let dir = self.inner.cfg.data_dir.join("instances").join(format!("{}-{n}", f.id));
-        let entry = dir.join(f.runtime.entry_file());
-        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&entry, &f.code)) {
+        let host_entry = dir.join(f.runtime.entry_file());
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&host_entry, &f.code)) {
             return Err(fail(ExecError::new(ErrorKind::Internal, format!("writing the function's code: {e}")), Default::default()));
         }
+        let task_root = self.inner.sandbox.task_root(&dir);
+        let entry = task_root.join(f.runtime.entry_file());
         let spec = InstanceSpec {
             argv,
-            env: instance_env(f, &dir),
+            env: instance_env(f, &task_root),
             code_dir: dir.clone(),
             runtime_paths: rt.paths(f.runtime),
+            bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
             limits: Limits {
                 memory_bytes: (f.memory as u64) << 20,
                 limit_address_space: Runtimes::limits_address_space(f.runtime),
                 pids: 128,
                 open_files: 1024,
                 file_size_bytes: 512 << 20,
-                tmp_bytes: 512 << 20,
+                // /tmp is RAM-backed and charged to the instance's memory, so it cannot exceed it.
+                tmp_bytes: ((f.memory as u64) << 20).min(512 << 20),
+                cpu_millis: 1000,
             },
         };
         let sandbox = self.inner.sandbox.clone();

@@ -56,18 +56,24 @@ impl Runtimes {
         }
     }
 
-    /// The command line of a new instance of `r` with `memory_mb` of memory.
-    pub fn argv(&self, r: Runtime, memory_mb: u32) -> Option<Vec<String>> {
+    /// The host directory holding the bootstraps.
+    pub fn bootstrap_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The command line of a new instance of `r` with `memory_mb` of memory, for an instance
+    /// that sees the bootstrap directory at `boot`.
+    pub fn argv(&self, r: Runtime, memory_mb: u32, boot: &Path) -> Option<Vec<String>> {
         let interp = self.interpreter(r)?;
         let exe = interp.path.display().to_string();
         Some(match r {
-            Runtime::Python311 => vec![exe, "-u".into(), self.dir.join("bootstrap.py").display().to_string()],
+            Runtime::Python311 => vec![exe, "-u".into(), boot.join("bootstrap.py").display().to_string()],
             Runtime::Nodejs20 => vec![
                 exe,
                 // V8 reserves far more address space than it uses, so RLIMIT_AS cannot cap it;
                 // its own heap limit does, leaving room for code, stacks and buffers.
                 format!("--max-old-space-size={}", (memory_mb * 3 / 4).max(32)),
-                self.dir.join("bootstrap.js").display().to_string(),
+                boot.join("bootstrap.js").display().to_string(),
             ],
         })
     }
@@ -77,13 +83,9 @@ impl Runtimes {
         r == Runtime::Python311
     }
 
-    /// Host paths an instance of `r` reads: the interpreter's prefix and the bootstraps.
+    /// Host paths an instance of `r` reads besides the bootstraps: the interpreter's prefix.
     pub fn paths(&self, r: Runtime) -> Vec<PathBuf> {
-        let mut v = vec![self.dir.clone()];
-        if let Some(i) = self.interpreter(r) {
-            v.push(i.prefix.clone());
-        }
-        v
+        self.interpreter(r).map(|i| vec![i.prefix.clone()]).unwrap_or_default()
     }
 }
 

@@ -64,8 +64,10 @@ pub struct InstanceSpec {
     pub env: Vec<(String, String)>,
     /// Host directory with the function's code; the instance's working directory.
     pub code_dir: PathBuf,
-    /// Host paths the runtime needs to read (interpreter prefix, bootstrap files).
+    /// Host paths the runtime needs to read (the interpreter's prefix), seen at the same path.
     pub runtime_paths: Vec<PathBuf>,
+    /// Host directory of the runtime bootstraps; seen at [`Sandbox::bootstrap_root`].
+    pub bootstrap_dir: PathBuf,
     /// Limits to enforce.
     pub limits: Limits,
 }
@@ -125,6 +127,10 @@ pub trait Sandbox: Send + Sync + 'static {
     /// Where the instance sees the code directory (its `LAMBDA_TASK_ROOT`).
     fn task_root(&self, code_dir: &std::path::Path) -> PathBuf {
         code_dir.to_path_buf()
+    }
+    /// Where the instance sees the bootstrap directory.
+    fn bootstrap_root(&self, bootstrap_dir: &std::path::Path) -> PathBuf {
+        bootstrap_dir.to_path_buf()
     }
     /// Facts about the tier for `/health` (e.g. the cgroup version).
     fn details(&self) -> Vec<(&'static str, String)> {

@@ -40,6 +40,8 @@ pub const HOST_ID_BASE: u32 = 2_000_000_000;
 pub const FUNCTION_UID: u32 = 1000;
 /// Where the function's code appears inside.
 pub const TASK_ROOT: &str = "/var/task";
+/// Where the runtime bootstraps appear inside.
+pub const BOOTSTRAP_ROOT: &str = "/opt/voltrun";
 /// Host paths every instance gets read-only, when they exist.
 const SYSTEM_PATHS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates"];
 /// Devices every instance gets (bound from the host's).
@@ -82,6 +84,10 @@ impl Sandbox for NamespaceSandbox {
         PathBuf::from(TASK_ROOT)
     }
 
+    fn bootstrap_root(&self, _bootstrap_dir: &Path) -> PathBuf {
+        PathBuf::from(BOOTSTRAP_ROOT)
+    }
+
     fn details(&self) -> Vec<(&'static str, String)> {
         vec![("cgroup", self.cgroups.version().to_string())]
     }
@@ -101,7 +107,7 @@ impl Sandbox for NamespaceSandbox {
         let (go_r, go_w) = sys::pipe()?;
         let log_w2 = log_w.try_clone().map_err(sys_err("dup"))?;
 
-        let mut args: Vec<String> = vec![INIT_ARG.into(), format!("root={}", root.display()), format!("task={}", spec.code_dir.display())];
+        let mut args: Vec<String> = vec![INIT_ARG.into(), format!("root={}", root.display()), format!("task={}", spec.code_dir.display()), format!("boot={}", spec.bootstrap_dir.display())];
         let l = &spec.limits;
         args.push(format!("tmp={}", l.tmp_bytes));
         args.push(format!("nofile={}", l.open_files));
@@ -308,6 +314,7 @@ impl Drop for NsInstance {
 struct InitConfig {
     root: String,
     task: String,
+    boot: String,
     tmp_bytes: u64,
     nofile: u64,
     fsize: u64,
@@ -318,7 +325,7 @@ struct InitConfig {
 }
 
 fn parse(args: &[String]) -> Result<InitConfig, String> {
-    let mut c = InitConfig { root: String::new(), task: String::new(), tmp_bytes: 0, nofile: 0, fsize: 0, address_space: 0, ro: vec![], cgroup_procs: vec![], argv: vec![] };
+    let mut c = InitConfig { root: String::new(), task: String::new(), boot: String::new(), tmp_bytes: 0, nofile: 0, fsize: 0, address_space: 0, ro: vec![], cgroup_procs: vec![], argv: vec![] };
     let mut it = args.iter();
     for a in it.by_ref() {
         if a == "--" {
@@ -329,6 +336,7 @@ fn parse(args: &[String]) -> Result<InitConfig, String> {
         match k {
             "root" => c.root = v.into(),
             "task" => c.task = v.into(),
+            "boot" => c.boot = v.into(),
             "tmp" => c.tmp_bytes = num()?,
             "nofile" => c.nofile = num()?,
             "fsize" => c.fsize = num()?,
@@ -339,8 +347,8 @@ fn parse(args: &[String]) -> Result<InitConfig, String> {
         }
     }
     c.argv = it.cloned().collect();
-    if c.root.is_empty() || c.task.is_empty() || c.argv.is_empty() {
-        return Err("init needs root=, task= and a command".into());
+    if c.root.is_empty() || c.task.is_empty() || c.boot.is_empty() || c.argv.is_empty() {
+        return Err("init needs root=, task=, boot= and a command".into());
     }
     Ok(c)
 }
@@ -393,19 +401,21 @@ fn fd_path(fd: &OwnedFd) -> String {
 }
 
 fn run_init(cfg: InitConfig) -> Result<Never, String> {
-    // Host side, still root: join the cgroup and hold every bind source open, since the
-    // paths (the data dir, /root) are not reachable by the mapped ids.
+    // Host side, still root: join the cgroup.
     for f in &cfg.cgroup_procs {
         step(&format!("join cgroup {f}"), fs::write(f, "0"))?;
     }
+    let ns = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP;
+    step("unshare", sys::unshare(ns))?;
+    // Opened after the mount namespace exists (a bind source must be a mount of our own
+    // namespace) but before our ids change: we are still host uid 0, so root-only
+    // directories on the way (the data dir, /root) can be walked.
     let mut sources = Vec::new();
     for p in &cfg.ro {
         sources.push((p.trim_start_matches('/').to_string(), open_source(p)?));
     }
     let task = step("open task dir", open_path(&cfg.task))?;
-
-    let ns = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP;
-    step("unshare", sys::unshare(ns))?;
+    let boot = step("open bootstrap dir", open_path(&cfg.boot))?;
     step("signal server", sys::write_fd(FD_SYNC, b"U"))?;
     let mut b = [0u8; 1];
     if step("wait for id maps", sys::read_fd(FD_GO, &mut b))? != 1 {
@@ -419,8 +429,7 @@ fn run_init(cfg: InitConfig) -> Result<Never, String> {
         for fd in [0, 1, 2, 3, 4, FD_SYNC] {
             sys::close(fd);
         }
-        drop(sources);
-        drop(task);
+        drop((sources, task, boot));
         loop {
             match sys::wait_any() {
                 Ok((p, st)) if p == pid => std::process::exit(sys::exit_code(st)),
@@ -433,9 +442,8 @@ fn run_init(cfg: InitConfig) -> Result<Never, String> {
     // whole namespace).
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
-    build_root(&cfg, &sources, &task)?;
-    drop(sources);
-    drop(task);
+    build_root(&cfg, &sources, &[(&task, TASK_ROOT), (&boot, BOOTSTRAP_ROOT)])?;
+    drop((sources, task, boot));
     step("sethostname", sys::sethostname("voltrun"))?;
     step("loopback up", sys::loopback_up())?;
 
@@ -456,10 +464,10 @@ fn run_init(cfg: InitConfig) -> Result<Never, String> {
 }
 
 /// Pid 1 builds the new root and pivots into it.
-fn build_root(cfg: &InitConfig, sources: &[(String, Source)], task: &OwnedFd) -> Result<(), String> {
+fn build_root(cfg: &InitConfig, sources: &[(String, Source)], ours: &[(&OwnedFd, &str)]) -> Result<(), String> {
     use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT};
     step("make mounts private", sys::mount("", "/", "", MS_REC | MS_PRIVATE, ""))?;
-    step("mount root tmpfs", sys::mount("tmpfs", &cfg.root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755"))?;
+    step("mount root tmpfs", sys::mount("tmpfs", &cfg.root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755,uid=0,gid=0"))?;
     step("chdir root", std::env::set_current_dir(&cfg.root))?;
     // From here on, as root of the user namespace (a mapped id, so we may create files in
     // our tmpfs); the host paths are reached through the fds opened earlier.
@@ -484,9 +492,11 @@ fn build_root(cfg: &InitConfig, sources: &[(String, Source)], task: &OwnedFd) ->
             }
         }
     }
-    let task_rel = TASK_ROOT.trim_start_matches('/');
-    step("mkdir task", fs::create_dir_all(task_rel))?;
-    bind_ro(&fd_path(task), task_rel)?;
+    for (fd, inside) in ours {
+        let rel = inside.trim_start_matches('/');
+        step(&format!("mkdir {rel}"), fs::create_dir_all(rel))?;
+        bind_ro(&fd_path(fd), rel)?;
+    }
 
     step("mkdir tmp", fs::create_dir_all("tmp"))?;
     let tmp_opts = format!("size={},nr_inodes=16384,mode=1777", cfg.tmp_bytes.max(1 << 20));

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use voltrun_api::{app, auth::AuthKeys, AppState, Limits};
 use voltrun_engine::{Engine, EngineConfig, Runtimes};
-use voltrun_sandbox::{process::ProcessSandbox, Sandbox};
+use voltrun_sandbox::{namespace, process::ProcessSandbox, Sandbox};
 use voltrun_store::Store;
 
 #[derive(Parser)]
@@ -62,6 +62,12 @@ struct ServeArgs {
 }
 
 fn main() -> Result<()> {
+    // A sandbox init is this same binary re-executed; it must not start a runtime or parse
+    // the command line as a client would.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(namespace::INIT_ARG) {
+        namespace::init_main(&args[2..]);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOLTRUN_LOG").unwrap_or_else(|_| "info".into()))
@@ -76,7 +82,8 @@ fn main() -> Result<()> {
 fn build_sandbox(kind: &str, insecure: bool) -> Result<Arc<dyn Sandbox>> {
     Ok(match kind {
         "process" => Arc::new(ProcessSandbox::new(insecure)?),
-        "namespace" | "gvisor" | "container" => {
+        "namespace" => Arc::new(namespace::NamespaceSandbox::new()?),
+        "gvisor" | "container" => {
             bail!("the {kind} sandbox is not available in this build yet; run with --sandbox process --insecure for development")
         }
         other => bail!("unknown sandbox {other:?}: use namespace or process"),
