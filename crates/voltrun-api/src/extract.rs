@@ -36,6 +36,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let Body(bytes) = Body::from_request(req, state).await?;
+        // serde's derive also accepts a struct as an array of its fields in order; the API
+        // takes objects only.
+        if let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            if *first != b'{' && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() {
+                return Err(ApiError::bad("validation_failed", "the request body must be a JSON object"));
+            }
+        }
         parse_json(&bytes).map(Json)
     }
 }

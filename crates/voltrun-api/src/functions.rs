@@ -17,7 +17,8 @@ use crate::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(list).post(create))
-        .route("/test", post(test))
+        // A function may be called `test`: its id-or-name routes still reach it here.
+        .route("/test", post(test).get(read_test).put(update_test).delete(remove_test))
         .route("/{id}", get(read).put(update).delete(remove))
         .route("/{id}/execute", post(execute))
 }
@@ -37,6 +38,18 @@ async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewFun
     let f = b.into_function(id::new_id("fn_"), caller.user_id, time::now())?;
     st.store.insert_function(&f).await?;
     Ok((StatusCode::CREATED, axum::Json(f)))
+}
+
+async fn read_test(st: State<AppState>, caller: Caller) -> ApiResult<axum::Json<Function>> {
+    read(st, caller, Path("test".into())).await
+}
+
+async fn update_test(st: State<AppState>, caller: Caller, patch: Json<FunctionPatch>) -> ApiResult<axum::Json<Function>> {
+    update(st, caller, Path("test".into()), patch).await
+}
+
+async fn remove_test(st: State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
+    remove(st, caller, Path("test".into())).await
 }
 
 async fn read(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<axum::Json<Function>> {
@@ -71,18 +84,38 @@ struct ExecuteQuery {
 
 /// Refuses with 429 when the caller invokes faster than the per-user rate.
 pub fn check_invoke_rate(st: &AppState, user_id: &str) -> ApiResult<()> {
-    st.limits.invoke.take(user_id).map_err(|retry_after_s| ApiError::Throttled {
-        message: "invocation rate limit exceeded for this account".into(),
-        retry_after_s,
+    st.limits.invoke.take(user_id).map_err(|retry_after_s| {
+        st.engine.metrics().throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ApiError::Throttled { message: "invocation rate limit exceeded for this account".into(), retry_after_s }
     })
 }
+
+/// How deep an event may nest. The engine reads results with serde_json's limit of 128
+/// levels and wraps them in an envelope, so an event must stay well below it to come back.
+const MAX_EVENT_DEPTH: usize = 100;
 
 /// The event of an execute request: the body as JSON, `{}` when empty.
 fn event_of(body: &[u8]) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Default::default()));
     }
-    parse_json(body)
+    check_depth(parse_json(body)?)
+}
+
+/// Refuses events nested deeper than [`MAX_EVENT_DEPTH`].
+fn check_depth(v: Value) -> ApiResult<Value> {
+    let mut stack = vec![(&v, 1usize)];
+    while let Some((node, depth)) = stack.pop() {
+        if depth > MAX_EVENT_DEPTH {
+            return Err(ApiError::bad("validation_failed", format!("the event nests deeper than {MAX_EVENT_DEPTH} levels")));
+        }
+        match node {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|i| (i, depth + 1))),
+            _ => {}
+        }
+    }
+    Ok(v)
 }
 
 async fn execute(State(st): State<AppState>, caller: Caller, Path(id): Path<String>, Query(q): Query<ExecuteQuery>, Body(body): Body) -> ApiResult<Response> {
@@ -135,6 +168,7 @@ async fn test(State(st): State<AppState>, caller: Caller, Json(b): Json<TestBody
     };
     let f = draft.into_function(id::new_id("test_"), caller.user_id.clone(), time::now())?;
     check_invoke_rate(&st, &caller.user_id)?;
-    let exec = st.engine.test_run(&f, b.event.unwrap_or(Value::Object(Default::default()))).await?;
+    let event = check_depth(b.event.unwrap_or(Value::Object(Default::default())))?;
+    let exec = st.engine.test_run(&f, event).await?;
     Ok(axum::Json(serde_json::to_value(exec).expect("an execution serialises")))
 }

@@ -60,7 +60,7 @@ pub struct AppState {
 }
 
 /// Header the server sets to the peer's address (any client-sent value is replaced).
-const PEER_HEADER: &str = "x-voltrun-peer";
+pub(crate) const PEER_HEADER: &str = "x-voltrun-peer";
 
 /// The client's address as seen by this server.
 pub fn client_ip(headers: &HeaderMap) -> String {

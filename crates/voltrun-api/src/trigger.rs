@@ -70,7 +70,7 @@ fn event(method: &Method, uri: &axum::http::Uri, headers: &HeaderMap, body: &[u8
     let mut cookies = Vec::new();
     for (name, value) in headers {
         let n = name.as_str();
-        if n == "authorization" || n == "x-api-key" {
+        if n == "authorization" || n == "x-api-key" || n == crate::PEER_HEADER {
             continue;
         }
         let v = String::from_utf8_lossy(value.as_bytes()).into_owned();

@@ -178,6 +178,11 @@ impl Instance {
                 RunReport { result, logs, reusable }
             }
             Ok(Ok(msg)) => RunReport { result: Err(protocol_error(&msg)), logs: self.kill_and_collect().await, reusable: false },
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                // The process is alive but its answer is unusable (too large, too deep).
+                let error = ExecError::new(ErrorKind::RuntimeError, format!("the function's result could not be used: {e}"));
+                RunReport { result: Err(error), logs: self.kill_and_collect().await, reusable: false }
+            }
             Ok(Err(_)) => {
                 let (error, logs) = self.died().await;
                 RunReport { result: Err(error), logs, reusable: false }
@@ -274,11 +279,11 @@ async fn read_frame(rx: &mut pipe::Receiver) -> std::io::Result<Value> {
     rx.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "frame too large"));
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "it is larger than 6 MiB"));
     }
     let mut body = vec![0u8; len];
     rx.read_exact(&mut body).await?;
-    serde_json::from_slice(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    serde_json::from_slice(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("it is not JSON we can read ({e})")))
 }
 
 /// Appends `data` to `buf` up to the log cap, noting when something was dropped.

@@ -210,7 +210,7 @@ impl Engine {
     /// Drops the warm instances of a function (after an update or delete), so no later run
     /// sees old code.
     pub fn invalidate(&self, function_id: &str) {
-        let stale = self.inner.pools.remove(function_id, &self.inner.metrics);
+        let stale = self.inner.pools.invalidate(function_id, &self.inner.metrics);
         let engine = self.clone();
         tokio::spawn(async move {
             for inst in stale {
@@ -377,9 +377,11 @@ impl Engine {
             memory_mb: f.memory,
         };
         let deadline = Instant::now() + Duration::from_secs(f.timeout as u64);
+        let dir_for_cleanup = dir.clone();
         match Instance::start(spawned, dir, init, deadline).await {
             Ok(inst) => Ok(inst),
             Err(failure) => {
+                let _ = std::fs::remove_dir_all(&dir_for_cleanup);
                 self.inner.metrics.instances.fetch_sub(1, Relaxed);
                 self.inner.metrics.record(f.runtime, t0.elapsed().as_secs_f64(), Some(failure.error.kind));
                 Err(fail(failure.error, failure.logs))

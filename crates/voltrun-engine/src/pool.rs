@@ -14,6 +14,8 @@ use crate::{EngineError, Metrics};
 struct FnPool {
     /// The newest version seen; instances of older versions are never reused.
     version: i64,
+    /// Instances below this version are not taken back (set when the function changed).
+    min_version: i64,
     idle: Vec<Instance>,
     slots: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
@@ -43,6 +45,7 @@ impl Pools {
             let mut map = self.map.lock().expect("pool lock");
             let p = map.entry(f.id.clone()).or_insert_with(|| FnPool {
                 version: f.version,
+                min_version: 0,
                 idle: Vec::new(),
                 slots: Arc::new(Semaphore::new(self.concurrency)),
                 waiting: Arc::new(AtomicUsize::new(0)),
@@ -73,7 +76,7 @@ impl Pools {
             adjust(&m.idle_instances, stale.len(), false);
             return (None, stale);
         }
-        if f.version < p.version {
+        if f.version < p.version || f.version < p.min_version {
             return (None, Vec::new());
         }
         let inst = p.idle.pop();
@@ -88,7 +91,7 @@ impl Pools {
     pub(crate) fn put_idle(&self, f: &Function, inst: Instance, m: &Metrics) -> Option<Instance> {
         let mut map = self.map.lock().expect("pool lock");
         match map.get_mut(&f.id) {
-            Some(p) if p.version == inst.version => {
+            Some(p) if p.version == inst.version && inst.version >= p.min_version => {
                 p.idle.push(inst);
                 adjust(&m.idle_instances, 1, true);
                 None
@@ -97,10 +100,14 @@ impl Pools {
         }
     }
 
-    /// Removes a function's pool; returns its idle instances to retire.
-    pub(crate) fn remove(&self, function_id: &str, m: &Metrics) -> Vec<Instance> {
+    /// Makes every instance of a function stale (after an update or delete): returns its
+    /// idle instances to retire, and refuses the busy ones when they come back. The pool
+    /// itself stays (with its concurrency slots) until the reaper finds it empty.
+    pub(crate) fn invalidate(&self, function_id: &str, m: &Metrics) -> Vec<Instance> {
         let mut map = self.map.lock().expect("pool lock");
-        let stale = map.remove(function_id).map(|p| p.idle).unwrap_or_default();
+        let Some(p) = map.get_mut(function_id) else { return Vec::new() };
+        p.min_version = p.version + 1;
+        let stale = std::mem::take(&mut p.idle);
         adjust(&m.idle_instances, stale.len(), false);
         stale
     }

@@ -88,10 +88,17 @@ impl Hierarchy {
     }
 
     /// Removes instance cgroups a crashed server left behind, killing what is in them.
+    /// Cgroups are named `i<server pid>-<n>`; those of a server still running are left alone
+    /// (several servers may share a host, as the tests do).
     fn sweep(&self) {
         for base in self.bases() {
             let Ok(entries) = fs::read_dir(base) else { continue };
             for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let owner = name.strip_prefix('i').and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+                if owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+                    continue;
+                }
                 if e.path().is_dir() {
                     let cg = Cgroup { dirs: vec![e.path()], v2: matches!(self, Hierarchy::V2 { .. }) };
                     cg.kill_all();

@@ -20,6 +20,21 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// The sandbox tier under test: `VOLTRUN_TEST_SANDBOX` (default `namespace`, the tier that
+/// ships; `process` is the development tier).
+pub fn sandbox() -> String {
+    std::env::var("VOLTRUN_TEST_SANDBOX").unwrap_or_else(|_| "namespace".into())
+}
+
+fn sandbox_args() -> Vec<String> {
+    let tier = sandbox();
+    let mut args = vec!["--sandbox".to_string(), tier.clone()];
+    if tier == "process" {
+        args.push("--insecure".into());
+    }
+    args
+}
+
 /// A running server.
 pub struct Server {
     child: Option<Child>,
@@ -37,8 +52,9 @@ impl Server {
     /// A server with extra `serve` arguments on `data_dir`.
     pub fn start_with(data_dir: &Path, extra: &[&str], owns_dir: bool) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_voltrun"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--sandbox", "process", "--insecure", "--data-dir"])
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(sandbox_args())
             .args(extra)
             .env("VOLTRUN_LOG", "info")
             .stdout(Stdio::piped())
