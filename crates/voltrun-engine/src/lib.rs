@@ -152,6 +152,16 @@ impl Engine {
         self.inner.sandbox.kind()
     }
 
+    /// Stops every instance (at server shutdown). Runs still in flight are settled at the
+    /// next start: async ones run again, sync ones end `Interrupted`.
+    pub async fn shutdown(&self) {
+        for inst in self.inner.pools.drain_all(&self.inner.metrics) {
+            self.retire(inst).await;
+        }
+        let sandbox = self.inner.sandbox.clone();
+        let _ = tokio::task::spawn_blocking(move || sandbox.shutdown()).await;
+    }
+
     /// Facts about the sandbox tier (e.g. the cgroup version), for `/health`.
     pub fn sandbox_details(&self) -> Vec<(&'static str, String)> {
         self.inner.sandbox.details()

@@ -112,6 +112,14 @@ impl Pools {
         stale
     }
 
+    /// Takes every idle instance of every function.
+    pub(crate) fn drain_all(&self, m: &Metrics) -> Vec<Instance> {
+        let mut map = self.map.lock().expect("pool lock");
+        let out: Vec<Instance> = map.values_mut().flat_map(|p| std::mem::take(&mut p.idle)).collect();
+        adjust(&m.idle_instances, out.len(), false);
+        out
+    }
+
     /// Takes every instance idle for longer than `ttl`, and forgets pools with nothing in
     /// them.
     pub(crate) fn reap(&self, ttl: Duration, m: &Metrics) -> Vec<Instance> {

@@ -91,12 +91,21 @@ impl Hierarchy {
     /// Cgroups are named `i<server pid>-<n>`; those of a server still running are left alone
     /// (several servers may share a host, as the tests do).
     fn sweep(&self) {
+        self.remove_where(|owner| !owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()));
+    }
+
+    /// Kills and removes every instance cgroup of the server with this pid.
+    pub fn remove_owned_by(&self, pid: u32) {
+        self.remove_where(|owner| owner == Some(pid));
+    }
+
+    fn remove_where(&self, pred: impl Fn(Option<u32>) -> bool) {
         for base in self.bases() {
             let Ok(entries) = fs::read_dir(base) else { continue };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let owner = name.strip_prefix('i').and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok());
-                if owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+                if !pred(owner) {
                     continue;
                 }
                 if e.path().is_dir() {

@@ -132,6 +132,8 @@ pub trait Sandbox: Send + Sync + 'static {
     fn bootstrap_root(&self, bootstrap_dir: &std::path::Path) -> PathBuf {
         bootstrap_dir.to_path_buf()
     }
+    /// Kills every instance this process started and releases what they held (at shutdown).
+    fn shutdown(&self) {}
     /// Facts about the tier for `/health` (e.g. the cgroup version).
     fn details(&self) -> Vec<(&'static str, String)> {
         Vec::new()

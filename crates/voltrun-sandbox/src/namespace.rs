@@ -88,6 +88,10 @@ impl Sandbox for NamespaceSandbox {
         PathBuf::from(BOOTSTRAP_ROOT)
     }
 
+    fn shutdown(&self) {
+        self.cgroups.remove_owned_by(std::process::id());
+    }
+
     fn details(&self) -> Vec<(&'static str, String)> {
         vec![("cgroup", self.cgroups.version().to_string())]
     }

@@ -148,9 +148,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     println!("voltrun listening on http://{addr}");
     tracing::info!(%addr, data_dir = %data_dir.display(), "voltrun serving");
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let engine = state.engine.clone();
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(());
+    });
+    // Open requests get a grace period to finish; long streams do not hold the exit.
+    let grace = async {
+        let _ = stopping_rx.await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = grace => tracing::warn!("requests still open after 10 s; stopping anyway"),
+    }
+    engine.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -116,8 +116,31 @@ fn rand_suffix() -> String {
     format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
 }
 
+impl Server {
+    /// Stops the server as an operator would (SIGTERM), waiting for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let until = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("the server did not stop within 20 s of SIGTERM");
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.stop();
+        }
         self.kill9();
         if self.owns_dir {
             let _ = std::fs::remove_dir_all(&self.data_dir);
