@@ -362,8 +362,8 @@ impl Engine {
                 pids: 128,
                 open_files: 1024,
                 file_size_bytes: 512 << 20,
-                // /tmp is RAM-backed and charged to the instance's memory, so it cannot exceed it.
-                tmp_bytes: ((f.memory as u64) << 20).min(512 << 20),
+                // /tmp is RAM-backed and charged to the instance's memory: half of it at most.
+                tmp_bytes: ((f.memory as u64) << 19).min(512 << 20),
                 cpu_millis: 1000,
             },
         };

@@ -52,7 +52,10 @@ impl Hierarchy {
         if unsafe { libc::statfs(root.as_ptr(), &mut st) } != 0 {
             return Err(SandboxError::Unavailable(format!("no cgroup filesystem at {ROOT}")));
         }
-        let h = if st.f_type as i64 == CGROUP2_SUPER_MAGIC {
+        // f_type's integer type differs between architectures.
+        #[allow(clippy::unnecessary_cast)]
+        let is_v2 = st.f_type as i64 == CGROUP2_SUPER_MAGIC;
+        let h = if is_v2 {
             let own = own_path("");
             let base = Path::new(ROOT).join(own.trim_start_matches('/')).join("voltrun");
             prepare_v2(&base)?;

@@ -7,4 +7,5 @@ mod api_auth;
 mod api_functions;
 mod api_inputs;
 mod execution;
+mod hostile;
 mod recovery;
