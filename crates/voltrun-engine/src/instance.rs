@@ -35,15 +35,20 @@ pub struct Segment {
 pub struct RunLog {
     seg: Segment,
     tx: Option<broadcast::Sender<String>>,
+    /// True from the invoke frame until the run's marker (or the end of the pipe).
+    active: bool,
 }
 
 /// Shared handle to an instance's [`RunLog`].
 pub type LiveLog = Arc<Mutex<RunLog>>;
 
 /// Subscribes to a run's log: what it wrote so far, and a receiver of what follows. The
-/// receiver closes when the run's log is complete.
-pub fn subscribe(log: &LiveLog) -> (String, broadcast::Receiver<String>) {
+/// receiver closes when the run's log is complete; None once it is.
+pub fn subscribe(log: &LiveLog) -> Option<(String, broadcast::Receiver<String>)> {
     let mut l = log.lock().expect("run log lock");
+    if !l.active {
+        return None;
+    }
     let so_far = String::from_utf8_lossy(&l.seg.text).into_owned();
     let rx = match &l.tx {
         Some(tx) => tx.subscribe(),
@@ -53,7 +58,7 @@ pub fn subscribe(log: &LiveLog) -> (String, broadcast::Receiver<String>) {
             rx
         }
     };
-    (so_far, rx)
+    Some((so_far, rx))
 }
 
 /// What happened to one invocation on an instance.
@@ -159,6 +164,7 @@ impl Instance {
     /// Runs one invocation.
     pub async fn invoke(&mut self, request_id: &str, event: &Value, timeout: Duration) -> RunReport {
         let deadline = Instant::now() + timeout;
+        self.live.lock().expect("run log lock").active = true;
         let frame = json!({"type": "invoke", "request_id": request_id, "event": event, "timeout_ms": timeout.as_millis() as u64});
         let reply = tokio::time::timeout_at(deadline.into(), async {
             write_frame(&mut self.ctl_tx, &frame).await?;
@@ -316,6 +322,7 @@ async fn split_logs(mut rx: pipe::Receiver, marker: Vec<u8>, out: mpsc::Unbounde
                     let mut l = live.lock().expect("run log lock");
                     push(&mut l, &pending[..pos]);
                     l.tx = None;
+                    l.active = false;
                     std::mem::take(&mut l.seg)
                 };
                 let _ = out.send(seg);
@@ -332,6 +339,7 @@ async fn split_logs(mut rx: pipe::Receiver, marker: Vec<u8>, out: mpsc::Unbounde
         let mut l = live.lock().expect("run log lock");
         push(&mut l, &pending);
         l.tx = None;
+        l.active = false;
         std::mem::take(&mut l.seg)
     };
     let _ = out.send(seg);

@@ -233,7 +233,7 @@ impl Engine {
     /// the rest. None when the run is not running here.
     pub fn subscribe_logs(&self, execution_id: &str) -> Option<(String, broadcast::Receiver<String>)> {
         let running = self.inner.running.lock().expect("running lock");
-        running.get(execution_id).map(instance::subscribe)
+        running.get(execution_id).and_then(instance::subscribe)
     }
 
     async fn dispatch(self, mut rx: mpsc::UnboundedReceiver<String>) {

@@ -367,7 +367,7 @@ fn logs_follow_streams_a_running_execution() {
     let r = c.raw("POST", "/api/functions/ticker/execute?async=true", Some(b"{}"), &[]);
     let id = r.json()["id"].as_str().unwrap().to_string();
     let (k, v) = c.auth.clone().unwrap();
-    let resp = ureq::get(&format!("{}/api/executions/{id}/logs?follow=true", s.base)).set(&k, &v).call().unwrap();
+    let resp = ureq::get(&format!("{}/api/executions/{id}/logs?follow=true", s.base)).timeout(Duration::from_secs(60)).set(&k, &v).call().unwrap();
     assert!(resp.header("content-type").unwrap().starts_with("text/event-stream"));
     let mut text = String::new();
     let mut events = Vec::new();
@@ -390,7 +390,7 @@ fn logs_follow_streams_a_running_execution() {
     assert_eq!(text, "tick 0\ntick 1\ntick 2\n");
     assert_eq!(events.last().map(String::as_str), Some("end"));
     // Following a finished run gives its stored logs and the end at once.
-    let resp = ureq::get(&format!("{}/api/executions/{id}/logs?follow=true", s.base)).set(&k, &v).call().unwrap();
+    let resp = ureq::get(&format!("{}/api/executions/{id}/logs?follow=true", s.base)).timeout(Duration::from_secs(60)).set(&k, &v).call().unwrap();
     let body = std::io::read_to_string(resp.into_reader()).unwrap();
     assert!(body.contains("tick 2") && body.contains("event: end"), "{body}");
 }

@@ -1,0 +1,223 @@
+//! `voltrun-bench`: starts the real server (release build) in each sandbox tier and measures
+//! cold starts and warm invocations through HTTP, next to baselines taken in the same run on
+//! the same machine (spawning the bare interpreters), so results are ratios, not absolute
+//! times from somewhere else. Writes `bench/results/latest.json` and `latest.md`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+struct Args {
+    server_bin: PathBuf,
+    quick: bool,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut server_bin = PathBuf::from("target/release/voltrun");
+    let mut quick = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--server-bin" => server_bin = it.next().context("--server-bin needs a path")?.into(),
+            "--quick" => quick = true,
+            other => bail!("unknown argument {other}; use --server-bin PATH and --quick"),
+        }
+    }
+    Ok(Args { server_bin, quick })
+}
+
+/// Milliseconds at a percentile (nearest rank) of unsorted samples.
+fn pct(samples: &[f64], p: f64) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+fn summary(samples: &[f64]) -> Value {
+    json!({"n": samples.len(), "p50_ms": round(pct(samples, 50.0)), "p99_ms": round(pct(samples, 99.0)), "min_ms": round(pct(samples, 0.0))})
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn time_ms(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// The real interpreter behind a (possibly shimmed) command.
+fn real_interpreter(cmd: &str, probe: &[&str]) -> Result<String> {
+    let out = Command::new(cmd).args(probe).output().with_context(|| format!("running {cmd}"))?;
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+fn spawn_baseline(bin: &str, args: &[&str], n: usize) -> Result<Vec<f64>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let st = Command::new(bin).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+        if !st.success() {
+            bail!("{bin} {args:?} failed");
+        }
+    }
+    Ok(v)
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(bin: &Path, tier: &str) -> Result<Server> {
+        let dir = std::env::temp_dir().join(format!("voltrun-bench-{}-{tier}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--invoke-rate", "0", "--sandbox", tier]).arg("--data-dir").arg(&dir);
+        if tier == "process" {
+            cmd.arg("--insecure");
+        }
+        let mut child = cmd.env("VOLTRUN_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        let base = line.trim().strip_prefix("voltrun listening on ").context("server did not start")?.to_string();
+        Ok(Server { child, base, dir })
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &Value) -> Result<Value> {
+        let mut req = ureq::request(method, &format!("{}{path}", self.base)).timeout(Duration::from_secs(60));
+        if let Some(t) = token {
+            req = req.set("authorization", &format!("Bearer {t}"));
+        }
+        let resp = match req.send_json(body.clone()) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(code, r)) => bail!("{method} {path}: {code} {}", r.into_string().unwrap_or_default()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(resp.into_json()?)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill takes plain integers; SIGTERM lets the server stop its instances.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+const PY_CODE: &str = "def handler(event, context):\n    return event\n";
+const NODE_CODE: &str = "exports.handler = async (event) => event;";
+
+/// Cold starts (first invoke of a new function) and warm invokes in one tier.
+fn measure_tier(bin: &Path, tier: &str, cold_n: usize, warm_n: usize) -> Result<Value> {
+    let s = Server::start(bin, tier)?;
+    let reg = s.call("POST", "/api/auth/register", None, &json!({"email": format!("bench-{tier}@example.com"), "password": "benchmark-pass", "name": "bench"}))?;
+    let token = reg["token"].as_str().context("token")?.to_string();
+    let mut out = json!({});
+    for (rt, code) in [("python3.11", PY_CODE), ("nodejs20", NODE_CODE)] {
+        let mut cold = Vec::new();
+        for i in 0..cold_n {
+            let name = format!("cold-{}-{i}", &rt[..4]);
+            s.call("POST", "/api/functions", Some(&token), &json!({"name": name, "runtime": rt, "code": code}))?;
+            let mut e = Value::Null;
+            cold.push(time_ms(|| e = s.call("POST", &format!("/api/functions/{name}/execute"), Some(&token), &json!({"i": i})).unwrap_or(Value::Null)));
+            if e["status"] != "success" {
+                bail!("{tier} {rt} cold run failed: {e}");
+            }
+        }
+        let name = format!("warm-{}", &rt[..4]);
+        s.call("POST", "/api/functions", Some(&token), &json!({"name": name, "runtime": rt, "code": code}))?;
+        s.call("POST", &format!("/api/functions/{name}/execute"), Some(&token), &json!({}))?;
+        let mut warm = Vec::new();
+        for i in 0..warm_n {
+            warm.push(time_ms(|| {
+                let _ = s.call("POST", &format!("/api/functions/{name}/execute"), Some(&token), &json!({"i": i}));
+            }));
+        }
+        out[rt] = json!({"cold_start": summary(&cold), "warm_invoke": summary(&warm)});
+    }
+    Ok(out)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let (base_n, cold_n, warm_n) = if args.quick { (5, 3, 20) } else { (40, 25, 300) };
+    let python = real_interpreter("python3", &["-c", "import sys; print(sys.executable)"])?;
+    let node = real_interpreter("node", &["-p", "process.execPath"])?;
+    let py_base = spawn_baseline(&python, &["-c", "pass"], base_n)?;
+    let node_base = spawn_baseline(&node, &["-e", "0"], base_n)?;
+    let mut tiers = json!({});
+    for tier in ["namespace", "process"] {
+        eprintln!("measuring the {tier} tier…");
+        tiers[tier] = measure_tier(&args.server_bin, tier, cold_n, warm_n)?;
+    }
+    let p = |v: &Value| v["p50_ms"].as_f64().unwrap_or(f64::NAN);
+    let py_b = pct(&py_base, 50.0);
+    let node_b = pct(&node_base, 50.0);
+    let ns = &tiers["namespace"];
+    let ratios = json!({
+        "namespace_python_cold_vs_python3_spawn": round(p(&ns["python3.11"]["cold_start"]) / py_b),
+        "namespace_node_cold_vs_node_spawn": round(p(&ns["nodejs20"]["cold_start"]) / node_b),
+        "namespace_python_warm_vs_python3_spawn": round(p(&ns["python3.11"]["warm_invoke"]) / py_b),
+        "namespace_node_warm_vs_node_spawn": round(p(&ns["nodejs20"]["warm_invoke"]) / node_b),
+    });
+    let machine = json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "python": python, "node": node,
+        "date": String::from_utf8(Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ").output()?.stdout)?.trim(),
+        "quick": args.quick,
+    });
+    let report = json!({
+        "machine": machine,
+        "baselines": {"python3 -c pass (spawn)": summary(&py_base), "node -e 0 (spawn)": summary(&node_base)},
+        "tiers": tiers,
+        "ratios": ratios,
+    });
+    let dir = Path::new("bench/results");
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("latest.json"), serde_json::to_string_pretty(&report)?)?;
+    let md = markdown(&report);
+    std::fs::write(dir.join("latest.md"), &md)?;
+    println!("{md}");
+    Ok(())
+}
+
+fn markdown(r: &Value) -> String {
+    let mut s = String::new();
+    let m = &r["machine"];
+    s.push_str(&format!("Machine: {} CPUs, kernel {}, {} — {}{}\n\n", m["cpus"], m["kernel"].as_str().unwrap_or(""), m["date"].as_str().unwrap_or(""), "client on the same host", if m["quick"] == true { " (quick run)" } else { "" }));
+    s.push_str("| what | n | p50 ms | p99 ms |\n|---|---|---|---|\n");
+    for (k, v) in r["baselines"].as_object().expect("object") {
+        s.push_str(&format!("| baseline: {k} | {} | {} | {} |\n", v["n"], v["p50_ms"], v["p99_ms"]));
+    }
+    for (tier, rts) in r["tiers"].as_object().expect("object") {
+        for (rt, v) in rts.as_object().expect("object") {
+            for kind in ["cold_start", "warm_invoke"] {
+                let x = &v[kind];
+                s.push_str(&format!("| {tier} {rt} {} (HTTP) | {} | {} | {} |\n", kind.replace('_', " "), x["n"], x["p50_ms"], x["p99_ms"]));
+            }
+        }
+    }
+    s.push_str("\n| ratio (p50) | value |\n|---|---|\n");
+    for (k, v) in r["ratios"].as_object().expect("object") {
+        s.push_str(&format!("| {k} | {v} |\n"));
+    }
+    s
+}
