@@ -118,21 +118,38 @@ fn check_depth(v: Value) -> ApiResult<Value> {
     Ok(v)
 }
 
-async fn execute(State(st): State<AppState>, caller: Caller, Path(id): Path<String>, Query(q): Query<ExecuteQuery>, Body(body): Body) -> ApiResult<Response> {
+/// The `Idempotency-Key` header: at most 255 visible ASCII characters.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    match v.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(k.to_string())),
+        _ => Err(ApiError::bad("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters")),
+    }
+}
+
+async fn execute(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<ExecuteQuery>,
+    headers: axum::http::HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Response> {
     let is_async = match q.is_async.as_deref() {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") | Some("") => true,
         Some(_) => return Err(ApiError::bad("invalid_query", "async must be true or false")),
     };
     let event = event_of(&body)?;
+    let key = idempotency_key(&headers)?;
     let f = owned(&st, &caller, &id).await?;
     check_invoke_rate(&st, &caller.user_id)?;
     if is_async {
-        let exec = st.engine.enqueue(&f, event).await?;
+        let (exec, _new) = st.engine.enqueue(&f, event, key).await?;
         let location = format!("/api/executions/{}", exec.id);
         return Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(exec)).into_response());
     }
-    let exec = st.engine.execute(&f, Trigger::Api, event).await?;
+    let exec = st.engine.execute(&f, Trigger::Api, event, key).await?;
     Ok(axum::Json(exec).into_response())
 }
 
@@ -165,6 +182,8 @@ async fn test(State(st): State<AppState>, caller: Caller, Json(b): Json<TestBody
         env: b.env,
         route: None,
         public: None,
+        schedule: None,
+        max_retries: None,
     };
     let f = draft.into_function(id::new_id("test_"), caller.user_id.clone(), time::now())?;
     check_invoke_rate(&st, &caller.user_id)?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use voltrun_engine::Engine;
@@ -77,8 +77,10 @@ async fn stamp_peer(mut req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-async fn not_found() -> error::ApiError {
-    error::ApiError::NotFound("route")
+/// Anything no route matched: a browser navigating to a page gets the dashboard (which has
+/// its own "not found"); every other request gets the JSON 404.
+async fn not_found(req: Request) -> Response {
+    voltrun_web::page(&req).unwrap_or_else(|| error::ApiError::NotFound("route").into_response())
 }
 
 /// Every route of the API.
@@ -96,6 +98,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(system::health))
         .route("/metrics", get(system::metrics))
         .nest("/api", api)
+        .merge(voltrun_web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(voltrun_core::MAX_PAYLOAD_BYTES))

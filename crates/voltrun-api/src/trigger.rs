@@ -57,9 +57,10 @@ async fn trigger(State(st): State<AppState>, req: Request) -> ApiResult<Response
     let bytes = axum::body::to_bytes(body, MAX_PAYLOAD_BYTES)
         .await
         .map_err(|_| ApiError::TooLarge("the request body is larger than 6 MiB".into()))?;
+    let key = crate::functions::idempotency_key(&parts.headers)?;
     crate::functions::check_invoke_rate(&st, &invoker)?;
     let event = event(&parts.method, &parts.uri, &parts.headers, &bytes, &f);
-    let exec = st.engine.execute(&f, Trigger::Http, event).await?;
+    let exec = st.engine.execute(&f, Trigger::Http, event, key).await?;
     Ok(respond(&exec))
 }
 

@@ -127,7 +127,10 @@ pub struct Execution {
     pub logs: String,
     pub logs_truncated: bool,
     pub duration_ms: Option<f64>,
+    /// Attempts made so far (retries and re-runs after a node died count).
     pub attempts: i64,
+    /// Attempts this run may take in all (1 + the function's max_retries for async runs).
+    pub max_attempts: i64,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,

@@ -26,6 +26,9 @@ impl Default for Limits {
 pub const DEFAULT_MEMORY_MB: u32 = 128;
 /// Timeout when a function does not say (seconds).
 pub const DEFAULT_TIMEOUT_S: u32 = 30;
+/// Retries of a failed async run when a function does not say (as Lambda).
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+const MAX_RETRIES: u32 = 10;
 const MEMORY_RANGE: std::ops::RangeInclusive<u32> = 64..=4096;
 const TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 1..=900;
 const MAX_ENV_BYTES: usize = 32 * 1024;
@@ -47,6 +50,10 @@ pub struct Function {
     pub env: BTreeMap<String, String>,
     pub route: Option<String>,
     pub public: bool,
+    /// Cron expression (UTC) of scheduled runs, if any.
+    pub schedule: Option<String>,
+    /// Times a failed async or scheduled run is retried (Lambda's default: 2).
+    pub max_retries: u32,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -98,6 +105,10 @@ pub struct NewFunction {
     pub route: Option<String>,
     #[serde(default)]
     pub public: Option<bool>,
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub max_retries: Option<u32>,
 }
 
 /// `PUT /api/functions/{id}` body: any subset of fields; `route` and `description` may be
@@ -125,6 +136,10 @@ pub struct FunctionPatch {
     pub route: Option<Option<String>>,
     #[serde(default)]
     pub public: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub schedule: Option<Option<String>>,
+    #[serde(default)]
+    pub max_retries: Option<u32>,
 }
 
 /// Tells a field given as `null` (Some(None)) from a field left out (None).
@@ -152,6 +167,8 @@ impl NewFunction {
             env: self.env.unwrap_or_default(),
             route: self.route,
             public: self.public.unwrap_or(false),
+            schedule: self.schedule,
+            max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
             version: 1,
             created_at: now.clone(),
             updated_at: now,
@@ -195,6 +212,12 @@ impl FunctionPatch {
         }
         if let Some(v) = self.public {
             n.public = v;
+        }
+        if let Some(v) = self.schedule {
+            n.schedule = v;
+        }
+        if let Some(v) = self.max_retries {
+            n.max_retries = v;
         }
         validate(&n)?;
         let changed = n != *f;
@@ -287,6 +310,12 @@ fn validate(f: &Function) -> Result<(), ValidationError> {
             return Err(ValidationError::new("route", "must match ^[a-z0-9][a-z0-9_/-]*$ without empty segments"));
         }
     }
+    if let Some(s) = &f.schedule {
+        crate::cron::Schedule::parse(s).map_err(|e| ValidationError::new("schedule", e))?;
+    }
+    if f.max_retries > MAX_RETRIES {
+        return Err(ValidationError::new("max_retries", format!("at most {MAX_RETRIES}")));
+    }
     Ok(())
 }
 
@@ -323,6 +352,8 @@ mod tests {
             ("env", serde_json::json!({"AWS_LAMBDA_X": "1"})),
             ("env", serde_json::json!({"A-B": "1"})),
             ("code", serde_json::json!("   ")),
+            ("schedule", serde_json::json!("every minute")),
+            ("max_retries", serde_json::json!(11)),
         ] {
             let mut j = base.clone();
             j[field] = value.clone();

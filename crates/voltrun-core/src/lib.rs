@@ -2,6 +2,7 @@
 //! them valid. Everything here is pure (no I/O), so the API, the store and the engine agree on
 //! one definition and the rules can be unit-tested in isolation.
 
+pub mod cron;
 pub mod execution;
 pub mod function;
 pub mod id;

@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, Notify, Semaphore};
 use voltrun_core::{id, time, ErrorKind, ExecError, Execution, ExecutionStatus, Function, Outcome, Runtime, Trigger};
 use voltrun_sandbox::{InstanceSpec, Limits, Sandbox};
-use voltrun_store::{Store, StoreError};
+use voltrun_store::{Dialect, NewRun, Store, StoreError};
 
 pub mod instance;
 pub mod metrics;
@@ -43,10 +43,16 @@ pub struct EngineConfig {
     pub idle_ttl: Duration,
     /// Async runs executing at once on this node.
     pub async_concurrency: usize,
-    /// Attempts an async run gets when a crash interrupts it.
-    pub max_attempts: i64,
     /// Unsaved-code test runs at once.
     pub test_concurrency: usize,
+    /// This node's name in leases.
+    pub node_id: String,
+    /// How long a claimed run stays ours without a heartbeat.
+    pub lease: Duration,
+    /// Delay before the first retry of a failed async run; doubles with each attempt.
+    pub retry_backoff: Duration,
+    /// Run the cron scheduler on this node.
+    pub scheduler: bool,
 }
 
 impl Default for EngineConfig {
@@ -57,8 +63,11 @@ impl Default for EngineConfig {
             function_queue: 100,
             idle_ttl: Duration::from_secs(300),
             async_concurrency: 32,
-            max_attempts: 3,
             test_concurrency: 4,
+            node_id: id::new_id("node_"),
+            lease: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+            scheduler: true,
         }
     }
 }
@@ -87,8 +96,8 @@ struct Inner {
     cfg: EngineConfig,
     pools: Pools,
     metrics: Metrics,
-    async_tx: mpsc::UnboundedSender<String>,
-    async_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Wakes the dispatcher: a run was queued.
+    wake: Notify,
     /// Logs of runs in progress on this node, by execution id.
     running: Mutex<HashMap<String, LiveLog>>,
     next_instance: AtomicU64,
@@ -102,7 +111,6 @@ impl Engine {
         let dir = cfg.data_dir.join("instances");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let (async_tx, async_rx) = mpsc::unbounded_channel();
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -112,27 +120,42 @@ impl Engine {
                 test_slots: Arc::new(Semaphore::new(cfg.test_concurrency)),
                 cfg,
                 metrics: Metrics::default(),
-                async_tx,
-                async_rx: Mutex::new(Some(async_rx)),
+                wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 next_instance: AtomicU64::new(0),
             }),
         })
     }
 
-    /// Settles runs a crash left `running`, resumes pending ones, and starts the dispatcher
-    /// and the idle reaper.
+    /// Settles runs a crash left `running` (SQLite: at once; PostgreSQL: when their lease
+    /// expires), and starts the dispatcher, the lease heartbeat and reaper, the scheduler and
+    /// the idle-instance reaper.
     pub async fn start(&self) -> Result<(), EngineError> {
         let s = &self.inner.store;
-        let (requeued, interrupted) = s.recover_interrupted(self.inner.cfg.max_attempts, &time::now()).await?;
-        if requeued + interrupted > 0 {
-            tracing::warn!(requeued, interrupted, "recovered runs left in flight by the previous process");
+        if s.dialect() == Dialect::Sqlite {
+            let (requeued, interrupted) = s.recover_interrupted(&time::now()).await?;
+            if requeued + interrupted > 0 {
+                tracing::warn!(requeued, interrupted, "settled runs left in flight by the previous process");
+            }
         }
-        let rx = self.inner.async_rx.lock().expect("dispatcher lock").take().expect("start is called once");
-        tokio::spawn(self.clone().dispatch(rx));
-        for id in s.pending_execution_ids().await? {
-            self.inner.metrics.queue_depth.fetch_add(1, Relaxed);
-            let _ = self.inner.async_tx.send(id);
+        tokio::spawn(self.clone().dispatch());
+        if let Some(mut listener) = s.listen_queue().await? {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    match listener.recv().await {
+                        Ok(()) => engine.inner.wake.notify_one(),
+                        Err(err) => {
+                            tracing::warn!(%err, "queue listener failed; polling until it recovers");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            });
+        }
+        tokio::spawn(self.clone().leases());
+        if self.inner.cfg.scheduler {
+            tokio::spawn(self.clone().schedule());
         }
         let engine = self.clone();
         tokio::spawn(async move {
@@ -145,6 +168,30 @@ impl Engine {
             }
         });
         Ok(())
+    }
+
+    fn lease_until(&self) -> String {
+        time::format(chrono_now() + self.inner.cfg.lease)
+    }
+
+    /// Renews this node's leases and settles runs of nodes that stopped renewing theirs.
+    async fn leases(self) {
+        let period = self.inner.cfg.lease / 3;
+        loop {
+            tokio::time::sleep(period).await;
+            let s = &self.inner.store;
+            if let Err(err) = s.heartbeat(&self.inner.cfg.node_id, &self.lease_until()).await {
+                tracing::warn!(%err, "lease heartbeat failed");
+            }
+            match s.expire_leases(&time::now()).await {
+                Ok((0, 0)) => {}
+                Ok((requeued, interrupted)) => {
+                    tracing::warn!(requeued, interrupted, "settled runs of a node that stopped");
+                    self.inner.wake.notify_one();
+                }
+                Err(err) => tracing::warn!(%err, "lease reaper failed"),
+            }
+        }
     }
 
     /// The sandbox tier's name.
@@ -178,13 +225,28 @@ impl Engine {
     }
 
     /// Runs `f` now and returns the finished, stored execution. Refuses with
-    /// [`EngineError::Throttled`] when the function's queue is full.
-    pub async fn execute(&self, f: &Function, trigger: Trigger, input: Value) -> Result<Execution, EngineError> {
+    /// [`EngineError::Throttled`] when the function's queue is full. With an idempotency key
+    /// already used for `f`, returns that execution (waiting for it to finish) instead.
+    pub async fn execute(&self, f: &Function, trigger: Trigger, input: Value, key: Option<String>) -> Result<Execution, EngineError> {
+        if let Some(k) = &key {
+            if let Some(existing) = self.inner.store.execution_by_idempotency_key(&f.id, k).await? {
+                return self.wait_finished(existing, f).await;
+            }
+        }
         let permit = self.inner.pools.acquire(f, true, &self.inner.metrics).await?;
         let mut exec = new_execution(f, trigger, input, ExecutionStatus::Running);
         exec.attempts = 1;
         exec.started_at = Some(time::now());
-        self.inner.store.insert_execution(&exec).await?;
+        let run = NewRun { idempotency_key: key.clone(), schedule_tick: None, lease: Some((self.inner.cfg.node_id.clone(), self.lease_until())) };
+        if !self.inner.store.insert_execution(&exec, &run).await? {
+            drop(permit);
+            let k = key.unwrap_or_default();
+            let existing = self.inner.store.execution_by_idempotency_key(&f.id, &k).await?;
+            return match existing {
+                Some(e) => self.wait_finished(e, f).await,
+                None => Err(StoreError::Corrupt("an idempotent insert conflicted with nothing".into()).into()),
+            };
+        }
         let outcome = self.run(f, &exec.id, &exec.input).await;
         drop(permit);
         exec.finish(outcome);
@@ -192,13 +254,32 @@ impl Engine {
         Ok(exec)
     }
 
+    /// Polls an execution started elsewhere until it is finished (or the function's timeout
+    /// plus a margin has passed), and returns it as it stands.
+    async fn wait_finished(&self, mut e: Execution, f: &Function) -> Result<Execution, EngineError> {
+        let until = Instant::now() + Duration::from_secs(f.timeout as u64 + 10);
+        while !e.status.is_terminal() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match self.inner.store.execution_by_id(&e.id).await? {
+                Some(x) => e = x,
+                None => break,
+            }
+        }
+        Ok(e)
+    }
+
     /// Stores an async run of `f` as pending (durable when this returns) and queues it.
-    pub async fn enqueue(&self, f: &Function, input: Value) -> Result<Execution, EngineError> {
-        let exec = new_execution(f, Trigger::Async, input, ExecutionStatus::Pending);
-        self.inner.store.insert_execution(&exec).await?;
-        self.inner.metrics.queue_depth.fetch_add(1, Relaxed);
-        let _ = self.inner.async_tx.send(exec.id.clone());
-        Ok(exec)
+    /// Returns the execution and whether it is new (false: the idempotency key was used).
+    pub async fn enqueue(&self, f: &Function, input: Value, key: Option<String>) -> Result<(Execution, bool), EngineError> {
+        let mut exec = new_execution(f, Trigger::Async, input, ExecutionStatus::Pending);
+        exec.max_attempts = f.max_retries as i64 + 1;
+        let run = NewRun { idempotency_key: key.clone(), ..NewRun::default() };
+        if !self.inner.store.insert_execution(&exec, &run).await? {
+            let existing = self.inner.store.execution_by_idempotency_key(&f.id, key.as_deref().unwrap_or_default()).await?;
+            return existing.map(|e| (e, false)).ok_or_else(|| StoreError::Corrupt("an idempotent insert conflicted with nothing".into()).into());
+        }
+        self.inner.wake.notify_one();
+        Ok((exec, true))
     }
 
     /// Runs unsaved code once on a fresh instance; nothing is stored or kept warm.
@@ -236,24 +317,43 @@ impl Engine {
         running.get(execution_id).and_then(instance::subscribe)
     }
 
-    async fn dispatch(self, mut rx: mpsc::UnboundedReceiver<String>) {
+    /// Claims queued runs while this node has async capacity; sleeps until woken (a local
+    /// enqueue, a NOTIFY from another node) or for a second (runs waiting out a backoff).
+    async fn dispatch(self) {
         let slots = Arc::new(Semaphore::new(self.inner.cfg.async_concurrency));
-        while let Some(id) = rx.recv().await {
+        loop {
             let slot = slots.clone().acquire_owned().await.expect("never closed");
-            let engine = self.clone();
-            tokio::spawn(async move {
-                if let Err(err) = engine.run_async(&id).await {
-                    tracing::error!(execution_id = %id, %err, "async run failed to complete");
+            let claimed = self.inner.store.claim_next(&self.inner.cfg.node_id, &time::now(), &self.lease_until()).await;
+            match claimed {
+                Ok(Some(exec)) => {
+                    self.inner.metrics.queue_depth.fetch_add(1, Relaxed);
+                    let engine = self.clone();
+                    tokio::spawn(async move {
+                        let id = exec.id.clone();
+                        if let Err(err) = engine.run_claimed(exec).await {
+                            tracing::error!(execution_id = %id, %err, "async run failed to complete");
+                        }
+                        engine.inner.metrics.queue_depth.fetch_sub(1, Relaxed);
+                        drop(slot);
+                    });
                 }
-                engine.inner.metrics.queue_depth.fetch_sub(1, Relaxed);
-                drop(slot);
-            });
+                Ok(None) => {
+                    drop(slot);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wake.notified()).await;
+                }
+                Err(err) => {
+                    drop(slot);
+                    tracing::warn!(%err, "claiming queued runs failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
         }
     }
 
-    async fn run_async(&self, id: &str) -> Result<(), EngineError> {
+    /// Runs a claimed async or scheduled run; a retryable failure with attempts left goes
+    /// back to the queue after a backoff.
+    async fn run_claimed(&self, mut exec: Execution) -> Result<(), EngineError> {
         let store = &self.inner.store;
-        let Some(mut exec) = store.claim_execution(id, &time::now()).await? else { return Ok(()) };
         let Some(f) = store.function_by_id(&exec.function_id).await? else {
             let now = time::now();
             exec.finish(Outcome {
@@ -271,9 +371,55 @@ impl Engine {
         let permit = self.inner.pools.acquire(&f, false, &self.inner.metrics).await?;
         let outcome = self.run(&f, &exec.id, &exec.input).await;
         drop(permit);
+        let retry = matches!(&outcome.result, Err(e) if matches!(e.kind, ErrorKind::HandlerError | ErrorKind::Timeout | ErrorKind::OutOfMemory | ErrorKind::Interrupted));
         exec.finish(outcome);
+        if retry && exec.attempts < exec.max_attempts {
+            let backoff = self.inner.cfg.retry_backoff * 2u32.saturating_pow((exec.attempts - 1).clamp(0, 8) as u32);
+            let due = time::format(chrono_now() + backoff.min(Duration::from_secs(300)));
+            tracing::info!(execution_id = %exec.id, attempt = exec.attempts, %due, "retrying a failed async run");
+            store.requeue(&exec, &due).await?;
+            return Ok(());
+        }
         store.save_execution(&exec).await?;
         Ok(())
+    }
+
+    /// Fires scheduled runs: each second, every tick of the last few seconds is inserted with
+    /// a unique (function, tick) key, so each tick runs once however many nodes try, and a
+    /// node restarting mid-tick still fires it.
+    async fn schedule(self) {
+        const LOOKBACK_S: i64 = 5;
+        let mut functions: Vec<(Function, voltrun_core::cron::Schedule)> = Vec::new();
+        let mut loaded_at: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(1000 - (chrono_now().timestamp_subsec_millis() as u64 % 1000)).max(Duration::from_millis(10))).await;
+            if loaded_at.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) {
+                match self.inner.store.scheduled_functions().await {
+                    Ok(fs) => {
+                        functions = fs.into_iter().filter_map(|f| voltrun_core::cron::Schedule::parse(f.schedule.as_deref()?).ok().map(|s| (f, s))).collect();
+                        loaded_at = Some(Instant::now());
+                    }
+                    Err(err) => tracing::warn!(%err, "loading schedules failed"),
+                }
+            }
+            let now = chrono_now().timestamp();
+            for (f, sched) in &functions {
+                for t in (now - LOOKBACK_S + 1)..=now {
+                    let Some(tick) = chrono::DateTime::from_timestamp(t, 0) else { continue };
+                    if !sched.matches(tick) {
+                        continue;
+                    }
+                    let mut exec = new_execution(f, Trigger::Schedule, serde_json::json!({"time": time::format(tick), "source": "voltrun.schedule"}), ExecutionStatus::Pending);
+                    exec.max_attempts = f.max_retries as i64 + 1;
+                    let run = NewRun { schedule_tick: Some(time::format(tick)), ..NewRun::default() };
+                    match self.inner.store.insert_execution(&exec, &run).await {
+                        Ok(true) => self.inner.wake.notify_one(),
+                        Ok(false) => {}
+                        Err(err) => tracing::warn!(%err, function = %f.name, "firing a schedule failed"),
+                    }
+                }
+            }
+        }
     }
 
     /// Runs one invocation on a warm or new instance (the caller holds a concurrency permit).
@@ -405,6 +551,10 @@ impl Engine {
     }
 }
 
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
 fn new_execution(f: &Function, trigger: Trigger, input: Value, status: ExecutionStatus) -> Execution {
     Execution {
         id: id::new_id("ex_"),
@@ -421,6 +571,7 @@ fn new_execution(f: &Function, trigger: Trigger, input: Value, status: Execution
         logs_truncated: false,
         duration_ms: None,
         attempts: 0,
+        max_attempts: 1,
         created_at: time::now(),
         started_at: None,
         finished_at: None,

@@ -8,8 +8,9 @@
 //! |---|---|
 //! | server | create the cgroup and write its limits; make the root mount point |
 //! | server | spawn `/proc/self/exe __sandbox-init …` (a fresh, single-threaded process) |
-//! | init | join the cgroup; open the bind-mount sources while still host root |
-//! | init | unshare every namespace; ask the server for uid/gid maps |
+//! | init | join the cgroup (started with an empty environment) |
+//! | init | unshare every namespace; open the bind-mount sources while still host uid 0 |
+//! | init | ask the server for uid/gid maps; receive the function's environment |
 //! | server | write `/proc/<init>/{uid,gid}_map` (only a privileged parent may) |
 //! | init | fork: the child is pid 1 of the new pid namespace |
 //! | pid 1 | private mounts, tmpfs root, read-only binds, /tmp, /proc, /dev, /etc; pivot_root |
@@ -43,7 +44,7 @@ pub const TASK_ROOT: &str = "/var/task";
 /// Where the runtime bootstraps appear inside.
 pub const BOOTSTRAP_ROOT: &str = "/opt/voltrun";
 /// Host paths every instance gets read-only, when they exist.
-const SYSTEM_PATHS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates"];
+const SYSTEM_PATHS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cache", "/etc/ssl/certs", "/etc/ca-certificates"];
 /// Devices every instance gets (bound from the host's).
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
@@ -126,10 +127,12 @@ impl Sandbox for NamespaceSandbox {
         args.push("--".into());
         args.extend(spec.argv.iter().cloned());
 
+        // The init starts as host root: it gets no environment at all (LD_PRELOAD and friends
+        // in a function's env would otherwise run code as root on the host). The function's
+        // environment travels over the go pipe and is set only at the runtime's exec.
         let mut cmd = Command::new("/proc/self/exe");
         cmd.args(&args)
             .env_clear()
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_w))
             .stderr(Stdio::from(log_w2));
@@ -158,7 +161,12 @@ impl Sandbox for NamespaceSandbox {
         let map = format!("0 {HOST_ID_BASE} 65536\n");
         fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(sys_err("write uid_map"))?;
         fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(sys_err("write gid_map"))?;
-        sys::write_fd(go_w.as_raw_fd(), b"M").map_err(sys_err("write go pipe"))?;
+        let mut go = b"M".to_vec();
+        for (k, v) in &spec.env {
+            go.extend_from_slice(format!("{k}={v}").as_bytes());
+            go.push(0);
+        }
+        sys::write_fd(go_w.as_raw_fd(), &go).map_err(sys_err("write go pipe"))?;
         drop(go_w);
         // EOF once the runtime exec'd (the pipe is close-on-exec there); `E…` on failure.
         match read_sync(&sync_r, 20_000)? {
@@ -421,11 +429,24 @@ fn run_init(cfg: InitConfig) -> Result<Never, String> {
     let task = step("open task dir", open_path(&cfg.task))?;
     let boot = step("open bootstrap dir", open_path(&cfg.boot))?;
     step("signal server", sys::write_fd(FD_SYNC, b"U"))?;
-    let mut b = [0u8; 1];
-    if step("wait for id maps", sys::read_fd(FD_GO, &mut b))? != 1 {
-        return Err("the server did not map our ids".into());
+    // 'M' once our ids are mapped, then the function's environment (K=V\0…) until EOF.
+    let mut go = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match step("wait for id maps", sys::read_fd(FD_GO, &mut chunk))? {
+            0 => break,
+            n => go.extend_from_slice(&chunk[..n]),
+        }
     }
     sys::close(FD_GO);
+    if go.first() != Some(&b'M') {
+        return Err("the server did not map our ids".into());
+    }
+    let env: Vec<(String, String)> = go[1..]
+        .split(|b| *b == 0)
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| String::from_utf8_lossy(kv).split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
 
     let pid = step("fork pid 1", sys::fork())?;
     if pid > 0 {
@@ -453,7 +474,7 @@ fn run_init(cfg: InitConfig) -> Result<Never, String> {
 
     let runtime = step("fork runtime", sys::fork())?;
     if runtime == 0 {
-        return exec_runtime(&cfg);
+        return exec_runtime(&cfg, &env);
     }
     for fd in [0, 1, 2, 3, 4, FD_SYNC] {
         sys::close(fd);
@@ -515,6 +536,9 @@ fn build_root(cfg: &InitConfig, sources: &[(String, Source)], ours: &[(&OwnedFd,
         step(&format!("create {target}"), fs::write(&target, b""))?;
         step(&format!("bind {target}"), sys::mount(&format!("/dev/{d}"), &target, "", MS_BIND, ""))?;
     }
+    // POSIX shared memory (Python's multiprocessing locks); RAM-backed, charged to the instance.
+    step("mkdir dev/shm", fs::create_dir_all("dev/shm"))?;
+    step("mount /dev/shm", sys::mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=16m,nr_inodes=1024,mode=1777"))?;
     for (name, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
         step(&format!("symlink dev/{name}"), symlink(to, format!("dev/{name}")))?;
     }
@@ -540,7 +564,7 @@ fn build_root(cfg: &InitConfig, sources: &[(String, Source)], ours: &[(&OwnedFd,
 }
 
 /// The runtime process: limits, no privileges, then exec.
-fn exec_runtime(cfg: &InitConfig) -> Result<Never, String> {
+fn exec_runtime(cfg: &InitConfig, env: &[(String, String)]) -> Result<Never, String> {
     step("rlimit NOFILE", sys::set_rlimit(libc::RLIMIT_NOFILE, cfg.nofile))?;
     step("rlimit FSIZE", sys::set_rlimit(libc::RLIMIT_FSIZE, cfg.fsize))?;
     step("rlimit CORE", sys::set_rlimit(libc::RLIMIT_CORE, 0))?;
@@ -553,6 +577,6 @@ fn exec_runtime(cfg: &InitConfig) -> Result<Never, String> {
     step("close-on-exec sync pipe", sys::set_cloexec(FD_SYNC))?;
     let filter = seccomp::program();
     seccomp::install(&filter).map_err(|e| e.to_string())?;
-    let err = Command::new(&cfg.argv[0]).args(&cfg.argv[1..]).exec();
+    let err = Command::new(&cfg.argv[0]).args(&cfg.argv[1..]).env_clear().envs(env.iter().map(|(k, v)| (k, v))).exec();
     Err(format!("exec {}: {err}", cfg.argv[0]))
 }

@@ -2,7 +2,18 @@
 
 use voltrun_core::{ExecError, Execution, ExecutionStatus, Trigger};
 
-use crate::{get_i64, get_opt_str, get_str, parse_json, Result, Store, StoreError};
+use crate::{get_i64, get_opt_str, get_str, parse_json, Dialect, Result, Store, StoreError};
+
+/// How a new execution enters the store, beyond its record.
+#[derive(Debug, Default, Clone)]
+pub struct NewRun {
+    /// The caller's `Idempotency-Key`: a second insert with it (same function) is refused.
+    pub idempotency_key: Option<String>,
+    /// The schedule tick that fired it: one execution per (function, tick).
+    pub schedule_tick: Option<String>,
+    /// The node running it (synchronous runs) and until when its lease holds.
+    pub lease: Option<(String, String)>,
+}
 
 /// Filters of `GET /api/executions`.
 #[derive(Debug, Default, Clone)]
@@ -59,6 +70,7 @@ fn execution_from(row: &sqlx::any::AnyRow) -> Result<Execution> {
         logs_truncated: get_i64(row, "logs_truncated")? != 0,
         duration_ms: sqlx::Row::try_get::<Option<f64>, _>(row, "duration_ms")?,
         attempts: get_i64(row, "attempts")?,
+        max_attempts: get_i64(row, "max_attempts")?,
         created_at: get_str(row, "created_at")?,
         started_at: get_opt_str(row, "started_at")?,
         finished_at: get_opt_str(row, "finished_at")?,
@@ -71,11 +83,15 @@ fn json_text(v: &serde_json::Value) -> String {
 
 impl Store {
     /// Stores a new execution (any status). An async run is durable once this returns.
-    pub async fn insert_execution(&self, e: &Execution) -> Result<()> {
-        sqlx::query(
+    /// False when its idempotency key or schedule tick was already used (nothing stored).
+    pub async fn insert_execution(&self, e: &Execution, run: &NewRun) -> Result<bool> {
+        let (owner, expires) = run.lease.clone().unzip();
+        let r = sqlx::query(
             "INSERT INTO executions (id, user_id, function_id, function_name, function_version, status, trigger, input, output, error,
-             logs, logs_truncated, duration_ms, attempts, created_at, started_at, finished_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+             logs, logs_truncated, duration_ms, attempts, created_at, started_at, finished_at, max_attempts, idempotency_key, schedule_tick,
+             lease_owner, lease_expires)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+             ON CONFLICT DO NOTHING",
         )
         .bind(&e.id)
         .bind(&e.user_id)
@@ -94,16 +110,43 @@ impl Store {
         .bind(&e.created_at)
         .bind(&e.started_at)
         .bind(&e.finished_at)
+        .bind(e.max_attempts)
+        .bind(&run.idempotency_key)
+        .bind(&run.schedule_tick)
+        .bind(owner)
+        .bind(expires)
         .execute(&self.pool)
         .await?;
+        let inserted = r.rows_affected() > 0;
+        if inserted && e.status == ExecutionStatus::Pending {
+            self.notify_queue().await?;
+        }
+        Ok(inserted)
+    }
+
+    /// Wakes dispatchers on other nodes (PostgreSQL NOTIFY); nothing to do on SQLite.
+    async fn notify_queue(&self) -> Result<()> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify('voltrun_queue', '')").execute(&self.pool).await?;
+        }
         Ok(())
+    }
+
+    /// The execution of a function created with this idempotency key.
+    pub async fn execution_by_idempotency_key(&self, function_id: &str, key: &str) -> Result<Option<Execution>> {
+        let row = sqlx::query("SELECT * FROM executions WHERE function_id = $1 AND idempotency_key = $2")
+            .bind(function_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(execution_from).transpose()
     }
 
     /// Writes an execution's terminal state (or any later state) over its row.
     pub async fn save_execution(&self, e: &Execution) -> Result<()> {
         sqlx::query(
             "UPDATE executions SET function_version = $2, status = $3, output = $4, error = $5, logs = $6, logs_truncated = $7,
-             duration_ms = $8, attempts = $9, started_at = $10, finished_at = $11 WHERE id = $1",
+             duration_ms = $8, attempts = $9, started_at = $10, finished_at = $11, lease_owner = NULL, lease_expires = NULL WHERE id = $1",
         )
         .bind(&e.id)
         .bind(e.function_version)
@@ -121,44 +164,93 @@ impl Store {
         Ok(())
     }
 
-    /// Claims a pending run: moves it to `running`, counts the attempt and returns it.
-    /// None when another claimer got it first or it is no longer pending.
-    pub async fn claim_execution(&self, id: &str, now: &str) -> Result<Option<Execution>> {
-        let row = sqlx::query(
-            "UPDATE executions SET status = 'running', attempts = attempts + 1, started_at = $2 WHERE id = $1 AND status = 'pending' RETURNING *",
-        )
-        .bind(id)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
+    /// Claims the oldest pending run that is due: moves it to `running` under this node's
+    /// lease and counts the attempt. On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets any number
+    /// of nodes claim at once without waiting on each other.
+    pub async fn claim_next(&self, node: &str, now: &str, lease_until: &str) -> Result<Option<Execution>> {
+        let lock = if self.dialect == Dialect::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+        let sql = format!(
+            "UPDATE executions SET status = 'running', attempts = attempts + 1, started_at = $1, lease_owner = $2, lease_expires = $3
+             WHERE id = (SELECT id FROM executions WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1) ORDER BY id LIMIT 1 {lock})
+             AND status = 'pending' RETURNING *"
+        );
+        let row = sqlx::query(&sql).bind(now).bind(node).bind(lease_until).fetch_optional(&self.pool).await?;
         row.as_ref().map(execution_from).transpose()
     }
 
-    /// Ids of every pending run, oldest first (the queue to resume at start).
-    pub async fn pending_execution_ids(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM executions WHERE status = 'pending' ORDER BY id").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| get_str(r, "id")).collect()
+    /// The earliest time a pending run becomes due, if any is waiting.
+    pub async fn next_due(&self) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT MIN(not_before) AS t FROM executions WHERE status = 'pending'").fetch_one(&self.pool).await?;
+        get_opt_str(&row, "t")
     }
 
-    /// After a crash: runs left `running` either go back to the queue (async runs with
-    /// attempts left) or end as `Interrupted`. Returns (requeued, interrupted).
-    pub async fn recover_interrupted(&self, max_attempts: i64, now: &str) -> Result<(u64, u64)> {
-        let requeued = sqlx::query("UPDATE executions SET status = 'pending' WHERE status = 'running' AND trigger = 'async' AND attempts < $1")
-            .bind(max_attempts)
+    /// Extends the leases of every run this node holds.
+    pub async fn heartbeat(&self, node: &str, lease_until: &str) -> Result<u64> {
+        let r = sqlx::query("UPDATE executions SET lease_expires = $2 WHERE lease_owner = $1 AND status = 'running'")
+            .bind(node)
+            .bind(lease_until)
             .execute(&self.pool)
-            .await?
-            .rows_affected();
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Puts a failed attempt back in the queue, due at `not_before`; keeps its last error
+    /// and logs visible meanwhile.
+    pub async fn requeue(&self, e: &Execution, not_before: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE executions SET status = 'pending', error = $2, logs = $3, logs_truncated = $4, duration_ms = $5, not_before = $6,
+             lease_owner = NULL, lease_expires = NULL WHERE id = $1",
+        )
+        .bind(&e.id)
+        .bind(e.error.as_ref().map(|x| serde_json::to_string(x).expect("ExecError serialises")))
+        .bind(&e.logs)
+        .bind(e.logs_truncated as i64)
+        .bind(e.duration_ms)
+        .bind(not_before)
+        .execute(&self.pool)
+        .await?;
+        self.notify_queue().await
+    }
+
+    /// Settles runs whose node stopped renewing its lease (it died): async and scheduled
+    /// runs with attempts left go back to the queue, the rest end `Interrupted`.
+    /// Returns (requeued, interrupted).
+    pub async fn expire_leases(&self, now: &str) -> Result<(u64, u64)> {
+        self.settle_running("lease_expires < $1", now).await
+    }
+
+    /// At start on SQLite (one node): every run left `running` belonged to a process that
+    /// is gone, so it is settled at once. Returns (requeued, interrupted).
+    pub async fn recover_interrupted(&self, now: &str) -> Result<(u64, u64)> {
+        self.settle_running("$1 = $1", now).await
+    }
+
+    async fn settle_running(&self, cond: &str, now: &str) -> Result<(u64, u64)> {
+        let requeued = sqlx::query(&format!(
+            "UPDATE executions SET status = 'pending', lease_owner = NULL, lease_expires = NULL, not_before = $1
+             WHERE status = 'running' AND {cond} AND trigger IN ('async', 'schedule') AND attempts < max_attempts"
+        ))
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         let err = serde_json::to_string(&ExecError::new(
             voltrun_core::ErrorKind::Interrupted,
-            "the server stopped while this run was in flight",
+            "the node running this execution stopped before it finished",
         ))
         .expect("ExecError serialises");
-        let interrupted = sqlx::query("UPDATE executions SET status = 'failed', error = $1, finished_at = $2 WHERE status = 'running'")
-            .bind(err)
-            .bind(now)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let interrupted = sqlx::query(&format!(
+            "UPDATE executions SET status = 'failed', error = $2, finished_at = $1, lease_owner = NULL, lease_expires = NULL
+             WHERE status = 'running' AND {cond}"
+        ))
+        .bind(now)
+        .bind(err)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if requeued > 0 {
+            self.notify_queue().await?;
+        }
         Ok((requeued, interrupted))
     }
 

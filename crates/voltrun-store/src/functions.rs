@@ -22,6 +22,8 @@ fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
         env: serde_json::from_str(&env).map_err(|e| StoreError::Corrupt(format!("env: {e}")))?,
         route: get_opt_str(row, "route")?,
         public: get_i64(row, "public")? != 0,
+        schedule: get_opt_str(row, "schedule")?,
+        max_retries: get_i64(row, "max_retries")? as u32,
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
@@ -32,8 +34,8 @@ impl Store {
     /// Adds a function; `Conflict("name")` or `Conflict("route")` when taken.
     pub async fn insert_function(&self, f: &Function) -> Result<()> {
         sqlx::query(
-            "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version, created_at, updated_at, schedule, max_retries)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(&f.id)
         .bind(&f.user_id)
@@ -50,6 +52,8 @@ impl Store {
         .bind(f.version)
         .bind(&f.created_at)
         .bind(&f.updated_at)
+        .bind(&f.schedule)
+        .bind(f.max_retries as i64)
         .execute(&self.pool)
         .await
         .map_err(|e| conflict_or(e, FIELDS))?;
@@ -61,7 +65,8 @@ impl Store {
     pub async fn update_function(&self, f: &Function, expected_version: i64) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
-             env = $10, route = $11, public = $12, version = $13, updated_at = $14 WHERE id = $1 AND user_id = $2 AND version = $15",
+             env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17
+             WHERE id = $1 AND user_id = $2 AND version = $15",
         )
         .bind(&f.id)
         .bind(&f.user_id)
@@ -78,6 +83,8 @@ impl Store {
         .bind(f.version)
         .bind(&f.updated_at)
         .bind(expected_version)
+        .bind(&f.schedule)
+        .bind(f.max_retries as i64)
         .execute(&self.pool)
         .await
         .map_err(|e| conflict_or(e, FIELDS))?;
@@ -127,6 +134,12 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?,
         };
+        rows.iter().map(function_from).collect()
+    }
+
+    /// Every function with a schedule (for the scheduler).
+    pub async fn scheduled_functions(&self) -> Result<Vec<Function>> {
+        let rows = sqlx::query("SELECT * FROM functions WHERE schedule IS NOT NULL").fetch_all(&self.pool).await?;
         rows.iter().map(function_from).collect()
     }
 

@@ -15,7 +15,7 @@ mod executions;
 mod functions;
 mod users;
 
-pub use executions::{ExecutionFilter, HourBucket, Stats};
+pub use executions::{ExecutionFilter, HourBucket, NewRun, Stats};
 pub use users::{ApiKey, KeyOwner, User};
 
 /// Why a store operation failed.
@@ -33,47 +33,68 @@ pub enum StoreError {
     /// Migrations failed.
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The URL names a database VoltRun does not support (yet).
-    #[error("unsupported database url {0:?}: use a sqlite:// path")]
+    /// The URL names a database VoltRun does not support.
+    #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
     Unsupported(String),
 }
 
 /// Result of a store call.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Which database a store talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// The embedded file: one node.
+    Sqlite,
+    /// A shared server: any number of nodes.
+    Postgres,
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    dialect: Dialect,
+    url: String,
+}
+
+impl StoreError {
+    /// True when the database could not be reached (a 503, not our bug).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed))
+    }
 }
 
 impl Store {
     /// Opens (creating if needed) the database at `url` and runs migrations.
     pub async fn open(url: &str) -> Result<Store> {
         sqlx::any::install_default_drivers();
-        if !url.starts_with("sqlite:") {
+        let (dialect, url) = if url.starts_with("sqlite:") {
+            (Dialect::Sqlite, if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Dialect::Postgres, url.to_string())
+        } else {
             return Err(StoreError::Unsupported(url.to_string()));
-        }
-        let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
+        };
         let opts = AnyConnectOptions::from_str(&url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(|conn, _| {
+        let mut pool_opts = AnyPoolOptions::new().max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 }).acquire_timeout(Duration::from_secs(10));
+        if dialect == Dialect::Sqlite {
+            pool_opts = pool_opts.after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL lets readers run beside the one writer; NORMAL fsyncs at checkpoints,
-                    // which in WAL mode still never corrupts the file on power loss.
+                    // which in WAL mode never corrupts the file and loses nothing on a process
+                    // crash (only the last commits on a power loss).
                     sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA busy_timeout=10000").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA foreign_keys=ON").execute(&mut *conn).await?;
                     Ok(())
                 })
-            })
-            .connect_with(opts)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Store { pool })
+            });
+        }
+        let pool = pool_opts.connect_with(opts).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool, dialect, url })
     }
 
     /// Checks the database answers (for `/health`).
@@ -82,10 +103,37 @@ impl Store {
         Ok(())
     }
 
-    /// The database's kind (`sqlite`).
-    pub fn dialect(&self) -> &'static str {
-        "sqlite"
+    /// The database's kind.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
+
+    /// Waits for queue notifications from other nodes (PostgreSQL LISTEN); None on SQLite,
+    /// where every producer is in this process.
+    pub async fn listen_queue(&self) -> Result<Option<QueueListener>> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(None);
+        }
+        let mut l = sqlx::postgres::PgListener::connect(&self.url).await?;
+        l.listen(QUEUE_CHANNEL).await?;
+        Ok(Some(QueueListener(l)))
+    }
+}
+
+const QUEUE_CHANNEL: &str = "voltrun_queue";
+
+/// A PostgreSQL LISTEN connection on the queue channel.
+pub struct QueueListener(sqlx::postgres::PgListener);
+
+impl QueueListener {
+    /// Waits for the next notification (reconnecting as needed).
+    pub async fn recv(&mut self) -> Result<()> {
+        self.0.recv().await?;
+        Ok(())
+    }
+}
+
+impl Store {
 }
 
 /// Maps a unique violation to [`StoreError::Conflict`] naming the field, by the constraint

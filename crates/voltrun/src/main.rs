@@ -1,5 +1,6 @@
 //! The `voltrun` binary: parses the command line and hands over to the library crates.
-//! `voltrun serve` runs the API, the engine and a local worker in one process.
+//! `voltrun serve` runs the API, the engine and a local worker in one process; the client
+//! commands (`login`, `functions`, `invoke`, …) live in `voltrun-cli`.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use voltrun_api::{app, auth::AuthKeys, AppState, Limits};
 use voltrun_engine::{Engine, EngineConfig, Runtimes};
 use voltrun_sandbox::{namespace, process::ProcessSandbox, Sandbox};
@@ -17,6 +18,8 @@ use voltrun_store::Store;
 #[derive(Parser)]
 #[command(name = "voltrun", version, about = "Self-hosted serverless functions for Node.js and Python")]
 struct Cli {
+    #[command(flatten)]
+    global: voltrun_cli::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,17 +28,20 @@ struct Cli {
 enum Command {
     /// Run the API, the scheduler and a local worker in one process.
     Serve(ServeArgs),
+    /// Run only a worker: claim and execute queued runs from a shared PostgreSQL database.
+    Worker(WorkerArgs),
+    #[command(flatten)]
+    Client(voltrun_cli::ClientCommand),
 }
 
+/// What every node that executes functions needs.
 #[derive(clap::Args)]
-struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
-    #[arg(long, env = "VOLTRUN_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: String,
+struct EngineArgs {
     /// Directory for the database, secrets and instance files.
     #[arg(long, env = "VOLTRUN_DATA_DIR", default_value = "./voltrun-data")]
     data_dir: PathBuf,
-    /// Database URL; default: a SQLite file in the data dir.
+    /// Database URL; default: a SQLite file in the data dir. `postgres://…` to share state
+    /// between nodes.
     #[arg(long, env = "VOLTRUN_DATABASE_URL")]
     database_url: Option<String>,
     /// Isolation tier: namespace, process.
@@ -44,9 +50,6 @@ struct ServeArgs {
     /// Allow the `process` tier, which does not isolate functions from the host.
     #[arg(long, env = "VOLTRUN_INSECURE")]
     insecure: bool,
-    /// Invocations per second allowed per user (0 = unlimited).
-    #[arg(long, env = "VOLTRUN_INVOKE_RATE", default_value_t = 1000.0)]
-    invoke_rate: f64,
     /// Instances one function may run at once.
     #[arg(long, env = "VOLTRUN_FUNCTION_CONCURRENCY", default_value_t = 10)]
     function_concurrency: usize,
@@ -56,9 +59,39 @@ struct ServeArgs {
     /// Seconds an idle warm instance is kept.
     #[arg(long, env = "VOLTRUN_IDLE_TTL", default_value_t = 300)]
     idle_ttl: u64,
+    /// Async runs this node executes at once.
+    #[arg(long, env = "VOLTRUN_ASYNC_CONCURRENCY", default_value_t = 32)]
+    async_concurrency: usize,
+    /// Seconds a claimed run stays this node's without a heartbeat (then another node takes it).
+    #[arg(long, env = "VOLTRUN_LEASE_SECONDS", default_value_t = 30)]
+    lease_seconds: u64,
+    /// Milliseconds before the first retry of a failed async run (doubling each attempt).
+    #[arg(long, env = "VOLTRUN_RETRY_BACKOFF_MS", default_value_t = 1000)]
+    retry_backoff_ms: u64,
+    /// Do not fire cron schedules from this node.
+    #[arg(long, env = "VOLTRUN_NO_SCHEDULER")]
+    no_scheduler: bool,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, env = "VOLTRUN_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Invocations per second allowed per user (0 = unlimited).
+    #[arg(long, env = "VOLTRUN_INVOKE_RATE", default_value_t = 1000.0)]
+    invoke_rate: f64,
     /// JWT signing secret; default: generated on first start into the data dir (mode 0600).
     #[arg(long, env = "VOLTRUN_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 fn main() -> Result<()> {
@@ -69,6 +102,10 @@ fn main() -> Result<()> {
         namespace::init_main(&args[2..]);
     }
     let cli = Cli::parse();
+    // Client commands are blocking HTTP calls: no runtime, no server logging.
+    if let Command::Client(cmd) = cli.command {
+        std::process::exit(voltrun_cli::run(cmd, cli.global, Cli::command));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOLTRUN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -76,6 +113,8 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
+        Command::Worker(args) => rt.block_on(worker(args)),
+        Command::Client(_) => unreachable!("client commands returned above"),
     }
 }
 
@@ -116,7 +155,8 @@ fn jwt_secret(data_dir: &Path, given: Option<String>) -> Result<Vec<u8>> {
     Ok(secret.into_bytes())
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
+/// Opens the store and builds the engine a node runs (serve or worker), started.
+async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))?;
     let data_dir = args.data_dir.canonicalize()?;
@@ -124,8 +164,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if sandbox.kind() == "process" {
         tracing::warn!("the process sandbox runs functions without isolation: development only");
     }
-    let auth = AuthKeys::new(jwt_secret(&data_dir, args.jwt_secret)?);
-    let url = args.database_url.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("voltrun.db").display()));
+    let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("voltrun.db").display()));
     let store = Store::open(&url).await.with_context(|| format!("opening the database at {url}"))?;
     let runtimes = Runtimes::discover(&data_dir.join("runtimes"))?;
     let cfg = EngineConfig {
@@ -133,10 +172,34 @@ async fn serve(args: ServeArgs) -> Result<()> {
         function_concurrency: args.function_concurrency.max(1),
         function_queue: args.function_queue,
         idle_ttl: Duration::from_secs(args.idle_ttl.max(1)),
+        async_concurrency: args.async_concurrency.max(1),
+        lease: Duration::from_secs(args.lease_seconds.max(3)),
+        retry_backoff: Duration::from_millis(args.retry_backoff_ms),
+        scheduler: !args.no_scheduler,
         ..EngineConfig::default()
     };
     let engine = Engine::new(store.clone(), sandbox, runtimes, cfg)?;
     engine.start().await?;
+    Ok((store, engine, data_dir))
+}
+
+async fn worker(args: WorkerArgs) -> Result<()> {
+    let url = args.engine.database_url.as_deref().unwrap_or("");
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!("a worker shares its queue with other nodes: give --database-url postgres://…");
+    }
+    let (_store, engine, _) = start_engine(&args.engine).await?;
+    println!("voltrun worker ready");
+    tracing::info!("worker claiming runs");
+    shutdown_signal().await;
+    engine.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let (store, engine, data_dir) = start_engine(&args.engine).await?;
+    let auth = AuthKeys::new(jwt_secret(&data_dir, args.jwt_secret)?);
     let state = AppState {
         store,
         engine,

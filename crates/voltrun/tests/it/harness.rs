@@ -26,7 +26,7 @@ pub fn sandbox() -> String {
     std::env::var("VOLTRUN_TEST_SANDBOX").unwrap_or_else(|_| "namespace".into())
 }
 
-fn sandbox_args() -> Vec<String> {
+pub fn sandbox_args() -> Vec<String> {
     let tier = sandbox();
     let mut args = vec!["--sandbox".to_string(), tier.clone()];
     if tier == "process" {
@@ -35,12 +35,54 @@ fn sandbox_args() -> Vec<String> {
     args
 }
 
+/// The PostgreSQL server of the scale-out tests (`VOLTRUN_TEST_PG_URL`, set by scripts/test
+/// from scripts/pg-up). Tests that need it fail, never skip, without it.
+pub fn pg_url() -> String {
+    std::env::var("VOLTRUN_TEST_PG_URL").expect("VOLTRUN_TEST_PG_URL must name a PostgreSQL server (run scripts/pg-up)")
+}
+
+/// A fresh PostgreSQL database on the test server, dropped with the handle.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub fn create() -> PgDatabase {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("voltrun_it_{}_{n}", std::process::id());
+        psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        psql(&format!("CREATE DATABASE {name}"));
+        let base = pg_url();
+        let url = format!("{}/{name}", base.rsplit_once('/').expect("a URL with a database").0);
+        PgDatabase { url, name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+fn psql(sql: &str) {
+    let out = Command::new("psql").arg(pg_url()).args(["-q", "-v", "ON_ERROR_STOP=1", "-c", sql]).output().expect("psql runs");
+    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The database the general suite runs on: `VOLTRUN_TEST_DATABASE=postgres` gives each server
+/// its own PostgreSQL database; otherwise the server's SQLite file.
+fn suite_database() -> Option<PgDatabase> {
+    (std::env::var("VOLTRUN_TEST_DATABASE").as_deref() == Ok("postgres")).then(PgDatabase::create)
+}
+
 /// A running server.
 pub struct Server {
     child: Option<Child>,
     pub base: String,
     pub data_dir: PathBuf,
     owns_dir: bool,
+    db: Option<PgDatabase>,
 }
 
 impl Server {
@@ -51,6 +93,18 @@ impl Server {
 
     /// A server with extra `serve` arguments on `data_dir`.
     pub fn start_with(data_dir: &Path, extra: &[&str], owns_dir: bool) -> Server {
+        let db = suite_database();
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if let Some(d) = &db {
+            args.extend(["--database-url".to_string(), d.url.clone()]);
+        }
+        let mut s = Self::spawn(data_dir, &args, owns_dir);
+        s.db = db;
+        s
+    }
+
+    /// Starts the binary with `serve` and these arguments (no database chosen for it).
+    pub fn spawn(data_dir: &Path, extra: &[String], owns_dir: bool) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_voltrun"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -71,7 +125,7 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on it.
         std::thread::spawn(move || for _ in out.lines() {});
-        let s = Server { child: Some(child), base: addr.to_string(), data_dir: data_dir.to_path_buf(), owns_dir };
+        let s = Server { child: Some(child), base: addr.to_string(), data_dir: data_dir.to_path_buf(), owns_dir, db: None };
         s.wait_healthy();
         s
     }
@@ -87,6 +141,19 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("server never became healthy");
+    }
+
+    /// Starts the server again on the same data dir and database (after [`Server::kill9`]).
+    pub fn restarted(mut self, extra: &[&str]) -> Server {
+        self.kill9();
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if let Some(d) = &self.db {
+            args.extend(["--database-url".to_string(), d.url.clone()]);
+        }
+        let mut s = Self::spawn(&self.data_dir, &args, self.owns_dir);
+        s.db = self.db.take();
+        self.owns_dir = false;
+        s
     }
 
     /// SIGKILLs the server (no cleanup, as a crash would).

@@ -223,3 +223,25 @@ fn functions_cannot_see_each_others_tmp() {
     a.create_function("reader", "python", "import os\ndef handler(e, c):\n    return os.listdir('/tmp')\n", json!({}));
     assert_eq!(a.invoke("reader", &json!({}))["output"], json!([]));
 }
+
+/// Regression: the sandbox init runs as host root before it enters the namespaces; a
+/// function's environment (LD_PRELOAD, LD_DEBUG…) must reach only the function's own process.
+#[test]
+fn loader_variables_in_a_functions_env_never_reach_the_host_side_init() {
+    let s = Server::start();
+    let c = s.user();
+    let marker = temp_dir("ld-debug");
+    let out = marker.join("loader");
+    let e = attack(
+        &c,
+        "ldenv",
+        "import os\ndef handler(e, c):\n    return os.environ.get('LD_DEBUG')\n",
+        json!({"env": {"LD_DEBUG": "files", "LD_DEBUG_OUTPUT": out.display().to_string(), "LD_PRELOAD": "/nonexistent/evil.so"}}),
+        json!({}),
+    );
+    assert_eq!(e["status"], "success", "{e}");
+    assert_eq!(e["output"], "files", "the function still gets its own environment");
+    let written: Vec<_> = std::fs::read_dir(&marker).unwrap().flatten().map(|f| f.path()).collect();
+    assert!(written.is_empty(), "a host-side process honoured the function's LD_DEBUG_OUTPUT: {written:?}");
+    let _ = std::fs::remove_dir_all(&marker);
+}

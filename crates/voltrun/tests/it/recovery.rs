@@ -9,7 +9,10 @@ use crate::harness::*;
 #[test]
 fn async_runs_survive_kill_9_and_none_stays_running() {
     let dir = temp_dir("crash");
-    let mut s = Server::start_with(&dir, &["--function-concurrency", "2"], false);
+    // A short lease, so that on PostgreSQL (where runs are settled when their node's lease
+    // expires, not at start) the test does not wait long.
+    let args = ["--function-concurrency", "2", "--lease-seconds", "3"];
+    let mut s = Server::start_with(&dir, &args, true);
     let c = s.user();
     c.create_function("work", "python", "import time\ndef handler(e, c):\n    time.sleep(0.2)\n    return e['i']\n", json!({}));
     c.create_function("hang", "python", "import time\ndef handler(e, c):\n    time.sleep(3)\n    return 'slept'\n", json!({}));
@@ -26,7 +29,7 @@ fn async_runs_survive_kill_9_and_none_stays_running() {
     s.kill9();
     let _ = sync_call.join();
 
-    let s2 = Server::start_with(&dir, &["--function-concurrency", "2"], true);
+    let s2 = s.restarted(&args);
     let c = Client { base: s2.base.clone(), auth: c.auth.clone() };
     let until = Instant::now() + Duration::from_secs(60);
     for (i, id) in ids.iter().enumerate() {
@@ -42,5 +45,4 @@ fn async_runs_survive_kill_9_and_none_stays_running() {
     let (_, running) = c.get("/api/executions?status=running");
     let (_, pending) = c.get("/api/executions?status=pending");
     assert!(running["items"].as_array().unwrap().is_empty() && pending["items"].as_array().unwrap().is_empty());
-    drop(s);
 }

@@ -1,0 +1,405 @@
+//! The client commands' arguments (clap derive, flattened into the binary's command line) and
+//! the pure helpers that read them: `--env K=V`, `--data JSON|@file|-`, runtimes from file
+//! extensions.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use clap_complete::Shell;
+
+use crate::error::{Error, Result};
+
+/// Flags every client command takes (global: they may come before or after the subcommand).
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalArgs {
+    /// Server URL for client commands [default: the one you logged in to].
+    #[arg(long, global = true, env = "VOLTRUN_SERVER", value_name = "URL", display_order = 900)]
+    pub server: Option<String>,
+    /// Client commands: print machine-readable JSON on stdout.
+    #[arg(long, global = true, display_order = 901)]
+    pub json: bool,
+}
+
+/// The client commands.
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Log in to a server and save the credentials (mode 0600).
+    Login(LoginArgs),
+    /// Forget the saved credentials.
+    Logout,
+    /// Show who you are logged in as, and where.
+    Whoami,
+    /// Create, deploy, list, show, update and delete functions.
+    #[command(subcommand, visible_alias = "fn")]
+    Functions(FunctionsCommand),
+    /// Run a function and print its output.
+    Invoke(InvokeArgs),
+    /// List and inspect executions.
+    #[command(subcommand, visible_alias = "ex")]
+    Executions(ExecutionsCommand),
+    /// Print an execution's logs, or follow them while it runs.
+    Logs(LogsArgs),
+    /// Create, list and delete API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+}
+
+/// `voltrun login`.
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Your account's email [default: the last one used; prompted on a terminal].
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Read the password from the first line of stdin instead of prompting.
+    #[arg(long, conflicts_with = "api_key")]
+    pub password_stdin: bool,
+    /// Log in with an API key instead of a password (`-` reads it from stdin).
+    #[arg(long, value_name = "KEY", conflicts_with = "email")]
+    pub api_key: Option<String>,
+}
+
+/// Fields of a function, shared by `create`, `deploy` and `update`. Left out means "default"
+/// on create and "unchanged" on update.
+#[derive(Args, Debug, Default, Clone)]
+pub struct FunctionFlags {
+    /// python3.11 (python, python3) or nodejs20 (nodejs, node) [default on create: from the
+    /// file's extension, .py or .js/.mjs/.cjs].
+    #[arg(long, short = 'r')]
+    pub runtime: Option<String>,
+    /// The source file of the handler (required by create and deploy).
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The handler's exported name [default: handler].
+    #[arg(long)]
+    pub handler: Option<String>,
+    /// Memory limit in MiB, 64-4096 [default: 128].
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u32>,
+    /// Timeout in seconds, 1-900 [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u32>,
+    /// HTTP-trigger route: the function answers at /api/execute/ROUTE.
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Remove the HTTP-trigger route.
+    #[arg(long, conflicts_with = "route")]
+    pub no_route: bool,
+    /// Let anyone call the route without credentials (`--public=false` to undo).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub public: Option<bool>,
+    /// An environment variable for the function; repeat for more. Replaces the whole set.
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env_kv)]
+    pub env: Vec<(String, String)>,
+    /// Remove every environment variable.
+    #[arg(long, conflicts_with = "env")]
+    pub clear_env: bool,
+    /// A description.
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+/// `voltrun functions …`.
+#[derive(Subcommand, Debug)]
+pub enum FunctionsCommand {
+    /// Create a function from a source file.
+    Create {
+        /// The function's name: lowercase letters, digits, _ and -.
+        name: String,
+        #[command(flatten)]
+        flags: FunctionFlags,
+    },
+    /// Create the function, or update it if it exists: the everyday command.
+    Deploy {
+        /// The function's name.
+        name: String,
+        #[command(flatten)]
+        flags: FunctionFlags,
+    },
+    /// List your functions.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show a function.
+    Get {
+        /// The function's name or id.
+        name: String,
+        /// Print only its source code.
+        #[arg(long)]
+        code: bool,
+    },
+    /// Change a function: only the given fields change.
+    Update {
+        /// The function's name or id.
+        name: String,
+        /// Rename it.
+        #[arg(long, value_name = "NEW_NAME")]
+        rename: Option<String>,
+        #[command(flatten)]
+        flags: FunctionFlags,
+    },
+    /// Delete a function (its past executions stay listed).
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// The function's name or id.
+        name: String,
+    },
+}
+
+/// `voltrun invoke`.
+#[derive(Args, Debug)]
+pub struct InvokeArgs {
+    /// The function's name or id.
+    pub name: String,
+    /// The event: JSON text, @FILE to read a file, or @- for stdin [default: stdin when it is
+    /// piped, else {}].
+    #[arg(long, short = 'd', value_name = "JSON|@FILE")]
+    pub data: Option<String>,
+    /// Queue the run and print its execution id instead of waiting (with --logs: follow it).
+    #[arg(long = "async")]
+    pub is_async: bool,
+    /// Also print the run's logs, on stderr.
+    #[arg(long)]
+    pub logs: bool,
+}
+
+/// The statuses an execution can have.
+pub const STATUSES: [&str; 4] = ["pending", "running", "success", "failed"];
+/// The triggers an execution can have.
+pub const TRIGGERS: [&str; 5] = ["api", "async", "http", "schedule", "test"];
+
+/// `voltrun executions …`.
+#[derive(Subcommand, Debug)]
+pub enum ExecutionsCommand {
+    /// List your executions, newest first.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this function's (name or id).
+        #[arg(long, short = 'f')]
+        function: Option<String>,
+        /// Only runs with this status.
+        #[arg(long, short = 's', value_parser = STATUSES)]
+        status: Option<String>,
+        /// Only runs started this way.
+        #[arg(long, value_parser = TRIGGERS)]
+        trigger: Option<String>,
+        /// How many to show, 1-500.
+        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: u32,
+    },
+    /// Show one execution: status, input, output, error and logs.
+    Get {
+        /// The execution id (ex_…).
+        id: String,
+    },
+}
+
+/// `voltrun logs`.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The execution id (ex_…).
+    pub id: String,
+    /// Keep printing while the run goes on, until it ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+/// `voltrun keys …`.
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create an API key; the key is shown this once.
+    Create {
+        /// A name to recognise it by.
+        name: String,
+        /// Days until it expires, 1-3650 [default: never].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=3650))]
+        expires_in_days: Option<u32>,
+    },
+    /// List your API keys (never the keys themselves).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Delete an API key: it stops working at once.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// The key's id (key_…).
+        id: String,
+    },
+}
+
+/// `voltrun completions`.
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: Shell,
+}
+
+/// Parses `KEY=VALUE` (the value may contain `=` and be empty; the key may not be empty).
+pub fn parse_env_kv(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.to_string(), v.to_string())),
+        Some(_) => Err(format!("{s:?}: the name before = is empty")),
+        None => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
+}
+
+/// Where an invocation's event comes from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DataSource {
+    /// JSON given inline.
+    Inline(String),
+    /// `@path`: a file.
+    File(PathBuf),
+    /// `@-`, or nothing with stdin piped: standard input.
+    Stdin,
+    /// Nothing: the empty event `{}`.
+    Empty,
+}
+
+/// Where `--data` says the event comes from; with no `--data`, stdin when it is not a terminal.
+pub fn data_source(data: Option<&str>, stdin_is_tty: bool) -> DataSource {
+    match data {
+        Some("@-") => DataSource::Stdin,
+        Some(d) if d.starts_with('@') => DataSource::File(PathBuf::from(&d[1..])),
+        Some(d) => DataSource::Inline(d.to_string()),
+        None if stdin_is_tty => DataSource::Empty,
+        None => DataSource::Stdin,
+    }
+}
+
+/// The event's JSON text from `source`, checked to be JSON (an empty file or stdin is `{}`).
+/// The text is sent as given, so numbers and key order survive.
+pub fn read_event(source: &DataSource, stdin: &mut dyn Read) -> Result<String> {
+    let (text, from) = match source {
+        DataSource::Empty => return Ok("{}".into()),
+        DataSource::Inline(s) => (s.clone(), "--data".to_string()),
+        DataSource::File(p) => {
+            let bytes = std::fs::read(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+            let text = String::from_utf8(bytes).map_err(|_| Error::usage(format!("{} is not UTF-8 text", p.display())))?;
+            (text, p.display().to_string())
+        }
+        DataSource::Stdin => {
+            let mut bytes = Vec::new();
+            stdin.read_to_end(&mut bytes).map_err(|e| Error::io("reading stdin", e))?;
+            let text = String::from_utf8(bytes).map_err(|_| Error::usage("stdin is not UTF-8 text"))?;
+            (text, "stdin".to_string())
+        }
+    };
+    if text.trim().is_empty() {
+        if matches!(source, DataSource::Inline(_)) {
+            return Err(Error::usage("--data is empty: give JSON, e.g. --data '{}'"));
+        }
+        return Ok("{}".into());
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| Error::usage(format!("the event from {from} is not valid JSON: {e}")))?;
+    Ok(text)
+}
+
+/// The runtime a source file implies, from its extension.
+pub fn runtime_for(path: &Path) -> Option<&'static str> {
+    match path.extension()?.to_str()? {
+        "py" => Some("python3.11"),
+        "js" | "mjs" | "cjs" => Some("nodejs20"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_pairs_split_on_the_first_equals() {
+        assert_eq!(parse_env_kv("A=1").unwrap(), ("A".into(), "1".into()));
+        assert_eq!(parse_env_kv("URL=a=b=c").unwrap(), ("URL".into(), "a=b=c".into()));
+        assert_eq!(parse_env_kv("EMPTY=").unwrap(), ("EMPTY".into(), "".into()));
+        assert!(parse_env_kv("NOEQUALS").unwrap_err().contains("KEY=VALUE"));
+        assert!(parse_env_kv("=v").is_err());
+    }
+
+    #[test]
+    fn data_sources() {
+        assert_eq!(data_source(Some("{\"a\":1}"), true), DataSource::Inline("{\"a\":1}".into()));
+        assert_eq!(data_source(Some("@ev.json"), true), DataSource::File("ev.json".into()));
+        assert_eq!(data_source(Some("@-"), true), DataSource::Stdin);
+        assert_eq!(data_source(None, true), DataSource::Empty);
+        assert_eq!(data_source(None, false), DataSource::Stdin);
+        // --data wins over a piped stdin.
+        assert_eq!(data_source(Some("1"), false), DataSource::Inline("1".into()));
+    }
+
+    #[test]
+    fn events_are_checked_and_kept_verbatim() {
+        let mut no_stdin: &[u8] = b"";
+        let ev = read_event(&DataSource::Inline("{\"n\": 1.50, \"b\": 2}".into()), &mut no_stdin).unwrap();
+        assert_eq!(ev, "{\"n\": 1.50, \"b\": 2}");
+        let e = read_event(&DataSource::Inline("{nope".into()), &mut no_stdin).unwrap_err();
+        assert!(matches!(e, Error::Usage(ref m) if m.contains("--data is not valid JSON")), "{e}");
+        assert!(read_event(&DataSource::Inline(" ".into()), &mut no_stdin).is_err());
+        assert_eq!(read_event(&DataSource::Empty, &mut no_stdin).unwrap(), "{}");
+
+        let mut stdin: &[u8] = b"[1, 2]\n";
+        assert_eq!(read_event(&DataSource::Stdin, &mut stdin).unwrap(), "[1, 2]\n");
+        let mut empty: &[u8] = b"  \n";
+        assert_eq!(read_event(&DataSource::Stdin, &mut empty).unwrap(), "{}");
+        let mut bad: &[u8] = b"hello";
+        assert!(read_event(&DataSource::Stdin, &mut bad).unwrap_err().to_string().contains("from stdin"));
+    }
+
+    #[test]
+    fn data_at_file_reads_the_file() {
+        let dir = std::env::temp_dir().join(format!("voltrun-cli-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("event.json");
+        std::fs::write(&p, "{\"from\": \"file\"}").unwrap();
+        let mut no_stdin: &[u8] = b"";
+        let src = data_source(Some(&format!("@{}", p.display())), true);
+        assert_eq!(read_event(&src, &mut no_stdin).unwrap(), "{\"from\": \"file\"}");
+        let missing = data_source(Some("@/nonexistent/voltrun/event.json"), true);
+        let e = read_event(&missing, &mut no_stdin).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }) && e.to_string().contains("/nonexistent/voltrun/event.json"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn runtimes_from_extensions() {
+        assert_eq!(runtime_for(Path::new("h.py")), Some("python3.11"));
+        assert_eq!(runtime_for(Path::new("dir/index.mjs")), Some("nodejs20"));
+        assert_eq!(runtime_for(Path::new("Makefile")), None);
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct TestCli {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        cmd: ClientCommand,
+    }
+
+    fn parse(args: &[&str]) -> std::result::Result<TestCli, clap::Error> {
+        use clap::Parser;
+        TestCli::try_parse_from(std::iter::once("voltrun").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_line_parses() {
+        use clap::CommandFactory;
+        TestCli::command().debug_assert();
+        let c = parse(&["functions", "deploy", "hi", "--file", "h.py", "-e", "A=1", "--env", "B=x=y", "--public", "--json"]).unwrap();
+        assert!(c.global.json);
+        let ClientCommand::Functions(FunctionsCommand::Deploy { name, flags }) = c.cmd else { panic!() };
+        assert_eq!(name, "hi");
+        assert_eq!(flags.env, vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]);
+        assert_eq!(flags.public, Some(true));
+        let c = parse(&["--server", "h:1", "fn", "update", "hi", "--public=false", "--no-route"]).unwrap();
+        assert_eq!(c.global.server.as_deref(), Some("h:1"));
+        let ClientCommand::Functions(FunctionsCommand::Update { flags, .. }) = c.cmd else { panic!() };
+        assert_eq!((flags.public, flags.no_route), (Some(false), true));
+        assert!(parse(&["functions", "create", "x", "--env", "nope"]).is_err());
+        assert!(parse(&["executions", "list", "--status", "weird"]).is_err());
+        assert!(parse(&["executions", "list", "--limit", "0"]).is_err());
+        assert!(parse(&["keys", "create", "ci", "--expires-in-days", "4000"]).is_err());
+        assert!(parse(&["login", "--password-stdin", "--api-key", "k"]).is_err());
+        assert!(parse(&["completions", "tcsh"]).is_err());
+    }
+}

@@ -1,0 +1,299 @@
+//! `functions create|deploy|list|get|update|delete`.
+
+use serde_json::{json, Map, Value};
+
+use super::Ctx;
+use crate::args::{runtime_for, FunctionFlags, FunctionsCommand};
+use crate::client::{seg, Api};
+use crate::error::{Error, Result};
+use crate::output::{age, fields, now_unix, table, timestamp, Cell, Style};
+
+/// Runs one `functions` subcommand.
+pub fn run(ctx: &Ctx, cmd: FunctionsCommand) -> Result<()> {
+    match cmd {
+        FunctionsCommand::Create { name, flags } => create(ctx, &name, &flags),
+        FunctionsCommand::Deploy { name, flags } => deploy(ctx, &name, &flags),
+        FunctionsCommand::List => list(ctx),
+        FunctionsCommand::Get { name, code } => get(ctx, &name, code),
+        FunctionsCommand::Update { name, rename, flags } => update(ctx, &name, rename, &flags),
+        FunctionsCommand::Delete { name } => delete(ctx, &name),
+    }
+}
+
+fn path(name: &str) -> String {
+    format!("/api/functions/{}", seg(name))
+}
+
+fn not_found(name: &str) -> impl FnOnce() -> String + '_ {
+    move || format!("function {name:?} not found (see `voltrun functions list`)")
+}
+
+/// The request body for the given flags. `creating` fills the runtime from the file's
+/// extension when it is not given.
+pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String, Value>> {
+    let mut b = Map::new();
+    if let Some(file) = &flags.file {
+        let bytes = std::fs::read(file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+        let code = String::from_utf8(bytes).map_err(|_| Error::usage(format!("{} is not UTF-8 text", file.display())))?;
+        b.insert("code".into(), code.into());
+    }
+    let runtime = match (&flags.runtime, &flags.file) {
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(f)) if infer_runtime => runtime_for(f).map(str::to_string),
+        _ => None,
+    };
+    if let Some(r) = runtime {
+        b.insert("runtime".into(), r.into());
+    }
+    if let Some(h) = &flags.handler {
+        b.insert("handler".into(), h.clone().into());
+    }
+    if let Some(m) = flags.memory {
+        b.insert("memory".into(), m.into());
+    }
+    if let Some(t) = flags.timeout {
+        b.insert("timeout".into(), t.into());
+    }
+    if let Some(r) = &flags.route {
+        b.insert("route".into(), r.clone().into());
+    } else if flags.no_route {
+        b.insert("route".into(), Value::Null);
+    }
+    if let Some(p) = flags.public {
+        b.insert("public".into(), p.into());
+    }
+    if !flags.env.is_empty() {
+        let env: Map<String, Value> = flags.env.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
+        b.insert("env".into(), env.into());
+    } else if flags.clear_env {
+        b.insert("env".into(), json!({}));
+    }
+    if let Some(d) = &flags.description {
+        b.insert("description".into(), d.clone().into());
+    }
+    Ok(b)
+}
+
+fn create_body(name: &str, flags: &FunctionFlags) -> Result<Map<String, Value>> {
+    if flags.file.is_none() {
+        return Err(Error::usage("--file is required: the handler's source file"));
+    }
+    let mut b = body_of(flags, true)?;
+    if !b.contains_key("runtime") {
+        return Err(Error::usage("--runtime is required (python3.11 or nodejs20): it cannot be told from the file's extension"));
+    }
+    b.insert("name".into(), name.into());
+    Ok(b)
+}
+
+fn route_line(ctx: &Ctx, api: &Api, f: &Value) {
+    if let Some(r) = f["route"].as_str() {
+        let access = if f["public"] == true { "public" } else { "needs credentials" };
+        ctx.out.note(&format!("HTTP trigger: {}/api/execute/{r} ({access})", api.server()));
+    }
+}
+
+fn create(ctx: &Ctx, name: &str, flags: &FunctionFlags) -> Result<()> {
+    let body = create_body(name, flags)?;
+    let mut api = ctx.api()?;
+    let f = api.post("/api/functions", &Value::Object(body))?;
+    if ctx.out.json {
+        ctx.out.print_json(&f);
+    } else {
+        println!("Created function {} ({}, version {}).", ctx.out.paint(name, Style::Bold), f["runtime"].as_str().unwrap_or("?"), f["version"]);
+        route_line(ctx, &api, &f);
+    }
+    Ok(())
+}
+
+fn deploy(ctx: &Ctx, name: &str, flags: &FunctionFlags) -> Result<()> {
+    if flags.file.is_none() {
+        return Err(Error::usage("--file is required: the handler's source file"));
+    }
+    let mut api = ctx.api()?;
+    let existing = match api.get(&path(name), &[]) {
+        Ok(f) => Some(f),
+        Err(Error::Api { status: 404, .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let Some(old) = existing else {
+        let body = create_body(name, flags)?;
+        let f = api.post("/api/functions", &Value::Object(body))?;
+        if ctx.out.json {
+            ctx.out.print_json(&f);
+        } else {
+            println!("Created function {} ({}, version {}).", ctx.out.paint(name, Style::Bold), f["runtime"].as_str().unwrap_or("?"), f["version"]);
+            route_line(ctx, &api, &f);
+        }
+        return Ok(());
+    };
+    // Address it by id from here on, so a function called `test` works too.
+    let id = old["id"].as_str().unwrap_or(name).to_string();
+    let body = body_of(flags, true)?;
+    let f = api.put(&path(&id), &Value::Object(body)).map_err(|e| e.not_found_as(not_found(name)))?;
+    report_update(ctx, &api, name, &old, &f);
+    Ok(())
+}
+
+fn report_update(ctx: &Ctx, api: &Api, name: &str, old: &Value, new: &Value) {
+    if ctx.out.json {
+        ctx.out.print_json(new);
+        return;
+    }
+    let shown = new["name"].as_str().unwrap_or(name);
+    if old["version"] == new["version"] {
+        println!("Function {} is unchanged (version {}).", ctx.out.paint(shown, Style::Bold), new["version"]);
+    } else {
+        println!("Updated function {} to version {}.", ctx.out.paint(shown, Style::Bold), new["version"]);
+    }
+    route_line(ctx, api, new);
+}
+
+fn list(ctx: &Ctx) -> Result<()> {
+    let mut api = ctx.api()?;
+    let items = api.get_all("/api/functions")?;
+    if ctx.out.json {
+        ctx.out.print_json(&json!({"items": items, "next_cursor": null}));
+        return Ok(());
+    }
+    if items.is_empty() {
+        println!("No functions yet. Deploy one with: voltrun functions deploy NAME --file handler.py");
+        return Ok(());
+    }
+    let now = now_unix();
+    let rows: Vec<Vec<Cell>> = items
+        .iter()
+        .map(|f| {
+            let route = match (f["route"].as_str(), f["public"] == true) {
+                (Some(r), true) => format!("{r} (public)"),
+                (Some(r), false) => r.to_string(),
+                (None, _) => "-".into(),
+            };
+            vec![
+                Cell::styled(f["name"].as_str().unwrap_or("?"), Style::Bold),
+                f["runtime"].as_str().unwrap_or("?").into(),
+                format!("v{}", f["version"]).into(),
+                format!("{} MiB", f["memory"]).into(),
+                format!("{} s", f["timeout"]).into(),
+                route.into(),
+                age(&f["updated_at"], now).into(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["NAME", "RUNTIME", "VERSION", "MEMORY", "TIMEOUT", "ROUTE", "UPDATED"], &rows, ctx.out.color));
+    Ok(())
+}
+
+fn get(ctx: &Ctx, name: &str, code_only: bool) -> Result<()> {
+    let mut api = ctx.api()?;
+    let f = api.get(&path(name), &[]).map_err(|e| e.not_found_as(not_found(name)))?;
+    let code = f["code"].as_str().unwrap_or("");
+    if code_only && !ctx.out.json {
+        print!("{code}");
+        if !code.ends_with('\n') {
+            println!();
+        }
+        return Ok(());
+    }
+    if ctx.out.json {
+        ctx.out.print_json(&f);
+        return Ok(());
+    }
+    let env = match f["env"].as_object() {
+        Some(m) if !m.is_empty() => m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(" "),
+        _ => "-".into(),
+    };
+    let route = match f["route"].as_str() {
+        Some(r) => format!("{r}  ({}/api/execute/{r})", api.server()),
+        None => "-".into(),
+    };
+    let lines = code.lines().count();
+    let text = |k: &str| f[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
+    print!(
+        "{}",
+        fields(
+            &[
+                ("name", text("name")),
+                ("id", text("id")),
+                ("description", text("description")),
+                ("runtime", text("runtime")),
+                ("handler", text("handler")),
+                ("memory", format!("{} MiB", f["memory"])),
+                ("timeout", format!("{} s", f["timeout"])),
+                ("version", f["version"].to_string()),
+                ("route", route),
+                ("public", f["public"].to_string()),
+                ("env", env),
+                ("code", format!("{lines} line{} (--code prints it)", if lines == 1 { "" } else { "s" })),
+                ("created", timestamp(&f["created_at"])),
+                ("updated", format!("{} ({})", timestamp(&f["updated_at"]), age(&f["updated_at"], now_unix()))),
+            ],
+            ctx.out.color
+        )
+    );
+    Ok(())
+}
+
+fn update(ctx: &Ctx, name: &str, rename: Option<String>, flags: &FunctionFlags) -> Result<()> {
+    let mut body = body_of(flags, false)?;
+    if let Some(n) = rename {
+        body.insert("name".into(), n.into());
+    }
+    if body.is_empty() {
+        return Err(Error::usage("nothing to change: give at least one flag, e.g. --file, --memory or --env"));
+    }
+    let mut api = ctx.api()?;
+    let old = api.get(&path(name), &[]).map_err(|e| e.not_found_as(not_found(name)))?;
+    let id = old["id"].as_str().unwrap_or(name).to_string();
+    let f = api.put(&path(&id), &Value::Object(body)).map_err(|e| e.not_found_as(not_found(name)))?;
+    report_update(ctx, &api, name, &old, &f);
+    Ok(())
+}
+
+fn delete(ctx: &Ctx, name: &str) -> Result<()> {
+    let mut api = ctx.api()?;
+    api.delete(&path(name)).map_err(|e| e.not_found_as(not_found(name)))?;
+    if ctx.out.json {
+        ctx.out.print_json(&json!({"deleted": name}));
+    } else {
+        println!("Deleted function {}.", ctx.out.paint(name, Style::Bold));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_body_has_only_what_was_given() {
+        let flags = FunctionFlags { memory: Some(256), no_route: true, public: Some(false), ..Default::default() };
+        let b = body_of(&flags, false).unwrap();
+        assert_eq!(Value::Object(b), json!({"memory": 256, "route": null, "public": false}));
+        let flags = FunctionFlags { clear_env: true, ..Default::default() };
+        assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"env": {}}));
+    }
+
+    #[test]
+    fn create_body_needs_a_file_and_infers_the_runtime() {
+        let dir = std::env::temp_dir().join(format!("voltrun-cli-fn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let py = dir.join("h.py");
+        std::fs::write(&py, "def handler(e, c):\n    return 1\n").unwrap();
+        let flags = FunctionFlags { file: Some(py.clone()), env: vec![("A".into(), "1".into())], ..Default::default() };
+        let b = Value::Object(create_body("hi", &flags).unwrap());
+        assert_eq!(b["runtime"], "python3.11");
+        assert_eq!(b["name"], "hi");
+        assert_eq!(b["env"], json!({"A": "1"}));
+        assert!(b["code"].as_str().unwrap().starts_with("def handler"));
+
+        let txt = dir.join("h.txt");
+        std::fs::write(&txt, "x").unwrap();
+        let e = create_body("hi", &FunctionFlags { file: Some(txt), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("--runtime is required"), "{e}");
+        assert!(create_body("hi", &FunctionFlags::default()).unwrap_err().to_string().contains("--file is required"));
+        let e = create_body("hi", &FunctionFlags { file: Some(dir.join("missing.py")), ..Default::default() }).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

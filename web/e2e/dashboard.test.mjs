@@ -1,0 +1,449 @@
+// End-to-end test of the dashboard: the real `voltrun serve` binary (namespace sandbox, a
+// fresh data dir, port 0) driven through Debian's Chromium by playwright-core. One user walks
+// the whole flow; every step is a test, in order. Any console error or page error that a step
+// did not expect fails the run. Screenshots go to e2e/screenshots/ (gitignored).
+//
+//   npm run e2e                         builds target/debug/voltrun with cargo first
+//   VOLTRUN_BIN=/path/to/voltrun npm run e2e     uses that binary as it is
+//   CHROMIUM=/path/to/chromium          another Chromium (default /usr/bin/chromium)
+//   VOLTRUN_E2E_SANDBOX=process         the development tier, when not root
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const WEB = path.resolve(import.meta.dirname, '..');
+const ROOT = path.resolve(WEB, '..');
+const SHOTS = path.join(WEB, 'e2e', 'screenshots');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const SANDBOX = process.env.VOLTRUN_E2E_SANDBOX ?? 'namespace';
+const STEP_TIMEOUT = 30_000;
+
+const EMAIL = `ada-${Date.now()}@example.com`;
+const PASSWORD = 'correct horse battery';
+
+const PY_CODE = [
+  'import time',
+  '',
+  '',
+  'def handler(event, context):',
+  '    print("hello from e2e", event.get("name"))',
+  '    if event.get("fail"):',
+  '        raise ValueError("asked to fail")',
+  '    for i in range(event.get("steps", 0)):',
+  '        print("step", i + 1)',
+  '        time.sleep(1)',
+  '    return {"greeting": "Hello, " + event["name"] + "!", "version": context.function_version}',
+  '',
+].join('\n');
+
+let server; // child process
+let serverLog = '';
+let base; // http://127.0.0.1:PORT
+let dataDir;
+let browser;
+let context;
+let page;
+let fnUrl; // the function page's URL
+const problems = []; // unexpected console errors and page errors
+let allowed = []; // patterns of console errors the current step expects
+
+function watch(p, label) {
+  p.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    const text = m.text();
+    const i = allowed.findIndex((re) => re.test(text));
+    if (i >= 0) {
+      allowed.splice(i, 1); // each allowance covers one message
+      return;
+    }
+    problems.push(`[${label}] console.error: ${text} (${m.location()?.url ?? ''})`);
+  });
+  p.on('pageerror', (e) => problems.push(`[${label}] page error: ${e.stack ?? e}`));
+}
+
+/** Runs `fn` with console errors matching `patterns` (one each) expected. */
+async function expectingConsoleErrors(patterns, fn) {
+  allowed = [...patterns];
+  try {
+    await fn();
+  } finally {
+    allowed = [];
+  }
+}
+
+async function shot(p, name) {
+  await p.waitForTimeout(250); // let toasts and transitions settle
+  await p.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const bin = process.env.VOLTRUN_BIN ?? path.join(ROOT, 'target', 'debug', 'voltrun');
+    const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--sandbox', SANDBOX];
+    if (SANDBOX === 'process') args.push('--insecure');
+    server = spawn(bin, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VOLTRUN_LOG: 'info' } });
+    const timer = setTimeout(() => reject(new Error(`voltrun did not start in 60 s:\n${serverLog}`)), 60_000);
+    let out = '';
+    server.stdout.on('data', (d) => {
+      out += d;
+      serverLog += d;
+      const m = /voltrun listening on (http:\/\/\S+)/.exec(out);
+      if (m && !base) {
+        base = m[1];
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    server.stderr.on('data', (d) => {
+      serverLog += d;
+    });
+    server.on('exit', (code, sig) => {
+      if (!base) {
+        clearTimeout(timer);
+        reject(new Error(`voltrun exited (${code ?? sig}) before listening:\n${serverLog}`));
+      }
+    });
+  });
+}
+
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`);
+  if (!process.env.VOLTRUN_BIN) {
+    const r = spawnSync('cargo', ['build', '-p', 'voltrun'], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+    assert.equal(r.status, 0, 'cargo build -p voltrun failed');
+  }
+  dataDir = mkdtempSync(path.join(tmpdir(), 'voltrun-e2e-'));
+  await startServer();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // Playwright gives every launch a fresh, empty user-data dir of its own.
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--disable-quic',
+    ],
+  });
+  context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+  page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  watch(page, 'desktop');
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  if (server && server.exitCode === null) {
+    server.kill('SIGTERM');
+    await new Promise((r) => {
+      const t = setTimeout(() => {
+        server.kill('SIGKILL');
+        r();
+      }, 10_000);
+      server.on('exit', () => {
+        clearTimeout(t);
+        r();
+      });
+    });
+  }
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  if (problems.length) console.error(`server log:\n${serverLog.slice(-4000)}`);
+});
+
+/** Each step also fails on console errors it did not expect. */
+function step(name, fn) {
+  test(name, { timeout: 120_000 }, async () => {
+    const before = problems.length;
+    await fn();
+    assert.deepEqual(problems.slice(before), [], 'unexpected console errors');
+  });
+}
+
+/** Replaces the content of the Monaco editor inside `container`. */
+async function typeInEditor(p, container, text) {
+  const editor = p.locator(container).locator('.monaco-editor').first();
+  await editor.waitFor();
+  await editor.click();
+  await p.keyboard.press('Control+A');
+  await p.keyboard.press('Delete');
+  await p.keyboard.insertText(text);
+}
+
+step('the landing page invites to sign up', async () => {
+  await page.goto(base + '/');
+  await page.getByRole('heading', { name: /Serverless functions/ }).waitFor();
+  await shot(page, 'landing');
+  await page.getByRole('link', { name: 'Sign up' }).click();
+  await page.waitForURL(/\/register$/);
+});
+
+step('register', async () => {
+  await page.getByLabel('Name').fill('Ada Lovelace');
+  await page.getByLabel('Email').fill(EMAIL);
+  await page.getByLabel('Password').fill('short');
+  // The API's validation message is shown as it is.
+  await expectingConsoleErrors([/status of 400/], async () => {
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByRole('alert').getByText(/password/i).waitFor();
+  });
+  await page.getByLabel('Password').fill(PASSWORD);
+  await shot(page, 'register');
+  await page.getByLabel('Password').press('Enter'); // the form submits from the keyboard
+  await page.waitForURL(/\/functions$/);
+  await page.getByText('No functions yet').waitFor();
+  await page.getByText('Ada Lovelace').waitFor();
+  await shot(page, 'functions-empty');
+});
+
+step('create a Python function in the editor', async () => {
+  await page.getByRole('link', { name: 'New function' }).click();
+  await page.waitForURL(/\/functions\/new$/);
+  await page.getByLabel('Name').fill('hello-e2e');
+  await page.getByLabel('Runtime').selectOption('python3.11');
+  await page.locator('[data-testid="editor-python"]').waitFor();
+  await typeInEditor(page, '[data-testid="editor-python"]', PY_CODE);
+  await page.getByLabel('Memory (MiB)').fill('9999');
+  await page.getByLabel('HTTP route').fill('e2e/hello');
+  // An out-of-range value: the API's message appears next to the field.
+  await expectingConsoleErrors([/status of 400/], async () => {
+    await page.getByRole('button', { name: 'Create function' }).first().click();
+    await page.locator('#f-memory-err').waitFor();
+  });
+  assert.match(await page.locator('#f-memory-err').innerText(), /memory/);
+  assert.equal(await page.getByLabel('Memory (MiB)').getAttribute('aria-invalid'), 'true');
+  await shot(page, 'function-validation');
+  await page.getByLabel('Memory (MiB)').fill('256');
+  await page.getByRole('button', { name: 'Create function' }).first().click();
+  await page.waitForURL(/\/functions\/fn_[^/]+$/);
+  fnUrl = page.url();
+  await page.getByRole('heading', { name: /hello-e2e/ }).waitFor();
+  await page.getByTestId('toast').getByText('Created hello-e2e').waitFor();
+  // What was typed is what was stored, indentation included.
+  const id = fnUrl.split('/').pop();
+  const stored = await page.evaluate(async (id) => {
+    const s = JSON.parse(localStorage.getItem('voltrun.session'));
+    const r = await fetch(`/api/functions/${id}`, { headers: { Authorization: `Bearer ${s.token}` } });
+    return (await r.json()).code;
+  }, id);
+  assert.equal(stored, PY_CODE);
+});
+
+step('the edit page shows the code with Python highlighting', async () => {
+  await page.getByRole('link', { name: 'Edit' }).click();
+  await page.waitForURL(/\/edit$/);
+  const editor = page.locator('[data-testid="editor-python"] .monaco-editor');
+  await editor.waitFor();
+  await page.locator('[data-testid="editor-python"] .view-lines').getByText('def handler(event, context):').waitFor();
+  // Monaco's tokenizer gives keywords their own class: highlighting is on.
+  const classes = await page.locator('[data-testid="editor-python"] .view-line span span').evaluateAll((els) => new Set(els.map((e) => e.className)).size);
+  assert.ok(classes >= 3, `expected several token classes, got ${classes}`);
+  await shot(page, 'function-edit');
+  await page.getByRole('link', { name: 'Cancel' }).first().click();
+  await page.waitForURL(fnUrl);
+});
+
+step('invoke with JSON and see output, logs and duration', async () => {
+  await typeInEditor(page, '[data-testid="editor-json"]', '{"name": "Ada"}');
+  await page.getByTestId('invoke').click();
+  const detail = page.locator('.invoke-result [data-testid="execution-detail"]');
+  await detail.waitFor();
+  assert.equal(await detail.getAttribute('data-status'), 'success');
+  await detail.getByTestId('exec-output').getByText('"Hello, Ada!"').waitFor();
+  assert.match(await detail.getByTestId('exec-logs').innerText(), /hello from e2e Ada/);
+  assert.match(await detail.getByTestId('duration').innerText(), /\d.*(ms|s)$/);
+  await page.getByTestId('history-table').locator('tbody tr').first().waitFor();
+  await shot(page, 'function-invoke');
+});
+
+step('a failing run shows its error', async () => {
+  await typeInEditor(page, '[data-testid="editor-json"]', '{"name": "Bob", "fail": true}');
+  await page.getByTestId('invoke').click();
+  const detail = page.locator('.invoke-result [data-testid="execution-detail"][data-status="failed"]');
+  await detail.waitFor();
+  assert.match(await detail.getByTestId('exec-error').innerText(), /HandlerError.*asked to fail/s);
+  await page.getByTestId('toast').getByText(/failed: HandlerError/).first().waitFor();
+});
+
+step('an async run streams its logs live', async () => {
+  await typeInEditor(page, '[data-testid="editor-json"]', '{"name": "Live", "steps": 3}');
+  await page.getByLabel('Run asynchronously').check();
+  await page.getByTestId('invoke').click();
+  const detail = page.locator('.invoke-result [data-testid="execution-detail"]');
+  // While it runs: the live marker and the first lines, before the run ends.
+  await detail.getByTestId('live').waitFor();
+  await detail.getByTestId('exec-logs').getByText(/step 1/).waitFor();
+  assert.notEqual(await detail.getAttribute('data-status'), 'success');
+  await shot(page, 'function-live');
+  await page.locator('.invoke-result [data-testid="execution-detail"][data-status="success"]').waitFor({ timeout: 30_000 });
+  assert.match(await detail.getByTestId('exec-logs').innerText(), /step 1\nstep 2\nstep 3/);
+  await detail.getByTestId('exec-output').getByText('"Hello, Live!"').waitFor();
+  await page.getByLabel('Run asynchronously').uncheck();
+});
+
+step('the functions list shows runtime, last run and invocations', async () => {
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Functions' }).click();
+  const row = page.getByTestId('functions-table').locator('tbody tr', { hasText: 'hello-e2e' });
+  await row.waitFor();
+  await row.getByText('Python 3.11').waitFor();
+  await row.locator('[data-status="success"]').waitFor();
+  await row.locator('td.num', { hasText: '3' }).waitFor();
+  await shot(page, 'functions');
+});
+
+step('the executions page filters by status and opens a run', async () => {
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Executions' }).click();
+  await page.waitForURL(/\/executions$/);
+  const rows = page.getByTestId('executions-table').locator('tbody tr');
+  await rows.nth(2).waitFor();
+  assert.equal(await rows.count(), 3);
+  await page.getByLabel('Status').selectOption('failed');
+  await page.waitForURL(/status=failed/);
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="executions-table"] tbody tr').length === 1);
+  assert.equal(await rows.first().locator('[data-status]').getAttribute('data-status'), 'failed');
+  await shot(page, 'executions-failed');
+  await rows.first().focus();
+  await page.keyboard.press('Enter'); // rows open from the keyboard
+  const drawer = page.getByRole('dialog');
+  await drawer.getByTestId('exec-error').getByText(/asked to fail/).waitFor();
+  assert.match(await drawer.getByTestId('exec-input').innerText(), /"fail": true/);
+  assert.match(await drawer.getByTestId('exec-logs').innerText(), /hello from e2e Bob/);
+  await shot(page, 'execution-drawer');
+  await page.keyboard.press('Escape');
+  await drawer.waitFor({ state: 'detached' });
+  await page.getByLabel('Status').selectOption('success');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="executions-table"] tbody tr').length === 2);
+  const statuses = await rows.locator('[data-status]').evaluateAll((els) => els.map((e) => e.dataset.status));
+  assert.deepEqual(statuses, ['success', 'success']);
+  await page.getByLabel('Status').selectOption('');
+  await rows.nth(2).waitFor();
+  await shot(page, 'executions');
+});
+
+step('create an API key, see it once, copy it, delete it', async () => {
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'API keys' }).click();
+  await page.getByText('No API keys').waitFor();
+  await page.getByLabel('Name').fill('ci');
+  await page.getByLabel('Expires').selectOption('90');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const key = await page.getByTestId('new-key-value').inputValue();
+  assert.match(key, /^vr_[A-Za-z0-9_-]{20,}$/);
+  const row = page.getByTestId('keys-table').locator('tbody tr', { hasText: 'ci' });
+  await row.waitFor();
+  assert.ok(key.startsWith((await row.locator('code').innerText()).replace('…', '')));
+  await page.getByRole('button', { name: 'Copy' }).click();
+  await page.getByTestId('toast').getByText('Key copied to the clipboard').waitFor();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), key);
+  // The key works against the API (from outside the browser).
+  const me = await fetch(`${base}/api/auth/me`, { headers: { 'X-API-Key': key } });
+  assert.equal(me.status, 200);
+  await shot(page, 'keys-created');
+  await page.getByRole('button', { name: 'I have stored it' }).click();
+  await page.getByTestId('new-key').waitFor({ state: 'detached' });
+  await row.getByRole('button', { name: 'Delete' }).click();
+  await row.getByRole('button', { name: 'Delete key' }).click();
+  await page.getByTestId('toast').getByText('Deleted key ci').waitFor();
+  await page.getByText('No API keys').waitFor();
+  const gone = await fetch(`${base}/api/auth/me`, { headers: { 'X-API-Key': key } });
+  assert.equal(gone.status, 401);
+});
+
+step('the statistics page renders charts', async () => {
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Statistics' }).click();
+  const chart = page.getByTestId('chart-invocations');
+  await chart.locator('svg').waitFor();
+  assert.ok((await chart.locator('rect.bar-ok').count()) >= 1, 'a bar for the successful runs');
+  assert.ok((await chart.locator('rect.bar-err').count()) >= 1, 'a bar for the failed run');
+  await page.getByTestId('chart-duration').locator('path.line, circle.dot').first().waitFor();
+  assert.match(await page.getByTestId('chart-success').innerText(), /67%|66\.7%/);
+  await page.locator('.stat', { hasText: 'Runs, 24 h' }).getByText('3', { exact: true }).waitFor();
+  await shot(page, 'statistics');
+});
+
+step('an expired access token is refreshed once and the call retried', async () => {
+  await page.evaluate(() => {
+    const s = JSON.parse(localStorage.getItem('voltrun.session'));
+    s.token = 'expired.' + s.token.split('.')[1] + '.bad';
+    localStorage.setItem('voltrun.session', JSON.stringify(s));
+  });
+  const oldRefresh = await page.evaluate(() => JSON.parse(localStorage.getItem('voltrun.session')).refresh_token);
+  await expectingConsoleErrors([/status of 401/], async () => {
+    await page.goto(base + '/functions');
+    await page.getByTestId('functions-table').getByText('hello-e2e').waitFor();
+  });
+  const s = await page.evaluate(() => JSON.parse(localStorage.getItem('voltrun.session')));
+  assert.notEqual(s.refresh_token, oldRefresh);
+  assert.ok(!s.token.startsWith('expired.'));
+});
+
+step('unknown pages show the dashboard not-found page', async () => {
+  await page.goto(base + '/no/such/page');
+  await page.getByRole('heading', { name: 'Page not found' }).waitFor();
+});
+
+step('390 px wide: log in and use every page', async () => {
+  const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+  const p = await phone.newPage();
+  p.setDefaultTimeout(STEP_TIMEOUT);
+  watch(p, 'phone');
+  const noOverflow = async (what) => {
+    const w = await p.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(w <= 390, `${what}: the page is ${w}px wide`);
+  };
+  await p.goto(base + '/functions');
+  await p.waitForURL(/\/login\?next=/);
+  await p.getByLabel('Email').fill(EMAIL);
+  await p.getByLabel('Password').fill(PASSWORD);
+  await shot(p, 'mobile-login');
+  await p.getByRole('button', { name: 'Log in' }).click();
+  await p.waitForURL(/\/functions$/);
+  await p.getByTestId('functions-table').getByText('hello-e2e').waitFor();
+  await noOverflow('functions');
+  await shot(p, 'mobile-functions');
+  await p.getByTestId('functions-table').getByText('hello-e2e').click();
+  await p.locator('.invoke-result').waitFor();
+  await p.locator('[data-testid="editor-json"] .monaco-editor').waitFor();
+  await p.getByTestId('history-table').locator('tbody tr').first().waitFor();
+  await noOverflow('function');
+  await shot(p, 'mobile-function');
+  await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Executions' }).click();
+  await p.getByTestId('executions-table').locator('tbody tr').nth(2).waitFor();
+  await noOverflow('executions');
+  await shot(p, 'mobile-executions');
+  await p.getByTestId('executions-table').locator('tbody tr').first().click();
+  await p.getByRole('dialog').getByTestId('exec-logs').waitFor();
+  await shot(p, 'mobile-execution-drawer');
+  await p.getByRole('button', { name: 'Close' }).click();
+  await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'API keys' }).click();
+  await p.getByText('No API keys').waitFor();
+  await noOverflow('keys');
+  await shot(p, 'mobile-keys');
+  await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Statistics' }).click();
+  await p.getByTestId('chart-invocations').locator('rect.bar-ok').first().waitFor();
+  await noOverflow('statistics');
+  await shot(p, 'mobile-statistics');
+  await p.goto(base + '/');
+  await noOverflow('landing');
+  await shot(p, 'mobile-landing');
+  await phone.close();
+});
+
+step('log out', async () => {
+  await page.goto(base + '/functions');
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.waitForURL(/\/login$/);
+  assert.equal(await page.evaluate(() => localStorage.getItem('voltrun.session')), null);
+  await page.goto(base + '/keys');
+  await page.waitForURL(/\/login\?next=%2Fkeys$/);
+  await shot(page, 'login');
+});

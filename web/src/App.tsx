@@ -1,0 +1,73 @@
+// Routes: the public pages, and the signed-in pages inside the Layout.
+import { useEffect } from 'react';
+import { get, getSession, setSession, type User } from './api';
+import { Layout } from './components/Layout';
+import { AuthPage } from './pages/Auth';
+import { Executions } from './pages/Executions';
+import { FunctionForm } from './pages/FunctionForm';
+import { FunctionPage } from './pages/FunctionPage';
+import { Functions } from './pages/Functions';
+import { Keys } from './pages/Keys';
+import { Landing } from './pages/Landing';
+import { NotFound } from './pages/NotFound';
+import { Stats } from './pages/Stats';
+import { navigate, useLocation } from './router';
+import { useSession } from './session';
+
+function signedInPage(pathname: string) {
+  if (pathname === '/functions') return <Functions />;
+  if (pathname === '/functions/new') return <FunctionForm />;
+  let m = /^\/functions\/([^/]+)\/edit$/.exec(pathname);
+  if (m) return <FunctionForm id={decodeURIComponent(m[1])} />;
+  m = /^\/functions\/([^/]+)$/.exec(pathname);
+  if (m) return <FunctionPage key={m[1]} id={decodeURIComponent(m[1])} />;
+  if (pathname === '/executions') return <Executions />;
+  if (pathname === '/keys') return <Keys />;
+  if (pathname === '/stats') return <Stats />;
+  return null;
+}
+
+export function App() {
+  const { pathname, search } = useLocation();
+  const session = useSession();
+  const page = signedInPage(pathname.replace(/\/+$/, '') || '/');
+
+  useEffect(() => window.scrollTo(0, 0), [pathname]);
+
+  // A signed-in page without a session goes to the login page, and back after.
+  useEffect(() => {
+    if (page && !session) {
+      const next = pathname + (search.toString() ? `?${search}` : '');
+      navigate(`/login?next=${encodeURIComponent(next)}`, { replace: true });
+    }
+  }, [page, session, pathname, search]);
+
+  // Sessions stored before the user was known: fetch it once.
+  useEffect(() => {
+    if (session && !session.user) {
+      get<User>('/api/auth/me')
+        .then((user) => {
+          const s = getSession();
+          if (s) setSession({ ...s, user });
+        })
+        .catch(() => {});
+    }
+  }, [session]);
+
+  if (pathname === '/') return <Landing />;
+  if (pathname === '/login') return <AuthPage key="login" mode="login" />;
+  if (pathname === '/register') return <AuthPage key="register" mode="register" />;
+  if (!page) {
+    return session ? (
+      <Layout>
+        <NotFound />
+      </Layout>
+    ) : (
+      <div className="auth-page">
+        <NotFound />
+      </div>
+    );
+  }
+  if (!session) return null;
+  return <Layout>{page}</Layout>;
+}

@@ -1,0 +1,326 @@
+// The REST client: JSON in and out, the session (access and refresh tokens), one refresh and
+// one retry on a 401, the API's error JSON turned into ApiError, and the SSE log stream read
+// with fetch (EventSource cannot send an Authorization header).
+
+export interface User {
+  id: string;
+  email: string;
+  name: string;
+  created_at: string;
+}
+
+export interface Session {
+  token: string;
+  refresh_token: string;
+  user: User | null;
+}
+
+export type Runtime = 'nodejs20' | 'python3.11';
+
+export interface Fn {
+  id: string;
+  name: string;
+  description: string;
+  runtime: Runtime;
+  code: string;
+  handler: string;
+  memory: number;
+  timeout: number;
+  env: Record<string, string>;
+  route: string | null;
+  public: boolean;
+  version: number;
+  created_at: string;
+  updated_at: string;
+}
+
+export type Status = 'pending' | 'running' | 'success' | 'failed';
+
+export interface ExecError {
+  type: string;
+  message: string;
+  stack: string | null;
+}
+
+export interface Execution {
+  id: string;
+  function_id: string;
+  function_name: string;
+  function_version: number;
+  status: Status;
+  trigger: string;
+  input: unknown;
+  output: unknown;
+  error: ExecError | null;
+  logs: string;
+  logs_truncated: boolean;
+  duration_ms: number | null;
+  attempts?: number;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+}
+
+export interface ApiKey {
+  id: string;
+  name: string;
+  prefix: string;
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+  key?: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  next_cursor: string | null;
+}
+
+export interface HourBucket {
+  hour: string;
+  invocations: number;
+  errors: number;
+  avg_duration_ms: number | null;
+}
+
+export interface Dashboard {
+  functions: number;
+  executions_total: number;
+  last_24h: { invocations: number; success: number; failed: number; success_rate: number | null };
+  duration_ms: { p50: number | null; p95: number | null; p99: number | null };
+  hourly: HourBucket[];
+  recent: Execution[];
+  generated_at: string;
+}
+
+export interface RuntimeInfo {
+  id: Runtime;
+  language: string;
+  version: string;
+  available: boolean;
+}
+
+/** An error answered by the API (or a network failure, with status 0). */
+export class ApiError extends Error {
+  status: number;
+  code: string;
+  constructor(status: number, code: string, message: string) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+  /** The field a validation message names ("memory: must be …" → "memory"). */
+  get field(): string | null {
+    if (this.code !== 'validation_failed' && this.code !== 'conflict') return null;
+    const m = /^([a-z_]+)(?:\.[^:]*)?: /.exec(this.message);
+    if (m) return m[1];
+    const c = /^(name|route) is already taken/.exec(this.message);
+    return c ? c[1] : null;
+  }
+}
+
+const STORAGE_KEY = 'voltrun.session';
+
+function loadSession(): Session | null {
+  try {
+    const raw = localStorage.getItem(STORAGE_KEY);
+    if (!raw) return null;
+    const s = JSON.parse(raw) as Session;
+    return s && typeof s.token === 'string' && typeof s.refresh_token === 'string' ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+let session: Session | null = loadSession();
+const listeners = new Set<() => void>();
+
+export function getSession(): Session | null {
+  return session;
+}
+
+export function setSession(s: Session | null): void {
+  session = s;
+  try {
+    if (s) localStorage.setItem(STORAGE_KEY, JSON.stringify(s));
+    else localStorage.removeItem(STORAGE_KEY);
+  } catch {
+    // Storage may be unavailable (private mode); the session then lives in memory only.
+  }
+  listeners.forEach((l) => l());
+}
+
+export function onSessionChange(l: () => void): () => void {
+  listeners.add(l);
+  return () => listeners.delete(l);
+}
+
+// Another tab logging in, out or refreshing changes the stored session: follow it, so the
+// single-use refresh token is never presented twice.
+window.addEventListener('storage', (e) => {
+  if (e.key === STORAGE_KEY) {
+    session = loadSession();
+    listeners.forEach((l) => l());
+  }
+});
+
+async function errorFrom(resp: Response): Promise<ApiError> {
+  let code = 'http_' + resp.status;
+  let message = `${resp.status} ${resp.statusText || 'error'}`;
+  try {
+    const body = await resp.json();
+    if (body && body.error) {
+      code = body.error.code ?? code;
+      message = body.error.message ?? message;
+    }
+  } catch {
+    // not JSON: keep the status line
+  }
+  return new ApiError(resp.status, code, message);
+}
+
+let refreshing: Promise<boolean> | null = null;
+
+/** Trades the refresh token for a new pair, once at a time (refresh tokens are single-use). */
+function refreshSession(): Promise<boolean> {
+  if (refreshing) return refreshing;
+  const current = loadSession() ?? session;
+  if (!current) return Promise.resolve(false);
+  refreshing = (async () => {
+    try {
+      const resp = await fetch('/api/auth/refresh', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ refresh_token: current.refresh_token }),
+      });
+      if (!resp.ok) return false;
+      const body = await resp.json();
+      setSession({ token: body.token, refresh_token: body.refresh_token, user: current.user });
+      return true;
+    } catch {
+      return false;
+    } finally {
+      refreshing = null;
+    }
+  })();
+  return refreshing;
+}
+
+interface RequestOptions {
+  body?: unknown;
+  /** Send the body as this raw text (the JSON input editor's content) instead of JSON.stringify. */
+  rawBody?: string;
+  signal?: AbortSignal;
+  auth?: boolean;
+  accept?: string;
+}
+
+/** fetch with the session's token; on a 401, refreshes once and retries once. */
+async function authedFetch(method: string, path: string, opts: RequestOptions): Promise<Response> {
+  const send = () => {
+    const headers: Record<string, string> = { Accept: opts.accept ?? 'application/json' };
+    if (opts.body !== undefined || opts.rawBody !== undefined) headers['Content-Type'] = 'application/json';
+    if (opts.auth !== false && session) headers.Authorization = `Bearer ${session.token}`;
+    return fetch(path, {
+      method,
+      headers,
+      body: opts.rawBody ?? (opts.body !== undefined ? JSON.stringify(opts.body) : undefined),
+      signal: opts.signal,
+    });
+  };
+  let resp: Response;
+  try {
+    resp = await send();
+    if (resp.status === 401 && opts.auth !== false && session) {
+      if (await refreshSession()) {
+        resp = await send();
+      } else {
+        setSession(null);
+      }
+    }
+  } catch (e) {
+    if (e instanceof DOMException && e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'network_error', 'Cannot reach the VoltRun server. Is it running?');
+  }
+  return resp;
+}
+
+/** Calls the API and returns the parsed JSON (undefined for 204). Throws ApiError. */
+export async function api<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+  const resp = await authedFetch(method, path, opts);
+  if (!resp.ok) throw await errorFrom(resp);
+  if (resp.status === 204) return undefined as T;
+  return (await resp.json()) as T;
+}
+
+export const get = <T>(path: string, signal?: AbortSignal) => api<T>('GET', path, { signal });
+
+/** Query string from the defined values. */
+export function qs(params: Record<string, string | number | null | undefined>): string {
+  const u = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') u.set(k, String(v));
+  const s = u.toString();
+  return s ? `?${s}` : '';
+}
+
+export interface FollowHandlers {
+  onLog: (text: string) => void;
+  onEnd: (end: { status: Status; logs_truncated: boolean }) => void;
+}
+
+/**
+ * Follows `GET /api/executions/{id}/logs?follow=true` (Server-Sent Events) until `end` or until
+ * `signal` aborts. The first `log` event carries everything written so far.
+ */
+export async function followLogs(id: string, h: FollowHandlers, signal: AbortSignal): Promise<void> {
+  const resp = await authedFetch('GET', `/api/executions/${encodeURIComponent(id)}/logs?follow=true`, {
+    signal,
+    accept: 'text/event-stream',
+  });
+  if (!resp.ok) throw await errorFrom(resp);
+  if (!resp.body) throw new ApiError(0, 'no_stream', 'The log stream has no body');
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = '';
+  const dispatch = (block: string) => {
+    let event = 'message';
+    const data: string[] = [];
+    for (const line of block.split('\n')) {
+      if (line === '' || line.startsWith(':')) continue;
+      const i = line.indexOf(':');
+      const field = i < 0 ? line : line.slice(0, i);
+      let value = i < 0 ? '' : line.slice(i + 1);
+      if (value.startsWith(' ')) value = value.slice(1);
+      if (field === 'event') event = value;
+      else if (field === 'data') data.push(value);
+    }
+    if (data.length === 0) return false;
+    let payload: Record<string, unknown>;
+    try {
+      payload = JSON.parse(data.join('\n'));
+    } catch {
+      return false;
+    }
+    if (event === 'log' && typeof payload.text === 'string') h.onLog(payload.text);
+    if (event === 'end') {
+      h.onEnd(payload as unknown as { status: Status; logs_truncated: boolean });
+      return true;
+    }
+    return false;
+  };
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value.replace(/\r\n?/g, '\n');
+      let at: number;
+      while ((at = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, at);
+        buf = buf.slice(at + 2);
+        if (dispatch(block)) return;
+      }
+    }
+    if (buf.trim()) dispatch(buf);
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}

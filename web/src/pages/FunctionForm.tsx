@@ -1,0 +1,326 @@
+// Create or edit a function: the code in Monaco (Python or JavaScript highlighting by
+// runtime) and the configuration fields. Validation is the API's: its message is shown at the
+// top and beside the field it names.
+import { lazy, Suspense, useEffect, useRef, useState, type FormEvent } from 'react';
+import { api, ApiError, get, type Fn, type Runtime, type RuntimeInfo } from '../api';
+import { ErrorBox, Spinner, useLoad, usePageTitle } from '../components/ui';
+import { runtimeLabel } from '../format';
+import { Link, navigate } from '../router';
+import { useToast } from '../toast';
+
+const CodeEditor = lazy(() => import('../components/CodeEditor'));
+
+const TEMPLATES: Record<Runtime, string> = {
+  'python3.11': `def handler(event, context):
+    name = event.get("name", "world") if isinstance(event, dict) else "world"
+    print(f"Hello from {context.function_name}")
+    return {"greeting": f"Hello, {name}!"}
+`,
+  nodejs20: `exports.handler = async (event, context) => {
+  const name = (event && event.name) || 'world';
+  console.log(\`Hello from \${context.functionName}\`);
+  return { greeting: \`Hello, \${name}!\` };
+};
+`,
+};
+
+interface EnvRow {
+  key: number;
+  name: string;
+  value: string;
+}
+
+interface FormState {
+  name: string;
+  description: string;
+  runtime: Runtime;
+  handler: string;
+  code: string;
+  memory: string;
+  timeout: string;
+  route: string;
+  public: boolean;
+  env: EnvRow[];
+}
+
+let envKey = 1;
+
+function fromFn(f: Fn): FormState {
+  return {
+    name: f.name,
+    description: f.description,
+    runtime: f.runtime,
+    handler: f.handler,
+    code: f.code,
+    memory: String(f.memory),
+    timeout: String(f.timeout),
+    route: f.route ?? '',
+    public: f.public,
+    env: Object.entries(f.env).map(([name, value]) => ({ key: envKey++, name, value })),
+  };
+}
+
+const EMPTY: FormState = {
+  name: '',
+  description: '',
+  runtime: 'python3.11',
+  handler: 'handler',
+  code: TEMPLATES['python3.11'],
+  memory: '128',
+  timeout: '30',
+  route: '',
+  public: false,
+  env: [],
+};
+
+/** A number field's value: a number when it parses, else the text (so the API names the problem). */
+function num(s: string): number | string | undefined {
+  const t = s.trim();
+  if (t === '') return undefined;
+  const n = Number(t);
+  return Number.isFinite(n) ? n : t;
+}
+
+export function FunctionForm({ id }: { id?: string }) {
+  const editing = id !== undefined;
+  const existing = useLoad((s) => (id ? get<Fn>(`/api/functions/${encodeURIComponent(id)}`, s) : Promise.resolve(undefined)), [id]);
+  const runtimes = useLoad((s) => get<{ items: RuntimeInfo[] }>('/api/runtimes', s), []);
+  usePageTitle(editing ? `Edit ${existing.data?.name ?? 'function'}` : 'New function');
+
+  if (editing && existing.error) return <ErrorBox error={existing.error} retry={existing.reload} />;
+  if (editing && !existing.data) return <Spinner label="Loading function…" />;
+  return <Form key={id ?? 'new'} fn={existing.data} runtimes={runtimes.data?.items} />;
+}
+
+function Form({ fn, runtimes }: { fn?: Fn; runtimes?: RuntimeInfo[] }) {
+  const toast = useToast();
+  const [f, setF] = useState<FormState>(fn ? fromFn(fn) : EMPTY);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const errRef = useRef<HTMLDivElement>(null);
+  const field = error instanceof ApiError ? error.field : null;
+  const set = <K extends keyof FormState>(k: K, v: FormState[K]) => setF((p) => ({ ...p, [k]: v }));
+
+  useEffect(() => {
+    if (!error) return;
+    const target = field ? document.getElementById(`f-${field}`) : null;
+    if (target) target.focus();
+    else errRef.current?.scrollIntoView({ block: 'nearest' });
+  }, [error, field]);
+
+  const changeRuntime = (r: Runtime) => {
+    setF((p) => {
+      // Swap the template while the code is still an untouched template.
+      const untouched = Object.values(TEMPLATES).includes(p.code) || p.code.trim() === '';
+      return { ...p, runtime: r, code: !fn && untouched ? TEMPLATES[r] : p.code };
+    });
+  };
+
+  const submit = async (e?: FormEvent) => {
+    e?.preventDefault();
+    if (busy) return;
+    setBusy(true);
+    setError(null);
+    const env: Record<string, string> = {};
+    for (const row of f.env) if (row.name.trim() || row.value) env[row.name.trim()] = row.value;
+    const body: Record<string, unknown> = {
+      name: f.name.trim(),
+      description: f.description,
+      runtime: f.runtime,
+      handler: f.handler.trim() || 'handler',
+      code: f.code,
+      memory: num(f.memory),
+      timeout: num(f.timeout),
+      env,
+      public: f.public,
+    };
+    if (f.route.trim()) body.route = f.route.trim();
+    else if (fn) body.route = null;
+    for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
+    try {
+      const saved = fn
+        ? await api<Fn>('PUT', `/api/functions/${encodeURIComponent(fn.id)}`, { body })
+        : await api<Fn>('POST', '/api/functions', { body });
+      toast('success', fn ? `Saved ${saved.name} (version ${saved.version})` : `Created ${saved.name}`);
+      navigate(`/functions/${saved.id}`);
+    } catch (err) {
+      setError(err);
+      setBusy(false);
+      toast('error', err instanceof Error ? err.message : String(err));
+    }
+  };
+
+  const fieldErr = (name: string) =>
+    field === name ? (
+      <div id={`f-${name}-err`} className="field-error">
+        {(error as ApiError).message}
+      </div>
+    ) : null;
+  const invalid = (name: string) => ({
+    'aria-invalid': field === name ? true : undefined,
+    'aria-describedby': field === name ? `f-${name}-err` : undefined,
+  });
+  const language = f.runtime === 'python3.11' ? 'python' : 'javascript';
+  const rtOptions: RuntimeInfo[] = runtimes ?? [
+    { id: 'python3.11', language: 'python', version: '3.11', available: true },
+    { id: 'nodejs20', language: 'javascript', version: '20', available: true },
+  ];
+
+  return (
+    <form className="page fn-form" onSubmit={submit} noValidate>
+      <div className="page-head">
+        <div>
+          <div className="crumbs">
+            <Link href="/functions">Functions</Link>
+            {fn && (
+              <>
+                {' / '}
+                <Link href={`/functions/${fn.id}`}>{fn.name}</Link>
+              </>
+            )}
+          </div>
+          <h1>{fn ? `Edit ${fn.name}` : 'New function'}</h1>
+        </div>
+        <div className="actions">
+          <Link href={fn ? `/functions/${fn.id}` : '/functions'} className="btn">
+            Cancel
+          </Link>
+          <button type="submit" className="btn btn-primary" disabled={busy}>
+            {busy ? 'Saving…' : fn ? 'Save changes' : 'Create function'}
+          </button>
+        </div>
+      </div>
+
+      <div ref={errRef}>
+        <ErrorBox error={error} />
+      </div>
+
+      <div className="card">
+        <div className="grid-3">
+          <div className="field">
+            <label htmlFor="f-name">Name</label>
+            <input id="f-name" value={f.name} onChange={(e) => set('name', e.target.value)} placeholder="hello-world" autoComplete="off" spellCheck={false} autoFocus={!fn} {...invalid('name')} />
+            {fieldErr('name') ?? <div className="hint">Lowercase letters, digits, _ and -.</div>}
+          </div>
+          <div className="field">
+            <label htmlFor="f-runtime">Runtime</label>
+            <select id="f-runtime" value={f.runtime} onChange={(e) => changeRuntime(e.target.value as Runtime)} {...invalid('runtime')}>
+              {rtOptions.map((r) => (
+                <option key={r.id} value={r.id}>
+                  {runtimeLabel(r.id)}
+                  {r.available ? '' : ' (not installed)'}
+                </option>
+              ))}
+            </select>
+            {fieldErr('runtime')}
+          </div>
+          <div className="field">
+            <label htmlFor="f-handler">Handler</label>
+            <input id="f-handler" value={f.handler} onChange={(e) => set('handler', e.target.value)} spellCheck={false} {...invalid('handler')} />
+            {fieldErr('handler') ?? (
+              <div className="hint">
+                The function {language === 'python' ? 'defined in lambda_function.py' : 'exported by index.js'}.
+              </div>
+            )}
+          </div>
+        </div>
+        <div className="field">
+          <label htmlFor="f-code" id="f-code-label">
+            Code <span className="muted small">({language === 'python' ? 'lambda_function.py' : 'index.js'})</span>
+          </label>
+          <Suspense fallback={<div className="editor-loading" style={{ height: 340 }}>Loading editor…</div>}>
+            <CodeEditor
+              id="f-code"
+              label={`Function code (${language})`}
+              language={language}
+              value={f.code}
+              onChange={(v) => set('code', v)}
+              height={340}
+              onSubmit={() => void submit()}
+              invalid={field === 'code'}
+              describedBy="f-code-hint"
+            />
+          </Suspense>
+          {fieldErr('code') ?? (
+            <div id="f-code-hint" className="hint">
+              Ctrl+Enter saves. Tab indents; Ctrl+M switches Tab to moving focus.
+            </div>
+          )}
+        </div>
+      </div>
+
+      <div className="card">
+        <h2 className="card-title">Configuration</h2>
+        <div className="grid-3">
+          <div className="field">
+            <label htmlFor="f-memory">Memory (MiB)</label>
+            <input id="f-memory" type="number" inputMode="numeric" value={f.memory} onChange={(e) => set('memory', e.target.value)} {...invalid('memory')} />
+            {fieldErr('memory') ?? <div className="hint">64 to 4096.</div>}
+          </div>
+          <div className="field">
+            <label htmlFor="f-timeout">Timeout (seconds)</label>
+            <input id="f-timeout" type="number" inputMode="numeric" value={f.timeout} onChange={(e) => set('timeout', e.target.value)} {...invalid('timeout')} />
+            {fieldErr('timeout') ?? <div className="hint">1 to 900.</div>}
+          </div>
+          <div className="field">
+            <label htmlFor="f-route">HTTP route</label>
+            <div className="input-prefix">
+              <span>/api/execute/</span>
+              <input id="f-route" value={f.route} onChange={(e) => set('route', e.target.value)} placeholder="optional" spellCheck={false} {...invalid('route')} />
+            </div>
+            {fieldErr('route')}
+            <label className="check">
+              <input id="f-public" type="checkbox" checked={f.public} onChange={(e) => set('public', e.target.checked)} />
+              Public: the route can be called without credentials
+            </label>
+            {fieldErr('public')}
+          </div>
+        </div>
+        <div className="field">
+          <label htmlFor="f-description">Description</label>
+          <input id="f-description" value={f.description} onChange={(e) => set('description', e.target.value)} placeholder="optional" {...invalid('description')} />
+          {fieldErr('description')}
+        </div>
+        <fieldset className="env">
+          <legend>Environment variables</legend>
+          {f.env.length === 0 && <div className="muted small">None.</div>}
+          {f.env.map((row, i) => (
+            <div className="env-row" key={row.key}>
+              <input
+                aria-label={`Variable ${i + 1} name`}
+                id={i === 0 ? 'f-env' : undefined}
+                placeholder="NAME"
+                value={row.name}
+                spellCheck={false}
+                onChange={(e) => set('env', f.env.map((r) => (r.key === row.key ? { ...r, name: e.target.value } : r)))}
+                aria-invalid={field === 'env' ? true : undefined}
+              />
+              <input
+                aria-label={`Variable ${i + 1} value`}
+                placeholder="value"
+                value={row.value}
+                spellCheck={false}
+                onChange={(e) => set('env', f.env.map((r) => (r.key === row.key ? { ...r, value: e.target.value } : r)))}
+              />
+              <button type="button" className="btn btn-icon" aria-label={`Remove variable ${i + 1}`} onClick={() => set('env', f.env.filter((r) => r.key !== row.key))}>
+                ×
+              </button>
+            </div>
+          ))}
+          {fieldErr('env')}
+          <button type="button" className="btn btn-small" onClick={() => set('env', [...f.env, { key: envKey++, name: '', value: '' }])}>
+            Add variable
+          </button>
+        </fieldset>
+      </div>
+      <div className="form-foot">
+        <Link href={fn ? `/functions/${fn.id}` : '/functions'} className="btn">
+          Cancel
+        </Link>
+        <button type="submit" className="btn btn-primary" disabled={busy}>
+          {busy ? 'Saving…' : fn ? 'Save changes' : 'Create function'}
+        </button>
+      </div>
+    </form>
+  );
+}
