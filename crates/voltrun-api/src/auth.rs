@@ -86,8 +86,8 @@ async fn register(State(st): State<AppState>, Json(b): Json<RegisterBody>) -> Ap
         return Err(ApiError::bad("validation_failed", "password: at most 1024 bytes"));
     }
     let name = b.name.unwrap_or_default().trim().to_string();
-    if name.chars().count() > 100 {
-        return Err(ApiError::bad("validation_failed", "name: at most 100 characters"));
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad("validation_failed", "name: at most 100 characters, no control characters"));
     }
     let password_hash = hash_password(b.password).await?;
     let user = User { id: id::new_id("usr_"), email, name, password_hash, created_at: time::now() };

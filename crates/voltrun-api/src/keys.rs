@@ -44,8 +44,8 @@ async fn list(State(st): State<AppState>, caller: Caller) -> ApiResult<axum::Jso
 
 async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewKey>) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     let name = b.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::bad("validation_failed", "name: 1 to 100 characters"));
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad("validation_failed", "name: 1 to 100 characters, no control characters"));
     }
     if b.expires_in_days.is_some_and(|d| d == 0 || d > 3650) {
         return Err(ApiError::bad("validation_failed", "expires_in_days: from 1 to 3650"));

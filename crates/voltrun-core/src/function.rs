@@ -272,6 +272,12 @@ fn validate(f: &Function) -> Result<(), ValidationError> {
     if f.description.len() > MAX_DESCRIPTION {
         return Err(ValidationError::new("description", format!("at most {MAX_DESCRIPTION} bytes")));
     }
+    if f.description.contains('\0') {
+        return Err(ValidationError::new("description", "must not contain NUL bytes"));
+    }
+    if f.code.contains('\0') {
+        return Err(ValidationError::new("code", "must not contain NUL bytes"));
+    }
     if f.code.trim().is_empty() {
         return Err(ValidationError::new("code", "must not be empty"));
     }

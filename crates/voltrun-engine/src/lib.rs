@@ -404,7 +404,9 @@ impl Engine {
             }
             let now = chrono_now().timestamp();
             for (f, sched) in &functions {
-                for t in (now - LOOKBACK_S + 1)..=now {
+                // Never fire ticks from before the schedule was set (or last changed).
+                let since = time::parse_ms(&f.updated_at).map_or(now, |ms| (ms + 999) / 1000);
+                for t in (now - LOOKBACK_S + 1).max(since)..=now {
                     let Some(tick) = chrono::DateTime::from_timestamp(t, 0) else { continue };
                     if !sched.matches(tick) {
                         continue;
@@ -462,7 +464,7 @@ impl Engine {
         }
         Outcome {
             result: report.result,
-            logs: String::from_utf8_lossy(&report.logs.text).into_owned(),
+            logs: log_text(&report.logs.text),
             logs_truncated: report.logs.truncated,
             duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
             started_at,
@@ -476,7 +478,7 @@ impl Engine {
         let t0 = Instant::now();
         let fail = |error: ExecError, logs: instance::Segment| Outcome {
             result: Err(error),
-            logs: String::from_utf8_lossy(&logs.text).into_owned(),
+            logs: log_text(&logs.text),
             logs_truncated: logs.truncated,
             duration_ms: (t0.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             started_at: started_at.clone(),
@@ -548,6 +550,17 @@ impl Engine {
     async fn retire(&self, inst: Instance) {
         self.inner.metrics.instances.fetch_sub(1, Relaxed);
         inst.terminate().await;
+    }
+}
+
+/// A run's output as stored text: invalid UTF-8 and NUL bytes (which PostgreSQL text cannot
+/// hold) become U+FFFD.
+fn log_text(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text.into_owned()
     }
 }
 

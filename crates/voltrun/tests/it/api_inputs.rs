@@ -555,3 +555,28 @@ fn server_survives_a_burst_of_garbage() {
     assert_healthy(&server);
     assert_eq!(user.invoke("echo", &json!({"ok": 1}))["output"], json!({"ok": 1}));
 }
+
+/// Regression: PostgreSQL text cannot hold NUL bytes; a NUL anywhere in input or output must
+/// be a clean 400 (input) or harmless (a function's logs), on every database.
+#[test]
+fn nul_bytes_are_refused_or_neutralised() {
+    let (server, user) = setup();
+    for path in ["/api/functions/%00", "/api/executions?function_id=%00", "/api/functions/echo%00x"] {
+        let (status, body) = user.get(path);
+        assert_error(status, &body, 400);
+    }
+    for (path, body) in [
+        ("/api/functions", json!({"name": "nul", "runtime": "python", "code": "def handler(e, c):\n    return 1\n\u{0}"})),
+        ("/api/functions", json!({"name": "nul", "runtime": "python", "code": PY_ECHO, "description": "a\u{0}b"})),
+        ("/api/keys", json!({"name": "k\u{0}"})),
+    ] {
+        let (status, b) = user.post(path, &body);
+        assert_error(status, &b, 400);
+    }
+    user.create_function("nulout", "python", "import sys\ndef handler(e, c):\n    sys.stdout.write('a\\x00b\\n')\n    return e\n", json!({}));
+    let e = user.invoke("nulout", &json!({"s": "x\u{0}y"}));
+    assert_eq!(e["status"], "success", "{e}");
+    assert_eq!(e["logs"], "a\u{FFFD}b\n");
+    assert_eq!(e["output"]["s"], "x\u{0}y", "JSON keeps NUL as an escape");
+    assert_healthy(&server);
+}

@@ -204,8 +204,9 @@ fn a_child_left_running_never_writes_into_the_next_run() {
     for run in 1..4 {
         let e = c.invoke("leaky", &json!({"run": run}));
         let logs = e["logs"].as_str().unwrap();
-        assert!(logs.contains(&format!("run {run}")), "{logs}");
+        assert_eq!(e["output"], run);
         if run > 1 {
+            assert_eq!(logs, format!("run {run}\n"));
             assert!(!logs.contains("LEAK"), "run {run} saw the first run's child: {logs:?}");
         }
         std::thread::sleep(Duration::from_millis(200));
