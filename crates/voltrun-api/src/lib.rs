@@ -67,6 +67,18 @@ pub fn client_ip(headers: &HeaderMap) -> String {
     headers.get(PEER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_string()
 }
 
+/// Refuses URIs with an encoded NUL byte: no id, name or filter contains one, and
+/// PostgreSQL text cannot hold it.
+async fn refuse_nul(req: Request, next: Next) -> Response {
+    let has_nul = req.uri().path_and_query().is_some_and(|pq| {
+        pq.as_str().as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+    });
+    if has_nul {
+        return error::ApiError::bad("invalid_uri", "the URI contains an encoded NUL byte").into_response();
+    }
+    next.run(req).await
+}
+
 async fn stamp_peer(mut req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     let h = req.headers_mut();
@@ -103,6 +115,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(voltrun_core::MAX_PAYLOAD_BYTES))
         .layer(axum::middleware::from_fn(stamp_peer))
+        .layer(axum::middleware::from_fn(refuse_nul))
         .layer(axum::middleware::map_response(plain_errors_as_json))
         .with_state(state)
 }
