@@ -71,6 +71,8 @@ fn spawn_baseline(bin: &str, args: &[&str], n: usize) -> Result<Vec<f64>> {
     Ok(v)
 }
 
+static NEXT_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 struct Server {
     child: Child,
     base: String,
@@ -79,10 +81,15 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path, tier: &str) -> Result<Server> {
-        let dir = std::env::temp_dir().join(format!("voltrun-bench-{}-{tier}", std::process::id()));
+        Self::start_with(bin, tier, &[])
+    }
+
+    fn start_with(bin: &Path, tier: &str, extra: &[&str]) -> Result<Server> {
+        let n = NEXT_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("voltrun-bench-{}-{tier}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut cmd = Command::new(bin);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--invoke-rate", "0", "--sandbox", tier]).arg("--data-dir").arg(&dir);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--invoke-rate", "0", "--sandbox", tier]).arg("--data-dir").arg(&dir).args(extra);
         if tier == "process" {
             cmd.arg("--insecure");
         }
@@ -91,6 +98,11 @@ impl Server {
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
         let base = line.trim().strip_prefix("voltrun listening on ").context("server did not start")?.to_string();
         Ok(Server { child, base, dir })
+    }
+
+    fn register(&self, tag: &str) -> Result<String> {
+        let reg = self.call("POST", "/api/auth/register", None, &json!({"email": format!("bench-{tag}@example.com"), "password": "benchmark-pass", "name": "bench"}))?;
+        Ok(reg["token"].as_str().context("token")?.to_string())
     }
 
     fn call(&self, method: &str, path: &str, token: Option<&str>, body: &Value) -> Result<Value> {
@@ -155,6 +167,80 @@ fn measure_tier(bin: &Path, tier: &str, cold_n: usize, warm_n: usize) -> Result<
     Ok(out)
 }
 
+/// Synchronous invokes per second with `clients` concurrent connections (wrk), every
+/// execution stored; also checks the stored count afterwards.
+fn throughput(bin: &Path, tier: &str, clients: usize, seconds: u64) -> Result<Value> {
+    let s = Server::start_with(bin, tier, &["--function-concurrency", "4", "--function-queue", "10000"])?;
+    let token = s.register("tp")?;
+    s.call("POST", "/api/functions", Some(&token), &json!({"name": "tp", "runtime": "python3.11", "code": PY_CODE}))?;
+    s.call("POST", "/api/functions/tp/execute", Some(&token), &json!({}))?;
+    let script = std::env::temp_dir().join(format!("voltrun-bench-{}.lua", std::process::id()));
+    std::fs::write(&script, format!("wrk.method = \"POST\"\nwrk.body = \"{{}}\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"))?;
+    let out = Command::new("wrk")
+        .args(["-t", "2", "-c", &clients.to_string(), "-d", &format!("{seconds}s"), "-s"])
+        .arg(&script)
+        .arg(format!("{}/api/functions/tp/execute", s.base))
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rps: f64 = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).with_context(|| format!("wrk output: {text}"))?;
+    let non2xx: u64 = text.lines().find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let stats = s.call("GET", "/api/dashboard", Some(&token), &json!(null)).unwrap_or(Value::Null);
+    Ok(json!({"clients": clients, "seconds": seconds, "invokes_per_s": round(rps), "non_2xx": non2xx, "stored_executions": stats["executions_total"]}))
+}
+
+/// Async throughput through PostgreSQL with `workers` worker processes: a serve node that
+/// only enqueues fills the queue, then the workers start; time until every run finished.
+fn workers_run(bin: &Path, pg: &str, workers: usize, runs: usize) -> Result<f64> {
+    let db = format!("voltrun_bench_{}_{workers}", std::process::id());
+    let admin = |sql: &str| Command::new("psql").arg(pg).args(["-q", "-c", sql]).status();
+    admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))?;
+    admin(&format!("CREATE DATABASE {db}"))?;
+    let url = format!("{}/{db}", pg.rsplit_once('/').context("pg url")?.0);
+    let s = Server::start_with(bin, "namespace", &["--database-url", &url, "--async-concurrency", "0"])?;
+    let token = s.register("workers")?;
+    s.call("POST", "/api/functions", Some(&token), &json!({"name": "io", "runtime": "python3.11", "code": "import time\ndef handler(e, c):\n    time.sleep(0.05)\n    return e\n"}))?;
+    // The queue is filled first; the clock starts when the workers do, so the figure is the
+    // workers' drain rate, not the enqueue rate.
+    for i in 0..runs {
+        s.call("POST", "/api/functions/io/execute?async=true", Some(&token), &json!({"i": i}))?;
+    }
+    let t = Instant::now();
+    let mut ws = Vec::new();
+    for i in 0..workers {
+        let dir = std::env::temp_dir().join(format!("voltrun-bench-worker-{}-{i}", std::process::id()));
+        let mut c = Command::new(bin)
+            .args(["worker", "--database-url", &url, "--async-concurrency", "8", "--no-scheduler", "--data-dir"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(c.stdout.take().context("stdout")?).read_line(&mut line)?;
+        ws.push((c, dir));
+    }
+    loop {
+        let d = s.call("GET", "/api/dashboard", Some(&token), &json!(null))?;
+        if d["last_24h"]["success"].as_i64().unwrap_or(0) + d["last_24h"]["failed"].as_i64().unwrap_or(0) >= runs as i64 {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(300) {
+            bail!("async runs did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rate = runs as f64 / t.elapsed().as_secs_f64();
+    for (mut c, dir) in ws {
+        // SAFETY: kill takes plain integers.
+        unsafe { libc_kill(c.id() as i32, 15) };
+        let _ = c.wait();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    drop(s);
+    admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))?;
+    Ok(round(rate))
+}
+
 fn main() -> Result<()> {
     let args = parse_args()?;
     let (base_n, cold_n, warm_n) = if args.quick { (5, 3, 20) } else { (40, 25, 300) };
@@ -162,6 +248,19 @@ fn main() -> Result<()> {
     let node = real_interpreter("node", &["-p", "process.execPath"])?;
     let py_base = spawn_baseline(&python, &["-c", "pass"], base_n)?;
     let node_base = spawn_baseline(&node, &["-e", "0"], base_n)?;
+    let tp_seconds = if args.quick { 2 } else { 10 };
+    eprintln!("measuring throughput…");
+    let tp = throughput(&args.server_bin, "namespace", 32, tp_seconds)?;
+    let workers = match std::env::var("VOLTRUN_BENCH_PG_URL") {
+        Ok(pg) => {
+            eprintln!("measuring async throughput with 1 and 2 workers on PostgreSQL…");
+            let runs = if args.quick { 40 } else { 800 };
+            let one = workers_run(&args.server_bin, &pg, 1, runs)?;
+            let two = workers_run(&args.server_bin, &pg, 2, runs)?;
+            json!({"runs": runs, "function": "python, sleeps 50 ms", "one_worker_runs_per_s": one, "two_workers_runs_per_s": two, "ratio": round(two / one)})
+        }
+        Err(_) => json!("skipped: VOLTRUN_BENCH_PG_URL not set (bench/run sets it)"),
+    };
     let mut tiers = json!({});
     for tier in ["namespace", "process"] {
         eprintln!("measuring the {tier} tier…");
@@ -171,14 +270,16 @@ fn main() -> Result<()> {
     let py_b = pct(&py_base, 50.0);
     let node_b = pct(&node_base, 50.0);
     let ns = &tiers["namespace"];
+    let spawn_rate = machine_cpus() as f64 * 1000.0 / py_b;
     let ratios = json!({
+        "namespace_sync_throughput_vs_python3_spawn_per_run": round(tp["invokes_per_s"].as_f64().unwrap_or(0.0) / spawn_rate),
         "namespace_python_cold_vs_python3_spawn": round(p(&ns["python3.11"]["cold_start"]) / py_b),
         "namespace_node_cold_vs_node_spawn": round(p(&ns["nodejs20"]["cold_start"]) / node_b),
         "namespace_python_warm_vs_python3_spawn": round(p(&ns["python3.11"]["warm_invoke"]) / py_b),
         "namespace_node_warm_vs_node_spawn": round(p(&ns["nodejs20"]["warm_invoke"]) / node_b),
     });
     let machine = json!({
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpus": machine_cpus(),
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         "python": python, "node": node,
         "date": String::from_utf8(Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ").output()?.stdout)?.trim(),
@@ -188,6 +289,8 @@ fn main() -> Result<()> {
         "machine": machine,
         "baselines": {"python3 -c pass (spawn)": summary(&py_base), "node -e 0 (spawn)": summary(&node_base)},
         "tiers": tiers,
+        "throughput": tp,
+        "workers": workers,
         "ratios": ratios,
     });
     let dir = Path::new("bench/results");
@@ -197,6 +300,10 @@ fn main() -> Result<()> {
     std::fs::write(dir.join("latest.md"), &md)?;
     println!("{md}");
     Ok(())
+}
+
+fn machine_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn markdown(r: &Value) -> String {
@@ -215,6 +322,12 @@ fn markdown(r: &Value) -> String {
             }
         }
     }
+    let tp = &r["throughput"];
+    s.push_str(&format!(
+        "\nSync throughput (namespace tier, python, {} clients, {} s, wrk): **{} invokes/s**, non-2xx {}, executions stored {}\n",
+        tp["clients"], tp["seconds"], tp["invokes_per_s"], tp["non_2xx"], tp["stored_executions"]
+    ));
+    s.push_str(&format!("\nAsync on PostgreSQL, 1 vs 2 workers: {}\n", r["workers"]));
     s.push_str("\n| ratio (p50) | value |\n|---|---|\n");
     for (k, v) in r["ratios"].as_object().expect("object") {
         s.push_str(&format!("| {k} | {v} |\n"));

@@ -41,7 +41,7 @@ pub struct EngineConfig {
     pub function_queue: usize,
     /// Idle instances are stopped after this long unused.
     pub idle_ttl: Duration,
-    /// Async runs executing at once on this node.
+    /// Async runs executing at once on this node (0: this node only enqueues; workers run them).
     pub async_concurrency: usize,
     /// Unsaved-code test runs at once.
     pub test_concurrency: usize,
@@ -138,7 +138,9 @@ impl Engine {
                 tracing::warn!(requeued, interrupted, "settled runs left in flight by the previous process");
             }
         }
-        tokio::spawn(self.clone().dispatch());
+        if self.inner.cfg.async_concurrency > 0 {
+            tokio::spawn(self.clone().dispatch());
+        }
         if let Some(mut listener) = s.listen_queue().await? {
             let engine = self.clone();
             tokio::spawn(async move {

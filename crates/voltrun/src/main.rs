@@ -59,7 +59,7 @@ struct EngineArgs {
     /// Seconds an idle warm instance is kept.
     #[arg(long, env = "VOLTRUN_IDLE_TTL", default_value_t = 300)]
     idle_ttl: u64,
-    /// Async runs this node executes at once.
+    /// Async runs this node executes at once (0: none; leave them to workers).
     #[arg(long, env = "VOLTRUN_ASYNC_CONCURRENCY", default_value_t = 32)]
     async_concurrency: usize,
     /// Seconds a claimed run stays this node's without a heartbeat (then another node takes it).
@@ -172,7 +172,7 @@ async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
         function_concurrency: args.function_concurrency.max(1),
         function_queue: args.function_queue,
         idle_ttl: Duration::from_secs(args.idle_ttl.max(1)),
-        async_concurrency: args.async_concurrency.max(1),
+        async_concurrency: args.async_concurrency,
         lease: Duration::from_secs(args.lease_seconds.max(3)),
         retry_backoff: Duration::from_millis(args.retry_backoff_ms),
         scheduler: !args.no_scheduler,
