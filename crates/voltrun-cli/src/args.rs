@@ -96,6 +96,15 @@ pub struct FunctionFlags {
     /// Remove every environment variable.
     #[arg(long, conflicts_with = "env")]
     pub clear_env: bool,
+    /// Run it on a schedule: a 5-field cron expression in UTC, e.g. "*/5 * * * *".
+    #[arg(long, value_name = "CRON")]
+    pub schedule: Option<String>,
+    /// Remove the schedule.
+    #[arg(long, conflicts_with = "schedule")]
+    pub no_schedule: bool,
+    /// Times a failed async or scheduled run is retried [default: 2].
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
     /// A description.
     #[arg(long)]
     pub description: Option<String>,
@@ -108,6 +117,7 @@ pub enum FunctionsCommand {
     Create {
         /// The function's name: lowercase letters, digits, _ and -.
         name: String,
+        /// The function's fields.
         #[command(flatten)]
         flags: FunctionFlags,
     },
@@ -115,6 +125,7 @@ pub enum FunctionsCommand {
     Deploy {
         /// The function's name.
         name: String,
+        /// The function's fields.
         #[command(flatten)]
         flags: FunctionFlags,
     },
@@ -136,6 +147,7 @@ pub enum FunctionsCommand {
         /// Rename it.
         #[arg(long, value_name = "NEW_NAME")]
         rename: Option<String>,
+        /// The function's fields.
         #[command(flatten)]
         flags: FunctionFlags,
     },

@@ -25,7 +25,7 @@ fn path(name: &str) -> String {
 }
 
 fn not_found(name: &str) -> impl FnOnce() -> String + '_ {
-    move || format!("function {name:?} not found (see `voltrun functions list`)")
+    move || format!("function {name:?} not found; see `voltrun functions list`")
 }
 
 /// The request body for the given flags. `creating` fills the runtime from the file's
@@ -67,6 +67,14 @@ pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String,
         b.insert("env".into(), env.into());
     } else if flags.clear_env {
         b.insert("env".into(), json!({}));
+    }
+    if let Some(c) = &flags.schedule {
+        b.insert("schedule".into(), c.clone().into());
+    } else if flags.no_schedule {
+        b.insert("schedule".into(), Value::Null);
+    }
+    if let Some(n) = flags.max_retries {
+        b.insert("max_retries".into(), n.into());
     }
     if let Some(d) = &flags.description {
         b.insert("description".into(), d.clone().into());
@@ -224,6 +232,8 @@ fn get(ctx: &Ctx, name: &str, code_only: bool) -> Result<()> {
                 ("route", route),
                 ("public", f["public"].to_string()),
                 ("env", env),
+                ("schedule", f["schedule"].as_str().map_or("-".to_string(), |c| format!("{c} (UTC)"))),
+                ("max retries", f["max_retries"].as_u64().map_or("-".to_string(), |n| n.to_string())),
                 ("code", format!("{lines} line{} (--code prints it)", if lines == 1 { "" } else { "s" })),
                 ("created", timestamp(&f["created_at"])),
                 ("updated", format!("{} ({})", timestamp(&f["updated_at"]), age(&f["updated_at"], now_unix()))),
@@ -267,9 +277,9 @@ mod tests {
 
     #[test]
     fn update_body_has_only_what_was_given() {
-        let flags = FunctionFlags { memory: Some(256), no_route: true, public: Some(false), ..Default::default() };
+        let flags = FunctionFlags { memory: Some(256), no_route: true, public: Some(false), no_schedule: true, ..Default::default() };
         let b = body_of(&flags, false).unwrap();
-        assert_eq!(Value::Object(b), json!({"memory": 256, "route": null, "public": false}));
+        assert_eq!(Value::Object(b), json!({"memory": 256, "route": null, "public": false, "schedule": null}));
         let flags = FunctionFlags { clear_env: true, ..Default::default() };
         assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"env": {}}));
     }

@@ -17,7 +17,7 @@ pub fn invoke(ctx: &Ctx, a: InvokeArgs) -> Result<()> {
     let event = read_event(&source, &mut std::io::stdin().lock())?;
     let mut api = ctx.api()?;
     let name = a.name.as_str();
-    let not_found = || format!("function {name:?} not found (see `voltrun functions list`)");
+    let not_found = || format!("function {name:?} not found; see `voltrun functions list`");
 
     if a.is_async {
         let pending = api.execute(name, event.as_bytes(), true).map_err(|e| e.not_found_as(not_found))?;
@@ -96,7 +96,7 @@ pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<()> {
     }
     let v = api
         .get(&format!("/api/executions/{}/logs", seg(&a.id)), &[])
-        .map_err(|e| e.not_found_as(|| format!("execution {:?} not found (see `voltrun executions list`)", a.id)))?;
+        .map_err(|e| e.not_found_as(|| format!("execution {:?} not found; see `voltrun executions list`", a.id)))?;
     if ctx.out.json {
         ctx.out.print_json(&v);
         return Ok(());
@@ -121,7 +121,7 @@ pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<()> {
 fn follow(out: &Out, api: &mut Api, id: &str, w: &mut dyn Write, json: bool) -> Result<()> {
     let stream = api
         .stream(&format!("/api/executions/{}/logs", seg(id)), &[("follow", "true".to_string())])
-        .map_err(|e| e.not_found_as(|| format!("execution {id:?} not found (see `voltrun executions list`)")))?;
+        .map_err(|e| e.not_found_as(|| format!("execution {id:?} not found; see `voltrun executions list`")))?;
     let server = api.server().to_string();
     let broken = |detail: String| Error::Unreachable { server: server.clone(), detail };
     let mut ends_with_newline = true;

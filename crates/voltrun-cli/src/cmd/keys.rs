@@ -82,7 +82,7 @@ fn list(ctx: &Ctx) -> Result<()> {
 fn delete(ctx: &Ctx, id: &str) -> Result<()> {
     let mut api = ctx.api()?;
     api.delete(&format!("/api/keys/{}", seg(id)))
-        .map_err(|e| e.not_found_as(|| format!("API key {id:?} not found (see `voltrun keys list`)")))?;
+        .map_err(|e| e.not_found_as(|| format!("API key {id:?} not found; see `voltrun keys list`")))?;
     if ctx.out.json {
         ctx.out.print_json(&json!({"deleted": id}));
     } else {

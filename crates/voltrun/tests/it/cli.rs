@@ -170,8 +170,10 @@ fn deploy_invoke_logs_executions_keys_cycle() {
     let table = sh.ok(&["functions", "list"]).stdout;
     assert!(table.starts_with("NAME") && table.contains("hello") && table.contains("v2"), "{table}");
     assert!(!table.contains('\x1b'), "no colours when piped: {table:?}");
-    let f = sh.json(&["functions", "update", "hello", "--timeout", "5", "--description", "greets"]);
+    let f = sh.json(&["functions", "update", "hello", "--timeout", "5", "--description", "greets", "--schedule", "0 0 1 1 *"]);
     assert_eq!((f["version"].as_u64(), f["timeout"].as_u64(), f["description"].as_str()), (Some(3), Some(5), Some("greets")));
+    assert_eq!(f["schedule"], "0 0 1 1 *", "{f}");
+    assert!(sh.ok(&["functions", "get", "hello"]).stdout.contains("0 0 1 1 * (UTC)"));
     let r = sh.run(&["functions", "update", "hello"]);
     assert_eq!(r.code, 2, "nothing to update is a usage error: {r}");
 
