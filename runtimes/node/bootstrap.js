@@ -200,6 +200,8 @@ async function main() {
   const init = readFrame();
   if (init.type !== 'init') process.exit(2);
   const marker = String(init.marker);
+  // A pre-started instance learns its function's environment here, before the code loads.
+  for (const [k, v] of Object.entries(init.env || {})) process.env[k] = String(v);
   let handler;
   try {
     handler = await loadHandler(init.entry, init.handler || 'handler');

@@ -195,6 +195,8 @@ def main():
     if init.get("type") != "init":
         os._exit(2)
     marker = init["marker"]
+    # A pre-started instance learns its function's environment here, before the code loads.
+    os.environ.update({str(k): str(v) for k, v in (init.get("env") or {}).items()})
     handler, error = load_handler(init)
     if error is not None:
         end_of_logs(marker)

@@ -78,6 +78,8 @@ pub struct Instance {
     /// The current run's log, for live subscribers.
     pub live: LiveLog,
     code_dir: PathBuf,
+    /// Written to the log pipe by the bootstrap at the end of each run.
+    marker: String,
     /// The function version this instance runs.
     pub version: i64,
     /// When it last finished a run.
@@ -86,6 +88,8 @@ pub struct Instance {
 
 /// How to start the protocol on a fresh instance.
 pub struct InitParams {
+    /// Environment added before the code loads (a spare instance's function variables).
+    pub env: Vec<(String, String)>,
     pub entry: PathBuf,
     pub handler: String,
     pub function_name: String,
@@ -103,6 +107,12 @@ impl Instance {
     /// Wraps a spawned process, starts its log task and runs the init handshake (the user's
     /// module is loaded here). Must run inside the tokio runtime.
     pub async fn start(spawned: Spawned, code_dir: PathBuf, init: InitParams, deadline: Instant) -> Result<Instance, StartFailure> {
+        Instance::wrap(spawned, code_dir)?.init(init, deadline).await
+    }
+
+    /// Wraps a spawned process and starts its log task; the instance then waits (blocked in
+    /// the bootstrap) for its init frame, which may come much later (spare instances).
+    pub fn wrap(spawned: Spawned, code_dir: PathBuf) -> Result<Instance, StartFailure> {
         let marker = format!("\x1evoltrun:{:032x}\x1e", rand::random::<u128>());
         let (seg_tx, seg_rx) = mpsc::unbounded_channel();
         let live: LiveLog = Arc::new(Mutex::new(RunLog::default()));
@@ -122,7 +132,18 @@ impl Instance {
             }
         };
         tokio::spawn(split_logs(logs, marker.clone().into_bytes(), seg_tx, live.clone()));
-        let mut inst = Instance { handle, ctl_tx, ctl_rx, logs: seg_rx, live, code_dir, version: init.function_version, last_used: Instant::now() };
+        Ok(Instance { handle, ctl_tx, ctl_rx, logs: seg_rx, live, code_dir, marker, version: 0, last_used: Instant::now() })
+    }
+
+    /// The host directory the instance sees as its code directory.
+    pub fn code_dir(&self) -> &std::path::Path {
+        &self.code_dir
+    }
+
+    /// The init handshake: the bootstrap loads the function's code.
+    pub async fn init(mut self, init: InitParams, deadline: Instant) -> Result<Instance, StartFailure> {
+        self.version = init.function_version;
+        let env: serde_json::Map<String, Value> = init.env.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
         let frame = json!({
             "type": "init",
             "entry": init.entry,
@@ -130,8 +151,10 @@ impl Instance {
             "function_name": init.function_name,
             "function_version": init.function_version,
             "memory_limit_in_mb": init.memory_mb,
-            "marker": marker,
+            "marker": self.marker,
+            "env": env,
         });
+        let mut inst = self;
         let reply = tokio::time::timeout_at(deadline.into(), async {
             write_frame(&mut inst.ctl_tx, &frame).await?;
             read_frame(&mut inst.ctl_rx).await
@@ -242,7 +265,7 @@ impl Instance {
     /// Kills every process of the instance and removes its files.
     pub async fn terminate(mut self) {
         let dir = std::mem::take(&mut self.code_dir);
-        let mut handle = self.handle;
+        let mut handle = std::mem::replace(&mut self.handle, Box::new(Gone));
         let _ = tokio::task::spawn_blocking(move || {
             handle.kill();
             handle.wait();
@@ -252,6 +275,35 @@ impl Instance {
             }
         })
         .await;
+    }
+}
+
+/// Stands in for a handle moved out by `terminate`.
+struct Gone;
+
+impl InstanceHandle for Gone {
+    fn pid(&self) -> u32 {
+        0
+    }
+    fn kill(&mut self) {}
+    fn wait(&mut self) -> voltrun_sandbox::ExitInfo {
+        voltrun_sandbox::ExitInfo::default()
+    }
+    fn out_of_memory(&self) -> bool {
+        false
+    }
+    fn has_stray_processes(&self) -> bool {
+        false
+    }
+}
+
+impl Drop for Instance {
+    /// An instance dropped without [`Instance::terminate`] (a failed start) still takes its
+    /// files with it; its handle kills its processes.
+    fn drop(&mut self) {
+        if !self.code_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.code_dir);
+        }
     }
 }
 

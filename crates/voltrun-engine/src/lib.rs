@@ -53,6 +53,9 @@ pub struct EngineConfig {
     pub retry_backoff: Duration,
     /// Run the cron scheduler on this node.
     pub scheduler: bool,
+    /// Pre-started instances kept ready per runtime (at the default memory), so a new
+    /// function's first run only loads its code.
+    pub spares: usize,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +71,7 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(30),
             retry_backoff: Duration::from_secs(1),
             scheduler: true,
+            spares: 1,
         }
     }
 }
@@ -102,6 +106,8 @@ struct Inner {
     running: Mutex<HashMap<String, LiveLog>>,
     next_instance: AtomicU64,
     test_slots: Arc<Semaphore>,
+    /// Pre-started instances per runtime, and how many are being started.
+    spares: Mutex<HashMap<Runtime, (Vec<Instance>, usize)>>,
 }
 
 impl Engine {
@@ -123,6 +129,7 @@ impl Engine {
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 next_instance: AtomicU64::new(0),
+                spares: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -156,6 +163,9 @@ impl Engine {
             });
         }
         tokio::spawn(self.clone().leases());
+        for rt in Runtime::ALL {
+            self.replenish(rt);
+        }
         if self.inner.cfg.scheduler {
             tokio::spawn(self.clone().schedule());
         }
@@ -204,7 +214,8 @@ impl Engine {
     /// Stops every instance (at server shutdown). Runs still in flight are settled at the
     /// next start: async ones run again, sync ones end `Interrupted`.
     pub async fn shutdown(&self) {
-        for inst in self.inner.pools.drain_all(&self.inner.metrics) {
+        let spares: Vec<Instance> = self.inner.spares.lock().expect("spares lock").values_mut().flat_map(|(ready, _)| std::mem::take(ready)).collect();
+        for inst in spares.into_iter().chain(self.inner.pools.drain_all(&self.inner.metrics)) {
             self.retire(inst).await;
         }
         let sandbox = self.inner.sandbox.clone();
@@ -474,7 +485,8 @@ impl Engine {
         }
     }
 
-    /// Starts a new instance of `f` and loads its code. On failure, the outcome to report.
+    /// Starts an instance of `f` and loads its code: a pre-started spare when one fits,
+    /// else a new one. On failure, the outcome to report.
     async fn cold_start(&self, f: &Function) -> Result<Instance, Outcome> {
         let started_at = time::now();
         let t0 = Instant::now();
@@ -486,66 +498,139 @@ impl Engine {
             started_at: started_at.clone(),
             finished_at: time::now(),
         };
-        let rt = &self.inner.runtimes;
-        let sandbox = &self.inner.sandbox;
-        let Some(argv) = rt.argv(f.runtime, f.memory, &sandbox.bootstrap_root(rt.bootstrap_dir())) else {
-            let msg = format!("the {} runtime is not installed on this server", f.runtime.id());
-            return Err(fail(ExecError::new(ErrorKind::RuntimeError, msg), Default::default()));
-        };
-        let n = self.inner.next_instance.fetch_add(1, Relaxed);
-        let dir = self.inner.cfg.data_dir.join("instances").join(format!("{}-{n}", f.id));
-        let host_entry = dir.join(f.runtime.entry_file());
-        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&host_entry, &f.code)) {
-            return Err(fail(ExecError::new(ErrorKind::Internal, format!("writing the function's code: {e}")), Default::default()));
-        }
-        let task_root = self.inner.sandbox.task_root(&dir);
-        let entry = task_root.join(f.runtime.entry_file());
-        let spec = InstanceSpec {
-            argv,
-            env: instance_env(f, &task_root),
-            code_dir: dir.clone(),
-            runtime_paths: rt.paths(f.runtime),
-            bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
-            limits: Limits {
-                memory_bytes: (f.memory as u64) << 20,
-                limit_address_space: Runtimes::limits_address_space(f.runtime),
-                pids: 128,
-                open_files: 1024,
-                file_size_bytes: 512 << 20,
-                // /tmp is RAM-backed and charged to the instance's memory: half of it at most.
-                tmp_bytes: ((f.memory as u64) << 19).min(512 << 20),
-                cpu_millis: 1000,
-            },
-        };
-        let sandbox = self.inner.sandbox.clone();
-        let spawned = tokio::task::spawn_blocking(move || sandbox.spawn(&spec)).await.expect("spawn task does not panic");
-        let spawned = match spawned {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                tracing::error!(err = %e, function = %f.name, "could not start an instance");
-                return Err(fail(ExecError::new(ErrorKind::Internal, format!("could not start an instance: {e}")), Default::default()));
+        let deadline = Instant::now() + Duration::from_secs(f.timeout as u64);
+        let (inst, env) = match self.take_spare(f) {
+            Some(spare) => {
+                if let Err(e) = std::fs::write(spare.code_dir().join(f.runtime.entry_file()), &f.code) {
+                    self.retire(spare).await;
+                    return Err(fail(ExecError::new(ErrorKind::Internal, format!("writing the function's code: {e}")), Default::default()));
+                }
+                (spare, function_env(f))
+            }
+            None => {
+                let n = self.inner.next_instance.fetch_add(1, Relaxed);
+                let dir = self.inner.cfg.data_dir.join("instances").join(format!("{}-{n}", f.id));
+                if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(dir.join(f.runtime.entry_file()), &f.code)) {
+                    return Err(fail(ExecError::new(ErrorKind::Internal, format!("writing the function's code: {e}")), Default::default()));
+                }
+                let mut env = base_env(f.runtime, &self.inner.sandbox.task_root(&dir));
+                env.extend(function_env(f));
+                match self.spawn_instance(f.runtime, f.memory, dir, env).await {
+                    Ok(inst) => (inst, Vec::new()),
+                    Err(e) => return Err(fail(e, Default::default())),
+                }
             }
         };
         self.inner.metrics.cold_start(f.runtime);
-        self.inner.metrics.instances.fetch_add(1, Relaxed);
         let init = InitParams {
-            entry,
+            env,
+            entry: self.inner.sandbox.task_root(inst.code_dir()).join(f.runtime.entry_file()),
             handler: f.handler.clone(),
             function_name: f.name.clone(),
             function_version: f.version,
             memory_mb: f.memory,
         };
-        let deadline = Instant::now() + Duration::from_secs(f.timeout as u64);
-        let dir_for_cleanup = dir.clone();
-        match Instance::start(spawned, dir, init, deadline).await {
+        match inst.init(init, deadline).await {
             Ok(inst) => Ok(inst),
             Err(failure) => {
-                let _ = std::fs::remove_dir_all(&dir_for_cleanup);
                 self.inner.metrics.instances.fetch_sub(1, Relaxed);
                 self.inner.metrics.record(f.runtime, t0.elapsed().as_secs_f64(), Some(failure.error.kind));
                 Err(fail(failure.error, failure.logs))
             }
+        }
+    }
+
+    /// Starts a runtime process in the sandbox with `dir` as its code directory; it waits for
+    /// its init frame. The directory is removed if the start fails.
+    async fn spawn_instance(&self, runtime: Runtime, memory_mb: u32, dir: std::path::PathBuf, env: Vec<(String, String)>) -> Result<Instance, ExecError> {
+        let rt = &self.inner.runtimes;
+        let sandbox = self.inner.sandbox.clone();
+        let Some(argv) = rt.argv(runtime, memory_mb, &sandbox.bootstrap_root(rt.bootstrap_dir())) else {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(ExecError::new(ErrorKind::RuntimeError, format!("the {} runtime is not installed on this server", runtime.id())));
+        };
+        let spec = InstanceSpec {
+            argv,
+            env,
+            code_dir: dir.clone(),
+            runtime_paths: rt.paths(runtime),
+            bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
+            limits: Limits {
+                memory_bytes: (memory_mb as u64) << 20,
+                limit_address_space: Runtimes::limits_address_space(runtime),
+                pids: 128,
+                open_files: 1024,
+                file_size_bytes: 512 << 20,
+                // /tmp is RAM-backed and charged to the instance's memory: half of it at most.
+                tmp_bytes: ((memory_mb as u64) << 19).min(512 << 20),
+                cpu_millis: 1000,
+            },
+        };
+        let spawned = tokio::task::spawn_blocking(move || sandbox.spawn(&spec)).await.expect("spawn task does not panic");
+        let spawned = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                tracing::error!(err = %e, runtime = runtime.id(), "could not start an instance");
+                return Err(ExecError::new(ErrorKind::Internal, format!("could not start an instance: {e}")));
+            }
+        };
+        self.inner.metrics.instances.fetch_add(1, Relaxed);
+        Instance::wrap(spawned, dir).map_err(|failure| {
+            self.inner.metrics.instances.fetch_sub(1, Relaxed);
+            failure.error
+        })
+    }
+
+    /// A pre-started instance for `f`, when one fits: spares are started with the default
+    /// memory and no function environment, so they serve functions with that memory whose
+    /// variables the interpreter does not read at start. Starts a replacement.
+    fn take_spare(&self, f: &Function) -> Option<Instance> {
+        let fits = f.memory == voltrun_core::function::DEFAULT_MEMORY_MB
+            && !f.env.keys().any(|k| ["PYTHON", "NODE_", "LD_", "GLIBC_", "MALLOC_"].iter().any(|p| k.starts_with(p)));
+        if !fits || self.inner.cfg.spares == 0 {
+            return None;
+        }
+        let spare = self.inner.spares.lock().expect("spares lock").entry(f.runtime).or_default().0.pop();
+        if spare.is_some() {
+            self.inner.metrics.spare_instances.fetch_sub(1, Relaxed);
+        }
+        self.replenish(f.runtime);
+        spare
+    }
+
+    /// Starts spares of `runtime` until the configured number are ready or starting.
+    fn replenish(&self, runtime: Runtime) {
+        if self.inner.runtimes.interpreter(runtime).is_none() {
+            return;
+        }
+        let need = {
+            let mut spares = self.inner.spares.lock().expect("spares lock");
+            let (ready, starting) = spares.entry(runtime).or_default();
+            let need = self.inner.cfg.spares.saturating_sub(ready.len() + *starting);
+            *starting += need;
+            need
+        };
+        for _ in 0..need {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let n = engine.inner.next_instance.fetch_add(1, Relaxed);
+                let dir = engine.inner.cfg.data_dir.join("instances").join(format!("spare-{}-{n}", runtime.id()));
+                let made = match std::fs::create_dir_all(&dir) {
+                    Ok(()) => {
+                        let env = base_env(runtime, &engine.inner.sandbox.task_root(&dir));
+                        engine.spawn_instance(runtime, voltrun_core::function::DEFAULT_MEMORY_MB, dir, env).await.ok()
+                    }
+                    Err(_) => None,
+                };
+                let mut spares = engine.inner.spares.lock().expect("spares lock");
+                let (ready, starting) = spares.entry(runtime).or_default();
+                *starting -= 1;
+                if let Some(inst) = made {
+                    ready.push(inst);
+                    engine.inner.metrics.spare_instances.fetch_add(1, Relaxed);
+                }
+            });
         }
     }
 
@@ -593,30 +678,33 @@ fn new_execution(f: &Function, trigger: Trigger, input: Value, status: Execution
     }
 }
 
-/// The complete environment of an instance: the function's variables and Lambda's, nothing
-/// of the server's.
-fn instance_env(f: &Function, dir: &std::path::Path) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = f.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let fixed = [
-        ("PATH", "/usr/local/bin:/usr/bin:/bin".to_string()),
-        ("HOME", "/tmp".to_string()),
-        ("LANG", "C.UTF-8".to_string()),
-        ("TZ", "UTC".to_string()),
-        ("PYTHONUNBUFFERED", "1".to_string()),
-        ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
-        ("LAMBDA_TASK_ROOT", dir.display().to_string()),
-        ("AWS_LAMBDA_FUNCTION_NAME", f.name.clone()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", f.version.to_string()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", f.memory.to_string()),
-        ("AWS_EXECUTION_ENV", format!("VoltRun_{}", f.runtime.id())),
-        ("VOLTRUN_FUNCTION_ID", f.id.clone()),
+/// Variables every instance of a runtime gets, whatever its function.
+fn base_env(runtime: Runtime, task_root: &std::path::Path) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string()),
+        ("HOME".to_string(), "/tmp".to_string()),
+        ("LANG".to_string(), "C.UTF-8".to_string()),
+        ("TZ".to_string(), "UTC".to_string()),
+        ("LAMBDA_TASK_ROOT".to_string(), task_root.display().to_string()),
     ];
-    for (k, v) in fixed {
-        if f.runtime == Runtime::Nodejs20 && k.starts_with("PYTHON") {
-            continue;
-        }
-        env.retain(|(ek, _)| ek != k);
-        env.push((k.to_string(), v));
+    if runtime == Runtime::Python311 {
+        env.push(("PYTHONUNBUFFERED".to_string(), "1".to_string()));
+        env.push(("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()));
     }
+    env
+}
+
+/// A function's own variables and Lambda's: nothing of the server's. The base variables
+/// (PATH, HOME, LANG, TZ, LAMBDA_TASK_ROOT) cannot be overridden.
+fn function_env(f: &Function) -> Vec<(String, String)> {
+    const BASE: [&str; 5] = ["PATH", "HOME", "LANG", "TZ", "LAMBDA_TASK_ROOT"];
+    let mut env: Vec<(String, String)> = f.env.iter().filter(|(k, _)| !BASE.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.extend([
+        ("AWS_LAMBDA_FUNCTION_NAME".to_string(), f.name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".to_string(), f.version.to_string()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".to_string(), f.memory.to_string()),
+        ("AWS_EXECUTION_ENV".to_string(), format!("VoltRun_{}", f.runtime.id())),
+        ("VOLTRUN_FUNCTION_ID".to_string(), f.id.clone()),
+    ]);
     env
 }

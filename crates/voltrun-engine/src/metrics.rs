@@ -30,6 +30,8 @@ pub struct Metrics {
     pub instances: AtomicI64,
     /// Idle warm instances.
     pub idle_instances: AtomicI64,
+    /// Pre-started instances not yet given to a function.
+    pub spare_instances: AtomicI64,
     /// Async runs accepted and not yet finished on this node.
     pub queue_depth: AtomicI64,
     /// Invocations refused with 429.
@@ -97,6 +99,7 @@ impl Metrics {
         for (name, help, v) in [
             ("voltrun_instances", "Live instances, idle or busy.", self.instances.load(Relaxed)),
             ("voltrun_idle_instances", "Warm idle instances in the pools.", self.idle_instances.load(Relaxed)),
+            ("voltrun_spare_instances", "Pre-started instances waiting for a function.", self.spare_instances.load(Relaxed)),
             ("voltrun_async_queue_depth", "Async runs accepted and not finished on this node.", self.queue_depth.load(Relaxed)),
         ] {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");

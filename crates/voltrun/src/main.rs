@@ -68,6 +68,10 @@ struct EngineArgs {
     /// Milliseconds before the first retry of a failed async run (doubling each attempt).
     #[arg(long, env = "VOLTRUN_RETRY_BACKOFF_MS", default_value_t = 1000)]
     retry_backoff_ms: u64,
+    /// Pre-started instances kept ready per runtime (0: none), so a new function's first run
+    /// only loads its code.
+    #[arg(long, env = "VOLTRUN_SPARES", default_value_t = 1)]
+    spares: usize,
     /// Do not fire cron schedules from this node.
     #[arg(long, env = "VOLTRUN_NO_SCHEDULER")]
     no_scheduler: bool,
@@ -176,6 +180,7 @@ async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
         lease: Duration::from_secs(args.lease_seconds.max(3)),
         retry_backoff: Duration::from_millis(args.retry_backoff_ms),
         scheduler: !args.no_scheduler,
+        spares: args.spares,
         ..EngineConfig::default()
     };
     let engine = Engine::new(store.clone(), sandbox, runtimes, cfg)?;

@@ -395,3 +395,27 @@ fn logs_follow_streams_a_running_execution() {
     let body = std::io::read_to_string(resp.into_reader()).unwrap();
     assert!(body.contains("tick 2") && body.contains("event: end"), "{body}");
 }
+
+/// A new function's first run takes a pre-started spare instance: its environment must still
+/// be the function's, for the handler and for its child processes.
+#[test]
+fn spare_instances_run_new_functions_with_their_own_environment() {
+    let s = Server::start();
+    let c = s.user();
+    let m = String::from_utf8(c.raw("GET", "/metrics", None, &[]).body).unwrap();
+    assert!(m.contains("voltrun_spare_instances"), "{m}");
+    c.create_function(
+        "spare-p",
+        "python",
+        "import os, subprocess\ndef handler(e, c):\n    return [os.environ.get('GREETING'), subprocess.run(['sh', '-c', 'echo $GREETING'], capture_output=True, text=True).stdout.strip(), os.environ.get('AWS_LAMBDA_FUNCTION_NAME')]\n",
+        json!({"env": {"GREETING": "hello"}}),
+    );
+    assert_eq!(c.invoke("spare-p", &json!({}))["output"], json!(["hello", "hello", "spare-p"]));
+    c.create_function("spare-n", "node", "exports.handler = async () => [process.env.GREETING, process.env.AWS_LAMBDA_FUNCTION_NAME];", json!({"env": {"GREETING": "hej"}}));
+    assert_eq!(c.invoke("spare-n", &json!({}))["output"], json!(["hej", "spare-n"]));
+    // Two functions in a row each get a fresh process: nothing of the first shows in the second.
+    c.create_function("spare-a", "python", "import builtins\nbuiltins.LEFT = 'a'\ndef handler(e, c):\n    return 1\n", json!({}));
+    c.invoke("spare-a", &json!({}));
+    c.create_function("spare-b", "python", "import builtins\ndef handler(e, c):\n    return getattr(builtins, 'LEFT', None)\n", json!({}));
+    assert_eq!(c.invoke("spare-b", &json!({}))["output"], serde_json::Value::Null);
+}
