@@ -82,42 +82,11 @@ fn json_text(v: &serde_json::Value) -> String {
 }
 
 impl Store {
-    /// Stores a new execution (any status). An async run is durable once this returns.
-    /// False when its idempotency key or schedule tick was already used (nothing stored).
+    /// Stores a new execution (any status); it is durable once this returns (the write is
+    /// group-committed with others in flight). False when its idempotency key or schedule
+    /// tick was already used (nothing stored).
     pub async fn insert_execution(&self, e: &Execution, run: &NewRun) -> Result<bool> {
-        let (owner, expires) = run.lease.clone().unzip();
-        let r = sqlx::query(
-            "INSERT INTO executions (id, user_id, function_id, function_name, function_version, status, trigger, input, output, error,
-             logs, logs_truncated, duration_ms, attempts, created_at, started_at, finished_at, max_attempts, idempotency_key, schedule_tick,
-             lease_owner, lease_expires)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&e.id)
-        .bind(&e.user_id)
-        .bind(&e.function_id)
-        .bind(&e.function_name)
-        .bind(e.function_version)
-        .bind(e.status.as_str())
-        .bind(e.trigger.as_str())
-        .bind(json_text(&e.input))
-        .bind(e.output.as_ref().map(json_text))
-        .bind(e.error.as_ref().map(|x| serde_json::to_string(x).expect("ExecError serialises")))
-        .bind(&e.logs)
-        .bind(e.logs_truncated as i64)
-        .bind(e.duration_ms)
-        .bind(e.attempts)
-        .bind(&e.created_at)
-        .bind(&e.started_at)
-        .bind(&e.finished_at)
-        .bind(e.max_attempts)
-        .bind(&run.idempotency_key)
-        .bind(&run.schedule_tick)
-        .bind(owner)
-        .bind(expires)
-        .execute(&self.pool)
-        .await?;
-        let inserted = r.rows_affected() > 0;
+        let inserted = self.write(Write::Insert(Box::new((e.clone(), run.clone())))).await?;
         if inserted && e.status == ExecutionStatus::Pending {
             self.notify_queue().await?;
         }
@@ -142,26 +111,9 @@ impl Store {
         row.as_ref().map(execution_from).transpose()
     }
 
-    /// Writes an execution's terminal state (or any later state) over its row.
+    /// Writes an execution's terminal state (or any later state) over its row (group-committed).
     pub async fn save_execution(&self, e: &Execution) -> Result<()> {
-        sqlx::query(
-            "UPDATE executions SET function_version = $2, status = $3, output = $4, error = $5, logs = $6, logs_truncated = $7,
-             duration_ms = $8, attempts = $9, started_at = $10, finished_at = $11, lease_owner = NULL, lease_expires = NULL WHERE id = $1",
-        )
-        .bind(&e.id)
-        .bind(e.function_version)
-        .bind(e.status.as_str())
-        .bind(e.output.as_ref().map(json_text))
-        .bind(e.error.as_ref().map(|x| serde_json::to_string(x).expect("ExecError serialises")))
-        .bind(&e.logs)
-        .bind(e.logs_truncated as i64)
-        .bind(e.duration_ms)
-        .bind(e.attempts)
-        .bind(&e.started_at)
-        .bind(&e.finished_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.write(Write::Save(Box::new(e.clone()))).await.map(|_| ())
     }
 
     /// Claims the oldest pending run that is due: moves it to `running` under this node's
@@ -344,4 +296,77 @@ fn since_id(since: &str) -> String {
 
 fn chrono_ms(rfc3339: &str) -> i64 {
     voltrun_core::time::parse_ms(rfc3339).unwrap_or(0)
+}
+
+/// A write the group-commit writer performs.
+pub(crate) enum Write {
+    Insert(Box<(Execution, NewRun)>),
+    Save(Box<Execution>),
+}
+
+impl Write {
+    /// Runs the write on `ex`; true when a row was inserted or updated.
+    pub(crate) async fn run<'e, E>(&self, ex: E) -> std::result::Result<bool, sqlx::Error>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
+        match self {
+            Write::Insert(b) => {
+                let (e, run) = &**b;
+                let (owner, expires) = run.lease.clone().unzip();
+                let r = sqlx::query(
+                    "INSERT INTO executions (id, user_id, function_id, function_name, function_version, status, trigger, input, output, error,
+                     logs, logs_truncated, duration_ms, attempts, created_at, started_at, finished_at, max_attempts, idempotency_key, schedule_tick,
+                     lease_owner, lease_expires)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(e.id.clone())
+                .bind(e.user_id.clone())
+                .bind(e.function_id.clone())
+                .bind(e.function_name.clone())
+                .bind(e.function_version)
+                .bind(e.status.as_str())
+                .bind(e.trigger.as_str())
+                .bind(json_text(&e.input))
+                .bind(e.output.as_ref().map(json_text))
+                .bind(e.error.as_ref().map(|x| serde_json::to_string(x).expect("ExecError serialises")))
+                .bind(e.logs.clone())
+                .bind(e.logs_truncated as i64)
+                .bind(e.duration_ms)
+                .bind(e.attempts)
+                .bind(e.created_at.clone())
+                .bind(e.started_at.clone())
+                .bind(e.finished_at.clone())
+                .bind(e.max_attempts)
+                .bind(run.idempotency_key.clone())
+                .bind(run.schedule_tick.clone())
+                .bind(owner)
+                .bind(expires)
+                .execute(ex)
+                .await?;
+                Ok(r.rows_affected() > 0)
+            }
+            Write::Save(e) => {
+                let r = sqlx::query(
+                    "UPDATE executions SET function_version = $2, status = $3, output = $4, error = $5, logs = $6, logs_truncated = $7,
+                     duration_ms = $8, attempts = $9, started_at = $10, finished_at = $11, lease_owner = NULL, lease_expires = NULL WHERE id = $1",
+                )
+                .bind(e.id.clone())
+                .bind(e.function_version)
+                .bind(e.status.as_str())
+                .bind(e.output.as_ref().map(json_text))
+                .bind(e.error.as_ref().map(|x| serde_json::to_string(x).expect("ExecError serialises")))
+                .bind(e.logs.clone())
+                .bind(e.logs_truncated as i64)
+                .bind(e.duration_ms)
+                .bind(e.attempts)
+                .bind(e.started_at.clone())
+                .bind(e.finished_at.clone())
+                .execute(ex)
+                .await?;
+                Ok(r.rows_affected() > 0)
+            }
+        }
+    }
 }

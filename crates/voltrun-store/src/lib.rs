@@ -14,6 +14,7 @@ use sqlx::{AnyPool, Row};
 mod executions;
 mod functions;
 mod users;
+mod writer;
 
 pub use executions::{ExecutionFilter, HourBucket, NewRun, Stats};
 pub use users::{ApiKey, KeyOwner, User};
@@ -56,6 +57,7 @@ pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
     url: String,
+    writer: writer::Writer,
 }
 
 impl StoreError {
@@ -94,7 +96,8 @@ impl Store {
         }
         let pool = pool_opts.connect_with(opts).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool, dialect, url })
+        let writer = writer::Writer::start(pool.clone());
+        Ok(Store { pool, dialect, url, writer })
     }
 
     /// Checks the database answers (for `/health`).
