@@ -136,23 +136,69 @@ extern "C" {
 const PY_CODE: &str = "def handler(event, context):\n    return event\n";
 const NODE_CODE: &str = "exports.handler = async (event) => event;";
 
-/// Cold starts (first invoke of a new function) and warm invokes in one tier.
+/// Unique memory (USS: private pages of every process of the instance) of each idle
+/// instance of the server with this pid, by runtime, in MiB.
+fn instance_memory(server_pid: u32) -> Value {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mem_path = own.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string())).unwrap_or_default();
+    let base = Path::new("/sys/fs/cgroup/memory").join(mem_path.trim_start_matches('/')).join("voltrun");
+    let uss = |pid: &str| -> f64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .sum::<f64>()
+            / 1024.0
+    };
+    let (mut py, mut node) = (Vec::new(), Vec::new());
+    let prefix = format!("i{server_pid}-");
+    for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        if !e.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+        let pids: Vec<&str> = procs.lines().collect();
+        let total: f64 = pids.iter().map(|p| uss(p)).sum();
+        let runtime = pids.iter().map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default()).find(|c| c.contains("bootstrap."));
+        match runtime {
+            Some(c) if c.contains("bootstrap.py") => py.push(total),
+            Some(_) => node.push(total),
+            None => {}
+        }
+    }
+    let med = |v: &[f64]| if v.is_empty() { Value::Null } else { json!(round(pct(v, 50.0))) };
+    json!({"python_uss_mib_p50": med(&py), "node_uss_mib_p50": med(&node), "python_instances": py.len(), "node_instances": node.len(),
+           "counts": "every process of the instance: the outer init, pid 1 and the runtime"})
+}
+
+/// First invokes of `n` new functions, `gap` apart: the cold-start latency a client sees.
+fn cold_starts(s: &Server, token: &str, rt: &str, code: &str, n: usize, gap: Duration, tag: &str) -> Result<Vec<f64>> {
+    let mut cold = Vec::new();
+    for i in 0..n {
+        std::thread::sleep(gap);
+        let name = format!("cold-{tag}-{}-{i}", &rt[..4]);
+        s.call("POST", "/api/functions", Some(token), &json!({"name": name, "runtime": rt, "code": code}))?;
+        let mut e = Value::Null;
+        cold.push(time_ms(|| e = s.call("POST", &format!("/api/functions/{name}/execute"), Some(token), &json!({"i": i})).unwrap_or(Value::Null)));
+        if e["status"] != "success" {
+            bail!("{rt} cold run failed: {e}");
+        }
+    }
+    Ok(cold)
+}
+
+/// Cold starts (first invoke of a new function) with a spare instance ready (new functions
+/// arriving a few per second) and without spares, and warm invokes, in one tier.
 fn measure_tier(bin: &Path, tier: &str, cold_n: usize, warm_n: usize) -> Result<Value> {
     let s = Server::start(bin, tier)?;
-    let reg = s.call("POST", "/api/auth/register", None, &json!({"email": format!("bench-{tier}@example.com"), "password": "benchmark-pass", "name": "bench"}))?;
-    let token = reg["token"].as_str().context("token")?.to_string();
+    let token = s.register(tier)?;
+    let no_spares = Server::start_with(bin, tier, &["--spares", "0"])?;
+    let token_ns = no_spares.register(&format!("{tier}-nospare"))?;
     let mut out = json!({});
     for (rt, code) in [("python3.11", PY_CODE), ("nodejs20", NODE_CODE)] {
-        let mut cold = Vec::new();
-        for i in 0..cold_n {
-            let name = format!("cold-{}-{i}", &rt[..4]);
-            s.call("POST", "/api/functions", Some(&token), &json!({"name": name, "runtime": rt, "code": code}))?;
-            let mut e = Value::Null;
-            cold.push(time_ms(|| e = s.call("POST", &format!("/api/functions/{name}/execute"), Some(&token), &json!({"i": i})).unwrap_or(Value::Null)));
-            if e["status"] != "success" {
-                bail!("{tier} {rt} cold run failed: {e}");
-            }
-        }
+        // Long enough apart for the spare to be replaced (a runtime start in this tier).
+        let cold = cold_starts(&s, &token, rt, code, cold_n, Duration::from_millis(400), "spare")?;
+        let cold_fresh = cold_starts(&no_spares, &token_ns, rt, code, cold_n, Duration::from_millis(50), "fresh")?;
         let name = format!("warm-{}", &rt[..4]);
         s.call("POST", "/api/functions", Some(&token), &json!({"name": name, "runtime": rt, "code": code}))?;
         s.call("POST", &format!("/api/functions/{name}/execute"), Some(&token), &json!({}))?;
@@ -162,7 +208,10 @@ fn measure_tier(bin: &Path, tier: &str, cold_n: usize, warm_n: usize) -> Result<
                 let _ = s.call("POST", &format!("/api/functions/{name}/execute"), Some(&token), &json!({"i": i}));
             }));
         }
-        out[rt] = json!({"cold_start": summary(&cold), "warm_invoke": summary(&warm)});
+        out[rt] = json!({"cold_start": summary(&cold), "cold_start_without_spares": summary(&cold_fresh), "warm_invoke": summary(&warm)});
+    }
+    if tier == "namespace" {
+        out["idle_instance_memory"] = instance_memory(s.child.id());
     }
     Ok(out)
 }
@@ -274,6 +323,8 @@ fn main() -> Result<()> {
     let ratios = json!({
         "namespace_sync_throughput_vs_python3_spawn_per_run": round(tp["invokes_per_s"].as_f64().unwrap_or(0.0) / spawn_rate),
         "namespace_python_cold_vs_python3_spawn": round(p(&ns["python3.11"]["cold_start"]) / py_b),
+        "namespace_python_cold_without_spares_vs_python3_spawn": round(p(&ns["python3.11"]["cold_start_without_spares"]) / py_b),
+        "namespace_node_cold_without_spares_vs_node_spawn": round(p(&ns["nodejs20"]["cold_start_without_spares"]) / node_b),
         "namespace_node_cold_vs_node_spawn": round(p(&ns["nodejs20"]["cold_start"]) / node_b),
         "namespace_python_warm_vs_python3_spawn": round(p(&ns["python3.11"]["warm_invoke"]) / py_b),
         "namespace_node_warm_vs_node_spawn": round(p(&ns["nodejs20"]["warm_invoke"]) / node_b),
@@ -316,7 +367,11 @@ fn markdown(r: &Value) -> String {
     }
     for (tier, rts) in r["tiers"].as_object().expect("object") {
         for (rt, v) in rts.as_object().expect("object") {
-            for kind in ["cold_start", "warm_invoke"] {
+            if rt == "idle_instance_memory" {
+                s.push_str(&format!("| {tier} idle instance unique memory (MiB, p50) | python {} / node {} | | |\n", v["python_uss_mib_p50"], v["node_uss_mib_p50"]));
+                continue;
+            }
+            for kind in ["cold_start", "cold_start_without_spares", "warm_invoke"] {
                 let x = &v[kind];
                 s.push_str(&format!("| {tier} {rt} {} (HTTP) | {} | {} | {} |\n", kind.replace('_', " "), x["n"], x["p50_ms"], x["p99_ms"]));
             }
