@@ -1,7 +1,8 @@
 //! `voltrun-bench`: starts the real server (release build) in each sandbox tier and measures
 //! cold starts and warm invocations through HTTP, next to baselines taken in the same run on
 //! the same machine (spawning the bare interpreters), so results are ratios, not absolute
-//! times from somewhere else. Writes `bench/results/latest.json` and `latest.md`.
+//! times from somewhere else. Writes `latest.json` and `latest.md` to `bench/results/` (or
+//! `--out DIR`); `--quick` is the small smoke run CI does.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,20 +15,23 @@ use serde_json::{json, Value};
 struct Args {
     server_bin: PathBuf,
     quick: bool,
+    out: PathBuf,
 }
 
 fn parse_args() -> Result<Args> {
     let mut server_bin = PathBuf::from("target/release/voltrun");
     let mut quick = false;
+    let mut out = PathBuf::from("bench/results");
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--server-bin" => server_bin = it.next().context("--server-bin needs a path")?.into(),
             "--quick" => quick = true,
-            other => bail!("unknown argument {other}; use --server-bin PATH and --quick"),
+            "--out" => out = it.next().context("--out needs a directory")?.into(),
+            other => bail!("unknown argument {other}; use --server-bin PATH, --out DIR and --quick"),
         }
     }
-    Ok(Args { server_bin, quick })
+    Ok(Args { server_bin, quick, out })
 }
 
 /// Milliseconds at a percentile (nearest rank) of unsorted samples.
@@ -344,7 +348,7 @@ fn main() -> Result<()> {
         "workers": workers,
         "ratios": ratios,
     });
-    let dir = Path::new("bench/results");
+    let dir = args.out.as_path();
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("latest.json"), serde_json::to_string_pretty(&report)?)?;
     let md = markdown(&report);
