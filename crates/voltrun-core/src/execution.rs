@@ -154,10 +154,11 @@ impl Execution {
     /// Records a finished outcome on this execution.
     pub fn finish(&mut self, o: Outcome) {
         self.status = if o.result.is_ok() { ExecutionStatus::Success } else { ExecutionStatus::Failed };
-        match o.result {
-            Ok(v) => self.output = Some(v),
-            Err(e) => self.error = Some(e),
-        }
+        // A retried run carries its previous attempt's error until this one ends.
+        (self.output, self.error) = match o.result {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e)),
+        };
         self.logs = o.logs;
         self.logs_truncated = o.logs_truncated;
         self.duration_ms = Some(o.duration_ms);
@@ -174,6 +175,19 @@ mod tests {
     fn error_serialises_with_type_field() {
         let e = ExecError::new(ErrorKind::OutOfMemory, "too big");
         assert_eq!(serde_json::to_value(&e).unwrap(), serde_json::json!({"type":"OutOfMemory","message":"too big","stack":null}));
+    }
+
+    #[test]
+    fn finishing_replaces_the_previous_attempts_result() {
+        let mut e: Execution = serde_json::from_value(serde_json::json!({
+            "id": "ex_1", "function_id": "fn_1", "function_name": "f", "function_version": 1, "status": "running",
+            "trigger": "async", "input": {}, "output": null, "error": {"type": "HandlerError", "message": "first", "stack": null},
+            "logs": "", "logs_truncated": false, "duration_ms": null, "attempts": 2, "max_attempts": 3,
+            "created_at": "t", "started_at": null, "finished_at": null
+        }))
+        .unwrap();
+        e.finish(Outcome { result: Ok(serde_json::json!(1)), logs: String::new(), logs_truncated: false, duration_ms: 1.0, started_at: "t".into(), finished_at: "t".into() });
+        assert_eq!((e.status, e.error.is_none(), e.output), (ExecutionStatus::Success, true, Some(serde_json::json!(1))));
     }
 
     #[test]

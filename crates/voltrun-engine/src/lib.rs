@@ -108,6 +108,9 @@ struct Inner {
     test_slots: Arc<Semaphore>,
     /// Pre-started instances per runtime, and how many are being started.
     spares: Mutex<HashMap<Runtime, (Vec<Instance>, usize)>>,
+    /// Set at shutdown: results of runs cut short by it are not recorded, so the runs stay
+    /// `running` and are settled like any interrupted run (async ones run again).
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -130,6 +133,7 @@ impl Engine {
                 running: Mutex::new(HashMap::new()),
                 next_instance: AtomicU64::new(0),
                 spares: Mutex::new(HashMap::new()),
+                stopping: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -195,6 +199,9 @@ impl Engine {
             if let Err(err) = s.heartbeat(&self.inner.cfg.node_id, &self.lease_until()).await {
                 tracing::warn!(%err, "lease heartbeat failed");
             }
+            if let Ok(n) = s.count_pending().await {
+                self.inner.metrics.pending.store(n, Relaxed);
+            }
             match s.expire_leases(&time::now()).await {
                 Ok((0, 0)) => {}
                 Ok((requeued, interrupted)) => {
@@ -214,6 +221,7 @@ impl Engine {
     /// Stops every instance (at server shutdown). Runs still in flight are settled at the
     /// next start: async ones run again, sync ones end `Interrupted`.
     pub async fn shutdown(&self) {
+        self.inner.stopping.store(true, Relaxed);
         let spares: Vec<Instance> = self.inner.spares.lock().expect("spares lock").values_mut().flat_map(|(ready, _)| std::mem::take(ready)).collect();
         for inst in spares.into_iter().chain(self.inner.pools.drain_all(&self.inner.metrics)) {
             self.retire(inst).await;
@@ -263,7 +271,9 @@ impl Engine {
         let outcome = self.run(f, &exec.id, &exec.input).await;
         drop(permit);
         exec.finish(outcome);
-        self.inner.store.save_execution(&exec).await?;
+        if !self.inner.stopping.load(Relaxed) {
+            self.inner.store.save_execution(&exec).await?;
+        }
         Ok(exec)
     }
 
@@ -336,6 +346,9 @@ impl Engine {
         let slots = Arc::new(Semaphore::new(self.inner.cfg.async_concurrency));
         loop {
             let slot = slots.clone().acquire_owned().await.expect("never closed");
+            if self.inner.stopping.load(Relaxed) {
+                return;
+            }
             let claimed = self.inner.store.claim_next(&self.inner.cfg.node_id, &time::now(), &self.lease_until()).await;
             match claimed {
                 Ok(Some(exec)) => {
@@ -384,6 +397,9 @@ impl Engine {
         let permit = self.inner.pools.acquire(&f, false, &self.inner.metrics).await?;
         let outcome = self.run(&f, &exec.id, &exec.input).await;
         drop(permit);
+        if self.inner.stopping.load(Relaxed) {
+            return Ok(()); // cut short by shutdown: left `running` for recovery
+        }
         let retry = matches!(&outcome.result, Err(e) if matches!(e.kind, ErrorKind::HandlerError | ErrorKind::Timeout | ErrorKind::OutOfMemory | ErrorKind::Interrupted));
         exec.finish(outcome);
         if retry && exec.attempts < exec.max_attempts {

@@ -32,8 +32,10 @@ pub struct Metrics {
     pub idle_instances: AtomicI64,
     /// Pre-started instances not yet given to a function.
     pub spare_instances: AtomicI64,
-    /// Async runs accepted and not yet finished on this node.
+    /// Async runs this node has claimed and not finished.
     pub queue_depth: AtomicI64,
+    /// Runs waiting in the queue (all nodes), refreshed every lease period.
+    pub pending: AtomicI64,
     /// Invocations refused with 429.
     pub throttled: AtomicU64,
 }
@@ -100,7 +102,8 @@ impl Metrics {
             ("voltrun_instances", "Live instances, idle or busy.", self.instances.load(Relaxed)),
             ("voltrun_idle_instances", "Warm idle instances in the pools.", self.idle_instances.load(Relaxed)),
             ("voltrun_spare_instances", "Pre-started instances waiting for a function.", self.spare_instances.load(Relaxed)),
-            ("voltrun_async_queue_depth", "Async runs accepted and not finished on this node.", self.queue_depth.load(Relaxed)),
+            ("voltrun_async_in_flight", "Async runs this node has claimed and not finished.", self.queue_depth.load(Relaxed)),
+            ("voltrun_queue_depth", "Runs waiting in the durable queue (every node's), refreshed every lease period.", self.pending.load(Relaxed)),
         ] {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }

@@ -16,6 +16,7 @@
 //! | pid 1 | private mounts, tmpfs root, read-only binds, /tmp, /proc, /dev, /etc; pivot_root |
 //! | pid 1 | fork the runtime, then reap zombies until it exits (its exit ends the namespace) |
 //! | runtime | rlimits, drop capabilities, no_new_privs, uid 1000, seccomp, exec |
+//! | pid 1 | end the namespace if the server's lifeline pipe reads EOF (the server is gone) |
 //!
 //! Any failure is reported on a sync pipe as `E<step>: <error>`; the pipe closing at the
 //! runtime's exec means success. Teardown kills every process in the cgroup (pid 1 dying
@@ -50,11 +51,17 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
 const FD_SYNC: RawFd = 5;
 const FD_GO: RawFd = 6;
+/// Read end of the server's lifeline: EOF when the server process is gone.
+const FD_LIFELINE: RawFd = 7;
 
 /// The namespace tier.
 pub struct NamespaceSandbox {
     cgroups: Hierarchy,
     next: AtomicU64,
+    /// A pipe nobody writes to: every init holds the read end, only this process the write
+    /// end, so inits see EOF exactly when the server dies (even by SIGKILL) and kill their
+    /// instance instead of leaving a busy handler running.
+    lifeline: (OwnedFd, OwnedFd),
 }
 
 impl NamespaceSandbox {
@@ -68,7 +75,7 @@ impl NamespaceSandbox {
         }
         let cgroups = Hierarchy::detect()?;
         tracing::info!(cgroup = cgroups.version(), "namespace sandbox ready");
-        Ok(NamespaceSandbox { cgroups, next: AtomicU64::new(0) })
+        Ok(NamespaceSandbox { cgroups, next: AtomicU64::new(0), lifeline: sys::pipe()? })
     }
 }
 
@@ -101,7 +108,9 @@ impl Sandbox for NamespaceSandbox {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("i{}-{n}", std::process::id());
         let cgroup = self.cgroups.create(&name, &spec.limits)?;
-        let root = spec.code_dir.with_extension("root");
+        let mut root = spec.code_dir.clone().into_os_string();
+        root.push(".root");
+        let root = PathBuf::from(root);
         let mut guard = Cleanup { cgroup: Some(cgroup), root: root.clone(), child: None };
         fs::create_dir_all(&root).map_err(sys_err("mkdir root"))?;
 
@@ -136,7 +145,13 @@ impl Sandbox for NamespaceSandbox {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_w))
             .stderr(Stdio::from(log_w2));
-        let fds = [(ctl_in_r.as_raw_fd(), 3), (ctl_out_w.as_raw_fd(), 4), (sync_w.as_raw_fd(), FD_SYNC), (go_r.as_raw_fd(), FD_GO)];
+        let fds = [
+            (ctl_in_r.as_raw_fd(), 3),
+            (ctl_out_w.as_raw_fd(), 4),
+            (sync_w.as_raw_fd(), FD_SYNC),
+            (go_r.as_raw_fd(), FD_GO),
+            (self.lifeline.0.as_raw_fd(), FD_LIFELINE),
+        ];
         // SAFETY: runs between fork and exec; only setsid and dup2, both async-signal-safe,
         // on fds that are all >= 10 (see sys::pipe), so no dup2 clobbers a later source.
         unsafe {
@@ -455,6 +470,7 @@ fn run_init(cfg: InitConfig) -> Result<Never, String> {
             sys::close(fd);
         }
         drop((sources, task, boot));
+        sys::close(FD_LIFELINE);
         loop {
             match sys::wait_any() {
                 Ok((p, st)) if p == pid => std::process::exit(sys::exit_code(st)),
@@ -463,11 +479,12 @@ fn run_init(cfg: InitConfig) -> Result<Never, String> {
             }
         }
     }
-    // Pid 1 of the new pid namespace: if the outer init is killed, so are we (and so the
-    // whole namespace).
+    // Pid 1 of the new pid namespace.
+    build_root(&cfg, &sources, &[(&task, TASK_ROOT), (&boot, BOOTSTRAP_ROOT)])?;
+    // If the outer init is killed, so are we (and so the whole namespace). Set after our
+    // ids changed in build_root: a credential change clears the parent-death signal.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
-    build_root(&cfg, &sources, &[(&task, TASK_ROOT), (&boot, BOOTSTRAP_ROOT)])?;
     drop((sources, task, boot));
     step("sethostname", sys::sethostname("voltrun"))?;
     step("loopback up", sys::loopback_up())?;
@@ -479,6 +496,14 @@ fn run_init(cfg: InitConfig) -> Result<Never, String> {
     for fd in [0, 1, 2, 3, 4, FD_SYNC] {
         sys::close(fd);
     }
+    // The server's lifeline reads EOF when the server is gone (even by SIGKILL): then the
+    // instance ends, busy or not, instead of running on unowned. Pid 1 exiting ends every
+    // process of the namespace.
+    std::thread::spawn(|| {
+        let mut b = [0u8; 1];
+        while matches!(sys::read_fd(FD_LIFELINE, &mut b), Ok(n) if n > 0) {}
+        std::process::exit(137);
+    });
     loop {
         match sys::wait_any() {
             Ok((p, st)) if p == runtime => std::process::exit(sys::exit_code(st)),
@@ -575,6 +600,7 @@ fn exec_runtime(cfg: &InitConfig, env: &[(String, String)]) -> Result<Never, Str
     step("drop capabilities", sys::drop_privileges_for_good())?;
     step("become the function user", sys::become_user(FUNCTION_UID, FUNCTION_UID))?;
     step("close-on-exec sync pipe", sys::set_cloexec(FD_SYNC))?;
+    sys::close(FD_LIFELINE);
     let filter = seccomp::program();
     seccomp::install(&filter).map_err(|e| e.to_string())?;
     let err = Command::new(&cfg.argv[0]).args(&cfg.argv[1..]).env_clear().envs(env.iter().map(|(k, v)| (k, v))).exec();

@@ -130,10 +130,10 @@ impl Store {
         row.as_ref().map(execution_from).transpose()
     }
 
-    /// The earliest time a pending run becomes due, if any is waiting.
-    pub async fn next_due(&self) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT MIN(not_before) AS t FROM executions WHERE status = 'pending'").fetch_one(&self.pool).await?;
-        get_opt_str(&row, "t")
+    /// Runs waiting in the queue.
+    pub async fn count_pending(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM executions WHERE status = 'pending'").fetch_one(&self.pool).await?;
+        get_i64(&row, "n")
     }
 
     /// Extends the leases of every run this node holds.

@@ -15,7 +15,7 @@ fn async_runs_survive_kill_9_and_none_stays_running() {
     let mut s = Server::start_with(&dir, &args, true);
     let c = s.user();
     c.create_function("work", "python", "import time\ndef handler(e, c):\n    time.sleep(0.2)\n    return e['i']\n", json!({}));
-    c.create_function("hang", "python", "import time\ndef handler(e, c):\n    time.sleep(3)\n    return 'slept'\n", json!({}));
+    c.create_function("hang", "python", "import time\ndef handler(e, c):\n    time.sleep(60)\n    return 'slept'\n", json!({"timeout": 120}));
     let mut ids = Vec::new();
     for i in 0..30 {
         let r = c.raw("POST", "/api/functions/work/execute?async=true", Some(json!({"i": i}).to_string().as_bytes()), &[]);
@@ -28,6 +28,29 @@ fn async_runs_survive_kill_9_and_none_stays_running() {
     std::thread::sleep(Duration::from_millis(700));
     s.kill9();
     let _ = sync_call.join();
+    // The killed server's instances do not outlive it, busy ones included (the isolating
+    // tiers watch the server's lifeline; the development process tier cannot).
+    let marker = if sandbox() == "process" { "no-such-process".to_string() } else { dir.display().to_string() };
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+                let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+                let ppid = status.lines().find(|l| l.starts_with("PPid:")).unwrap_or("").to_string();
+                let wchan = std::fs::read_to_string(e.path().join("wchan")).unwrap_or_default();
+                Some(format!("{} [{}, {ppid}, wchan {wchan}] {}", e.file_name().to_string_lossy(), status.lines().nth(2).unwrap_or(""), String::from_utf8_lossy(&cmd).replace('\0', " ")))
+            })
+            .filter(|c| c.contains(&marker))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < until, "instances outlived the killed server: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     let s2 = s.restarted(&args);
     let c = Client { base: s2.base.clone(), auth: c.auth.clone() };
