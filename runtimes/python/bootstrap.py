@@ -5,9 +5,7 @@ fd 0 = /dev/null, fd 1 = fd 2 = the log pipe, fd 3 = control in, fd 4 = control 
 Every control message is a 4-byte big-endian length followed by a UTF-8 JSON object.
 See docs/RUNTIME_PROTOCOL.md for the full protocol.
 """
-import asyncio
 import importlib.util
-import inspect
 import json
 import os
 import select
@@ -15,7 +13,6 @@ import struct
 import sys
 import time
 import traceback
-import uuid
 
 CTL_IN, CTL_OUT = 3, 4
 
@@ -27,7 +24,25 @@ os.set_inheritable(CTL_OUT, False)
 LOG_FD = os.dup(1)
 
 _BOOTSTRAP_FILE = os.path.abspath(__file__)
-_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+# asyncio and inspect are imported only when a handler needs them: an idle instance of a plain
+# handler stays smaller and starts faster.
+_loop = None
+
+
+def _asyncio_dir():
+    mod = sys.modules.get("asyncio")
+    return os.path.dirname(mod.__file__) + os.sep if mod else None
+
+
+def _run_awaitable(value):
+    """Runs a coroutine on one loop kept for the instance's life, so loop-bound module state
+    (clients, queues, ...) survives between runs."""
+    global _loop
+    if _loop is None:
+        import asyncio
+        _loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(_loop)
+    return _loop.run_until_complete(value)
 
 
 def _write_all(fd, data):
@@ -104,7 +119,7 @@ def error_info(err_type, exc, message=None):
     te.stack[:] = [
         f for f in te.stack
         if f.filename != _BOOTSTRAP_FILE
-        and not f.filename.startswith(_ASYNCIO_DIR)
+        and not (_asyncio_dir() and f.filename.startswith(_asyncio_dir()))
         and not f.filename.startswith("<frozen importlib")
     ]
     if message is None:
@@ -134,6 +149,11 @@ class LambdaContext:
 
 def takes_only_event(fn):
     """True if fn accepts exactly one positional parameter and no *args: call it as fn(event)."""
+    code = getattr(fn, "__code__", None)
+    if code is not None and not hasattr(fn, "__self__"):
+        # Plain functions: read the code object, without importing inspect (~1 MiB).
+        return code.co_argcount == 1 and not code.co_flags & 0x04  # CO_VARARGS
+    import inspect
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):  # builtins, odd callables: assume the Lambda signature
@@ -168,13 +188,12 @@ def load_handler(init):
     return None, {"type": "RuntimeError", "message": msg, "stack": ""}
 
 
-def run(handler, one_arg, loop, event, context):
+def run(handler, one_arg, event, context):
     """Call the handler; returns the serialised result frame (a JSON string)."""
     try:
         value = handler(event) if one_arg else handler(event, context)
-        if inspect.isawaitable(value):
-            # One loop for the instance's life, so loop-bound module state (clients, ...) survives.
-            value = loop.run_until_complete(value)
+        if hasattr(value, "__await__"):
+            value = _run_awaitable(value)
     except MemoryError as exc:
         return json.dumps({"type": "result", "ok": False, "error": error_info("OutOfMemory", exc)})
     except BaseException as exc:  # includes SystemExit / KeyboardInterrupt raised by the handler
@@ -203,10 +222,8 @@ def main():
         send_frame({"type": "init_error", "error": error})
         os._exit(1)
     one_arg = takes_only_event(handler)
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
     log_stream = time.strftime("%Y/%m/%d", time.gmtime()) + \
-        f"/[{init.get('function_version', '')}]{uuid.uuid4().hex}"
+        f"/[{init.get('function_version', '')}]{os.urandom(16).hex()}"
     send_frame({"type": "ready"})
 
     while True:
@@ -215,7 +232,7 @@ def main():
             os._exit(2)
         # The deadline starts when the invoke frame is read.
         context = LambdaContext(init, msg.get("request_id", ""), msg.get("timeout_ms", 0), log_stream)
-        frame = run(handler, one_arg, loop, msg.get("event"), context)
+        frame = run(handler, one_arg, msg.get("event"), context)
         end_of_logs(marker)
         send_frame(frame)
 
