@@ -97,7 +97,18 @@ fn build(web: &Path) {
     if !modules.is_dir() || outdated {
         npm(web, &["ci", "--no-audit", "--no-fund"]);
     }
-    npm(web, &["run", "build"]);
+    // Build beside dist and swap it in, so that another build reading dist (a parallel cargo
+    // on another profile) never sees it half written.
+    let tmp = web.join(format!(".dist-{}", std::process::id()));
+    let tmp_arg = tmp.to_string_lossy().into_owned();
+    npm(web, &["run", "build", "--", "--outDir", &tmp_arg, "--emptyOutDir"]);
+    let dist = web.join("dist");
+    let old = web.join(format!(".dist-old-{}", std::process::id()));
+    if dist.exists() {
+        fs::rename(&dist, &old).expect("move the old web/dist aside");
+    }
+    fs::rename(&tmp, &dist).expect("move the new build to web/dist");
+    let _ = fs::remove_dir_all(&old);
 }
 
 fn placeholder() -> PathBuf {

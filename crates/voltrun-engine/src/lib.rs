@@ -259,17 +259,28 @@ impl Engine {
         exec.attempts = 1;
         exec.started_at = Some(time::now());
         let run = NewRun { idempotency_key: key.clone(), schedule_tick: None, lease: Some((self.inner.cfg.node_id.clone(), self.lease_until())) };
-        if !self.inner.store.insert_execution(&exec, &run).await? {
-            drop(permit);
-            let k = key.unwrap_or_default();
-            let existing = self.inner.store.execution_by_idempotency_key(&f.id, &k).await?;
-            return match existing {
-                Some(e) => self.wait_finished(e, f).await,
-                None => Err(StoreError::Corrupt("an idempotent insert conflicted with nothing".into()).into()),
-            };
-        }
+        // Without a key, the `running` row is written while the function runs; the result is
+        // saved (and the response sent) only after both writes are committed. With a key, the
+        // insert decides whether this request runs at all, so it comes first.
+        let inserted = match &key {
+            None => Some(self.inner.store.begin_insert_execution(&exec, &run)),
+            Some(k) => {
+                if !self.inner.store.insert_execution(&exec, &run).await? {
+                    drop(permit);
+                    let existing = self.inner.store.execution_by_idempotency_key(&f.id, k).await?;
+                    return match existing {
+                        Some(e) => self.wait_finished(e, f).await,
+                        None => Err(StoreError::Corrupt("an idempotent insert conflicted with nothing".into()).into()),
+                    };
+                }
+                None
+            }
+        };
         let outcome = self.run(f, &exec.id, &exec.input).await;
         drop(permit);
+        if let Some(insert) = inserted {
+            insert.committed().await?;
+        }
         exec.finish(outcome);
         if !self.inner.stopping.load(Relaxed) {
             self.inner.store.save_execution(&exec).await?;

@@ -93,6 +93,15 @@ impl Store {
         Ok(inserted)
     }
 
+    /// Starts storing a new running execution without waiting: the caller runs it meanwhile
+    /// and awaits [`crate::PendingWrite::committed`] before saving its end (writes are
+    /// committed in order). Not for pending runs or idempotency keys, whose insert must be
+    /// known to have happened before anything else.
+    pub fn begin_insert_execution(&self, e: &Execution, run: &NewRun) -> crate::PendingWrite {
+        debug_assert!(e.status != ExecutionStatus::Pending && run.idempotency_key.is_none());
+        self.begin_write(Write::Insert(Box::new((e.clone(), run.clone()))))
+    }
+
     /// Wakes dispatchers on other nodes (PostgreSQL NOTIFY); nothing to do on SQLite.
     async fn notify_queue(&self) -> Result<()> {
         if self.dialect == Dialect::Postgres {

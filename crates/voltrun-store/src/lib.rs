@@ -18,6 +18,7 @@ mod writer;
 
 pub use executions::{ExecutionFilter, HourBucket, NewRun, Stats};
 pub use users::{ApiKey, KeyOwner, User};
+pub use writer::PendingWrite;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -80,11 +80,27 @@ async fn commit_together(pool: &AnyPool, batch: &[Job]) -> std::result::Result<V
     Ok(results)
 }
 
+/// A write handed to the writer and not yet awaited: [`PendingWrite::committed`] waits for it.
+pub struct PendingWrite(std::result::Result<oneshot::Receiver<std::result::Result<bool, sqlx::Error>>, ()>);
+
+impl PendingWrite {
+    /// Waits until the write is committed; true when a row was inserted or updated.
+    pub async fn committed(self) -> Result<bool> {
+        let stopped = || StoreError::Corrupt("the writer task stopped".into());
+        let rx = self.0.map_err(|_| stopped())?;
+        Ok(rx.await.map_err(|_| stopped())??)
+    }
+}
+
 impl Store {
+    /// Hands a write to the writer task; it is committed in order with the writes before it.
+    pub(crate) fn begin_write(&self, w: Write) -> PendingWrite {
+        let (done, wait) = oneshot::channel();
+        PendingWrite(self.writer.0.send((w, done)).map(|_| wait).map_err(|_| ()))
+    }
+
     /// Hands a write to the writer task and waits until it is committed.
     pub(crate) async fn write(&self, w: Write) -> Result<bool> {
-        let (done, wait) = oneshot::channel();
-        self.writer.0.send((w, done)).map_err(|_| StoreError::Corrupt("the writer task stopped".into()))?;
-        Ok(wait.await.map_err(|_| StoreError::Corrupt("the writer task stopped".into()))??)
+        self.begin_write(w).committed().await
     }
 }
