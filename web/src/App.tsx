@@ -32,7 +32,9 @@ export function App() {
   const session = useSession();
   const page = signedInPage(pathname.replace(/\/+$/, '') || '/');
 
-  useEffect(() => window.scrollTo(0, 0), [pathname]);
+  useEffect(() => {
+    window.scrollTo(0, 0);
+  }, [pathname]);
 
   // A signed-in page without a session goes to the login page, and back after.
   useEffect(() => {

@@ -2,6 +2,7 @@
 // (with its worker, for validation of invocation input). @monaco-editor/react is pointed at
 // this instance so it never loads Monaco from a CDN.
 import * as monaco from 'monaco-editor/editor/editor.api';
+import './monaco-contrib';
 import 'monaco-editor/languages/definitions/python/register';
 import 'monaco-editor/languages/definitions/javascript/register';
 import 'monaco-editor/languages/features/json/register';

@@ -381,7 +381,10 @@ async fn split_logs(mut rx: pipe::Receiver, marker: Vec<u8>, out: mpsc::Unbounde
                 pending.drain(..pos + marker.len());
                 continue;
             }
-            let flush = pending.len().saturating_sub(keep);
+            // Hold back only a tail that could be the start of a marker split across reads;
+            // everything else goes out at once (live logs stream line by line).
+            let hold = (1..=keep.min(pending.len())).rev().find(|&k| pending.ends_with(&marker[..k])).unwrap_or(0);
+            let flush = pending.len() - hold;
             push(&mut live.lock().expect("run log lock"), &pending[..flush]);
             pending.drain(..flush);
             break;
@@ -406,5 +409,39 @@ fn push(log: &mut RunLog, data: &[u8]) {
         if let Some(tx) = &log.tx {
             let _ = tx.send(String::from_utf8_lossy(&data[..kept]).into_owned());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+
+    /// Regression: the log task held back the marker's length (41 bytes) of every run's
+    /// output until the run ended, so short lines never streamed live.
+    #[tokio::test]
+    async fn logs_stream_at_once_and_split_at_markers_across_reads() {
+        let (r, w) = std::io::pipe().unwrap();
+        let rx = pipe::Receiver::from_owned_fd(OwnedFd::from(r)).unwrap();
+        let mut w = std::fs::File::from(OwnedFd::from(w));
+        let marker = b"\x1evoltrun:0123456789abcdef0123456789abcdef\x1e".to_vec();
+        let (tx, mut segs) = mpsc::unbounded_channel();
+        let live: LiveLog = Arc::new(Mutex::new(RunLog { active: true, ..RunLog::default() }));
+        let (_, mut sub) = subscribe(&live).unwrap();
+        tokio::spawn(split_logs(rx, marker.clone(), tx, live.clone()));
+        use std::io::Write;
+        w.write_all(b"tick\n").unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.recv()).await.expect("a short line streams at once").unwrap();
+        assert_eq!(got, "tick\n");
+        // A marker split across two writes still ends the run exactly there.
+        w.write_all(&[b"end\n".as_slice(), &marker[..10]].concat()).unwrap();
+        w.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        w.write_all(&[&marker[10..], b"next run".as_slice()].concat()).unwrap();
+        drop(w);
+        let first = segs.recv().await.unwrap();
+        assert_eq!(first.text, b"tick\nend\n");
+        let second = segs.recv().await.unwrap();
+        assert_eq!(second.text, b"next run");
     }
 }

@@ -59,7 +59,6 @@ export function ExecutionDetail({ id, initial, onUpdate }: { id: string; initial
       ctl.abort();
     };
     // `initial` is only a head start for the same id
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [id, tick]);
 
   if (error && !rec) return <ErrorBox error={error} retry={() => setTick((t) => t + 1)} />;
@@ -70,8 +69,8 @@ export function ExecutionDetail({ id, initial, onUpdate }: { id: string; initial
       {error instanceof ApiError && <ErrorBox error={error} retry={() => setTick((t) => t + 1)} />}
       <div className="exec-summary">
         <StatusBadge status={live && rec.status === 'pending' ? 'running' : rec.status} />
-        <span className="exec-duration" data-testid="duration" title="Handler run time">
-          {duration(rec.duration_ms)}
+        <span className="exec-duration" title="Handler run time, without queueing and cold start">
+          <span className="muted">Duration</span> <span data-testid="duration">{duration(rec.duration_ms)}</span>
         </span>
         <span className="muted">
           <Link href={`/functions/${encodeURIComponent(rec.function_id)}`}>{rec.function_name}</Link> v{rec.function_version} · {rec.trigger}

@@ -46,14 +46,14 @@ export function ExecutionsTable({
                 <StatusBadge status={e.status} />
               </td>
               {showFunction && (
-                <td className="strong">
+                <td className="strong nowrap">
                   {e.function_name}
-                  <span className="muted small"> v{e.function_version}</span>
+                  <span className="muted small hide-sm"> v{e.function_version}</span>
                 </td>
               )}
               <td className="hide-sm">{e.trigger}</td>
               <td className="num">{duration(e.duration_ms)}</td>
-              <td className="muted" title={e.created_at}>
+              <td className="muted nowrap" title={e.created_at}>
                 {ago(e.created_at)}
               </td>
               <td className="hide-sm">

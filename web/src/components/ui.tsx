@@ -179,7 +179,6 @@ export function useLoad<T>(fn: (signal: AbortSignal) => Promise<T>, deps: unknow
         if (!ctl.signal.aborted) setLoading(false);
       });
     return () => ctl.abort();
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [...deps, tick]);
   return { data, error, loading, reload, setData };
 }

@@ -21,7 +21,9 @@ export function Executions() {
   const [tick, setTick] = useState(0);
   const pageNo = cursors.length - 1;
   const cursor = cursors[pageNo];
-  useEffect(() => setCursors([null]), [status, functionId]);
+  useEffect(() => {
+    setCursors([null]);
+  }, [status, functionId]);
 
   const fns = useLoad((s) => get<Page<Fn>>('/api/functions?limit=500', s), []);
   const page = useLoad(

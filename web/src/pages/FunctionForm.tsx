@@ -146,7 +146,8 @@ function Form({ fn, runtimes }: { fn?: Fn; runtimes?: RuntimeInfo[] }) {
     } catch (err) {
       setError(err);
       setBusy(false);
-      toast('error', err instanceof Error ? err.message : String(err));
+      // A validation message is shown beside its field; anything else also gets a toast.
+      if (!(err instanceof ApiError && err.field)) toast('error', err instanceof Error ? err.message : String(err));
     }
   };
 

@@ -196,7 +196,9 @@ function History({ fn, tick }: { fn: Fn; tick: number }) {
   useEffect(() => {
     if (page.data) setItems((prev) => (cursor ? [...prev, ...page.data!.items] : page.data!.items));
   }, [page.data, cursor]);
-  useEffect(() => setCursor(null), [tick]);
+  useEffect(() => {
+    setCursor(null);
+  }, [tick]);
   const close = useCallback(() => setOpen(null), []);
   return (
     <section className="card table-card" aria-labelledby="history-title">

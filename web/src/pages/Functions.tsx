@@ -45,49 +45,54 @@ export function Functions() {
         </Empty>
       ) : (
         <div className="card table-card">
-          <table className="table table-rows-link" data-testid="functions-table">
-            <thead>
-              <tr>
-                <th>Name</th>
-                <th>Runtime</th>
-                <th>Last run</th>
-                <th className="num">Invocations</th>
-                <th className="hide-sm">Route</th>
-                <th className="hide-sm">Updated</th>
-              </tr>
-            </thead>
-            <tbody>
-              {items.map((f) => {
-                const s = stats[f.id];
-                return (
-                  <tr key={f.id} onClick={() => navigate(`/functions/${f.id}`)}>
-                    <td>
-                      <Link href={`/functions/${f.id}`} className="strong" onClick={(e) => e.stopPropagation()}>
-                        {f.name}
-                      </Link>
-                      {f.description && <div className="muted small clip">{f.description}</div>}
-                    </td>
-                    <td>
-                      <span className={`runtime runtime-${f.runtime.startsWith('python') ? 'py' : 'js'}`}>{runtimeLabel(f.runtime)}</span>
-                    </td>
-                    <td>
-                      {s === undefined ? (
-                        <span className="muted">…</span>
-                      ) : (
-                        <span className="last-run">
-                          <StatusBadge status={s.last?.status} />
-                          {s.last && <span className="muted small">{ago(s.last.created_at)}</span>}
-                        </span>
-                      )}
-                    </td>
-                    <td className="num">{s === undefined ? '…' : `${s.count}${s.more ? '+' : ''}`}</td>
-                    <td className="hide-sm">{f.route ? <code>/{f.route}</code> : <span className="muted">—</span>}</td>
-                    <td className="hide-sm muted">{ago(f.updated_at)}</td>
-                  </tr>
-                );
-              })}
-            </tbody>
-          </table>
+          <div className="table-scroll">
+            <table className="table table-rows-link" data-testid="functions-table">
+              <thead>
+                <tr>
+                  <th>Name</th>
+                  <th>Runtime</th>
+                  <th>Last run</th>
+                  <th className="num">
+                    <span className="hide-sm">Invocations</span>
+                    <span className="show-sm">Runs</span>
+                  </th>
+                  <th className="hide-sm">Route</th>
+                  <th className="hide-sm">Updated</th>
+                </tr>
+              </thead>
+              <tbody>
+                {items.map((f) => {
+                  const s = stats[f.id];
+                  return (
+                    <tr key={f.id} onClick={() => navigate(`/functions/${f.id}`)}>
+                      <td className="nowrap">
+                        <Link href={`/functions/${f.id}`} className="strong" onClick={(e) => e.stopPropagation()}>
+                          {f.name}
+                        </Link>
+                        {f.description && <div className="muted small clip">{f.description}</div>}
+                      </td>
+                      <td>
+                        <span className={`runtime runtime-${f.runtime.startsWith('python') ? 'py' : 'js'}`}>{runtimeLabel(f.runtime)}</span>
+                      </td>
+                      <td>
+                        {s === undefined ? (
+                          <span className="muted">…</span>
+                        ) : (
+                          <span className="last-run">
+                            <StatusBadge status={s.last?.status} />
+                            {s.last && <span className="muted small hide-sm">{ago(s.last.created_at)}</span>}
+                          </span>
+                        )}
+                      </td>
+                      <td className="num">{s === undefined ? '…' : `${s.count}${s.more ? '+' : ''}`}</td>
+                      <td className="hide-sm">{f.route ? <code>/{f.route}</code> : <span className="muted">—</span>}</td>
+                      <td className="hide-sm muted">{ago(f.updated_at)}</td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+          </div>
           {page.data?.next_cursor && (
             <div className="table-foot">
               <button type="button" className="btn" disabled={page.loading} onClick={() => setCursor(page.data!.next_cursor)}>
@@ -121,7 +126,6 @@ function useFunctionStats(fns: Fn[]): Record<string, FnStats> {
     };
     for (let i = 0; i < 4; i++) void worker();
     return () => ctl.abort();
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [ids]);
   return stats;
 }
