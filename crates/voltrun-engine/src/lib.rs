@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{broadcast, Notify, Semaphore};
+use tracing::Instrument;
 use voltrun_core::{id, time, ErrorKind, ExecError, Execution, ExecutionStatus, Function, Outcome, Runtime, Trigger};
 use voltrun_sandbox::{InstanceSpec, Limits, Sandbox};
 use voltrun_store::{Dialect, NewRun, Store, StoreError};
@@ -464,8 +465,17 @@ impl Engine {
         }
     }
 
-    /// Runs one invocation on a warm or new instance (the caller holds a concurrency permit).
+    /// Runs one invocation on a warm or new instance (the caller holds a concurrency permit),
+    /// in a span that carries the execution id.
     async fn run(&self, f: &Function, exec_id: &str, input: &Value) -> Outcome {
+        // Instrument, never `span.enter()` across an await: a guard held over a suspension
+        // point corrupts the span stack of whatever else runs on that thread (it panicked
+        // the server under load).
+        let span = tracing::info_span!("invoke", execution_id = %exec_id, function = %f.name, version = f.version);
+        self.run_in_span(f, exec_id, input).instrument(span).await
+    }
+
+    async fn run_in_span(&self, f: &Function, exec_id: &str, input: &Value) -> Outcome {
         let (idle, stale) = self.inner.pools.take_idle(f, &self.inner.metrics);
         if !stale.is_empty() {
             let engine = self.clone();
@@ -486,8 +496,6 @@ impl Engine {
     }
 
     async fn invoke_on(&self, f: &Function, mut inst: Instance, exec_id: &str, input: &Value, keep_warm: bool) -> Outcome {
-        let span = tracing::info_span!("invoke", execution_id = %exec_id, function = %f.name, version = f.version);
-        let _enter = span.enter();
         self.inner.running.lock().expect("running lock").insert(exec_id.to_string(), inst.live.clone());
         let started_at = time::now();
         let t0 = Instant::now();

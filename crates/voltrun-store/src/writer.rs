@@ -6,6 +6,9 @@
 //! alone at once, so nobody waits for a batch to fill. Callers still return only after their
 //! write is durable.
 
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,30 +44,39 @@ impl Writer {
 
 async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        // A panic while writing one batch fails that batch's callers (their reply channels
+        // drop), never the writer: every later write still gets committed.
+        let batch = AssertUnwindSafe(write_batch(&pool, &mut rx, first)).catch_unwind().await;
+        if batch.is_err() {
+            tracing::error!("the execution writer panicked on a batch; continuing");
+        }
+    }
+}
+
+async fn write_batch(pool: &AnyPool, rx: &mut mpsc::UnboundedReceiver<Job>, first: Job) {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    if batch.len() == 1 {
+        let (w, done) = batch.pop().expect("one job");
+        let _ = done.send(w.run(pool).await);
+        return;
+    }
+    match commit_together(pool, &batch).await {
+        Ok(results) => {
+            for ((_, done), r) in batch.into_iter().zip(results) {
+                let _ = done.send(Ok(r));
             }
         }
-        if batch.len() == 1 {
-            let (w, done) = batch.pop().expect("one job");
-            let _ = done.send(w.run(&pool).await);
-            continue;
-        }
-        match commit_together(&pool, &batch).await {
-            Ok(results) => {
-                for ((_, done), r) in batch.into_iter().zip(results) {
-                    let _ = done.send(Ok(r));
-                }
-            }
-            // One bad write must not fail the others: fall back to one commit each.
-            Err(err) => {
-                tracing::warn!(%err, n = batch.len(), "group commit failed; writing one by one");
-                for (w, done) in batch {
-                    let _ = done.send(w.run(&pool).await);
-                }
+        // One bad write must not fail the others: fall back to one commit each.
+        Err(err) => {
+            tracing::warn!(%err, n = batch.len(), "group commit failed; writing one by one");
+            for (w, done) in batch {
+                let _ = done.send(w.run(pool).await);
             }
         }
     }

@@ -419,3 +419,32 @@ fn spare_instances_run_new_functions_with_their_own_environment() {
     c.create_function("spare-b", "python", "import builtins\ndef handler(e, c):\n    return getattr(builtins, 'LEFT', None)\n", json!({}));
     assert_eq!(c.invoke("spare-b", &json!({}))["output"], serde_json::Value::Null);
 }
+
+/// Regression: a tracing span entered across an await corrupted the span stack under
+/// concurrent load; the resulting panic killed the execution writer and every later request
+/// failed with a 500.
+#[test]
+fn many_concurrent_invocations_all_succeed_and_are_recorded() {
+    let s = Server::start();
+    let c = s.user();
+    c.create_function("busy-p", "python", PY_ECHO, json!({}));
+    c.create_function("busy-n", "node", "exports.handler = async (e) => e;", json!({}));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let name = if t % 2 == 0 { "busy-p" } else { "busy-n" };
+                (0..60).filter(|i| {
+                    let (status, e) = c.post(&format!("/api/functions/{name}/execute"), &json!({"t": t, "i": i}));
+                    status == 200 && e["status"] == "success" && e["output"]["i"] == *i
+                }).count()
+            })
+        })
+        .collect();
+    let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(ok, 480, "every concurrent invocation succeeds");
+    let (_, d) = c.get("/api/dashboard");
+    assert_eq!(d["executions_total"], 480, "and every one is recorded");
+    let (status, _) = s.anon().get("/health");
+    assert_eq!(status, 200);
+}
