@@ -5,6 +5,8 @@ use voltrun_core::{Function, Runtime};
 use crate::{conflict_or, get_i64, get_opt_str, get_str, Result, Store, StoreError};
 
 const FIELDS: &[&str] = &["route", "name"];
+/// Cached lookups at most (then the cache starts over).
+const FUNCTION_CACHE_MAX: usize = 10_000;
 
 fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
     let runtime = get_str(row, "runtime")?;
@@ -88,11 +90,37 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| conflict_or(e, FIELDS))?;
+        self.forget_functions();
         Ok(r.rows_affected() > 0)
     }
 
     /// One of the user's functions, by id or, failing that, by name.
     pub async fn get_function(&self, user_id: &str, id_or_name: &str) -> Result<Option<Function>> {
+        let key = (user_id.to_string(), id_or_name.to_string());
+        if let Some(cache) = &self.function_cache {
+            if let Some(f) = cache.lock().expect("function cache lock").get(&key) {
+                return Ok(Some(f.clone()));
+            }
+        }
+        let found = self.get_function_uncached(user_id, id_or_name).await?;
+        if let (Some(cache), Some(f)) = (&self.function_cache, &found) {
+            let mut c = cache.lock().expect("function cache lock");
+            if c.len() >= FUNCTION_CACHE_MAX {
+                c.clear();
+            }
+            c.insert(key, f.clone());
+        }
+        Ok(found)
+    }
+
+    /// Forgets every cached function (after any function write).
+    fn forget_functions(&self) {
+        if let Some(cache) = &self.function_cache {
+            cache.lock().expect("function cache lock").clear();
+        }
+    }
+
+    async fn get_function_uncached(&self, user_id: &str, id_or_name: &str) -> Result<Option<Function>> {
         let row = sqlx::query("SELECT * FROM functions WHERE user_id = $1 AND (id = $2 OR name = $2) ORDER BY (id = $2) DESC LIMIT 1")
             .bind(user_id)
             .bind(id_or_name)
@@ -116,6 +144,7 @@ impl Store {
     /// Deletes one of the user's functions; false when there is none.
     pub async fn delete_function(&self, user_id: &str, id: &str) -> Result<bool> {
         let r = sqlx::query("DELETE FROM functions WHERE id = $1 AND user_id = $2").bind(id).bind(user_id).execute(&self.pool).await?;
+        self.forget_functions();
         Ok(r.rows_affected() > 0)
     }
 

@@ -59,6 +59,10 @@ pub struct Store {
     dialect: Dialect,
     url: String,
     writer: writer::Writer,
+    /// Function lookups by (user, id or name), on SQLite only: there every function write
+    /// goes through this process, which clears the cache, so it is never stale. With
+    /// PostgreSQL other nodes write too, so every lookup reads the database.
+    function_cache: Option<std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), voltrun_core::Function>>>>,
 }
 
 impl StoreError {
@@ -98,7 +102,8 @@ impl Store {
         let pool = pool_opts.connect_with(opts).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let writer = writer::Writer::start(pool.clone());
-        Ok(Store { pool, dialect, url, writer })
+        let function_cache = (dialect == Dialect::Sqlite).then(Default::default);
+        Ok(Store { pool, dialect, url, writer, function_cache })
     }
 
     /// Checks the database answers (for `/health`).
