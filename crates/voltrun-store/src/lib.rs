@@ -62,8 +62,11 @@ pub struct Store {
     /// Function lookups by (user, id or name), on SQLite only: there every function write
     /// goes through this process, which clears the cache, so it is never stale. With
     /// PostgreSQL other nodes write too, so every lookup reads the database.
-    function_cache: Option<std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), voltrun_core::Function>>>>,
+    function_cache: Option<FunctionCache>,
 }
+
+/// Functions by (user id, id or name).
+type FunctionCache = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), voltrun_core::Function>>>;
 
 impl StoreError {
     /// True when the database could not be reached (a 503, not our bug).
