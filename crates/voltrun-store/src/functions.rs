@@ -32,14 +32,15 @@ fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
     })
 }
 
-impl Store {
-    /// Adds a function; `Conflict("name")` or `Conflict("route")` when taken.
-    pub async fn insert_function(&self, f: &Function) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version, created_at, updated_at, schedule, max_retries)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-        )
-        .bind(&f.id)
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+fn env_json(f: &Function) -> String {
+    serde_json::to_string(&f.env).expect("a string map serialises")
+}
+
+/// Binds $1–$14 of both function writes: id, user_id, the fields, version, updated_at.
+fn bind_fields<'q>(q: AnyQuery<'q>, f: &'q Function, env: &'q str) -> AnyQuery<'q> {
+    q.bind(&f.id)
         .bind(&f.user_id)
         .bind(&f.name)
         .bind(&f.description)
@@ -48,48 +49,42 @@ impl Store {
         .bind(&f.handler)
         .bind(f.memory as i64)
         .bind(f.timeout as i64)
-        .bind(serde_json::to_string(&f.env).expect("a string map serialises"))
+        .bind(env)
         .bind(&f.route)
         .bind(f.public as i64)
         .bind(f.version)
-        .bind(&f.created_at)
         .bind(&f.updated_at)
-        .bind(&f.schedule)
-        .bind(f.max_retries as i64)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| conflict_or(e, FIELDS))?;
+}
+
+impl Store {
+    /// Adds a function; `Conflict("name")` or `Conflict("route")` when taken.
+    pub async fn insert_function(&self, f: &Function) -> Result<()> {
+        let sql = "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version,
+                   updated_at, created_at, schedule, max_retries)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+        bind_fields(sqlx::query(sql), f, &env_json(f))
+            .bind(&f.created_at)
+            .bind(&f.schedule)
+            .bind(f.max_retries as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, FIELDS))?;
         Ok(())
     }
 
     /// Replaces a function's fields if its stored version is still `expected_version`
     /// (optimistic concurrency); false when another update won the race.
     pub async fn update_function(&self, f: &Function, expected_version: i64) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
-             env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17
-             WHERE id = $1 AND user_id = $2 AND version = $15",
-        )
-        .bind(&f.id)
-        .bind(&f.user_id)
-        .bind(&f.name)
-        .bind(&f.description)
-        .bind(f.runtime.id())
-        .bind(&f.code)
-        .bind(&f.handler)
-        .bind(f.memory as i64)
-        .bind(f.timeout as i64)
-        .bind(serde_json::to_string(&f.env).expect("a string map serialises"))
-        .bind(&f.route)
-        .bind(f.public as i64)
-        .bind(f.version)
-        .bind(&f.updated_at)
-        .bind(expected_version)
-        .bind(&f.schedule)
-        .bind(f.max_retries as i64)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| conflict_or(e, FIELDS))?;
+        let sql = "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
+                   env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17
+                   WHERE id = $1 AND user_id = $2 AND version = $15";
+        let r = bind_fields(sqlx::query(sql), f, &env_json(f))
+            .bind(expected_version)
+            .bind(&f.schedule)
+            .bind(f.max_retries as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, FIELDS))?;
         self.forget_functions();
         Ok(r.rows_affected() > 0)
     }
