@@ -260,31 +260,51 @@ impl Engine {
         exec.attempts = 1;
         exec.started_at = Some(time::now());
         let run = NewRun { idempotency_key: key.clone(), schedule_tick: None, lease: Some((self.inner.cfg.node_id.clone(), self.lease_until())) };
-        // Without a key, the `running` row is written while the function runs; the result is
-        // saved (and the response sent) only after both writes are committed. With a key, the
-        // insert decides whether this request runs at all, so it comes first.
-        let inserted = match &key {
-            None => Some(self.inner.store.begin_insert_execution(&exec, &run)),
-            Some(k) => {
-                if !self.inner.store.insert_execution(&exec, &run).await? {
-                    drop(permit);
-                    let existing = self.inner.store.execution_by_idempotency_key(&f.id, k).await?;
-                    return match existing {
-                        Some(e) => self.wait_finished(e, f).await,
-                        None => Err(StoreError::Corrupt("an idempotent insert conflicted with nothing".into()).into()),
-                    };
+        if let Some(k) = &key {
+            // With a key, the insert decides whether this request runs at all: it comes first.
+            if !self.inner.store.insert_execution(&exec, &run).await? {
+                drop(permit);
+                let existing = self.inner.store.execution_by_idempotency_key(&f.id, k).await?;
+                return match existing {
+                    Some(e) => self.wait_finished(e, f).await,
+                    None => Err(StoreError::Corrupt("an idempotent insert conflicted with nothing".into()).into()),
+                };
+            }
+            let outcome = self.run(f, &exec.id, &exec.input).await;
+            drop(permit);
+            return self.record_end(exec, outcome, true).await;
+        }
+        // Without a key, a run that ends within RUNNING_ROW_AFTER is stored once, finished (no
+        // one can have seen it yet: its id is in no response). A longer run gets its `running`
+        // row then, so lists show it and a crash leaves it to be settled as `Interrupted`.
+        let (outcome, stored) = {
+            let running = self.run(f, &exec.id, &exec.input);
+            tokio::pin!(running);
+            tokio::select! {
+                outcome = &mut running => (outcome, false),
+                _ = tokio::time::sleep(RUNNING_ROW_AFTER) => {
+                    let inserted = self.inner.store.begin_insert_execution(&exec, &run);
+                    let outcome = running.await;
+                    inserted.committed().await?;
+                    (outcome, true)
                 }
-                None
             }
         };
-        let outcome = self.run(f, &exec.id, &exec.input).await;
         drop(permit);
-        if let Some(insert) = inserted {
-            insert.committed().await?;
-        }
+        self.record_end(exec, outcome, stored).await
+    }
+
+    /// Records how a synchronous run ended: over its `running` row if it has one, else as a
+    /// new, finished row. Nothing is recorded when shutdown cut the run short.
+    async fn record_end(&self, mut exec: Execution, outcome: Outcome, stored: bool) -> Result<Execution, EngineError> {
         exec.finish(outcome);
-        if !self.inner.stopping.load(Relaxed) {
+        if self.inner.stopping.load(Relaxed) {
+            return Ok(exec);
+        }
+        if stored {
             self.inner.store.save_execution(&exec).await?;
+        } else {
+            self.inner.store.insert_execution(&exec, &NewRun::default()).await?;
         }
         Ok(exec)
     }
@@ -685,6 +705,9 @@ fn log_text(bytes: &[u8]) -> String {
         text.into_owned()
     }
 }
+
+/// How long a synchronous run goes unrecorded before its `running` row is written.
+const RUNNING_ROW_AFTER: Duration = Duration::from_millis(50);
 
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()

@@ -448,3 +448,22 @@ fn many_concurrent_invocations_all_succeed_and_are_recorded() {
     let (status, _) = s.anon().get("/health");
     assert_eq!(status, 200);
 }
+
+/// A synchronous run longer than a moment is visible as `running` while it runs (fast runs
+/// are stored once, finished).
+#[test]
+fn a_long_synchronous_run_shows_as_running_while_it_runs() {
+    let s = Server::start();
+    let c = s.user();
+    c.create_function("slowish", "python", "import time\ndef handler(e, c):\n    time.sleep(1.5)\n    return 'done'\n", json!({}));
+    let c2 = c.clone();
+    let call = std::thread::spawn(move || c2.invoke("slowish", &json!({})));
+    std::thread::sleep(Duration::from_millis(700));
+    let (_, running) = c.get("/api/executions?status=running&function_id=slowish");
+    assert_eq!(running["items"].as_array().unwrap().len(), 1, "{running}");
+    let done = call.join().unwrap();
+    assert_eq!(done["output"], "done");
+    assert_eq!(done["id"], running["items"][0]["id"]);
+    let (_, stored) = c.get(&format!("/api/executions/{}", done["id"].as_str().unwrap()));
+    assert_eq!(stored["status"], "success");
+}
