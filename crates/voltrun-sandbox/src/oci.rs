@@ -15,15 +15,15 @@
 //! | server | create the instance cgroup (memory, pids, CPU) with the namespace tier's code |
 //! | server | write the bundle: `rootfs/` with `/etc` files, `config.json` |
 //! | server | spawn `voltrun __oci-guard`, holding the server's lifeline, with fds 3/4 and the log pipe as stdio |
-//! | guard | spawn `runc run --preserve-fds 2`; relay its exit; on lifeline EOF (server gone, even by SIGKILL) kill the cgroup |
+//! | guard | become a child subreaper; `runc run --detach --preserve-fds 2`; reap the function (re-parented to us) and exit as it did; on lifeline EOF (server gone, even by SIGKILL) kill the cgroup |
 //! | runc | join the cgroup (`cgroupsPath` is relative: runc resolves it under its own cgroup, per controller, which is ours), mount, pivot, drop privileges, seccomp, exec |
 //! | teardown | kill every process in the cgroup; reap the guard; `runc delete --force`; remove cgroup and bundle |
 //!
-//! `runc run` removes the container's cgroups as soon as the function exits, before the
-//! engine could read the OOM counter: the guard registers for the memory cgroup's OOM
-//! notification (cgroup v1 `cgroup.event_control`) and, when the kernel OOM-killed a
-//! process of the instance, leaves an `oom` file in the bundle for [`InstanceHandle::out_of_memory`].
-//! (On cgroup v2 only the counter read at the time is used.)
+//! Why detached: a foreground `runc run` without a terminal relays stdout and stderr through
+//! two pipes of its own, copied by two goroutines, which loses their order (a run's stderr
+//! could land after its end-of-run marker); and it removes the cgroups as soon as the
+//! function exits, before the engine could read the OOM counter. Detached, the function
+//! gets our log pipe itself as fds 1 and 2, and the cgroup stays until `runc delete`.
 //!
 //! No user namespace: runc runs as host root and the function as uid 1000 with no
 //! capabilities, so inside and outside ids are the same (the namespace tier maps them far
@@ -47,8 +47,6 @@ use crate::{sys, ExitInfo, InstanceHandle, InstanceSpec, Limits, Sandbox, Sandbo
 
 /// The first argument that makes the voltrun binary act as the guard of one OCI instance.
 pub const GUARD_ARG: &str = "__oci-guard";
-/// The file the guard leaves in the bundle when the kernel OOM-killed in the instance.
-const OOM_MARK: &str = "oom";
 /// Read end of the server's lifeline in the guard.
 const FD_LIFELINE: RawFd = 7;
 
@@ -207,12 +205,9 @@ impl Sandbox for OciSandbox {
         for p in &procs {
             cmd.arg(format!("cg={}", p.display()));
         }
-        if let Some(memory) = procs.first().and_then(|p| p.parent()) {
-            cmd.arg(format!("mem={}", memory.display()));
-        }
-        cmd.arg(format!("mark={}", bundle.join(OOM_MARK).display()));
+        cmd.arg(format!("pidfile={}", bundle.join("init.pid").display()));
         cmd.arg("--").arg(&self.binary).arg("--root").arg(&self.state).arg("--log").arg(bundle.join("runc.log"));
-        cmd.arg("run").arg("--bundle").arg(&bundle).args(["--preserve-fds", "2", "--no-new-keyring"]).arg(&id);
+        cmd.arg("run").arg("--detach").arg("--pid-file").arg(bundle.join("init.pid")).arg("--bundle").arg(&bundle).args(["--preserve-fds", "2", "--no-new-keyring"]).arg(&id);
         cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         cmd.stdin(Stdio::null()).stdout(Stdio::from(log_w)).stderr(Stdio::from(log_w2));
         let fds = [(ctl_in_r.as_raw_fd(), 3), (ctl_out_w.as_raw_fd(), 4), (self.lifeline.0.as_raw_fd(), FD_LIFELINE)];
@@ -409,7 +404,7 @@ impl Drop for Cleanup {
 }
 
 struct OciInstance {
-    /// The guard process: it relays `runc run`'s exit, which relays the function's.
+    /// The guard process: it exits as the function's process does.
     child: Child,
     cgroup: Cgroup,
     bundle: PathBuf,
@@ -429,8 +424,8 @@ impl InstanceHandle for OciInstance {
 
     fn kill(&mut self) {
         if self.reaped.is_none() {
-            // Every process of the container is in the cgroup; runc then sees its init die
-            // and exits with 128+9.
+            // Every process of the container is in the cgroup; the guard then reaps the
+            // function and exits with 128+9.
             self.killed = true;
             self.cgroup.kill_all();
         }
@@ -452,7 +447,7 @@ impl InstanceHandle for OciInstance {
             std::thread::sleep(std::time::Duration::from_millis(5));
         };
         let info = match status {
-            // runc reports a signal death of the function as status 128+signal.
+            // The guard reports a signal death of the function as status 128+signal.
             Ok(st) => match st.code() {
                 Some(c) if c > 128 && c < 128 + 65 => ExitInfo { code: None, signal: Some(c - 128) },
                 code => ExitInfo { code, signal: st.signal() },
@@ -472,7 +467,7 @@ impl InstanceHandle for OciInstance {
     }
 
     fn out_of_memory(&self) -> bool {
-        self.cgroup.oom_killed() || self.bundle.join(OOM_MARK).exists()
+        self.cgroup.oom_killed()
     }
 
     fn has_stray_processes(&self) -> bool {
@@ -490,43 +485,35 @@ impl Drop for OciInstance {
     }
 }
 
-/// Entry point of `voltrun __oci-guard cg=<cgroup.procs>… -- <runtime argv>`: runs the OCI
-/// runtime and exits as it does; kills the instance's cgroup if the server's lifeline reads
+/// Entry point of `voltrun __oci-guard cg=<cgroup.procs>… pidfile=<path> -- <runtime argv>`:
+/// runs the OCI runtime detached, reaps the container's process (re-parented to us, a child
+/// subreaper) and exits as it did; kills the instance's cgroup if the server's lifeline reads
 /// EOF first. Never returns.
 pub fn guard_main(args: &[String]) -> ! {
+    let fail = |what: &str| -> ! {
+        eprintln!("voltrun {GUARD_ARG}: {what}");
+        std::process::exit(111)
+    };
     let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
     let opts = &args[..split];
-    let opt = |k: &str| opts.iter().find_map(|a| a.strip_prefix(k)).map(PathBuf::from);
     let procs: Vec<PathBuf> = opts.iter().filter_map(|a| a.strip_prefix("cg=")).map(PathBuf::from).collect();
+    let Some(pidfile) = opts.iter().find_map(|a| a.strip_prefix("pidfile=")).map(PathBuf::from) else { fail("no pidfile=") };
     let argv = &args[(split + 1).min(args.len())..];
     if argv.is_empty() {
-        eprintln!("voltrun {GUARD_ARG}: no runtime command");
-        std::process::exit(111);
+        fail("no runtime command");
+    }
+    if let Err(e) = sys::become_subreaper() {
+        fail(&format!("prctl(PR_SET_CHILD_SUBREAPER): {e}"));
     }
     // The runtime must not hold the lifeline, or the server's death would go unseen.
     if let Err(e) = sys::set_cloexec(FD_LIFELINE) {
-        eprintln!("voltrun {GUARD_ARG}: fcntl(FD_CLOEXEC) on the lifeline: {e}");
-        std::process::exit(111);
-    }
-    let oom = match (opt("mem="), opt("mark=")) {
-        (Some(mem), Some(mark)) => watch_oom(mem, mark),
-        _ => None,
-    };
-    let mut child = match Command::new(&argv[0]).args(&argv[1..]).spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("voltrun {GUARD_ARG}: spawn {}: {e}", argv[0]);
-            std::process::exit(111);
-        }
-    };
-    for fd in [3, 4] {
-        sys::close(fd);
+        fail(&format!("fcntl(FD_CLOEXEC) on the lifeline: {e}"));
     }
     std::thread::spawn(move || {
         let mut b = [0u8; 1];
         while matches!(sys::read_fd(FD_LIFELINE, &mut b), Ok(n) if n > 0) {}
-        // The server is gone: end the instance, busy or not. Kill until runc exits (and with
-        // it this process): a container still being created joins the cgroup late.
+        // The server is gone: end the instance, busy or not. Kill until the function is
+        // reaped (and this process exits): a container still being created joins late.
         loop {
             for p in &procs {
                 for pid in fs::read_to_string(p).unwrap_or_default().lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
@@ -536,50 +523,30 @@ pub fn guard_main(args: &[String]) -> ! {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     });
-    let code = match child.wait() {
-        Ok(st) => st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)),
-        Err(_) => 111,
+    let status = match Command::new(&argv[0]).args(&argv[1..]).status() {
+        Ok(st) => st,
+        Err(e) => fail(&format!("spawn {}: {e}", argv[0])),
     };
-    // The OOM watcher wakes at the OOM itself, long before runc has noticed the death; give
-    // it a moment to leave its mark before the engine asks.
-    if let Some(rx) = oom {
-        let _ = rx.recv_timeout(std::time::Duration::from_millis(200));
-    }
-    std::process::exit(code)
-}
-
-/// Registers for the memory cgroup's OOM notifications (cgroup v1) and, on one, writes `mark`
-/// if the kernel killed a process. The notification also fires when the cgroup is removed:
-/// then the counter is gone and nothing is written. Returns a receiver that gets a message
-/// once the watcher is done; None when the host has no such notification.
-fn watch_oom(memory: PathBuf, mark: PathBuf) -> Option<std::sync::mpsc::Receiver<()>> {
-    let control = memory.join("cgroup.event_control");
-    if !control.exists() {
-        return None;
-    }
-    let efd = sys::eventfd().ok()?;
-    let oom_control = fs::File::open(memory.join("memory.oom_control")).ok()?;
-    fs::write(&control, format!("{} {}", efd.as_raw_fd(), oom_control.as_raw_fd())).ok()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8];
-        if sys::read_fd(efd.as_raw_fd(), &mut buf).is_ok() {
-            // The notification comes as the OOM starts; the counter moves once the kernel
-            // picked its victim.
-            for _ in 0..40 {
-                let Ok(text) = fs::read_to_string(memory.join("memory.oom_control")) else { break };
-                let killed = text.lines().filter_map(|l| l.split_once(' ')).any(|(k, v)| k == "oom_kill" && v.trim().parse::<u64>().unwrap_or(0) > 0);
-                if killed {
-                    let _ = fs::write(&mark, b"");
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+    for fd in [0, 1, 2, 3, 4] {
+        // The function holds its own copies; ours would keep its pipes open after it died.
+        if fd > 2 || status.success() {
+            sys::close(fd);
         }
-        drop(oom_control);
-        let _ = tx.send(());
-    });
-    Some(rx)
+    }
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(111));
+    }
+    let init: libc::pid_t = match fs::read_to_string(&pidfile).ok().and_then(|t| t.trim().parse().ok()) {
+        Some(p) => p,
+        None => std::process::exit(111),
+    };
+    loop {
+        match sys::wait_any() {
+            Ok((p, st)) if p == init => std::process::exit(sys::exit_code(st)),
+            Ok(_) => continue,
+            Err(_) => std::process::exit(111),
+        }
+    }
 }
 
 #[cfg(test)]
