@@ -140,7 +140,7 @@ fn build_sandbox(args: &EngineArgs, data_dir: &Path) -> Result<Arc<dyn Sandbox>>
         "namespace" => Arc::new(namespace::NamespaceSandbox::new()?),
         "container" => Arc::new(OciSandbox::new(oci::Runtime::Runc, args.runtime_path.clone(), data_dir)?),
         "gvisor" => {
-            bail!("the gvisor sandbox is not available in this build yet (Debian's runsc cannot pass the control pipes to a function); use --sandbox container or namespace")
+            bail!("the gvisor sandbox is not available in this build yet (docs/SECURITY.md says what is left); use --sandbox container or namespace")
         }
         other => bail!("unknown sandbox {other:?}: use namespace, container or process"),
     })
