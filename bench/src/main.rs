@@ -315,7 +315,10 @@ fn main() -> Result<()> {
         Err(_) => json!("skipped: VOLTRUN_BENCH_PG_URL not set (bench/run sets it)"),
     };
     let mut tiers = json!({});
-    for tier in ["namespace", "process"] {
+    // The container tier when runc is installed (its cold start is the OCI runtime's).
+    let runc = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("runc").is_file()));
+    let names: &[&str] = if runc { &["namespace", "container", "process"] } else { &["namespace", "process"] };
+    for &tier in names {
         eprintln!("measuring the {tier} tier…");
         tiers[tier] = measure_tier(&args.server_bin, tier, cold_n, warm_n)?;
     }

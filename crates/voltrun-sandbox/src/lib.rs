@@ -7,14 +7,16 @@
 //! processes included). The backend owns containment; the engine owns the protocol.
 //!
 //! Backends: [`namespace::NamespaceSandbox`] (Linux namespaces, cgroups, seccomp: the
-//! default) and [`process::ProcessSandbox`] (rlimits and a process group, no isolation,
-//! development only). The gVisor and container tiers will implement the same trait.
+//! default), [`oci::OciSandbox`] (the same root and limits as an OCI bundle run by `runc`:
+//! the `container` tier) and [`process::ProcessSandbox`] (rlimits and a process group, no
+//! isolation, development only). The gVisor tier will reuse the OCI bundle.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 pub mod cgroup;
 pub mod namespace;
+pub mod oci;
 pub mod process;
 pub mod seccomp;
 mod sys;

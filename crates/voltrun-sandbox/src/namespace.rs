@@ -199,7 +199,7 @@ impl Sandbox for NamespaceSandbox {
 }
 
 /// The host paths to bind: the system's and the runtime's, without ones already covered.
-fn bind_paths(runtime: &[PathBuf]) -> Vec<PathBuf> {
+pub(crate) fn bind_paths(runtime: &[PathBuf]) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for p in SYSTEM_PATHS.iter().map(PathBuf::from).chain(runtime.iter().cloned()) {
         if p.symlink_metadata().is_ok() && !out.iter().any(|o| p.starts_with(o)) {

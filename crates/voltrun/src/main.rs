@@ -12,7 +12,12 @@ use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use voltrun_api::{app, auth::AuthKeys, AppState, Limits};
 use voltrun_engine::{Engine, EngineConfig, Runtimes};
-use voltrun_sandbox::{namespace, process::ProcessSandbox, Sandbox};
+use voltrun_sandbox::{
+    namespace,
+    oci::{self, OciSandbox},
+    process::ProcessSandbox,
+    Sandbox,
+};
 use voltrun_store::Store;
 
 #[derive(Parser)]
@@ -44,9 +49,12 @@ struct EngineArgs {
     /// between nodes.
     #[arg(long, env = "VOLTRUN_DATABASE_URL")]
     database_url: Option<String>,
-    /// Isolation tier: namespace, process.
+    /// Isolation tier: namespace, container (runc), process.
     #[arg(long, env = "VOLTRUN_SANDBOX", default_value = "namespace")]
     sandbox: String,
+    /// The OCI runtime binary of the container tier (default: `runc` on PATH).
+    #[arg(long, env = "VOLTRUN_RUNTIME_PATH")]
+    runtime_path: Option<PathBuf>,
     /// Allow the `process` tier, which does not isolate functions from the host.
     #[arg(long, env = "VOLTRUN_INSECURE")]
     insecure: bool,
@@ -105,6 +113,9 @@ fn main() -> Result<()> {
     if args.get(1).map(String::as_str) == Some(namespace::INIT_ARG) {
         namespace::init_main(&args[2..]);
     }
+    if args.get(1).map(String::as_str) == Some(oci::GUARD_ARG) {
+        oci::guard_main(&args[2..]);
+    }
     let cli = Cli::parse();
     // Client commands are blocking HTTP calls: no runtime, no server logging.
     if let Command::Client(cmd) = cli.command {
@@ -122,14 +133,16 @@ fn main() -> Result<()> {
     }
 }
 
-fn build_sandbox(kind: &str, insecure: bool) -> Result<Arc<dyn Sandbox>> {
+fn build_sandbox(args: &EngineArgs, data_dir: &Path) -> Result<Arc<dyn Sandbox>> {
+    let kind = args.sandbox.as_str();
     Ok(match kind {
-        "process" => Arc::new(ProcessSandbox::new(insecure)?),
+        "process" => Arc::new(ProcessSandbox::new(args.insecure)?),
         "namespace" => Arc::new(namespace::NamespaceSandbox::new()?),
-        "gvisor" | "container" => {
-            bail!("the {kind} sandbox is not available in this build yet; run with --sandbox process --insecure for development")
+        "container" => Arc::new(OciSandbox::new(oci::Runtime::Runc, args.runtime_path.clone(), data_dir)?),
+        "gvisor" => {
+            bail!("the gvisor sandbox is not available in this build yet (docs/SECURITY.md says what is left); use --sandbox container or namespace")
         }
-        other => bail!("unknown sandbox {other:?}: use namespace or process"),
+        other => bail!("unknown sandbox {other:?}: use namespace, container or process"),
     })
 }
 
@@ -164,7 +177,7 @@ async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))?;
     let data_dir = args.data_dir.canonicalize()?;
-    let sandbox = build_sandbox(&args.sandbox, args.insecure)?;
+    let sandbox = build_sandbox(args, &data_dir)?;
     if sandbox.kind() == "process" {
         tracing::warn!("the process sandbox runs functions without isolation: development only");
     }

@@ -1,0 +1,565 @@
+//! The OCI tiers: each instance is an OCI runtime bundle (a `config.json` and an empty,
+//! read-only root directory) run by an OCI runtime's command line: `runc` for the
+//! `container` tier. (`gvisor`/`runsc` shares the bundle but is not wired yet: the Debian
+//! `runsc` has no `--preserve-fds`, so the control pipes on fds 3 and 4 cannot reach the
+//! function; see docs/SECURITY.md.)
+//!
+//! The bundle composes the same root as the namespace tier: read-only binds of the host's
+//! runtime files, the code at `/var/task` (a live bind: a spare instance gets its code
+//! later), the bootstraps at `/opt/voltrun`, a size-limited `/tmp`, `/proc`, a minimal `/dev`
+//! and a generated `/etc`; the process runs as uid 1000 with no capabilities,
+//! `noNewPrivileges`, rlimits and a seccomp filter generated from [`seccomp::POLICY`].
+//!
+//! | side | step |
+//! |---|---|
+//! | server | create the instance cgroup (memory, pids, CPU) with the namespace tier's code |
+//! | server | write the bundle: `rootfs/` with `/etc` files, `config.json` |
+//! | server | spawn `voltrun __oci-guard`, holding the server's lifeline, with fds 3/4 and the log pipe as stdio |
+//! | guard | become a child subreaper; `runc run --detach --preserve-fds 2`; reap the function (re-parented to us) and exit as it did; on lifeline EOF (server gone, even by SIGKILL) kill the cgroup |
+//! | runc | join the cgroup (`cgroupsPath` is relative: runc resolves it under its own cgroup, per controller, which is ours), mount, pivot, drop privileges, seccomp, exec |
+//! | teardown | kill every process in the cgroup; reap the guard; `runc delete --force`; remove cgroup and bundle |
+//!
+//! Why detached: a foreground `runc run` without a terminal relays stdout and stderr through
+//! two pipes of its own, copied by two goroutines, which loses their order (a run's stderr
+//! could land after its end-of-run marker); and it removes the cgroups as soon as the
+//! function exits, before the engine could read the OOM counter. Detached, the function
+//! gets our log pipe itself as fds 1 and 2, and the cgroup stays until `runc delete`.
+//!
+//! No user namespace: runc runs as host root and the function as uid 1000 with no
+//! capabilities, so inside and outside ids are the same (the namespace tier maps them far
+//! away instead). Everything else of a user namespace (root inside that is not root outside)
+//! matters only to processes with capabilities, which functions never have.
+
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{json, Value};
+
+use crate::cgroup::{Cgroup, Hierarchy};
+use crate::namespace::{bind_paths, BOOTSTRAP_ROOT, FUNCTION_UID, TASK_ROOT};
+use crate::seccomp::{self, Action};
+use crate::{sys, ExitInfo, InstanceHandle, InstanceSpec, Limits, Sandbox, SandboxError, Spawned};
+
+/// The first argument that makes the voltrun binary act as the guard of one OCI instance.
+pub const GUARD_ARG: &str = "__oci-guard";
+/// Read end of the server's lifeline in the guard.
+const FD_LIFELINE: RawFd = 7;
+
+/// Which OCI runtime drives the bundles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// `runc`: the `container` tier.
+    Runc,
+}
+
+impl Runtime {
+    /// The `--sandbox` name of the tier.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Runtime::Runc => "container",
+        }
+    }
+
+    /// The binary looked up on `PATH` when no path is configured.
+    pub fn default_binary(self) -> &'static str {
+        match self {
+            Runtime::Runc => "runc",
+        }
+    }
+}
+
+/// An OCI tier.
+pub struct OciSandbox {
+    runtime: Runtime,
+    binary: PathBuf,
+    /// The runtime's `--root` state directory (inside the data dir).
+    state: PathBuf,
+    cgroups: Hierarchy,
+    next: AtomicU64,
+    /// A pipe nobody writes to (as the namespace tier's): guards see EOF when the server dies.
+    lifeline: (OwnedFd, OwnedFd),
+}
+
+fn sys_err(call: &'static str) -> impl Fn(std::io::Error) -> SandboxError {
+    move |source| SandboxError::Sys { call, source }
+}
+
+/// Finds `name` on `PATH` (or takes it as a path when it has a slash).
+fn find_binary(name: &Path) -> Option<PathBuf> {
+    if name.components().count() > 1 {
+        return name.is_file().then(|| name.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+impl OciSandbox {
+    /// Checks the host can run the tier (root, cgroups, the runtime binary) and removes what
+    /// a crashed server left in the state directory.
+    pub fn new(runtime: Runtime, binary: Option<PathBuf>, data_dir: &Path) -> Result<Self, SandboxError> {
+        let kind = runtime.kind();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(SandboxError::Unavailable(format!("the {kind} sandbox needs root (the OCI runtime creates namespaces and cgroups)")));
+        }
+        let wanted = binary.unwrap_or_else(|| PathBuf::from(runtime.default_binary()));
+        let Some(binary) = find_binary(&wanted) else {
+            return Err(SandboxError::Unavailable(format!(
+                "the {kind} sandbox needs the {} binary, not found at {:?} (install it, e.g. `apt-get install {}`, or pass --runtime-path)",
+                runtime.default_binary(),
+                wanted,
+                runtime.default_binary()
+            )));
+        };
+        let cgroups = Hierarchy::detect()?;
+        let state = data_dir.join("oci-state");
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&state).map_err(sys_err("mkdir oci state dir"))?;
+        let sb = OciSandbox { runtime, binary, state, cgroups, next: AtomicU64::new(0), lifeline: sys::pipe()? };
+        sb.remove_containers(|owner| !owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()));
+        tracing::info!(kind, binary = %sb.binary.display(), cgroup = sb.cgroups.version(), "OCI sandbox ready");
+        Ok(sb)
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.binary);
+        c.arg("--root").arg(&self.state).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        c
+    }
+
+    /// `delete --force` every container in our state dir whose owning server matches.
+    fn remove_containers(&self, pred: impl Fn(Option<u32>) -> bool) {
+        let Ok(entries) = fs::read_dir(&self.state) else { return };
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if pred(owner_of(&id)) {
+                delete_container(self.command(), &id);
+            }
+        }
+    }
+}
+
+/// Instance ids are `i<server pid>-<n>`, as the cgroups.
+fn owner_of(id: &str) -> Option<u32> {
+    id.strip_prefix('i').and_then(|r| r.split('-').next()).and_then(|p| p.parse().ok())
+}
+
+fn delete_container(mut cmd: Command, id: &str) {
+    let out = cmd.args(["delete", "--force", id]).stdin(Stdio::null()).output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            if !err.contains("does not exist") {
+                tracing::warn!(id, err = %err.trim(), "OCI runtime delete failed");
+            }
+        }
+        Err(e) => tracing::warn!(id, %e, "could not run the OCI runtime to delete a container"),
+    }
+}
+
+impl Sandbox for OciSandbox {
+    fn kind(&self) -> &'static str {
+        self.runtime.kind()
+    }
+
+    fn task_root(&self, _code_dir: &Path) -> PathBuf {
+        PathBuf::from(TASK_ROOT)
+    }
+
+    fn bootstrap_root(&self, _bootstrap_dir: &Path) -> PathBuf {
+        PathBuf::from(BOOTSTRAP_ROOT)
+    }
+
+    fn shutdown(&self) {
+        let me = std::process::id();
+        self.cgroups.remove_owned_by(me);
+        self.remove_containers(|owner| owner == Some(me));
+    }
+
+    fn details(&self) -> Vec<(&'static str, String)> {
+        vec![("cgroup", self.cgroups.version().to_string()), ("runtime", self.binary.display().to_string())]
+    }
+
+    fn spawn(&self, spec: &InstanceSpec) -> Result<Spawned, SandboxError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("i{}-{n}", std::process::id());
+        let cgroup = self.cgroups.create(&id, &spec.limits)?;
+        let mut bundle = spec.code_dir.clone().into_os_string();
+        bundle.push(".oci");
+        let bundle = PathBuf::from(bundle);
+        let mut guard = Cleanup { cgroup: Some(cgroup), bundle: bundle.clone(), child: None };
+        write_bundle(&bundle, spec, &id)?;
+        let procs = guard.cgroup.as_ref().expect("set above").procs_files();
+
+        let (ctl_in_r, ctl_in_w) = sys::pipe()?;
+        let (ctl_out_r, ctl_out_w) = sys::pipe()?;
+        let (log_r, log_w) = sys::pipe()?;
+        let log_w2 = log_w.try_clone().map_err(sys_err("dup"))?;
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg(GUARD_ARG);
+        for p in &procs {
+            cmd.arg(format!("cg={}", p.display()));
+        }
+        cmd.arg(format!("pidfile={}", bundle.join("init.pid").display()));
+        cmd.arg("--").arg(&self.binary).arg("--root").arg(&self.state).arg("--log").arg(bundle.join("runc.log"));
+        cmd.arg("run").arg("--detach").arg("--pid-file").arg(bundle.join("init.pid")).arg("--bundle").arg(&bundle).args(["--preserve-fds", "2", "--no-new-keyring"]).arg(&id);
+        cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        cmd.stdin(Stdio::null()).stdout(Stdio::from(log_w)).stderr(Stdio::from(log_w2));
+        let fds = [(ctl_in_r.as_raw_fd(), 3), (ctl_out_w.as_raw_fd(), 4), (self.lifeline.0.as_raw_fd(), FD_LIFELINE)];
+        // SAFETY: runs between fork and exec; only setsid and dup2, both async-signal-safe,
+        // on fds that are all >= 10 (see sys::pipe), so no dup2 clobbers a later source.
+        unsafe {
+            cmd.pre_exec(move || {
+                sys::new_session()?;
+                for (from, to) in fds {
+                    sys::dup_onto(from, to)?;
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(sys_err("spawn OCI guard"))?;
+        guard.child = Some(child);
+        drop((ctl_in_r, ctl_out_w));
+        let (cgroup, child, bundle) = guard.disarm();
+        Ok(Spawned {
+            control_in: ctl_in_w,
+            control_out: ctl_out_r,
+            logs: log_r,
+            handle: Box::new(OciInstance { child, cgroup, bundle, id, delete: self.command(), killed: false, reaped: None }),
+        })
+    }
+}
+
+/// Writes `<bundle>/config.json` and `<bundle>/rootfs` (empty but for `/etc`).
+fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str) -> Result<(), SandboxError> {
+    let rootfs = bundle.join("rootfs");
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(bundle).map_err(sys_err("mkdir bundle"))?;
+    fs::DirBuilder::new().mode(0o755).create(&rootfs).map_err(sys_err("mkdir rootfs"))?;
+    let etc = rootfs.join("etc");
+    fs::DirBuilder::new().mode(0o755).create(&etc).map_err(sys_err("mkdir rootfs/etc"))?;
+    let files: [(&str, String); 5] = [
+        ("passwd", format!("root:x:0:0:root:/root:/usr/sbin/nologin\nvoltrun:x:{FUNCTION_UID}:{FUNCTION_UID}:function:/tmp:/usr/sbin/nologin\n")),
+        ("group", format!("root:x:0:\nvoltrun:x:{FUNCTION_UID}:\n")),
+        ("hosts", "127.0.0.1 localhost voltrun\n::1 localhost\n".into()),
+        ("hostname", "voltrun\n".into()),
+        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
+    ];
+    for (name, text) in files {
+        fs::write(etc.join(name), text).map_err(sys_err("write rootfs/etc file"))?;
+    }
+    let mut mounts = Vec::new();
+    for p in bind_paths(&spec.runtime_paths) {
+        let meta = fs::symlink_metadata(&p).map_err(sys_err("stat bind source"))?;
+        if meta.file_type().is_symlink() {
+            // Merged /usr: /bin -> usr/bin etc. stay symlinks, as on the host.
+            let target = fs::read_link(&p).map_err(sys_err("readlink bind source"))?;
+            let inside = rootfs.join(p.strip_prefix("/").unwrap_or(&p));
+            if let Some(parent) = inside.parent() {
+                fs::create_dir_all(parent).map_err(sys_err("mkdir rootfs parent"))?;
+            }
+            symlink(target, inside).map_err(sys_err("symlink in rootfs"))?;
+        } else {
+            mounts.push(bind_ro(&p.to_string_lossy(), &p.to_string_lossy()));
+        }
+    }
+    mounts.push(bind_ro(&spec.code_dir.to_string_lossy(), TASK_ROOT));
+    mounts.push(bind_ro(&spec.bootstrap_dir.to_string_lossy(), BOOTSTRAP_ROOT));
+    let config = config_json(spec, id, mounts);
+    let text = serde_json::to_vec_pretty(&config).expect("a json! value serializes");
+    // The function's environment (it may hold secrets) is in here: owner-only.
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(bundle.join("config.json"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &text))
+        .map_err(sys_err("write config.json"))
+}
+
+fn bind_ro(source: &str, destination: &str) -> Value {
+    json!({"destination": destination, "type": "bind", "source": source, "options": ["rbind", "ro", "nosuid", "nodev"]})
+}
+
+/// The OCI runtime configuration of one instance.
+fn config_json(spec: &InstanceSpec, id: &str, binds: Vec<Value>) -> Value {
+    let l = &spec.limits;
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "noexec", "strictatime", "mode=755", "size=64k", "nr_inodes=64"]}),
+        // POSIX shared memory (Python's multiprocessing locks); RAM-backed, charged to the instance.
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=16m", "nr_inodes=1024"]}),
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", format!("size={}", l.tmp_bytes.max(1 << 20)), "nr_inodes=16384"]}),
+    ];
+    mounts.extend(binds);
+    let mut rlimits = vec![
+        json!({"type": "RLIMIT_NOFILE", "hard": l.open_files, "soft": l.open_files}),
+        json!({"type": "RLIMIT_FSIZE", "hard": l.file_size_bytes, "soft": l.file_size_bytes}),
+        json!({"type": "RLIMIT_CORE", "hard": 0, "soft": 0}),
+    ];
+    if l.limit_address_space {
+        let as_bytes = l.memory_bytes + (192 << 20);
+        rlimits.push(json!({"type": "RLIMIT_AS", "hard": as_bytes, "soft": as_bytes}));
+    }
+    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    json!({
+        "ociVersion": "1.0.2",
+        "hostname": "voltrun",
+        "root": {"path": "rootfs", "readonly": true},
+        "mounts": mounts,
+        "process": {
+            "terminal": false,
+            "user": {"uid": FUNCTION_UID, "gid": FUNCTION_UID, "additionalGids": []},
+            "args": spec.argv,
+            "env": env,
+            "cwd": TASK_ROOT,
+            "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []},
+            "rlimits": rlimits,
+            "noNewPrivileges": true,
+        },
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "cgroup"}],
+            // Relative: runc places it under its own cgroup in each controller, which is
+            // where the namespace tier's code created it (with the same limits).
+            "cgroupsPath": format!("voltrun/{id}"),
+            "resources": resources(l),
+            "seccomp": seccomp_json(),
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
+    })
+}
+
+/// `linux.resources`: the same values the cgroup was created with (runc rewrites them).
+fn resources(l: &Limits) -> Value {
+    json!({
+        "memory": {"limit": l.memory_bytes},
+        "pids": {"limit": l.pids},
+        "cpu": {"quota": l.cpu_millis * 100, "period": 100_000},
+        "devices": [{"allow": false, "access": "rwm"}],
+    })
+}
+
+/// [`seccomp::POLICY`] as an OCI seccomp section. Denied calls fail with EPERM, `clone3` with
+/// ENOSYS; `clone` with any namespace flag fails with EPERM (one masked rule per flag: the
+/// rules of one syscall are alternatives).
+fn seccomp_json() -> Value {
+    let mut deny = Vec::new();
+    let mut nosys = Vec::new();
+    for r in seccomp::POLICY {
+        match r.action {
+            Action::Deny => deny.push(r.name),
+            Action::NotImplemented => nosys.push(r.name),
+        }
+    }
+    let mut syscalls = vec![
+        json!({"names": deny, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}),
+        json!({"names": nosys, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}),
+    ];
+    for flag in [libc::CLONE_NEWNS, libc::CLONE_NEWUTS, libc::CLONE_NEWIPC, libc::CLONE_NEWUSER, libc::CLONE_NEWPID, libc::CLONE_NEWNET, libc::CLONE_NEWCGROUP] {
+        syscalls.push(json!({
+            "names": ["clone"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": libc::EPERM,
+            "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
+        }));
+    }
+    let arch = if cfg!(target_arch = "aarch64") { "SCMP_ARCH_AARCH64" } else { "SCMP_ARCH_X86_64" };
+    json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": [arch], "syscalls": syscalls})
+}
+
+/// Undoes a half-built instance unless disarmed.
+struct Cleanup {
+    cgroup: Option<Cgroup>,
+    bundle: PathBuf,
+    child: Option<Child>,
+}
+
+impl Cleanup {
+    fn disarm(mut self) -> (Cgroup, Child, PathBuf) {
+        (self.cgroup.take().expect("cgroup"), self.child.take().expect("child"), std::mem::take(&mut self.bundle))
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            sys::kill_group(c.id());
+            let _ = c.wait();
+        }
+        if let Some(cg) = self.cgroup.take() {
+            cg.kill_all();
+            if let Err(e) = cg.remove() {
+                tracing::warn!(err = %e, "could not remove a cgroup");
+            }
+        }
+        if !self.bundle.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.bundle);
+        }
+    }
+}
+
+struct OciInstance {
+    /// The guard process: it exits as the function's process does.
+    child: Child,
+    cgroup: Cgroup,
+    bundle: PathBuf,
+    id: String,
+    /// `runc --root …`, to delete the container's state at teardown.
+    delete: Command,
+    /// Set by `kill`: `wait` keeps killing until the guard is gone (a container still being
+    /// created joins the cgroup only after a first kill may have found it empty).
+    killed: bool,
+    reaped: Option<ExitInfo>,
+}
+
+impl InstanceHandle for OciInstance {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn kill(&mut self) {
+        if self.reaped.is_none() {
+            // Every process of the container is in the cgroup; the guard then reaps the
+            // function and exits with 128+9.
+            self.killed = true;
+            self.cgroup.kill_all();
+        }
+    }
+
+    fn wait(&mut self) -> ExitInfo {
+        if let Some(info) = self.reaped {
+            return info;
+        }
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => break Ok(st),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            if self.killed {
+                self.cgroup.kill_all();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let info = match status {
+            // The guard reports a signal death of the function as status 128+signal.
+            Ok(st) => match st.code() {
+                Some(c) if c > 128 && c < 128 + 65 => ExitInfo { code: None, signal: Some(c - 128) },
+                code => ExitInfo { code, signal: st.signal() },
+            },
+            Err(_) => ExitInfo::default(),
+        };
+        self.cgroup.kill_all();
+        let mut delete = Command::new(self.delete.get_program());
+        delete.args(self.delete.get_args()).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        delete_container(delete, &self.id);
+        if let Err(e) = self.cgroup.remove() {
+            tracing::warn!(err = %e, "could not remove an instance cgroup");
+        }
+        let _ = fs::remove_dir_all(&self.bundle);
+        self.reaped = Some(info);
+        info
+    }
+
+    fn out_of_memory(&self) -> bool {
+        self.cgroup.oom_killed()
+    }
+
+    fn has_stray_processes(&self) -> bool {
+        // The runtime is the container's pid 1; anything more was left by a handler.
+        self.reaped.is_none() && self.cgroup.pids().len() > 1
+    }
+}
+
+impl Drop for OciInstance {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            self.kill();
+            self.wait();
+        }
+    }
+}
+
+/// Entry point of `voltrun __oci-guard cg=<cgroup.procs>… pidfile=<path> -- <runtime argv>`:
+/// runs the OCI runtime detached, reaps the container's process (re-parented to us, a child
+/// subreaper) and exits as it did; kills the instance's cgroup if the server's lifeline reads
+/// EOF first. Never returns.
+pub fn guard_main(args: &[String]) -> ! {
+    let fail = |what: &str| -> ! {
+        eprintln!("voltrun {GUARD_ARG}: {what}");
+        std::process::exit(111)
+    };
+    let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let opts = &args[..split];
+    let procs: Vec<PathBuf> = opts.iter().filter_map(|a| a.strip_prefix("cg=")).map(PathBuf::from).collect();
+    let Some(pidfile) = opts.iter().find_map(|a| a.strip_prefix("pidfile=")).map(PathBuf::from) else { fail("no pidfile=") };
+    let argv = &args[(split + 1).min(args.len())..];
+    if argv.is_empty() {
+        fail("no runtime command");
+    }
+    if let Err(e) = sys::become_subreaper() {
+        fail(&format!("prctl(PR_SET_CHILD_SUBREAPER): {e}"));
+    }
+    // The runtime must not hold the lifeline, or the server's death would go unseen.
+    if let Err(e) = sys::set_cloexec(FD_LIFELINE) {
+        fail(&format!("fcntl(FD_CLOEXEC) on the lifeline: {e}"));
+    }
+    std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        while matches!(sys::read_fd(FD_LIFELINE, &mut b), Ok(n) if n > 0) {}
+        // The server is gone: end the instance, busy or not. Kill until the function is
+        // reaped (and this process exits): a container still being created joins late.
+        loop {
+            for p in &procs {
+                for pid in fs::read_to_string(p).unwrap_or_default().lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    sys::kill_pid(pid);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    let status = match Command::new(&argv[0]).args(&argv[1..]).status() {
+        Ok(st) => st,
+        Err(e) => fail(&format!("spawn {}: {e}", argv[0])),
+    };
+    for fd in [0, 1, 2, 3, 4] {
+        // The function holds its own copies; ours would keep its pipes open after it died.
+        if fd > 2 || status.success() {
+            sys::close(fd);
+        }
+    }
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(111));
+    }
+    let init: libc::pid_t = match fs::read_to_string(&pidfile).ok().and_then(|t| t.trim().parse().ok()) {
+        Some(p) => p,
+        None => std::process::exit(111),
+    };
+    loop {
+        match sys::wait_any() {
+            Ok((p, st)) if p == init => std::process::exit(sys::exit_code(st)),
+            Ok(_) => continue,
+            Err(_) => std::process::exit(111),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seccomp_section_carries_every_rule() {
+        let s = seccomp_json();
+        let text = s.to_string();
+        for r in seccomp::POLICY {
+            assert!(text.contains(&format!("\"{}\"", r.name)), "{} missing", r.name);
+        }
+        assert_eq!(s["defaultAction"], "SCMP_ACT_ALLOW");
+    }
+}
