@@ -307,6 +307,21 @@ fn chrono_ms(rfc3339: &str) -> i64 {
     voltrun_core::time::parse_ms(rfc3339).unwrap_or(0)
 }
 
+macro_rules! insert_execution_sql {
+    ($tail:literal) => {
+        concat!(
+            "INSERT INTO executions (id, user_id, function_id, function_name, function_version, status, trigger, input, output, error,
+             logs, logs_truncated, duration_ms, attempts, created_at, started_at, finished_at, max_attempts, idempotency_key, schedule_tick,
+             lease_owner, lease_expires)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+             ON CONFLICT DO NOTHING",
+            $tail
+        )
+    };
+}
+const INSERT_NEW: &str = insert_execution_sql!("");
+const INSERT_FINISHED: &str = insert_execution_sql!(" -- finished run");
+
 /// A write the group-commit writer performs.
 pub(crate) enum Write {
     Insert(Box<(Execution, NewRun)>),
@@ -323,13 +338,12 @@ impl Write {
             Write::Insert(b) => {
                 let (e, run) = &**b;
                 let (owner, expires) = run.lease.clone().unzip();
-                let r = sqlx::query(
-                    "INSERT INTO executions (id, user_id, function_id, function_name, function_version, status, trigger, input, output, error,
-                     logs, logs_truncated, duration_ms, attempts, created_at, started_at, finished_at, max_attempts, idempotency_key, schedule_tick,
-                     lease_owner, lease_expires)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
-                     ON CONFLICT DO NOTHING",
-                )
+                // Two statement texts: PostgreSQL prepared statements keep the parameter types
+                // of their first use, and `duration_ms` is NULL for a new run but a number for
+                // a finished one (a shared statement then fails with "incorrect binary data
+                // format in bind parameter 13").
+                let sql = if e.duration_ms.is_some() { INSERT_FINISHED } else { INSERT_NEW };
+                let r = sqlx::query(sql)
                 .bind(e.id.clone())
                 .bind(e.user_id.clone())
                 .bind(e.function_id.clone())
