@@ -282,9 +282,6 @@ impl Instance {
 struct Gone;
 
 impl InstanceHandle for Gone {
-    fn pid(&self) -> u32 {
-        0
-    }
     fn kill(&mut self) {}
     fn wait(&mut self) -> voltrun_sandbox::ExitInfo {
         voltrun_sandbox::ExitInfo::default()

@@ -107,8 +107,6 @@ impl std::fmt::Display for ExitInfo {
 
 /// Control over one running instance. Dropping it kills every process of the instance.
 pub trait InstanceHandle: Send {
-    /// The instance's main process id (in the server's pid namespace).
-    fn pid(&self) -> u32;
     /// Kills every process of the instance at once (SIGKILL). Idempotent.
     fn kill(&mut self);
     /// Waits for the main process to end (blocking) and releases the instance's resources.

@@ -288,10 +288,6 @@ struct NsInstance {
 }
 
 impl InstanceHandle for NsInstance {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     fn kill(&mut self) {
         if self.reaped.is_none() {
             sys::kill_group(self.child.id());

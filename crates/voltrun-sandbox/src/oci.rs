@@ -418,10 +418,6 @@ struct OciInstance {
 }
 
 impl InstanceHandle for OciInstance {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     fn kill(&mut self) {
         if self.reaped.is_none() {
             // Every process of the container is in the cgroup; the guard then reaps the

@@ -89,10 +89,6 @@ struct ProcessInstance {
 }
 
 impl InstanceHandle for ProcessInstance {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     fn kill(&mut self) {
         if self.reaped.is_none() {
             sys::kill_group(self.child.id());

@@ -1,6 +1,6 @@
 //! Users, refresh tokens and API keys.
 
-use crate::{conflict_or, get_i64, get_opt_str, get_str, Result, Store};
+use crate::{conflict_or, get_opt_str, get_str, Result, Store};
 
 /// A registered user.
 #[derive(Debug, Clone)]
@@ -162,11 +162,5 @@ impl Store {
     pub async fn touch_api_key(&self, id: &str, now: &str) -> Result<()> {
         sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1").bind(id).bind(now).execute(&self.pool).await?;
         Ok(())
-    }
-
-    /// Number of registered users (for metrics).
-    pub async fn count_users(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(&self.pool).await?;
-        get_i64(&row, "n")
     }
 }
