@@ -12,26 +12,38 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+mod scale;
+
 struct Args {
     server_bin: PathBuf,
     quick: bool,
     out: PathBuf,
+    /// Only these sections (all when empty): baselines, throughput, workers, tiers, scale.
+    only: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
 }
 
 fn parse_args() -> Result<Args> {
     let mut server_bin = PathBuf::from("target/release/voltrun");
     let mut quick = false;
     let mut out = PathBuf::from("bench/results");
+    let mut only = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--server-bin" => server_bin = it.next().context("--server-bin needs a path")?.into(),
             "--quick" => quick = true,
             "--out" => out = it.next().context("--out needs a directory")?.into(),
-            other => bail!("unknown argument {other}; use --server-bin PATH, --out DIR and --quick"),
+            "--only" => only.extend(it.next().context("--only needs sections")?.split(',').map(str::to_string)),
+            other => bail!("unknown argument {other}; use --server-bin PATH, --out DIR, --only SECTION,… and --quick"),
         }
     }
-    Ok(Args { server_bin, quick, out })
+    Ok(Args { server_bin, quick, out, only })
 }
 
 /// Milliseconds at a percentile (nearest rank) of unsorted samples.
@@ -92,6 +104,11 @@ impl Server {
         let n = NEXT_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("voltrun-bench-{}-{tier}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        Self::start_in(bin, tier, dir, extra)
+    }
+
+    /// A server on an existing (or new) data directory.
+    fn start_in(bin: &Path, tier: &str, dir: PathBuf, extra: &[&str]) -> Result<Server> {
         let mut cmd = Command::new(bin);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--invoke-rate", "0", "--sandbox", tier]).arg("--data-dir").arg(&dir).args(extra);
         if tier == "process" {
@@ -121,14 +138,32 @@ impl Server {
         };
         Ok(resp.into_json()?)
     }
+
+    /// The server's resident memory, in MiB.
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).unwrap_or(f64::NAN) / 1024.0
+    }
+
+    /// Stops the server (SIGTERM: it stops its instances) and keeps its data directory.
+    fn stop_keeping_data(mut self) -> PathBuf {
+        self.terminate();
+        std::mem::take(&mut self.dir)
+    }
+
+    fn terminate(&mut self) {
+        // SAFETY: kill takes plain integers; SIGTERM lets the server stop its instances.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SAFETY: kill takes plain integers; SIGTERM lets the server stop its instances.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.terminate();
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -227,20 +262,27 @@ fn throughput(bin: &Path, tier: &str, clients: usize, seconds: u64) -> Result<Va
     let token = s.register("tp")?;
     s.call("POST", "/api/functions", Some(&token), &json!({"name": "tp", "runtime": "python3.11", "code": PY_CODE}))?;
     s.call("POST", "/api/functions/tp/execute", Some(&token), &json!({}))?;
+    let (rps, non2xx) = wrk_invoke(&s, &token, "tp", clients, seconds)?;
+    let stats = s.call("GET", "/api/dashboard", Some(&token), &json!(null)).unwrap_or(Value::Null);
+    Ok(json!({"clients": clients, "seconds": seconds, "invokes_per_s": round(rps), "non_2xx": non2xx, "stored_executions": stats["executions_total"]}))
+}
+
+/// Invokes per second and non-2xx answers of `clients` wrk connections invoking one function
+/// for `seconds`.
+fn wrk_invoke(s: &Server, token: &str, function: &str, clients: usize, seconds: u64) -> Result<(f64, u64)> {
     let script = std::env::temp_dir().join(format!("voltrun-bench-{}.lua", std::process::id()));
     std::fs::write(&script, format!("wrk.method = \"POST\"\nwrk.body = \"{{}}\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"))?;
     let out = Command::new("wrk")
         .args(["-t", "2", "-c", &clients.to_string(), "-d", &format!("{seconds}s"), "-s"])
         .arg(&script)
-        .arg(format!("{}/api/functions/tp/execute", s.base))
+        .arg(format!("{}/api/functions/{function}/execute", s.base))
         .output()
         .context("running wrk (apt-get install wrk)")?;
     let _ = std::fs::remove_file(&script);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let rps: f64 = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).with_context(|| format!("wrk output: {text}"))?;
     let non2xx: u64 = text.lines().find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-    let stats = s.call("GET", "/api/dashboard", Some(&token), &json!(null)).unwrap_or(Value::Null);
-    Ok(json!({"clients": clients, "seconds": seconds, "invokes_per_s": round(rps), "non_2xx": non2xx, "stored_executions": stats["executions_total"]}))
+    Ok((rps, non2xx))
 }
 
 /// Async throughput through PostgreSQL with `workers` worker processes: a serve node that
@@ -302,9 +344,15 @@ fn main() -> Result<()> {
     let py_base = spawn_baseline(&python, &["-c", "pass"], base_n)?;
     let node_base = spawn_baseline(&node, &["-e", "0"], base_n)?;
     let tp_seconds = if args.quick { 2 } else { 10 };
-    eprintln!("measuring throughput…");
-    let tp = throughput(&args.server_bin, "namespace", 32, tp_seconds)?;
+    let skipped = || json!("not run (--only)");
+    let tp = if args.runs("throughput") {
+        eprintln!("measuring throughput…");
+        throughput(&args.server_bin, "namespace", 32, tp_seconds)?
+    } else {
+        skipped()
+    };
     let workers = match std::env::var("VOLTRUN_BENCH_PG_URL") {
+        _ if !args.runs("workers") => skipped(),
         Ok(pg) => {
             eprintln!("measuring async throughput with 1 and 2 workers on PostgreSQL…");
             let runs = if args.quick { 40 } else { 800 };
@@ -318,10 +366,16 @@ fn main() -> Result<()> {
     // The container tier when runc is installed (its cold start is the OCI runtime's).
     let runc = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("runc").is_file()));
     let names: &[&str] = if runc { &["namespace", "container", "process"] } else { &["namespace", "process"] };
-    for &tier in names {
+    for &tier in names.iter().filter(|_| args.runs("tiers")) {
         eprintln!("measuring the {tier} tier…");
         tiers[tier] = measure_tier(&args.server_bin, tier, cold_n, warm_n)?;
     }
+    let scale = if args.runs("scale") {
+        eprintln!("measuring scale: deployed functions, server memory, a million stored executions…");
+        scale::measure(&args.server_bin, if args.quick { &scale::QUICK } else { &scale::FULL })?
+    } else {
+        skipped()
+    };
     let p = |v: &Value| v["p50_ms"].as_f64().unwrap_or(f64::NAN);
     let py_b = pct(&py_base, 50.0);
     let node_b = pct(&node_base, 50.0);
@@ -349,6 +403,7 @@ fn main() -> Result<()> {
         "tiers": tiers,
         "throughput": tp,
         "workers": workers,
+        "scale": scale,
         "ratios": ratios,
     });
     let dir = args.out.as_path();
@@ -372,8 +427,8 @@ fn markdown(r: &Value) -> String {
     for (k, v) in r["baselines"].as_object().expect("object") {
         s.push_str(&format!("| baseline: {k} | {} | {} | {} |\n", v["n"], v["p50_ms"], v["p99_ms"]));
     }
-    for (tier, rts) in r["tiers"].as_object().expect("object") {
-        for (rt, v) in rts.as_object().expect("object") {
+    for (tier, rts) in r["tiers"].as_object().into_iter().flatten() {
+        for (rt, v) in rts.as_object().into_iter().flatten() {
             if rt == "idle_instance_memory" {
                 s.push_str(&format!("| {tier} idle instance unique memory (MiB, p50) | python {} / node {} | | |\n", v["python_uss_mib_p50"], v["node_uss_mib_p50"]));
                 continue;
@@ -390,6 +445,7 @@ fn markdown(r: &Value) -> String {
         tp["clients"], tp["seconds"], tp["invokes_per_s"], tp["non_2xx"], tp["stored_executions"]
     ));
     s.push_str(&format!("\nAsync on PostgreSQL, 1 vs 2 workers: {}\n", r["workers"]));
+    s.push_str(&scale::markdown(&r["scale"]));
     s.push_str("\n| ratio (p50) | value |\n|---|---|\n");
     for (k, v) in r["ratios"].as_object().expect("object") {
         s.push_str(&format!("| {k} | {v} |\n"));

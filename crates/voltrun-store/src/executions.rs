@@ -2,6 +2,7 @@
 
 use voltrun_core::{ExecError, Execution, ExecutionStatus, Trigger};
 
+use crate::rollup::HourDeltas;
 use crate::{get_i64, get_opt_str, get_str, parse_json, Dialect, Result, Store, StoreError};
 
 /// How a new execution enters the store, beyond its record.
@@ -33,7 +34,7 @@ pub struct Stats {
     pub last_24h_total: i64,
     pub last_24h_success: i64,
     pub last_24h_failed: i64,
-    /// Durations (ms) of finished runs in the last 24 h, sorted ascending.
+    /// Durations (ms) of the last [`DURATION_SAMPLE`] finished runs of the last 24 h, sorted ascending.
     pub durations_ms: Vec<f64>,
     pub hourly: Vec<HourBucket>,
 }
@@ -200,15 +201,22 @@ impl Store {
             "the node running this execution stopped before it finished",
         ))
         .expect("ExecError serialises");
-        let interrupted = sqlx::query(&format!(
+        let mut tx = self.pool.begin().await?;
+        let failed = sqlx::query(&format!(
             "UPDATE executions SET status = 'failed', error = $2, finished_at = $1, lease_owner = NULL, lease_expires = NULL
-             WHERE status = 'running' AND {cond}"
+             WHERE status = 'running' AND {cond} RETURNING user_id, created_at, duration_ms"
         ))
         .bind(now)
         .bind(err)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut hours = HourDeltas::default();
+        for r in &failed {
+            hours.add(&get_str(r, "user_id")?, &get_str(r, "created_at")?, ExecutionStatus::Failed, sqlx::Row::try_get(r, "duration_ms")?, 1);
+        }
+        hours.flush(&mut tx).await?;
+        tx.commit().await?;
+        let interrupted = failed.len() as u64;
         if requeued > 0 {
             self.notify_queue().await?;
         }
@@ -256,45 +264,54 @@ impl Store {
         rows.iter().map(execution_from).collect()
     }
 
-    /// Figures for the dashboard since `since` (RFC 3339).
+    /// Figures for the dashboard since `since` (RFC 3339, the start of an hour): totals from
+    /// the per-hour rollup plus the runs not finished yet, and the durations of the last
+    /// [`DURATION_SAMPLE`] finished runs for percentiles.
     pub async fn stats(&self, user_id: &str, since: &str) -> Result<Stats> {
         let mut s = Stats { functions: self.count_functions(user_id).await?, ..Stats::default() };
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM executions WHERE user_id = $1").bind(user_id).fetch_one(&self.pool).await?;
-        s.executions_total = get_i64(&row, "n")?;
-        let rows = sqlx::query(
-            "SELECT substr(created_at, 1, 13) AS hour, COUNT(*) AS n,
-                    SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) AS ok,
-                    SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed,
-                    AVG(duration_ms) AS avg_ms
-             FROM executions WHERE user_id = $1 AND id >= $2 GROUP BY substr(created_at, 1, 13) ORDER BY hour",
+        let row = sqlx::query("SELECT CAST(COALESCE(SUM(success + failed), 0) AS BIGINT) AS n FROM execution_hours WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let finished = get_i64(&row, "n")?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN id >= $2 THEN 1 ELSE 0 END), 0) AS recent
+             FROM executions WHERE user_id = $1 AND status IN ('pending', 'running')",
         )
         .bind(user_id)
         .bind(since_id(since))
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
+        s.executions_total = finished + get_i64(&row, "n")?;
+        s.last_24h_total = get_i64(&row, "recent")?;
+        let rows = sqlx::query("SELECT hour, success, failed, duration_sum, duration_n FROM execution_hours WHERE user_id = $1 AND hour >= $2 ORDER BY hour")
+            .bind(user_id)
+            .bind(crate::rollup::hour_of(since).to_string())
+            .fetch_all(&self.pool)
+            .await?;
         for r in &rows {
-            let b = HourBucket {
-                hour: get_str(r, "hour")?,
-                invocations: get_i64(r, "n")?,
-                errors: get_i64(r, "failed")?,
-                avg_duration_ms: sqlx::Row::try_get::<Option<f64>, _>(r, "avg_ms")?,
-            };
-            s.last_24h_total += b.invocations;
-            s.last_24h_success += get_i64(r, "ok")?;
-            s.last_24h_failed += b.errors;
-            s.hourly.push(b);
+            let (ok, failed, n) = (get_i64(r, "success")?, get_i64(r, "failed")?, get_i64(r, "duration_n")?);
+            let sum: f64 = sqlx::Row::try_get(r, "duration_sum")?;
+            s.last_24h_total += ok + failed;
+            s.last_24h_success += ok;
+            s.last_24h_failed += failed;
+            s.hourly.push(HourBucket { hour: get_str(r, "hour")?, invocations: ok + failed, errors: failed, avg_duration_ms: (n > 0).then(|| sum / n as f64) });
         }
-        let rows = sqlx::query(
-            "SELECT duration_ms FROM executions WHERE user_id = $1 AND id >= $2 AND duration_ms IS NOT NULL ORDER BY duration_ms LIMIT 200000",
-        )
-        .bind(user_id)
-        .bind(since_id(since))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT duration_ms FROM executions WHERE user_id = $1 AND id >= $2 AND duration_ms IS NOT NULL ORDER BY id DESC LIMIT $3")
+            .bind(user_id)
+            .bind(since_id(since))
+            .bind(DURATION_SAMPLE)
+            .fetch_all(&self.pool)
+            .await?;
         s.durations_ms = rows.iter().map(|r| sqlx::Row::try_get::<f64, _>(r, "duration_ms")).collect::<std::result::Result<_, _>>()?;
+        s.durations_ms.sort_by(f64::total_cmp);
         Ok(s)
     }
 }
+
+/// Finished runs whose durations make the dashboard's percentiles: the most recent ones of
+/// the last day.
+pub const DURATION_SAMPLE: i64 = 10_000;
 
 /// The smallest execution id created at or after `since`: ids start with the creation time,
 /// so a time window is an id range and uses the primary-key indexes.
@@ -329,11 +346,9 @@ pub(crate) enum Write {
 }
 
 impl Write {
-    /// Runs the write on `ex`; true when a row was inserted or updated.
-    pub(crate) async fn run<'e, E>(&self, ex: E) -> std::result::Result<bool, sqlx::Error>
-    where
-        E: sqlx::Executor<'e, Database = sqlx::Any>,
-    {
+    /// Runs the write on `conn`, inside the caller's transaction, and adds what it changes
+    /// among finished runs to `hours`; true when a row was inserted or updated.
+    pub(crate) async fn run(&self, conn: &mut sqlx::AnyConnection, hours: &mut HourDeltas) -> std::result::Result<bool, sqlx::Error> {
         match self {
             Write::Insert(b) => {
                 let (e, run) = &**b;
@@ -366,11 +381,28 @@ impl Write {
                 .bind(run.schedule_tick.clone())
                 .bind(owner)
                 .bind(expires)
-                .execute(ex)
+                .execute(&mut *conn)
                 .await?;
-                Ok(r.rows_affected() > 0)
+                let inserted = r.rows_affected() > 0;
+                if inserted {
+                    hours.add(&e.user_id, &e.created_at, e.status, e.duration_ms, 1);
+                }
+                Ok(inserted)
             }
             Write::Save(e) => {
+                // What the row was, so a run finished twice (e.g. settled as interrupted,
+                // then finished by a node that was only slow) is counted once.
+                let before = sqlx::query("SELECT user_id, created_at, status, duration_ms FROM executions WHERE id = $1")
+                    .bind(e.id.clone())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let Some(before) = before else { return Ok(false) };
+                let status: String = sqlx::Row::try_get(&before, "status")?;
+                if let Some(old) = ExecutionStatus::parse(&status) {
+                    let (user, created): (String, String) = (sqlx::Row::try_get(&before, "user_id")?, sqlx::Row::try_get(&before, "created_at")?);
+                    hours.add(&user, &created, old, sqlx::Row::try_get(&before, "duration_ms")?, -1);
+                    hours.add(&user, &created, e.status, e.duration_ms, 1);
+                }
                 let r = sqlx::query(
                     "UPDATE executions SET function_version = $2, status = $3, output = $4, error = $5, logs = $6, logs_truncated = $7,
                      duration_ms = $8, attempts = $9, started_at = $10, finished_at = $11, lease_owner = NULL, lease_expires = NULL WHERE id = $1",
@@ -386,7 +418,7 @@ impl Write {
                 .bind(e.attempts)
                 .bind(e.started_at.clone())
                 .bind(e.finished_at.clone())
-                .execute(ex)
+                .execute(&mut *conn)
                 .await?;
                 Ok(r.rows_affected() > 0)
             }

@@ -438,6 +438,19 @@ fn dashboard_after_invocations() {
     let recent_ids: Vec<&Value> = recent.iter().map(|e| &e["id"]).collect();
     assert!(recent_ids.contains(&&e1["id"]) && recent_ids.contains(&&e2["id"]), "{d}");
     assert_eq!(recent[0]["id"], e2["id"], "recent is newest first");
+    user.assert_dashboard_matches_executions();
+    // Failures, an async run and a run that writes its record twice (running, then
+    // finished, because it outlasts the one-write window) are all counted once.
+    user.create_function("dash-fail", "python", "def handler(e, c):\n    raise ValueError('no')\n", json!({}));
+    user.create_function("dash-slow", "python", "import time\ndef handler(e, c):\n    time.sleep(0.2)\n    return 1\n", json!({}));
+    assert_eq!(user.invoke("dash-fail", &json!({}))["status"], "failed");
+    assert_eq!(user.invoke("dash-slow", &json!({}))["status"], "success");
+    let (status, a) = user.post("/api/functions/dash/execute?async=true", &json!({}));
+    assert_eq!(status, 202, "{a}");
+    user.wait_done(a["id"].as_str().unwrap(), std::time::Duration::from_secs(30));
+    user.assert_dashboard_matches_executions();
+    let (_, d) = user.get("/api/dashboard");
+    assert_eq!((&d["executions_total"], &d["last_24h"]["failed"]), (&json!(5), &json!(1)), "{d}");
 
     // Another user's dashboard is empty.
     let (_, other) = server.user().get("/api/dashboard");

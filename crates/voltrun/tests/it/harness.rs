@@ -332,6 +332,36 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Asserts the dashboard's totals agree with the execution list, walked page by page
+    /// (the dashboard reads a per-hour rollup kept by every write that finishes a run).
+    pub fn assert_dashboard_matches_executions(&self) {
+        let (mut total, mut ok, mut failed) = (0, 0, 0);
+        let mut path = "/api/executions?limit=500".to_string();
+        loop {
+            let (status, page) = self.get(&path);
+            assert_eq!(status, 200, "{page}");
+            for e in page["items"].as_array().expect("items") {
+                total += 1;
+                ok += (e["status"] == "success") as i64;
+                failed += (e["status"] == "failed") as i64;
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => path = format!("/api/executions?limit=500&cursor={c}"),
+                None => break,
+            }
+        }
+        let (status, d) = self.get("/api/dashboard");
+        assert_eq!(status, 200, "{d}");
+        assert_eq!(d["executions_total"], total, "{d}");
+        assert_eq!(d["last_24h"]["invocations"], total, "{d}");
+        assert_eq!((&d["last_24h"]["success"], &d["last_24h"]["failed"]), (&serde_json::json!(ok), &serde_json::json!(failed)), "{d}");
+        let hourly = d["hourly"].as_array().expect("hourly");
+        assert_eq!(hourly.iter().map(|h| h["invocations"].as_i64().unwrap_or(0)).sum::<i64>(), ok + failed, "{d}");
+        assert_eq!(hourly.iter().map(|h| h["errors"].as_i64().unwrap_or(0)).sum::<i64>(), failed, "{d}");
+    }
+}
+
 /// Asserts the uniform error shape and status, returning the code.
 pub fn assert_error(status: u16, body: &Value, expected: u16) -> String {
     assert_eq!(status, expected, "{body}");

@@ -68,4 +68,6 @@ fn async_runs_survive_kill_9_and_none_stays_running() {
     let (_, running) = c.get("/api/executions?status=running");
     let (_, pending) = c.get("/api/executions?status=pending");
     assert!(running["items"].as_array().unwrap().is_empty() && pending["items"].as_array().unwrap().is_empty());
+    // Runs settled after the crash are in the dashboard's totals, once.
+    c.assert_dashboard_matches_executions();
 }

@@ -1,0 +1,27 @@
+-- Dashboard figures without scanning executions: finished runs counted per user and hour of
+-- creation, kept by the same transaction that finishes a run (crates/voltrun-store/src/rollup.rs).
+-- Portable SQL: the same file runs on SQLite and PostgreSQL.
+
+CREATE TABLE execution_hours (
+    user_id      TEXT NOT NULL,
+    hour         TEXT NOT NULL,
+    success      BIGINT NOT NULL,
+    failed       BIGINT NOT NULL,
+    duration_sum DOUBLE PRECISION NOT NULL,
+    duration_n   BIGINT NOT NULL,
+    PRIMARY KEY (user_id, hour)
+);
+
+INSERT INTO execution_hours (user_id, hour, success, failed, duration_sum, duration_n)
+SELECT user_id, substr(created_at, 1, 13),
+       SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END),
+       SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END),
+       COALESCE(SUM(duration_ms), 0),
+       COUNT(duration_ms)
+FROM executions WHERE status IN ('success', 'failed')
+GROUP BY user_id, substr(created_at, 1, 13);
+
+-- The list's trigger filter had no index (a filter matching nothing scanned every row of the
+-- user); executions_status is covered by the queue and lease indexes, which start with status.
+DROP INDEX executions_status;
+CREATE INDEX executions_user_trigger ON executions(user_id, trigger, id);
