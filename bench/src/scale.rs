@@ -31,6 +31,13 @@ pub fn measure(bin: &Path, z: &Sizes) -> Result<Value> {
     create("hot", PY_CODE)?;
     s.call("POST", "/api/functions/hot/execute", Some(&token), &json!({}))?;
     let rss_warm = s.rss_mib();
+    // The server's memory as executions accumulate: the same load, three times.
+    let mut rss_by_load = Vec::new();
+    for _ in 0..3 {
+        wrk_invoke(&s, &token, "hot", 32, z.wrk_seconds)?;
+        let stored = s.call("GET", "/api/dashboard", Some(&token), &Value::Null)?["executions_total"].as_i64().unwrap_or(0);
+        rss_by_load.push(json!({"executions_stored": stored, "server_rss_mib": round(s.rss_mib())}));
+    }
     let mut deployed = 1;
     let mut by_count = Vec::new();
     let mut rss_after = Vec::new();
@@ -81,7 +88,7 @@ pub fn measure(bin: &Path, z: &Sizes) -> Result<Value> {
     }
     Ok(json!({
         "by_deployed_functions": by_count,
-        "server_memory": {"after_first_invoke_mib": round(rss_warm), "after_each_load": rss_after},
+        "server_memory": {"after_first_invoke_mib": round(rss_warm), "one_function_after_each_load": rss_by_load, "after_each_load": rss_after},
         "stored_executions": {"rows": total, "seed_seconds": round(seed_s), "latency": list},
     }))
 }
@@ -162,6 +169,8 @@ pub fn markdown(v: &Value) -> String {
         ));
     }
     let st = &v["stored_executions"];
+    let loads: Vec<String> = v["server_memory"]["one_function_after_each_load"].as_array().into_iter().flatten().map(|m| format!("{} MiB ({} stored)", m["server_rss_mib"], m["executions_stored"])).collect();
+    s.push_str(&format!("\nServer RSS with one function after three equal loads: {}.\n", loads.join(", ")));
     s.push_str(&format!("\nServer RSS after the first invoke: {} MiB.\n\n| with {} stored executions | p50 ms | p99 ms |\n|---|---|---|\n", v["server_memory"]["after_first_invoke_mib"], st["rows"]));
     for (what, x) in st["latency"].as_object().into_iter().flatten() {
         s.push_str(&format!("| GET {} | {} | {} |\n", what.replace('_', " "), x["p50_ms"], x["p99_ms"]));
