@@ -196,6 +196,16 @@ async function run(handler, event, context) {
   return `{"type":"result","ok":true,"output":${output === undefined ? 'null' : output}}`;
 }
 
+// True when a process other than this one lives in the sandbox (its own pid namespace): asked
+// for by the gVisor tier, whose host cannot see the function's processes.
+function otherProcesses() {
+  try {
+    return fs.readdirSync('/proc').some((d) => /^[0-9]+$/.test(d) && Number(d) !== process.pid);
+  } catch (_) {
+    return true;
+  }
+}
+
 async function main() {
   const init = readFrame();
   if (init.type !== 'init') process.exit(2);
@@ -218,13 +228,15 @@ async function main() {
   // Let errors left behind by module-level code surface now (printed), not in the first run.
   await new Promise((resolve) => setImmediate(resolve));
   sendFrame('{"type":"ready"}');
+  const reportStrays = init.report_strays === true;
 
   for (;;) {
     const msg = readFrame();
     if (msg.type !== 'invoke') process.exit(2);
     // The deadline starts when the invoke frame is read.
     const context = makeContext(init, String(msg.request_id ?? ''), Number(msg.timeout_ms) || 0, logStream);
-    const frame = await run(handler, msg.event, context);
+    let frame = await run(handler, msg.event, context);
+    if (reportStrays && otherProcesses()) frame = `${frame.slice(0, -1)},"strays":true}`;
     await endOfLogs(marker);
     sendFrame(frame);
   }

@@ -209,6 +209,16 @@ def run(handler, one_arg, event, context):
     return '{"type":"result","ok":true,"output":' + output + "}"
 
 
+def other_processes():
+    """True when a process other than this one lives in the sandbox (its own pid namespace):
+    asked for by the gVisor tier, whose host cannot see the function's processes."""
+    me = str(os.getpid())
+    try:
+        return any(d.isdigit() and d != me for d in os.listdir("/proc"))
+    except OSError:
+        return True
+
+
 def main():
     init = read_frame()
     if init.get("type") != "init":
@@ -225,6 +235,7 @@ def main():
     log_stream = time.strftime("%Y/%m/%d", time.gmtime()) + \
         f"/[{init.get('function_version', '')}]{os.urandom(16).hex()}"
     send_frame({"type": "ready"})
+    report_strays = init.get("report_strays") is True
 
     while True:
         msg = read_frame()
@@ -233,6 +244,8 @@ def main():
         # The deadline starts when the invoke frame is read.
         context = LambdaContext(init, msg.get("request_id", ""), msg.get("timeout_ms", 0), log_stream)
         frame = run(handler, one_arg, msg.get("event"), context)
+        if report_strays and other_processes():
+            frame = frame[:-1] + ',"strays":true}'
         end_of_logs(marker)
         send_frame(frame)
 

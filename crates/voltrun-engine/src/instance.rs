@@ -153,6 +153,7 @@ impl Instance {
             "memory_limit_in_mb": init.memory_mb,
             "marker": self.marker,
             "env": env,
+            "report_strays": !self.handle.sees_processes(),
         });
         let mut inst = self;
         let reply = tokio::time::timeout_at(deadline.into(), async {
@@ -203,7 +204,10 @@ impl Instance {
                         .unwrap_or_else(|_| ExecError::new(ErrorKind::RuntimeError, "the runtime reported a malformed error")))
                 };
                 let logs = self.end_logs().await;
-                let reusable = !self.handle.has_stray_processes();
+                // Processes a handler left behind: seen by the host, or (gVisor) reported by
+                // the bootstrap, which lists the sandbox's /proc after each run.
+                let strays = if self.handle.sees_processes() { self.handle.has_stray_processes() } else { msg["strays"] == true };
+                let reusable = !strays;
                 RunReport { result, logs, reusable }
             }
             Ok(Ok(msg)) => RunReport { result: Err(protocol_error(&msg)), logs: self.kill_and_collect().await, reusable: false },

@@ -1,8 +1,9 @@
 //! The OCI tiers: each instance is an OCI runtime bundle (a `config.json` and an empty,
 //! read-only root directory) run by an OCI runtime's command line: `runc` for the
-//! `container` tier. (`gvisor`/`runsc` shares the bundle but is not wired yet: the Debian
-//! `runsc` has no `--preserve-fds`, so the control pipes on fds 3 and 4 cannot reach the
-//! function; see docs/SECURITY.md.)
+//! `container` tier, `runsc` for the `gvisor` tier. They differ in a few places, each on
+//! [`Runtime`]: runsc's global flags, the limits of the host cgroup (which holds gVisor's
+//! own processes too), the process limit as `RLIMIT_NPROC`, the control pipes passed as
+//! stdio (runsc has no `--preserve-fds`), and the seccomp section.
 //!
 //! The bundle composes the same root as the namespace tier: read-only binds of the host's
 //! runtime files, the code at `/var/task` (a live bind: a spare instance gets its code
@@ -55,6 +56,8 @@ const FD_LIFELINE: RawFd = 7;
 pub enum Runtime {
     /// `runc`: the `container` tier.
     Runc,
+    /// `runsc`: the `gvisor` tier.
+    Runsc,
 }
 
 impl Runtime {
@@ -62,6 +65,7 @@ impl Runtime {
     pub fn kind(self) -> &'static str {
         match self {
             Runtime::Runc => "container",
+            Runtime::Runsc => "gvisor",
         }
     }
 
@@ -69,9 +73,39 @@ impl Runtime {
     pub fn default_binary(self) -> &'static str {
         match self {
             Runtime::Runc => "runc",
+            Runtime::Runsc => "runsc",
+        }
+    }
+
+    /// Global flags before the subcommand (after `--root`).
+    fn global_flags(self) -> &'static [&'static str] {
+        match self {
+            Runtime::Runc => &[],
+            // No network stack at all (the default needs a network namespace with a veth; in
+            // the root network namespace runsc refuses to start), the bundle's seccomp
+            // section applied inside the sandbox, and the ptrace platform: the only one that
+            // works here (KVM is nested and hangs; this runsc predates systrap).
+            Runtime::Runsc => &["--network=none", "--oci-seccomp", "--platform=ptrace"],
+        }
+    }
+
+    /// The limits of the host cgroup around an instance. runc's cgroup holds only the
+    /// function, so it gets the function's limits. runsc's holds the Sentry, the gofer and the
+    /// ptrace stubs too: memory gets [`GVISOR_MEMORY_OVERHEAD`] more, and the pids limit is
+    /// only a backstop (each guest process costs the Sentry several host threads, and the
+    /// Sentry dies if it cannot make one), the function's own limit being `RLIMIT_NPROC`,
+    /// which gVisor enforces on processes and threads alike.
+    fn host_limits(self, l: &Limits) -> Limits {
+        match self {
+            Runtime::Runc => l.clone(),
+            Runtime::Runsc => Limits { memory_bytes: l.memory_bytes + GVISOR_MEMORY_OVERHEAD, pids: l.pids * 8 + 64, ..l.clone() },
         }
     }
 }
+
+/// Memory an idle gVisor sandbox charges to its cgroup beyond the function (measured here:
+/// about 16 MiB for the Sentry, gofer and stubs with an idle Python), with room to spare.
+pub const GVISOR_MEMORY_OVERHEAD: u64 = 48 << 20;
 
 /// An OCI tier.
 pub struct OciSandbox {
@@ -127,7 +161,7 @@ impl OciSandbox {
 
     fn command(&self) -> Command {
         let mut c = Command::new(&self.binary);
-        c.arg("--root").arg(&self.state).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        c.arg("--root").arg(&self.state).args(self.runtime.global_flags()).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         c
     }
 
@@ -188,12 +222,12 @@ impl Sandbox for OciSandbox {
     fn spawn(&self, spec: &InstanceSpec) -> Result<Spawned, SandboxError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!("i{}-{n}", std::process::id());
-        let cgroup = self.cgroups.create(&id, &spec.limits)?;
+        let cgroup = self.cgroups.create(&id, &self.runtime.host_limits(&spec.limits))?;
         let mut bundle = spec.code_dir.clone().into_os_string();
         bundle.push(".oci");
         let bundle = PathBuf::from(bundle);
         let mut guard = Cleanup { cgroup: Some(cgroup), bundle: bundle.clone(), child: None };
-        write_bundle(&bundle, spec, &id)?;
+        write_bundle(&bundle, spec, &id, self.runtime)?;
         let procs = guard.cgroup.as_ref().expect("set above").procs_files();
 
         let (ctl_in_r, ctl_in_w) = sys::pipe()?;
@@ -206,17 +240,33 @@ impl Sandbox for OciSandbox {
             cmd.arg(format!("cg={}", p.display()));
         }
         cmd.arg(format!("pidfile={}", bundle.join("init.pid").display()));
-        cmd.arg("--").arg(&self.binary).arg("--root").arg(&self.state).arg("--log").arg(bundle.join("runc.log"));
-        cmd.arg("run").arg("--detach").arg("--pid-file").arg(bundle.join("init.pid")).arg("--bundle").arg(&bundle).args(["--preserve-fds", "2", "--no-new-keyring"]).arg(&id);
+        cmd.arg("--").arg(&self.binary).arg("--root").arg(&self.state).args(self.runtime.global_flags()).arg("--log").arg(bundle.join("runtime.log"));
+        cmd.arg("run").arg("--detach").arg("--pid-file").arg(bundle.join("init.pid")).arg("--bundle").arg(&bundle);
         cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-        cmd.stdin(Stdio::null()).stdout(Stdio::from(log_w)).stderr(Stdio::from(log_w2));
-        let fds = [(ctl_in_r.as_raw_fd(), 3), (ctl_out_w.as_raw_fd(), 4), (self.lifeline.0.as_raw_fd(), FD_LIFELINE)];
+        let lifeline = (self.lifeline.0.as_raw_fd(), FD_LIFELINE);
+        let fds = match self.runtime {
+            Runtime::Runc => {
+                cmd.args(["--preserve-fds", "2", "--no-new-keyring"]);
+                cmd.stdin(Stdio::null()).stdout(Stdio::from(log_w)).stderr(Stdio::from(log_w2));
+                vec![(ctl_in_r.as_raw_fd(), 3), (ctl_out_w.as_raw_fd(), 4), lifeline]
+            }
+            // runsc passes only stdio through: the control pipes go in as stdin and stdout
+            // and a shell in the sandbox moves them to 3 and 4 (see [`STDIO_TO_CONTROL`]).
+            Runtime::Runsc => {
+                drop(log_w2);
+                cmd.stdin(Stdio::from(ctl_in_r.try_clone().map_err(sys_err("dup"))?));
+                cmd.stdout(Stdio::from(ctl_out_w.try_clone().map_err(sys_err("dup"))?));
+                cmd.stderr(Stdio::from(log_w));
+                vec![lifeline]
+            }
+        };
+        cmd.arg(&id);
         // SAFETY: runs between fork and exec; only setsid and dup2, both async-signal-safe,
         // on fds that are all >= 10 (see sys::pipe), so no dup2 clobbers a later source.
         unsafe {
             cmd.pre_exec(move || {
                 sys::new_session()?;
-                for (from, to) in fds {
+                for &(from, to) in &fds {
                     sys::dup_onto(from, to)?;
                 }
                 Ok(())
@@ -230,13 +280,18 @@ impl Sandbox for OciSandbox {
             control_in: ctl_in_w,
             control_out: ctl_out_r,
             logs: log_r,
-            handle: Box::new(OciInstance { child, cgroup, bundle, id, delete: self.command(), killed: false, reaped: None }),
+            handle: Box::new(OciInstance { child, cgroup, bundle, id, runtime: self.runtime, delete: self.command(), killed: false, reaped: None }),
         })
     }
 }
 
+/// How the gVisor tier's process starts: the control pipes arrive as stdin and stdout (runsc
+/// has no `--preserve-fds`); they move to fds 3 and 4, stdout joins stderr on the log pipe,
+/// stdin becomes /dev/null, and the runtime replaces the shell.
+const STDIO_TO_CONTROL: &str = r#"exec 3<&0 4>&1 1>&2 0</dev/null; exec "$@""#;
+
 /// Writes `<bundle>/config.json` and `<bundle>/rootfs` (empty but for `/etc`).
-fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str) -> Result<(), SandboxError> {
+fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str, runtime: Runtime) -> Result<(), SandboxError> {
     let rootfs = bundle.join("rootfs");
     fs::DirBuilder::new().recursive(true).mode(0o700).create(bundle).map_err(sys_err("mkdir bundle"))?;
     fs::DirBuilder::new().mode(0o755).create(&rootfs).map_err(sys_err("mkdir rootfs"))?;
@@ -269,7 +324,7 @@ fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str) -> Result<(), Sand
     }
     mounts.push(bind_ro(&spec.code_dir.to_string_lossy(), TASK_ROOT));
     mounts.push(bind_ro(&spec.bootstrap_dir.to_string_lossy(), BOOTSTRAP_ROOT));
-    let config = config_json(spec, id, mounts);
+    let config = config_json(spec, id, mounts, runtime);
     let text = serde_json::to_vec_pretty(&config).expect("a json! value serializes");
     // The function's environment (it may hold secrets) is in here: owner-only.
     fs::OpenOptions::new()
@@ -286,7 +341,7 @@ fn bind_ro(source: &str, destination: &str) -> Value {
 }
 
 /// The OCI runtime configuration of one instance.
-fn config_json(spec: &InstanceSpec, id: &str, binds: Vec<Value>) -> Value {
+fn config_json(spec: &InstanceSpec, id: &str, binds: Vec<Value>, runtime: Runtime) -> Value {
     let l = &spec.limits;
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
@@ -305,7 +360,18 @@ fn config_json(spec: &InstanceSpec, id: &str, binds: Vec<Value>) -> Value {
         let as_bytes = l.memory_bytes + (192 << 20);
         rlimits.push(json!({"type": "RLIMIT_AS", "hard": as_bytes, "soft": as_bytes}));
     }
-    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut args = spec.argv.clone();
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if runtime == Runtime::Runsc {
+        // The function's process and thread limit, enforced by the Sentry (EAGAIN inside).
+        rlimits.push(json!({"type": "RLIMIT_NPROC", "hard": l.pids, "soft": l.pids}));
+        // The shell runs with no environment while its stdout is still the control pipe:
+        // the function's LD_DEBUG with an unwritable LD_DEBUG_OUTPUT would make the shell's
+        // loader print to stdout, into the control channel. `env -i` gives the environment
+        // to the runtime only, after the pipes have moved.
+        let head = ["/bin/sh", "-c", STDIO_TO_CONTROL, "sh", "/usr/bin/env", "-i"].into_iter().map(String::from);
+        args = head.chain(std::mem::take(&mut env)).chain(args).collect();
+    }
     json!({
         "ociVersion": "1.0.2",
         "hostname": "voltrun",
@@ -314,7 +380,7 @@ fn config_json(spec: &InstanceSpec, id: &str, binds: Vec<Value>) -> Value {
         "process": {
             "terminal": false,
             "user": {"uid": FUNCTION_UID, "gid": FUNCTION_UID, "additionalGids": []},
-            "args": spec.argv,
+            "args": args,
             "env": env,
             "cwd": TASK_ROOT,
             "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []},
@@ -326,8 +392,8 @@ fn config_json(spec: &InstanceSpec, id: &str, binds: Vec<Value>) -> Value {
             // Relative: runc places it under its own cgroup in each controller, which is
             // where the namespace tier's code created it (with the same limits).
             "cgroupsPath": format!("voltrun/{id}"),
-            "resources": resources(l),
-            "seccomp": seccomp_json(),
+            "resources": resources(&runtime.host_limits(l)),
+            "seccomp": seccomp_json(runtime),
             "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
         },
@@ -346,8 +412,11 @@ fn resources(l: &Limits) -> Value {
 
 /// [`seccomp::POLICY`] as an OCI seccomp section. Denied calls fail with EPERM, `clone3` with
 /// ENOSYS; `clone` with any namespace flag fails with EPERM (one masked rule per flag: the
-/// rules of one syscall are alternatives).
-fn seccomp_json() -> Value {
+/// rules of one syscall are alternatives). gVisor applies the section inside the Sentry but
+/// answers every match with EPERM, whatever `errnoRet` says: an EPERM `clone3` stops glibc
+/// from falling back to `clone` (no thread could start), so that tier leaves `clone3` to
+/// the Sentry, which returns ENOSYS for it itself.
+fn seccomp_json(runtime: Runtime) -> Value {
     let mut deny = Vec::new();
     let mut nosys = Vec::new();
     for r in seccomp::POLICY {
@@ -356,10 +425,10 @@ fn seccomp_json() -> Value {
             Action::NotImplemented => nosys.push(r.name),
         }
     }
-    let mut syscalls = vec![
-        json!({"names": deny, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}),
-        json!({"names": nosys, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}),
-    ];
+    let mut syscalls = vec![json!({"names": deny, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM})];
+    if runtime == Runtime::Runc {
+        syscalls.push(json!({"names": nosys, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}));
+    }
     for flag in [libc::CLONE_NEWNS, libc::CLONE_NEWUTS, libc::CLONE_NEWIPC, libc::CLONE_NEWUSER, libc::CLONE_NEWPID, libc::CLONE_NEWNET, libc::CLONE_NEWCGROUP] {
         syscalls.push(json!({
             "names": ["clone"],
@@ -409,6 +478,7 @@ struct OciInstance {
     cgroup: Cgroup,
     bundle: PathBuf,
     id: String,
+    runtime: Runtime,
     /// `runc --root …`, to delete the container's state at teardown.
     delete: Command,
     /// Set by `kill`: `wait` keeps killing until the guard is gone (a container still being
@@ -468,7 +538,12 @@ impl InstanceHandle for OciInstance {
 
     fn has_stray_processes(&self) -> bool {
         // The runtime is the container's pid 1; anything more was left by a handler.
-        self.reaped.is_none() && self.cgroup.pids().len() > 1
+        self.sees_processes() && self.reaped.is_none() && self.cgroup.pids().len() > 1
+    }
+
+    fn sees_processes(&self) -> bool {
+        // runsc's cgroup holds the Sentry, the gofer and ptrace stubs, not the guest's processes.
+        self.runtime == Runtime::Runc
     }
 }
 
@@ -551,7 +626,7 @@ mod tests {
 
     #[test]
     fn seccomp_section_carries_every_rule() {
-        let s = seccomp_json();
+        let s = seccomp_json(Runtime::Runc);
         let text = s.to_string();
         for r in seccomp::POLICY {
             assert!(text.contains(&format!("\"{}\"", r.name)), "{} missing", r.name);

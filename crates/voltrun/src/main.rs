@@ -139,10 +139,8 @@ fn build_sandbox(args: &EngineArgs, data_dir: &Path) -> Result<Arc<dyn Sandbox>>
         "process" => Arc::new(ProcessSandbox::new(args.insecure)?),
         "namespace" => Arc::new(namespace::NamespaceSandbox::new()?),
         "container" => Arc::new(OciSandbox::new(oci::Runtime::Runc, args.runtime_path.clone(), data_dir)?),
-        "gvisor" => {
-            bail!("the gvisor sandbox is not available in this build yet (docs/SECURITY.md says what is left); use --sandbox container or namespace")
-        }
-        other => bail!("unknown sandbox {other:?}: use namespace, container or process"),
+        "gvisor" => Arc::new(OciSandbox::new(oci::Runtime::Runsc, args.runtime_path.clone(), data_dir)?),
+        other => bail!("unknown sandbox {other:?}: use namespace, gvisor, container or process"),
     })
 }
 
