@@ -13,8 +13,10 @@ use crate::{Limits, SandboxError};
 /// The cgroup hierarchy of this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hierarchy {
-    /// One directory per controller: memory, pids, cpu.
-    V1 { memory: PathBuf, pids: PathBuf, cpu: PathBuf },
+    /// One directory per controller: memory, pids, cpu; `others` are the `voltrun`
+    /// directories of the remaining v1 hierarchies (not created by us: an OCI runtime may
+    /// create instance cgroups there, which sweeps and teardowns then remove).
+    V1 { memory: PathBuf, pids: PathBuf, cpu: PathBuf, others: Vec<PathBuf> },
     /// One unified directory.
     V2 { base: PathBuf },
 }
@@ -43,6 +45,30 @@ fn own_path(controller: &str) -> String {
     "/".to_string()
 }
 
+/// `<mount point>/<our path>/voltrun` in every cgroup v1 hierarchy mounted here, from
+/// /proc/self/mountinfo (fs type `cgroup`, controllers in the super options) and
+/// /proc/self/cgroup (our path in the hierarchy with those controllers).
+fn v1_hierarchies() -> Vec<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let mut post = post.split_whitespace();
+        let (Some("cgroup"), Some(options)) = (post.next(), post.nth(1)) else { continue };
+        let Some(mount_point) = pre.split_whitespace().nth(4) else { continue };
+        for l in own.lines() {
+            let mut parts = l.splitn(3, ':');
+            let (ctrls, path) = (parts.nth(1).unwrap_or(""), parts.next().unwrap_or("/"));
+            if !ctrls.is_empty() && ctrls.split(',').all(|c| options.split(',').any(|o| o == c)) {
+                out.push(Path::new(mount_point).join(path.trim_start_matches('/')).join("voltrun"));
+                break;
+            }
+        }
+    }
+    out
+}
+
 impl Hierarchy {
     /// Finds the hierarchy and prepares `<own cgroup>/voltrun` in it.
     pub fn detect() -> Result<Hierarchy, SandboxError> {
@@ -69,7 +95,9 @@ impl Hierarchy {
                 }
                 fs::create_dir_all(d).map_err(|e| err("mkdir", d, e))?;
             }
-            Hierarchy::V1 { memory, pids, cpu }
+            let managed: Vec<PathBuf> = [&memory, &pids, &cpu].iter().filter_map(|d| fs::canonicalize(d).ok()).collect();
+            let others = v1_hierarchies().into_iter().filter(|d| !fs::canonicalize(d).is_ok_and(|c| managed.contains(&c))).collect();
+            Hierarchy::V1 { memory, pids, cpu, others }
         };
         h.sweep();
         Ok(h)
@@ -85,8 +113,16 @@ impl Hierarchy {
 
     fn bases(&self) -> Vec<&Path> {
         match self {
-            Hierarchy::V1 { memory, pids, cpu } => vec![memory, pids, cpu],
+            Hierarchy::V1 { memory, pids, cpu, others } => [memory, pids, cpu].into_iter().chain(others).map(PathBuf::as_path).collect(),
             Hierarchy::V2 { base } => vec![base],
+        }
+    }
+
+    /// Where an instance's cgroup would be in the v1 hierarchies we do not manage.
+    pub fn unmanaged_dirs(&self, name: &str) -> Vec<PathBuf> {
+        match self {
+            Hierarchy::V1 { others, .. } => others.iter().map(|d| d.join(name)).collect(),
+            Hierarchy::V2 { .. } => Vec::new(),
         }
     }
 
@@ -123,7 +159,7 @@ impl Hierarchy {
     /// Creates the cgroup of one instance with its limits.
     pub fn create(&self, name: &str, l: &Limits) -> Result<Cgroup, SandboxError> {
         let cg = match self {
-            Hierarchy::V1 { memory, pids, cpu } => {
+            Hierarchy::V1 { memory, pids, cpu, .. } => {
                 let cg = Cgroup { dirs: vec![memory.join(name), pids.join(name), cpu.join(name)], v2: false };
                 for d in &cg.dirs {
                     fs::create_dir(d).map_err(|e| err("mkdir", d, e))?;

@@ -280,7 +280,17 @@ impl Sandbox for OciSandbox {
             control_in: ctl_in_w,
             control_out: ctl_out_r,
             logs: log_r,
-            handle: Box::new(OciInstance { child, cgroup, bundle, id, runtime: self.runtime, delete: self.command(), killed: false, reaped: None }),
+            handle: Box::new(OciInstance {
+                child,
+                cgroup,
+                bundle,
+                runtime: self.runtime,
+                unmanaged_cgroups: self.cgroups.unmanaged_dirs(&id),
+                id,
+                delete: self.command(),
+                killed: false,
+                reaped: None,
+            }),
         })
     }
 }
@@ -479,6 +489,10 @@ struct OciInstance {
     bundle: PathBuf,
     id: String,
     runtime: Runtime,
+    /// The instance's cgroups in the v1 hierarchies we do not manage: the runtime creates
+    /// them (runsc in every hierarchy) and `runsc delete` of a sandbox that already exited
+    /// leaves them, so teardown removes what is left.
+    unmanaged_cgroups: Vec<PathBuf>,
     /// `runc --root …`, to delete the container's state at teardown.
     delete: Command,
     /// Set by `kill`: `wait` keeps killing until the guard is gone (a container still being
@@ -526,6 +540,14 @@ impl InstanceHandle for OciInstance {
         delete_container(delete, &self.id);
         if let Err(e) = self.cgroup.remove() {
             tracing::warn!(err = %e, "could not remove an instance cgroup");
+        }
+        for d in &self.unmanaged_cgroups {
+            // Empty by now (every process of the instance is dead): rmdir, not a recursive delete.
+            if let Err(e) = fs::remove_dir(d) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %d.display(), err = %e, "could not remove an instance cgroup");
+                }
+            }
         }
         let _ = fs::remove_dir_all(&self.bundle);
         self.reaped = Some(info);
