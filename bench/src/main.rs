@@ -363,9 +363,13 @@ fn main() -> Result<()> {
         Err(_) => json!("skipped: VOLTRUN_BENCH_PG_URL not set (bench/run sets it)"),
     };
     let mut tiers = json!({});
-    // The container tier when runc is installed (its cold start is the OCI runtime's).
-    let runc = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("runc").is_file()));
-    let names: &[&str] = if runc { &["namespace", "container", "process"] } else { &["namespace", "process"] };
+    // The OCI tiers when their runtimes are installed (bench/run installs them).
+    let installed = |bin: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()));
+    let names: Vec<&str> = [("namespace", None), ("container", Some("runc")), ("gvisor", Some("runsc")), ("process", None)]
+        .into_iter()
+        .filter(|(_, bin)| bin.is_none_or(installed))
+        .map(|(tier, _)| tier)
+        .collect();
     for &tier in names.iter().filter(|_| args.runs("tiers")) {
         eprintln!("measuring the {tier} tier…");
         tiers[tier] = measure_tier(&args.server_bin, tier, cold_n, warm_n)?;
