@@ -235,8 +235,10 @@ fn measure_tier(bin: &Path, tier: &str, cold_n: usize, warm_n: usize) -> Result<
     let token_ns = no_spares.register(&format!("{tier}-nospare"))?;
     let mut out = json!({});
     for (rt, code) in [("python3.11", PY_CODE), ("nodejs20", NODE_CODE)] {
-        // Long enough apart for the spare to be replaced (a runtime start in this tier).
-        let cold = cold_starts(&s, &token, rt, code, cold_n, Duration::from_millis(400), "spare")?;
+        // Long enough apart for the spare to be replaced (a runtime start in this tier:
+        // about half a second under gVisor).
+        let gap = Duration::from_millis(if tier == "gvisor" { 1500 } else { 400 });
+        let cold = cold_starts(&s, &token, rt, code, cold_n, gap, "spare")?;
         let cold_fresh = cold_starts(&no_spares, &token_ns, rt, code, cold_n, Duration::from_millis(50), "fresh")?;
         let name = format!("warm-{}", &rt[..4]);
         s.call("POST", "/api/functions", Some(&token), &json!({"name": name, "runtime": rt, "code": code}))?;

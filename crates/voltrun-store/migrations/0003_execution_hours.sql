@@ -1,5 +1,7 @@
 -- Dashboard figures without scanning executions: finished runs counted per user and hour of
--- creation, kept by the same transaction that finishes a run (crates/voltrun-store/src/rollup.rs).
+-- creation. Triggers on executions keep the table (migrations-sqlite/, migrations-postgres/:
+-- trigger syntax is not portable), so every write that finishes a run, or un-finishes one,
+-- updates it in the same statement.
 -- Portable SQL: the same file runs on SQLite and PostgreSQL.
 
 CREATE TABLE execution_hours (

@@ -2,7 +2,6 @@
 
 use voltrun_core::{ExecError, Execution, ExecutionStatus, Trigger};
 
-use crate::rollup::HourDeltas;
 use crate::{get_i64, get_opt_str, get_str, parse_json, Dialect, Result, Store, StoreError};
 
 /// How a new execution enters the store, beyond its record.
@@ -201,22 +200,15 @@ impl Store {
             "the node running this execution stopped before it finished",
         ))
         .expect("ExecError serialises");
-        let mut tx = self.pool.begin().await?;
-        let failed = sqlx::query(&format!(
+        let interrupted = sqlx::query(&format!(
             "UPDATE executions SET status = 'failed', error = $2, finished_at = $1, lease_owner = NULL, lease_expires = NULL
-             WHERE status = 'running' AND {cond} RETURNING user_id, created_at, duration_ms"
+             WHERE status = 'running' AND {cond}"
         ))
         .bind(now)
         .bind(err)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut hours = HourDeltas::default();
-        for r in &failed {
-            hours.add(&get_str(r, "user_id")?, &get_str(r, "created_at")?, ExecutionStatus::Failed, sqlx::Row::try_get(r, "duration_ms")?, 1);
-        }
-        hours.flush(&mut tx).await?;
-        tx.commit().await?;
-        let interrupted = failed.len() as u64;
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         if requeued > 0 {
             self.notify_queue().await?;
         }
@@ -265,7 +257,8 @@ impl Store {
     }
 
     /// Figures for the dashboard since `since` (RFC 3339, the start of an hour): totals from
-    /// the per-hour rollup plus the runs not finished yet, and the durations of the last
+    /// the per-hour table of finished runs (kept by triggers, migrations-sqlite/ and
+    /// migrations-postgres/) plus the runs not finished yet, and the durations of the last
     /// [`DURATION_SAMPLE`] finished runs for percentiles.
     pub async fn stats(&self, user_id: &str, since: &str) -> Result<Stats> {
         let mut s = Stats { functions: self.count_functions(user_id).await?, ..Stats::default() };
@@ -286,7 +279,7 @@ impl Store {
         s.last_24h_total = get_i64(&row, "recent")?;
         let rows = sqlx::query("SELECT hour, success, failed, duration_sum, duration_n FROM execution_hours WHERE user_id = $1 AND hour >= $2 ORDER BY hour")
             .bind(user_id)
-            .bind(crate::rollup::hour_of(since).to_string())
+            .bind(since.get(..13).unwrap_or(since).to_string())
             .fetch_all(&self.pool)
             .await?;
         for r in &rows {
@@ -346,9 +339,11 @@ pub(crate) enum Write {
 }
 
 impl Write {
-    /// Runs the write on `conn`, inside the caller's transaction, and adds what it changes
-    /// among finished runs to `hours`; true when a row was inserted or updated.
-    pub(crate) async fn run(&self, conn: &mut sqlx::AnyConnection, hours: &mut HourDeltas) -> std::result::Result<bool, sqlx::Error> {
+    /// Runs the write on `ex`; true when a row was inserted or updated.
+    pub(crate) async fn run<'e, E>(&self, ex: E) -> std::result::Result<bool, sqlx::Error>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
         match self {
             Write::Insert(b) => {
                 let (e, run) = &**b;
@@ -381,28 +376,11 @@ impl Write {
                 .bind(run.schedule_tick.clone())
                 .bind(owner)
                 .bind(expires)
-                .execute(&mut *conn)
+                .execute(ex)
                 .await?;
-                let inserted = r.rows_affected() > 0;
-                if inserted {
-                    hours.add(&e.user_id, &e.created_at, e.status, e.duration_ms, 1);
-                }
-                Ok(inserted)
+                Ok(r.rows_affected() > 0)
             }
             Write::Save(e) => {
-                // What the row was, so a run finished twice (e.g. settled as interrupted,
-                // then finished by a node that was only slow) is counted once.
-                let before = sqlx::query("SELECT user_id, created_at, status, duration_ms FROM executions WHERE id = $1")
-                    .bind(e.id.clone())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                let Some(before) = before else { return Ok(false) };
-                let status: String = sqlx::Row::try_get(&before, "status")?;
-                if let Some(old) = ExecutionStatus::parse(&status) {
-                    let (user, created): (String, String) = (sqlx::Row::try_get(&before, "user_id")?, sqlx::Row::try_get(&before, "created_at")?);
-                    hours.add(&user, &created, old, sqlx::Row::try_get(&before, "duration_ms")?, -1);
-                    hours.add(&user, &created, e.status, e.duration_ms, 1);
-                }
                 let r = sqlx::query(
                     "UPDATE executions SET function_version = $2, status = $3, output = $4, error = $5, logs = $6, logs_truncated = $7,
                      duration_ms = $8, attempts = $9, started_at = $10, finished_at = $11, lease_owner = NULL, lease_expires = NULL WHERE id = $1",
@@ -418,10 +396,59 @@ impl Write {
                 .bind(e.attempts)
                 .bind(e.started_at.clone())
                 .bind(e.finished_at.clone())
-                .execute(&mut *conn)
+                .execute(ex)
                 .await?;
                 Ok(r.rows_affected() > 0)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Store;
+
+    /// The triggers keep `execution_hours` equal to a count over `executions`, through
+    /// inserts and through updates into, out of and between finished states.
+    #[tokio::test]
+    async fn hour_totals_follow_every_change_of_status() {
+        let dir = std::env::temp_dir().join(format!("voltrun-store-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        let exec = |sql: String| {
+            let pool = store.pool.clone();
+            async move { sqlx::query(&sql).execute(&pool).await.unwrap() }
+        };
+        let row = |id: &str, status: &str, ms: &str| {
+            format!(
+                "INSERT INTO executions (id, user_id, function_id, function_name, function_version, status, trigger, input, logs, logs_truncated, duration_ms, attempts, created_at)
+                 VALUES ('{id}', 'u', 'f', 'f', 1, '{status}', 'api', '{{}}', '', 0, {ms}, 1, '2026-11-23T22:10:00.000Z')"
+            )
+        };
+        let totals = || {
+            let pool = store.pool.clone();
+            async move {
+                let r = sqlx::query("SELECT success, failed, duration_sum, duration_n FROM execution_hours WHERE user_id = 'u' AND hour = '2026-11-23T22'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                use sqlx::Row;
+                (r.get::<i64, _>(0), r.get::<i64, _>(1), r.get::<f64, _>(2), r.get::<i64, _>(3))
+            }
+        };
+        exec(row("a", "success", "2.0")).await;
+        exec(row("b", "pending", "NULL")).await;
+        assert_eq!(totals().await, (1, 0, 2.0, 1));
+        exec("UPDATE executions SET status = 'running' WHERE id = 'b'".into()).await;
+        exec("UPDATE executions SET status = 'failed', duration_ms = 5.0 WHERE id = 'b'".into()).await;
+        assert_eq!(totals().await, (1, 1, 7.0, 2));
+        // A failed run queued again is not finished any more; finishing it counts it once.
+        exec("UPDATE executions SET status = 'pending' WHERE id = 'b'".into()).await;
+        assert_eq!(totals().await, (1, 0, 2.0, 1));
+        exec("UPDATE executions SET status = 'success', duration_ms = 1.0 WHERE id = 'b'".into()).await;
+        // Finished twice (settled as interrupted, then saved by a slow node): counted once.
+        exec("UPDATE executions SET status = 'failed', duration_ms = NULL WHERE id = 'a'".into()).await;
+        assert_eq!(totals().await, (1, 1, 1.0, 1));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -13,7 +13,6 @@ use sqlx::{AnyPool, Row};
 
 mod executions;
 mod functions;
-mod rollup;
 mod users;
 mod writer;
 
@@ -98,13 +97,27 @@ impl Store {
                     sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA busy_timeout=10000").execute(&mut *conn).await?;
+                    // Statement journals (an insert that fires a trigger needs one) in memory,
+                    // not in a temporary file per statement.
+                    sqlx::query("PRAGMA temp_store=MEMORY").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA foreign_keys=ON").execute(&mut *conn).await?;
                     Ok(())
                 })
             });
         }
         let pool = pool_opts.connect_with(opts).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        // The portable migrations, then the dialect's own (the triggers that keep the
+        // dashboard's per-hour totals). They share sqlx's table of applied versions, so each
+        // ignores the versions only the other knows.
+        let mut common = sqlx::migrate!("./migrations");
+        common.set_ignore_missing(true);
+        common.run(&pool).await?;
+        let mut own = match dialect {
+            Dialect::Sqlite => sqlx::migrate!("./migrations-sqlite"),
+            Dialect::Postgres => sqlx::migrate!("./migrations-postgres"),
+        };
+        own.set_ignore_missing(true);
+        own.run(&pool).await?;
         let writer = writer::Writer::start(pool.clone());
         let function_cache = (dialect == Dialect::Sqlite).then(Default::default);
         Ok(Store { pool, dialect, url, writer, function_cache })

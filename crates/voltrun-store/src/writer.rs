@@ -13,7 +13,6 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::executions::Write;
-use crate::rollup::HourDeltas;
 use crate::{Result, Store, StoreError};
 
 /// Writes committed together at most.
@@ -62,36 +61,33 @@ async fn write_batch(pool: &AnyPool, rx: &mut mpsc::UnboundedReceiver<Job>, firs
             Err(_) => break,
         }
     }
+    if batch.len() == 1 {
+        let (w, done) = batch.pop().expect("one job");
+        let _ = done.send(w.run(pool).await);
+        return;
+    }
     match commit_together(pool, &batch).await {
         Ok(results) => {
             for ((_, done), r) in batch.into_iter().zip(results) {
                 let _ = done.send(Ok(r));
             }
         }
-        Err(err) if batch.len() == 1 => {
-            let (_, done) = batch.pop().expect("one job");
-            let _ = done.send(Err(err));
-        }
         // One bad write must not fail the others: fall back to one commit each.
         Err(err) => {
             tracing::warn!(%err, n = batch.len(), "group commit failed; writing one by one");
-            for job in batch {
-                let r = commit_together(pool, std::slice::from_ref(&job)).await.map(|r| r[0]);
-                let _ = job.1.send(r);
+            for (w, done) in batch {
+                let _ = done.send(w.run(pool).await);
             }
         }
     }
 }
 
-/// Runs the writes and their [`HourDeltas`] in one transaction.
 async fn commit_together(pool: &AnyPool, batch: &[Job]) -> std::result::Result<Vec<bool>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut results = Vec::with_capacity(batch.len());
-    let mut hours = HourDeltas::default();
     for (w, _) in batch {
-        results.push(w.run(&mut tx, &mut hours).await?);
+        results.push(w.run(&mut *tx).await?);
     }
-    hours.flush(&mut tx).await?;
     tx.commit().await?;
     Ok(results)
 }

@@ -49,10 +49,10 @@ struct EngineArgs {
     /// between nodes.
     #[arg(long, env = "VOLTRUN_DATABASE_URL")]
     database_url: Option<String>,
-    /// Isolation tier: namespace, container (runc), process.
+    /// Isolation tier: namespace, gvisor (runsc), container (runc), process.
     #[arg(long, env = "VOLTRUN_SANDBOX", default_value = "namespace")]
     sandbox: String,
-    /// The OCI runtime binary of the container tier (default: `runc` on PATH).
+    /// The OCI runtime binary of the container or gvisor tier (default: `runc` / `runsc` on PATH).
     #[arg(long, env = "VOLTRUN_RUNTIME_PATH")]
     runtime_path: Option<PathBuf>,
     /// Allow the `process` tier, which does not isolate functions from the host.
