@@ -141,7 +141,9 @@ impl Store {
 
     /// Runs waiting in the queue.
     pub async fn count_pending(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM executions WHERE status = 'pending'").fetch_one(&self.pool).await?;
+        // Ordered by id so SQLite walks the queue's partial index (pending rows only) instead of
+        // the larger (user_id, status, id) index over every row.
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM (SELECT id FROM executions WHERE status = 'pending' ORDER BY id) AS pending").fetch_one(&self.pool).await?;
         get_i64(&row, "n")
     }
 
@@ -338,12 +340,24 @@ pub(crate) enum Write {
     Save(Box<Execution>),
 }
 
+/// A value bound to a write's `$N` placeholder, kept apart from either database library so
+/// both writers (sqlx on PostgreSQL, the SQLite writer thread) bind the same list.
+#[derive(Debug)]
+pub(crate) enum Param {
+    Text(Option<String>),
+    Int(i64),
+    Real(Option<f64>),
+}
+
+const SAVE: &str = "UPDATE executions SET function_version = $2, status = $3, output = $4, error = $5, logs = $6, logs_truncated = $7,
+     duration_ms = $8, attempts = $9, started_at = $10, finished_at = $11, lease_owner = NULL, lease_expires = NULL WHERE id = $1";
+
 impl Write {
-    /// Runs the write on `ex`; true when a row was inserted or updated.
-    pub(crate) async fn run<'e, E>(&self, ex: E) -> std::result::Result<bool, sqlx::Error>
-    where
-        E: sqlx::Executor<'e, Database = sqlx::Any>,
-    {
+    /// The statement, and its parameters in `$1, $2, …` order.
+    pub(crate) fn statement(&self) -> (&'static str, Vec<Param>) {
+        use Param::*;
+        let text = |s: &str| Text(Some(s.to_string()));
+        let error_text = |e: &Execution| Text(e.error.as_ref().map(|x| serde_json::to_string(x).expect("ExecError serialises")));
         match self {
             Write::Insert(b) => {
                 let (e, run) = &**b;
@@ -353,54 +367,66 @@ impl Write {
                 // a finished one (a shared statement then fails with "incorrect binary data
                 // format in bind parameter 13").
                 let sql = if e.duration_ms.is_some() { INSERT_FINISHED } else { INSERT_NEW };
-                let r = sqlx::query(sql)
-                .bind(e.id.clone())
-                .bind(e.user_id.clone())
-                .bind(e.function_id.clone())
-                .bind(e.function_name.clone())
-                .bind(e.function_version)
-                .bind(e.status.as_str())
-                .bind(e.trigger.as_str())
-                .bind(json_text(&e.input))
-                .bind(e.output.as_ref().map(json_text))
-                .bind(e.error.as_ref().map(|x| serde_json::to_string(x).expect("ExecError serialises")))
-                .bind(e.logs.clone())
-                .bind(e.logs_truncated as i64)
-                .bind(e.duration_ms)
-                .bind(e.attempts)
-                .bind(e.created_at.clone())
-                .bind(e.started_at.clone())
-                .bind(e.finished_at.clone())
-                .bind(e.max_attempts)
-                .bind(run.idempotency_key.clone())
-                .bind(run.schedule_tick.clone())
-                .bind(owner)
-                .bind(expires)
-                .execute(ex)
-                .await?;
-                Ok(r.rows_affected() > 0)
+                let params = vec![
+                    text(&e.id),
+                    text(&e.user_id),
+                    text(&e.function_id),
+                    text(&e.function_name),
+                    Int(e.function_version),
+                    text(e.status.as_str()),
+                    text(e.trigger.as_str()),
+                    Text(Some(json_text(&e.input))),
+                    Text(e.output.as_ref().map(json_text)),
+                    error_text(e),
+                    text(&e.logs),
+                    Int(e.logs_truncated as i64),
+                    Real(e.duration_ms),
+                    Int(e.attempts),
+                    text(&e.created_at),
+                    Text(e.started_at.clone()),
+                    Text(e.finished_at.clone()),
+                    Int(e.max_attempts),
+                    Text(run.idempotency_key.clone()),
+                    Text(run.schedule_tick.clone()),
+                    Text(owner),
+                    Text(expires),
+                ];
+                (sql, params)
             }
-            Write::Save(e) => {
-                let r = sqlx::query(
-                    "UPDATE executions SET function_version = $2, status = $3, output = $4, error = $5, logs = $6, logs_truncated = $7,
-                     duration_ms = $8, attempts = $9, started_at = $10, finished_at = $11, lease_owner = NULL, lease_expires = NULL WHERE id = $1",
-                )
-                .bind(e.id.clone())
-                .bind(e.function_version)
-                .bind(e.status.as_str())
-                .bind(e.output.as_ref().map(json_text))
-                .bind(e.error.as_ref().map(|x| serde_json::to_string(x).expect("ExecError serialises")))
-                .bind(e.logs.clone())
-                .bind(e.logs_truncated as i64)
-                .bind(e.duration_ms)
-                .bind(e.attempts)
-                .bind(e.started_at.clone())
-                .bind(e.finished_at.clone())
-                .execute(ex)
-                .await?;
-                Ok(r.rows_affected() > 0)
-            }
+            Write::Save(e) => (
+                SAVE,
+                vec![
+                    text(&e.id),
+                    Int(e.function_version),
+                    text(e.status.as_str()),
+                    Text(e.output.as_ref().map(json_text)),
+                    error_text(e),
+                    text(&e.logs),
+                    Int(e.logs_truncated as i64),
+                    Real(e.duration_ms),
+                    Int(e.attempts),
+                    Text(e.started_at.clone()),
+                    Text(e.finished_at.clone()),
+                ],
+            ),
         }
+    }
+
+    /// Runs the write on `ex` through sqlx; true when a row was inserted or updated.
+    pub(crate) async fn run<'e, E>(&self, ex: E) -> std::result::Result<bool, sqlx::Error>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
+        let (sql, params) = self.statement();
+        let mut q = sqlx::query(sql);
+        for p in params {
+            q = match p {
+                Param::Text(v) => q.bind(v),
+                Param::Int(v) => q.bind(v),
+                Param::Real(v) => q.bind(v),
+            };
+        }
+        Ok(q.execute(ex).await?.rows_affected() > 0)
     }
 }
 

@@ -32,6 +32,9 @@ pub enum StoreError {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+    /// The SQLite writer's connection failed (docs/ARCHITECTURE.md: the writer thread).
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
     /// Migrations failed.
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -71,7 +74,12 @@ type FunctionCache = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(
 impl StoreError {
     /// True when the database could not be reached (a 503, not our bug).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed))
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        match self {
+            StoreError::Db(e) => matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(e.code, DatabaseBusy | DatabaseLocked),
+            _ => false,
+        }
     }
 }
 
@@ -89,7 +97,10 @@ impl Store {
         let opts = AnyConnectOptions::from_str(&url)?;
         let mut pool_opts = AnyPoolOptions::new().max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 }).acquire_timeout(Duration::from_secs(10));
         if dialect == Dialect::Sqlite {
-            pool_opts = pool_opts.after_connect(|conn, _| {
+            // A pooled connection is pinged before each use by default: for SQLite that is a
+            // round trip to the connection's thread before every query, and a local file has
+            // no network to have dropped it.
+            pool_opts = pool_opts.test_before_acquire(false).after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL lets readers run beside the one writer; NORMAL fsyncs at checkpoints,
                     // which in WAL mode never corrupts the file and loses nothing on a process
@@ -118,7 +129,10 @@ impl Store {
         };
         own.set_ignore_missing(true);
         own.run(&pool).await?;
-        let writer = writer::Writer::start(pool.clone());
+        let writer = match dialect {
+            Dialect::Sqlite => writer::Writer::start_sqlite(&sqlite_path(&url)?)?,
+            Dialect::Postgres => writer::Writer::start_on_pool(pool.clone()),
+        };
         let function_cache = (dialect == Dialect::Sqlite).then(Default::default);
         Ok(Store { pool, dialect, url, writer, function_cache })
     }
@@ -160,6 +174,17 @@ impl QueueListener {
 }
 
 impl Store {
+}
+
+/// The file of a `sqlite:` URL (`sqlite://PATH` or `sqlite:PATH`, options after `?` aside).
+fn sqlite_path(url: &str) -> Result<String> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path.starts_with(':') {
+        // An in-memory database cannot be shared with the writer's own connection.
+        return Err(StoreError::Unsupported(url.to_string()));
+    }
+    Ok(path.to_string())
 }
 
 /// Maps a unique violation to [`StoreError::Conflict`] naming the field, by the constraint

@@ -1,26 +1,33 @@
 //! Group commit for execution records, the hot write of every invocation.
 //!
-//! Each caller hands its write to one writer task and waits for it to be committed; the task
+//! Each caller hands its write to one writer and waits for it to be committed; the writer
 //! takes every write queued at that moment and commits them in one transaction. Under load
 //! one commit (one fsync at most) serves many invocations; at rest a write is committed
 //! alone at once, so nobody waits for a batch to fill. Callers still return only after their
 //! write is durable.
+//!
+//! On SQLite the writer is an OS thread with its own connection (rusqlite, prepared
+//! statements kept): sqlx runs each SQLite connection on a thread of its own and hands every
+//! statement to it and back, and those hand-offs, not SQLite, were most of the cost of a
+//! write (docs/BENCHMARKS.md). Reads stay on the sqlx pool. On PostgreSQL the writer is a
+//! task on the pool, holding one connection between batches.
 
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
-use sqlx::AnyPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::executions::Write;
+use crate::executions::{Param, Write};
 use crate::{Result, Store, StoreError};
 
 /// Writes committed together at most.
 const MAX_BATCH: usize = 256;
 
-type Job = (Write, oneshot::Sender<std::result::Result<bool, sqlx::Error>>);
+type Job = (Write, oneshot::Sender<Result<bool>>);
 
-/// Handle to the writer task.
+/// Handle to the writer (thread or task).
 #[derive(Clone, Debug)]
 pub(crate) struct Writer(mpsc::UnboundedSender<Job>);
 
@@ -34,26 +41,28 @@ impl std::fmt::Debug for Write {
 }
 
 impl Writer {
-    /// Starts the writer task on `pool`.
-    pub(crate) fn start(pool: AnyPool) -> Writer {
+    /// Starts the writer task on `pool` (PostgreSQL).
+    pub(crate) fn start_on_pool(pool: AnyPool) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, rx));
+        tokio::spawn(run_on_pool(pool, rx));
         Writer(tx)
     }
-}
 
-async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
-    while let Some(first) = rx.recv().await {
-        // A panic while writing one batch fails that batch's callers (their reply channels
-        // drop), never the writer: every later write still gets committed.
-        let batch = AssertUnwindSafe(write_batch(&pool, &mut rx, first)).catch_unwind().await;
-        if batch.is_err() {
-            tracing::error!("the execution writer panicked on a batch; continuing");
-        }
+    /// Starts the writer thread on its own connection to the SQLite file at `path` (already
+    /// migrated).
+    pub(crate) fn start_sqlite(path: &str) -> Result<Writer> {
+        let conn = open_sqlite(path)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("voltrun-sqlite-writer".into())
+            .spawn(move || run_sqlite(conn, rx))
+            .map_err(|e| StoreError::Corrupt(format!("starting the SQLite writer thread: {e}")))?;
+        Ok(Writer(tx))
     }
 }
 
-async fn write_batch(pool: &AnyPool, rx: &mut mpsc::UnboundedReceiver<Job>, first: Job) {
+/// Takes the jobs queued behind `first`, up to [`MAX_BATCH`], without waiting.
+fn fill_batch(rx: &mut mpsc::UnboundedReceiver<Job>, first: Job) -> Vec<Job> {
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
         match rx.try_recv() {
@@ -61,29 +70,152 @@ async fn write_batch(pool: &AnyPool, rx: &mut mpsc::UnboundedReceiver<Job>, firs
             Err(_) => break,
         }
     }
+    batch
+}
+
+// ---------------------------------------------------------------------------------------
+// SQLite: a thread and its connection.
+
+fn open_sqlite(path: &str) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    // The same settings as the pool's connections (lib.rs), which share the file.
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; PRAGMA foreign_keys=ON;")?;
+    conn.set_prepared_statement_cache_capacity(16);
+    Ok(conn)
+}
+
+fn run_sqlite(conn: rusqlite::Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let batch = fill_batch(&mut rx, first);
+        // A panic while writing one batch fails that batch's callers (their reply channels
+        // drop), never the writer: every later write still gets committed.
+        let done = std::panic::catch_unwind(AssertUnwindSafe(|| write_batch_sqlite(&conn, batch)));
+        if done.is_err() {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            tracing::error!("the execution writer panicked on a batch; continuing");
+        }
+    }
+}
+
+fn write_batch_sqlite(conn: &rusqlite::Connection, batch: Vec<Job>) {
     if batch.len() == 1 {
-        let (w, done) = batch.pop().expect("one job");
-        let _ = done.send(w.run(pool).await);
+        for (w, done) in batch {
+            let _ = done.send(run_sqlite_write(conn, &w));
+        }
         return;
     }
-    match commit_together(pool, &batch).await {
+    // In one transaction. A statement that fails (a constraint) undoes only itself in
+    // SQLite, so its caller gets the error and the others are still committed; if the
+    // commit itself fails, every write is retried alone.
+    let together = (|| -> Result<Vec<Result<bool>>> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let results = batch.iter().map(|(w, _)| run_sqlite_write(conn, w)).collect();
+        conn.execute_batch("COMMIT")?;
+        Ok(results)
+    })();
+    match together {
         Ok(results) => {
             for ((_, done), r) in batch.into_iter().zip(results) {
-                let _ = done.send(Ok(r));
+                let _ = done.send(r);
             }
         }
-        // One bad write must not fail the others: fall back to one commit each.
         Err(err) => {
             tracing::warn!(%err, n = batch.len(), "group commit failed; writing one by one");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
             for (w, done) in batch {
-                let _ = done.send(w.run(pool).await);
+                let _ = done.send(run_sqlite_write(conn, &w));
             }
         }
     }
 }
 
-async fn commit_together(pool: &AnyPool, batch: &[Job]) -> std::result::Result<Vec<bool>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+fn run_sqlite_write(conn: &rusqlite::Connection, w: &Write) -> Result<bool> {
+    let (sql, params) = w.statement();
+    let mut stmt = conn.prepare_cached(sql)?;
+    for (i, p) in params.into_iter().enumerate() {
+        // `$N` are named parameters to SQLite, numbered by first appearance: look each up.
+        let name = format!("${}", i + 1);
+        let idx = stmt
+            .parameter_index(&name)?
+            .ok_or_else(|| StoreError::Corrupt(format!("statement has no parameter {name}")))?;
+        match p {
+            Param::Text(v) => stmt.raw_bind_parameter(idx, v)?,
+            Param::Int(v) => stmt.raw_bind_parameter(idx, v)?,
+            Param::Real(v) => stmt.raw_bind_parameter(idx, v)?,
+        }
+    }
+    Ok(stmt.raw_execute()? > 0)
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL: a task on the pool.
+
+async fn run_on_pool(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
+    // The writer keeps one connection between batches: taking it from the pool for every
+    // commit costs a ping (a network round trip) per write.
+    let mut conn: Option<PoolConnection<Any>> = None;
+    while let Some(first) = rx.recv().await {
+        let batch = fill_batch(&mut rx, first);
+        let done = AssertUnwindSafe(write_batch_on_pool(&pool, &mut conn, batch)).catch_unwind().await;
+        if done.is_err() {
+            conn = None;
+            tracing::error!("the execution writer panicked on a batch; continuing");
+        }
+    }
+}
+
+async fn write_batch_on_pool(pool: &AnyPool, held: &mut Option<PoolConnection<Any>>, mut batch: Vec<Job>) {
+    let mut conn = match held.take() {
+        Some(c) => c,
+        None => match pool.acquire().await {
+            Ok(c) => c,
+            Err(err) => {
+                // Nothing was written: each caller gets the error; the next batch tries again.
+                let msg = err.to_string();
+                for (_, done) in batch {
+                    let _ = done.send(Err(sqlx::Error::Protocol(format!("no database connection for the write: {msg}")).into()));
+                }
+                return;
+            }
+        },
+    };
+    if batch.len() == 1 {
+        let (w, done) = batch.pop().expect("one job");
+        let r = w.run(&mut *conn).await;
+        // Keep the connection unless the failure may have broken it (anything but a
+        // statement the database refused).
+        if matches!(r, Ok(_) | Err(sqlx::Error::Database(_))) {
+            *held = Some(conn);
+        }
+        let _ = done.send(r.map_err(Into::into));
+        return;
+    }
+    match commit_together(&mut conn, &batch).await {
+        Ok(results) => {
+            *held = Some(conn);
+            for ((_, done), r) in batch.into_iter().zip(results) {
+                let _ = done.send(Ok(r));
+            }
+        }
+        // One bad write must not fail the others: fall back to one commit each, on pool
+        // connections (this one may be what broke).
+        Err(err) => {
+            tracing::warn!(%err, n = batch.len(), "group commit failed; writing one by one");
+            drop(conn);
+            for (w, done) in batch {
+                let _ = done.send(w.run(pool).await.map_err(Into::into));
+            }
+        }
+    }
+}
+
+async fn commit_together(conn: &mut PoolConnection<Any>, batch: &[Job]) -> std::result::Result<Vec<bool>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
     let mut results = Vec::with_capacity(batch.len());
     for (w, _) in batch {
         results.push(w.run(&mut *tx).await?);
@@ -93,25 +225,25 @@ async fn commit_together(pool: &AnyPool, batch: &[Job]) -> std::result::Result<V
 }
 
 /// A write handed to the writer and not yet awaited: [`PendingWrite::committed`] waits for it.
-pub struct PendingWrite(std::result::Result<oneshot::Receiver<std::result::Result<bool, sqlx::Error>>, ()>);
+pub struct PendingWrite(std::result::Result<oneshot::Receiver<Result<bool>>, ()>);
 
 impl PendingWrite {
     /// Waits until the write is committed; true when a row was inserted or updated.
     pub async fn committed(self) -> Result<bool> {
-        let stopped = || StoreError::Corrupt("the writer task stopped".into());
+        let stopped = || StoreError::Corrupt("the writer stopped".into());
         let rx = self.0.map_err(|_| stopped())?;
-        Ok(rx.await.map_err(|_| stopped())??)
+        rx.await.map_err(|_| stopped())?
     }
 }
 
 impl Store {
-    /// Hands a write to the writer task; it is committed in order with the writes before it.
+    /// Hands a write to the writer; it is committed in order with the writes before it.
     pub(crate) fn begin_write(&self, w: Write) -> PendingWrite {
         let (done, wait) = oneshot::channel();
         PendingWrite(self.writer.0.send((w, done)).map(|_| wait).map_err(|_| ()))
     }
 
-    /// Hands a write to the writer task and waits until it is committed.
+    /// Hands a write to the writer and waits until it is committed.
     pub(crate) async fn write(&self, w: Write) -> Result<bool> {
         self.begin_write(w).committed().await
     }
