@@ -93,6 +93,8 @@ struct Server {
     child: Child,
     base: String,
     dir: PathBuf,
+    /// Keeps connections alive between calls, as an SDK or a browser does.
+    agent: ureq::Agent,
 }
 
 impl Server {
@@ -118,7 +120,7 @@ impl Server {
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
         let base = line.trim().strip_prefix("voltrun listening on ").context("server did not start")?.to_string();
-        Ok(Server { child, base, dir })
+        Ok(Server { child, base, dir, agent: ureq::AgentBuilder::new().build() })
     }
 
     fn register(&self, tag: &str) -> Result<String> {
@@ -127,7 +129,12 @@ impl Server {
     }
 
     fn call(&self, method: &str, path: &str, token: Option<&str>, body: &Value) -> Result<Value> {
-        let mut req = ureq::request(method, &format!("{}{path}", self.base)).timeout(Duration::from_secs(60));
+        self.call_on(&self.agent, method, path, token, body)
+    }
+
+    /// A call on `agent`: a fresh agent opens a new connection.
+    fn call_on(&self, agent: &ureq::Agent, method: &str, path: &str, token: Option<&str>, body: &Value) -> Result<Value> {
+        let mut req = agent.request(method, &format!("{}{path}", self.base)).timeout(Duration::from_secs(60));
         if let Some(t) = token {
             req = req.set("authorization", &format!("Bearer {t}"));
         }
@@ -243,13 +250,25 @@ fn measure_tier(bin: &Path, tier: &str, cold_n: usize, warm_n: usize) -> Result<
         let name = format!("warm-{}", &rt[..4]);
         s.call("POST", "/api/functions", Some(&token), &json!({"name": name, "runtime": rt, "code": code}))?;
         s.call("POST", &format!("/api/functions/{name}/execute"), Some(&token), &json!({}))?;
+        let path = format!("/api/functions/{name}/execute");
         let mut warm = Vec::new();
+        let mut warm_new_conn = Vec::new();
         for i in 0..warm_n {
             warm.push(time_ms(|| {
-                let _ = s.call("POST", &format!("/api/functions/{name}/execute"), Some(&token), &json!({"i": i}));
+                let _ = s.call("POST", &path, Some(&token), &json!({"i": i}));
+            }));
+            // The same invoke from a client that opens a TCP connection for every request.
+            let fresh = ureq::AgentBuilder::new().build();
+            warm_new_conn.push(time_ms(|| {
+                let _ = s.call_on(&fresh, "POST", &path, Some(&token), &json!({"i": i}));
             }));
         }
-        out[rt] = json!({"cold_start": summary(&cold), "cold_start_without_spares": summary(&cold_fresh), "warm_invoke": summary(&warm)});
+        out[rt] = json!({
+            "cold_start": summary(&cold),
+            "cold_start_without_spares": summary(&cold_fresh),
+            "warm_invoke": summary(&warm),
+            "warm_invoke_new_connection": summary(&warm_new_conn),
+        });
     }
     if tier == "namespace" {
         out["idle_instance_memory"] = instance_memory(s.child.id());
@@ -439,7 +458,7 @@ fn markdown(r: &Value) -> String {
                 s.push_str(&format!("| {tier} idle instance unique memory (MiB, p50) | python {} / node {} | | |\n", v["python_uss_mib_p50"], v["node_uss_mib_p50"]));
                 continue;
             }
-            for kind in ["cold_start", "cold_start_without_spares", "warm_invoke"] {
+            for kind in ["cold_start", "cold_start_without_spares", "warm_invoke", "warm_invoke_new_connection"] {
                 let x = &v[kind];
                 s.push_str(&format!("| {tier} {rt} {} (HTTP) | {} | {} | {} |\n", kind.replace('_', " "), x["n"], x["p50_ms"], x["p99_ms"]));
             }

@@ -352,12 +352,24 @@ pub(crate) enum Param {
 const SAVE: &str = "UPDATE executions SET function_version = $2, status = $3, output = $4, error = $5, logs = $6, logs_truncated = $7,
      duration_ms = $8, attempts = $9, started_at = $10, finished_at = $11, lease_owner = NULL, lease_expires = NULL WHERE id = $1";
 
+/// How a run ended, as both statements bind it: output, error, logs, logs_truncated,
+/// duration_ms, attempts (consecutive placeholders in each).
+fn outcome_params(e: &Execution) -> [Param; 6] {
+    [
+        Param::Text(e.output.as_ref().map(json_text)),
+        Param::Text(e.error.as_ref().map(|x| serde_json::to_string(x).expect("ExecError serialises"))),
+        Param::Text(Some(e.logs.clone())),
+        Param::Int(e.logs_truncated as i64),
+        Param::Real(e.duration_ms),
+        Param::Int(e.attempts),
+    ]
+}
+
 impl Write {
     /// The statement, and its parameters in `$1, $2, …` order.
     pub(crate) fn statement(&self) -> (&'static str, Vec<Param>) {
         use Param::*;
         let text = |s: &str| Text(Some(s.to_string()));
-        let error_text = |e: &Execution| Text(e.error.as_ref().map(|x| serde_json::to_string(x).expect("ExecError serialises")));
         match self {
             Write::Insert(b) => {
                 let (e, run) = &**b;
@@ -367,7 +379,7 @@ impl Write {
                 // a finished one (a shared statement then fails with "incorrect binary data
                 // format in bind parameter 13").
                 let sql = if e.duration_ms.is_some() { INSERT_FINISHED } else { INSERT_NEW };
-                let params = vec![
+                let mut params = vec![
                     text(&e.id),
                     text(&e.user_id),
                     text(&e.function_id),
@@ -376,12 +388,9 @@ impl Write {
                     text(e.status.as_str()),
                     text(e.trigger.as_str()),
                     Text(Some(json_text(&e.input))),
-                    Text(e.output.as_ref().map(json_text)),
-                    error_text(e),
-                    text(&e.logs),
-                    Int(e.logs_truncated as i64),
-                    Real(e.duration_ms),
-                    Int(e.attempts),
+                ];
+                params.extend(outcome_params(e));
+                params.extend([
                     text(&e.created_at),
                     Text(e.started_at.clone()),
                     Text(e.finished_at.clone()),
@@ -390,25 +399,15 @@ impl Write {
                     Text(run.schedule_tick.clone()),
                     Text(owner),
                     Text(expires),
-                ];
+                ]);
                 (sql, params)
             }
-            Write::Save(e) => (
-                SAVE,
-                vec![
-                    text(&e.id),
-                    Int(e.function_version),
-                    text(e.status.as_str()),
-                    Text(e.output.as_ref().map(json_text)),
-                    error_text(e),
-                    text(&e.logs),
-                    Int(e.logs_truncated as i64),
-                    Real(e.duration_ms),
-                    Int(e.attempts),
-                    Text(e.started_at.clone()),
-                    Text(e.finished_at.clone()),
-                ],
-            ),
+            Write::Save(e) => {
+                let mut params = vec![text(&e.id), Int(e.function_version), text(e.status.as_str())];
+                params.extend(outcome_params(e));
+                params.extend([Text(e.started_at.clone()), Text(e.finished_at.clone())]);
+                (SAVE, params)
+            }
         }
     }
 
@@ -475,6 +474,64 @@ mod tests {
         // Finished twice (settled as interrupted, then saved by a slow node): counted once.
         exec("UPDATE executions SET status = 'failed', duration_ms = NULL WHERE id = 'a'".into()).await;
         assert_eq!(totals().await, (1, 1, 1.0, 1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn run(id: &str, status: voltrun_core::ExecutionStatus) -> voltrun_core::Execution {
+        voltrun_core::Execution {
+            id: id.into(),
+            user_id: "u".into(),
+            function_id: "f".into(),
+            function_name: "f".into(),
+            function_version: 1,
+            status,
+            trigger: voltrun_core::Trigger::Api,
+            input: serde_json::json!({"n": id}),
+            output: None,
+            error: None,
+            logs: String::new(),
+            logs_truncated: false,
+            duration_ms: None,
+            attempts: 1,
+            max_attempts: 1,
+            created_at: "2026-12-01T01:00:00.000Z".into(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    /// Writes handed over together are committed as one batch by the SQLite writer thread:
+    /// each caller gets its own answer (a used idempotency key: not inserted; a save of an
+    /// unknown id: nothing updated), and the pool's connections read what it committed.
+    #[tokio::test]
+    async fn a_batch_of_writes_answers_each_caller_and_is_read_back_through_the_pool() {
+        use voltrun_core::ExecutionStatus::{Running, Success};
+        let dir = std::env::temp_dir().join(format!("voltrun-store-batch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        let keyed = crate::NewRun { idempotency_key: Some("k".into()), ..Default::default() };
+        let mut pending = Vec::new();
+        for i in 0..50 {
+            pending.push(store.begin_insert_execution(&run(&format!("ex_{i:03}"), Running), &crate::NewRun::default()));
+        }
+        let first_key = store.begin_write(super::Write::Insert(Box::new((run("ex_k1", Running), keyed.clone()))));
+        let second_key = store.begin_write(super::Write::Insert(Box::new((run("ex_k2", Running), keyed))));
+        let mut done = run("ex_007", Success);
+        done.output = Some(serde_json::json!({"ok": true}));
+        done.duration_ms = Some(1.5);
+        let saved = store.begin_write(super::Write::Save(Box::new(done)));
+        let unknown = store.begin_write(super::Write::Save(Box::new(run("ex_none", Success))));
+        for p in pending {
+            assert!(p.committed().await.unwrap());
+        }
+        assert!(first_key.committed().await.unwrap());
+        assert!(!second_key.committed().await.unwrap(), "a used idempotency key inserts nothing");
+        assert!(saved.committed().await.unwrap());
+        assert!(!unknown.committed().await.unwrap(), "a save of an unknown id updates nothing");
+        let e = store.execution_by_id("ex_007").await.unwrap().expect("stored");
+        assert_eq!((e.status, e.output, e.duration_ms), (Success, Some(serde_json::json!({"ok": true})), Some(1.5)));
+        assert!(store.execution_by_id("ex_049").await.unwrap().is_some());
+        assert!(store.execution_by_id("ex_k2").await.unwrap().is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
