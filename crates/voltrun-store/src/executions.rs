@@ -534,4 +534,27 @@ mod tests {
         assert!(store.execution_by_id("ex_k2").await.unwrap().is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// Regression (2026-11-23): checkpoints run beside the writer never found the WAL fully
+    /// copied under back-to-back commits, so it never started over and grew by every commit
+    /// (1.6 GB in a minute). 15,000 commits of ~9 frames each would leave a WAL of ~550 MB;
+    /// the checkpointer's RESTART past 8,192 frames keeps it to a few tens.
+    #[tokio::test]
+    async fn the_wal_stays_bounded_under_back_to_back_commits() {
+        let dir = std::env::temp_dir().join(format!("voltrun-store-wal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        let wal = dir.join("t.db-wal");
+        let mut largest = 0;
+        for i in 0..15_000 {
+            let mut e = run(&format!("ex_{i:08}"), voltrun_core::ExecutionStatus::Success);
+            e.duration_ms = Some(1.0);
+            assert!(store.insert_execution(&e, &crate::NewRun::default()).await.unwrap());
+            if i % 500 == 0 {
+                largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+            }
+        }
+        assert!(largest < 200 << 20, "the WAL reached {} MiB", largest >> 20);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
