@@ -9,7 +9,7 @@
 //! Backends: [`namespace::NamespaceSandbox`] (Linux namespaces, cgroups, seccomp: the
 //! default), [`oci::OciSandbox`] (the same root and limits as an OCI bundle run by `runc`:
 //! the `container` tier) and [`process::ProcessSandbox`] (rlimits and a process group, no
-//! isolation, development only). The gVisor tier will reuse the OCI bundle.
+//! isolation, development only); the gVisor tier runs the same OCI bundle under `runsc`.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;

@@ -40,6 +40,18 @@ pub const INIT_ARG: &str = "__sandbox-init";
 pub const HOST_ID_BASE: u32 = 2_000_000_000;
 /// The uid/gid functions run as inside.
 pub const FUNCTION_UID: u32 = 1000;
+
+/// The instance's `/etc`: the function user, localhost, and name lookups from files first
+/// (every tier writes the same files).
+pub(crate) fn etc_files() -> [(&'static str, String); 5] {
+    [
+        ("passwd", format!("root:x:0:0:root:/root:/usr/sbin/nologin\nvoltrun:x:{FUNCTION_UID}:{FUNCTION_UID}:function:/tmp:/usr/sbin/nologin\n")),
+        ("group", format!("root:x:0:\nvoltrun:x:{FUNCTION_UID}:\n")),
+        ("hosts", "127.0.0.1 localhost voltrun\n::1 localhost\n".into()),
+        ("hostname", "voltrun\n".into()),
+        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
+    ]
+}
 /// Where the function's code appears inside.
 pub const TASK_ROOT: &str = "/var/task";
 /// Where the runtime bootstraps appear inside.
@@ -111,7 +123,7 @@ impl Sandbox for NamespaceSandbox {
         let mut root = spec.code_dir.clone().into_os_string();
         root.push(".root");
         let root = PathBuf::from(root);
-        let mut guard = Cleanup { cgroup: Some(cgroup), root: root.clone(), child: None };
+        let mut guard = SetupGuard::new(cgroup, root.clone(), |p| fs::remove_dir(p));
         fs::create_dir_all(&root).map_err(sys_err("mkdir root"))?;
 
         let (ctl_in_r, ctl_in_w) = sys::pipe()?;
@@ -130,7 +142,7 @@ impl Sandbox for NamespaceSandbox {
         for p in bind_paths(&spec.runtime_paths) {
             args.push(format!("ro={}", p.display()));
         }
-        for f in guard.cgroup.as_ref().expect("set above").procs_files() {
+        for f in guard.cgroup().procs_files() {
             args.push(format!("cg={}", f.display()));
         }
         args.push("--".into());
@@ -165,7 +177,7 @@ impl Sandbox for NamespaceSandbox {
         }
         let child = cmd.spawn().map_err(sys_err("spawn sandbox init"))?;
         let pid = child.id();
-        guard.child = Some(child);
+        guard.started(child);
         drop((ctl_in_r, ctl_out_w, sync_w, go_r));
 
         // The init unshared its namespaces and waits for its id maps.
@@ -188,7 +200,7 @@ impl Sandbox for NamespaceSandbox {
             Sync::Eof => {}
             other => return Err(other.into_error("during setup")),
         }
-        let (cgroup, child) = guard.disarm();
+        let (cgroup, child, root) = guard.disarm();
         Ok(Spawned {
             control_in: ctl_in_w,
             control_out: ctl_out_r,
@@ -249,20 +261,39 @@ fn read_sync(fd: &OwnedFd, timeout_ms: i32) -> Result<Sync, SandboxError> {
     Ok(Sync::Error(String::from_utf8_lossy(&msg).into_owned()))
 }
 
-/// Undoes a half-built instance unless disarmed.
-struct Cleanup {
+/// Undoes a half-built instance unless disarmed, in the order both tiers tear down: the
+/// process group (or the OCI guard), then every process left in the cgroup and the cgroup,
+/// then the instance's files (the root's mount point, or the OCI bundle).
+pub(crate) struct SetupGuard {
     cgroup: Option<Cgroup>,
-    root: PathBuf,
     child: Option<Child>,
+    files: PathBuf,
+    /// `fs::remove_dir` for a root's mount point (never descend into what may be mounted
+    /// there), `fs::remove_dir_all` for a bundle of files we wrote.
+    remove_files: fn(&Path) -> std::io::Result<()>,
 }
 
-impl Cleanup {
-    fn disarm(mut self) -> (Cgroup, Child) {
-        (self.cgroup.take().expect("cgroup"), self.child.take().expect("child"))
+impl SetupGuard {
+    pub(crate) fn new(cgroup: Cgroup, files: PathBuf, remove_files: fn(&Path) -> std::io::Result<()>) -> SetupGuard {
+        SetupGuard { cgroup: Some(cgroup), child: None, files, remove_files }
+    }
+
+    pub(crate) fn cgroup(&self) -> &Cgroup {
+        self.cgroup.as_ref().expect("held until disarmed")
+    }
+
+    /// The instance's first process: killed (with its group) and reaped if setup fails.
+    pub(crate) fn started(&mut self, child: Child) {
+        self.child = Some(child);
+    }
+
+    /// Setup succeeded: the instance owns its cgroup, process and files from here.
+    pub(crate) fn disarm(mut self) -> (Cgroup, Child, PathBuf) {
+        (self.cgroup.take().expect("cgroup"), self.child.take().expect("child"), std::mem::take(&mut self.files))
     }
 }
 
-impl Drop for Cleanup {
+impl Drop for SetupGuard {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             sys::kill_group(c.id());
@@ -274,8 +305,8 @@ impl Drop for Cleanup {
                 tracing::warn!(err = %e, "could not remove a cgroup");
             }
         }
-        if self.child.is_none() && self.cgroup.is_none() && !self.root.as_os_str().is_empty() {
-            let _ = fs::remove_dir(&self.root);
+        if !self.files.as_os_str().is_empty() {
+            let _ = (self.remove_files)(&self.files);
         }
     }
 }
@@ -565,14 +596,7 @@ fn build_root(cfg: &InitConfig, sources: &[(String, Source)], ours: &[(&OwnedFd,
     }
 
     step("mkdir etc", fs::create_dir_all("etc"))?;
-    let etc: [(&str, String); 5] = [
-        ("passwd", format!("root:x:0:0:root:/root:/usr/sbin/nologin\nvoltrun:x:{FUNCTION_UID}:{FUNCTION_UID}:function:/tmp:/usr/sbin/nologin\n")),
-        ("group", format!("root:x:0:\nvoltrun:x:{FUNCTION_UID}:\n")),
-        ("hosts", "127.0.0.1 localhost voltrun\n::1 localhost\n".into()),
-        ("hostname", "voltrun\n".into()),
-        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
-    ];
-    for (name, text) in etc {
+    for (name, text) in etc_files() {
         step(&format!("write /etc/{name}"), fs::write(format!("etc/{name}"), text))?;
     }
 

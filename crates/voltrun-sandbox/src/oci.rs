@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{json, Value};
 
 use crate::cgroup::{Cgroup, Hierarchy};
-use crate::namespace::{bind_paths, BOOTSTRAP_ROOT, FUNCTION_UID, TASK_ROOT};
+use crate::namespace::{bind_paths, etc_files, SetupGuard, BOOTSTRAP_ROOT, FUNCTION_UID, TASK_ROOT};
 use crate::seccomp::{self, Action};
 use crate::{sys, ExitInfo, InstanceHandle, InstanceSpec, Limits, Sandbox, SandboxError, Spawned};
 
@@ -226,9 +226,9 @@ impl Sandbox for OciSandbox {
         let mut bundle = spec.code_dir.clone().into_os_string();
         bundle.push(".oci");
         let bundle = PathBuf::from(bundle);
-        let mut guard = Cleanup { cgroup: Some(cgroup), bundle: bundle.clone(), child: None };
+        let mut guard = SetupGuard::new(cgroup, bundle.clone(), |p| fs::remove_dir_all(p));
         write_bundle(&bundle, spec, &id, self.runtime)?;
-        let procs = guard.cgroup.as_ref().expect("set above").procs_files();
+        let procs = guard.cgroup().procs_files();
 
         let (ctl_in_r, ctl_in_w) = sys::pipe()?;
         let (ctl_out_r, ctl_out_w) = sys::pipe()?;
@@ -273,7 +273,7 @@ impl Sandbox for OciSandbox {
             });
         }
         let child = cmd.spawn().map_err(sys_err("spawn OCI guard"))?;
-        guard.child = Some(child);
+        guard.started(child);
         drop((ctl_in_r, ctl_out_w));
         let (cgroup, child, bundle) = guard.disarm();
         Ok(Spawned {
@@ -307,14 +307,7 @@ fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str, runtime: Runtime) 
     fs::DirBuilder::new().mode(0o755).create(&rootfs).map_err(sys_err("mkdir rootfs"))?;
     let etc = rootfs.join("etc");
     fs::DirBuilder::new().mode(0o755).create(&etc).map_err(sys_err("mkdir rootfs/etc"))?;
-    let files: [(&str, String); 5] = [
-        ("passwd", format!("root:x:0:0:root:/root:/usr/sbin/nologin\nvoltrun:x:{FUNCTION_UID}:{FUNCTION_UID}:function:/tmp:/usr/sbin/nologin\n")),
-        ("group", format!("root:x:0:\nvoltrun:x:{FUNCTION_UID}:\n")),
-        ("hosts", "127.0.0.1 localhost voltrun\n::1 localhost\n".into()),
-        ("hostname", "voltrun\n".into()),
-        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
-    ];
-    for (name, text) in files {
+    for (name, text) in etc_files() {
         fs::write(etc.join(name), text).map_err(sys_err("write rootfs/etc file"))?;
     }
     let mut mounts = Vec::new();
@@ -449,37 +442,6 @@ fn seccomp_json(runtime: Runtime) -> Value {
     }
     let arch = if cfg!(target_arch = "aarch64") { "SCMP_ARCH_AARCH64" } else { "SCMP_ARCH_X86_64" };
     json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": [arch], "syscalls": syscalls})
-}
-
-/// Undoes a half-built instance unless disarmed.
-struct Cleanup {
-    cgroup: Option<Cgroup>,
-    bundle: PathBuf,
-    child: Option<Child>,
-}
-
-impl Cleanup {
-    fn disarm(mut self) -> (Cgroup, Child, PathBuf) {
-        (self.cgroup.take().expect("cgroup"), self.child.take().expect("child"), std::mem::take(&mut self.bundle))
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            sys::kill_group(c.id());
-            let _ = c.wait();
-        }
-        if let Some(cg) = self.cgroup.take() {
-            cg.kill_all();
-            if let Err(e) = cg.remove() {
-                tracing::warn!(err = %e, "could not remove a cgroup");
-            }
-        }
-        if !self.bundle.as_os_str().is_empty() {
-            let _ = fs::remove_dir_all(&self.bundle);
-        }
-    }
 }
 
 struct OciInstance {
