@@ -176,15 +176,17 @@ impl QueueListener {
 impl Store {
 }
 
-/// The file of a `sqlite:` URL (`sqlite://PATH` or `sqlite:PATH`, options after `?` aside).
-fn sqlite_path(url: &str) -> Result<String> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
-    let path = rest.split('?').next().unwrap_or(rest);
-    if path.is_empty() || path.starts_with(':') {
+/// The file of a `sqlite:` URL, parsed as sqlx parses it (percent-decoded, options after `?`
+/// aside), for the writer's own connection.
+fn sqlite_path(url: &str) -> Result<std::path::PathBuf> {
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    let path = opts.get_filename();
+    let memory = path.to_str().is_some_and(|p| p.starts_with("file:sqlx-in-memory-")) || url.contains("mode=memory");
+    if memory || path.as_os_str().is_empty() {
         // An in-memory database cannot be shared with the writer's own connection.
         return Err(StoreError::Unsupported(url.to_string()));
     }
-    Ok(path.to_string())
+    Ok(path.to_path_buf())
 }
 
 /// Maps a unique violation to [`StoreError::Conflict`] naming the field, by the constraint
@@ -214,4 +216,21 @@ fn get_i64(row: &AnyRow, col: &str) -> Result<i64> {
 
 fn parse_json(text: &str, what: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer's own connection opens the file sqlx opens: percent-decoded, options
+    /// aside; an in-memory database (which it could not share) is refused.
+    #[test]
+    fn the_writer_opens_the_file_sqlx_opens() {
+        let p = |u: &str| sqlite_path(u).map(|p| p.display().to_string());
+        assert_eq!(p("sqlite:///data/voltrun.db?mode=rwc").unwrap(), "/data/voltrun.db");
+        assert_eq!(p("sqlite:///data/with%20space.db?mode=rwc").unwrap(), "/data/with space.db");
+        assert_eq!(p("sqlite://relative/v.db").unwrap(), "relative/v.db");
+        assert!(matches!(sqlite_path("sqlite::memory:"), Err(StoreError::Unsupported(_))));
+        assert!(matches!(sqlite_path("sqlite://file.db?mode=memory"), Err(StoreError::Unsupported(_))));
+    }
 }

@@ -50,12 +50,15 @@ impl Writer {
 
     /// Starts the writer thread on its own connection to the SQLite file at `path` (already
     /// migrated).
-    pub(crate) fn start_sqlite(path: &str) -> Result<Writer> {
+    pub(crate) fn start_sqlite(path: &std::path::Path) -> Result<Writer> {
         let conn = open_sqlite(path)?;
         // Checkpoints (copying the WAL back into the database file, with an fsync) are the
         // checkpointer thread's: run inline by the writer, one commit in ~100 paid for them.
         conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
         let checkpointer = open_sqlite(path)?;
+        // A RESTART holds writers off while it waits for readers: never for long (a reader
+        // that keeps a snapshot open, a backup, only postpones the restart to a later wake).
+        checkpointer.busy_timeout(std::time::Duration::from_millis(RESTART_WAIT_MS))?;
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
         let (tx, rx) = mpsc::unbounded_channel();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -82,7 +85,7 @@ fn fill_batch(rx: &mut mpsc::UnboundedReceiver<Job>, first: Job) -> Vec<Job> {
 // ---------------------------------------------------------------------------------------
 // SQLite: a thread and its connection.
 
-fn open_sqlite(path: &str) -> Result<rusqlite::Connection> {
+fn open_sqlite(path: &std::path::Path) -> Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)?;
     // The same settings as the pool's connections (lib.rs), which share the file.
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -97,6 +100,8 @@ const COMMITS_PER_CHECKPOINT: u32 = 64;
 /// restart. Under sustained writes a checkpoint that runs beside the writer never finds the
 /// WAL fully copied (frames keep arriving), so the file would otherwise grow without bound.
 const RESTART_FRAMES: i64 = 8192;
+/// How long a RESTART checkpoint may wait for readers (and so hold the writer off).
+const RESTART_WAIT_MS: u64 = 100;
 
 fn run_sqlite(conn: rusqlite::Connection, mut rx: mpsc::UnboundedReceiver<Job>, checkpoint: std::sync::mpsc::SyncSender<()>) {
     let mut commits = 0u32;
@@ -125,7 +130,8 @@ fn run_sqlite(conn: rusqlite::Connection, mut rx: mpsc::UnboundedReceiver<Job>, 
 /// readers (RESTART) so the next commit starts the WAL file over.
 fn run_checkpointer(conn: rusqlite::Connection, woken: std::sync::mpsc::Receiver<()>) {
     use std::sync::mpsc::RecvTimeoutError;
-    let checkpoint = |mode: &str| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(1));
+    // (busy, frames in the WAL): busy is 1 when a RESTART gave up waiting.
+    let checkpoint = |mode: &str| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)));
     loop {
         if let Err(RecvTimeoutError::Disconnected) = woken.recv_timeout(std::time::Duration::from_secs(1)) {
             // The writer is gone (the store was dropped): leave the WAL copied back.
@@ -133,11 +139,11 @@ fn run_checkpointer(conn: rusqlite::Connection, woken: std::sync::mpsc::Receiver
             return;
         }
         match checkpoint("PASSIVE") {
-            Ok(frames) if frames >= RESTART_FRAMES => {
-                if let Err(err) = checkpoint("RESTART") {
-                    tracing::warn!(%err, frames, "WAL checkpoint (restart) failed");
-                }
-            }
+            Ok((_, frames)) if frames >= RESTART_FRAMES => match checkpoint("RESTART") {
+                Ok((0, _)) => {}
+                Ok(_) => tracing::debug!(frames, "WAL restart postponed: a reader holds an older snapshot"),
+                Err(err) => tracing::warn!(%err, frames, "WAL checkpoint (restart) failed"),
+            },
             Ok(_) => {}
             Err(err) => tracing::warn!(%err, "WAL checkpoint failed"),
         }
@@ -151,12 +157,28 @@ fn write_batch_sqlite(conn: &rusqlite::Connection, batch: Vec<Job>) {
         }
         return;
     }
-    // In one transaction. A statement that fails (a constraint) undoes only itself in
-    // SQLite, so its caller gets the error and the others are still committed; if the
-    // commit itself fails, every write is retried alone.
+    // Nothing is written when the batch cannot start (the file stayed locked past the busy
+    // timeout): every caller gets that error, none waits a second timeout of its own.
+    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::warn!(%err, n = batch.len(), "could not start a group commit");
+        for (_, done) in batch {
+            let _ = done.send(Err(copy_error(&err)));
+        }
+        return;
+    }
+    // A statement that fails on a constraint undoes only itself, so its caller gets the error
+    // and the others are still committed. One that makes SQLite roll the whole transaction
+    // back (disk full, I/O error) leaves nothing of the batch stored; so does a failed
+    // COMMIT. Then, and only then, every write is tried again alone.
     let together = (|| -> Result<Vec<Result<bool>>> {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let results = batch.iter().map(|(w, _)| run_sqlite_write(conn, w)).collect();
+        let mut results = Vec::with_capacity(batch.len());
+        for (w, _) in &batch {
+            let r = run_sqlite_write(conn, w);
+            if conn.is_autocommit() {
+                return Err(r.err().unwrap_or_else(|| StoreError::Corrupt("the group commit's transaction ended early".into())));
+            }
+            results.push(r);
+        }
         conn.execute_batch("COMMIT")?;
         Ok(results)
     })();
@@ -175,6 +197,14 @@ fn write_batch_sqlite(conn: &rusqlite::Connection, batch: Vec<Job>) {
                 let _ = done.send(run_sqlite_write(conn, &w));
             }
         }
+    }
+}
+
+/// The same failure for each caller of a batch (rusqlite's errors are not `Clone`).
+fn copy_error(err: &rusqlite::Error) -> StoreError {
+    match err {
+        rusqlite::Error::SqliteFailure(e, msg) => StoreError::Sqlite(rusqlite::Error::SqliteFailure(*e, msg.clone())),
+        other => StoreError::Corrupt(format!("SQLite writer: {other}")),
     }
 }
 
@@ -199,72 +229,104 @@ fn run_sqlite_write(conn: &rusqlite::Connection, w: &Write) -> Result<bool> {
 // ---------------------------------------------------------------------------------------
 // PostgreSQL: a task on the pool.
 
+/// A held connection idle longer than this is pinged before its next write (the pool does
+/// that before every use; a server restart or an idle timeout may have closed it).
+const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The writer's own connection and when it was last used.
+type Held = Option<(PoolConnection<Any>, std::time::Instant)>;
+
 async fn run_on_pool(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
     // The writer keeps one connection between batches: taking it from the pool for every
     // commit costs a ping (a network round trip) per write.
-    let mut conn: Option<PoolConnection<Any>> = None;
+    let mut held: Held = None;
     while let Some(first) = rx.recv().await {
         let batch = fill_batch(&mut rx, first);
-        let done = AssertUnwindSafe(write_batch_on_pool(&pool, &mut conn, batch)).catch_unwind().await;
+        let done = AssertUnwindSafe(write_batch_on_pool(&pool, &mut held, batch)).catch_unwind().await;
         if done.is_err() {
-            conn = None;
+            held = None;
             tracing::error!("the execution writer panicked on a batch; continuing");
         }
     }
 }
 
-async fn write_batch_on_pool(pool: &AnyPool, held: &mut Option<PoolConnection<Any>>, mut batch: Vec<Job>) {
-    let mut conn = match held.take() {
-        Some(c) => c,
-        None => match pool.acquire().await {
-            Ok(c) => c,
-            Err(err) => {
-                // Nothing was written: each caller gets the error; the next batch tries again.
-                let msg = err.to_string();
-                for (_, done) in batch {
-                    let _ = done.send(Err(sqlx::Error::Protocol(format!("no database connection for the write: {msg}")).into()));
-                }
-                return;
+/// The held connection if it is (still) good, else a new one from the pool.
+async fn connection(pool: &AnyPool, held: &mut Held) -> std::result::Result<PoolConnection<Any>, sqlx::Error> {
+    if let Some((mut conn, last)) = held.take() {
+        if last.elapsed() < PING_AFTER_IDLE || conn.ping().await.is_ok() {
+            return Ok(conn);
+        }
+    }
+    pool.acquire().await
+}
+
+async fn write_batch_on_pool(pool: &AnyPool, held: &mut Held, mut batch: Vec<Job>) {
+    let mut conn = match connection(pool, held).await {
+        Ok(c) => c,
+        Err(err) => {
+            // Nothing was written: each caller gets the error; the next batch tries again.
+            let msg = err.to_string();
+            for (_, done) in batch {
+                let _ = done.send(Err(sqlx::Error::Protocol(format!("no database connection for the write: {msg}")).into()));
             }
-        },
+            return;
+        }
     };
     if batch.len() == 1 {
         let (w, done) = batch.pop().expect("one job");
         let r = w.run(&mut *conn).await;
-        // Keep the connection unless the failure may have broken it (anything but a
-        // statement the database refused).
-        if matches!(r, Ok(_) | Err(sqlx::Error::Database(_))) {
-            *held = Some(conn);
+        // After any failure the connection goes back to the pool's care: it may be what
+        // broke (a refused statement is rare enough not to matter).
+        if r.is_ok() {
+            *held = Some((conn, std::time::Instant::now()));
         }
         let _ = done.send(r.map_err(Into::into));
         return;
     }
     match commit_together(&mut conn, &batch).await {
         Ok(results) => {
-            *held = Some(conn);
+            *held = Some((conn, std::time::Instant::now()));
             for ((_, done), r) in batch.into_iter().zip(results) {
                 let _ = done.send(Ok(r));
             }
         }
-        // One bad write must not fail the others: fall back to one commit each, on pool
-        // connections (this one may be what broke).
-        Err(err) => {
+        // A statement failed: the transaction did not commit, so each write is tried again
+        // alone (one bad write must not fail the others), on pool connections.
+        Err(Failed::Statement(err)) => {
             tracing::warn!(%err, n = batch.len(), "group commit failed; writing one by one");
             drop(conn);
             for (w, done) in batch {
                 let _ = done.send(w.run(pool).await.map_err(Into::into));
             }
         }
+        // The COMMIT failed: whether it happened is unknown (the reply may be what was
+        // lost), so every caller gets the error rather than a guess, and nothing is written
+        // twice.
+        Err(Failed::Commit(err)) => {
+            tracing::error!(%err, n = batch.len(), "the group commit's COMMIT failed; its outcome is unknown");
+            let msg = err.to_string();
+            for (_, done) in batch {
+                let _ = done.send(Err(sqlx::Error::Protocol(format!("the commit of this write failed: {msg}")).into()));
+            }
+        }
     }
 }
 
-async fn commit_together(conn: &mut PoolConnection<Any>, batch: &[Job]) -> std::result::Result<Vec<bool>, sqlx::Error> {
-    let mut tx = conn.begin().await?;
+/// Where a group commit on the pool failed.
+enum Failed {
+    /// Before COMMIT: nothing of the batch is stored.
+    Statement(sqlx::Error),
+    /// At COMMIT: it may or may not have been stored.
+    Commit(sqlx::Error),
+}
+
+async fn commit_together(conn: &mut PoolConnection<Any>, batch: &[Job]) -> std::result::Result<Vec<bool>, Failed> {
+    let mut tx = conn.begin().await.map_err(Failed::Statement)?;
     let mut results = Vec::with_capacity(batch.len());
     for (w, _) in batch {
-        results.push(w.run(&mut *tx).await?);
+        results.push(w.run(&mut *tx).await.map_err(Failed::Statement)?);
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(Failed::Commit)?;
     Ok(results)
 }
 
