@@ -349,8 +349,9 @@ pub(crate) enum Param {
     Real(Option<f64>),
 }
 
-const SAVE: &str = "UPDATE executions SET function_version = $2, status = $3, output = $4, error = $5, logs = $6, logs_truncated = $7,
-     duration_ms = $8, attempts = $9, started_at = $10, finished_at = $11, lease_owner = NULL, lease_expires = NULL WHERE id = $1";
+// Placeholders in order of appearance (the SQLite writer binds `$N` by position).
+const SAVE: &str = "UPDATE executions SET function_version = $1, status = $2, output = $3, error = $4, logs = $5, logs_truncated = $6,
+     duration_ms = $7, attempts = $8, started_at = $9, finished_at = $10, lease_owner = NULL, lease_expires = NULL WHERE id = $11";
 
 /// How a run ended, as both statements bind it: output, error, logs, logs_truncated,
 /// duration_ms, attempts (consecutive placeholders in each).
@@ -403,9 +404,9 @@ impl Write {
                 (sql, params)
             }
             Write::Save(e) => {
-                let mut params = vec![text(&e.id), Int(e.function_version), text(e.status.as_str())];
+                let mut params = vec![Int(e.function_version), text(e.status.as_str())];
                 params.extend(outcome_params(e));
-                params.extend([Text(e.started_at.clone()), Text(e.finished_at.clone())]);
+                params.extend([Text(e.started_at.clone()), Text(e.finished_at.clone()), text(&e.id)]);
                 (SAVE, params)
             }
         }
@@ -433,13 +434,19 @@ impl Write {
 mod tests {
     use crate::Store;
 
+    /// A store on a new SQLite file of its own; the directory goes with the test's end.
+    async fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("voltrun-store-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        (store, dir)
+    }
+
     /// The triggers keep `execution_hours` equal to a count over `executions`, through
     /// inserts and through updates into, out of and between finished states.
     #[tokio::test]
     async fn hour_totals_follow_every_change_of_status() {
-        let dir = std::env::temp_dir().join(format!("voltrun-store-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        let (store, dir) = temp_store("hours").await;
         let exec = |sql: String| {
             let pool = store.pool.clone();
             async move { sqlx::query(&sql).execute(&pool).await.unwrap() }
@@ -506,9 +513,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_of_writes_answers_each_caller_and_is_read_back_through_the_pool() {
         use voltrun_core::ExecutionStatus::{Running, Success};
-        let dir = std::env::temp_dir().join(format!("voltrun-store-batch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        let (store, dir) = temp_store("batch").await;
         let keyed = crate::NewRun { idempotency_key: Some("k".into()), ..Default::default() };
         let mut pending = Vec::new();
         for i in 0..50 {
@@ -541,9 +546,7 @@ mod tests {
     /// the checkpointer's RESTART past 8,192 frames keeps it to a few tens.
     #[tokio::test]
     async fn the_wal_stays_bounded_under_back_to_back_commits() {
-        let dir = std::env::temp_dir().join(format!("voltrun-store-wal-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        let (store, dir) = temp_store("wal").await;
         let wal = dir.join("t.db-wal");
         let mut largest = 0;
         for i in 0..15_000 {

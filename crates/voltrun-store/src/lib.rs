@@ -102,16 +102,9 @@ impl Store {
             // no network to have dropped it.
             pool_opts = pool_opts.test_before_acquire(false).after_connect(|conn, _| {
                 Box::pin(async move {
-                    // WAL lets readers run beside the one writer; NORMAL fsyncs at checkpoints,
-                    // which in WAL mode never corrupts the file and loses nothing on a process
-                    // crash (only the last commits on a power loss).
-                    sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA busy_timeout=10000").execute(&mut *conn).await?;
-                    // Statement journals (an insert that fires a trigger needs one) in memory,
-                    // not in a temporary file per statement.
-                    sqlx::query("PRAGMA temp_store=MEMORY").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA foreign_keys=ON").execute(&mut *conn).await?;
+                    for pragma in SQLITE_PRAGMAS {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
                     Ok(())
                 })
             });
@@ -175,6 +168,21 @@ impl QueueListener {
 
 impl Store {
 }
+
+/// The settings of every connection to the SQLite file: the pool's and the writer's own
+/// (writer.rs).
+pub(crate) const SQLITE_PRAGMAS: [&str; 5] = [
+    // WAL lets readers run beside the one writer; NORMAL fsyncs at checkpoints, which in WAL
+    // mode never corrupts the file and loses nothing on a process crash (only the last
+    // commits on a power loss).
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=10000",
+    // Statement journals (an insert that fires a trigger needs one) in memory, not in a
+    // temporary file per statement.
+    "PRAGMA temp_store=MEMORY",
+    "PRAGMA foreign_keys=ON",
+];
 
 /// The file of a `sqlite:` URL, parsed as sqlx parses it (percent-decoded, options after `?`
 /// aside), for the writer's own connection.

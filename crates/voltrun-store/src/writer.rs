@@ -87,9 +87,10 @@ fn fill_batch(rx: &mut mpsc::UnboundedReceiver<Job>, first: Job) -> Vec<Job> {
 
 fn open_sqlite(path: &std::path::Path) -> Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)?;
-    // The same settings as the pool's connections (lib.rs), which share the file.
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; PRAGMA foreign_keys=ON;")?;
+    // The same settings as the pool's connections, which share the file.
+    for pragma in crate::SQLITE_PRAGMAS {
+        conn.execute_batch(pragma)?;
+    }
     conn.set_prepared_statement_cache_capacity(16);
     Ok(conn)
 }
@@ -211,12 +212,14 @@ fn copy_error(err: &rusqlite::Error) -> StoreError {
 fn run_sqlite_write(conn: &rusqlite::Connection, w: &Write) -> Result<bool> {
     let (sql, params) = w.statement();
     let mut stmt = conn.prepare_cached(sql)?;
+    // SQLite numbers `$N` parameters by their first appearance in the text; every write's
+    // statement names them in order (`$1` first), so `$N` is index N: bound by position.
+    if stmt.parameter_count() != params.len() {
+        return Err(StoreError::Corrupt(format!("a write binds {} parameters to a statement of {}", params.len(), stmt.parameter_count())));
+    }
     for (i, p) in params.into_iter().enumerate() {
-        // `$N` are named parameters to SQLite, numbered by first appearance: look each up.
-        let name = format!("${}", i + 1);
-        let idx = stmt
-            .parameter_index(&name)?
-            .ok_or_else(|| StoreError::Corrupt(format!("statement has no parameter {name}")))?;
+        let idx = i + 1;
+        debug_assert_eq!(stmt.parameter_name(idx), Some(format!("${idx}").as_str()), "placeholders out of order in {sql}");
         match p {
             Param::Text(v) => stmt.raw_bind_parameter(idx, v)?,
             Param::Int(v) => stmt.raw_bind_parameter(idx, v)?,
