@@ -249,8 +249,8 @@ fn measure_tier(bin: &Path, tier: &str, cold_n: usize, warm_n: usize) -> Result<
         let cold_fresh = cold_starts(&no_spares, &token_ns, rt, code, cold_n, Duration::from_millis(50), "fresh")?;
         let name = format!("warm-{}", &rt[..4]);
         s.call("POST", "/api/functions", Some(&token), &json!({"name": name, "runtime": rt, "code": code}))?;
-        s.call("POST", &format!("/api/functions/{name}/execute"), Some(&token), &json!({}))?;
         let path = format!("/api/functions/{name}/execute");
+        s.call("POST", &path, Some(&token), &json!({}))?;
         let mut warm = Vec::new();
         let mut warm_new_conn = Vec::new();
         for i in 0..warm_n {

@@ -40,6 +40,10 @@ pub const INIT_ARG: &str = "__sandbox-init";
 pub const HOST_ID_BASE: u32 = 2_000_000_000;
 /// The uid/gid functions run as inside.
 pub const FUNCTION_UID: u32 = 1000;
+/// Where the function's code appears inside.
+pub const TASK_ROOT: &str = "/var/task";
+/// Where the runtime bootstraps appear inside.
+pub const BOOTSTRAP_ROOT: &str = "/opt/voltrun";
 
 /// The instance's `/etc`: the function user, localhost, and name lookups from files first
 /// (every tier writes the same files).
@@ -52,10 +56,7 @@ pub(crate) fn etc_files() -> [(&'static str, String); 5] {
         ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
     ]
 }
-/// Where the function's code appears inside.
-pub const TASK_ROOT: &str = "/var/task";
-/// Where the runtime bootstraps appear inside.
-pub const BOOTSTRAP_ROOT: &str = "/opt/voltrun";
+
 /// Host paths every instance gets read-only, when they exist.
 const SYSTEM_PATHS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cache", "/etc/ssl/certs", "/etc/ca-certificates"];
 /// Devices every instance gets (bound from the host's).
