@@ -37,7 +37,8 @@ pub struct Limits {
     pub open_files: u64,
     /// Largest file the instance may write (RLIMIT_FSIZE).
     pub file_size_bytes: u64,
-    /// Size of the private /tmp (tiers that give one).
+    /// Size of the private /tmp and /dev/shm together (tiers that give them; see
+    /// [`Limits::shm_bytes`]).
     pub tmp_bytes: u64,
     /// CPU time per wall-clock second, in thousandths of a core (1000 = one core).
     pub cpu_millis: u64,
@@ -54,6 +55,21 @@ impl Default for Limits {
             tmp_bytes: 64 << 20,
             cpu_millis: 500,
         }
+    }
+}
+
+impl Limits {
+    /// The size of `/dev/shm`, carved out of [`Limits::tmp_bytes`]: an eighth of it, between
+    /// 1 and 8 MiB. POSIX semaphores (Python's `multiprocessing` locks, one page each) and
+    /// small shared segments fit; a function that wants RAM-backed files has `/tmp`.
+    pub fn shm_bytes(&self) -> u64 {
+        (self.tmp_bytes / 8).clamp(1 << 20, 8 << 20)
+    }
+
+    /// The size of `/tmp`: the rest of the budget, so that `/tmp` and `/dev/shm` together
+    /// hold no more than `tmp_bytes` (1 MiB at least).
+    pub fn tmp_only_bytes(&self) -> u64 {
+        self.tmp_bytes.saturating_sub(self.shm_bytes()).max(1 << 20)
     }
 }
 

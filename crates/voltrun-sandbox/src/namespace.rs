@@ -7,8 +7,8 @@
 //! | side | step |
 //! |---|---|
 //! | server | create the cgroup and write its limits; make the root mount point |
-//! | server | spawn `/proc/self/exe __sandbox-init …` (a fresh, single-threaded process) |
-//! | init | join the cgroup (started with an empty environment) |
+//! | server | spawn `/proc/self/exe` as `voltrun-init __sandbox-init` (a fresh, single-threaded process); its configuration (host paths) follows on a pipe, never in argv |
+//! | init | read the configuration; join the cgroup (started with an empty environment) |
 //! | init | unshare every namespace; open the bind-mount sources while still host uid 0 |
 //! | init | ask the server for uid/gid maps; receive the function's environment |
 //! | server | write `/proc/<init>/{uid,gid}_map` (only a privileged parent may) |
@@ -66,6 +66,14 @@ const FD_SYNC: RawFd = 5;
 const FD_GO: RawFd = 6;
 /// Read end of the server's lifeline: EOF when the server process is gone.
 const FD_LIFELINE: RawFd = 7;
+/// The init's configuration (`key=value` arguments, NUL-separated, until EOF). Not argv:
+/// pid 1 of the instance is a fork of the init, and its `/proc/1/cmdline` is readable by
+/// the function; the host paths in the configuration (the data dir, cgroups) must not be.
+const FD_CONFIG: RawFd = 8;
+/// argv[0] of the init (and so of pid 1): nothing of the host.
+const INIT_NAME: &str = "voltrun-init";
+/// The most configuration the init reads.
+const CONFIG_MAX: usize = 1 << 20;
 
 /// The namespace tier.
 pub struct NamespaceSandbox {
@@ -134,9 +142,11 @@ impl Sandbox for NamespaceSandbox {
         let (go_r, go_w) = sys::pipe()?;
         let log_w2 = log_w.try_clone().map_err(sys_err("dup"))?;
 
-        let mut args: Vec<String> = vec![INIT_ARG.into(), format!("root={}", root.display()), format!("task={}", spec.code_dir.display()), format!("boot={}", spec.bootstrap_dir.display())];
+        let (cfg_r, cfg_w) = sys::pipe()?;
+        let mut args: Vec<String> = vec![format!("root={}", root.display()), format!("task={}", spec.code_dir.display()), format!("boot={}", spec.bootstrap_dir.display())];
         let l = &spec.limits;
-        args.push(format!("tmp={}", l.tmp_bytes));
+        args.push(format!("tmp={}", l.tmp_only_bytes()));
+        args.push(format!("shm={}", l.shm_bytes()));
         args.push(format!("nofile={}", l.open_files));
         args.push(format!("fsize={}", l.file_size_bytes));
         args.push(format!("as={}", if l.limit_address_space { l.memory_bytes + (192 << 20) } else { 0 }));
@@ -153,7 +163,8 @@ impl Sandbox for NamespaceSandbox {
         // in a function's env would otherwise run code as root on the host). The function's
         // environment travels over the go pipe and is set only at the runtime's exec.
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.args(&args)
+        cmd.arg0(INIT_NAME)
+            .arg(INIT_ARG)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_w))
@@ -164,6 +175,7 @@ impl Sandbox for NamespaceSandbox {
             (sync_w.as_raw_fd(), FD_SYNC),
             (go_r.as_raw_fd(), FD_GO),
             (self.lifeline.0.as_raw_fd(), FD_LIFELINE),
+            (cfg_r.as_raw_fd(), FD_CONFIG),
         ];
         // SAFETY: runs between fork and exec; only setsid and dup2, both async-signal-safe,
         // on fds that are all >= 10 (see sys::pipe), so no dup2 clobbers a later source.
@@ -179,7 +191,14 @@ impl Sandbox for NamespaceSandbox {
         let child = cmd.spawn().map_err(sys_err("spawn sandbox init"))?;
         let pid = child.id();
         guard.started(child);
-        drop((ctl_in_r, ctl_out_w, sync_w, go_r));
+        drop((ctl_in_r, ctl_out_w, sync_w, go_r, cfg_r));
+        let mut config = Vec::new();
+        for a in &args {
+            config.extend_from_slice(a.as_bytes());
+            config.push(0);
+        }
+        sys::write_fd(cfg_w.as_raw_fd(), &config).map_err(sys_err("write init configuration"))?;
+        drop(cfg_w);
 
         // The init unshared its namespaces and waits for its id maps.
         match read_sync(&sync_r, 10_000)? {
@@ -371,6 +390,7 @@ struct InitConfig {
     task: String,
     boot: String,
     tmp_bytes: u64,
+    shm_bytes: u64,
     nofile: u64,
     fsize: u64,
     address_space: u64,
@@ -380,7 +400,7 @@ struct InitConfig {
 }
 
 fn parse(args: &[String]) -> Result<InitConfig, String> {
-    let mut c = InitConfig { root: String::new(), task: String::new(), boot: String::new(), tmp_bytes: 0, nofile: 0, fsize: 0, address_space: 0, ro: vec![], cgroup_procs: vec![], argv: vec![] };
+    let mut c = InitConfig { root: String::new(), task: String::new(), boot: String::new(), tmp_bytes: 0, shm_bytes: 0, nofile: 0, fsize: 0, address_space: 0, ro: vec![], cgroup_procs: vec![], argv: vec![] };
     let mut it = args.iter();
     for a in it.by_ref() {
         if a == "--" {
@@ -393,6 +413,7 @@ fn parse(args: &[String]) -> Result<InitConfig, String> {
             "task" => c.task = v.into(),
             "boot" => c.boot = v.into(),
             "tmp" => c.tmp_bytes = num()?,
+            "shm" => c.shm_bytes = num()?,
             "nofile" => c.nofile = num()?,
             "fsize" => c.fsize = num()?,
             "as" => c.address_space = num()?,
@@ -408,10 +429,26 @@ fn parse(args: &[String]) -> Result<InitConfig, String> {
     Ok(c)
 }
 
-/// Entry point of `voltrun __sandbox-init`: builds the sandbox and execs the runtime. Never
-/// returns; on failure reports `E<step>: <error>` on the sync pipe and exits 111.
-pub fn init_main(args: &[String]) -> ! {
-    let err = match parse(args) {
+/// Reads the configuration from [`FD_CONFIG`] (until EOF) and closes it.
+fn read_config() -> Result<Vec<String>, String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match step("read configuration", sys::read_fd(FD_CONFIG, &mut chunk))? {
+            0 => break,
+            n if buf.len() + n > CONFIG_MAX => return Err("configuration too large".into()),
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    sys::close(FD_CONFIG);
+    buf.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8(a.to_vec()).map_err(|_| "configuration is not UTF-8".to_string())).collect()
+}
+
+/// Entry point of `voltrun __sandbox-init` (no further arguments: the configuration comes
+/// on [`FD_CONFIG`]): builds the sandbox and execs the runtime. Never returns; on failure
+/// reports `E<step>: <error>` on the sync pipe and exits 111.
+pub fn init_main(_args: &[String]) -> ! {
+    let err = match read_config().and_then(|args| parse(&args)) {
         Ok(cfg) => match run_init(cfg) {
             Ok(never) => match never {},
             Err(e) => e,
@@ -577,7 +614,7 @@ fn build_root(cfg: &InitConfig, sources: &[(String, Source)], ours: &[(&OwnedFd,
     }
 
     step("mkdir tmp", fs::create_dir_all("tmp"))?;
-    let tmp_opts = format!("size={},nr_inodes=16384,mode=1777", cfg.tmp_bytes.max(1 << 20));
+    let tmp_opts = format!("size={},nr_inodes=16384,mode=1777", cfg.tmp_bytes);
     step("mount /tmp", sys::mount("tmpfs", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, &tmp_opts))?;
     step("mkdir proc", fs::create_dir_all("proc"))?;
     step("mount /proc", sys::mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""))?;
@@ -589,9 +626,11 @@ fn build_root(cfg: &InitConfig, sources: &[(String, Source)], ours: &[(&OwnedFd,
         step(&format!("create {target}"), fs::write(&target, b""))?;
         step(&format!("bind {target}"), sys::mount(&format!("/dev/{d}"), &target, "", MS_BIND, ""))?;
     }
-    // POSIX shared memory (Python's multiprocessing locks); RAM-backed, charged to the instance.
+    // POSIX shared memory (Python's multiprocessing locks): RAM-backed, charged to the
+    // instance's memory, its size taken out of the /tmp budget (Limits::shm_bytes).
     step("mkdir dev/shm", fs::create_dir_all("dev/shm"))?;
-    step("mount /dev/shm", sys::mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=16m,nr_inodes=1024,mode=1777"))?;
+    let shm_opts = format!("size={},nr_inodes=256,mode=1777", cfg.shm_bytes);
+    step("mount /dev/shm", sys::mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, &shm_opts))?;
     for (name, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
         step(&format!("symlink dev/{name}"), symlink(to, format!("dev/{name}")))?;
     }

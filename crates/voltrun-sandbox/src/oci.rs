@@ -349,9 +349,10 @@ fn config_json(spec: &InstanceSpec, id: &str, binds: Vec<Value>, runtime: Runtim
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "noexec", "strictatime", "mode=755", "size=64k", "nr_inodes=64"]}),
-        // POSIX shared memory (Python's multiprocessing locks); RAM-backed, charged to the instance.
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=16m", "nr_inodes=1024"]}),
-        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", format!("size={}", l.tmp_bytes.max(1 << 20)), "nr_inodes=16384"]}),
+        // POSIX shared memory (Python's multiprocessing locks): RAM-backed, charged to the
+        // instance's memory, its size taken out of the /tmp budget.
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={}", l.shm_bytes()), "nr_inodes=256"]}),
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", format!("size={}", l.tmp_only_bytes()), "nr_inodes=16384"]}),
     ];
     mounts.extend(binds);
     let mut rlimits = vec![
@@ -440,8 +441,47 @@ fn seccomp_json(runtime: Runtime) -> Value {
             "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
         }));
     }
+    syscalls.extend(socket_rules());
+    // personality: refused when the persona has a bit outside the allowed ones (one rule per
+    // bit: the rules of one syscall are alternatives). Only the low 32 bits: the kernel
+    // reads an unsigned int.
+    for bit in (0..32).map(|b| 1u32 << b).filter(|b| b & seccomp::PERSONA_FLAGS_ALLOWED == 0) {
+        syscalls.push(json!({
+            "names": ["personality"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": libc::EPERM,
+            "args": [{"index": 0, "value": bit, "valueTwo": bit, "op": "SCMP_CMP_MASKED_EQ"}],
+        }));
+    }
     let arch = if cfg!(target_arch = "aarch64") { "SCMP_ARCH_AARCH64" } else { "SCMP_ARCH_X86_64" };
     json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": [arch], "syscalls": syscalls})
+}
+
+/// [`seccomp::SOCKET_FAMILIES`] and [`seccomp::NETLINK_PROTOCOLS`] as OCI rules. The rule
+/// language has no "not one of" (the conditions of one rule on the same argument become
+/// alternatives), so the refusals are spelled out: every family below
+/// [`seccomp::FAMILY_LIMIT`] that is not allowed, one rule each, and one for everything from
+/// the limit up (families a later kernel adds included); the same for netlink protocols
+/// below 32 (the kernel's MAX_LINKS) and from 32 up. Conditions on different arguments of
+/// one rule all hold at once (family and protocol).
+fn socket_rules() -> Vec<Value> {
+    let refuse = |names: &[&str], errno: i32, args: Value| json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": errno, "args": args});
+    let eq = |index: u32, value: u32| json!({"index": index, "value": value, "op": "SCMP_CMP_EQ"});
+    let ge = |index: u32, value: u32| json!({"index": index, "value": value, "op": "SCMP_CMP_GE"});
+    let families = ["socket", "socketpair"];
+    let allowed = |table: &[seccomp::Allowed], v: u32| table.iter().any(|a| a.value == v);
+    let mut rules = Vec::new();
+    for f in (0..seccomp::FAMILY_LIMIT).filter(|f| !allowed(seccomp::SOCKET_FAMILIES, *f)) {
+        rules.push(refuse(&families, libc::EAFNOSUPPORT, json!([eq(0, f)])));
+    }
+    rules.push(refuse(&families, libc::EAFNOSUPPORT, json!([ge(0, seccomp::FAMILY_LIMIT)])));
+    const NETLINK_LIMIT: u32 = 32;
+    let netlink = libc::AF_NETLINK as u32;
+    for p in (0..NETLINK_LIMIT).filter(|p| !allowed(seccomp::NETLINK_PROTOCOLS, *p)) {
+        rules.push(refuse(&["socket"], libc::EPROTONOSUPPORT, json!([eq(0, netlink), eq(2, p)])));
+    }
+    rules.push(refuse(&["socket"], libc::EPROTONOSUPPORT, json!([eq(0, netlink), ge(2, NETLINK_LIMIT)])));
+    rules
 }
 
 struct OciInstance {

@@ -5,6 +5,14 @@
 //! uid with no capabilities, so most of these calls would fail anyway; the filter makes the
 //! kernel code behind them unreachable, which is what protects against kernel bugs in them.
 //! Everything else is allowed so that ordinary Node.js and Python programs run unchanged.
+//!
+//! Three calls are filtered on their arguments, each by its own table: `clone` (no namespace
+//! flags), `socket` and `socketpair` (only the address families in [`SOCKET_FAMILIES`], and
+//! netlink only with the protocols in [`NETLINK_PROTOCOLS`]), and `personality` (only the
+//! personas in [`PERSONAS`]). Families are an allow list: a family the kernel adds later is
+//! refused without a change here. A refused family fails with EAFNOSUPPORT, what a kernel
+//! built without it answers, so libraries that probe families (Python's `socket` module,
+//! libuv, glibc's `getaddrinfo`) take their ordinary fallback instead of dying.
 
 use crate::SandboxError;
 
@@ -84,6 +92,10 @@ macro_rules! paste_sys {
     (iopl) => { libc::SYS_iopl };
     (ioperm) => { libc::SYS_ioperm };
     (clone3) => { libc::SYS_clone3 };
+    (memfd_secret) => { libc::SYS_memfd_secret };
+    (process_madvise) => { libc::SYS_process_madvise };
+    (uselib) => { libc::SYS_uselib };
+    (modify_ldt) => { libc::SYS_modify_ldt };
 }
 
 /// The policy. `clone` is handled apart: allowed, except with namespace flags.
@@ -139,7 +151,55 @@ pub const POLICY: &[Rule] = rules! {
     iopl => Deny, "Raw I/O port access.";
     ioperm => Deny, "Raw I/O port access.";
     clone3 => NotImplemented, "Its flags live in memory a filter cannot inspect; ENOSYS makes libc fall back to clone, whose flags it can.";
+    memfd_secret => NotImplemented, "Secret memory is unmapped from the kernel's direct map (a rarely exercised mm path) and pins pages outside the memory accounting runtimes expect; ENOSYS is what a kernel without it answers.";
+    process_madvise => Deny, "Acts on another process's memory through a pidfd.";
+    uselib => NotImplemented, "The a.out library loader: obsolete, and old kernel code.";
+    modify_ldt => Deny, "16-bit segments in a per-process LDT: only DOS/Wine emulation needs them, and the LDT code has had privilege-escalation bugs (CVE-2015-5157, CVE-2017-17053).";
 };
+
+/// One allowed value of a filtered argument, with the reason it is allowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Allowed {
+    pub name: &'static str,
+    pub value: u32,
+    pub reason: &'static str,
+}
+
+/// The address families `socket` and `socketpair` may ask for; every other fails with
+/// EAFNOSUPPORT. Outside this list are AF_VSOCK (reaches the host or hypervisor past the
+/// network namespace), AF_PACKET (raw frames), AF_BLUETOOTH, AF_ALG (the kernel crypto API),
+/// AF_KEY (IPsec keys), AF_XDP, AF_RDS, AF_TIPC, AF_CAN… none of which a function needs, and
+/// most of which have had kernel exploits of their own.
+pub const SOCKET_FAMILIES: &[Allowed] = &[
+    Allowed { name: "AF_UNIX", value: libc::AF_UNIX as u32, reason: "Local sockets (socketpair, the runtimes' own IPC, multiprocessing)." },
+    Allowed { name: "AF_INET", value: libc::AF_INET as u32, reason: "TCP and UDP over IPv4 (the instance's network namespace decides where they reach)." },
+    Allowed { name: "AF_INET6", value: libc::AF_INET6 as u32, reason: "TCP and UDP over IPv6." },
+    Allowed { name: "AF_NETLINK", value: libc::AF_NETLINK as u32, reason: "Route and address queries (getaddrinfo's AI_ADDRCONFIG, if_nameindex, Node's os.networkInterfaces); protocols limited by NETLINK_PROTOCOLS." },
+];
+
+/// The netlink protocols an `AF_NETLINK` socket may use; others fail with EPROTONOSUPPORT
+/// (audit, uevents, sock_diag, netfilter and xfrm reach kernel code no function needs).
+pub const NETLINK_PROTOCOLS: &[Allowed] = &[Allowed { name: "NETLINK_ROUTE", value: libc::NETLINK_ROUTE as u32, reason: "Interfaces, addresses and routes of the instance's own network namespace." }];
+
+/// The personas `personality` may set (Docker's default profile less its query, which the
+/// OCI tiers' rule language cannot tell apart from a persona with every flag set); others
+/// fail with EPERM: ADDR_NO_RANDOMIZE would turn ASLR off for what the process execs next,
+/// READ_IMPLIES_EXEC would make its data executable, MMAP_PAGE_ZERO maps page zero (the
+/// classic way to exploit a kernel NULL dereference). They are exactly the personas made of
+/// [`PERSONA_FLAGS_ALLOWED`]'s bits, so every tier enforces them as "no other bit set".
+pub const PERSONAS: &[Allowed] = &[
+    Allowed { name: "PER_LINUX", value: 0, reason: "The default persona (also how a program resets it)." },
+    Allowed { name: "PER_LINUX32", value: 0x0008, reason: "32-bit uname (setarch linux32)." },
+    Allowed { name: "UNAME26", value: 0x0002_0000, reason: "A 2.6 kernel version in uname, for old build scripts." },
+    Allowed { name: "PER_LINUX32|UNAME26", value: 0x0002_0008, reason: "Both of the above." },
+];
+
+/// Every bit any of [`PERSONAS`] sets: a persona with another bit is refused.
+pub const PERSONA_FLAGS_ALLOWED: u32 = 0x0002_0008;
+
+/// A family above every one this kernel's headers know (AF_MAX): the OCI rendering refuses
+/// `domain >= FAMILY_LIMIT` in one rule and the families below it one by one.
+pub const FAMILY_LIMIT: u32 = 46;
 
 /// Namespace flags `clone` may not carry (they would create namespaces, like unshare).
 const CLONE_NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
@@ -176,13 +236,58 @@ fn errno(e: i32) -> u32 {
     libc::SECCOMP_RET_ERRNO | (e as u32 & 0xffff)
 }
 
-/// Compiles [`POLICY`] to a BPF program.
+/// Appends `if nr == nr { body }` (the body must end in a return on every path, so that
+/// the accumulator still holds the syscall number for what follows when it is skipped).
+fn guarded(p: &mut Vec<libc::sock_filter>, nr: libc::c_long, body: &[libc::sock_filter]) {
+    p.push(jump(JEQ, nr as u32, 0, body.len() as u8));
+    p.extend_from_slice(body);
+}
+
+const LD_W_ABS: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+const JEQ: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+const JGE: u32 = libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K;
+const JSET: u32 = libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K;
+const RET: u32 = libc::BPF_RET | libc::BPF_K;
+
+/// Offset of the low 32 bits of argument `i` (little-endian): the kernel reads the `int`
+/// arguments filtered here (a family, a protocol, a persona) from those bits only.
+const fn arg(i: u32) -> u32 {
+    OFF_ARG0 + 8 * i
+}
+
+/// `ld arg; if A == allowed[0] || … { allow } else { return errno }`.
+fn allow_values(arg_off: u32, allowed: &[Allowed], refused: i32) -> Vec<libc::sock_filter> {
+    let n = allowed.len();
+    let mut b = vec![stmt(LD_W_ABS, arg_off)];
+    for (i, a) in allowed.iter().enumerate() {
+        // Jump over the remaining comparisons and the refusal, onto the allow.
+        b.push(jump(JEQ, a.value, (n - i) as u8, 0));
+    }
+    b.push(stmt(RET, errno(refused)));
+    b.push(stmt(RET, RET_ALLOW));
+    b
+}
+
+/// The body for `socket` and `socketpair`: families from [`SOCKET_FAMILIES`]; netlink only
+/// with a protocol from [`NETLINK_PROTOCOLS`].
+fn socket_body() -> Vec<libc::sock_filter> {
+    let mut b = vec![stmt(LD_W_ABS, arg(0))];
+    for f in SOCKET_FAMILIES {
+        let then = if f.value == libc::AF_NETLINK as u32 {
+            allow_values(arg(2), NETLINK_PROTOCOLS, libc::EPROTONOSUPPORT)
+        } else {
+            vec![stmt(RET, RET_ALLOW)]
+        };
+        // Not this family: skip its block (the accumulator still holds the family).
+        b.push(jump(JEQ, f.value, 0, then.len() as u8));
+        b.extend(then);
+    }
+    b.push(stmt(RET, errno(libc::EAFNOSUPPORT)));
+    b
+}
+
+/// Compiles [`POLICY`] and the argument tables to a BPF program.
 pub fn program() -> Vec<libc::sock_filter> {
-    const LD_W_ABS: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    const JEQ: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
-    const JGE: u32 = libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K;
-    const JSET: u32 = libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K;
-    const RET: u32 = libc::BPF_RET | libc::BPF_K;
     let mut p = vec![
         // Another architecture's numbers would mean other calls: kill.
         stmt(LD_W_ABS, OFF_ARCH),
@@ -203,11 +308,11 @@ pub fn program() -> Vec<libc::sock_filter> {
         p.push(stmt(RET, ret));
     }
     // clone: allowed unless it asks for a namespace.
-    p.push(jump(JEQ, libc::SYS_clone as u32, 0, 4));
-    p.push(stmt(LD_W_ABS, OFF_ARG0));
-    p.push(jump(JSET, CLONE_NAMESPACE_FLAGS, 0, 1));
-    p.push(stmt(RET, errno(libc::EPERM)));
-    p.push(stmt(RET, RET_ALLOW));
+    guarded(&mut p, libc::SYS_clone, &[stmt(LD_W_ABS, arg(0)), jump(JSET, CLONE_NAMESPACE_FLAGS, 0, 1), stmt(RET, errno(libc::EPERM)), stmt(RET, RET_ALLOW)]);
+    let socket = socket_body();
+    guarded(&mut p, libc::SYS_socket, &socket);
+    guarded(&mut p, libc::SYS_socketpair, &socket);
+    guarded(&mut p, libc::SYS_personality, &[stmt(LD_W_ABS, arg(0)), jump(JSET, !PERSONA_FLAGS_ALLOWED, 0, 1), stmt(RET, errno(libc::EPERM)), stmt(RET, RET_ALLOW)]);
     p.push(stmt(RET, RET_ALLOW));
     p
 }
@@ -301,5 +406,121 @@ mod tests {
         for r in POLICY {
             assert!(!r.reason.is_empty(), "{}", r.name);
         }
+        for a in SOCKET_FAMILIES.iter().chain(NETLINK_PROTOCOLS).chain(PERSONAS) {
+            assert!(!a.reason.is_empty(), "{}", a.name);
+        }
+        assert!(SOCKET_FAMILIES.iter().all(|f| f.value < FAMILY_LIMIT));
+    }
+
+    #[test]
+    fn the_personas_are_exactly_the_allowed_flag_combinations() {
+        let mut subsets: Vec<u32> = (0..=PERSONA_FLAGS_ALLOWED).filter(|v| v & !PERSONA_FLAGS_ALLOWED == 0).collect();
+        let mut listed: Vec<u32> = PERSONAS.iter().map(|p| p.value).collect();
+        subsets.sort();
+        listed.sort();
+        assert_eq!(subsets, listed);
+    }
+
+    /// `socket(domain, type, protocol)` as a raw call (the full 64-bit domain register);
+    /// returns 0 when it succeeded (and closes it), else the errno.
+    fn socket_errno(domain: u64, ty: i32, protocol: i32) -> i32 {
+        // SAFETY: socket takes integers only; the fd, if any, is closed at once.
+        let fd = unsafe { libc::syscall(libc::SYS_socket, domain, ty, protocol) };
+        if fd < 0 {
+            return errno();
+        }
+        // SAFETY: `fd` was just returned to us.
+        unsafe { libc::close(fd as i32) };
+        0
+    }
+
+    /// Regression: AF_VSOCK (and every other family) passed the network namespace; we run
+    /// as root here, so without the filter AF_PACKET and the netlink audit socket would open.
+    #[test]
+    fn socket_families_outside_the_list_fail_with_eafnosupport() {
+        let code = in_filtered_child(|| {
+            let refused: [(u64, i32, i32); 6] = [
+                (libc::AF_VSOCK as u64, libc::SOCK_STREAM, 0),
+                (libc::AF_PACKET as u64, libc::SOCK_RAW, 0),
+                (libc::AF_ALG as u64, libc::SOCK_SEQPACKET, 0),
+                (libc::AF_KEY as u64, libc::SOCK_RAW, 2),
+                (libc::AF_BLUETOOTH as u64, libc::SOCK_STREAM, 0),
+                // The kernel reads an int: high bits must not smuggle a family past the filter.
+                ((1 << 32) | libc::AF_VSOCK as u64, libc::SOCK_STREAM, 0),
+            ];
+            for (i, (domain, ty, proto)) in refused.into_iter().enumerate() {
+                if socket_errno(domain, ty, proto) != libc::EAFNOSUPPORT {
+                    return 10 + i as i32;
+                }
+            }
+            let mut pair = [0; 2];
+            // SAFETY: `pair` has room for the two fds.
+            let rc = unsafe { libc::socketpair(libc::AF_VSOCK, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) };
+            if rc != -1 || errno() != libc::EAFNOSUPPORT {
+                return 20;
+            }
+            // Netlink: routes yes, audit and sock_diag no.
+            if socket_errno(libc::AF_NETLINK as u64, libc::SOCK_RAW, libc::NETLINK_AUDIT) != libc::EPROTONOSUPPORT {
+                return 30;
+            }
+            if socket_errno(libc::AF_NETLINK as u64, libc::SOCK_RAW, libc::NETLINK_SOCK_DIAG) != libc::EPROTONOSUPPORT {
+                return 31;
+            }
+            0
+        });
+        assert_eq!(code, 0, "a refused socket family was not refused with EAFNOSUPPORT (probe {code})");
+        let code = in_filtered_child(|| {
+            let allowed = [
+                (libc::AF_UNIX, libc::SOCK_STREAM, 0),
+                (libc::AF_INET, libc::SOCK_STREAM, 0),
+                (libc::AF_INET6, libc::SOCK_DGRAM, 0),
+                (libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE),
+            ];
+            for (i, (domain, ty, proto)) in allowed.into_iter().enumerate() {
+                // IPv6 may be off on a host: EAFNOSUPPORT from the kernel then, which this
+                // test cannot tell from the filter's; every host we run on has it.
+                if socket_errno(domain as u64, ty, proto) != 0 {
+                    return 10 + i as i32;
+                }
+            }
+            let mut pair = [0; 2];
+            // SAFETY: `pair` has room for the two fds, closed below.
+            unsafe {
+                if libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) != 0 {
+                    return 20;
+                }
+                libc::close(pair[0]);
+                libc::close(pair[1]);
+            }
+            0
+        });
+        assert_eq!(code, 0, "an allowed socket family was refused (probe {code})");
+    }
+
+    #[test]
+    fn modify_ldt_memfd_secret_and_risky_personas_are_refused() {
+        let code = in_filtered_child(|| {
+            // SAFETY: modify_ldt(0 = read, null, 0) and memfd_secret(0): refused before they run.
+            unsafe {
+                if libc::syscall(libc::SYS_modify_ldt, 0, 0, 0) != -1 || errno() != libc::EPERM {
+                    return 1;
+                }
+                if libc::syscall(libc::SYS_memfd_secret, 0) != -1 || errno() != libc::ENOSYS {
+                    return 2;
+                }
+                // ADDR_NO_RANDOMIZE and READ_IMPLIES_EXEC: EPERM; the default persona: fine.
+                if libc::personality(0x0040000) != -1 || errno() != libc::EPERM {
+                    return 3;
+                }
+                if libc::personality(0x0400000) != -1 || errno() != libc::EPERM {
+                    return 4;
+                }
+                if libc::personality(0) == -1 {
+                    return 5;
+                }
+            }
+            0
+        });
+        assert_eq!(code, 0, "probe {code} was not refused as the policy says");
     }
 }
