@@ -442,46 +442,71 @@ fn seccomp_json(runtime: Runtime) -> Value {
         }));
     }
     syscalls.extend(socket_rules());
-    // personality: refused when the persona has a bit outside the allowed ones (one rule per
-    // bit: the rules of one syscall are alternatives). Only the low 32 bits: the kernel
-    // reads an unsigned int.
-    for bit in (0..32).map(|b| 1u32 << b).filter(|b| b & seccomp::PERSONA_FLAGS_ALLOWED == 0) {
-        syscalls.push(json!({
-            "names": ["personality"],
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": libc::EPERM,
-            "args": [{"index": 0, "value": bit, "valueTwo": bit, "op": "SCMP_CMP_MASKED_EQ"}],
-        }));
-    }
+    syscalls.push(json!({
+        "names": ["personality"],
+        "action": "SCMP_ACT_ERRNO",
+        "errnoRet": libc::EPERM,
+        "args": [{"index": 0, "value": seccomp::PERSONA_REFUSED_FROM, "op": "SCMP_CMP_GE"}],
+    }));
     let arch = if cfg!(target_arch = "aarch64") { "SCMP_ARCH_AARCH64" } else { "SCMP_ARCH_X86_64" };
     json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": [arch], "syscalls": syscalls})
 }
 
 /// [`seccomp::SOCKET_FAMILIES`] and [`seccomp::NETLINK_PROTOCOLS`] as OCI rules. The rule
 /// language has no "not one of" (the conditions of one rule on the same argument become
-/// alternatives), so the refusals are spelled out: every family below
-/// [`seccomp::FAMILY_LIMIT`] that is not allowed, one rule each, and one for everything from
-/// the limit up (families a later kernel adds included); the same for netlink protocols
-/// below 32 (the kernel's MAX_LINKS) and from 32 up. Conditions on different arguments of
-/// one rule all hold at once (family and protocol).
+/// alternatives), so the refusals are spelled out (see [`refusals`]): the refused values
+/// below the highest allowed one as aligned blocks, one masked rule each, and one rule for
+/// everything above it (families a later kernel adds included). Conditions on different
+/// arguments of one rule all hold at once (family and protocol).
+///
+/// Few rules, on purpose: runc compiles the filter after applying the instance's RLIMIT_AS,
+/// and libseccomp 2.5 (Debian 12's runc) with some 45 argument rules in all needed about
+/// 1 GiB of address space there, so the container did not start (measured: 19 rules need
+/// 71 MiB, 50 need 1 GiB). The masks keep only the low 32 bits, which is what the kernel
+/// reads of an `int` argument.
 fn socket_rules() -> Vec<Value> {
-    let refuse = |names: &[&str], errno: i32, args: Value| json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": errno, "args": args});
-    let eq = |index: u32, value: u32| json!({"index": index, "value": value, "op": "SCMP_CMP_EQ"});
+    let refuse = |names: &[&str], errno: i32, args: Vec<Value>| json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": errno, "args": args});
+    let masked = |index: u32, (mask, value): (u32, u32)| json!({"index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"});
     let ge = |index: u32, value: u32| json!({"index": index, "value": value, "op": "SCMP_CMP_GE"});
     let families = ["socket", "socketpair"];
-    let allowed = |table: &[seccomp::Allowed], v: u32| table.iter().any(|a| a.value == v);
     let mut rules = Vec::new();
-    for f in (0..seccomp::FAMILY_LIMIT).filter(|f| !allowed(seccomp::SOCKET_FAMILIES, *f)) {
-        rules.push(refuse(&families, libc::EAFNOSUPPORT, json!([eq(0, f)])));
+    let (blocks, above) = refusals(seccomp::SOCKET_FAMILIES);
+    for block in blocks {
+        rules.push(refuse(&families, libc::EAFNOSUPPORT, vec![masked(0, block)]));
     }
-    rules.push(refuse(&families, libc::EAFNOSUPPORT, json!([ge(0, seccomp::FAMILY_LIMIT)])));
-    const NETLINK_LIMIT: u32 = 32;
-    let netlink = libc::AF_NETLINK as u32;
-    for p in (0..NETLINK_LIMIT).filter(|p| !allowed(seccomp::NETLINK_PROTOCOLS, *p)) {
-        rules.push(refuse(&["socket"], libc::EPROTONOSUPPORT, json!([eq(0, netlink), eq(2, p)])));
+    rules.push(refuse(&families, libc::EAFNOSUPPORT, vec![ge(0, above)]));
+    let netlink = masked(0, (u32::MAX, libc::AF_NETLINK as u32));
+    let (blocks, above) = refusals(seccomp::NETLINK_PROTOCOLS);
+    for block in blocks {
+        rules.push(refuse(&["socket"], libc::EPROTONOSUPPORT, vec![netlink.clone(), masked(2, block)]));
     }
-    rules.push(refuse(&["socket"], libc::EPROTONOSUPPORT, json!([eq(0, netlink), ge(2, NETLINK_LIMIT)])));
+    rules.push(refuse(&["socket"], libc::EPROTONOSUPPORT, vec![netlink, ge(2, above)]));
     rules
+}
+
+/// How to refuse every value `allowed` does not list: the refused values below the highest
+/// allowed one as aligned blocks `(mask, value)` (`x & mask == value` for exactly the
+/// block's members; a block may reach past the highest allowed value, whose successors are
+/// refused anyway), and the bound from which every value is refused.
+fn refusals(allowed: &[seccomp::Named]) -> (Vec<(u32, u32)>, u32) {
+    let above = allowed.iter().map(|a| a.value + 1).max().unwrap_or(0);
+    let ceiling = above.next_power_of_two();
+    let is_allowed = |v: u32| allowed.iter().any(|a| a.value == v);
+    let mut blocks = Vec::new();
+    let mut v = 0;
+    while v < above {
+        if is_allowed(v) {
+            v += 1;
+            continue;
+        }
+        let mut size = 1;
+        while v % (size * 2) == 0 && v + size * 2 <= ceiling && !(v..v + size * 2).any(is_allowed) {
+            size *= 2;
+        }
+        blocks.push((!(size - 1), v));
+        v += size;
+    }
+    (blocks, above)
 }
 
 struct OciInstance {
@@ -656,5 +681,20 @@ mod tests {
             assert!(text.contains(&format!("\"{}\"", r.name)), "{} missing", r.name);
         }
         assert_eq!(s["defaultAction"], "SCMP_ACT_ALLOW");
+    }
+
+    #[test]
+    fn refusals_cover_exactly_the_values_not_listed() {
+        for table in [seccomp::SOCKET_FAMILIES, seccomp::NETLINK_PROTOCOLS] {
+            let (blocks, above) = refusals(table);
+            for v in 0..256u32 {
+                let refused = blocks.iter().any(|&(mask, value)| v & mask == value) || v >= above;
+                let listed = table.iter().any(|f| f.value == v);
+                assert_eq!(refused, !listed, "value {v} of {table:?}");
+            }
+        }
+        // Few rules in all (see socket_rules): the runtime must compile them under RLIMIT_AS.
+        let rules = seccomp_json(Runtime::Runc)["syscalls"].as_array().unwrap().len();
+        assert!(rules <= 24, "{rules} rules");
     }
 }

@@ -8,8 +8,8 @@
 //!
 //! Three calls are filtered on their arguments, each by its own table: `clone` (no namespace
 //! flags), `socket` and `socketpair` (only the address families in [`SOCKET_FAMILIES`], and
-//! netlink only with the protocols in [`NETLINK_PROTOCOLS`]), and `personality` (only the
-//! personas in [`PERSONAS`]). Families are an allow list: a family the kernel adds later is
+//! netlink only with the protocols in [`NETLINK_PROTOCOLS`]), and `personality` (no flag
+//! from [`PERSONA_REFUSED_FROM`] up). Families are an allow list: a family the kernel adds later is
 //! refused without a change here. A refused family fails with EAFNOSUPPORT, what a kernel
 //! built without it answers, so libraries that probe families (Python's `socket` module,
 //! libuv, glibc's `getaddrinfo`) take their ordinary fallback instead of dying.
@@ -157,9 +157,9 @@ pub const POLICY: &[Rule] = rules! {
     modify_ldt => Deny, "16-bit segments in a per-process LDT: only DOS/Wine emulation needs them, and the LDT code has had privilege-escalation bugs (CVE-2015-5157, CVE-2017-17053).";
 };
 
-/// One allowed value of a filtered argument, with the reason it is allowed.
+/// One value of a filtered argument, with the reason it is listed.
 #[derive(Debug, Clone, Copy)]
-pub struct Allowed {
+pub struct Named {
     pub name: &'static str,
     pub value: u32,
     pub reason: &'static str,
@@ -170,32 +170,34 @@ pub struct Allowed {
 /// network namespace), AF_PACKET (raw frames), AF_BLUETOOTH, AF_ALG (the kernel crypto API),
 /// AF_KEY (IPsec keys), AF_XDP, AF_RDS, AF_TIPC, AF_CAN… none of which a function needs, and
 /// most of which have had kernel exploits of their own.
-pub const SOCKET_FAMILIES: &[Allowed] = &[
-    Allowed { name: "AF_UNIX", value: libc::AF_UNIX as u32, reason: "Local sockets (socketpair, the runtimes' own IPC, multiprocessing)." },
-    Allowed { name: "AF_INET", value: libc::AF_INET as u32, reason: "TCP and UDP over IPv4 (the instance's network namespace decides where they reach)." },
-    Allowed { name: "AF_INET6", value: libc::AF_INET6 as u32, reason: "TCP and UDP over IPv6." },
-    Allowed { name: "AF_NETLINK", value: libc::AF_NETLINK as u32, reason: "Route and address queries (getaddrinfo's AI_ADDRCONFIG, if_nameindex, Node's os.networkInterfaces); protocols limited by NETLINK_PROTOCOLS." },
+pub const SOCKET_FAMILIES: &[Named] = &[
+    Named { name: "AF_UNIX", value: libc::AF_UNIX as u32, reason: "Local sockets (socketpair, the runtimes' own IPC, multiprocessing)." },
+    Named { name: "AF_INET", value: libc::AF_INET as u32, reason: "TCP and UDP over IPv4 (the instance's network namespace decides where they reach)." },
+    Named { name: "AF_INET6", value: libc::AF_INET6 as u32, reason: "TCP and UDP over IPv6." },
+    Named { name: "AF_NETLINK", value: libc::AF_NETLINK as u32, reason: "Route and address queries (getaddrinfo's AI_ADDRCONFIG, if_nameindex, Node's os.networkInterfaces); protocols limited by NETLINK_PROTOCOLS." },
 ];
 
 /// The netlink protocols an `AF_NETLINK` socket may use; others fail with EPROTONOSUPPORT
 /// (audit, uevents, sock_diag, netfilter and xfrm reach kernel code no function needs).
-pub const NETLINK_PROTOCOLS: &[Allowed] = &[Allowed { name: "NETLINK_ROUTE", value: libc::NETLINK_ROUTE as u32, reason: "Interfaces, addresses and routes of the instance's own network namespace." }];
+pub const NETLINK_PROTOCOLS: &[Named] = &[Named { name: "NETLINK_ROUTE", value: libc::NETLINK_ROUTE as u32, reason: "Interfaces, addresses and routes of the instance's own network namespace." }];
 
-/// The personas `personality` may set (Docker's default profile less its query, which the
-/// OCI tiers' rule language cannot tell apart from a persona with every flag set); others
-/// fail with EPERM: ADDR_NO_RANDOMIZE would turn ASLR off for what the process execs next,
-/// READ_IMPLIES_EXEC would make its data executable, MMAP_PAGE_ZERO maps page zero (the
-/// classic way to exploit a kernel NULL dereference). They are exactly the personas made of
-/// [`PERSONA_FLAGS_ALLOWED`]'s bits, so every tier enforces them as "no other bit set".
-pub const PERSONAS: &[Allowed] = &[
-    Allowed { name: "PER_LINUX", value: 0, reason: "The default persona (also how a program resets it)." },
-    Allowed { name: "PER_LINUX32", value: 0x0008, reason: "32-bit uname (setarch linux32)." },
-    Allowed { name: "UNAME26", value: 0x0002_0000, reason: "A 2.6 kernel version in uname, for old build scripts." },
-    Allowed { name: "PER_LINUX32|UNAME26", value: 0x0002_0008, reason: "Both of the above." },
+/// `personality` fails with EPERM for a persona with any flag at or above this one
+/// (ADDR_NO_RANDOMIZE and every flag after it, [`PERSONA_FLAGS_REFUSED`]); the execution
+/// domains below it (PER_LINUX, PER_LINUX32, UNAME26…) stay allowed. One bound because every
+/// tier can express it in one rule. It also refuses the query `personality(0xffffffff)`, which
+/// the OCI rule language cannot tell apart from a persona with every flag set; no runtime we
+/// ship asks.
+pub const PERSONA_REFUSED_FROM: u32 = 0x0004_0000;
+
+/// The persona flags [`PERSONA_REFUSED_FROM`] refuses that matter, and why.
+pub const PERSONA_FLAGS_REFUSED: &[Named] = &[
+    Named { name: "ADDR_NO_RANDOMIZE", value: 0x0004_0000, reason: "Turns ASLR off for what the process execs next." },
+    Named { name: "MMAP_PAGE_ZERO", value: 0x0010_0000, reason: "Maps page zero at exec: the classic way to exploit a kernel NULL dereference." },
+    Named { name: "ADDR_COMPAT_LAYOUT", value: 0x0020_0000, reason: "The legacy, predictable mmap layout." },
+    Named { name: "READ_IMPLIES_EXEC", value: 0x0040_0000, reason: "Makes every readable mapping executable." },
+    Named { name: "ADDR_LIMIT_32BIT", value: 0x0080_0000, reason: "Old address-space limits: old, little-exercised kernel paths." },
+    Named { name: "ADDR_LIMIT_3GB", value: 0x0800_0000, reason: "As ADDR_LIMIT_32BIT." },
 ];
-
-/// Every bit any of [`PERSONAS`] sets: a persona with another bit is refused.
-pub const PERSONA_FLAGS_ALLOWED: u32 = 0x0002_0008;
 
 /// A family above every one this kernel's headers know (AF_MAX): the OCI rendering refuses
 /// `domain >= FAMILY_LIMIT` in one rule and the families below it one by one.
@@ -256,7 +258,7 @@ const fn arg(i: u32) -> u32 {
 }
 
 /// `ld arg; if A == allowed[0] || … { allow } else { return errno }`.
-fn allow_values(arg_off: u32, allowed: &[Allowed], refused: i32) -> Vec<libc::sock_filter> {
+fn allow_values(arg_off: u32, allowed: &[Named], refused: i32) -> Vec<libc::sock_filter> {
     let n = allowed.len();
     let mut b = vec![stmt(LD_W_ABS, arg_off)];
     for (i, a) in allowed.iter().enumerate() {
@@ -312,7 +314,7 @@ pub fn program() -> Vec<libc::sock_filter> {
     let socket = socket_body();
     guarded(&mut p, libc::SYS_socket, &socket);
     guarded(&mut p, libc::SYS_socketpair, &socket);
-    guarded(&mut p, libc::SYS_personality, &[stmt(LD_W_ABS, arg(0)), jump(JSET, !PERSONA_FLAGS_ALLOWED, 0, 1), stmt(RET, errno(libc::EPERM)), stmt(RET, RET_ALLOW)]);
+    guarded(&mut p, libc::SYS_personality, &[stmt(LD_W_ABS, arg(0)), jump(JGE, PERSONA_REFUSED_FROM, 0, 1), stmt(RET, errno(libc::EPERM)), stmt(RET, RET_ALLOW)]);
     p.push(stmt(RET, RET_ALLOW));
     p
 }
@@ -406,19 +408,15 @@ mod tests {
         for r in POLICY {
             assert!(!r.reason.is_empty(), "{}", r.name);
         }
-        for a in SOCKET_FAMILIES.iter().chain(NETLINK_PROTOCOLS).chain(PERSONAS) {
+        for a in SOCKET_FAMILIES.iter().chain(NETLINK_PROTOCOLS).chain(PERSONA_FLAGS_REFUSED) {
             assert!(!a.reason.is_empty(), "{}", a.name);
         }
         assert!(SOCKET_FAMILIES.iter().all(|f| f.value < FAMILY_LIMIT));
     }
 
     #[test]
-    fn the_personas_are_exactly_the_allowed_flag_combinations() {
-        let mut subsets: Vec<u32> = (0..=PERSONA_FLAGS_ALLOWED).filter(|v| v & !PERSONA_FLAGS_ALLOWED == 0).collect();
-        let mut listed: Vec<u32> = PERSONAS.iter().map(|p| p.value).collect();
-        subsets.sort();
-        listed.sort();
-        assert_eq!(subsets, listed);
+    fn every_refused_persona_flag_is_at_or_above_the_bound() {
+        assert!(PERSONA_FLAGS_REFUSED.iter().all(|f| f.value >= PERSONA_REFUSED_FROM));
     }
 
     /// `socket(domain, type, protocol)` as a raw call (the full 64-bit domain register);
@@ -515,7 +513,7 @@ mod tests {
                 if libc::personality(0x0400000) != -1 || errno() != libc::EPERM {
                     return 4;
                 }
-                if libc::personality(0) == -1 {
+                if libc::personality(0) == -1 || libc::personality(0x0008) == -1 || libc::personality(0) == -1 {
                     return 5;
                 }
             }
