@@ -414,12 +414,16 @@ fn resources(l: &Limits) -> Value {
     })
 }
 
-/// [`seccomp::POLICY`] as an OCI seccomp section. Denied calls fail with EPERM, `clone3` with
-/// ENOSYS; `clone` with any namespace flag fails with EPERM (one masked rule per flag: the
-/// rules of one syscall are alternatives). gVisor applies the section inside the Sentry but
-/// answers every match with EPERM, whatever `errnoRet` says: an EPERM `clone3` stops glibc
-/// from falling back to `clone` (no thread could start), so that tier leaves `clone3` to
-/// the Sentry, which returns ENOSYS for it itself.
+/// [`seccomp::POLICY`] and its argument tables as an OCI seccomp section. Denied calls fail
+/// with EPERM, the `NotImplemented` ones (`clone3`, `memfd_secret`, `uselib`) with ENOSYS;
+/// `clone` with any namespace flag fails with EPERM (one masked rule per flag: the rules of
+/// one syscall are alternatives); socket families and netlink protocols as [`socket_rules`];
+/// `personality` from [`seccomp::PERSONA_REFUSED_FROM`] up with EPERM. gVisor applies the
+/// section inside the Sentry but answers every match with EPERM, whatever `errnoRet` says
+/// (so a refused socket family is EPERM there, not EAFNOSUPPORT): an EPERM `clone3` stops
+/// glibc from falling back to `clone` (no thread could start), so that tier leaves the
+/// `NotImplemented` calls to the Sentry, which implements none of them and returns ENOSYS
+/// itself.
 fn seccomp_json(runtime: Runtime) -> Value {
     let mut deny = Vec::new();
     let mut nosys = Vec::new();
