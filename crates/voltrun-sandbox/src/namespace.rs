@@ -441,7 +441,9 @@ fn read_config() -> Result<Vec<String>, String> {
         }
     }
     sys::close(FD_CONFIG);
-    buf.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8(a.to_vec()).map_err(|_| "configuration is not UTF-8".to_string())).collect()
+    // Every argument ends in NUL (an empty one included, as an argv element may be).
+    let Some(body) = buf.strip_suffix(b"\0") else { return Err("configuration is not NUL-terminated".into()) };
+    body.split(|b| *b == 0).map(|a| String::from_utf8(a.to_vec()).map_err(|_| "configuration is not UTF-8".to_string())).collect()
 }
 
 /// Entry point of `voltrun __sandbox-init` (no further arguments: the configuration comes
