@@ -462,6 +462,8 @@ fn dashboard_session_cookie_is_httponly_and_refused_cross_origin() {
     }
     let mut cookie = cookie_of(&r).unwrap();
 
+    // No cookie: no session to restore (the dashboard opened logged out), not an error.
+    assert_eq!(anon.raw("POST", "/api/auth/refresh", None, &[("x-voltrun-session", "cookie")]).status, 204);
     // Without the header the cookie is not used (the body is required, as for API clients).
     let r = anon.raw("POST", "/api/auth/refresh", Some(b""), &[("cookie", &format!("voltrun_refresh={cookie}"))]);
     assert_eq!(r.status, 400);
