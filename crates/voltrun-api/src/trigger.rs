@@ -387,6 +387,58 @@ fn shaped_response(obj: &Map<String, Value>, head: bool) -> Result<Response, Str
 mod tests {
     use super::*;
 
+    fn shaped(v: Value, head: bool) -> Result<Response, String> {
+        shaped_response(v.as_object().unwrap(), head)
+    }
+
+    /// Framing and hop-by-hop headers, and those the handler's Connection names, are dropped.
+    #[test]
+    fn framing_headers_from_a_handler_are_dropped() {
+        let r = shaped(
+            json!({"statusCode": 200, "headers": {"Content-Length": "0", "transfer-encoding": "chunked", "Connection": "x-a, keep-alive", "x-a": "1", "x-b": "2"}, "body": "hello"}),
+            false,
+        )
+        .unwrap();
+        let names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["content-type", "x-b"]);
+    }
+
+    #[test]
+    fn informational_statuses_are_refused() {
+        for s in [100, 101, 103, 199, 99, 600] {
+            assert!(shaped(json!({"statusCode": s}), false).is_err(), "{s}");
+        }
+        assert_eq!(shaped(json!({"statusCode": 200}), false).unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn no_body_for_204_304_and_head() {
+        for (status, head) in [(204, false), (304, false), (200, true)] {
+            let r = shaped(json!({"statusCode": status, "body": "x"}), head).unwrap();
+            assert!(axum::body::to_bytes(r.into_body(), 64).await.unwrap().is_empty(), "{status} {head}");
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_cannot_be_set_by_a_function() {
+        let r = shaped(json!({"statusCode": 200, "headers": {"set-cookie": "Voltrun_Refresh=x"}, "cookies": ["voltrun_refresh=y; Path=/api/auth", "a=1"]}), false).unwrap();
+        let set: Vec<&str> = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(set, vec!["a=1"]);
+    }
+
+    #[test]
+    fn protection_is_appended_after_the_functions_headers() {
+        let mut r = shaped(json!({"statusCode": 200, "headers": {"content-security-policy": "img-src *", "x-content-type-options": "no"}}), false).unwrap();
+        protect(&mut r, TriggerOrigin::Shared);
+        let csp: Vec<&str> = r.headers().get_all("content-security-policy").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(csp, vec!["img-src *", "sandbox"]);
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        let mut own = shaped(json!({"statusCode": 200}), false).unwrap();
+        protect(&mut own, TriggerOrigin::Own);
+        assert!(own.headers().get("content-security-policy").is_none());
+        assert_eq!(own.headers()["x-content-type-options"], "nosniff");
+    }
+
     #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode("a%20b+c"), "a b c");
