@@ -425,7 +425,8 @@ step('a Node.js function gets JavaScript highlighting and runs', async () => {
 step('an expired access token is refreshed once and the call retried', async () => {
   // The access token lives in the page's memory only: make the server's answer say it expired.
   let rejected = 0;
-  await page.route('**/api/functions?*', async (route) => {
+  const functionsPage = (url) => url.pathname === '/api/functions' && url.search === '?limit=50';
+  await page.route(functionsPage, async (route) => {
     if (rejected++ === 0) {
       await route.fulfill({ status: 401, contentType: 'application/json', body: '{"error":{"code":"unauthorized","message":"invalid or expired token"}}' });
     } else {
@@ -446,7 +447,7 @@ step('an expired access token is refreshed once and the call retried', async () 
     });
   } finally {
     page.off('response', onResponse);
-    await page.unroute('**/api/functions?*');
+    await page.unroute(functionsPage);
   }
   assert.ok(rejected >= 2, 'the call was retried');
   assert.deepEqual(refreshes, [200], 'one refresh, from the cookie');
@@ -459,7 +460,7 @@ step('the session is in no script-readable place and survives a reload', async (
     cookie: document.cookie,
   }));
   assert.deepEqual(seen, { local: '{}', session: '{}', cookie: '' });
-  const cookies = await context.cookies(base);
+  const cookies = await context.cookies();
   const c = cookies.find((c) => c.name === 'voltrun_refresh');
   assert.ok(c, `the refresh cookie is stored: ${JSON.stringify(cookies)}`);
   assert.deepEqual([c.httpOnly, c.secure, c.sameSite, c.path], [true, true, 'Strict', '/api/auth']);
@@ -633,7 +634,7 @@ step('log out', async () => {
   await page.goto(base + '/functions');
   await page.getByRole('button', { name: 'Log out' }).click();
   await page.waitForURL(/\/login$/);
-  assert.equal((await context.cookies(base)).find((c) => c.name === 'voltrun_refresh'), undefined, 'the cookie is cleared');
+  assert.equal((await context.cookies()).find((c) => c.name === 'voltrun_refresh'), undefined, 'the cookie is cleared');
   await page.goto(base + '/keys');
   await page.waitForURL(/\/login\?next=%2Fkeys$/);
   await shot(page, 'login');
