@@ -239,20 +239,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     // The trigger listener stops with the main one (when the shutdown signal arrives).
     let (triggers_stop_tx, triggers_stop_rx) = tokio::sync::watch::channel(false);
+    let mut triggers_task = None;
     if let Some(listener) = triggers {
         let at = listener.local_addr()?;
         println!("voltrun triggers listening on http://{at}");
         tracing::info!(addr = %at, "serving triggers on an origin of their own");
         let app = voltrun_api::trigger_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let mut stop = triggers_stop_rx;
-        tokio::spawn(async move {
+        triggers_task = Some(tokio::spawn(async move {
             let r = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
             });
             if let Err(e) = r.await {
                 tracing::error!(error = %e, "the trigger listener failed");
             }
-        });
+        }));
     }
     let server = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move {
         shutdown_signal().await;
@@ -263,6 +264,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let grace = async {
         let _ = stopping_rx.await;
         tokio::time::sleep(Duration::from_secs(10)).await;
+    };
+    // Both listeners drain within the same grace period.
+    let server = async move {
+        let r = server.await;
+        if let Some(t) = triggers_task {
+            let _ = t.await;
+        }
+        r
     };
     tokio::select! {
         r = server => r?,
