@@ -206,6 +206,13 @@ export async function logout(): Promise<void> {
   setSession(null, true);
 }
 
+// Dashboards before the cookie session kept both tokens in localStorage: wipe them.
+try {
+  localStorage.removeItem('voltrun.session');
+} catch {
+  // Storage unavailable: nothing was stored there either.
+}
+
 // Restore the session of this page load from the cookie.
 void refreshSession().then(() => {
   ready = true;
