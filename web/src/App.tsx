@@ -12,7 +12,7 @@ import { Landing } from './pages/Landing';
 import { NotFound } from './pages/NotFound';
 import { Stats } from './pages/Stats';
 import { navigate, useLocation } from './router';
-import { useSession } from './session';
+import { useSession, useSessionReady } from './session';
 
 function signedInPage(pathname: string) {
   if (pathname === '/functions') return <Functions />;
@@ -30,6 +30,7 @@ function signedInPage(pathname: string) {
 export function App() {
   const { pathname, search } = useLocation();
   const session = useSession();
+  const ready = useSessionReady();
   const page = signedInPage(pathname.replace(/\/+$/, '') || '/');
 
   useEffect(() => {
@@ -38,11 +39,11 @@ export function App() {
 
   // A signed-in page without a session goes to the login page, and back after.
   useEffect(() => {
-    if (page && !session) {
+    if (ready && page && !session) {
       const next = pathname + (search.toString() ? `?${search}` : '');
       navigate(`/login?next=${encodeURIComponent(next)}`, { replace: true });
     }
-  }, [page, session, pathname, search]);
+  }, [ready, page, session, pathname, search]);
 
   // Sessions stored before the user was known: fetch it once.
   useEffect(() => {
@@ -56,6 +57,8 @@ export function App() {
     }
   }, [session]);
 
+  // Until the session is restored from its cookie, a signed-in page waits (no flash of the login page).
+  if (!ready && page) return null;
   if (pathname === '/') return <Landing />;
   if (pathname === '/login') return <AuthPage key="login" mode="login" />;
   if (pathname === '/register') return <AuthPage key="register" mode="register" />;

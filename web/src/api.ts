@@ -1,6 +1,14 @@
-// The REST client: JSON in and out, the session (access and refresh tokens), one refresh and
-// one retry on a 401, the API's error JSON turned into ApiError, and the SSE log stream read
-// with fetch (EventSource cannot send an Authorization header).
+// The REST client: JSON in and out, the session, one refresh and one retry on a 401, the API's
+// error JSON turned into ApiError, and the SSE log stream read with fetch (EventSource cannot
+// send an Authorization header).
+//
+// The session keeps no token where another script on this origin could read it: the refresh
+// token is an HttpOnly cookie the server sets (`X-VoltRun-Session: cookie`, Path=/api/auth),
+// and the access token lives in this module's memory only. A page load restores the session
+// by spending the cookie (POST /api/auth/refresh). Refresh tokens are single-use (presenting
+// a spent one revokes the family), so tabs take turns: every refresh runs under a Web Lock
+// shared by all tabs of the origin, and a tab refreshes only after the previous one's new
+// cookie is stored. Logging in or out is told to the other tabs on a BroadcastChannel.
 
 export interface User {
   id: string;
@@ -11,7 +19,6 @@ export interface User {
 
 export interface Session {
   token: string;
-  refresh_token: string;
   user: User | null;
 }
 
@@ -119,35 +126,32 @@ export class ApiError extends Error {
   }
 }
 
-const STORAGE_KEY = 'voltrun.session';
+/** Asks the server for the cookie session instead of a refresh token in the body. */
+export const SESSION_HEADERS: Record<string, string> = { 'X-VoltRun-Session': 'cookie' };
 
-function loadSession(): Session | null {
-  try {
-    const raw = localStorage.getItem(STORAGE_KEY);
-    if (!raw) return null;
-    const s = JSON.parse(raw) as Session;
-    return s && typeof s.token === 'string' && typeof s.refresh_token === 'string' ? s : null;
-  } catch {
-    return null;
-  }
-}
-
-let session: Session | null = loadSession();
+let session: Session | null = null;
+let ready = false;
 const listeners = new Set<() => void>();
+const channel: BroadcastChannel | null = typeof BroadcastChannel === 'function' ? new BroadcastChannel('voltrun.session') : null;
 
 export function getSession(): Session | null {
   return session;
 }
 
-export function setSession(s: Session | null): void {
-  session = s;
-  try {
-    if (s) localStorage.setItem(STORAGE_KEY, JSON.stringify(s));
-    else localStorage.removeItem(STORAGE_KEY);
-  } catch {
-    // Storage may be unavailable (private mode); the session then lives in memory only.
-  }
+/** False until the first restore of the session (from the cookie) has answered. */
+export function isSessionReady(): boolean {
+  return ready;
+}
+
+function notify(): void {
   listeners.forEach((l) => l());
+}
+
+/** Sets the in-memory session; `announce` tells the other tabs (a login or a logout). */
+export function setSession(s: Session | null, announce = false): void {
+  session = s;
+  notify();
+  if (announce) channel?.postMessage(s ? 'login' : 'logout');
 }
 
 export function onSessionChange(l: () => void): () => void {
@@ -155,13 +159,64 @@ export function onSessionChange(l: () => void): () => void {
   return () => listeners.delete(l);
 }
 
-// Another tab logging in, out or refreshing changes the stored session: follow it, so the
-// single-use refresh token is never presented twice.
-window.addEventListener('storage', (e) => {
-  if (e.key === STORAGE_KEY) {
-    session = loadSession();
-    listeners.forEach((l) => l());
+// Another tab logged in: get a token of our own from the (shared) cookie. Logged out: the
+// cookie's family is revoked; drop our token too.
+channel?.addEventListener('message', (e) => {
+  if (e.data === 'logout') setSession(null);
+  else if (e.data === 'login' && !session) void refreshSession();
+});
+
+/** Runs `fn` while holding the origin-wide refresh lock (all tabs), when the browser has one. */
+function exclusive<T>(fn: () => Promise<T>): Promise<T> {
+  const locks = typeof navigator !== 'undefined' ? navigator.locks : undefined;
+  return locks ? (locks.request('voltrun.session.refresh', fn) as Promise<T>) : fn();
+}
+
+let refreshing: Promise<boolean> | null = null;
+
+/**
+ * Trades the refresh cookie for a new access token (and a rotated cookie), once at a time in
+ * this tab and one tab at a time in the browser. False when there is no session.
+ */
+export function refreshSession(): Promise<boolean> {
+  if (refreshing) return refreshing;
+  refreshing = exclusive(async () => {
+    try {
+      const resp = await fetch('/api/auth/refresh', { method: 'POST', headers: SESSION_HEADERS, credentials: 'same-origin' });
+      if (resp.status !== 200) return false;
+      const body = await resp.json();
+      setSession({ token: body.token, user: session?.user ?? null });
+      return true;
+    } catch {
+      return false;
+    }
+  }).finally(() => {
+    refreshing = null;
+  });
+  return refreshing;
+}
+
+/** Ends the session everywhere: the server revokes the cookie's family and clears it. */
+export async function logout(): Promise<void> {
+  try {
+    await fetch('/api/auth/logout', { method: 'POST', headers: SESSION_HEADERS, credentials: 'same-origin' });
+  } catch {
+    // Offline: the token is dropped from memory all the same.
   }
+  setSession(null, true);
+}
+
+// Dashboards before the cookie session kept both tokens in localStorage: wipe them.
+try {
+  localStorage.removeItem('voltrun.session');
+} catch {
+  // Storage unavailable: nothing was stored there either.
+}
+
+// Restore the session of this page load from the cookie.
+void refreshSession().then(() => {
+  ready = true;
+  notify();
 });
 
 async function errorFrom(resp: Response): Promise<ApiError> {
@@ -179,33 +234,6 @@ async function errorFrom(resp: Response): Promise<ApiError> {
   return new ApiError(resp.status, code, message);
 }
 
-let refreshing: Promise<boolean> | null = null;
-
-/** Trades the refresh token for a new pair, once at a time (refresh tokens are single-use). */
-function refreshSession(): Promise<boolean> {
-  if (refreshing) return refreshing;
-  const current = loadSession() ?? session;
-  if (!current) return Promise.resolve(false);
-  refreshing = (async () => {
-    try {
-      const resp = await fetch('/api/auth/refresh', {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ refresh_token: current.refresh_token }),
-      });
-      if (!resp.ok) return false;
-      const body = await resp.json();
-      setSession({ token: body.token, refresh_token: body.refresh_token, user: current.user });
-      return true;
-    } catch {
-      return false;
-    } finally {
-      refreshing = null;
-    }
-  })();
-  return refreshing;
-}
-
 interface RequestOptions {
   body?: unknown;
   /** Send the body as this raw text (the JSON input editor's content) instead of JSON.stringify. */
@@ -213,12 +241,14 @@ interface RequestOptions {
   signal?: AbortSignal;
   auth?: boolean;
   accept?: string;
+  /** Extra request headers. */
+  headers?: Record<string, string>;
 }
 
 /** fetch with the session's token; on a 401, refreshes once and retries once. */
 async function authedFetch(method: string, path: string, opts: RequestOptions): Promise<Response> {
   const send = () => {
-    const headers: Record<string, string> = { Accept: opts.accept ?? 'application/json' };
+    const headers: Record<string, string> = { Accept: opts.accept ?? 'application/json', ...opts.headers };
     if (opts.body !== undefined || opts.rawBody !== undefined) headers['Content-Type'] = 'application/json';
     if (opts.auth !== false && session) headers.Authorization = `Bearer ${session.token}`;
     return fetch(path, {

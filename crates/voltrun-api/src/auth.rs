@@ -1,10 +1,19 @@
 //! Accounts and credentials: registration, login, refresh-token rotation, access tokens
 //! (HS256 JWTs), and resolving a request's credentials to a user.
+//!
+//! Two ways to hold a session. API clients (CLI, SDKs) get the refresh token in the JSON body
+//! and send it back in the body. The dashboard asks with `X-VoltRun-Session: cookie` and gets
+//! it in an `HttpOnly; Secure; SameSite=Strict; Path=/api/auth` cookie instead, which no
+//! script can read (a function's page on the same host included); its access token lives only
+//! in the page's memory. Requests that spend the cookie (refresh, logout) must carry that
+//! header, which a cross-origin page cannot send without a CORS preflight we never grant, and
+//! are refused when `Origin` or `Sec-Fetch-Site` says they come from another origin.
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -16,8 +25,8 @@ use sha2::{Digest, Sha256};
 use voltrun_core::{id, time};
 use voltrun_store::User;
 
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, Json};
+use crate::error::{error_body, ApiError, ApiResult};
+use crate::extract::{parse_json, Body, Caller, Json};
 use crate::AppState;
 
 /// Lifetime of an access token.
@@ -34,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/register", post(register))
         .route("/login", post(login))
         .route("/refresh", post(refresh))
+        .route("/logout", post(logout))
         .route("/me", get(me))
 }
 
@@ -74,7 +84,7 @@ fn valid_email(e: &str) -> bool {
         && !domain.contains('@')
 }
 
-async fn register(State(st): State<AppState>, Json(b): Json<RegisterBody>) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+async fn register(State(st): State<AppState>, headers: HeaderMap, Json(b): Json<RegisterBody>) -> ApiResult<Response> {
     let email = b.email.trim().to_lowercase();
     if !valid_email(&email) {
         return Err(ApiError::bad("validation_failed", "email: not a valid email address"));
@@ -96,7 +106,7 @@ async fn register(State(st): State<AppState>, Json(b): Json<RegisterBody>) -> Ap
         other => other.into(),
     })?;
     let tokens = issue_tokens(&st, &user.id, None).await?;
-    Ok((StatusCode::CREATED, axum::Json(with_user(tokens, &user))))
+    Ok(session_response(&headers, StatusCode::CREATED, with_user(tokens, &user)))
 }
 
 fn with_user(mut tokens: Value, u: &User) -> Value {
@@ -104,7 +114,7 @@ fn with_user(mut tokens: Value, u: &User) -> Value {
     tokens
 }
 
-async fn login(State(st): State<AppState>, headers: HeaderMap, Json(b): Json<LoginBody>) -> ApiResult<axum::Json<Value>> {
+async fn login(State(st): State<AppState>, headers: HeaderMap, Json(b): Json<LoginBody>) -> ApiResult<Response> {
     let email = b.email.trim().to_lowercase();
     let ip = crate::client_ip(&headers);
     for key in [format!("email:{email}"), format!("ip:{ip}")] {
@@ -124,18 +134,136 @@ async fn login(State(st): State<AppState>, headers: HeaderMap, Json(b): Json<Log
     match user {
         Some(u) if ok => {
             let tokens = issue_tokens(&st, &u.id, None).await?;
-            Ok(axum::Json(with_user(tokens, &u)))
+            Ok(session_response(&headers, StatusCode::OK, with_user(tokens, &u)))
         }
         _ => Err(wrong()),
     }
 }
 
-async fn refresh(State(st): State<AppState>, Json(b): Json<RefreshBody>) -> ApiResult<axum::Json<Value>> {
-    let hash = sha256_hex(&b.refresh_token);
+async fn refresh(State(st): State<AppState>, headers: HeaderMap, Body(body): Body) -> ApiResult<Response> {
+    let token = if cookie_mode(&headers) {
+        if let Err(why) = same_origin(&headers) {
+            return Ok(error_body(StatusCode::FORBIDDEN, "cross_origin", why));
+        }
+        match session_cookie(&headers) {
+            Some(t) => t,
+            // No session to restore (a dashboard opened while logged out): not an error.
+            None => return Ok(StatusCode::NO_CONTENT.into_response()),
+        }
+    } else {
+        refresh_body(&body)?
+    };
+    let hash = sha256_hex(&token);
     match st.store.use_refresh_token(&hash, &time::now()).await? {
-        Some((user_id, family)) => Ok(axum::Json(issue_tokens(&st, &user_id, Some(family)).await?)),
-        None => Err(ApiError::Unauthorized("invalid or expired refresh token".into())),
+        Some((user_id, family)) => Ok(session_response(&headers, StatusCode::OK, issue_tokens(&st, &user_id, Some(family)).await?)),
+        None => {
+            let resp = ApiError::Unauthorized("invalid or expired refresh token".into()).into_response();
+            Ok(if cookie_mode(&headers) { without_cookie(resp) } else { resp })
+        }
     }
+}
+
+/// `POST /api/auth/logout`: revokes the refresh family of the session cookie (dashboard, with
+/// `X-VoltRun-Session: cookie`) or of the body's `refresh_token` (API clients), and clears the
+/// cookie. 204 even when there was nothing to revoke.
+async fn logout(State(st): State<AppState>, headers: HeaderMap, Body(body): Body) -> ApiResult<Response> {
+    let token = if cookie_mode(&headers) {
+        if let Err(why) = same_origin(&headers) {
+            return Ok(error_body(StatusCode::FORBIDDEN, "cross_origin", why));
+        }
+        session_cookie(&headers)
+    } else {
+        Some(refresh_body(&body)?)
+    };
+    if let Some(t) = token {
+        st.store.revoke_refresh_family(&sha256_hex(&t), &time::now()).await?;
+    }
+    Ok(without_cookie(StatusCode::NO_CONTENT.into_response()))
+}
+
+/// The `refresh_token` of a `{"refresh_token": …}` body (an object, as every body of the API).
+fn refresh_body(body: &[u8]) -> ApiResult<String> {
+    let not_object = body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b != b'{');
+    if not_object && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        return Err(ApiError::bad("validation_failed", "the request body must be a JSON object"));
+    }
+    let b: RefreshBody = parse_json(body)?;
+    Ok(b.refresh_token)
+}
+
+/// The name of the dashboard's refresh-token cookie.
+pub const SESSION_COOKIE: &str = "voltrun_refresh";
+/// The header by which the dashboard asks for (and presents) the cookie session.
+pub const SESSION_HEADER: &str = "x-voltrun-session";
+const COOKIE_ATTRS: &str = "HttpOnly; Secure; SameSite=Strict; Path=/api/auth";
+
+/// True when a `Cookie` pair or `Set-Cookie` value names the session cookie (what a function
+/// must neither see nor set).
+pub fn is_session_cookie(pair: &str) -> bool {
+    pair.split_once('=').map_or(pair, |(name, _)| name).trim().eq_ignore_ascii_case(SESSION_COOKIE)
+}
+
+/// The client asks for the cookie session (`X-VoltRun-Session: cookie`).
+fn cookie_mode(headers: &HeaderMap) -> bool {
+    headers.get(SESSION_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cookie"))
+}
+
+/// The refresh token of the session cookie, if sent.
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Refuses a cookie-authenticated request from another origin: `Sec-Fetch-Site` other than
+/// `same-origin`, or an `Origin` that is `null` or not this request's own (`http(s)://` + Host).
+/// Clients that send neither header (not a browser) pass; a browser always sends `Origin` on a
+/// POST.
+fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if site.as_bytes() != b"same-origin" {
+            return Err("the session cookie is only accepted from the dashboard's own origin");
+        }
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let origin = origin.to_str().unwrap_or("null");
+    let own = !host.is_empty() && (origin.strip_prefix("http://") == Some(host) || origin.strip_prefix("https://") == Some(host));
+    if own {
+        Ok(())
+    } else {
+        Err("the session cookie is only accepted from the dashboard's own origin")
+    }
+}
+
+/// The answer of register, login and refresh: the tokens as JSON, or for the cookie session
+/// the refresh token moved from the body into the cookie.
+fn session_response(headers: &HeaderMap, status: StatusCode, mut body: Value) -> Response {
+    if !cookie_mode(headers) {
+        return (status, axum::Json(body)).into_response();
+    }
+    let refresh = body.as_object_mut().and_then(|o| o.remove("refresh_token"));
+    let mut resp = (status, axum::Json(body)).into_response();
+    if let Some(cookie) = refresh.as_ref().and_then(Value::as_str).and_then(|t| {
+        HeaderValue::from_str(&format!("{SESSION_COOKIE}={t}; {COOKIE_ATTRS}; Max-Age={REFRESH_TTL_S}")).ok()
+    }) {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// `resp` with the session cookie cleared.
+fn without_cookie(mut resp: Response) -> Response {
+    let clear = HeaderValue::from_str(&format!("{SESSION_COOKIE}=; {COOKIE_ATTRS}; Max-Age=0")).expect("a valid header");
+    resp.headers_mut().append(header::SET_COOKIE, clear);
+    resp
 }
 
 async fn me(State(st): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Value>> {

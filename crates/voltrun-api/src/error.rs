@@ -87,6 +87,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(field) => ApiError::Conflict(format!("{field} is already taken")),
+            e @ StoreError::RouteOverlap => ApiError::Conflict(e.to_string()),
             e if e.is_unavailable() => ApiError::Unavailable(format!("the database is unavailable: {e}")),
             other => ApiError::Internal(format!("store: {other:#}")),
         }

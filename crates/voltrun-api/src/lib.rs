@@ -117,13 +117,47 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(stamp_peer))
         .layer(axum::middleware::from_fn(refuse_nul))
         .layer(axum::middleware::map_response(plain_errors_as_json))
+        .layer(axum::middleware::from_fn(protect_triggers))
         .with_state(state)
+}
+
+/// The trigger listener (`serve --trigger-listen`): functions' routes at `/{route}/…` on an
+/// origin of their own, with nothing of the API or the dashboard beside them.
+pub fn trigger_app(state: AppState) -> Router {
+    Router::new()
+        .merge(trigger::own_origin_router())
+        .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(voltrun_core::MAX_PAYLOAD_BYTES))
+        .layer(axum::middleware::from_fn(stamp_peer))
+        .layer(axum::middleware::from_fn(refuse_nul))
+        .layer(axum::middleware::map_response(plain_errors_as_json))
+        .layer(axum::middleware::map_response(|mut resp: Response| async move {
+            trigger::protect(&mut resp, trigger::TriggerOrigin::Own);
+            resp
+        }))
+        .with_state(state)
+}
+
+/// Every response under `/api/execute` (the function's, an error, a 404 or 413 of ours) leaves
+/// with the trigger's protective headers, set last (trigger.rs [`trigger::protect`]).
+async fn protect_triggers(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let is_trigger = path.strip_prefix(trigger::SHARED_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    let mut resp = next.run(req).await;
+    if is_trigger {
+        trigger::protect(&mut resp, trigger::TriggerOrigin::Shared);
+    }
+    resp
 }
 
 /// Turns the few plain-text responses axum makes itself (e.g. a path that is not UTF-8)
 /// into the uniform error JSON.
 async fn plain_errors_as_json(resp: Response) -> Response {
     let status = resp.status();
+    if resp.extensions().get::<trigger::FunctionAnswer>().is_some() {
+        // A function's own 4xx/5xx page is its answer, not ours to rewrite.
+        return resp;
+    }
     let is_json = resp.headers().get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if (status.is_client_error() || status.is_server_error()) && !is_json {
         let code = match status {

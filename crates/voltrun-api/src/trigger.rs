@@ -1,9 +1,21 @@
-//! The HTTP trigger: `/api/execute/{route}/…` as a Lambda function-URL (payload 2.0) event,
-//! and the handler's answer mapped back to an HTTP response.
+//! The HTTP trigger: a request to a function's route becomes a Lambda function-URL (payload
+//! 2.0) event, and the handler's answer is mapped back to an HTTP response.
+//!
+//! Triggers are served at `/api/execute/{route}/…` on the API's listener ([`router`]) and, with
+//! `serve --trigger-listen`, at `/{route}/…` on a listener of their own ([`own_origin_router`]),
+//! as a Lambda function URL lives on a domain of its own. Either way the function sees the path
+//! below its route (`rawPath` = `/items/42`, `/` for the route itself) and the part above it in
+//! `x-forwarded-prefix`.
+//!
+//! A function's response is someone else's content (SPEC §4): it never frames the exchange
+//! (framing and hop-by-hop headers are dropped, 1xx refused, no body where the status or method
+//! forbids one), never touches the dashboard's session cookie, and on the API's listener it runs
+//! under `Content-Security-Policy: sandbox` ([`protect`]), so a page it serves cannot script the
+//! dashboard's origin.
 
 use axum::body::Body as HttpBody;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
@@ -15,9 +27,82 @@ use voltrun_core::{is_valid_route, ErrorKind, Execution, Function, Trigger, MAX_
 use crate::error::{error_body, ApiError, ApiResult};
 use crate::AppState;
 
+/// Where a trigger request arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TriggerOrigin {
+    /// Under `/api/execute` on the API's (and the dashboard's) listener.
+    Shared,
+    /// At the root of the trigger listener (`--trigger-listen`), an origin of its own.
+    Own,
+}
+
+impl TriggerOrigin {
+    /// The path above every route on this origin.
+    fn prefix(self) -> &'static str {
+        match self {
+            TriggerOrigin::Shared => SHARED_PREFIX,
+            TriggerOrigin::Own => "",
+        }
+    }
+}
+
+/// Where triggers live on the API's listener.
+pub const SHARED_PREFIX: &str = "/api/execute";
+
+/// The header that carries the path above the function's route (its "base path").
+pub const PREFIX_HEADER: &str = "x-forwarded-prefix";
+
+/// Headers a handler may not send: they frame the HTTP exchange (a false `content-length`
+/// smuggles a second response onto a kept-alive connection) or belong to one hop, so only the
+/// server sets them. `clear-site-data` is here too: its `cookies` directive would clear the
+/// dashboard's session cookie for the whole site. Names listed in the handler's own
+/// `Connection` header are dropped as well (RFC 9110 §7.6.1).
+const DROPPED_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "clear-site-data",
+];
+
+/// Marks a response as the function's own (so the API's error rewriting leaves it alone).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FunctionAnswer;
+
 /// Routes under `/api/execute`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/{*path}", any(trigger))
+    Router::new().route("/", any(shared)).route("/{*path}", any(shared))
+}
+
+/// Every route of the trigger listener: `/{route}/…` only, nothing of the API or dashboard.
+pub fn own_origin_router() -> Router<AppState> {
+    Router::new().route("/", any(own)).route("/{*path}", any(own))
+}
+
+/// The headers every trigger response carries, set after the function's own so a function
+/// cannot remove them: `nosniff` always, and on the shared origin `Content-Security-Policy:
+/// sandbox` appended (a function's own CSP stays; browsers enforce every CSP header), which
+/// gives the page an opaque origin without scripts, so it cannot read or act with the
+/// dashboard's session.
+pub fn protect(resp: &mut Response, origin: TriggerOrigin) {
+    let h = resp.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if origin == TriggerOrigin::Shared {
+        h.append(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
+    }
+}
+
+/// The answer to a path with no route, or a private route the caller does not own: the same
+/// 404 either way, so a stranger cannot tell a private route from a missing one.
+fn no_route() -> ApiError {
+    ApiError::NotFound("route")
 }
 
 /// Finds the function whose route is the longest segment-prefix of `path`.
@@ -35,48 +120,73 @@ async fn resolve(st: &AppState, path: &str) -> ApiResult<Option<Function>> {
     Ok(None)
 }
 
-async fn trigger(State(st): State<AppState>, req: Request) -> ApiResult<Response> {
+async fn shared(State(st): State<AppState>, req: Request) -> ApiResult<Response> {
+    run(st, req, TriggerOrigin::Shared).await
+}
+
+async fn own(State(st): State<AppState>, req: Request) -> ApiResult<Response> {
+    run(st, req, TriggerOrigin::Own).await
+}
+
+async fn run(st: AppState, req: Request, origin: TriggerOrigin) -> ApiResult<Response> {
     let (mut parts, body) = req.into_parts();
-    // Nesting strips the `/api/execute` prefix; the event wants the path as the client sent it.
+    // Nesting strips the `/api/execute` prefix; resolve on the path as the client sent it.
     if let Some(axum::extract::OriginalUri(uri)) = parts.extensions.get::<axum::extract::OriginalUri>() {
         parts.uri = uri.clone();
     }
-    let path = parts.uri.path().strip_prefix("/api/execute/").unwrap_or("").to_string();
-    let f = resolve(&st, &path).await?.ok_or(ApiError::NotFound("route"))?;
-    let caller = crate::auth::authenticate(&parts.headers, &st).await;
+    let path = parts.uri.path().strip_prefix(origin.prefix()).and_then(|p| p.strip_prefix('/')).unwrap_or("").to_string();
+    let f = resolve(&st, &path).await?.ok_or_else(no_route)?;
     let invoker = if f.public {
         // A public function runs as its owner; bad credentials are simply ignored.
         f.user_id.clone()
     } else {
-        match caller? {
-            Some(c) if c.user_id == f.user_id => c.user_id,
-            Some(_) => return Err(ApiError::NotFound("route")),
-            None => return Err(ApiError::Unauthorized("this function is not public: authenticate as its owner".into())),
+        match crate::auth::authenticate(&parts.headers, &st).await {
+            Ok(Some(c)) if c.user_id == f.user_id => c.user_id,
+            // No, bad or someone else's credentials: as if there were no route.
+            Ok(_) | Err(ApiError::Unauthorized(_)) => return Err(no_route()),
+            Err(other) => return Err(other),
         }
     };
+    let route = f.route.as_deref().unwrap_or_default();
+    // resolve matched `route` as whole segments at the start of `path`.
+    let below = path.get(route.len()..).filter(|b| !b.is_empty()).unwrap_or("/");
+    let prefix = format!("{}/{route}", origin.prefix());
     let bytes = axum::body::to_bytes(body, MAX_PAYLOAD_BYTES)
         .await
         .map_err(|_| ApiError::TooLarge("the request body is larger than 6 MiB".into()))?;
     let key = crate::functions::idempotency_key(&parts.headers)?;
     crate::functions::check_invoke_rate(&st, &invoker)?;
-    let event = event(&parts.method, &parts.uri, &parts.headers, &bytes, &f);
+    let target = Target { path: below, prefix: &prefix, query: parts.uri.query().unwrap_or("") };
+    let event = event(&parts.method, &target, &parts.headers, &bytes, &f);
     let exec = st.engine.execute(&f, Trigger::Http, event, key).await?;
-    Ok(respond(&exec))
+    Ok(respond(&exec, parts.method == Method::HEAD))
 }
 
-/// The Lambda function-URL 2.0 event of a request. Credentials sent to VoltRun are not
-/// passed on to the function.
-fn event(method: &Method, uri: &axum::http::Uri, headers: &HeaderMap, body: &[u8], f: &Function) -> Value {
+/// The request's path as the function sees it.
+struct Target<'a> {
+    /// Below the route: `/items/42`, or `/` for the route itself.
+    path: &'a str,
+    /// Above it, route included: `/api/execute/shop` (or `/shop` on the trigger listener).
+    prefix: &'a str,
+    /// The raw query string.
+    query: &'a str,
+}
+
+/// The Lambda function-URL 2.0 event of a request. Credentials sent to VoltRun (including the
+/// dashboard's session cookie) are not passed on to the function.
+fn event(method: &Method, target: &Target<'_>, headers: &HeaderMap, body: &[u8], f: &Function) -> Value {
     let mut hs = Map::new();
     let mut cookies = Vec::new();
     for (name, value) in headers {
         let n = name.as_str();
-        if n == "authorization" || n == "x-api-key" || n == crate::PEER_HEADER {
+        if n == "authorization" || n == "x-api-key" || n == crate::PEER_HEADER || n == PREFIX_HEADER {
             continue;
         }
         let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
         if n == "cookie" {
-            cookies.extend(v.split(';').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()));
+            cookies.extend(
+                v.split(';').map(|c| c.trim().to_string()).filter(|c| !c.is_empty() && !crate::auth::is_session_cookie(c)),
+            );
             continue;
         }
         match hs.get_mut(n) {
@@ -89,7 +199,8 @@ fn event(method: &Method, uri: &axum::http::Uri, headers: &HeaderMap, body: &[u8
             }
         }
     }
-    let raw_query = uri.query().unwrap_or("").to_string();
+    hs.insert(PREFIX_HEADER.to_string(), Value::String(target.prefix.to_string()));
+    let raw_query = target.query.to_string();
     let mut qs = Map::new();
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -108,7 +219,7 @@ fn event(method: &Method, uri: &axum::http::Uri, headers: &HeaderMap, body: &[u8
     let mut ev = json!({
         "version": "2.0",
         "routeKey": "$default",
-        "rawPath": uri.path(),
+        "rawPath": target.path,
         "rawQueryString": raw_query,
         "headers": hs,
         "requestContext": {
@@ -117,7 +228,7 @@ fn event(method: &Method, uri: &axum::http::Uri, headers: &HeaderMap, body: &[u8
             "domainName": headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or(""),
             "http": {
                 "method": method.as_str(),
-                "path": uri.path(),
+                "path": target.path,
                 "protocol": "HTTP/1.1",
                 "sourceIp": crate::client_ip(headers),
                 "userAgent": headers.get("user-agent").and_then(|h| h.to_str().ok()).unwrap_or(""),
@@ -172,8 +283,8 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The HTTP response of a finished execution.
-fn respond(exec: &Execution) -> Response {
+/// The HTTP response of a finished execution (no body for a HEAD request).
+fn respond(exec: &Execution, head: bool) -> Response {
     let output = match (&exec.output, &exec.error) {
         (_, Some(err)) => {
             let status = if err.kind == ErrorKind::Timeout { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
@@ -194,21 +305,33 @@ fn respond(exec: &Execution) -> Response {
         if text.len() > MAX_PAYLOAD_BYTES {
             return too_large();
         }
-        return ([("content-type", "application/json")], text).into_response();
+        let body = if head { String::new() } else { text };
+        return ([("content-type", "application/json")], body).into_response();
     };
-    shaped_response(obj).unwrap_or_else(|msg| error_body(StatusCode::BAD_GATEWAY, "invalid_function_response", &msg))
+    shaped_response(obj, head).unwrap_or_else(|msg| error_body(StatusCode::BAD_GATEWAY, "invalid_function_response", &msg))
 }
 
 fn too_large() -> Response {
     error_body(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the function's response is larger than 6 MiB")
 }
 
-/// A `{statusCode, headers, body, isBase64Encoded, cookies}` answer as a response.
-fn shaped_response(obj: &Map<String, Value>) -> Result<Response, String> {
+/// A header value as the handler wrote it (non-strings as JSON).
+fn header_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A `{statusCode, headers, body, isBase64Encoded, cookies}` answer as a response; `Err` (a
+/// 502) when it cannot be one: a status outside 200–599 (1xx and 101 are the server's), a
+/// header name or value that is not valid HTTP (CR/LF included).
+fn shaped_response(obj: &Map<String, Value>, head: bool) -> Result<Response, String> {
     let status = obj["statusCode"]
         .as_u64()
-        .and_then(|s| StatusCode::from_u16(s as u16).ok().filter(|_| (100..=599).contains(&s)))
-        .ok_or("statusCode must be an integer from 100 to 599")?;
+        .filter(|s| (200..=599).contains(s))
+        .and_then(|s| StatusCode::from_u16(s as u16).ok())
+        .ok_or("statusCode must be an integer from 200 to 599")?;
     let body: Vec<u8> = match obj.get("body") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) if obj.get("isBase64Encoded") == Some(&Value::Bool(true)) => {
@@ -220,24 +343,41 @@ fn shaped_response(obj: &Map<String, Value>) -> Result<Response, String> {
     if body.len() > MAX_PAYLOAD_BYTES {
         return Ok(too_large());
     }
-    let mut resp = Response::new(HttpBody::from(body));
+    // RFC 9110 §6.4.1: no content in a 204 or 304, nor in the answer to a HEAD.
+    let bodiless = head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let mut resp = Response::new(if bodiless { HttpBody::empty() } else { HttpBody::from(body) });
     *resp.status_mut() = status;
+    resp.extensions_mut().insert(FunctionAnswer);
     let h = resp.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("application/json"));
+    if !bodiless {
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+    }
     if let Some(Value::Object(headers)) = obj.get("headers") {
+        let listed: Vec<String> = headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
+            .flat_map(|(_, v)| header_text(v).split(',').map(|n| n.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+            .collect();
         for (k, v) in headers {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
+            let v = header_text(v);
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("invalid header name {k:?}"))?;
             let value = HeaderValue::from_str(&v).map_err(|_| format!("invalid value for header {k}"))?;
+            if DROPPED_HEADERS.contains(&name.as_str()) || listed.iter().any(|l| l == name.as_str()) {
+                tracing::debug!(header = %name, "dropped a framing or hop-by-hop header from a function's response");
+                continue;
+            }
+            if name == header::SET_COOKIE && crate::auth::is_session_cookie(&v) {
+                continue;
+            }
             h.insert(name, value);
         }
     }
     if let Some(Value::Array(cookies)) = obj.get("cookies") {
         for c in cookies.iter().filter_map(Value::as_str) {
-            h.append("set-cookie", HeaderValue::from_str(c).map_err(|_| "invalid cookie".to_string())?);
+            let value = HeaderValue::from_str(c).map_err(|_| "invalid cookie".to_string())?;
+            if !crate::auth::is_session_cookie(c) {
+                h.append(header::SET_COOKIE, value);
+            }
         }
     }
     Ok(resp)
@@ -246,6 +386,58 @@ fn shaped_response(obj: &Map<String, Value>) -> Result<Response, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shaped(v: Value, head: bool) -> Result<Response, String> {
+        shaped_response(v.as_object().unwrap(), head)
+    }
+
+    /// Framing and hop-by-hop headers, and those the handler's Connection names, are dropped.
+    #[test]
+    fn framing_headers_from_a_handler_are_dropped() {
+        let r = shaped(
+            json!({"statusCode": 200, "headers": {"Content-Length": "0", "transfer-encoding": "chunked", "Connection": "x-a, keep-alive", "x-a": "1", "x-b": "2"}, "body": "hello"}),
+            false,
+        )
+        .unwrap();
+        let names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["content-type", "x-b"]);
+    }
+
+    #[test]
+    fn informational_statuses_are_refused() {
+        for s in [100, 101, 103, 199, 99, 600] {
+            assert!(shaped(json!({"statusCode": s}), false).is_err(), "{s}");
+        }
+        assert_eq!(shaped(json!({"statusCode": 200}), false).unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn no_body_for_204_304_and_head() {
+        for (status, head) in [(204, false), (304, false), (200, true)] {
+            let r = shaped(json!({"statusCode": status, "body": "x"}), head).unwrap();
+            assert!(axum::body::to_bytes(r.into_body(), 64).await.unwrap().is_empty(), "{status} {head}");
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_cannot_be_set_by_a_function() {
+        let r = shaped(json!({"statusCode": 200, "headers": {"set-cookie": "Voltrun_Refresh=x"}, "cookies": ["voltrun_refresh=y; Path=/api/auth", "a=1"]}), false).unwrap();
+        let set: Vec<&str> = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(set, vec!["a=1"]);
+    }
+
+    #[test]
+    fn protection_is_appended_after_the_functions_headers() {
+        let mut r = shaped(json!({"statusCode": 200, "headers": {"content-security-policy": "img-src *", "x-content-type-options": "no"}}), false).unwrap();
+        protect(&mut r, TriggerOrigin::Shared);
+        let csp: Vec<&str> = r.headers().get_all("content-security-policy").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(csp, vec!["img-src *", "sandbox"]);
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        let mut own = shaped(json!({"statusCode": 200}), false).unwrap();
+        protect(&mut own, TriggerOrigin::Own);
+        assert!(own.headers().get("content-security-policy").is_none());
+        assert_eq!(own.headers()["x-content-type-options"], "nosniff");
+    }
 
     #[test]
     fn percent_decoding() {

@@ -56,37 +56,83 @@ fn bind_fields<'q>(q: AnyQuery<'q>, f: &'q Function, env: &'q str) -> AnyQuery<'
         .bind(&f.updated_at)
 }
 
+/// SQL that is true when another user (placeholder `user`) holds a route strictly above or
+/// below `route` (route squatting: Bob's `shop/webhooks/stripe` under Alice's `shop/webhooks`
+/// would take her requests). The same route exactly is the UNIQUE constraint's, and one user
+/// may nest their own routes. `substr`/`length` rather than LIKE: `_` is a route character
+/// and a LIKE wildcard.
+fn route_overlap(user: &str, route: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM functions o WHERE o.user_id <> {user} AND o.route IS NOT NULL AND {route} IS NOT NULL
+         AND (substr({route}, 1, length(o.route) + 1) = o.route || '/' OR substr(o.route, 1, length({route}) + 1) = {route} || '/'))"
+    )
+}
+
+/// The key of the PostgreSQL advisory lock that serialises route writes across nodes.
+const ROUTE_LOCK: i64 = 0x766f_6c74_7275_6e01;
+
 impl Store {
-    /// Adds a function; `Conflict("name")` or `Conflict("route")` when taken.
+    /// Adds a function; `Conflict("name")` or `Conflict("route")` when taken, `RouteOverlap`
+    /// when its route lies under or over another user's.
     pub async fn insert_function(&self, f: &Function) -> Result<()> {
-        let sql = "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version,
-                   updated_at, created_at, schedule, max_retries)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
-        bind_fields(sqlx::query(sql), f, &env_json(f))
-            .bind(&f.created_at)
-            .bind(&f.schedule)
-            .bind(f.max_retries as i64)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| conflict_or(e, FIELDS))?;
+        let sql = format!(
+            "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version,
+             updated_at, created_at, schedule, max_retries)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 WHERE NOT {}",
+            route_overlap("$2", "$11")
+        );
+        let env = env_json(f);
+        let q = bind_fields(sqlx::query(&sql), f, &env).bind(&f.created_at).bind(&f.schedule).bind(f.max_retries as i64);
+        let r = self.route_write(f, q).await?;
+        if r == 0 {
+            return Err(StoreError::RouteOverlap);
+        }
         Ok(())
     }
 
+    /// Runs a function write. On SQLite one statement is atomic (it holds the write lock from
+    /// its start, so the overlap check and the write see the same rows). On PostgreSQL a write
+    /// that sets a route takes a transaction-scoped advisory lock first, so two nodes' creates
+    /// cannot both pass the check under READ COMMITTED.
+    async fn route_write<'q>(&self, f: &Function, q: AnyQuery<'q>) -> Result<u64> {
+        if self.dialect == crate::Dialect::Postgres && f.route.is_some() {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ROUTE_LOCK).execute(&mut *tx).await?;
+            let r = q.execute(&mut *tx).await.map_err(|e| conflict_or(e, FIELDS))?;
+            tx.commit().await?;
+            return Ok(r.rows_affected());
+        }
+        Ok(q.execute(&self.pool).await.map_err(|e| conflict_or(e, FIELDS))?.rows_affected())
+    }
+
     /// Replaces a function's fields if its stored version is still `expected_version`
-    /// (optimistic concurrency); false when another update won the race.
+    /// (optimistic concurrency); false when another update won the race, `RouteOverlap` when
+    /// the new route lies under or over another user's.
     pub async fn update_function(&self, f: &Function, expected_version: i64) -> Result<bool> {
-        let sql = "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
-                   env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17
-                   WHERE id = $1 AND user_id = $2 AND version = $15";
-        let r = bind_fields(sqlx::query(sql), f, &env_json(f))
-            .bind(expected_version)
-            .bind(&f.schedule)
-            .bind(f.max_retries as i64)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| conflict_or(e, FIELDS))?;
+        let sql = format!(
+            "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
+             env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17
+             WHERE id = $1 AND user_id = $2 AND version = $15 AND NOT {}",
+            route_overlap("$2", "$11")
+        );
+        let env = env_json(f);
+        let q = bind_fields(sqlx::query(&sql), f, &env).bind(expected_version).bind(&f.schedule).bind(f.max_retries as i64);
+        let r = self.route_write(f, q).await;
         self.forget_functions();
-        Ok(r.rows_affected() > 0)
+        if r? > 0 {
+            return Ok(true);
+        }
+        match &f.route {
+            Some(route) if self.route_overlaps(&f.user_id, route).await? => Err(StoreError::RouteOverlap),
+            _ => Ok(false),
+        }
+    }
+
+    /// True when another user's route lies strictly under or over `route`.
+    pub async fn route_overlaps(&self, user_id: &str, route: &str) -> Result<bool> {
+        let sql = format!("SELECT COUNT(*) AS n FROM users WHERE id = $1 AND {}", route_overlap("$1", "$2"));
+        let row = sqlx::query(&sql).bind(user_id).bind(route).fetch_one(&self.pool).await?;
+        Ok(get_i64(&row, "n")? > 0)
     }
 
     /// One of the user's functions, by id or, failing that, by name.

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// A unique constraint was violated; the string names the field.
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// The route lies under or over another user's route (functions.rs: route squatting).
+    #[error("route: lies under or over another account's route; routes nest only within one account")]
+    RouteOverlap,
     /// A stored value could not be decoded (a bug or a corrupted row).
     #[error("corrupt row: {0}")]
     Corrupt(String),

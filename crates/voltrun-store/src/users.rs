@@ -103,6 +103,17 @@ impl Store {
         Ok(None)
     }
 
+    /// Revokes the rotation family of a refresh token (logout): every unused token in it is
+    /// spent.
+    pub async fn revoke_refresh_family(&self, hash: &str, now: &str) -> Result<()> {
+        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE family IN (SELECT family FROM refresh_tokens WHERE token_hash = $1) AND used_at IS NULL")
+            .bind(hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Stores a new API key (its hash only).
     pub async fn insert_api_key(&self, user_id: &str, key: &ApiKey, hash: &str) -> Result<()> {
         sqlx::query("INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")

@@ -95,6 +95,10 @@ struct ServeArgs {
     /// Invocations per second allowed per user (0 = unlimited).
     #[arg(long, env = "VOLTRUN_INVOKE_RATE", default_value_t = 1000.0)]
     invoke_rate: f64,
+    /// Also serve HTTP triggers at `/{route}/…` on this address, an origin of their own (no
+    /// API, no dashboard), as Lambda function URLs live on their own domain. Default: off.
+    #[arg(long, env = "VOLTRUN_TRIGGER_LISTEN")]
+    trigger_listen: Option<String>,
     /// JWT signing secret; default: generated on first start into the data dir (mode 0600).
     #[arg(long, env = "VOLTRUN_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -227,16 +231,47 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     println!("voltrun listening on http://{addr}");
     tracing::info!(%addr, data_dir = %data_dir.display(), "voltrun serving");
+    let triggers = match &args.trigger_listen {
+        Some(at) => Some(tokio::net::TcpListener::bind(at).await.with_context(|| format!("binding {at}"))?),
+        None => None,
+    };
     let engine = state.engine.clone();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async {
+    // The trigger listener stops with the main one (when the shutdown signal arrives).
+    let (triggers_stop_tx, triggers_stop_rx) = tokio::sync::watch::channel(false);
+    let mut triggers_task = None;
+    if let Some(listener) = triggers {
+        let at = listener.local_addr()?;
+        println!("voltrun triggers listening on http://{at}");
+        tracing::info!(addr = %at, "serving triggers on an origin of their own");
+        let app = voltrun_api::trigger_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let mut stop = triggers_stop_rx;
+        triggers_task = Some(tokio::spawn(async move {
+            let r = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = r.await {
+                tracing::error!(error = %e, "the trigger listener failed");
+            }
+        }));
+    }
+    let server = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move {
         shutdown_signal().await;
+        let _ = triggers_stop_tx.send(true);
         let _ = stopping_tx.send(());
     });
     // Open requests get a grace period to finish; long streams do not hold the exit.
     let grace = async {
         let _ = stopping_rx.await;
         tokio::time::sleep(Duration::from_secs(10)).await;
+    };
+    // Both listeners drain within the same grace period.
+    let server = async move {
+        let r = server.await;
+        if let Some(t) = triggers_task {
+            let _ = t.await;
+        }
+        r
     };
     tokio::select! {
         r = server => r?,

@@ -28,8 +28,9 @@ export function Layout({ children }: { children: ReactNode }) {
   const session = useSession();
   const { pathname } = useLocation();
   const toast = useToast();
-  const signOut = () => {
-    logout();
+  const signOut = async () => {
+    // The server revokes the session first, so no reload can bring it back.
+    await logout();
     toast('info', 'Signed out');
     navigate('/login');
   };

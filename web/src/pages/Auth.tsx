@@ -1,14 +1,14 @@
 // Log in and register. Both store the returned tokens and go on to `?next=` or the functions.
 import { useState, type FormEvent } from 'react';
-import { api, ApiError, setSession, type User } from '../api';
+import { api, ApiError, SESSION_HEADERS, setSession, type User } from '../api';
 import { Brand } from '../components/Layout';
 import { ErrorBox, usePageTitle } from '../components/ui';
 import { Link, navigate, useLocation } from '../router';
 import { useToast } from '../toast';
 
+/** The refresh token is not here: the server sets it as an HttpOnly cookie (SESSION_HEADERS). */
 interface AuthResponse {
   token: string;
-  refresh_token: string;
   expires_in: number;
   user: User;
 }
@@ -35,8 +35,12 @@ export function AuthPage({ mode }: { mode: 'login' | 'register' }) {
     setError(null);
     try {
       const body = register ? { email, password, name } : { email, password };
-      const r = await api<AuthResponse>('POST', register ? '/api/auth/register' : '/api/auth/login', { body, auth: false });
-      setSession({ token: r.token, refresh_token: r.refresh_token, user: r.user });
+      const r = await api<AuthResponse>('POST', register ? '/api/auth/register' : '/api/auth/login', {
+        body,
+        auth: false,
+        headers: SESSION_HEADERS,
+      });
+      setSession({ token: r.token, user: r.user }, true);
       toast('success', register ? `Welcome to VoltRun, ${r.user.name || r.user.email}` : 'Signed in');
       navigate(safeNext(search.get('next')), { replace: true });
     } catch (err) {

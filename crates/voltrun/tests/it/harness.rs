@@ -83,6 +83,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     owns_dir: bool,
     db: Option<PgDatabase>,
+    /// The server's stdout after its first line.
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -123,11 +125,29 @@ impl Server {
             let _ = std::fs::File::open(data_dir.with_extension("stderr.log")).and_then(|mut f| f.read_to_string(&mut err));
             panic!("server did not start: {line}\n{err}");
         };
-        // Keep draining stdout so the server never blocks on it.
-        std::thread::spawn(move || for _ in out.lines() {});
-        let s = Server { child: Some(child), base: addr.to_string(), data_dir: data_dir.to_path_buf(), owns_dir, db: None };
+        // Keep draining stdout so the server never blocks on it (the lines after the first are kept).
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = stdout.clone();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(l);
+            }
+        });
+        let s = Server { child: Some(child), base: addr.to_string(), data_dir: data_dir.to_path_buf(), owns_dir, db: None, stdout };
         s.wait_healthy();
         s
+    }
+
+    /// The rest of the first stdout line after `prefix` (waiting up to 20 s for it).
+    pub fn stdout_line(&self, prefix: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = self.stdout.lock().unwrap().iter().find_map(|l| l.strip_prefix(prefix)) {
+                return l.trim().to_string();
+            }
+            assert!(Instant::now() < until, "no stdout line starting {prefix:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn wait_healthy(&self) {

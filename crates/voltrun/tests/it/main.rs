@@ -9,6 +9,7 @@ mod api_inputs;
 mod cli;
 mod execution;
 mod hardening_sandbox;
+mod hardening_trigger;
 mod hostile;
 mod queue;
 mod recovery;
