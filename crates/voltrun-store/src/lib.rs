@@ -13,10 +13,12 @@ use sqlx::{AnyPool, Row};
 
 mod executions;
 mod functions;
+mod retention;
 mod users;
 mod writer;
 
 pub use executions::{ExecutionFilter, HourBucket, NewRun, Stats};
+pub use functions::{ScheduledFunction, SchedulesFingerprint};
 pub use users::{ApiKey, KeyOwner, User};
 pub use writer::PendingWrite;
 
@@ -26,6 +28,9 @@ pub enum StoreError {
     /// A unique constraint was violated; the string names the field.
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// A per-user quota (voltrun_core::Quotas) would be exceeded; says which and by how much.
+    #[error("{0}")]
+    Quota(String),
     /// A stored value could not be decoded (a bug or a corrupted row).
     #[error("corrupt row: {0}")]
     Corrupt(String),
