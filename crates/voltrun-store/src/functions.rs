@@ -61,6 +61,12 @@ fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
     })
 }
 
+/// The scheduler's list, and the fingerprint it checks before reading the list again: both
+/// answered from the `functions_scheduled` index (migrations/0005).
+pub(crate) const SCHEDULED: &str = "SELECT id, user_id, name, version, schedule, max_retries, updated_at FROM functions WHERE schedule IS NOT NULL";
+pub(crate) const SCHEDULES_FINGERPRINT: &str =
+    "SELECT COUNT(*) AS n, MAX(updated_at) AS latest, CAST(COALESCE(SUM(version), 0) AS BIGINT) AS versions FROM functions WHERE schedule IS NOT NULL";
+
 /// What the scheduler needs of a scheduled function (no code, no environment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduledFunction {
@@ -277,9 +283,7 @@ impl Store {
     /// Every function with a schedule, as the scheduler needs it (read from the
     /// `functions_scheduled` index alone: migrations/0005).
     pub async fn scheduled_functions(&self) -> Result<Vec<ScheduledFunction>> {
-        let rows = sqlx::query("SELECT id, user_id, name, version, schedule, max_retries, updated_at FROM functions WHERE schedule IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(SCHEDULED).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(ScheduledFunction {
@@ -298,11 +302,7 @@ impl Store {
     /// A value that changes whenever [`Store::scheduled_functions`] would return something
     /// else; one small indexed read.
     pub async fn schedules_fingerprint(&self) -> Result<SchedulesFingerprint> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MAX(updated_at) AS latest, CAST(COALESCE(SUM(version), 0) AS BIGINT) AS versions FROM functions WHERE schedule IS NOT NULL",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(SCHEDULES_FINGERPRINT).fetch_one(&self.pool).await?;
         Ok(SchedulesFingerprint(get_i64(&row, "n")?, get_opt_str(&row, "latest")?, get_i64(&row, "versions")?))
     }
 

@@ -12,7 +12,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 mod executions;
-mod functions;
+pub(crate) mod functions;
 mod retention;
 mod users;
 mod writer;

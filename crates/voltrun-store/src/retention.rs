@@ -142,3 +142,115 @@ impl Store {
 fn text(s: &str) -> Param {
     Param::Text(Some(s.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+    use voltrun_core::{Execution, ExecutionStatus, Retention, Trigger};
+
+    use crate::Store;
+
+    async fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("voltrun-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        (store, dir)
+    }
+
+    /// A run of `function` created `days_ago` days ago, the `n`-th of that instant.
+    fn run(user: &str, function: &str, days_ago: i64, n: u64, status: ExecutionStatus) -> Execution {
+        let ms = voltrun_core::time::parse_ms(&voltrun_core::time::in_seconds(-days_ago * 86_400)).unwrap() as u64;
+        Execution {
+            id: format!("ex_{:016x}", (ms << 16) + n),
+            user_id: user.into(),
+            function_id: function.into(),
+            function_name: function.into(),
+            function_version: 1,
+            status,
+            trigger: Trigger::Api,
+            input: serde_json::json!({}),
+            output: None,
+            error: None,
+            logs: String::new(),
+            logs_truncated: false,
+            duration_ms: Some(1.0),
+            attempts: 1,
+            max_attempts: 1,
+            created_at: voltrun_core::time::in_seconds(-days_ago * 86_400),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    async fn ids_of(store: &Store, cond: &str) -> Vec<String> {
+        let rows = sqlx::query(&format!("SELECT id FROM executions WHERE {cond} ORDER BY id")).fetch_all(&store.pool).await.unwrap();
+        rows.iter().map(|r| r.get::<String, _>(0)).collect()
+    }
+
+    /// Each bound deletes the oldest finished runs past it, never a pending or running one;
+    /// the per-hour totals keep counting what was deleted.
+    #[tokio::test]
+    async fn retention_deletes_the_oldest_finished_runs_past_each_bound_only() {
+        use ExecutionStatus::{Failed, Pending, Running, Success};
+        let (store, dir) = temp_store("retention").await;
+        let mut all: Vec<Execution> = Vec::new();
+        let mut add = |user: &str, function: &str, days_ago: i64, status: ExecutionStatus| {
+            let n = all.len() as u64;
+            all.push(run(user, function, days_ago, n, status));
+        };
+        // u1/f1: two unfinished runs among the oldest, then 10 finished ones (2..=11).
+        add("u1", "f1", 2, Pending);
+        add("u1", "f1", 2, Running);
+        for i in 0..10 {
+            add("u1", "f1", 1, if i % 3 == 0 { Failed } else { Success });
+        }
+        // u1/f2: 5 finished, newer than f1's (12..=16).
+        for _ in 0..5 {
+            add("u1", "f2", 0, Success);
+        }
+        // u2/f3: 3 finished, the first past the age bound (17..=19).
+        add("u2", "f3", 40, Success);
+        add("u2", "f3", 0, Success);
+        add("u2", "f3", 0, Success);
+        for e in &all {
+            assert!(store.insert_execution(e, &Default::default()).await.unwrap());
+        }
+        let totals = || async {
+            let r = sqlx::query("SELECT CAST(SUM(success + failed) AS BIGINT) FROM execution_hours").fetch_one(&store.pool).await.unwrap();
+            r.get::<i64, _>(0)
+        };
+        assert_eq!(totals().await, 18);
+
+        let policy = Retention { max_age_days: 30, per_function: 4, per_user: 6 };
+        let mut cursor = super::RetentionCursor::default();
+        assert!(store.apply_retention(&policy, &mut cursor).await.unwrap() > 0);
+        // f1 keeps its newest 4 finished runs and its unfinished ones, f2 its newest 4; then
+        // u1's bound (6 newest: f2's 4 and f1's 2 newest) takes two more of f1's.
+        let f1 = ids_of(&store, "function_id = 'f1'").await;
+        let f2 = ids_of(&store, "function_id = 'f2'").await;
+        assert_eq!(f2.len(), 4, "{f2:?}");
+        assert!(f1.contains(&all[0].id) && f1.contains(&all[1].id), "unfinished runs are never deleted: {f1:?}");
+        assert_eq!(&f1[2..], &[all[10].id.clone(), all[11].id.clone()], "{f1:?}");
+        let f3 = ids_of(&store, "function_id = 'f3'").await;
+        assert_eq!(f3, vec![all[18].id.clone(), all[19].id.clone()], "the 40-day-old run is gone");
+        assert_eq!(totals().await, 18, "the totals count deleted runs");
+
+        // Nothing new: the next pass deletes nothing and reads no run.
+        assert_eq!(store.apply_retention(&policy, &mut cursor).await.unwrap(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Regression: the scheduler read every scheduled function whole (code included) every
+    /// 2 s; its list and its change check are now answered from an index alone.
+    #[tokio::test]
+    async fn the_scheduler_reads_schedules_from_the_index_alone() {
+        let (store, dir) = temp_store("sched-plan").await;
+        for sql in [crate::functions::SCHEDULED, crate::functions::SCHEDULES_FINGERPRINT] {
+            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}")).fetch_all(&store.pool).await.unwrap();
+            let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+            assert!(plan.iter().any(|d| d.contains("COVERING INDEX functions_scheduled")), "{sql}: {plan:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
