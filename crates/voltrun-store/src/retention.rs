@@ -7,7 +7,9 @@
 //! Counts are kept per function and per user. Counting every function's runs on every pass
 //! would cost as much as the history itself, so each pass looks only at the functions and
 //! users with runs created since the previous pass (the first pass: all of them), and for
-//! each finds the id of its newest run past the bound with one indexed `OFFSET` read.
+//! each finds the id of its newest run past the bound with one indexed `OFFSET` read, and
+//! that only once the target may be a tenth (at most one batch) past its bound
+//! ([`RetentionCursor`]).
 //!
 //! The dashboard's per-hour totals (migrations/0003, kept by the 1003 triggers, which have
 //! no DELETE trigger) are not reduced: they count invocations, which happened, like
@@ -15,6 +17,7 @@
 //! delete; the freed pages are reused by later inserts, so under steady load the file stops
 //! growing once retention applies.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use voltrun_core::{time, Retention};
@@ -35,9 +38,26 @@ const PURGE_OLD: &str = "DELETE FROM executions WHERE id IN (SELECT id FROM exec
 const PURGE_FUNCTION: &str = "DELETE FROM executions WHERE id IN (SELECT id FROM executions WHERE user_id = $1 AND function_id = $2 AND id <= $3 AND status IN ('success', 'failed') ORDER BY id LIMIT $4)";
 const PURGE_USER: &str = "DELETE FROM executions WHERE id IN (SELECT id FROM executions WHERE user_id = $1 AND id <= $2 AND status IN ('success', 'failed') ORDER BY id LIMIT $3)";
 
-/// Where a retention task has got to: runs with ids up to here have been looked at.
+/// Where a retention task has got to: runs with ids up to `high` have been looked at, and
+/// for each function and user checked so far, an upper bound on the runs it has stored.
+/// A target is checked again (an `OFFSET` read of up to its bound on an index) only once its
+/// bound passes the policy's by [`slack`], so the reads cost a few index steps per new run
+/// rather than a full walk of every active target's history on every pass.
 #[derive(Debug, Default, Clone)]
-pub struct RetentionCursor(String);
+pub struct RetentionCursor {
+    high: String,
+    functions: HashMap<(String, String), u64>,
+    users: HashMap<String, u64>,
+}
+
+/// Targets remembered at most (then the bounds start over: every target is checked again).
+const REMEMBERED: usize = 100_000;
+
+/// How far past `keep` a target's stored runs may go before it is checked again: a tenth of
+/// the bound, at most one batch.
+fn slack(keep: u64) -> u64 {
+    (keep / 10).clamp(1, BATCH as u64)
+}
 
 impl Store {
     /// Starts the retention task on this node (nothing when the policy keeps everything).
@@ -52,7 +72,7 @@ impl Store {
             loop {
                 match store.apply_retention(&policy, &mut cursor).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::debug!(deleted = n, "execution history retention"),
+                    Ok(n) => tracing::debug!(batches = n, "execution history retention"),
                     Err(err) => tracing::warn!(%err, "execution history retention failed; trying again later"),
                 }
                 tokio::time::sleep(PERIOD).await;
@@ -60,7 +80,9 @@ impl Store {
         });
     }
 
-    /// One pass of the retention policy; returns the batches that deleted something.
+    /// One pass of the retention policy; returns the batches that deleted something. A
+    /// function or user keeps at most its bound plus [`slack`] runs (plus its pending and
+    /// running ones) after a pass that saw no new runs.
     pub async fn apply_retention(&self, policy: &Retention, cursor: &mut RetentionCursor) -> Result<u64> {
         let mut batches = 0;
         if policy.max_age_days > 0 {
@@ -73,49 +95,72 @@ impl Store {
         }
         let row = sqlx::query("SELECT MAX(id) AS high FROM executions").fetch_one(&self.pool).await?;
         let Some(high) = get_opt_str(&row, "high")? else { return Ok(batches) };
-        if high <= cursor.0 {
+        if high <= cursor.high {
             return Ok(batches);
         }
-        let rows = sqlx::query("SELECT user_id, function_id FROM executions WHERE id > $1 AND id <= $2 GROUP BY user_id, function_id")
-            .bind(&cursor.0)
+        // New runs per function since the last pass.
+        let rows = sqlx::query("SELECT user_id, function_id, COUNT(*) AS n FROM executions WHERE id > $1 AND id <= $2 GROUP BY user_id, function_id")
+            .bind(&cursor.high)
             .bind(&high)
             .fetch_all(&self.pool)
             .await?;
         let mut active = Vec::with_capacity(rows.len());
         for r in &rows {
-            active.push((get_str(r, "user_id")?, get_str(r, "function_id")?));
+            active.push((get_str(r, "user_id")?, get_str(r, "function_id")?, crate::get_i64(r, "n")?.max(0) as u64));
+        }
+        if cursor.functions.len() > REMEMBERED || cursor.users.len() > REMEMBERED {
+            cursor.functions.clear();
+            cursor.users.clear();
         }
         if policy.per_function > 0 {
-            for (user, function) in &active {
+            let keep = policy.per_function;
+            for (user, function, new) in &active {
+                let key = (user.clone(), function.clone());
+                if let Some(bound) = cursor.functions.get_mut(&key) {
+                    *bound += new;
+                    if *bound <= keep + slack(keep) {
+                        continue;
+                    }
+                }
                 let row = sqlx::query("SELECT id FROM executions WHERE user_id = $1 AND function_id = $2 ORDER BY id DESC LIMIT 1 OFFSET $3")
                     .bind(user)
                     .bind(function)
-                    .bind(policy.per_function.min(i64::MAX as u64) as i64)
+                    .bind(keep.min(i64::MAX as u64) as i64)
                     .fetch_optional(&self.pool)
                     .await?;
                 if let Some(r) = row {
                     let cut = get_str(&r, "id")?;
                     batches += self.purge(PURGE_FUNCTION, vec![text(user), text(function), text(&cut)]).await?;
                 }
+                cursor.functions.insert(key, keep);
             }
         }
         if policy.per_user > 0 {
-            let mut users: Vec<&String> = active.iter().map(|(u, _)| u).collect();
-            users.sort();
-            users.dedup();
-            for user in users {
+            let keep = policy.per_user;
+            let mut new_by_user: HashMap<&String, u64> = HashMap::new();
+            for (user, _, new) in &active {
+                *new_by_user.entry(user).or_default() += new;
+            }
+            for (user, new) in new_by_user {
+                if let Some(bound) = cursor.users.get_mut(user) {
+                    *bound += new;
+                    if *bound <= keep + slack(keep) {
+                        continue;
+                    }
+                }
                 let row = sqlx::query("SELECT id FROM executions WHERE user_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2")
                     .bind(user)
-                    .bind(policy.per_user.min(i64::MAX as u64) as i64)
+                    .bind(keep.min(i64::MAX as u64) as i64)
                     .fetch_optional(&self.pool)
                     .await?;
                 if let Some(r) = row {
                     let cut = get_str(&r, "id")?;
                     batches += self.purge(PURGE_USER, vec![text(user), text(&cut)]).await?;
                 }
+                cursor.users.insert(user.clone(), keep);
             }
         }
-        cursor.0 = high;
+        cursor.high = high;
         Ok(batches)
     }
 
@@ -130,12 +175,6 @@ impl Store {
             tokio::time::sleep(PAUSE).await;
         }
         Ok(batches)
-    }
-
-    /// Finished and unfinished runs of a function stored now (for tests and benchmarks).
-    pub async fn count_executions_of(&self, function_id: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM executions WHERE function_id = $1").bind(function_id).fetch_one(&self.pool).await?;
-        crate::get_i64(&row, "n")
     }
 }
 
@@ -238,6 +277,16 @@ mod tests {
 
         // Nothing new: the next pass deletes nothing and reads no run.
         assert_eq!(store.apply_retention(&policy, &mut cursor).await.unwrap(), 0);
+        // f2 may go one run (a tenth of 4, at least 1) past its bound before it is checked
+        // again; the second run past it is deleted.
+        assert!(store.insert_execution(&run("u1", "f2", 0, 100, Success), &Default::default()).await.unwrap());
+        let loose = Retention { max_age_days: 0, per_function: 4, per_user: 0 };
+        assert_eq!(store.apply_retention(&loose, &mut cursor).await.unwrap(), 0);
+        assert_eq!(ids_of(&store, "function_id = 'f2'").await.len(), 5);
+        assert!(store.insert_execution(&run("u1", "f2", 0, 101, Success), &Default::default()).await.unwrap());
+        assert!(store.apply_retention(&loose, &mut cursor).await.unwrap() > 0);
+        let f2 = ids_of(&store, "function_id = 'f2'").await;
+        assert_eq!(f2.len(), 4, "{f2:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -205,13 +205,15 @@ fn wait_for_retention(c: &Client, function: &str, bound: usize) -> usize {
 
 /// Regression: execution history was never deleted, so the data dir grew by every run for
 /// ever. With a per-function retention of 200, three rounds of 1,000 runs each leave at most
-/// 200 stored once the runs stop, and the database file stops growing: after the second and
-/// the third round it is within half again of its size after the first (at most 200 + 1,000
-/// runs are ever stored at once, and freed pages are reused), where without retention it
-/// would be twice and three times that size.
+/// 220 stored once the runs stop (the bound plus its slack of a tenth: retention.rs), and the
+/// database file stops growing: the third round leaves it within a tenth of its size after
+/// the second (the most runs ever stored at once is the same in both, and freed pages are
+/// reused), and the second within half again of the first; without retention each round adds
+/// as much as the first.
 #[test]
 fn execution_history_stops_growing_once_retention_applies() {
     const KEEP: usize = 200;
+    const SLACK: usize = KEEP / 10;
     const ROUND: usize = 1000;
     let server = Server::start_with(&temp_dir("retention"), &["--retention-per-function", "200", "--invoke-rate", "0"], true);
     let user = server.user();
@@ -222,9 +224,8 @@ fn execution_history_stops_growing_once_retention_applies() {
     let mut sizes = Vec::new();
     for _ in 0..3 {
         invoke_many(&user, "chatty", ROUND, &pad);
-        // Every run is finished once the loop ends, so a pass after it keeps exactly the newest 200.
-        let n = wait_for_retention(&user, id, KEEP);
-        assert!(n <= KEEP, "{n} runs stored");
+        let n = wait_for_retention(&user, id, KEEP + SLACK);
+        assert!(n <= KEEP + SLACK, "{n} runs stored");
         std::thread::sleep(Duration::from_secs(2)); // a checkpoint copies the WAL back
         sizes.push(db_bytes(&server));
     }
@@ -241,9 +242,8 @@ fn execution_history_stops_growing_once_retention_applies() {
         return;
     }
     eprintln!("database bytes after each round of {ROUND} runs: {sizes:?}");
-    let first = sizes[0];
+    let [first, second, third] = sizes[..] else { unreachable!() };
     assert!(first > 0);
-    for later in &sizes[1..] {
-        assert!(*later <= first + first / 2, "the database grew with retention applying: {sizes:?} bytes after each round");
-    }
+    assert!(second <= first + first / 2, "the database grew with retention applying: {sizes:?} bytes after each round");
+    assert!(third <= second + second / 10, "the database kept growing with retention applying: {sizes:?} bytes after each round");
 }
