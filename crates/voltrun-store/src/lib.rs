@@ -19,6 +19,7 @@ mod writer;
 
 pub use executions::{ExecutionFilter, HourBucket, NewRun, Stats};
 pub use functions::{ScheduledFunction, SchedulesFingerprint};
+pub use retention::RetentionCursor;
 pub use users::{ApiKey, KeyOwner, User};
 pub use writer::PendingWrite;
 

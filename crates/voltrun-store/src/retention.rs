@@ -26,11 +26,11 @@ use crate::executions::{since_id, Param, Write};
 use crate::{get_opt_str, get_str, Result, Store};
 
 /// Runs one delete statement removes at most.
-pub const BATCH: i64 = 500;
+const BATCH: i64 = 500;
 /// Pause after each batch, which leaves the writer to the invocations between batches.
 const PAUSE: Duration = Duration::from_millis(10);
 /// Time between two passes.
-pub const PERIOD: Duration = Duration::from_secs(5);
+const PERIOD: Duration = Duration::from_secs(5);
 
 const FINISHED: &str = "status IN ('success', 'failed')";
 // Placeholders in order of appearance (the SQLite writer binds `$N` by position).
