@@ -164,7 +164,8 @@ fn a_user_cannot_run_more_than_the_quota_at_once() {
         assert!(body["error"]["message"].as_str().unwrap().contains("2 runs in flight"), "{body}");
     }
     let (status, body) = user.post("/api/functions/test", &json!({"runtime": "python", "code": PY_ECHO}));
-    assert_eq!(status, 429, "{body}");
+    assert_eq!(assert_error(status, &body, 429), "throttled");
+    assert!(body["error"]["message"].as_str().unwrap().contains("2 runs in flight"), "{body}");
     // Another account is not affected.
     let other = server.user();
     other.create_function("fast", "python", PY_ECHO, json!({}));
