@@ -141,7 +141,7 @@ fn a_user_cannot_run_more_than_the_quota_at_once() {
     let server = Server::start_with(&temp_dir("quota-runs"), &["--quota-concurrent-runs", "2"], true);
     let user = server.user();
     user.create_function("slow", "python", "import time\ndef handler(event, context):\n    time.sleep(event.get('s', 0))\n    return 'ok'\n", json!({}));
-    user.create_function("fast", "python", PY_ECHO, json!({}));
+    user.create_function("fast", "python", PY_ECHO, json!({"route": "quota-fast"}));
     let sleepers: Vec<_> = (0..2)
         .map(|_| {
             let c = user.clone();
@@ -158,7 +158,7 @@ fn a_user_cannot_run_more_than_the_quota_at_once() {
         assert!(Instant::now() < until, "the two slow runs never both ran: {page}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    for path in ["/api/functions/fast/execute", "/api/functions/slow/execute"] {
+    for path in ["/api/functions/fast/execute", "/api/functions/slow/execute", "/api/execute/quota-fast"] {
         let (status, body) = user.post(path, &json!({}));
         assert_eq!(assert_error(status, &body, 429), "throttled");
         assert!(body["error"]["message"].as_str().unwrap().contains("2 runs in flight"), "{body}");
