@@ -18,7 +18,8 @@ struct Args {
     server_bin: PathBuf,
     quick: bool,
     out: PathBuf,
-    /// Only these sections (all when empty): baselines, throughput, workers, tiers, scale.
+    /// Only these sections (all when empty): baselines, throughput, workers, tiers, scale,
+    /// retention.
     only: Vec<String>,
 }
 
@@ -288,6 +289,32 @@ fn throughput(bin: &Path, tier: &str, clients: usize, seconds: u64) -> Result<Va
     Ok(json!({"clients": clients, "seconds": seconds, "invokes_per_s": round(rps), "non_2xx": non2xx, "stored_executions": stats["executions_total"]}))
 }
 
+/// Sustained synchronous load in three equal rounds under a per-function retention of `keep`
+/// runs (issue 12, item 11): invokes/s and the database's size after each round, once a
+/// retention pass (every 5 s) and a checkpoint have run. The file stops growing after the
+/// first round when retention keeps up.
+fn retention(bin: &Path, seconds: u64, keep: u64) -> Result<Value> {
+    let keep_arg = keep.to_string();
+    let s = Server::start_with(bin, "namespace", &["--function-concurrency", "4", "--function-queue", "10000", "--retention-per-function", &keep_arg])?;
+    let token = s.register("retention")?;
+    s.call("POST", "/api/functions", Some(&token), &json!({"name": "kept", "runtime": "python3.11", "code": PY_CODE}))?;
+    s.call("POST", "/api/functions/kept/execute", Some(&token), &json!({}))?;
+    let mib = |f: &str| round(std::fs::metadata(s.dir.join(f)).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0);
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let (rps, non2xx) = wrk_invoke(&s, &token, "kept", 32, seconds)?;
+        std::thread::sleep(Duration::from_secs(7));
+        let out = Command::new("python3")
+            .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT COUNT(*) FROM executions').fetchone()[0])"])
+            .arg(s.dir.join("voltrun.db"))
+            .output()?;
+        let stored: i64 = String::from_utf8(out.stdout)?.trim().parse().context("counting stored executions")?;
+        rounds.push(json!({"invokes_per_s": round(rps), "non_2xx": non2xx, "stored": stored, "db_mib": mib("voltrun.db"), "wal_mib": mib("voltrun.db-wal")}));
+    }
+    let invoked = s.call("GET", "/api/dashboard", Some(&token), &Value::Null)?["executions_total"].clone();
+    Ok(json!({"retention_per_function": keep, "clients": 32, "seconds_per_round": seconds, "rounds": rounds, "invocations": invoked}))
+}
+
 /// Invokes per second and non-2xx answers of `clients` wrk connections invoking one function
 /// for `seconds`.
 fn wrk_invoke(s: &Server, token: &str, function: &str, clients: usize, seconds: u64) -> Result<(f64, u64)> {
@@ -383,6 +410,16 @@ fn main() -> Result<()> {
         }
         Err(_) => json!("skipped: VOLTRUN_BENCH_PG_URL not set (bench/run sets it)"),
     };
+    let retention = if args.runs("retention") {
+        eprintln!("measuring retention under sustained load…");
+        if args.quick {
+            retention(&args.server_bin, 2, 1000)?
+        } else {
+            retention(&args.server_bin, 10, 10_000)?
+        }
+    } else {
+        skipped()
+    };
     let mut tiers = json!({});
     // The OCI tiers when their runtimes are installed (bench/run installs them).
     let installed = |bin: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()));
@@ -429,6 +466,7 @@ fn main() -> Result<()> {
         "throughput": tp,
         "workers": workers,
         "scale": scale,
+        "retention": retention,
         "ratios": ratios,
     });
     let dir = args.out.as_path();
@@ -471,6 +509,16 @@ fn markdown(r: &Value) -> String {
     ));
     s.push_str(&format!("\nAsync on PostgreSQL, 1 vs 2 workers: {}\n", r["workers"]));
     s.push_str(&scale::markdown(&r["scale"]));
+    let rt = &r["retention"];
+    if let Some(rounds) = rt["rounds"].as_array() {
+        s.push_str(&format!(
+            "\nRetention ({} runs kept per function, {} clients, three rounds of {} s):\n\n| round | invokes/s | stored | database MiB | WAL MiB |\n|---|---|---|---|---|\n",
+            rt["retention_per_function"], rt["clients"], rt["seconds_per_round"]
+        ));
+        for (i, x) in rounds.iter().enumerate() {
+            s.push_str(&format!("| {} | {} | {} | {} | {} |\n", i + 1, x["invokes_per_s"], x["stored"], x["db_mib"], x["wal_mib"]));
+        }
+    }
     s.push_str("\n| ratio (p50) | value |\n|---|---|\n");
     for (k, v) in r["ratios"].as_object().expect("object") {
         s.push_str(&format!("| {k} | {v} |\n"));

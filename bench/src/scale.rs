@@ -25,7 +25,12 @@ pub const FULL: Sizes = Sizes { deployed: &[1, 10, 100, 1000], warm_n: 300, wrk_
 pub const QUICK: Sizes = Sizes { deployed: &[1, 10], warm_n: 20, wrk_seconds: 1, stored: 20_000, list_n: 5 };
 
 pub fn measure(bin: &Path, z: &Sizes) -> Result<Value> {
-    let s = Server::start_with(bin, "namespace", &["--function-concurrency", "4", "--function-queue", "10000"])?;
+    // Up to 1,000 deployed functions and a million stored executions: past the default quota
+    // and retention (issue 12, item 11), which the measurement must not apply.
+    const UNBOUNDED: [&str; 6] = ["--quota-functions", "0", "--retention-per-function", "0", "--retention-per-user", "0"];
+    let mut flags = vec!["--function-concurrency", "4", "--function-queue", "10000"];
+    flags.extend(UNBOUNDED);
+    let s = Server::start_with(bin, "namespace", &flags)?;
     let token = s.register("scale")?;
     let create = |name: &str, code: &str| s.call("POST", "/api/functions", Some(&token), &json!({"name": name, "runtime": "python3.11", "code": code}));
     create("hot", PY_CODE)?;
@@ -63,7 +68,7 @@ pub fn measure(bin: &Path, z: &Sizes) -> Result<Value> {
     }
     let dir = s.stop_keeping_data();
     let seed_s = seed_executions(&dir.join("voltrun.db"), z.stored)?;
-    let s = Server::start_in(bin, "namespace", dir, &[])?;
+    let s = Server::start_in(bin, "namespace", dir, &UNBOUNDED)?;
     let get = |path: &str| -> Result<Value> { s.call("GET", path, Some(&token), &Value::Null) };
     let first = get("/api/executions?limit=50")?;
     let total = get("/api/dashboard")?["executions_total"].as_i64().unwrap_or(0);

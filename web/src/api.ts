@@ -41,6 +41,9 @@ export interface Fn {
   updated_at: string;
 }
 
+/** A function as `GET /api/functions` lists it: no code (the function's own GET has it), its size. */
+export type FnSummary = Omit<Fn, 'code'> & { code_bytes: number };
+
 export type Status = 'pending' | 'running' | 'success' | 'failed';
 
 export interface ExecError {

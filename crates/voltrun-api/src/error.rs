@@ -25,6 +25,10 @@ pub enum ApiError {
     /// 409: a unique field is taken.
     #[error("{0}")]
     Conflict(String),
+    /// 409 `quota_exceeded`: the account holds as much as its quota allows (functions, code,
+    /// API keys); retrying does not help until something is deleted.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// 413: the body or a field is too large.
     #[error("{0}")]
     TooLarge(String),
@@ -52,6 +56,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::QuotaExceeded(_) => (StatusCode::CONFLICT, "quota_exceeded"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -88,6 +93,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(field) => ApiError::Conflict(format!("{field} is already taken")),
             e @ StoreError::RouteOverlap => ApiError::Conflict(e.to_string()),
+            StoreError::Quota(message) => ApiError::QuotaExceeded(message),
             e if e.is_unavailable() => ApiError::Unavailable(format!("the database is unavailable: {e}")),
             other => ApiError::Internal(format!("store: {other:#}")),
         }
@@ -98,6 +104,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Throttled { retry_after_s } => ApiError::Throttled { message: e.to_string(), retry_after_s },
+            EngineError::UserBusy { .. } => ApiError::Throttled { message: e.to_string(), retry_after_s: 1 },
             EngineError::Store(s) => s.into(),
         }
     }

@@ -28,6 +28,8 @@ pub async fn owned(st: &AppState, caller: &Caller, id_or_name: &str) -> ApiResul
     st.store.get_function(&caller.user_id, id_or_name).await?.ok_or(ApiError::NotFound("function"))
 }
 
+/// A page of the caller's functions without their code (`code_bytes` says how much there
+/// is): `GET /api/functions/{id}` has it.
 async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<Page>) -> ApiResult<axum::Json<Value>> {
     let (limit, before) = p.resolve()?;
     let items = st.store.list_functions(&caller.user_id, before.as_deref(), limit).await?;
@@ -36,7 +38,7 @@ async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<Page>)
 
 async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewFunction>) -> ApiResult<(StatusCode, axum::Json<Function>)> {
     let f = b.into_function(id::new_id("fn_"), caller.user_id, time::now())?;
-    st.store.insert_function(&f).await?;
+    st.store.insert_function(&f, &st.quotas).await?;
     Ok((StatusCode::CREATED, axum::Json(f)))
 }
 
@@ -60,7 +62,7 @@ async fn update(State(st): State<AppState>, caller: Caller, Path(id): Path<Strin
     let old = owned(&st, &caller, &id).await?;
     let (new, changed) = patch.apply(&old, time::now())?;
     if changed {
-        if !st.store.update_function(&new, old.version).await? {
+        if !st.store.update_function(&new, old.version, &st.quotas).await? {
             return Err(ApiError::Conflict("the function was changed by another request; fetch it and retry".into()));
         }
         st.engine.invalidate(&new.id);

@@ -59,7 +59,7 @@ async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewKey
         expires_at: b.expires_in_days.map(|d| time::in_seconds(d as i64 * 86400)),
         last_used_at: None,
     };
-    st.store.insert_api_key(&caller.user_id, &key, &sha256_hex(&secret)).await?;
+    st.store.insert_api_key(&caller.user_id, &key, &sha256_hex(&secret), st.quotas.api_keys).await?;
     let mut body = key_json(&key);
     body["key"] = json!(secret);
     Ok((StatusCode::CREATED, axum::Json(body)))

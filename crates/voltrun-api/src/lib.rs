@@ -56,6 +56,9 @@ pub struct AppState {
     pub engine: Engine,
     pub auth: Arc<auth::AuthKeys>,
     pub limits: Arc<Limits>,
+    /// What one account may hold (functions, code, API keys); the engine enforces the
+    /// concurrent-runs figure.
+    pub quotas: voltrun_core::Quotas,
     pub started: Instant,
 }
 

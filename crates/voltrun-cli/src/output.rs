@@ -254,6 +254,16 @@ pub fn age(ts: &Value, now: i64) -> String {
     }
 }
 
+/// A size in bytes for a table: `812 B`, `3.4 KiB`, `1.0 MiB`; `-` when absent.
+pub fn bytes(v: &Value) -> String {
+    let Some(n) = v.as_u64() else { return "-".into() };
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+    }
+}
+
 /// A timestamp for a detail view: `2026-11-23 19:39:17 UTC`, or `-` for null.
 pub fn timestamp(ts: &Value) -> String {
     match ts.as_str() {
@@ -385,6 +395,14 @@ a-much-longer-name  nodejs20    x
         assert_eq!(parse_utc("2026-11-23T19:39:17.298Z"), Some(1_795_462_757));
         assert_eq!(parse_utc("2026-11-23 19:39:17"), None);
         assert_eq!(parse_utc("2026-13-23T19:39:17Z"), None);
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(bytes(&serde_json::json!(812)), "812 B");
+        assert_eq!(bytes(&serde_json::json!(3500)), "3.4 KiB");
+        assert_eq!(bytes(&serde_json::json!(1_048_576)), "1.0 MiB");
+        assert_eq!(bytes(&Value::Null), "-");
     }
 
     #[test]

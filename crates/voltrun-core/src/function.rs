@@ -59,6 +59,32 @@ pub struct Function {
     pub updated_at: String,
 }
 
+/// A function as lists show it: every field but the code, and the code's size. A list never
+/// carries code (a user's functions may hold hundreds of MiB of it); `GET /api/functions/{id}`
+/// does.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionSummary {
+    pub id: String,
+    #[serde(skip)]
+    pub user_id: String,
+    pub name: String,
+    pub description: String,
+    pub runtime: Runtime,
+    /// Bytes of the function's code (UTF-8).
+    pub code_bytes: u64,
+    pub handler: String,
+    pub memory: u32,
+    pub timeout: u32,
+    pub env: BTreeMap<String, String>,
+    pub route: Option<String>,
+    pub public: bool,
+    pub schedule: Option<String>,
+    pub max_retries: u32,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
 impl Function {
     /// The run limits this function asks for.
     pub fn limits(&self) -> Limits {

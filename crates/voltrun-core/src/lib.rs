@@ -6,11 +6,13 @@ pub mod cron;
 pub mod execution;
 pub mod function;
 pub mod id;
+pub mod quota;
 pub mod runtime;
 pub mod time;
 
 pub use execution::{ErrorKind, ExecError, Execution, ExecutionStatus, Outcome, Trigger};
-pub use function::{is_valid_name, is_valid_route, Function, FunctionPatch, Limits, NewFunction, ValidationError};
+pub use function::{is_valid_name, is_valid_route, Function, FunctionPatch, FunctionSummary, Limits, NewFunction, ValidationError};
+pub use quota::{Quotas, Retention};
 pub use runtime::Runtime;
 
 /// Largest request or response body of an invocation (Lambda's synchronous payload limit).

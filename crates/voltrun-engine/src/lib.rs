@@ -24,7 +24,9 @@ use voltrun_store::{Dialect, NewRun, Store, StoreError};
 pub mod instance;
 pub mod metrics;
 mod pool;
+mod quota;
 pub mod runtimes;
+mod scheduler;
 
 use instance::{InitParams, Instance, LiveLog};
 pub use metrics::Metrics;
@@ -57,6 +59,8 @@ pub struct EngineConfig {
     /// Pre-started instances kept ready per runtime (at the default memory), so a new
     /// function's first run only loads its code.
     pub spares: usize,
+    /// Runs one user may have in flight on this node (0: unlimited; quota.rs).
+    pub user_concurrent_runs: u64,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +77,7 @@ impl Default for EngineConfig {
             retry_backoff: Duration::from_secs(1),
             scheduler: true,
             spares: 1,
+            user_concurrent_runs: voltrun_core::Quotas::default().concurrent_runs,
         }
     }
 }
@@ -83,6 +88,9 @@ pub enum EngineError {
     /// Too many invocations are waiting for this function; retry after the given seconds.
     #[error("too many concurrent invocations of this function; retry later")]
     Throttled { retry_after_s: u64 },
+    /// The user has as many runs in flight on this node as their quota allows.
+    #[error("this account already has {limit} runs in flight, the most its quota allows; retry when one ends")]
+    UserBusy { limit: u64 },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -107,6 +115,8 @@ struct Inner {
     running: Mutex<HashMap<String, LiveLog>>,
     next_instance: AtomicU64,
     test_slots: Arc<Semaphore>,
+    /// Runs in flight per user (the concurrent-runs quota).
+    user_runs: quota::UserRuns,
     /// Pre-started instances per runtime, and how many are being started.
     spares: Mutex<HashMap<Runtime, (Vec<Instance>, usize)>>,
     /// Set at shutdown: results of runs cut short by it are not recorded, so the runs stay
@@ -128,6 +138,7 @@ impl Engine {
                 runtimes,
                 pools: Pools::new(cfg.function_concurrency, cfg.function_queue),
                 test_slots: Arc::new(Semaphore::new(cfg.test_concurrency)),
+                user_runs: quota::UserRuns::new(cfg.user_concurrent_runs),
                 cfg,
                 metrics: Metrics::default(),
                 wake: Notify::new(),
@@ -255,6 +266,7 @@ impl Engine {
                 return self.wait_finished(existing, f).await;
             }
         }
+        let _place = self.user_place(&f.user_id)?;
         let permit = self.inner.pools.acquire(f, true, &self.inner.metrics).await?;
         let mut exec = new_execution(f, trigger, input, ExecutionStatus::Running);
         exec.attempts = 1;
@@ -292,6 +304,14 @@ impl Engine {
         };
         drop(permit);
         self.record_end(exec, outcome, stored).await
+    }
+
+    /// A place among the user's runs in flight, or [`EngineError::UserBusy`] (quota.rs).
+    fn user_place(&self, user_id: &str) -> Result<Option<quota::RunPlace>, EngineError> {
+        self.inner.user_runs.try_enter(user_id).ok_or_else(|| {
+            self.inner.metrics.throttled.fetch_add(1, Relaxed);
+            EngineError::UserBusy { limit: self.inner.user_runs.limit() }
+        })
     }
 
     /// Records how a synchronous run ended: over its `running` row if it has one, else as a
@@ -339,6 +359,7 @@ impl Engine {
 
     /// Runs unsaved code once on a fresh instance; nothing is stored or kept warm.
     pub async fn test_run(&self, f: &Function, input: Value) -> Result<Execution, EngineError> {
+        let _place = self.user_place(&f.user_id)?;
         let Ok(_slot) = self.inner.test_slots.clone().try_acquire_owned() else {
             self.inner.metrics.throttled.fetch_add(1, Relaxed);
             return Err(EngineError::Throttled { retry_after_s: 1 });
@@ -426,6 +447,7 @@ impl Engine {
             return Ok(());
         };
         exec.function_version = f.version;
+        let _place = self.inner.user_runs.enter(&f.user_id);
         let permit = self.inner.pools.acquire(&f, false, &self.inner.metrics).await?;
         let outcome = self.run(&f, &exec.id, &exec.input).await;
         drop(permit);
@@ -443,46 +465,6 @@ impl Engine {
         }
         store.save_execution(&exec).await?;
         Ok(())
-    }
-
-    /// Fires scheduled runs: each second, every tick of the last few seconds is inserted with
-    /// a unique (function, tick) key, so each tick runs once however many nodes try, and a
-    /// node restarting mid-tick still fires it.
-    async fn schedule(self) {
-        const LOOKBACK_S: i64 = 5;
-        let mut functions: Vec<(Function, voltrun_core::cron::Schedule)> = Vec::new();
-        let mut loaded_at: Option<Instant> = None;
-        loop {
-            tokio::time::sleep(Duration::from_millis(1000 - (chrono_now().timestamp_subsec_millis() as u64 % 1000)).max(Duration::from_millis(10))).await;
-            if loaded_at.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) {
-                match self.inner.store.scheduled_functions().await {
-                    Ok(fs) => {
-                        functions = fs.into_iter().filter_map(|f| voltrun_core::cron::Schedule::parse(f.schedule.as_deref()?).ok().map(|s| (f, s))).collect();
-                        loaded_at = Some(Instant::now());
-                    }
-                    Err(err) => tracing::warn!(%err, "loading schedules failed"),
-                }
-            }
-            let now = chrono_now().timestamp();
-            for (f, sched) in &functions {
-                // Never fire ticks from before the schedule was set (or last changed).
-                let since = time::parse_ms(&f.updated_at).map_or(now, |ms| (ms + 999) / 1000);
-                for t in (now - LOOKBACK_S + 1).max(since)..=now {
-                    let Some(tick) = chrono::DateTime::from_timestamp(t, 0) else { continue };
-                    if !sched.matches(tick) {
-                        continue;
-                    }
-                    let mut exec = new_execution(f, Trigger::Schedule, serde_json::json!({"time": time::format(tick), "source": "voltrun.schedule"}), ExecutionStatus::Pending);
-                    exec.max_attempts = f.max_retries as i64 + 1;
-                    let run = NewRun { schedule_tick: Some(time::format(tick)), ..NewRun::default() };
-                    match self.inner.store.insert_execution(&exec, &run).await {
-                        Ok(true) => self.inner.wake.notify_one(),
-                        Ok(false) => {}
-                        Err(err) => tracing::warn!(%err, function = %f.name, "firing a schedule failed"),
-                    }
-                }
-            }
-        }
     }
 
     /// Runs one invocation on a warm or new instance (the caller holds a concurrency permit),

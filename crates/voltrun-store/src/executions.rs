@@ -310,7 +310,7 @@ pub const DURATION_SAMPLE: i64 = 10_000;
 
 /// The smallest execution id created at or after `since`: ids start with the creation time,
 /// so a time window is an id range and uses the primary-key indexes.
-fn since_id(since: &str) -> String {
+pub(crate) fn since_id(since: &str) -> String {
     let ms = chrono_ms(since);
     format!("ex_{:016x}", (ms as u64) << 16)
 }
@@ -338,11 +338,13 @@ const INSERT_FINISHED: &str = insert_execution_sql!(" -- finished run");
 pub(crate) enum Write {
     Insert(Box<(Execution, NewRun)>),
     Save(Box<Execution>),
+    /// A batch of the retention task (retention.rs): a statement and its parameters.
+    Purge(&'static str, Vec<Param>),
 }
 
 /// A value bound to a write's `$N` placeholder, kept apart from either database library so
 /// both writers (sqlx on PostgreSQL, the SQLite writer thread) bind the same list.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Param {
     Text(Option<String>),
     Int(i64),
@@ -409,6 +411,7 @@ impl Write {
                 params.extend([Text(e.started_at.clone()), Text(e.finished_at.clone()), text(&e.id)]);
                 (SAVE, params)
             }
+            Write::Purge(sql, params) => (sql, params.clone()),
         }
     }
 

@@ -1,8 +1,9 @@
-//! Functions.
+//! Functions: the records, their lists (never with code), the scheduler's view, and the
+//! per-user quotas on how many a user has and how much code they hold.
 
-use voltrun_core::{Function, Runtime};
+use voltrun_core::{Function, FunctionSummary, Quotas, Runtime};
 
-use crate::{conflict_or, get_i64, get_opt_str, get_str, Result, Store, StoreError};
+use crate::{conflict_or, get_i64, get_opt_str, get_str, Dialect, Result, Store, StoreError};
 
 const FIELDS: &[&str] = &["route", "name"];
 /// Cached lookups at most (then the cache starts over).
@@ -31,6 +32,59 @@ fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
         updated_at: get_str(row, "updated_at")?,
     })
 }
+
+/// Every column of a function but its code: what lists read.
+const SUMMARY_COLUMNS: &str =
+    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, version, created_at, updated_at";
+
+fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
+    let runtime = get_str(row, "runtime")?;
+    let env = get_str(row, "env")?;
+    Ok(FunctionSummary {
+        id: get_str(row, "id")?,
+        user_id: get_str(row, "user_id")?,
+        name: get_str(row, "name")?,
+        description: get_str(row, "description")?,
+        runtime: Runtime::parse(&runtime).ok_or_else(|| StoreError::Corrupt(format!("runtime {runtime}")))?,
+        code_bytes: get_i64(row, "code_bytes")?.max(0) as u64,
+        handler: get_str(row, "handler")?,
+        memory: get_i64(row, "memory")? as u32,
+        timeout: get_i64(row, "timeout")? as u32,
+        env: serde_json::from_str(&env).map_err(|e| StoreError::Corrupt(format!("env: {e}")))?,
+        route: get_opt_str(row, "route")?,
+        public: get_i64(row, "public")? != 0,
+        schedule: get_opt_str(row, "schedule")?,
+        max_retries: get_i64(row, "max_retries")? as u32,
+        version: get_i64(row, "version")?,
+        created_at: get_str(row, "created_at")?,
+        updated_at: get_str(row, "updated_at")?,
+    })
+}
+
+/// The scheduler's list, and the fingerprint it checks before reading the list again: both
+/// answered from the `functions_scheduled` index (migrations/0005).
+pub(crate) const SCHEDULED: &str = "SELECT id, user_id, name, version, schedule, max_retries, updated_at FROM functions WHERE schedule IS NOT NULL";
+pub(crate) const SCHEDULES_FINGERPRINT: &str =
+    "SELECT COUNT(*) AS n, MAX(updated_at) AS latest, CAST(COALESCE(SUM(version), 0) AS BIGINT) AS versions FROM functions WHERE schedule IS NOT NULL";
+
+/// What the scheduler needs of a scheduled function (no code, no environment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledFunction {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub version: i64,
+    /// The cron expression.
+    pub schedule: String,
+    pub max_retries: u32,
+    pub updated_at: String,
+}
+
+/// Changes whenever a scheduled function is added, changed or removed (the scheduler reloads
+/// its list only then): how many there are, the latest change, and the sum of their
+/// versions (every update adds one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulesFingerprint(i64, Option<String>, i64);
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
@@ -72,67 +126,138 @@ fn route_overlap(user: &str, route: &str) -> String {
 const ROUTE_LOCK: i64 = 0x766f_6c74_7275_6e01;
 
 impl Store {
-    /// Adds a function; `Conflict("name")` or `Conflict("route")` when taken, `RouteOverlap`
-    /// when its route lies under or over another user's.
-    pub async fn insert_function(&self, f: &Function) -> Result<()> {
+    /// Adds a function within the user's quotas: `Conflict("name")` or `Conflict("route")`
+    /// when taken, `RouteOverlap` when its route lies under or over another user's,
+    /// [`StoreError::Quota`] when the user has `quotas.functions` functions already or the code
+    /// would take them past `quotas.code_bytes`. The checks and the insert are one statement,
+    /// under a lock on the user's row (and, with a route, the route lock) on PostgreSQL
+    /// (SQLite has one writer), so concurrent creates cannot pass a check together.
+    pub async fn insert_function(&self, f: &Function, quotas: &Quotas) -> Result<()> {
         let sql = format!(
             "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version,
-             updated_at, created_at, schedule, max_retries)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 WHERE NOT {}",
+             updated_at, created_at, schedule, max_retries, code_bytes)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18
+             WHERE (SELECT COUNT(*) FROM functions WHERE user_id = $2) < $19
+             AND (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2) + $18 <= $20
+             AND NOT {}",
             route_overlap("$2", "$11")
         );
         let env = env_json(f);
-        let q = bind_fields(sqlx::query(&sql), f, &env).bind(&f.created_at).bind(&f.schedule).bind(f.max_retries as i64);
-        let r = self.route_write(f, q).await?;
-        if r == 0 {
-            return Err(StoreError::RouteOverlap);
+        let mut tx = self.user_write(&f.user_id).await?;
+        self.lock_routes(&mut tx, f).await?;
+        let r = bind_fields(sqlx::query(&sql), f, &env)
+            .bind(&f.created_at)
+            .bind(&f.schedule)
+            .bind(f.max_retries as i64)
+            .bind(f.code.len() as i64)
+            .bind(Quotas::bound(quotas.functions))
+            .bind(Quotas::bound(quotas.code_bytes))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, FIELDS))?;
+        if r.rows_affected() == 0 {
+            if let Some(route) = &f.route {
+                if self.route_overlaps_in(&mut tx, &f.user_id, route).await? {
+                    return Err(StoreError::RouteOverlap);
+                }
+            }
+            let (n, bytes) = self.function_usage(&mut tx, &f.user_id).await?;
+            drop(tx);
+            if quotas.functions > 0 && n >= quotas.functions as i64 {
+                return Err(StoreError::Quota(format!(
+                    "this account has {n} functions, the most its quota allows ({}); delete one to create another",
+                    quotas.functions
+                )));
+            }
+            return Err(code_quota(bytes, f.code.len(), quotas.code_bytes));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// On PostgreSQL, a write that sets a route takes a transaction-scoped advisory lock
+    /// first, so two nodes' writes cannot both pass the overlap check under READ COMMITTED.
+    /// On SQLite one statement is atomic (it holds the write lock from its start).
+    async fn lock_routes(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, f: &Function) -> Result<()> {
+        if self.dialect == Dialect::Postgres && f.route.is_some() {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ROUTE_LOCK).execute(&mut **tx).await?;
         }
         Ok(())
     }
 
-    /// Runs a function write. On SQLite one statement is atomic (it holds the write lock from
-    /// its start, so the overlap check and the write see the same rows). On PostgreSQL a write
-    /// that sets a route takes a transaction-scoped advisory lock first, so two nodes' creates
-    /// cannot both pass the check under READ COMMITTED.
-    async fn route_write<'q>(&self, f: &Function, q: AnyQuery<'q>) -> Result<u64> {
-        if self.dialect == crate::Dialect::Postgres && f.route.is_some() {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ROUTE_LOCK).execute(&mut *tx).await?;
-            let r = q.execute(&mut *tx).await.map_err(|e| conflict_or(e, FIELDS))?;
-            tx.commit().await?;
-            return Ok(r.rows_affected());
-        }
-        Ok(q.execute(&self.pool).await.map_err(|e| conflict_or(e, FIELDS))?.rows_affected())
-    }
-
     /// Replaces a function's fields if its stored version is still `expected_version`
     /// (optimistic concurrency); false when another update won the race, `RouteOverlap` when
-    /// the new route lies under or over another user's.
-    pub async fn update_function(&self, f: &Function, expected_version: i64) -> Result<bool> {
+    /// the new route lies under or over another user's, [`StoreError::Quota`] when larger code
+    /// would take the user past `quotas.code_bytes` (code that does not grow is never refused).
+    pub async fn update_function(&self, f: &Function, expected_version: i64, quotas: &Quotas) -> Result<bool> {
         let sql = format!(
             "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
-             env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17
-             WHERE id = $1 AND user_id = $2 AND version = $15 AND NOT {}",
+             env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17, code_bytes = $18
+             WHERE id = $1 AND user_id = $2 AND version = $15
+             AND ($18 <= code_bytes OR (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2 AND id <> $1) + $18 <= $19)
+             AND NOT {}",
             route_overlap("$2", "$11")
         );
         let env = env_json(f);
-        let q = bind_fields(sqlx::query(&sql), f, &env).bind(expected_version).bind(&f.schedule).bind(f.max_retries as i64);
-        let r = self.route_write(f, q).await;
+        let mut tx = self.user_write(&f.user_id).await?;
+        self.lock_routes(&mut tx, f).await?;
+        let r = bind_fields(sqlx::query(&sql), f, &env)
+            .bind(expected_version)
+            .bind(&f.schedule)
+            .bind(f.max_retries as i64)
+            .bind(f.code.len() as i64)
+            .bind(Quotas::bound(quotas.code_bytes))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, FIELDS))?;
+        if r.rows_affected() == 0 {
+            if let Some(route) = &f.route {
+                if self.route_overlaps_in(&mut tx, &f.user_id, route).await? {
+                    return Err(StoreError::RouteOverlap);
+                }
+            }
+            let row = sqlx::query("SELECT version, code_bytes FROM functions WHERE id = $1 AND user_id = $2")
+                .bind(&f.id)
+                .bind(&f.user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let still = row.map(|r| Ok::<_, StoreError>((get_i64(&r, "version")?, get_i64(&r, "code_bytes")?))).transpose()?;
+            if let Some((_, old_bytes)) = still.filter(|(v, _)| *v == expected_version) {
+                let (_, bytes) = self.function_usage(&mut tx, &f.user_id).await?;
+                return Err(code_quota(bytes - old_bytes, f.code.len(), quotas.code_bytes));
+            }
+            return Ok(false);
+        }
+        tx.commit().await?;
         self.forget_functions();
-        if r? > 0 {
-            return Ok(true);
-        }
-        match &f.route {
-            Some(route) if self.route_overlaps(&f.user_id, route).await? => Err(StoreError::RouteOverlap),
-            _ => Ok(false),
-        }
+        Ok(true)
     }
 
     /// True when another user's route lies strictly under or over `route`.
-    pub async fn route_overlaps(&self, user_id: &str, route: &str) -> Result<bool> {
+    async fn route_overlaps_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str, route: &str) -> Result<bool> {
         let sql = format!("SELECT COUNT(*) AS n FROM users WHERE id = $1 AND {}", route_overlap("$1", "$2"));
-        let row = sqlx::query(&sql).bind(user_id).bind(route).fetch_one(&self.pool).await?;
+        let row = sqlx::query(&sql).bind(user_id).bind(route).fetch_one(&mut **tx).await?;
         Ok(get_i64(&row, "n")? > 0)
+    }
+
+    /// A transaction for a write checked against the user's quotas. On PostgreSQL it holds
+    /// the user's row locked, so two such writes of one user run one after the other and the
+    /// second counts what the first added; SQLite runs one write at a time anyway.
+    pub(crate) async fn user_write(&self, user_id: &str) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let mut tx = self.pool.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE").bind(user_id).fetch_optional(&mut *tx).await?;
+        }
+        Ok(tx)
+    }
+
+    /// (functions, bytes of code) the user has.
+    async fn function_usage(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str) -> Result<(i64, i64)> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(code_bytes), 0) AS BIGINT) AS bytes FROM functions WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok((get_i64(&row, "n")?, get_i64(&row, "bytes")?))
     }
 
     /// One of the user's functions, by id or, failing that, by name.
@@ -189,28 +314,49 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
-    /// A page of the user's functions, newest first, ids below `before`.
-    pub async fn list_functions(&self, user_id: &str, before: Option<&str>, limit: i64) -> Result<Vec<Function>> {
+    /// A page of the user's functions, newest first, ids below `before`: without their code
+    /// (which is not even read).
+    pub async fn list_functions(&self, user_id: &str, before: Option<&str>, limit: i64) -> Result<Vec<FunctionSummary>> {
         let rows = match before {
-            Some(c) => sqlx::query("SELECT * FROM functions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3")
+            Some(c) => sqlx::query(&format!("SELECT {SUMMARY_COLUMNS} FROM functions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"))
                 .bind(user_id)
                 .bind(c)
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?,
-            None => sqlx::query("SELECT * FROM functions WHERE user_id = $1 ORDER BY id DESC LIMIT $2")
+            None => sqlx::query(&format!("SELECT {SUMMARY_COLUMNS} FROM functions WHERE user_id = $1 ORDER BY id DESC LIMIT $2"))
                 .bind(user_id)
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?,
         };
-        rows.iter().map(function_from).collect()
+        rows.iter().map(summary_from).collect()
     }
 
-    /// Every function with a schedule (for the scheduler).
-    pub async fn scheduled_functions(&self) -> Result<Vec<Function>> {
-        let rows = sqlx::query("SELECT * FROM functions WHERE schedule IS NOT NULL").fetch_all(&self.pool).await?;
-        rows.iter().map(function_from).collect()
+    /// Every function with a schedule, as the scheduler needs it (read from the
+    /// `functions_scheduled` index alone: migrations/0005).
+    pub async fn scheduled_functions(&self) -> Result<Vec<ScheduledFunction>> {
+        let rows = sqlx::query(SCHEDULED).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ScheduledFunction {
+                    id: get_str(r, "id")?,
+                    user_id: get_str(r, "user_id")?,
+                    name: get_str(r, "name")?,
+                    version: get_i64(r, "version")?,
+                    schedule: get_str(r, "schedule")?,
+                    max_retries: get_i64(r, "max_retries")? as u32,
+                    updated_at: get_str(r, "updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A value that changes whenever [`Store::scheduled_functions`] would return something
+    /// else; one small indexed read.
+    pub async fn schedules_fingerprint(&self) -> Result<SchedulesFingerprint> {
+        let row = sqlx::query(SCHEDULES_FINGERPRINT).fetch_one(&self.pool).await?;
+        Ok(SchedulesFingerprint(get_i64(&row, "n")?, get_opt_str(&row, "latest")?, get_i64(&row, "versions")?))
     }
 
     /// Number of the user's functions.
@@ -218,4 +364,13 @@ impl Store {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM functions WHERE user_id = $1").bind(user_id).fetch_one(&self.pool).await?;
         get_i64(&row, "n")
     }
+}
+
+/// The refusal of code that would take a user holding `others` bytes (in their other
+/// functions) past `limit`.
+fn code_quota(others: i64, new: usize, limit: u64) -> StoreError {
+    StoreError::Quota(format!(
+        "this code ({new} bytes) would take the account's code to {} bytes, over its quota of {limit} bytes; delete or shrink other functions first",
+        others.max(0) as u64 + new as u64
+    ))
 }

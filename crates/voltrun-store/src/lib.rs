@@ -12,11 +12,14 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 mod executions;
-mod functions;
+pub(crate) mod functions;
+mod retention;
 mod users;
 mod writer;
 
 pub use executions::{ExecutionFilter, HourBucket, NewRun, Stats};
+pub use functions::{ScheduledFunction, SchedulesFingerprint};
+pub use retention::RetentionCursor;
 pub use users::{ApiKey, KeyOwner, User};
 pub use writer::PendingWrite;
 
@@ -29,6 +32,9 @@ pub enum StoreError {
     /// The route lies under or over another user's route (functions.rs: route squatting).
     #[error("route: lies under or over another account's route; routes nest only within one account")]
     RouteOverlap,
+    /// A per-user quota (voltrun_core::Quotas) would be exceeded; says which and by how much.
+    #[error("{0}")]
+    Quota(String),
     /// A stored value could not be decoded (a bug or a corrupted row).
     #[error("corrupt row: {0}")]
     Corrupt(String),

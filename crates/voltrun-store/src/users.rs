@@ -114,18 +114,29 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a new API key (its hash only).
-    pub async fn insert_api_key(&self, user_id: &str, key: &ApiKey, hash: &str) -> Result<()> {
-        sqlx::query("INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(&key.id)
-            .bind(user_id)
-            .bind(&key.name)
-            .bind(&key.prefix)
-            .bind(hash)
-            .bind(&key.created_at)
-            .bind(&key.expires_at)
-            .execute(&self.pool)
-            .await?;
+    /// Stores a new API key (its hash only) unless the user has `limit` keys already (0:
+    /// unlimited), then [`crate::StoreError::Quota`]. Checked in the insert's statement, under
+    /// the user's lock on PostgreSQL (functions.rs, `user_write`).
+    pub async fn insert_api_key(&self, user_id: &str, key: &ApiKey, hash: &str, limit: u64) -> Result<()> {
+        let mut tx = self.user_write(user_id).await?;
+        let r = sqlx::query(
+            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at, expires_at) SELECT $1, $2, $3, $4, $5, $6, $7
+             WHERE (SELECT COUNT(*) FROM api_keys WHERE user_id = $2) < $8",
+        )
+        .bind(&key.id)
+        .bind(user_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(hash)
+        .bind(&key.created_at)
+        .bind(&key.expires_at)
+        .bind(voltrun_core::Quotas::bound(limit))
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(crate::StoreError::Quota(format!("this account has {limit} API keys, the most its quota allows; revoke one to create another")));
+        }
+        tx.commit().await?;
         Ok(())
     }
 

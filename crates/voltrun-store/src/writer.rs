@@ -36,6 +36,7 @@ impl std::fmt::Debug for Write {
         f.write_str(match self {
             Write::Insert(_) => "Insert",
             Write::Save(_) => "Save",
+            Write::Purge(..) => "Purge",
         })
     }
 }

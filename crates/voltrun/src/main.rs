@@ -83,6 +83,34 @@ struct EngineArgs {
     /// Do not fire cron schedules from this node.
     #[arg(long, env = "VOLTRUN_NO_SCHEDULER")]
     no_scheduler: bool,
+    /// Runs one user may have in flight on this node (synchronous, HTTP and test runs past it
+    /// get 429; async runs count towards it). 0 = unlimited.
+    #[arg(long, env = "VOLTRUN_QUOTA_CONCURRENT_RUNS", default_value_t = voltrun_core::Quotas::default().concurrent_runs)]
+    quota_concurrent_runs: u64,
+}
+
+/// Per-user quotas and execution history retention (docs/SECURITY.md, "Hardening: quotas and
+/// retention"); 0 = unlimited everywhere.
+#[derive(clap::Args)]
+struct QuotaArgs {
+    /// Functions one user may have.
+    #[arg(long, env = "VOLTRUN_QUOTA_FUNCTIONS", default_value_t = voltrun_core::Quotas::default().functions)]
+    quota_functions: u64,
+    /// Bytes of code summed over one user's functions.
+    #[arg(long, env = "VOLTRUN_QUOTA_CODE_BYTES", default_value_t = voltrun_core::Quotas::default().code_bytes)]
+    quota_code_bytes: u64,
+    /// API keys one user may have.
+    #[arg(long, env = "VOLTRUN_QUOTA_API_KEYS", default_value_t = voltrun_core::Quotas::default().api_keys)]
+    quota_api_keys: u64,
+    /// Days a finished execution is kept.
+    #[arg(long, env = "VOLTRUN_RETENTION_DAYS", default_value_t = voltrun_core::Retention::default().max_age_days)]
+    retention_days: u64,
+    /// Newest finished executions kept per function.
+    #[arg(long, env = "VOLTRUN_RETENTION_PER_FUNCTION", default_value_t = voltrun_core::Retention::default().per_function)]
+    retention_per_function: u64,
+    /// Newest finished executions kept per user.
+    #[arg(long, env = "VOLTRUN_RETENTION_PER_USER", default_value_t = voltrun_core::Retention::default().per_user)]
+    retention_per_user: u64,
 }
 
 #[derive(clap::Args)]
@@ -102,6 +130,8 @@ struct ServeArgs {
     /// JWT signing secret; default: generated on first start into the data dir (mode 0600).
     #[arg(long, env = "VOLTRUN_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    #[command(flatten)]
+    quotas: QuotaArgs,
 }
 
 #[derive(clap::Args)]
@@ -196,6 +226,7 @@ async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
         retry_backoff: Duration::from_millis(args.retry_backoff_ms),
         scheduler: !args.no_scheduler,
         spares: args.spares,
+        user_concurrent_runs: args.quota_concurrent_runs,
         ..EngineConfig::default()
     };
     let engine = Engine::new(store.clone(), sandbox, runtimes, cfg)?;
@@ -220,11 +251,20 @@ async fn worker(args: WorkerArgs) -> Result<()> {
 async fn serve(args: ServeArgs) -> Result<()> {
     let (store, engine, data_dir) = start_engine(&args.engine).await?;
     let auth = AuthKeys::new(jwt_secret(&data_dir, args.jwt_secret)?);
+    let q = &args.quotas;
+    store.spawn_retention(voltrun_core::Retention { max_age_days: q.retention_days, per_function: q.retention_per_function, per_user: q.retention_per_user });
+    let quotas = voltrun_core::Quotas {
+        functions: q.quota_functions,
+        code_bytes: q.quota_code_bytes,
+        concurrent_runs: args.engine.quota_concurrent_runs,
+        api_keys: q.quota_api_keys,
+    };
     let state = AppState {
         store,
         engine,
         auth: Arc::new(auth),
         limits: Arc::new(Limits::new(args.invoke_rate)),
+        quotas,
         started: Instant::now(),
     };
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;

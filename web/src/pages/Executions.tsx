@@ -1,7 +1,7 @@
 // All executions: status and function filters (kept in the URL), cursor pagination, and a
 // drawer with the full record, live while it runs (?id= opens it, so it can be linked).
 import { useCallback, useEffect, useState } from 'react';
-import { get, qs, type Execution, type Fn, type Page } from '../api';
+import { get, qs, type Execution, type FnSummary, type Page } from '../api';
 import { ExecutionDetail } from '../components/ExecutionDetail';
 import { ExecutionsTable } from '../components/ExecutionsTable';
 import { Drawer, Empty, ErrorBox, Spinner, useLoad, usePageTitle } from '../components/ui';
@@ -25,7 +25,7 @@ export function Executions() {
     setCursors([null]);
   }, [status, functionId]);
 
-  const fns = useLoad((s) => get<Page<Fn>>('/api/functions?limit=500', s), []);
+  const fns = useLoad((s) => get<Page<FnSummary>>('/api/functions?limit=500', s), []);
   const page = useLoad(
     (s) => get<Page<Execution>>(`/api/executions${qs({ status, function_id: functionId, limit: PAGE, cursor })}`, s),
     [status, functionId, cursor, tick],

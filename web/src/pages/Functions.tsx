@@ -1,7 +1,7 @@
 // The functions list: runtime, last run and invocation count of each function. The API has
 // no per-function counters, so the counts come from the executions list (capped at RECENT).
 import { useEffect, useState } from 'react';
-import { get, qs, type Execution, type Fn, type Page } from '../api';
+import { get, qs, type Execution, type FnSummary, type Page } from '../api';
 import { Empty, ErrorBox, Spinner, StatusBadge, useLoad, usePageTitle } from '../components/ui';
 import { ago, runtimeLabel } from '../format';
 import { Link, navigate } from '../router';
@@ -17,8 +17,8 @@ interface FnStats {
 export function Functions() {
   usePageTitle('Functions');
   const [cursor, setCursor] = useState<string | null>(null);
-  const [items, setItems] = useState<Fn[]>([]);
-  const page = useLoad((s) => get<Page<Fn>>(`/api/functions${qs({ limit: 50, cursor })}`, s), [cursor]);
+  const [items, setItems] = useState<FnSummary[]>([]);
+  const page = useLoad((s) => get<Page<FnSummary>>(`/api/functions${qs({ limit: 50, cursor })}`, s), [cursor]);
   useEffect(() => {
     if (page.data) setItems((prev) => (cursor ? [...prev, ...page.data!.items] : page.data!.items));
   }, [page.data, cursor]);
@@ -107,7 +107,7 @@ export function Functions() {
 }
 
 /** Last run and run count per function, fetched a few at a time. */
-function useFunctionStats(fns: Fn[]): Record<string, FnStats> {
+function useFunctionStats(fns: FnSummary[]): Record<string, FnStats> {
   const [stats, setStats] = useState<Record<string, FnStats>>({});
   const ids = fns.map((f) => f.id).join(',');
   useEffect(() => {

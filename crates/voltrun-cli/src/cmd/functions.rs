@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::args::{runtime_for, FunctionFlags, FunctionsCommand};
 use crate::client::{seg, Api};
 use crate::error::{Error, Result};
-use crate::output::{age, fields, now_unix, table, timestamp, Cell, Style};
+use crate::output::{age, bytes, fields, now_unix, table, timestamp, Cell, Style};
 
 /// Runs one `functions` subcommand.
 pub fn run(ctx: &Ctx, cmd: FunctionsCommand) -> Result<()> {
@@ -183,12 +183,14 @@ fn list(ctx: &Ctx) -> Result<()> {
                 format!("v{}", f["version"]).into(),
                 format!("{} MiB", f["memory"]).into(),
                 format!("{} s", f["timeout"]).into(),
+                // Lists carry the code's size, never the code (`functions get --code`).
+                bytes(&f["code_bytes"]).into(),
                 route.into(),
                 age(&f["updated_at"], now).into(),
             ]
         })
         .collect();
-    print!("{}", table(&["NAME", "RUNTIME", "VERSION", "MEMORY", "TIMEOUT", "ROUTE", "UPDATED"], &rows, ctx.out.color));
+    print!("{}", table(&["NAME", "RUNTIME", "VERSION", "MEMORY", "TIMEOUT", "CODE", "ROUTE", "UPDATED"], &rows, ctx.out.color));
     Ok(())
 }
 

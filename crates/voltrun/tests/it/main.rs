@@ -14,3 +14,4 @@ mod hostile;
 mod queue;
 mod recovery;
 mod scaleout;
+mod hardening_quotas;

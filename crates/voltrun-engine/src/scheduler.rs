@@ -1,0 +1,98 @@
+//! The cron scheduler: fires each scheduled function's ticks as queued runs.
+//!
+//! It reads only what it needs (voltrun_store::ScheduledFunction: no code, no environment,
+//! served from an index) and reloads that list only when the store's fingerprint of the
+//! scheduled functions changes, or every [`FULL_RELOAD`] whatever it says; each second it
+//! checks the fingerprint at most every [`CHECK_EVERY`].
+
+use std::time::{Duration, Instant};
+
+use voltrun_core::{cron::Schedule, id, time, Execution, ExecutionStatus, Trigger};
+use voltrun_store::{NewRun, ScheduledFunction};
+
+use crate::{chrono_now, Engine};
+
+/// How often the fingerprint of the scheduled functions is read.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often the list is read again even if the fingerprint did not change (a change the
+/// fingerprint cannot see: e.g. an update written by a node whose clock lags).
+const FULL_RELOAD: Duration = Duration::from_secs(60);
+
+impl Engine {
+    /// Fires scheduled runs: each second, every tick of the last few seconds is inserted with
+    /// a unique (function, tick) key, so each tick runs once however many nodes try, and a
+    /// node restarting mid-tick still fires it.
+    pub(crate) async fn schedule(self) {
+        const LOOKBACK_S: i64 = 5;
+        let mut functions: Vec<(ScheduledFunction, Schedule)> = Vec::new();
+        let mut checked_at: Option<Instant> = None;
+        let mut loaded_at: Option<Instant> = None;
+        let mut fingerprint = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(1000 - (chrono_now().timestamp_subsec_millis() as u64 % 1000)).max(Duration::from_millis(10))).await;
+            if checked_at.is_none_or(|t| t.elapsed() >= CHECK_EVERY) {
+                checked_at = Some(Instant::now());
+                let now_fp = match self.inner.store.schedules_fingerprint().await {
+                    Ok(fp) => Some(fp),
+                    Err(err) => {
+                        tracing::warn!(%err, "checking schedules failed");
+                        None
+                    }
+                };
+                let stale = loaded_at.is_none_or(|t| t.elapsed() >= FULL_RELOAD) || now_fp.is_none() || now_fp != fingerprint;
+                if stale {
+                    match self.inner.store.scheduled_functions().await {
+                        Ok(fs) => {
+                            functions = fs.into_iter().filter_map(|f| Schedule::parse(&f.schedule).ok().map(|s| (f, s))).collect();
+                            loaded_at = Some(Instant::now());
+                            fingerprint = now_fp;
+                        }
+                        Err(err) => tracing::warn!(%err, "loading schedules failed"),
+                    }
+                }
+            }
+            let now = chrono_now().timestamp();
+            for (f, sched) in &functions {
+                // Never fire ticks from before the schedule was set (or last changed).
+                let since = time::parse_ms(&f.updated_at).map_or(now, |ms| (ms + 999) / 1000);
+                for t in (now - LOOKBACK_S + 1).max(since)..=now {
+                    let Some(tick) = chrono::DateTime::from_timestamp(t, 0) else { continue };
+                    if !sched.matches(tick) {
+                        continue;
+                    }
+                    let exec = scheduled_run(f, time::format(tick));
+                    let run = NewRun { schedule_tick: Some(time::format(tick)), ..NewRun::default() };
+                    match self.inner.store.insert_execution(&exec, &run).await {
+                        Ok(true) => self.inner.wake.notify_one(),
+                        Ok(false) => {}
+                        Err(err) => tracing::warn!(%err, function = %f.name, "firing a schedule failed"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The pending run of one tick.
+fn scheduled_run(f: &ScheduledFunction, tick: String) -> Execution {
+    Execution {
+        id: id::new_id("ex_"),
+        user_id: f.user_id.clone(),
+        function_id: f.id.clone(),
+        function_name: f.name.clone(),
+        function_version: f.version,
+        status: ExecutionStatus::Pending,
+        trigger: Trigger::Schedule,
+        input: serde_json::json!({"time": tick, "source": "voltrun.schedule"}),
+        output: None,
+        error: None,
+        logs: String::new(),
+        logs_truncated: false,
+        duration_ms: None,
+        attempts: 0,
+        max_attempts: f.max_retries as i64 + 1,
+        created_at: time::now(),
+        started_at: None,
+        finished_at: None,
+    }
+}
