@@ -13,6 +13,7 @@ use sqlx::{AnyPool, Row};
 
 mod executions;
 mod functions;
+mod secrets;
 mod users;
 mod writer;
 
