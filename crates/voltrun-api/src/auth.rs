@@ -85,8 +85,7 @@ fn valid_email(e: &str) -> bool {
 
 /// Refuses an email or password no account can have, before anything is stored or hashed.
 fn check_credential_sizes(email: &str, password: &str) -> ApiResult<()> {
-    if email.len() > MAX_EMAIL + 64 {
-        // (+64: surrounding blanks are trimmed below; no real address is near this.)
+    if email.trim().len() > MAX_EMAIL {
         return Err(ApiError::bad("validation_failed", "email: at most 254 characters"));
     }
     if password.len() > MAX_PASSWORD {

@@ -8,6 +8,8 @@ mod api_functions;
 mod api_inputs;
 mod cli;
 mod execution;
+mod hardening_auth;
+mod hardening_connections;
 mod hostile;
 mod queue;
 mod recovery;
