@@ -27,6 +27,7 @@ use voltrun_store::User;
 
 use crate::error::{error_body, ApiError, ApiResult};
 use crate::extract::{parse_json, Body, Caller, Json};
+use crate::hashpool::{HashPool, HashPoolConfig, PoolError};
 use crate::AppState;
 
 /// Lifetime of an access token.
@@ -35,6 +36,13 @@ pub const ACCESS_TTL_S: i64 = 3600;
 const REFRESH_TTL_S: i64 = 30 * 24 * 3600;
 /// Longest password accepted: argon2 time grows with input, so cap what a caller can make us hash.
 const MAX_PASSWORD: usize = 1024;
+/// Longest email accepted (RFC 5321's path limit).
+const MAX_EMAIL: usize = 254;
+/// Longest refresh token or API key looked at: ours are 43 and 43 characters.
+const MAX_TOKEN: usize = 256;
+/// Largest request body on `/api/auth/*`: credentials are small, so a large body is refused
+/// before it is read.
+pub const MAX_AUTH_BODY: usize = 16 * 1024;
 const JWT_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"; // {"alg":"HS256","typ":"JWT"}
 
 /// Routes under `/api/auth`.
@@ -45,6 +53,7 @@ pub fn router() -> Router<AppState> {
         .route("/refresh", post(refresh))
         .route("/logout", post(logout))
         .route("/me", get(me))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_AUTH_BODY))
 }
 
 #[derive(Deserialize)]
@@ -76,7 +85,7 @@ fn user_json(u: &User) -> Value {
 fn valid_email(e: &str) -> bool {
     let Some((local, domain)) = e.split_once('@') else { return false };
     !local.is_empty()
-        && e.len() <= 254
+        && e.len() <= MAX_EMAIL
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
@@ -84,7 +93,23 @@ fn valid_email(e: &str) -> bool {
         && !domain.contains('@')
 }
 
+/// Refuses an email or password no account can have, before anything is stored or hashed.
+fn check_credential_sizes(email: &str, password: &str) -> ApiResult<()> {
+    if email.trim().len() > MAX_EMAIL {
+        return Err(ApiError::bad("validation_failed", "email: at most 254 characters"));
+    }
+    if password.len() > MAX_PASSWORD {
+        return Err(ApiError::bad("validation_failed", "password: at most 1024 bytes"));
+    }
+    Ok(())
+}
+
+fn throttled(what: &str, retry_after_s: u64) -> ApiError {
+    ApiError::Throttled { message: format!("too many {what}; try again later"), retry_after_s }
+}
+
 async fn register(State(st): State<AppState>, headers: HeaderMap, Json(b): Json<RegisterBody>) -> ApiResult<Response> {
+    check_credential_sizes(&b.email, &b.password)?;
     let email = b.email.trim().to_lowercase();
     if !valid_email(&email) {
         return Err(ApiError::bad("validation_failed", "email: not a valid email address"));
@@ -99,7 +124,10 @@ async fn register(State(st): State<AppState>, headers: HeaderMap, Json(b): Json<
     if name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::bad("validation_failed", "name: at most 100 characters, no control characters"));
     }
-    let password_hash = hash_password(b.password).await?;
+    // Every valid registration counts against its address: each costs an argon2 hash.
+    let ip = crate::client_ip(&headers);
+    st.limits.register_ip.hit(&ip).map_err(|s| throttled("registrations from this address", s))?;
+    let password_hash = hash_password(&st, b.password).await?;
     let user = User { id: id::new_id("usr_"), email, name, password_hash, created_at: time::now() };
     st.store.insert_user(&user).await.map_err(|e| match e {
         voltrun_store::StoreError::Conflict(_) => ApiError::Conflict("an account with this email already exists".into()),
@@ -115,28 +143,35 @@ fn with_user(mut tokens: Value, u: &User) -> Value {
 }
 
 async fn login(State(st): State<AppState>, headers: HeaderMap, Json(b): Json<LoginBody>) -> ApiResult<Response> {
+    check_credential_sizes(&b.email, &b.password)?;
     let email = b.email.trim().to_lowercase();
-    let ip = crate::client_ip(&headers);
-    for key in [format!("email:{email}"), format!("ip:{ip}")] {
-        let limiter = if key.starts_with("ip:") { &st.limits.login_ip } else { &st.limits.login_email };
-        if let Err(retry_after_s) = limiter.hit(&key) {
-            return Err(ApiError::Throttled { message: "too many login attempts; try again later".into(), retry_after_s });
-        }
-    }
     let wrong = || ApiError::Unauthorized("invalid email or password".into());
-    if b.password.len() > MAX_PASSWORD {
+    if !valid_email(&email) {
         return Err(wrong());
     }
+    let ip = crate::client_ip(&headers);
+    // Every attempt counts against its address (each costs an argon2 verify). Only failed
+    // attempts count against the email, per address and (much higher) in all, so someone
+    // guessing from one address cannot lock the owner out from another.
+    let pair = format!("{email}\n{ip}");
+    let too_many = |s| throttled("login attempts", s);
+    st.limits.login_failed_pair.check(&pair).map_err(too_many)?;
+    st.limits.login_failed_email.check(&email).map_err(too_many)?;
+    st.limits.login_ip.hit(&ip).map_err(too_many)?;
     let user = st.store.user_by_email(&email).await?;
     // Verify against a fixed hash when the email is unknown, so timing does not tell.
     let stored = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| st.auth.dummy_hash.clone());
-    let ok = verify_password(b.password, stored).await?;
+    let ok = verify_password(&st, b.password, stored).await?;
     match user {
         Some(u) if ok => {
             let tokens = issue_tokens(&st, &u.id, None).await?;
             Ok(session_response(&headers, StatusCode::OK, with_user(tokens, &u)))
         }
-        _ => Err(wrong()),
+        _ => {
+            st.limits.login_failed_pair.record(&pair);
+            st.limits.login_failed_email.record(&email);
+            Err(wrong())
+        }
     }
 }
 
@@ -153,6 +188,9 @@ async fn refresh(State(st): State<AppState>, headers: HeaderMap, Body(body): Bod
     } else {
         refresh_body(&body)?
     };
+    if token.len() > MAX_TOKEN {
+        return Err(ApiError::Unauthorized("invalid or expired refresh token".into()));
+    }
     let hash = sha256_hex(&token);
     match st.store.use_refresh_token(&hash, &time::now()).await? {
         Some((user_id, family)) => Ok(session_response(&headers, StatusCode::OK, issue_tokens(&st, &user_id, Some(family)).await?)),
@@ -288,6 +326,8 @@ async fn issue_tokens(st: &AppState, user_id: &str, family: Option<String>) -> A
 pub struct AuthKeys {
     jwt_key: Vec<u8>,
     dummy_hash: String,
+    /// Where every argon2 hash and verify runs (bounded: see [`HashPool`]).
+    hash_pool: HashPool,
 }
 
 impl AuthKeys {
@@ -295,7 +335,13 @@ impl AuthKeys {
     pub fn new(jwt_key: Vec<u8>) -> AuthKeys {
         let salt = SaltString::generate(&mut OsRng);
         let dummy_hash = Argon2::default().hash_password(b"not a real password", &salt).expect("argon2 hashes").to_string();
-        AuthKeys { jwt_key, dummy_hash }
+        AuthKeys { jwt_key, dummy_hash, hash_pool: HashPool::new(HashPoolConfig::default()) }
+    }
+
+    /// The same keys, hashing on a pool of this size.
+    pub fn with_hash_pool(mut self, cfg: HashPoolConfig) -> AuthKeys {
+        self.hash_pool = HashPool::new(cfg);
+        self
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -330,23 +376,34 @@ impl AuthKeys {
     }
 }
 
-async fn hash_password(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("hash task: {e}")))?
-    .map_err(|e| ApiError::Internal(format!("argon2: {e}")))
+impl From<PoolError> for ApiError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Busy => ApiError::Throttled { message: e.to_string(), retry_after_s: 1 },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
 }
 
-async fn verify_password(password: String, stored: String) -> ApiResult<bool> {
-    tokio::task::spawn_blocking(move || {
-        let parsed = PasswordHash::new(&stored).map_err(|e| ApiError::Internal(format!("stored hash: {e}")))?;
-        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("verify task: {e}")))?
+async fn hash_password(st: &AppState, password: String) -> ApiResult<String> {
+    st.auth
+        .hash_pool
+        .run(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+        })
+        .await?
+        .map_err(|e| ApiError::Internal(format!("argon2: {e}")))
+}
+
+async fn verify_password(st: &AppState, password: String, stored: String) -> ApiResult<bool> {
+    st.auth
+        .hash_pool
+        .run(move || {
+            let parsed = PasswordHash::new(&stored).map_err(|e| ApiError::Internal(format!("stored hash: {e}")))?;
+            Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        })
+        .await?
 }
 
 /// Hex SHA-256, used for tokens and API keys (high-entropy secrets need no slow hash).
@@ -374,6 +431,9 @@ pub async fn authenticate(headers: &HeaderMap, st: &AppState) -> ApiResult<Optio
         None
     };
     let Some(credential) = credential else { return Ok(None) };
+    if credential.len() > MAX_TOKEN * 8 {
+        return Err(bad("invalid credentials"));
+    }
     if credential.starts_with(crate::keys::KEY_PREFIX) {
         let owner = st.store.api_key_owner(&sha256_hex(&credential)).await?.ok_or_else(|| bad("invalid API key"))?;
         let now = time::now();

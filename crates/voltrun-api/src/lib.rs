@@ -20,8 +20,11 @@ pub mod error;
 pub mod executions;
 pub mod extract;
 pub mod functions;
+pub mod hashpool;
 pub mod keys;
+pub mod listener;
 pub mod ratelimit;
+mod sys;
 pub mod system;
 pub mod trigger;
 
@@ -29,23 +32,41 @@ use ratelimit::{BucketLimiter, WindowLimiter};
 
 /// Limits the API enforces per node.
 pub struct Limits {
-    /// Login attempts per email.
-    pub login_email: WindowLimiter,
-    /// Login attempts per client address.
+    /// Failed logins per (email, client address).
+    pub login_failed_pair: WindowLimiter,
+    /// Failed logins per email from all addresses (much higher: one address guessing must
+    /// not lock the owner out).
+    pub login_failed_email: WindowLimiter,
+    /// Login attempts, failed or not, per client address.
     pub login_ip: WindowLimiter,
+    /// Registrations per client address.
+    pub register_ip: WindowLimiter,
     /// Invocations per user.
     pub invoke: BucketLimiter,
 }
 
+/// Registrations allowed per address per minute unless configured.
+pub const DEFAULT_REGISTER_RATE: u32 = 20;
+
 impl Limits {
-    /// Login: 10 attempts a minute per email, 30 per address; invocations: `invoke_rate`
-    /// per second per user (0 = unlimited).
+    /// Login: 10 failures a minute per (email, address), 100 per email, 30 attempts per
+    /// address; registration: [`DEFAULT_REGISTER_RATE`] a minute per address; invocations:
+    /// `invoke_rate` per second per user (0 = unlimited).
     pub fn new(invoke_rate: f64) -> Limits {
+        let minute = Duration::from_secs(60);
         Limits {
-            login_email: WindowLimiter::new(10, Duration::from_secs(60)),
-            login_ip: WindowLimiter::new(30, Duration::from_secs(60)),
+            login_failed_pair: WindowLimiter::new(10, minute),
+            login_failed_email: WindowLimiter::new(100, minute),
+            login_ip: WindowLimiter::new(30, minute),
+            register_ip: WindowLimiter::new(DEFAULT_REGISTER_RATE, minute),
             invoke: BucketLimiter::new(invoke_rate),
         }
+    }
+
+    /// The same limits with `per_minute` registrations per address.
+    pub fn with_register_rate(mut self, per_minute: u32) -> Limits {
+        self.register_ip = WindowLimiter::new(per_minute, Duration::from_secs(60));
+        self
     }
 }
 

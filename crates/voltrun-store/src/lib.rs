@@ -14,6 +14,7 @@ use sqlx::{AnyPool, Row};
 mod executions;
 pub(crate) mod functions;
 mod retention;
+mod secrets;
 mod users;
 mod writer;
 

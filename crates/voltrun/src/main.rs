@@ -2,7 +2,6 @@
 //! `voltrun serve` runs the API, the engine and a local worker in one process; the client
 //! commands (`login`, `functions`, `invoke`, …) live in `voltrun-cli`.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,11 +126,63 @@ struct ServeArgs {
     /// API, no dashboard), as Lambda function URLs live on their own domain. Default: off.
     #[arg(long, env = "VOLTRUN_TRIGGER_LISTEN")]
     trigger_listen: Option<String>,
-    /// JWT signing secret; default: generated on first start into the data dir (mode 0600).
+    #[command(flatten)]
+    quotas: QuotaArgs,
+    /// JWT signing secret; default: generated on first start, kept in the shared database
+    /// with PostgreSQL (so every node signs alike) and in the data dir (mode 0600) with SQLite.
     #[arg(long, env = "VOLTRUN_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     #[command(flatten)]
-    quotas: QuotaArgs,
+    guard: GuardArgs,
+}
+
+/// What one client may hold of the server: connections, their timeouts, password hashing.
+#[derive(clap::Args)]
+struct GuardArgs {
+    /// Registrations allowed per client address per minute.
+    #[arg(long, env = "VOLTRUN_REGISTER_RATE", default_value_t = voltrun_api::DEFAULT_REGISTER_RATE)]
+    register_rate: u32,
+    /// Password hashes (argon2, ~19 MiB each) run at once; default: the number of CPUs.
+    #[arg(long, env = "VOLTRUN_HASH_CONCURRENCY")]
+    hash_concurrency: Option<usize>,
+    /// Logins and registrations that may wait for a hash before 429.
+    #[arg(long, env = "VOLTRUN_HASH_QUEUE", default_value_t = 64)]
+    hash_queue: usize,
+    /// Seconds allowed for a request's head; also how long an idle kept-alive connection stays open.
+    #[arg(long, env = "VOLTRUN_HEADER_TIMEOUT", default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds allowed from a request's head to the end of its body.
+    #[arg(long, env = "VOLTRUN_BODY_TIMEOUT", default_value_t = 30.0)]
+    body_timeout: f64,
+    /// Open connections allowed per client address (per /64 for IPv6).
+    #[arg(long, env = "VOLTRUN_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
+    max_connections_per_ip: usize,
+    /// Open connections allowed in all; default: half the open-file limit.
+    #[arg(long, env = "VOLTRUN_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+}
+
+impl GuardArgs {
+    fn listener(&self) -> Result<voltrun_api::listener::ListenerConfig> {
+        let secs = |v: f64, flag: &str| {
+            if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                bail!("--{flag} must be a number of seconds above 0")
+            }
+        };
+        Ok(voltrun_api::listener::ListenerConfig {
+            header_timeout: secs(self.header_timeout, "header-timeout")?,
+            body_timeout: secs(self.body_timeout, "body-timeout")?,
+            max_connections: self.max_connections.unwrap_or_else(voltrun_api::listener::default_max_connections).max(1),
+            max_connections_per_ip: self.max_connections_per_ip.max(1),
+        })
+    }
+
+    fn hash_pool(&self) -> voltrun_api::hashpool::HashPoolConfig {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        voltrun_api::hashpool::HashPoolConfig { concurrency: self.hash_concurrency.unwrap_or(cpus).max(1), queue: self.hash_queue }
+    }
 }
 
 #[derive(clap::Args)]
@@ -178,11 +229,21 @@ fn build_sandbox(args: &EngineArgs, data_dir: &Path) -> Result<Arc<dyn Sandbox>>
     })
 }
 
-/// The JWT secret: given, or read from / generated into `<data>/jwt.key` with mode 0600.
-fn jwt_secret(data_dir: &Path, given: Option<String>) -> Result<Vec<u8>> {
+/// The JWT secret: given; or with PostgreSQL the one in the shared database (the first node
+/// to start generates it); or with SQLite read from / generated into `<data>/jwt.key`.
+async fn jwt_secret(store: &Store, data_dir: &Path, given: Option<String>) -> Result<Vec<u8>> {
     if let Some(s) = given {
         if s.len() < 32 {
             bail!("--jwt-secret must be at least 32 characters");
+        }
+        return Ok(s.into_bytes());
+    }
+    if store.dialect() == voltrun_store::Dialect::Postgres {
+        let candidate: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        let now = voltrun_core::time::now();
+        let s = store.shared_secret("jwt_signing_key", &candidate, &now).await.context("reading the shared JWT key")?;
+        if s.len() < 64 {
+            bail!("the shared JWT key in server_secrets is too short");
         }
         return Ok(s.into_bytes());
     }
@@ -250,7 +311,8 @@ async fn worker(args: WorkerArgs) -> Result<()> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let (store, engine, data_dir) = start_engine(&args.engine).await?;
-    let auth = AuthKeys::new(jwt_secret(&data_dir, args.jwt_secret)?);
+    let auth = AuthKeys::new(jwt_secret(&store, &data_dir, args.jwt_secret).await?).with_hash_pool(args.guard.hash_pool());
+    let listen_cfg = args.guard.listener()?;
     let q = &args.quotas;
     store.spawn_retention(voltrun_core::Retention { max_age_days: q.retention_days, per_function: q.retention_per_function, per_user: q.retention_per_user });
     let quotas = voltrun_core::Quotas {
@@ -263,7 +325,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         store,
         engine,
         auth: Arc::new(auth),
-        limits: Arc::new(Limits::new(args.invoke_rate)),
+        limits: Arc::new(Limits::new(args.invoke_rate).with_register_rate(args.guard.register_rate.max(1))),
         quotas,
         started: Instant::now(),
     };
@@ -284,10 +346,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         let at = listener.local_addr()?;
         println!("voltrun triggers listening on http://{at}");
         tracing::info!(addr = %at, "serving triggers on an origin of their own");
-        let app = voltrun_api::trigger_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = voltrun_api::trigger_app(state.clone());
         let mut stop = triggers_stop_rx;
+        let cfg = listen_cfg.clone();
         triggers_task = Some(tokio::spawn(async move {
-            let r = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let r = voltrun_api::listener::serve(listener, app, cfg, async move {
                 let _ = stop.wait_for(|s| *s).await;
             });
             if let Err(e) = r.await {
@@ -295,7 +358,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             }
         }));
     }
-    let server = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move {
+    let server = voltrun_api::listener::serve(listener, app(state), listen_cfg, async move {
         shutdown_signal().await;
         let _ = triggers_stop_tx.send(true);
         let _ = stopping_tx.send(());

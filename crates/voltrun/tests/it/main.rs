@@ -10,6 +10,8 @@ mod cli;
 mod execution;
 mod hardening_sandbox;
 mod hardening_trigger;
+mod hardening_auth;
+mod hardening_connections;
 mod hostile;
 mod queue;
 mod recovery;
