@@ -57,6 +57,8 @@ pub struct AppState {
     pub auth: Arc<auth::AuthKeys>,
     pub limits: Arc<Limits>,
     pub started: Instant,
+    /// Open log streams per user, and their cap.
+    pub log_streams: Arc<executions::LogStreams>,
 }
 
 /// Header the server sets to the peer's address (any client-sent value is replaced).

@@ -16,7 +16,7 @@ mod functions;
 mod users;
 mod writer;
 
-pub use executions::{ExecutionFilter, HourBucket, NewRun, Stats};
+pub use executions::{ClaimSkip, ExecutionFilter, HourBucket, NewRun, Stats};
 pub use users::{ApiKey, KeyOwner, User};
 pub use writer::PendingWrite;
 

@@ -83,6 +83,16 @@ struct EngineArgs {
     /// Do not fire cron schedules from this node.
     #[arg(long, env = "VOLTRUN_NO_SCHEDULER")]
     no_scheduler: bool,
+    /// Async slots one user's runs may hold at once on this node (0: a quarter of
+    /// --async-concurrency, at least 1).
+    #[arg(long, env = "VOLTRUN_ASYNC_PER_USER", default_value_t = 0)]
+    async_per_user: usize,
+    /// Test runs (POST /api/functions/test) at once on this node, every user's together.
+    #[arg(long, env = "VOLTRUN_TEST_CONCURRENCY", default_value_t = 16)]
+    test_concurrency: usize,
+    /// Test runs one user may have at once.
+    #[arg(long, env = "VOLTRUN_TEST_RUNS_PER_USER", default_value_t = 2)]
+    test_runs_per_user: usize,
 }
 
 #[derive(clap::Args)]
@@ -95,6 +105,9 @@ struct ServeArgs {
     /// Invocations per second allowed per user (0 = unlimited).
     #[arg(long, env = "VOLTRUN_INVOKE_RATE", default_value_t = 1000.0)]
     invoke_rate: f64,
+    /// Log streams (GET /api/executions/{id}/logs?follow=true) one user may hold open at once.
+    #[arg(long, env = "VOLTRUN_MAX_LOG_STREAMS_PER_USER", default_value_t = 16)]
+    max_log_streams_per_user: usize,
     /// JWT signing secret; default: generated on first start into the data dir (mode 0600).
     #[arg(long, env = "VOLTRUN_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -192,6 +205,9 @@ async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
         retry_backoff: Duration::from_millis(args.retry_backoff_ms),
         scheduler: !args.no_scheduler,
         spares: args.spares,
+        async_per_user: args.async_per_user,
+        test_concurrency: args.test_concurrency,
+        test_per_user: args.test_runs_per_user,
         ..EngineConfig::default()
     };
     let engine = Engine::new(store.clone(), sandbox, runtimes, cfg)?;
@@ -222,6 +238,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         auth: Arc::new(auth),
         limits: Arc::new(Limits::new(args.invoke_rate)),
         started: Instant::now(),
+        log_streams: Arc::new(voltrun_api::executions::LogStreams::new(args.max_log_streams_per_user)),
     };
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
