@@ -8,6 +8,7 @@ mod api_functions;
 mod api_inputs;
 mod cli;
 mod execution;
+mod hardening_engine;
 mod hostile;
 mod queue;
 mod recovery;
