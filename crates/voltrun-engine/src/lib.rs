@@ -493,6 +493,12 @@ impl Engine {
                 }
                 Ok(None) => {
                     drop(slot);
+                    if !(fair.functions.is_empty() && fair.users.is_empty()) {
+                        // The claim stepped over skipped runs to find nothing: wakes (a skipped
+                        // user's every enqueue is one) re-run it at most this often. A run ending
+                        // meanwhile has already left its wake-up.
+                        tokio::time::sleep(FRUITLESS_CLAIM_PAUSE).await;
+                    }
                     let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wake.notified()).await;
                 }
                 Err(err) => {
@@ -966,6 +972,9 @@ fn log_text(bytes: &[u8]) -> String {
         text.into_owned()
     }
 }
+
+/// The least time between two claims that found nothing while skipping some runs.
+const FRUITLESS_CLAIM_PAUSE: Duration = Duration::from_millis(50);
 
 /// How long a synchronous run goes unrecorded before its `running` row is written.
 const RUNNING_ROW_AFTER: Duration = Duration::from_millis(50);
