@@ -144,20 +144,20 @@ impl Store {
         // The skip lists travel as one JSON array each, so the statement text (and its prepared
         // statement) is the same whatever their length.
         let sql = match self.dialect {
-            Dialect::Postgres => concat!(
+            Dialect::Postgres => {
                 "UPDATE executions SET status = 'running', attempts = attempts + 1, started_at = $1, lease_owner = $2, lease_expires = $3
                  WHERE id = (SELECT id FROM executions WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1)
                    AND function_id NOT IN (SELECT json_array_elements_text($4::json)) AND user_id NOT IN (SELECT json_array_elements_text($5::json))
                    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
                  AND status = 'pending' RETURNING *"
-            ),
-            Dialect::Sqlite => concat!(
+            }
+            Dialect::Sqlite => {
                 "UPDATE executions SET status = 'running', attempts = attempts + 1, started_at = $1, lease_owner = $2, lease_expires = $3
                  WHERE id = (SELECT id FROM executions WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1)
                    AND function_id NOT IN (SELECT value FROM json_each($4)) AND user_id NOT IN (SELECT value FROM json_each($5))
                    ORDER BY id LIMIT 1)
                  AND status = 'pending' RETURNING *"
-            ),
+            }
         };
         let list = |ids: &[String]| serde_json::to_string(ids).expect("strings serialise");
         let row = sqlx::query(sql)

@@ -75,7 +75,7 @@ fn server_pid(s: &Server) -> u32 {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
         let args: Vec<String> = cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        if args.iter().any(|a| a == "serve") && args.iter().any(|a| *a == needle) {
+        if args.iter().any(|a| a == "serve") && args.contains(&needle) {
             return pid;
         }
     }
