@@ -274,18 +274,22 @@ impl Engine {
     /// client hanging up drops its request's future) does not take the run with it, so the
     /// run goes on to its end and is recorded, as in Lambda.
     pub async fn execute(&self, f: &Function, trigger: Trigger, input: Value, key: Option<String>) -> Result<Execution, EngineError> {
-        let engine = self.clone();
-        let f = f.clone();
-        let run = async move { engine.execute_to_end(&f, trigger, input, key).await };
-        joined(tokio::spawn(run.in_current_span()).await)
-    }
-
-    async fn execute_to_end(&self, f: &Function, trigger: Trigger, input: Value, key: Option<String>) -> Result<Execution, EngineError> {
+        // Waiting for another request's run stays in the caller's future: it ends with it.
         if let Some(k) = &key {
             if let Some(existing) = self.inner.store.execution_by_idempotency_key(&f.id, k).await? {
                 return self.wait_finished(existing, f).await;
             }
         }
+        let engine = self.clone();
+        let owned = f.clone();
+        let run = async move { engine.execute_to_end(&owned, trigger, input, key).await };
+        match joined(tokio::spawn(run.in_current_span()).await)? {
+            Ran::Finished(e) => Ok(e),
+            Ran::Duplicate(e) => self.wait_finished(e, f).await,
+        }
+    }
+
+    async fn execute_to_end(&self, f: &Function, trigger: Trigger, input: Value, key: Option<String>) -> Result<Ran, EngineError> {
         let permit = self.inner.pools.acquire(f, true, &self.inner.metrics).await?;
         let mut exec = new_execution(f, trigger, input, ExecutionStatus::Running);
         exec.attempts = 1;
@@ -297,13 +301,13 @@ impl Engine {
                 drop(permit);
                 let existing = self.inner.store.execution_by_idempotency_key(&f.id, k).await?;
                 return match existing {
-                    Some(e) => self.wait_finished(e, f).await,
+                    Some(e) => Ok(Ran::Duplicate(e)),
                     None => Err(StoreError::Corrupt("an idempotent insert conflicted with nothing".into()).into()),
                 };
             }
             let outcome = self.run(f, &exec.id, &exec.input).await;
             drop(permit);
-            return self.record_end(exec, outcome, true).await;
+            return self.record_end(exec, outcome, true).await.map(Ran::Finished);
         }
         // Without a key, a run that ends within RUNNING_ROW_AFTER is stored once, finished (no
         // one can have seen it yet: its id is in no response). A longer run gets its `running`
@@ -322,7 +326,7 @@ impl Engine {
             }
         };
         drop(permit);
-        self.record_end(exec, outcome, stored).await
+        self.record_end(exec, outcome, stored).await.map(Ran::Finished)
     }
 
     /// Records how a synchronous run ended: over its `running` row if it has one, else as a
@@ -798,6 +802,13 @@ impl Engine {
         self.inner.metrics.instances.fetch_sub(1, Relaxed);
         inst.terminate().await;
     }
+}
+
+/// How a synchronous run's task ended: it ran, or another request with its idempotency key
+/// got there first (the caller waits for that one).
+enum Ran {
+    Finished(Execution),
+    Duplicate(Execution),
 }
 
 /// The result of a run's own task: its panic goes on in the caller, as if it had run there.
