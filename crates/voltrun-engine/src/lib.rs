@@ -48,8 +48,9 @@ pub struct EngineConfig {
     pub test_concurrency: usize,
     /// Unsaved-code test runs one user may have at once (so one user cannot take the node's).
     pub test_per_user: usize,
-    /// Dispatcher slots one user's async runs may hold at once (0: a quarter of
-    /// `async_concurrency`, at least 1), so one tenant's backlog cannot take every slot.
+    /// Dispatcher slots one user's async runs may hold at once (0: all but an eighth of
+    /// `async_concurrency`, keeping at least one free), so one tenant's backlog cannot take
+    /// every slot.
     pub async_per_user: usize,
     /// This node's name in leases.
     pub node_id: String,
@@ -116,6 +117,9 @@ struct Inner {
     metrics: Metrics,
     /// Wakes the dispatcher: a run was queued.
     wake: Notify,
+    /// Counts the wakes, so the dispatcher knows whether anything was queued since it last
+    /// looked.
+    wakes: AtomicU64,
     /// Logs of runs in progress on this node, by execution id.
     running: Mutex<HashMap<String, LiveLog>>,
     next_instance: AtomicU64,
@@ -149,6 +153,7 @@ impl Engine {
                 cfg,
                 metrics: Metrics::default(),
                 wake: Notify::new(),
+                wakes: AtomicU64::new(0),
                 running: Mutex::new(HashMap::new()),
                 test_users: Counts::default(),
                 watchers: Mutex::new(HashMap::new()),
@@ -178,7 +183,7 @@ impl Engine {
             tokio::spawn(async move {
                 loop {
                     match listener.recv().await {
-                        Ok(()) => engine.inner.wake.notify_one(),
+                        Ok(()) => engine.wake_dispatcher(),
                         Err(err) => {
                             tracing::warn!(%err, "queue listener failed; polling until it recovers");
                             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -227,7 +232,7 @@ impl Engine {
                 Ok((0, 0)) => {}
                 Ok((requeued, interrupted)) => {
                     tracing::warn!(requeued, interrupted, "settled runs of a node that stopped");
-                    self.inner.wake.notify_one();
+                    self.wake_dispatcher();
                 }
                 Err(err) => tracing::warn!(%err, "lease reaper failed"),
             }
@@ -369,7 +374,7 @@ impl Engine {
             let existing = self.inner.store.execution_by_idempotency_key(&f.id, key.as_deref().unwrap_or_default()).await?;
             return existing.map(|e| (e, false)).ok_or_else(|| StoreError::Corrupt("an idempotent insert conflicted with nothing".into()).into());
         }
-        self.inner.wake.notify_one();
+        self.wake_dispatcher();
         Ok((exec, true))
     }
 
@@ -444,6 +449,12 @@ impl Engine {
         }
     }
 
+    /// Tells the dispatcher a run was queued (here, or on another node).
+    fn wake_dispatcher(&self) {
+        self.inner.wakes.fetch_add(1, Relaxed);
+        self.inner.wake.notify_one();
+    }
+
     /// Claims queued runs while this node has async capacity; sleeps until woken (a local
     /// enqueue, a NOTIFY from another node, a run held back by the skips below ending) or for
     /// a second (runs waiting out a backoff).
@@ -456,11 +467,16 @@ impl Engine {
     async fn dispatch(self) {
         let total = self.inner.cfg.async_concurrency;
         let cap = match self.inner.cfg.async_per_user {
-            0 => (total / 4).max(1),
+            // An eighth of the slots (at least one) stays free for other users' runs.
+            0 => total.saturating_sub((total / 8).max(1)).max(1),
             n => n.min(total),
         };
         let slots = Arc::new(Semaphore::new(total));
         let load = Arc::new(DispatchLoad::default());
+        // When the fair-share claim last found nothing (no other user had work), and the wake
+        // count then: until something is queued, or for a second (runs coming due after a
+        // backoff wake no one), the claim goes straight to the per-user cap.
+        let mut others_idle: Option<(u64, Instant)> = None;
         loop {
             let slot = slots.clone().acquire_owned().await.expect("never closed");
             if self.inner.stopping.load(Relaxed) {
@@ -472,8 +488,14 @@ impl Engine {
                 // Set before the claim, so a run ending during it wakes the wait below.
                 load.held_back.store(true, Relaxed);
             }
-            let mut claimed = self.inner.store.claim_next(&self.inner.cfg.node_id, &now, &lease, &fair).await;
-            if matches!(claimed, Ok(None)) && fair.users.len() > capped.users.len() {
+            let wakes = self.inner.wakes.load(Relaxed);
+            let two_phases = fair.users.len() > capped.users.len();
+            let skip_fair = two_phases && others_idle.is_some_and(|(w, t)| w == wakes && t.elapsed() < Duration::from_secs(1));
+            let mut claimed = if skip_fair { Ok(None) } else { self.inner.store.claim_next(&self.inner.cfg.node_id, &now, &lease, &fair).await };
+            if matches!(claimed, Ok(None)) && two_phases {
+                if !skip_fair {
+                    others_idle = Some((wakes, Instant::now()));
+                }
                 claimed = self.inner.store.claim_next(&self.inner.cfg.node_id, &now, &lease, &capped).await;
             }
             match claimed {
@@ -489,21 +511,30 @@ impl Engine {
                         drop((in_flight, slot));
                         // A run passed over while this one held its user's or function's
                         // share may start now.
-                        if held.release() {
-                            engine.inner.wake.notify_one();
-                        }
+                        held.release();
                     };
                     tokio::spawn(run);
                 }
+                Ok(None) if fair.functions.is_empty() && fair.users.is_empty() => {
+                    drop(slot);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wake.notified()).await;
+                }
                 Ok(None) => {
                     drop(slot);
-                    if !(fair.functions.is_empty() && fair.users.is_empty()) {
-                        // The claim stepped over skipped runs to find nothing: wakes (a skipped
-                        // user's every enqueue is one) re-run it at most this often. A run ending
-                        // meanwhile has already left its wake-up.
+                    // The claim stepped over skipped runs to find nothing. A skipped run ending
+                    // makes room at once; other wakes (a skipped user's every enqueue is one)
+                    // run the claim again at most every FRUITLESS_CLAIM_PAUSE.
+                    let woken = async {
                         tokio::time::sleep(FRUITLESS_CLAIM_PAUSE).await;
-                    }
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wake.notified()).await;
+                        self.inner.wake.notified().await;
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        tokio::select! {
+                            _ = load.freed.notified() => {}
+                            _ = woken => {}
+                        }
+                    })
+                    .await;
                 }
                 Err(err) => {
                     drop(slot);
@@ -931,8 +962,10 @@ impl Drop for CountUnit {
 struct DispatchLoad {
     users: Counts,
     functions: Counts,
-    /// A claim found nothing while passing over some runs: wake the dispatcher when a run ends.
+    /// A claim passed over some runs: wake the dispatcher (`freed`) when a run ends.
     held_back: std::sync::atomic::AtomicBool,
+    /// Wakes the dispatcher: a run ended while claims were passing over runs.
+    freed: Notify,
 }
 
 /// A claimed run's place in the [`DispatchLoad`].
@@ -942,11 +975,14 @@ struct Held {
 }
 
 impl Held {
-    /// Gives the run's place back; true when a claim passed over runs meanwhile.
-    fn release(self) -> bool {
+    /// Gives the run's place back, and wakes the dispatcher if a claim passed over runs
+    /// meanwhile (one of them may start now).
+    fn release(self) {
         let load = self.load.clone();
         drop(self);
-        load.held_back.swap(false, Relaxed)
+        if load.held_back.swap(false, Relaxed) {
+            load.freed.notify_one();
+        }
     }
 }
 

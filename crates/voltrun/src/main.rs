@@ -83,8 +83,8 @@ struct EngineArgs {
     /// Do not fire cron schedules from this node.
     #[arg(long, env = "VOLTRUN_NO_SCHEDULER")]
     no_scheduler: bool,
-    /// Async slots one user's runs may hold at once on this node (0: a quarter of
-    /// --async-concurrency, at least 1).
+    /// Async slots one user's runs may hold at once on this node (0: all but an eighth of
+    /// --async-concurrency, keeping at least one free for other users).
     #[arg(long, env = "VOLTRUN_ASYNC_PER_USER", default_value_t = 0)]
     async_per_user: usize,
     /// Test runs (POST /api/functions/test) at once on this node, every user's together.
