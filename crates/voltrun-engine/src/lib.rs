@@ -1083,3 +1083,67 @@ fn function_env(f: &Function) -> Vec<(String, String)> {
     ]);
     env
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claimed(user: &str, function: &str) -> Execution {
+        let mut e = new_execution(&test_function(), Trigger::Async, Value::Null, ExecutionStatus::Running);
+        e.user_id = user.into();
+        e.function_id = function.into();
+        e
+    }
+
+    fn test_function() -> Function {
+        voltrun_core::NewFunction {
+            name: "f".into(),
+            description: None,
+            runtime: "python".into(),
+            code: "def handler(e, c):\n    return 1\n".into(),
+            handler: None,
+            memory: None,
+            timeout: None,
+            env: None,
+            route: None,
+            public: None,
+            schedule: None,
+            max_retries: None,
+        }
+        .into_function("fn_x".into(), "u".into(), time::now())
+        .unwrap()
+    }
+
+    /// The skips follow the dispatcher's load: a function at its limit is skipped in both
+    /// phases; a lone user is held back at the fair share first, then only at the cap; a
+    /// second user running lowers the fair share; giving runs back lifts the skips.
+    #[test]
+    fn claims_skip_functions_at_their_limit_and_users_at_their_share() {
+        let load = Arc::new(DispatchLoad::default());
+        let pools = Pools::new(2, 10);
+        let (total, cap) = (8, 7);
+        let mut held = vec![DispatchLoad::hold(&load, &claimed("a", "f1")), DispatchLoad::hold(&load, &claimed("a", "f1"))];
+        let (fair, capped) = load.skips(&pools, 2, total, cap);
+        assert_eq!((fair.functions.clone(), capped.functions.clone()), (vec!["f1".to_string()], vec!["f1".to_string()]));
+        assert!(fair.users.is_empty() && capped.users.is_empty());
+        for f in ["f2", "f3"] {
+            held.push(DispatchLoad::hold(&load, &claimed("a", f)));
+        }
+        // Alone, `a` holds 4 of 8: its fair share (8 / 2), not yet its cap.
+        let (fair, capped) = load.skips(&pools, 2, total, cap);
+        assert_eq!((fair.users, capped.users), (vec!["a".to_string()], vec![]));
+        held.push(DispatchLoad::hold(&load, &claimed("b", "g1")));
+        // Two users running: the fair share is 8 / 3 = 2; `b` (1) is below it.
+        let (fair, _) = load.skips(&pools, 2, total, cap);
+        assert_eq!(fair.users, vec!["a".to_string()]);
+        for _ in 0..3 {
+            held.push(DispatchLoad::hold(&load, &claimed("a", "f4")));
+        }
+        let (_, capped) = load.skips(&pools, 2, total, cap);
+        assert_eq!(capped.users, vec!["a".to_string()], "7 of 8 is the cap");
+        held.clear();
+        let (fair, capped) = load.skips(&pools, 2, total, cap);
+        assert!(fair.users.is_empty() && fair.functions.is_empty() && capped.users.is_empty());
+        assert!(load.users.0.lock().unwrap().is_empty() && load.functions.0.lock().unwrap().is_empty(), "nothing left behind");
+    }
+}

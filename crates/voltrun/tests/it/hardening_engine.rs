@@ -330,3 +330,28 @@ fn one_users_sleeping_test_runs_no_longer_refuse_another_users_with_a_429_naming
     }
     assert_eq!(answers.iter().filter(|(st, e)| *st == 200 && e["output"] == "slept").count(), 2, "{answers:?}");
 }
+
+/// The node-wide cap on test runs still holds beside the per-user one, and its 429 names the
+/// server's limit (the old message named "this function" whatever the limit was).
+#[test]
+fn the_node_wide_test_run_cap_says_it_is_the_servers_not_this_functions() {
+    let dir = temp_dir("testcap");
+    let s = Server::start_with(&dir, &["--test-concurrency", "1", "--test-runs-per-user", "1"], true);
+    let (a, b) = (s.user(), s.user());
+    let sleeper = json!({"runtime": "python", "code": "import time\ndef handler(e, c):\n    time.sleep(3)\n    return 'slept'\n"});
+    // One sleeper each, at once: whichever comes second finds the node's one slot taken.
+    let threads: Vec<_> = [a, b]
+        .into_iter()
+        .map(|c| {
+            let body = sleeper.clone();
+            std::thread::spawn(move || c.post("/api/functions/test", &body))
+        })
+        .collect();
+    let mut answers: Vec<(u16, Value)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    answers.sort_by_key(|(status, _)| *status);
+    assert_eq!((answers[0].0, answers[0].1["output"].as_str()), (200, Some("slept")), "{answers:?}");
+    let (status, body) = &answers[1];
+    assert_error(*status, body, 429);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("test runs") && message.contains("on this server") && !message.contains("this function"), "{message}");
+}
