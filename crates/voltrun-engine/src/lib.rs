@@ -7,6 +7,11 @@
 //! queue is full. Idle instances are reaped after a TTL. Async runs are rows in the store
 //! (status `pending`) before they are acknowledged; a dispatcher claims and runs them, and on
 //! start the engine resumes the queue and settles runs a crash left `running`.
+//!
+//! Every run is a task of its own, so no caller going away can cut one short, and what a run
+//! holds (permits, slots, gauges, its live-log entry) is released by guards on every path. The
+//! dispatcher claims only runs that can start and shares its slots between users; followers
+//! of an execution are woken by the engine rather than polling the store.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
