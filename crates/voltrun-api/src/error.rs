@@ -105,6 +105,8 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::Throttled { retry_after_s } => ApiError::Throttled { message: e.to_string(), retry_after_s },
             EngineError::UserBusy { .. } => ApiError::Throttled { message: e.to_string(), retry_after_s: 1 },
+            EngineError::TestRunsThrottled { .. } => ApiError::Throttled { message: e.to_string(), retry_after_s: 1 },
+            EngineError::Stopped => ApiError::Unavailable(e.to_string()),
             EngineError::Store(s) => s.into(),
         }
     }

@@ -1,6 +1,10 @@
-//! Executions: list with filters, one record, and its logs (also live, as Server-Sent Events).
+//! Executions: list with filters, one record, and its logs (also live, as Server-Sent Events;
+//! each user may hold a few such streams open, and a stream's task ends with its client).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -12,7 +16,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 use voltrun_core::{Execution, ExecutionStatus, Trigger};
-use voltrun_store::ExecutionFilter;
+use voltrun_engine::Engine;
+use voltrun_store::{Dialect, ExecutionFilter};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{page_of, Caller, Query};
@@ -76,19 +81,95 @@ async fn logs(State(st): State<AppState>, caller: Caller, Path(id): Path<String>
     if !follow {
         return Ok(axum::Json(json!({"logs": exec.logs, "truncated": exec.logs_truncated})).into_response());
     }
+    let slot = st.log_streams.open(&caller.user_id, &st.engine).ok_or_else(|| ApiError::Throttled {
+        message: format!("too many open log streams for this account (at most {}); close one first", st.log_streams.per_user),
+        retry_after_s: 1,
+    })?;
     let (tx, rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(follow_logs(st, exec, tx));
+    // The stream's task ends with its client: the body (and with it `rx`) is dropped when the
+    // connection goes, which resolves `closed()` whatever the follower is waiting on.
+    let gone = tx.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        tokio::select! {
+            _ = gone.closed() => {}
+            _ = follow_logs(st, exec, tx) => {}
+        }
+    });
     let mut rx = rx;
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok::<_, Infallible>)));
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
+/// Open log streams per user, capped: a stream holds a task and a connection for as long as
+/// its run lasts (up to the longest timeout), so one user's streams are bounded.
+pub struct LogStreams {
+    /// Streams one user may have open at once.
+    pub per_user: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+impl LogStreams {
+    /// At most `per_user` open streams per user.
+    pub fn new(per_user: usize) -> LogStreams {
+        LogStreams { per_user, open: Mutex::default() }
+    }
+
+    /// A place for one more of the user's streams, counted in the engine's `log_streams`
+    /// gauge while held; None at the cap.
+    fn open(self: &Arc<Self>, user_id: &str, engine: &Engine) -> Option<StreamSlot> {
+        let mut open = self.open.lock().expect("log streams lock");
+        let n = open.entry(user_id.to_string()).or_insert(0);
+        if *n >= self.per_user {
+            return None;
+        }
+        *n += 1;
+        engine.metrics().log_streams.fetch_add(1, Relaxed);
+        Some(StreamSlot { streams: self.clone(), user_id: user_id.to_string(), engine: engine.clone() })
+    }
+}
+
+/// One open stream's place; see [`LogStreams::open`]. Given back on every path the stream's
+/// task ends by (the run's end, the client leaving, a panic).
+struct StreamSlot {
+    streams: Arc<LogStreams>,
+    user_id: String,
+    engine: Engine,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.engine.metrics().log_streams.fetch_sub(1, Relaxed);
+        let mut open = self.streams.open.lock().expect("log streams lock");
+        if let Some(n) = open.get_mut(&self.user_id) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.user_id);
+            }
+        }
+    }
+}
+
+/// How often a follower reads a run it was not told about: runs on other nodes (PostgreSQL)
+/// end without this node's engine knowing. On SQLite every run is this node's, and the read
+/// is only a safety net.
+fn slow_poll(st: &AppState) -> Duration {
+    match st.store.dialect() {
+        Dialect::Postgres => Duration::from_secs(2),
+        Dialect::Sqlite => Duration::from_secs(30),
+    }
+}
+
 /// Streams a run's log as `log` events (`{"text": …}`) until it ends, then one `end` event
 /// (`{"status", "logs_truncated"}`). Waits for a pending run to start; gives up after the
-/// function's longest possible run plus a margin.
+/// function's longest possible run plus a margin. Waits are pushed by the engine (the run
+/// started here, its end was stored), with a slow read for runs elsewhere: no polling.
 async fn follow_logs(st: AppState, mut exec: Execution, tx: mpsc::Sender<Event>) {
     let send = |name: &str, data: Value| Event::default().event(name).data(data.to_string());
     let give_up = tokio::time::Instant::now() + Duration::from_secs(900 + 120);
+    // Watched before the run is looked at, so a change after the look wakes the wait.
+    let mut watch = st.engine.watch_execution(&exec.id);
+    let poll = slow_poll(&st);
     let mut sent_live = false;
     while !exec.status.is_terminal() && tokio::time::Instant::now() < give_up {
         if let Some((so_far, mut live)) = st.engine.subscribe_logs(&exec.id) {
@@ -109,12 +190,18 @@ async fn follow_logs(st: AppState, mut exec: Execution, tx: mpsc::Sender<Event>)
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
             }
-        } else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         match st.store.execution_by_id(&exec.id).await {
             Ok(Some(e)) => exec = e,
             _ => break,
+        }
+        if exec.status.is_terminal() {
+            break;
+        }
+        tokio::select! {
+            _ = watch.changed() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep_until(give_up) => {}
         }
     }
     if !sent_live && !exec.logs.is_empty() {

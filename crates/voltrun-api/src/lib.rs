@@ -81,6 +81,8 @@ pub struct AppState {
     /// concurrent-runs figure.
     pub quotas: voltrun_core::Quotas,
     pub started: Instant,
+    /// Open log streams per user, and their cap.
+    pub log_streams: Arc<executions::LogStreams>,
 }
 
 /// Header the server sets to the peer's address (any client-sent value is replaced).

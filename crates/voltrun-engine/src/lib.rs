@@ -7,6 +7,11 @@
 //! queue is full. Idle instances are reaped after a TTL. Async runs are rows in the store
 //! (status `pending`) before they are acknowledged; a dispatcher claims and runs them, and on
 //! start the engine resumes the queue and settles runs a crash left `running`.
+//!
+//! Every run is a task of its own, so no caller going away can cut one short, and what a run
+//! holds (permits, slots, gauges, its live-log entry) is released by guards on every path. The
+//! dispatcher claims only runs that can start and shares its slots between users; followers
+//! of an execution are woken by the engine rather than polling the store.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,11 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::{broadcast, Notify, Semaphore};
+use tokio::sync::{broadcast, watch, Notify, Semaphore};
 use tracing::Instrument;
 use voltrun_core::{id, time, ErrorKind, ExecError, Execution, ExecutionStatus, Function, Outcome, Runtime, Trigger};
 use voltrun_sandbox::{InstanceSpec, Limits, Sandbox};
-use voltrun_store::{Dialect, NewRun, Store, StoreError};
+use voltrun_store::{ClaimSkip, Dialect, NewRun, Store, StoreError};
 
 pub mod instance;
 pub mod metrics;
@@ -46,8 +51,14 @@ pub struct EngineConfig {
     pub idle_ttl: Duration,
     /// Async runs executing at once on this node (0: this node only enqueues; workers run them).
     pub async_concurrency: usize,
-    /// Unsaved-code test runs at once.
+    /// Unsaved-code test runs at once on this node (every user's together).
     pub test_concurrency: usize,
+    /// Unsaved-code test runs one user may have at once (so one user cannot take the node's).
+    pub test_per_user: usize,
+    /// Dispatcher slots one user's async runs may hold at once (0: all but an eighth of
+    /// `async_concurrency`, keeping at least one free), so one tenant's backlog cannot take
+    /// every slot.
+    pub async_per_user: usize,
     /// This node's name in leases.
     pub node_id: String,
     /// How long a claimed run stays ours without a heartbeat.
@@ -71,7 +82,9 @@ impl Default for EngineConfig {
             function_queue: 100,
             idle_ttl: Duration::from_secs(300),
             async_concurrency: 32,
-            test_concurrency: 4,
+            test_concurrency: 16,
+            test_per_user: 2,
+            async_per_user: 0,
             node_id: id::new_id("node_"),
             lease: Duration::from_secs(30),
             retry_backoff: Duration::from_secs(1),
@@ -91,6 +104,12 @@ pub enum EngineError {
     /// The user has as many runs in flight on this node as their quota allows.
     #[error("this account already has {limit} runs in flight, the most its quota allows; retry when one ends")]
     UserBusy { limit: u64 },
+    /// Too many test runs at once: the caller's own (`per_user`) or the node's.
+    #[error("too many test runs at once {} (at most {limit}); retry when one finishes", if *per_user { "for this account" } else { "on this server" })]
+    TestRunsThrottled { limit: usize, per_user: bool },
+    /// The server is stopping: the run's task was cancelled before it ended.
+    #[error("the server is shutting down")]
+    Stopped,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -111,12 +130,20 @@ struct Inner {
     metrics: Metrics,
     /// Wakes the dispatcher: a run was queued.
     wake: Notify,
+    /// Counts the wakes, so the dispatcher knows whether anything was queued since it last
+    /// looked.
+    wakes: AtomicU64,
     /// Logs of runs in progress on this node, by execution id.
     running: Mutex<HashMap<String, LiveLog>>,
     next_instance: AtomicU64,
     test_slots: Arc<Semaphore>,
     /// Runs in flight per user (the concurrent-runs quota).
     user_runs: quota::UserRuns,
+    /// Test runs in progress, by user.
+    test_users: Counts,
+    /// Followers of executions (log streams), by execution id: bumped when a run starts on
+    /// this node and after its end (or retry) is stored, so they wait without polling.
+    watchers: Mutex<HashMap<String, (watch::Sender<u64>, usize)>>,
     /// Pre-started instances per runtime, and how many are being started.
     spares: Mutex<HashMap<Runtime, (Vec<Instance>, usize)>>,
     /// Set at shutdown: results of runs cut short by it are not recorded, so the runs stay
@@ -142,7 +169,10 @@ impl Engine {
                 cfg,
                 metrics: Metrics::default(),
                 wake: Notify::new(),
+                wakes: AtomicU64::new(0),
                 running: Mutex::new(HashMap::new()),
+                test_users: Counts::default(),
+                watchers: Mutex::new(HashMap::new()),
                 next_instance: AtomicU64::new(0),
                 spares: Mutex::new(HashMap::new()),
                 stopping: std::sync::atomic::AtomicBool::new(false),
@@ -169,7 +199,7 @@ impl Engine {
             tokio::spawn(async move {
                 loop {
                     match listener.recv().await {
-                        Ok(()) => engine.inner.wake.notify_one(),
+                        Ok(()) => engine.wake_dispatcher(),
                         Err(err) => {
                             tracing::warn!(%err, "queue listener failed; polling until it recovers");
                             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -218,7 +248,7 @@ impl Engine {
                 Ok((0, 0)) => {}
                 Ok((requeued, interrupted)) => {
                     tracing::warn!(requeued, interrupted, "settled runs of a node that stopped");
-                    self.inner.wake.notify_one();
+                    self.wake_dispatcher();
                 }
                 Err(err) => tracing::warn!(%err, "lease reaper failed"),
             }
@@ -260,13 +290,33 @@ impl Engine {
     /// Runs `f` now and returns the finished, stored execution. Refuses with
     /// [`EngineError::Throttled`] when the function's queue is full. With an idempotency key
     /// already used for `f`, returns that execution (waiting for it to finish) instead.
+    ///
+    /// The run is a task of its own that the caller awaits: a caller that goes away (an HTTP
+    /// client hanging up drops its request's future) does not take the run with it, so the
+    /// run goes on to its end and is recorded, as in Lambda.
     pub async fn execute(&self, f: &Function, trigger: Trigger, input: Value, key: Option<String>) -> Result<Execution, EngineError> {
+        // Waiting for another request's run stays in the caller's future: it ends with it.
         if let Some(k) = &key {
             if let Some(existing) = self.inner.store.execution_by_idempotency_key(&f.id, k).await? {
                 return self.wait_finished(existing, f).await;
             }
         }
-        let _place = self.user_place(&f.user_id)?;
+        let engine = self.clone();
+        let owned = f.clone();
+        // The user's place among their runs in flight goes with the run's task: it is held
+        // until the run ends, even when the caller has gone.
+        let place = self.user_place(&f.user_id)?;
+        let run = async move {
+            let _place = place;
+            engine.execute_to_end(&owned, trigger, input, key).await
+        };
+        match joined(tokio::spawn(run.in_current_span()).await)? {
+            Ran::Finished(e) => Ok(e),
+            Ran::Duplicate(e) => self.wait_finished(e, f).await,
+        }
+    }
+
+    async fn execute_to_end(&self, f: &Function, trigger: Trigger, input: Value, key: Option<String>) -> Result<Ran, EngineError> {
         let permit = self.inner.pools.acquire(f, true, &self.inner.metrics).await?;
         let mut exec = new_execution(f, trigger, input, ExecutionStatus::Running);
         exec.attempts = 1;
@@ -278,13 +328,13 @@ impl Engine {
                 drop(permit);
                 let existing = self.inner.store.execution_by_idempotency_key(&f.id, k).await?;
                 return match existing {
-                    Some(e) => self.wait_finished(e, f).await,
+                    Some(e) => Ok(Ran::Duplicate(e)),
                     None => Err(StoreError::Corrupt("an idempotent insert conflicted with nothing".into()).into()),
                 };
             }
             let outcome = self.run(f, &exec.id, &exec.input).await;
             drop(permit);
-            return self.record_end(exec, outcome, true).await;
+            return self.record_end(exec, outcome, true).await.map(Ran::Finished);
         }
         // Without a key, a run that ends within RUNNING_ROW_AFTER is stored once, finished (no
         // one can have seen it yet: its id is in no response). A longer run gets its `running`
@@ -303,7 +353,7 @@ impl Engine {
             }
         };
         drop(permit);
-        self.record_end(exec, outcome, stored).await
+        self.record_end(exec, outcome, stored).await.map(Ran::Finished)
     }
 
     /// A place among the user's runs in flight, or [`EngineError::UserBusy`] (quota.rs).
@@ -326,6 +376,7 @@ impl Engine {
         } else {
             self.inner.store.insert_execution(&exec, &NewRun::default()).await?;
         }
+        self.changed(&exec.id);
         Ok(exec)
     }
 
@@ -353,25 +404,41 @@ impl Engine {
             let existing = self.inner.store.execution_by_idempotency_key(&f.id, key.as_deref().unwrap_or_default()).await?;
             return existing.map(|e| (e, false)).ok_or_else(|| StoreError::Corrupt("an idempotent insert conflicted with nothing".into()).into());
         }
-        self.inner.wake.notify_one();
+        self.wake_dispatcher();
         Ok((exec, true))
     }
 
-    /// Runs unsaved code once on a fresh instance; nothing is stored or kept warm.
+    /// Runs unsaved code once on a fresh instance; nothing is stored or kept warm. Each user
+    /// has a few test slots of their own within the node's, so one user's test runs never
+    /// refuse another's. Runs in a task of its own, like [`Engine::execute`], so a caller
+    /// that goes away leaves no instance or slot behind.
     pub async fn test_run(&self, f: &Function, input: Value) -> Result<Execution, EngineError> {
-        let _place = self.user_place(&f.user_id)?;
-        let Ok(_slot) = self.inner.test_slots.clone().try_acquire_owned() else {
+        let place = self.user_place(&f.user_id)?;
+        let throttled = |limit, per_user| {
             self.inner.metrics.throttled.fetch_add(1, Relaxed);
-            return Err(EngineError::Throttled { retry_after_s: 1 });
+            Err(EngineError::TestRunsThrottled { limit, per_user })
         };
-        let mut exec = new_execution(f, Trigger::Test, input, ExecutionStatus::Running);
-        exec.attempts = 1;
-        let outcome = match self.cold_start(f).await {
-            Ok(inst) => self.invoke_on(f, inst, &exec.id, &exec.input, false).await,
-            Err(o) => o,
+        let per_user = self.inner.cfg.test_per_user.max(1);
+        let Some(user_slot) = self.inner.test_users.take(&f.user_id, per_user) else {
+            return throttled(per_user, true);
         };
-        exec.finish(outcome);
-        Ok(exec)
+        let Ok(node_slot) = self.inner.test_slots.clone().try_acquire_owned() else {
+            return throttled(self.inner.cfg.test_concurrency, false);
+        };
+        let engine = self.clone();
+        let f = f.clone();
+        let run = async move {
+            let _held = (place, user_slot, node_slot);
+            let mut exec = new_execution(&f, Trigger::Test, input, ExecutionStatus::Running);
+            exec.attempts = 1;
+            let outcome = match engine.cold_start(&f).await {
+                Ok(inst) => engine.invoke_on(&f, inst, &exec.id, &exec.input, false).await,
+                Err(o) => o,
+            };
+            exec.finish(outcome);
+            Ok(exec)
+        };
+        joined(tokio::spawn(run.in_current_span()).await)
     }
 
     /// Drops the warm instances of a function (after an update or delete), so no later run
@@ -393,32 +460,112 @@ impl Engine {
         running.get(execution_id).and_then(instance::subscribe)
     }
 
+    /// Follows an execution's changes on this node: the watch wakes when the run starts here
+    /// and after its end (or its retry) is stored. Runs on other nodes do not wake it.
+    pub fn watch_execution(&self, execution_id: &str) -> ExecutionWatch {
+        let mut watchers = self.inner.watchers.lock().expect("watchers lock");
+        let (tx, n) = watchers.entry(execution_id.to_string()).or_insert_with(|| (watch::channel(0).0, 0));
+        *n += 1;
+        ExecutionWatch { engine: self.clone(), id: execution_id.to_string(), rx: tx.subscribe() }
+    }
+
+    /// Wakes the followers of an execution (a lock and, when anyone follows, a lookup).
+    fn changed(&self, execution_id: &str) {
+        let watchers = self.inner.watchers.lock().expect("watchers lock");
+        if watchers.is_empty() {
+            return;
+        }
+        if let Some((tx, _)) = watchers.get(execution_id) {
+            tx.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Tells the dispatcher a run was queued (here, or on another node).
+    fn wake_dispatcher(&self) {
+        self.inner.wakes.fetch_add(1, Relaxed);
+        self.inner.wake.notify_one();
+    }
+
     /// Claims queued runs while this node has async capacity; sleeps until woken (a local
-    /// enqueue, a NOTIFY from another node) or for a second (runs waiting out a backoff).
+    /// enqueue, a NOTIFY from another node, a run held back by the skips below ending) or for
+    /// a second (runs waiting out a backoff).
+    ///
+    /// A claim passes over the runs that could not start at once (functions at their
+    /// concurrency limit: such a run would hold a slot while it waits for the function) and
+    /// the runs of users who hold their share of the slots: first the fair share
+    /// (`slots / (users running + 1)`, room kept for a newcomer), and when nobody else has
+    /// work, up to the per-user cap. One tenant's backlog therefore never takes every slot.
     async fn dispatch(self) {
-        let slots = Arc::new(Semaphore::new(self.inner.cfg.async_concurrency));
+        let total = self.inner.cfg.async_concurrency;
+        let cap = match self.inner.cfg.async_per_user {
+            // An eighth of the slots (at least one) stays free for other users' runs.
+            0 => total.saturating_sub((total / 8).max(1)).max(1),
+            n => n.min(total),
+        };
+        let slots = Arc::new(Semaphore::new(total));
+        let load = Arc::new(DispatchLoad::default());
+        // When the fair-share claim last found nothing (no other user had work), and the wake
+        // count then: until something is queued, or for a second (runs coming due after a
+        // backoff wake no one), the claim goes straight to the per-user cap.
+        let mut others_idle: Option<(u64, Instant)> = None;
         loop {
             let slot = slots.clone().acquire_owned().await.expect("never closed");
             if self.inner.stopping.load(Relaxed) {
                 return;
             }
-            let claimed = self.inner.store.claim_next(&self.inner.cfg.node_id, &time::now(), &self.lease_until()).await;
+            let (fair, capped) = load.skips(&self.inner.pools, self.inner.cfg.function_concurrency, total, cap);
+            let (now, lease) = (time::now(), self.lease_until());
+            if !(fair.functions.is_empty() && fair.users.is_empty()) {
+                // Set before the claim, so a run ending during it wakes the wait below.
+                load.held_back.store(true, Relaxed);
+            }
+            let wakes = self.inner.wakes.load(Relaxed);
+            let two_phases = fair.users.len() > capped.users.len();
+            let skip_fair = two_phases && others_idle.is_some_and(|(w, t)| w == wakes && t.elapsed() < Duration::from_secs(1));
+            let mut claimed = if skip_fair { Ok(None) } else { self.inner.store.claim_next(&self.inner.cfg.node_id, &now, &lease, &fair).await };
+            if matches!(claimed, Ok(None)) && two_phases {
+                if !skip_fair {
+                    others_idle = Some((wakes, Instant::now()));
+                }
+                claimed = self.inner.store.claim_next(&self.inner.cfg.node_id, &now, &lease, &capped).await;
+            }
             match claimed {
                 Ok(Some(exec)) => {
-                    self.inner.metrics.queue_depth.fetch_add(1, Relaxed);
+                    let held = DispatchLoad::hold(&load, &exec);
                     let engine = self.clone();
-                    tokio::spawn(async move {
+                    let run = async move {
+                        let in_flight = gauge_unit(&engine.inner.metrics.queue_depth);
                         let id = exec.id.clone();
                         if let Err(err) = engine.run_claimed(exec).await {
                             tracing::error!(execution_id = %id, %err, "async run failed to complete");
                         }
-                        engine.inner.metrics.queue_depth.fetch_sub(1, Relaxed);
-                        drop(slot);
-                    });
+                        drop((in_flight, slot));
+                        // A run passed over while this one held its user's or function's
+                        // share may start now.
+                        held.release();
+                    };
+                    tokio::spawn(run);
+                }
+                Ok(None) if fair.functions.is_empty() && fair.users.is_empty() => {
+                    drop(slot);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wake.notified()).await;
                 }
                 Ok(None) => {
                     drop(slot);
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wake.notified()).await;
+                    // The claim stepped over skipped runs to find nothing. A skipped run ending
+                    // makes room at once; other wakes (a skipped user's every enqueue is one)
+                    // run the claim again at most every FRUITLESS_CLAIM_PAUSE.
+                    let woken = async {
+                        tokio::time::sleep(FRUITLESS_CLAIM_PAUSE).await;
+                        self.inner.wake.notified().await;
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        tokio::select! {
+                            _ = load.freed.notified() => {}
+                            _ = woken => {}
+                        }
+                    })
+                    .await;
                 }
                 Err(err) => {
                     drop(slot);
@@ -444,6 +591,7 @@ impl Engine {
                 finished_at: now,
             });
             store.save_execution(&exec).await?;
+            self.changed(&exec.id);
             return Ok(());
         };
         exec.function_version = f.version;
@@ -461,9 +609,11 @@ impl Engine {
             let due = time::format(chrono_now() + backoff.min(Duration::from_secs(300)));
             tracing::info!(execution_id = %exec.id, attempt = exec.attempts, %due, "retrying a failed async run");
             store.requeue(&exec, &due).await?;
+            self.changed(&exec.id);
             return Ok(());
         }
         store.save_execution(&exec).await?;
+        self.changed(&exec.id);
         Ok(())
     }
 
@@ -498,12 +648,12 @@ impl Engine {
     }
 
     async fn invoke_on(&self, f: &Function, mut inst: Instance, exec_id: &str, input: &Value, keep_warm: bool) -> Outcome {
-        self.inner.running.lock().expect("running lock").insert(exec_id.to_string(), inst.live.clone());
+        let running = RunningEntry::new(self, exec_id, &inst.live);
         let started_at = time::now();
         let t0 = Instant::now();
         let report = inst.invoke(exec_id, input, Duration::from_secs(f.timeout as u64)).await;
         let elapsed = t0.elapsed();
-        self.inner.running.lock().expect("running lock").remove(exec_id);
+        drop(running);
         self.inner.metrics.record(f.runtime, elapsed.as_secs_f64(), report.result.as_ref().err().map(|e| e.kind));
         if keep_warm && report.reusable {
             if let Some(stale) = self.inner.pools.put_idle(f, inst, &self.inner.metrics) {
@@ -677,6 +827,180 @@ impl Engine {
     }
 }
 
+/// How a synchronous run's task ended: it ran, or another request with its idempotency key
+/// got there first (the caller waits for that one).
+enum Ran {
+    Finished(Execution),
+    Duplicate(Execution),
+}
+
+/// The result of a run's own task: its panic goes on in the caller, as if it had run there.
+fn joined<T>(r: Result<Result<T, EngineError>, tokio::task::JoinError>) -> Result<T, EngineError> {
+    match r {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(EngineError::Stopped),
+    }
+}
+
+/// A follower's view of one execution's changes on this node; see [`Engine::watch_execution`].
+pub struct ExecutionWatch {
+    engine: Engine,
+    id: String,
+    rx: watch::Receiver<u64>,
+}
+
+impl ExecutionWatch {
+    /// Waits for the next change after the last one seen (or after the watch began).
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            // The sender lives as long as any watch of the id: this cannot happen.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for ExecutionWatch {
+    fn drop(&mut self) {
+        let mut watchers = self.engine.inner.watchers.lock().expect("watchers lock");
+        if let Some((_, n)) = watchers.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                watchers.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// A run's entry in the engine's map of live logs, there from the run's start to its end
+/// (or until its future is dropped): its Drop removes it on every path.
+struct RunningEntry<'a> {
+    engine: &'a Engine,
+    id: &'a str,
+}
+
+impl<'a> RunningEntry<'a> {
+    fn new(engine: &'a Engine, id: &'a str, live: &LiveLog) -> Self {
+        engine.inner.running.lock().expect("running lock").insert(id.to_string(), live.clone());
+        engine.changed(id);
+        RunningEntry { engine, id }
+    }
+}
+
+impl Drop for RunningEntry<'_> {
+    fn drop(&mut self) {
+        self.engine.inner.running.lock().expect("running lock").remove(self.id);
+    }
+}
+
+/// One unit of a gauge, given back when dropped.
+fn gauge_unit(g: &std::sync::atomic::AtomicI64) -> GaugeUnit<'_> {
+    g.fetch_add(1, Relaxed);
+    GaugeUnit(g)
+}
+
+/// See [`gauge_unit`].
+struct GaugeUnit<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl Drop for GaugeUnit<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Counts by key (e.g. a user's test runs) whose units are given back when dropped.
+#[derive(Default, Clone)]
+struct Counts(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Counts {
+    /// One unit for `key` if it holds fewer than `limit`.
+    fn take(&self, key: &str, limit: usize) -> Option<CountUnit> {
+        let mut m = self.0.lock().expect("counts lock");
+        let n = m.entry(key.to_string()).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(CountUnit { counts: self.clone(), key: key.to_string() })
+    }
+
+    fn add(&self, key: &str) -> CountUnit {
+        *self.0.lock().expect("counts lock").entry(key.to_string()).or_insert(0) += 1;
+        CountUnit { counts: self.clone(), key: key.to_string() }
+    }
+}
+
+/// See [`Counts::take`].
+struct CountUnit {
+    counts: Counts,
+    key: String,
+}
+
+impl Drop for CountUnit {
+    fn drop(&mut self) {
+        let mut m = self.counts.0.lock().expect("counts lock");
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The async runs this node's dispatcher has claimed and not finished, by user and by
+/// function.
+#[derive(Default)]
+struct DispatchLoad {
+    users: Counts,
+    functions: Counts,
+    /// A claim passed over some runs: wake the dispatcher (`freed`) when a run ends.
+    held_back: std::sync::atomic::AtomicBool,
+    /// Wakes the dispatcher: a run ended while claims were passing over runs.
+    freed: Notify,
+}
+
+/// A claimed run's place in the [`DispatchLoad`].
+struct Held {
+    load: Arc<DispatchLoad>,
+    _units: (CountUnit, CountUnit),
+}
+
+impl Held {
+    /// Gives the run's place back, and wakes the dispatcher if a claim passed over runs
+    /// meanwhile (one of them may start now).
+    fn release(self) {
+        let load = self.load.clone();
+        drop(self);
+        if load.held_back.swap(false, Relaxed) {
+            load.freed.notify_one();
+        }
+    }
+}
+
+impl DispatchLoad {
+    fn hold(load: &Arc<DispatchLoad>, e: &Execution) -> Held {
+        Held { load: load.clone(), _units: (load.users.add(&e.user_id), load.functions.add(&e.function_id)) }
+    }
+
+    /// What a claim passes over: (at the fair share, at the per-user cap). Both skip the
+    /// functions that cannot start another run: at the node's per-function limit counting
+    /// the runs claimed here, or with no free pool slot (synchronous runs hold them).
+    fn skips(&self, pools: &Pools, per_function: usize, total: usize, cap: usize) -> (ClaimSkip, ClaimSkip) {
+        let mut functions = pools.saturated();
+        {
+            let claimed = self.functions.0.lock().expect("counts lock");
+            let at_limit: Vec<String> = claimed.iter().filter(|(id, n)| **n >= per_function && !functions.contains(id)).map(|(id, _)| id.clone()).collect();
+            functions.extend(at_limit);
+        }
+        let users = self.users.0.lock().expect("counts lock");
+        let fair = (total / (users.len() + 1)).clamp(1, cap);
+        let over = |limit: usize| users.iter().filter(|(_, n)| **n >= limit).map(|(u, _)| u.clone()).collect::<Vec<_>>();
+        let capped = ClaimSkip { functions: functions.clone(), users: over(cap) };
+        (ClaimSkip { functions, users: over(fair) }, capped)
+    }
+}
+
 /// A run's output as stored text: invalid UTF-8 and NUL bytes (which PostgreSQL text cannot
 /// hold) become U+FFFD.
 fn log_text(bytes: &[u8]) -> String {
@@ -687,6 +1011,9 @@ fn log_text(bytes: &[u8]) -> String {
         text.into_owned()
     }
 }
+
+/// The least time between two claims that found nothing while skipping some runs.
+const FRUITLESS_CLAIM_PAUSE: Duration = Duration::from_millis(50);
 
 /// How long a synchronous run goes unrecorded before its `running` row is written.
 const RUNNING_ROW_AFTER: Duration = Duration::from_millis(50);
@@ -747,4 +1074,68 @@ fn function_env(f: &Function) -> Vec<(String, String)> {
         ("VOLTRUN_FUNCTION_ID".to_string(), f.id.clone()),
     ]);
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claimed(user: &str, function: &str) -> Execution {
+        let mut e = new_execution(&test_function(), Trigger::Async, Value::Null, ExecutionStatus::Running);
+        e.user_id = user.into();
+        e.function_id = function.into();
+        e
+    }
+
+    fn test_function() -> Function {
+        voltrun_core::NewFunction {
+            name: "f".into(),
+            description: None,
+            runtime: "python".into(),
+            code: "def handler(e, c):\n    return 1\n".into(),
+            handler: None,
+            memory: None,
+            timeout: None,
+            env: None,
+            route: None,
+            public: None,
+            schedule: None,
+            max_retries: None,
+        }
+        .into_function("fn_x".into(), "u".into(), time::now())
+        .unwrap()
+    }
+
+    /// The skips follow the dispatcher's load: a function at its limit is skipped in both
+    /// phases; a lone user is held back at the fair share first, then only at the cap; a
+    /// second user running lowers the fair share; giving runs back lifts the skips.
+    #[test]
+    fn claims_skip_functions_at_their_limit_and_users_at_their_share() {
+        let load = Arc::new(DispatchLoad::default());
+        let pools = Pools::new(2, 10);
+        let (total, cap) = (8, 7);
+        let mut held = vec![DispatchLoad::hold(&load, &claimed("a", "f1")), DispatchLoad::hold(&load, &claimed("a", "f1"))];
+        let (fair, capped) = load.skips(&pools, 2, total, cap);
+        assert_eq!((fair.functions.clone(), capped.functions.clone()), (vec!["f1".to_string()], vec!["f1".to_string()]));
+        assert!(fair.users.is_empty() && capped.users.is_empty());
+        for f in ["f2", "f3"] {
+            held.push(DispatchLoad::hold(&load, &claimed("a", f)));
+        }
+        // Alone, `a` holds 4 of 8: its fair share (8 / 2), not yet its cap.
+        let (fair, capped) = load.skips(&pools, 2, total, cap);
+        assert_eq!((fair.users, capped.users), (vec!["a".to_string()], vec![]));
+        held.push(DispatchLoad::hold(&load, &claimed("b", "g1")));
+        // Two users running: the fair share is 8 / 3 = 2; `b` (1) is below it.
+        let (fair, _) = load.skips(&pools, 2, total, cap);
+        assert_eq!(fair.users, vec!["a".to_string()]);
+        for _ in 0..3 {
+            held.push(DispatchLoad::hold(&load, &claimed("a", "f4")));
+        }
+        let (_, capped) = load.skips(&pools, 2, total, cap);
+        assert_eq!(capped.users, vec!["a".to_string()], "7 of 8 is the cap");
+        held.clear();
+        let (fair, capped) = load.skips(&pools, 2, total, cap);
+        assert!(fair.users.is_empty() && fair.functions.is_empty() && capped.users.is_empty());
+        assert!(load.users.0.lock().unwrap().is_empty() && load.functions.0.lock().unwrap().is_empty(), "nothing left behind");
+    }
 }

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub pending: AtomicI64,
     /// Invocations refused with 429.
     pub throttled: AtomicU64,
+    /// Open `?follow=true` log streams (the API keeps it).
+    pub log_streams: AtomicI64,
 }
 
 fn rt_index(r: Runtime) -> usize {
@@ -104,6 +106,7 @@ impl Metrics {
             ("voltrun_spare_instances", "Pre-started instances waiting for a function.", self.spare_instances.load(Relaxed)),
             ("voltrun_async_in_flight", "Async runs this node has claimed and not finished.", self.queue_depth.load(Relaxed)),
             ("voltrun_queue_depth", "Runs waiting in the durable queue (every node's), refreshed every lease period.", self.pending.load(Relaxed)),
+            ("voltrun_log_streams", "Open log streams (GET /api/executions/{id}/logs?follow=true).", self.log_streams.load(Relaxed)),
         ] {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }

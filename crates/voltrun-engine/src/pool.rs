@@ -21,6 +21,22 @@ struct FnPool {
     waiting: Arc<AtomicUsize>,
 }
 
+/// One caller waiting for a function's slot, counted while it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Every function's pool.
 pub(crate) struct Pools {
     map: Mutex<HashMap<String, FnPool>>,
@@ -59,10 +75,16 @@ impl Pools {
             m.throttled.fetch_add(1, Relaxed);
             return Err(EngineError::Throttled { retry_after_s: 1 });
         }
-        waiting.fetch_add(1, Relaxed);
-        let permit = slots.acquire_owned().await.expect("pool semaphores are never closed");
-        waiting.fetch_sub(1, Relaxed);
-        Ok(permit)
+        // Counted as waiting until the permit comes or the wait is dropped (a guard, so a
+        // cancelled wait cannot leave the count, and with it the 429 threshold, too high).
+        let _waiting = Waiting::new(&waiting);
+        Ok(slots.acquire_owned().await.expect("pool semaphores are never closed"))
+    }
+
+    /// The functions with no free slot: every instance they may run is busy.
+    pub(crate) fn saturated(&self) -> Vec<String> {
+        let map = self.map.lock().expect("pool lock");
+        map.iter().filter(|(_, p)| p.slots.available_permits() == 0).map(|(id, _)| id.clone()).collect()
     }
 
     /// A warm instance of exactly `f`'s version, if one is idle. Seeing a newer version

@@ -15,6 +15,15 @@ pub struct NewRun {
     pub lease: Option<(String, String)>,
 }
 
+/// Queued runs a claim passes over: those of these functions and of these users.
+#[derive(Debug, Default, Clone)]
+pub struct ClaimSkip {
+    /// Functions at their concurrency limit on the claiming node.
+    pub functions: Vec<String>,
+    /// Users holding their share of the claiming node's dispatcher slots.
+    pub users: Vec<String>,
+}
+
 /// Filters of `GET /api/executions`.
 #[derive(Debug, Default, Clone)]
 pub struct ExecutionFilter {
@@ -125,17 +134,40 @@ impl Store {
         self.write(Write::Save(Box::new(e.clone()))).await.map(|_| ())
     }
 
-    /// Claims the oldest pending run that is due: moves it to `running` under this node's
-    /// lease and counts the attempt. On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets any number
-    /// of nodes claim at once without waiting on each other.
-    pub async fn claim_next(&self, node: &str, now: &str, lease_until: &str) -> Result<Option<Execution>> {
-        let lock = if self.dialect == Dialect::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
-        let sql = format!(
-            "UPDATE executions SET status = 'running', attempts = attempts + 1, started_at = $1, lease_owner = $2, lease_expires = $3
-             WHERE id = (SELECT id FROM executions WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1) ORDER BY id LIMIT 1 {lock})
-             AND status = 'pending' RETURNING *"
-        );
-        let row = sqlx::query(&sql).bind(now).bind(node).bind(lease_until).fetch_optional(&self.pool).await?;
+    /// Claims the oldest pending run that is due and that `skip` does not hold back: moves it
+    /// to `running` under this node's lease and counts the attempt. The dispatcher skips the
+    /// functions at their concurrency limit and the users at their share of its slots, so a
+    /// claimed run can start at once instead of holding a slot while it waits (and one
+    /// tenant's backlog cannot take every slot). On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets
+    /// any number of nodes claim at once without waiting on each other.
+    pub async fn claim_next(&self, node: &str, now: &str, lease_until: &str, skip: &ClaimSkip) -> Result<Option<Execution>> {
+        // The skip lists travel as one JSON array each, so the statement text (and its prepared
+        // statement) is the same whatever their length.
+        let sql = match self.dialect {
+            Dialect::Postgres => {
+                "UPDATE executions SET status = 'running', attempts = attempts + 1, started_at = $1, lease_owner = $2, lease_expires = $3
+                 WHERE id = (SELECT id FROM executions WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1)
+                   AND function_id NOT IN (SELECT json_array_elements_text($4::json)) AND user_id NOT IN (SELECT json_array_elements_text($5::json))
+                   ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 AND status = 'pending' RETURNING *"
+            }
+            Dialect::Sqlite => {
+                "UPDATE executions SET status = 'running', attempts = attempts + 1, started_at = $1, lease_owner = $2, lease_expires = $3
+                 WHERE id = (SELECT id FROM executions WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1)
+                   AND function_id NOT IN (SELECT value FROM json_each($4)) AND user_id NOT IN (SELECT value FROM json_each($5))
+                   ORDER BY id LIMIT 1)
+                 AND status = 'pending' RETURNING *"
+            }
+        };
+        let list = |ids: &[String]| serde_json::to_string(ids).expect("strings serialise");
+        let row = sqlx::query(sql)
+            .bind(now)
+            .bind(node)
+            .bind(lease_until)
+            .bind(list(&skip.functions))
+            .bind(list(&skip.users))
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(execution_from).transpose()
     }
 

@@ -18,7 +18,7 @@ mod secrets;
 mod users;
 mod writer;
 
-pub use executions::{ExecutionFilter, HourBucket, NewRun, Stats};
+pub use executions::{ClaimSkip, ExecutionFilter, HourBucket, NewRun, Stats};
 pub use functions::{ScheduledFunction, SchedulesFingerprint};
 pub use retention::RetentionCursor;
 pub use users::{ApiKey, KeyOwner, User};

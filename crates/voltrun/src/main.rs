@@ -86,6 +86,16 @@ struct EngineArgs {
     /// get 429; async runs count towards it). 0 = unlimited.
     #[arg(long, env = "VOLTRUN_QUOTA_CONCURRENT_RUNS", default_value_t = voltrun_core::Quotas::default().concurrent_runs)]
     quota_concurrent_runs: u64,
+    /// Async slots one user's runs may hold at once on this node (0: all but an eighth of
+    /// --async-concurrency, keeping at least one free for other users).
+    #[arg(long, env = "VOLTRUN_ASYNC_PER_USER", default_value_t = 0)]
+    async_per_user: usize,
+    /// Test runs (POST /api/functions/test) at once on this node, every user's together.
+    #[arg(long, env = "VOLTRUN_TEST_CONCURRENCY", default_value_t = 16)]
+    test_concurrency: usize,
+    /// Test runs one user may have at once.
+    #[arg(long, env = "VOLTRUN_TEST_RUNS_PER_USER", default_value_t = 2)]
+    test_runs_per_user: usize,
 }
 
 /// Per-user quotas and execution history retention (docs/SECURITY.md, "Hardening: quotas and
@@ -122,6 +132,9 @@ struct ServeArgs {
     /// Invocations per second allowed per user (0 = unlimited).
     #[arg(long, env = "VOLTRUN_INVOKE_RATE", default_value_t = 1000.0)]
     invoke_rate: f64,
+    /// Log streams (GET /api/executions/{id}/logs?follow=true) one user may hold open at once.
+    #[arg(long, env = "VOLTRUN_MAX_LOG_STREAMS_PER_USER", default_value_t = 16)]
+    max_log_streams_per_user: usize,
     /// Also serve HTTP triggers at `/{route}/…` on this address, an origin of their own (no
     /// API, no dashboard), as Lambda function URLs live on their own domain. Default: off.
     #[arg(long, env = "VOLTRUN_TRIGGER_LISTEN")]
@@ -288,6 +301,9 @@ async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
         scheduler: !args.no_scheduler,
         spares: args.spares,
         user_concurrent_runs: args.quota_concurrent_runs,
+        async_per_user: args.async_per_user,
+        test_concurrency: args.test_concurrency,
+        test_per_user: args.test_runs_per_user,
         ..EngineConfig::default()
     };
     let engine = Engine::new(store.clone(), sandbox, runtimes, cfg)?;
@@ -328,6 +344,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         limits: Arc::new(Limits::new(args.invoke_rate).with_register_rate(args.guard.register_rate.max(1))),
         quotas,
         started: Instant::now(),
+        log_streams: Arc::new(voltrun_api::executions::LogStreams::new(args.max_log_streams_per_user)),
     };
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;

@@ -12,6 +12,7 @@ mod hardening_sandbox;
 mod hardening_trigger;
 mod hardening_auth;
 mod hardening_connections;
+mod hardening_engine;
 mod hostile;
 mod queue;
 mod recovery;
