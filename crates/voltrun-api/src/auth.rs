@@ -125,7 +125,7 @@ async fn register(State(st): State<AppState>, headers: HeaderMap, Json(b): Json<
         return Err(ApiError::bad("validation_failed", "name: at most 100 characters, no control characters"));
     }
     // Every valid registration counts against its address: each costs an argon2 hash.
-    let ip = crate::client_ip(&headers);
+    let ip = crate::client_net(&headers);
     st.limits.register_ip.hit(&ip).map_err(|s| throttled("registrations from this address", s))?;
     let password_hash = hash_password(&st, b.password).await?;
     let user = User { id: id::new_id("usr_"), email, name, password_hash, created_at: time::now() };
@@ -149,7 +149,7 @@ async fn login(State(st): State<AppState>, headers: HeaderMap, Json(b): Json<Log
     if !valid_email(&email) {
         return Err(wrong());
     }
-    let ip = crate::client_ip(&headers);
+    let ip = crate::client_net(&headers);
     // Every attempt counts against its address (each costs an argon2 verify). Only failed
     // attempts count against the email, per address and (much higher) in all, so someone
     // guessing from one address cannot lock the owner out from another.
@@ -181,9 +181,10 @@ async fn refresh(State(st): State<AppState>, headers: HeaderMap, Body(body): Bod
             return Ok(error_body(StatusCode::FORBIDDEN, "cross_origin", why));
         }
         match session_cookie(&headers) {
-            Some(t) => t,
+            SessionCookie::One(t) => t,
             // No session to restore (a dashboard opened while logged out): not an error.
-            None => return Ok(StatusCode::NO_CONTENT.into_response()),
+            SessionCookie::None => return Ok(StatusCode::NO_CONTENT.into_response()),
+            SessionCookie::Tampered => return Ok(tampered_session()),
         }
     } else {
         refresh_body(&body)?
@@ -209,7 +210,11 @@ async fn logout(State(st): State<AppState>, headers: HeaderMap, Body(body): Body
         if let Err(why) = same_origin(&headers) {
             return Ok(error_body(StatusCode::FORBIDDEN, "cross_origin", why));
         }
-        session_cookie(&headers)
+        match session_cookie(&headers) {
+            SessionCookie::One(t) => Some(t),
+            SessionCookie::None => None,
+            SessionCookie::Tampered => return Ok(without_any_session_cookie(StatusCode::NO_CONTENT.into_response())),
+        }
     } else {
         Some(refresh_body(&body)?)
     };
@@ -235,10 +240,20 @@ pub const SESSION_COOKIE: &str = "voltrun_refresh";
 pub const SESSION_HEADER: &str = "x-voltrun-session";
 const COOKIE_ATTRS: &str = "HttpOnly; Secure; SameSite=Strict; Path=/api/auth";
 
-/// True when a `Cookie` pair or `Set-Cookie` value names the session cookie (what a function
-/// must neither see nor set).
+/// True when a `Cookie` pair or `Set-Cookie` value names the session cookie, or has no name
+/// (what a function must neither see nor set). A nameless cookie counts: a browser stores
+/// `Set-Cookie: =voltrun_refresh=X` under the empty name and sends it back as
+/// `voltrun_refresh=X`, which would plant a session (a forged or the attacker's own) in the
+/// dashboard.
 pub fn is_session_cookie(pair: &str) -> bool {
-    pair.split_once('=').map_or(pair, |(name, _)| name).trim().eq_ignore_ascii_case(SESSION_COOKIE)
+    let name_value = pair.split(';').next().unwrap_or("").trim();
+    match name_value.split_once('=') {
+        None => true,
+        Some((name, _)) => {
+            let name = name.trim();
+            name.is_empty() || name.to_ascii_lowercase().contains(SESSION_COOKIE)
+        }
+    }
 }
 
 /// The client asks for the cookie session (`X-VoltRun-Session: cookie`).
@@ -246,17 +261,51 @@ fn cookie_mode(headers: &HeaderMap) -> bool {
     headers.get(SESSION_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cookie"))
 }
 
-/// The refresh token of the session cookie, if sent.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.trim().to_string())
-        .filter(|v| !v.is_empty())
+/// What a request's cookies say about the session.
+#[derive(Debug, PartialEq)]
+enum SessionCookie {
+    None,
+    One(String),
+    /// More than one session pair, or one under another spelling: cookies planted by someone
+    /// else (a page on the same host, another port). Never trusted.
+    Tampered,
+}
+
+/// The refresh token of the session cookie, if sent exactly once as we set it.
+fn session_cookie(headers: &HeaderMap) -> SessionCookie {
+    let mut found = SessionCookie::None;
+    let pairs = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';'));
+    let names_session = |p: &&str| p.split_once('=').is_some_and(|(name, _)| name.trim().to_ascii_lowercase().contains(SESSION_COOKIE));
+    for pair in pairs.map(str::trim).filter(names_session) {
+        let exact = pair.split_once('=').filter(|(name, _)| *name == SESSION_COOKIE).map(|(_, v)| v.trim().to_string());
+        found = match (found, exact) {
+            (SessionCookie::None, Some(v)) if !v.is_empty() => SessionCookie::One(v),
+            (SessionCookie::None, Some(_)) => SessionCookie::None,
+            _ => SessionCookie::Tampered,
+        };
+    }
+    found
+}
+
+/// Paths where a planted session cookie could shadow ours (a more specific path comes first
+/// in the `Cookie` header): cleared, named and nameless, when one is seen.
+const SESSION_COOKIE_PATHS: [&str; 5] = ["/", "/api", "/api/auth", "/api/auth/refresh", "/api/auth/logout"];
+
+/// `resp` with every session cookie a browser may hold for us cleared, planted ones included.
+fn without_any_session_cookie(mut resp: Response) -> Response {
+    for path in SESSION_COOKIE_PATHS {
+        for cookie in [format!("{SESSION_COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path={path}; Max-Age=0"), format!("=x; Secure; Path={path}; Max-Age=0")] {
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+    }
+    resp
+}
+
+fn tampered_session() -> Response {
+    let resp = error_body(StatusCode::UNAUTHORIZED, "unauthorized", "the session cookie was set by someone else; sign in again");
+    without_any_session_cookie(resp)
 }
 
 /// Refuses a cookie-authenticated request from another origin: `Sec-Fetch-Site` other than
@@ -452,6 +501,31 @@ pub async fn authenticate(headers: &HeaderMap, st: &AppState) -> ApiResult<Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cookies(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    /// Regression: `Set-Cookie: =voltrun_refresh=X` (no name) passed the filter, and the
+    /// browser then sent it back as `voltrun_refresh=X`: a function could plant a session.
+    #[test]
+    fn nameless_and_respelled_session_cookies_from_a_function_are_refused() {
+        for planted in ["=voltrun_refresh=X; Path=/api/auth/refresh", "voltrun_refresh", " =x", "Voltrun_Refresh=x", "__Host-voltrun_refresh=x; Path=/"] {
+            assert!(is_session_cookie(planted), "{planted}");
+        }
+        assert!(!is_session_cookie("theme=dark; Path=/"));
+    }
+
+    /// Regression: with a planted session cookie next to ours, the first one sent won.
+    #[test]
+    fn two_session_cookies_in_one_request_are_tampering_not_a_session() {
+        assert_eq!(session_cookie(&cookies("voltrun_refresh=a; voltrun_refresh=b")), SessionCookie::Tampered);
+        assert_eq!(session_cookie(&cookies("theme=dark; voltrun_refresh=a")), SessionCookie::One("a".into()));
+        assert_eq!(session_cookie(&cookies("theme=dark; other")), SessionCookie::None);
+        assert_eq!(session_cookie(&cookies("VOLTRUN_REFRESH=a")), SessionCookie::Tampered);
+    }
 
     #[test]
     fn tokens_round_trip_and_tampering_fails() {

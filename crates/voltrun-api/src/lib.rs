@@ -88,6 +88,13 @@ pub struct AppState {
 /// Header the server sets to the peer's address (any client-sent value is replaced).
 pub(crate) const PEER_HEADER: &str = "x-voltrun-peer";
 
+/// The key per-address rate limits count under: the client's address, or its /64 for IPv6
+/// (one host usually holds a whole /64), as the connection caps count.
+pub fn client_net(headers: &HeaderMap) -> String {
+    let ip = client_ip(headers);
+    ip.parse::<std::net::IpAddr>().map_or(ip, |a| listener::ip_key(a).to_string())
+}
+
 /// The client's address as seen by this server.
 pub fn client_ip(headers: &HeaderMap) -> String {
     headers.get(PEER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_string()

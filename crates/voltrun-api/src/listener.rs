@@ -7,9 +7,12 @@
 //!   whenever the connection waits for a head; it never runs while a response, such as a
 //!   long SSE stream, is being sent);
 //! - a request body must arrive whole within [`ListenerConfig::body_timeout`] of its head;
+//! - a response write that makes no progress for [`ListenerConfig::write_timeout`] (a client
+//!   that never reads) fails the connection; an idle stream with nothing to send is untouched;
 //! - at most [`ListenerConfig::max_connections_per_ip`] connections per client address (per
-//!   /64 for IPv6) and [`ListenerConfig::max_connections`] in all; past either a new
-//!   connection is closed at once, so file descriptors are never exhausted;
+//!   /64 for IPv6) and [`ListenerConfig::max_connections`] in all, counted over every
+//!   listener that shares one [`Connections`] table; past either a new connection is closed
+//!   at once, so file descriptors are never exhausted;
 //! - accept errors (EMFILE, ENFILE, ENOBUFS) back off instead of spinning.
 //!
 //! Each request carries `ConnectInfo<SocketAddr>` as `into_make_service_with_connect_info`
@@ -40,6 +43,8 @@ pub struct ListenerConfig {
     pub header_timeout: Duration,
     /// Longest time from a request's head to the end of its body.
     pub body_timeout: Duration,
+    /// Longest time a response write may wait for the client to read.
+    pub write_timeout: Duration,
     /// Open connections allowed in all.
     pub max_connections: usize,
     /// Open connections allowed per client address (per /64 for IPv6).
@@ -52,6 +57,7 @@ impl Default for ListenerConfig {
         ListenerConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             max_connections: 256,
             max_connections_per_ip: 16,
         }
@@ -72,6 +78,20 @@ pub enum ListenerError {
     Addr(#[from] std::io::Error),
 }
 
+/// The connection table of one or more listeners: the caps count every connection of every
+/// listener given the same table (the API and the trigger origin share one, so together
+/// they stay under the open-file limit).
+#[derive(Clone)]
+pub struct Connections(Arc<Conns>);
+
+impl Connections {
+    /// An empty table with `cfg`'s caps and timeouts.
+    pub fn new(cfg: ListenerConfig) -> Connections {
+        let (idle, _) = watch::channel(0usize);
+        Connections(Arc::new(Conns { cfg, open: Mutex::new((0, HashMap::new())), idle }))
+    }
+}
+
 /// Open connections, in all and per address.
 struct Conns {
     cfg: ListenerConfig,
@@ -86,9 +106,9 @@ struct Slot {
     ip: IpAddr,
 }
 
-/// The key a per-address cap counts under: the address, or its /64 for IPv6 (one host
-/// usually holds a whole /64).
-fn ip_key(ip: IpAddr) -> IpAddr {
+/// The key a per-address cap or rate limit counts under: the address, or its /64 for IPv6
+/// (one host usually holds a whole /64).
+pub fn ip_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -172,6 +192,71 @@ impl HttpBody for TimedBody {
     }
 }
 
+/// A connection whose writes fail once one has waited [`ListenerConfig::write_timeout`]
+/// without progress: a client that stops reading cannot hold its connection (and the
+/// response it pins) for ever. Reads are untouched (the header and body timeouts bound them).
+struct StallGuard {
+    inner: tokio::net::TcpStream,
+    timeout: Duration,
+    /// Armed when a write first has to wait; disarmed by any progress.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallGuard {
+    fn progress<T>(&mut self, cx: &mut Context<'_>, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        match r {
+            Poll::Ready(v) => {
+                self.sleep = None;
+                Poll::Ready(v)
+            }
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client stopped reading the response"))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for StallGuard {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for StallGuard {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.progress(cx, r)
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.progress(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.progress(cx, r)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.progress(cx, r)
+    }
+}
+
 /// True for accept errors that concern one connection only (retry at once); anything else
 /// (EMFILE, ENFILE, ENOBUFS, ENOMEM) calls for a pause.
 fn is_connection_error(e: &std::io::Error) -> bool {
@@ -182,10 +267,11 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits for
 /// open connections: in-flight requests finish, idle connections close. Bound the wait from
 /// outside (e.g. a grace period) if long streams may be open.
-pub async fn serve(listener: TcpListener, app: Router, cfg: ListenerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ListenerError> {
+pub async fn serve(listener: TcpListener, app: Router, table: &Connections, shutdown: impl Future<Output = ()>) -> Result<(), ListenerError> {
     listener.local_addr()?;
-    let (idle, mut idle_rx) = watch::channel(0usize);
-    let conns = Arc::new(Conns { cfg: cfg.clone(), open: Mutex::new((0, HashMap::new())), idle });
+    let conns = table.0.clone();
+    let cfg = conns.cfg.clone();
+    let mut idle_rx = conns.idle.subscribe();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(cfg.header_timeout).keep_alive(true);
@@ -221,6 +307,7 @@ pub async fn serve(listener: TcpListener, app: Router, cfg: ListenerConfig, shut
             req.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(req)
         });
+        let stream = StallGuard { inner: stream, timeout: cfg.write_timeout, sleep: None };
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -252,8 +339,7 @@ mod tests {
     #[test]
     fn caps_per_address_and_in_all() {
         let cfg = ListenerConfig { max_connections: 3, max_connections_per_ip: 2, ..ListenerConfig::default() };
-        let (idle, _rx) = watch::channel(0);
-        let conns = Arc::new(Conns { cfg, open: Mutex::new((0, HashMap::new())), idle });
+        let conns = Connections::new(cfg).0;
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let s1 = conns.admit(a).unwrap();

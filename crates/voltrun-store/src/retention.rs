@@ -35,8 +35,13 @@ const PERIOD: Duration = Duration::from_secs(5);
 const FINISHED: &str = "status IN ('success', 'failed')";
 // Placeholders in order of appearance (the SQLite writer binds `$N` by position).
 const PURGE_OLD: &str = "DELETE FROM executions WHERE id IN (SELECT id FROM executions WHERE id < $1 AND status IN ('success', 'failed') ORDER BY id LIMIT $2)";
-const PURGE_FUNCTION: &str = "DELETE FROM executions WHERE id IN (SELECT id FROM executions WHERE user_id = $1 AND function_id = $2 AND id <= $3 AND status IN ('success', 'failed') ORDER BY id LIMIT $4)";
-const PURGE_USER: &str = "DELETE FROM executions WHERE id IN (SELECT id FROM executions WHERE user_id = $1 AND id <= $2 AND status IN ('success', 'failed') ORDER BY id LIMIT $3)";
+// The count bounds spare, for KEYED_KEEP, runs that carry an idempotency key or a schedule
+// tick: their rows are what makes a retried key return the first run instead of running
+// again, and a tick fire once however many nodes and passes try (the age bound still applies).
+const PURGE_FUNCTION: &str = "DELETE FROM executions WHERE id IN (SELECT id FROM executions WHERE user_id = $1 AND function_id = $2 AND id <= $3 AND ((idempotency_key IS NULL AND schedule_tick IS NULL) OR id < $4) AND status IN ('success', 'failed') ORDER BY id LIMIT $5)";
+const PURGE_USER: &str = "DELETE FROM executions WHERE id IN (SELECT id FROM executions WHERE user_id = $1 AND id <= $2 AND ((idempotency_key IS NULL AND schedule_tick IS NULL) OR id < $3) AND status IN ('success', 'failed') ORDER BY id LIMIT $4)";
+/// How long the count bounds leave runs with an idempotency key or a schedule tick alone.
+const KEYED_KEEP_S: i64 = 24 * 3600;
 
 /// Where a retention task has got to: runs with ids up to `high` have been looked at, and
 /// for each function and user checked so far, an upper bound on the runs it has stored.
@@ -93,6 +98,7 @@ impl Store {
         if policy.per_function == 0 && policy.per_user == 0 {
             return Ok(batches);
         }
+        let keyed_cutoff = since_id(&time::in_seconds(-KEYED_KEEP_S));
         let row = sqlx::query("SELECT MAX(id) AS high FROM executions").fetch_one(&self.pool).await?;
         let Some(high) = get_opt_str(&row, "high")? else { return Ok(batches) };
         if high <= cursor.high {
@@ -130,7 +136,7 @@ impl Store {
                     .await?;
                 if let Some(r) = row {
                     let cut = get_str(&r, "id")?;
-                    batches += self.purge(PURGE_FUNCTION, vec![text(user), text(function), text(&cut)]).await?;
+                    batches += self.purge(PURGE_FUNCTION, vec![text(user), text(function), text(&cut), text(&keyed_cutoff)]).await?;
                 }
                 cursor.functions.insert(key, keep);
             }
@@ -155,7 +161,7 @@ impl Store {
                     .await?;
                 if let Some(r) = row {
                     let cut = get_str(&r, "id")?;
-                    batches += self.purge(PURGE_USER, vec![text(user), text(&cut)]).await?;
+                    batches += self.purge(PURGE_USER, vec![text(user), text(&cut), text(&keyed_cutoff)]).await?;
                 }
                 cursor.users.insert(user.clone(), keep);
             }
@@ -187,7 +193,7 @@ mod tests {
     use sqlx::Row;
     use voltrun_core::{Execution, ExecutionStatus, Retention, Trigger};
 
-    use crate::Store;
+    use crate::{NewRun, Store};
 
     async fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("voltrun-store-{tag}-{}", std::process::id()));
@@ -287,6 +293,31 @@ mod tests {
         assert!(store.apply_retention(&loose, &mut cursor).await.unwrap() > 0);
         let f2 = ids_of(&store, "function_id = 'f2'").await;
         assert_eq!(f2.len(), 4, "{f2:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Regression: the count bounds deleted a run with an idempotency key seconds after it
+    /// ran, so a client retrying the key ran the function again (and a schedule tick whose
+    /// row was gone fired twice).
+    #[tokio::test]
+    async fn retention_keeps_recent_runs_with_an_idempotency_key_or_a_schedule_tick() {
+        let (store, dir) = temp_store("retention-keys").await;
+        let keyed = run("u1", "f1", 0, 0, ExecutionStatus::Success);
+        let ticked = run("u1", "f1", 0, 1, ExecutionStatus::Success);
+        let old_keyed = run("u1", "f1", 2, 2, ExecutionStatus::Success);
+        assert!(store.insert_execution(&old_keyed, &NewRun { idempotency_key: Some("k-old".into()), ..NewRun::default() }).await.unwrap());
+        assert!(store.insert_execution(&keyed, &NewRun { idempotency_key: Some("k1".into()), ..NewRun::default() }).await.unwrap());
+        assert!(store.insert_execution(&ticked, &NewRun { schedule_tick: Some("2026-12-01T00:00:00Z".into()), ..NewRun::default() }).await.unwrap());
+        for n in 10..20 {
+            assert!(store.insert_execution(&run("u1", "f1", 0, n, ExecutionStatus::Success), &NewRun::default()).await.unwrap());
+        }
+        let policy = Retention { max_age_days: 30, per_function: 2, per_user: 2 };
+        store.apply_retention(&policy, &mut super::RetentionCursor::default()).await.unwrap();
+        let left = ids_of(&store, "function_id = 'f1'").await;
+        assert!(left.contains(&keyed.id) && left.contains(&ticked.id), "{left:?}");
+        assert!(!left.contains(&old_keyed.id), "a keyed run older than a day goes: {left:?}");
+        assert_eq!(left.len(), 4, "the two keyed runs and the newest two: {left:?}");
+        assert_eq!(store.execution_by_idempotency_key("f1", "k1").await.unwrap().map(|e| e.id), Some(keyed.id.clone()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -164,7 +164,8 @@ struct GuardArgs {
     /// Seconds allowed for a request's head; also how long an idle kept-alive connection stays open.
     #[arg(long, env = "VOLTRUN_HEADER_TIMEOUT", default_value_t = 10.0)]
     header_timeout: f64,
-    /// Seconds allowed from a request's head to the end of its body.
+    /// Seconds allowed from a request's head to the end of its body; also how long a response
+    /// write may wait for a client that does not read.
     #[arg(long, env = "VOLTRUN_BODY_TIMEOUT", default_value_t = 30.0)]
     body_timeout: f64,
     /// Open connections allowed per client address (per /64 for IPv6).
@@ -187,6 +188,7 @@ impl GuardArgs {
         Ok(voltrun_api::listener::ListenerConfig {
             header_timeout: secs(self.header_timeout, "header-timeout")?,
             body_timeout: secs(self.body_timeout, "body-timeout")?,
+            write_timeout: secs(self.body_timeout, "body-timeout")?,
             max_connections: self.max_connections.unwrap_or_else(voltrun_api::listener::default_max_connections).max(1),
             max_connections_per_ip: self.max_connections_per_ip.max(1),
         })
@@ -328,7 +330,8 @@ async fn worker(args: WorkerArgs) -> Result<()> {
 async fn serve(args: ServeArgs) -> Result<()> {
     let (store, engine, data_dir) = start_engine(&args.engine).await?;
     let auth = AuthKeys::new(jwt_secret(&store, &data_dir, args.jwt_secret).await?).with_hash_pool(args.guard.hash_pool());
-    let listen_cfg = args.guard.listener()?;
+    // One connection table for every listener: their caps count together.
+    let conns = voltrun_api::listener::Connections::new(args.guard.listener()?);
     let q = &args.quotas;
     store.spawn_retention(voltrun_core::Retention { max_age_days: q.retention_days, per_function: q.retention_per_function, per_user: q.retention_per_user });
     let quotas = voltrun_core::Quotas {
@@ -365,9 +368,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!(addr = %at, "serving triggers on an origin of their own");
         let app = voltrun_api::trigger_app(state.clone());
         let mut stop = triggers_stop_rx;
-        let cfg = listen_cfg.clone();
+        let table = conns.clone();
         triggers_task = Some(tokio::spawn(async move {
-            let r = voltrun_api::listener::serve(listener, app, cfg, async move {
+            let r = voltrun_api::listener::serve(listener, app, &table, async move {
                 let _ = stop.wait_for(|s| *s).await;
             });
             if let Err(e) = r.await {
@@ -375,7 +378,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             }
         }));
     }
-    let server = voltrun_api::listener::serve(listener, app(state), listen_cfg, async move {
+    let server = voltrun_api::listener::serve(listener, app(state), &conns, async move {
         shutdown_signal().await;
         let _ = triggers_stop_tx.send(true);
         let _ = stopping_tx.send(());

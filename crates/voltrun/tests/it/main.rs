@@ -18,3 +18,4 @@ mod queue;
 mod recovery;
 mod scaleout;
 mod hardening_quotas;
+mod hardening_review;
