@@ -102,22 +102,22 @@ struct EngineArgs {
 /// retention"); 0 = unlimited everywhere.
 #[derive(clap::Args)]
 struct QuotaArgs {
-    /// Functions one user may have.
+    /// Functions one user may have (0 = unlimited).
     #[arg(long, env = "VOLTRUN_QUOTA_FUNCTIONS", default_value_t = voltrun_core::Quotas::default().functions)]
     quota_functions: u64,
-    /// Bytes of code summed over one user's functions.
+    /// Bytes of code summed over one user's functions (0 = unlimited).
     #[arg(long, env = "VOLTRUN_QUOTA_CODE_BYTES", default_value_t = voltrun_core::Quotas::default().code_bytes)]
     quota_code_bytes: u64,
-    /// API keys one user may have.
+    /// API keys one user may have (0 = unlimited).
     #[arg(long, env = "VOLTRUN_QUOTA_API_KEYS", default_value_t = voltrun_core::Quotas::default().api_keys)]
     quota_api_keys: u64,
-    /// Days a finished execution is kept.
+    /// Days a finished execution is kept (0 = no age limit).
     #[arg(long, env = "VOLTRUN_RETENTION_DAYS", default_value_t = voltrun_core::Retention::default().max_age_days)]
     retention_days: u64,
-    /// Newest finished executions kept per function.
+    /// Newest finished executions kept per function (0 = no count limit).
     #[arg(long, env = "VOLTRUN_RETENTION_PER_FUNCTION", default_value_t = voltrun_core::Retention::default().per_function)]
     retention_per_function: u64,
-    /// Newest finished executions kept per user.
+    /// Newest finished executions kept per user (0 = no count limit).
     #[arg(long, env = "VOLTRUN_RETENTION_PER_USER", default_value_t = voltrun_core::Retention::default().per_user)]
     retention_per_user: u64,
 }

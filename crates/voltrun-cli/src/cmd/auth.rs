@@ -151,12 +151,18 @@ fn warn_env_key(ctx: &Ctx) {
     }
 }
 
-/// `voltrun logout`: drops the saved token or key (keeping the server and email as defaults
-/// for the next login).
+/// `voltrun logout`: revokes the saved refresh token's family on the server (best effort: an
+/// unreachable server still gets logged out of locally), then drops the saved token or key
+/// (keeping the server and email as defaults for the next login).
 pub fn logout(ctx: &Ctx) -> Result<()> {
     let mut cfg = ctx.config.load()?;
     let server = cfg.server.clone();
     let was_in = cfg.has_credentials();
+    if let (Some(server), Some(rt)) = (&server, &cfg.refresh_token) {
+        if let Err(e) = crate::client::post_anonymous(server, "/api/auth/logout", &json!({ "refresh_token": rt })) {
+            ctx.out.note(&format!("note: the server did not revoke the session ({e}); it expires on its own."));
+        }
+    }
     if was_in {
         cfg.token = None;
         cfg.refresh_token = None;

@@ -303,8 +303,13 @@ fn deploy_invoke_logs_executions_keys_cycle() {
     sh.ok(&["functions", "delete", "slow"]);
     assert_eq!(sh.run(&["functions", "get", "slow"]).code, 3);
 
-    // Logout: the saved token is gone, and commands say so.
+    // Logout: the saved token is gone, and commands say so. The server revokes the refresh
+    // token too (regression: `logout` only forgot it locally, so a copied config file kept
+    // working for 30 days).
+    let saved_refresh = sh.config()["refresh_token"].as_str().unwrap().to_string();
     let r = sh.ok(&["logout"]);
+    let (status, _) = s.anon().post("/api/auth/refresh", &json!({"refresh_token": saved_refresh}));
+    assert_eq!(status, 401, "the refresh token still works after logout");
     assert!(r.stdout.contains("Logged out"), "{r}");
     let cfg = sh.config();
     assert!(cfg.get("token").is_none() && cfg.get("refresh_token").is_none(), "{cfg}");
