@@ -759,7 +759,9 @@ impl Engine {
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 tracing::error!(err = %e, runtime = runtime.id(), "could not start an instance");
-                return Err(ExecError::new(ErrorKind::Internal, format!("could not start an instance: {e}")));
+                // The sandbox's error names host paths (the data dir, cgroups): the server log
+                // has it, the run's record only says what failed.
+                return Err(ExecError::new(ErrorKind::Internal, "could not start an instance: the sandbox setup failed (the server log has the details)"));
             }
         };
         self.inner.metrics.instances.fetch_add(1, Relaxed);
