@@ -5,6 +5,7 @@ fd 0 = /dev/null, fd 1 = fd 2 = the log pipe, fd 3 = control in, fd 4 = control 
 Every control message is a 4-byte big-endian length followed by a UTF-8 JSON object.
 See docs/RUNTIME_PROTOCOL.md for the full protocol.
 """
+import _signal
 import importlib.util
 import json
 import os
@@ -219,11 +220,34 @@ def other_processes():
         return True
 
 
+_ITIMERS = (_signal.ITIMER_REAL, _signal.ITIMER_VIRTUAL, _signal.ITIMER_PROF)
+
+
+def lingering():
+    """True when something the run started can still run the function's code after it, and so
+    print into a later run: a thread besides this one (threading, _thread or native: all are
+    in /proc/self/task), or a pending interval timer (alarm(), setitimer()) whose signal
+    handler would run in this thread later. Costs a few microseconds."""
+    if len(sys._current_frames()) > 1:  # a Python thread still running
+        return True
+    try:
+        # Native threads too; a thread just joined can take a moment to leave the list.
+        for _ in range(100):
+            if len(os.listdir("/proc/self/task")) == 1:
+                break
+            time.sleep(0.0001)
+        else:
+            return True
+    except OSError:
+        pass
+    return any(_signal.getitimer(t)[0] for t in _ITIMERS)
+
+
 def main():
     init = read_frame()
     if init.get("type") != "init":
         os._exit(2)
-    marker = init["marker"]
+    marker = init["marker"]  # only for init_error: each run brings a marker of its own
     # A pre-started instance learns its function's environment here, before the code loads.
     os.environ.update({str(k): str(v) for k, v in (init.get("env") or {}).items()})
     handler, error = load_handler(init)
@@ -241,13 +265,16 @@ def main():
         msg = read_frame()
         if msg.get("type") != "invoke":
             os._exit(2)
+        marker, request_id = msg.get("marker"), msg.get("request_id", "")
+        if not isinstance(marker, str) or not isinstance(request_id, str):
+            os._exit(2)
         # The deadline starts when the invoke frame is read.
-        context = LambdaContext(init, msg.get("request_id", ""), msg.get("timeout_ms", 0), log_stream)
-        frame = run(handler, one_arg, msg.get("event"), context)
-        if report_strays and other_processes():
-            frame = frame[:-1] + ',"strays":true}'
+        context = LambdaContext(init, request_id, msg.get("timeout_ms", 0), log_stream)
+        frame = run(handler, one_arg, msg.get("event"), context)[:-1] + ',"request_id":' + json.dumps(request_id)
+        if lingering() or (report_strays and other_processes()):
+            frame += ',"strays":true'
         end_of_logs(marker)
-        send_frame(frame)
+        send_frame(frame + "}")
 
 
 if __name__ == "__main__":

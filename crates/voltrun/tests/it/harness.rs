@@ -156,6 +156,11 @@ impl Server {
         s
     }
 
+    /// The server process's pid (to read its /proc entries).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     /// SIGKILLs the server (no cleanup, as a crash would).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

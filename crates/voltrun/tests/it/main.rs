@@ -12,3 +12,4 @@ mod hostile;
 mod queue;
 mod recovery;
 mod scaleout;
+mod hardening_instance;
