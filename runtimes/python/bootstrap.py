@@ -220,27 +220,40 @@ def other_processes():
         return True
 
 
-_ITIMERS = (_signal.ITIMER_REAL, _signal.ITIMER_VIRTUAL, _signal.ITIMER_PROF)
+# Interval timers and the signals they send. ITIMER_REAL (also alarm()) is always checked: with
+# no handler its SIGALRM would kill the instance in a later run. The CPU-time timers only matter
+# when a Python handler for their signal would run the function's code.
+_ITIMERS = ((_signal.SIGALRM, _signal.ITIMER_REAL, True), (_signal.SIGVTALRM, _signal.ITIMER_VIRTUAL, False),
+            (_signal.SIGPROF, _signal.ITIMER_PROF, False))
+
+
+def _thread_count():
+    """Threads of this process (all kinds: threading, _thread, native)."""
+    # Linux gives /proc/<pid>/task a link count of 2 + its threads: one stat() in the common
+    # case, the listing otherwise (other kernels, e.g. gVisor's, may count differently).
+    if os.stat("/proc/self/task").st_nlink == 3:
+        return 1
+    return len(os.listdir("/proc/self/task"))
 
 
 def lingering():
     """True when something the run started can still run the function's code after it, and so
-    print into a later run: a thread besides this one (threading, _thread or native: all are
-    in /proc/self/task), or a pending interval timer (alarm(), setitimer()) whose signal
-    handler would run in this thread later. Costs a few microseconds."""
+    print into a later run: a thread besides this one, or a pending interval timer whose
+    signal handler would run in this thread later. Costs about two microseconds."""
     if len(sys._current_frames()) > 1:  # a Python thread still running
         return True
     try:
-        # Native threads too; a thread just joined can take a moment to leave the list.
+        # A thread just joined can take a moment to leave /proc/self/task.
         for _ in range(100):
-            if len(os.listdir("/proc/self/task")) == 1:
+            if _thread_count() == 1:
                 break
             time.sleep(0.0001)
         else:
             return True
     except OSError:
         pass
-    return any(_signal.getitimer(t)[0] for t in _ITIMERS)
+    return any(_signal.getitimer(which)[0] for sig, which, always in _ITIMERS
+               if always or callable(_signal.getsignal(sig)))
 
 
 def main():
