@@ -225,9 +225,10 @@ let liveWorkers = 0;
     }
   };
 }
+const activeResources = process.getActiveResourcesInfo.bind(process); // the function may replace it
 function lingeringCount() {
   let n = liveWorkers;
-  for (const r of process.getActiveResourcesInfo()) if (LINGERING.has(r)) n++;
+  for (const r of activeResources()) if (LINGERING.has(r)) n++;
   return n;
 }
 
