@@ -28,6 +28,11 @@ NODE_BOOTSTRAP = os.path.join(HERE, "node", "bootstrap.js")
 WAIT = 30.0  # generous: the machine may be busy compiling
 
 
+def new_marker():
+    """A marker as the engine makes them: fresh for every init and every run."""
+    return "\x1evoltrun:" + secrets.token_hex(16) + "\x1e"
+
+
 class Instance:
     """One bootstrap process wired like the engine wires it."""
 
@@ -40,7 +45,7 @@ class Instance:
         for name, text in (extra_files or {}).items():
             with open(os.path.join(self.dir, name), "w") as f:
                 f.write(textwrap.dedent(text))
-        self.marker = "\x1eVOLTRUN-END-" + secrets.token_hex(16) + "\x1e"
+        self.marker = new_marker()  # init's; each invoke brings its own
         self.handler = handler
         self.logbuf = b""
 
@@ -90,9 +95,9 @@ class Instance:
         return json.loads(self._read_exact(n, deadline))
 
     # -- log pipe --
-    def logs_until_marker(self, timeout=WAIT):
+    def logs_until_marker(self, marker=None, timeout=WAIT):
         deadline = time.monotonic() + timeout
-        m = self.marker.encode()
+        m = (marker or self.marker).encode()
         while m not in self.logbuf:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.log_r], [], [], left)[0]:
@@ -130,10 +135,14 @@ class Instance:
 
     def invoke(self, event, timeout_ms=30000, request_id=None):
         """Returns (result frame, logs of this run)."""
-        self.send({"type": "invoke", "request_id": request_id or "ex_" + secrets.token_hex(8),
-                   "event": event, "timeout_ms": timeout_ms})
-        logs = self.logs_until_marker()  # the marker is written before the result frame
-        return self.recv(), logs
+        request_id = request_id or "ex_" + secrets.token_hex(8)
+        marker = self.last_marker = new_marker()
+        self.send({"type": "invoke", "request_id": request_id, "event": event, "timeout_ms": timeout_ms,
+                   "marker": marker})
+        logs = self.logs_until_marker(marker)  # the run's marker is written before the result frame
+        res = self.recv()
+        eq(res.get("request_id"), request_id)  # every result frame names its run
+        return res, logs
 
     def ok(self, event=None, **kw):
         res, logs = self.invoke(event, **kw)
@@ -460,6 +469,75 @@ def py_eof_clean_exit():
     expect_clean_exit(i)  # EOF even before init
 
 
+@test
+def py_each_run_has_its_own_marker_and_request_id():
+    # The handler can read the marker out of the bootstrap's frames; it is the run's own and
+    # changes every run, so one learnt in a run is useless in the next.
+    i = inst("python", """
+        import sys
+        def handler(event, context):
+            f = sys._getframe()
+            while f is not None:
+                if "marker" in f.f_locals and isinstance(f.f_locals["marker"], str) and "msg" in f.f_locals:
+                    return f.f_locals["marker"]
+                f = f.f_back
+            return None
+    """).start()
+    seen = []
+    for _ in range(3):
+        out, _ = i.ok()
+        eq(out, i.last_marker)
+        seen.append(out)
+    eq(len(set(seen)), 3)
+    assert i.marker not in seen
+
+
+@test
+def py_lingering_threads_and_timers_are_reported_as_strays():
+    i = inst("python", """
+        import _thread, signal, threading, time
+        def handler(event, context):
+            if event == "thread":
+                threading.Thread(target=lambda: (time.sleep(0.3), print("late"))).start()
+            elif event == "raw":
+                _thread.start_new_thread(time.sleep, (0.3,))
+            elif event == "alarm":
+                signal.signal(signal.SIGALRM, lambda *a: print("ring"))
+                signal.setitimer(signal.ITIMER_REAL, 5)
+            elif event == "joined":
+                t = threading.Thread(target=print, args=("joined",))
+                t.start()
+                t.join()
+            elif event == "cancelled":
+                signal.alarm(5)
+                signal.alarm(0)
+            return event
+    """).start()
+    for ev in ("joined", "cancelled", "plain") * 3:
+        res, logs = i.invoke(ev)
+        eq((res["output"], "strays" in res), (ev, False))
+    for ev in ("thread", "raw", "alarm"):
+        res, _ = i.invoke(ev)
+        eq((res["output"], res.get("strays")), (ev, True))
+        time.sleep(0.4)  # the engine would retire the instance; here it is reused to test the flag
+
+
+@test
+def py_stray_check_costs_microseconds():
+    i = inst("python", """
+        import sys, time
+        def handler(event, context):
+            lingering = sys.modules["__main__"].lingering
+            t = time.perf_counter()
+            for _ in range(2000):
+                lingering()
+            return (time.perf_counter() - t) / 2000 * 1e6
+    """).start()
+    us, _ = i.ok()
+    print(f"     python lingering(): {us:.1f} us per run")
+    assert us < 1000, us
+
+
 # ------------------------------------------------------------------------------------------- Node
 
 
@@ -716,6 +794,61 @@ def node_big_event_round_trip():
 def node_eof_clean_exit():
     expect_clean_exit(inst("node", "exports.handler = async () => 1;").start())
     expect_clean_exit(inst("node", "exports.handler = async () => 1;"))  # EOF even before init
+
+
+@test
+def node_each_run_has_its_own_marker_and_request_id():
+    # A wrapped fs.writeSync sees nothing of the bootstrap's writes (it keeps its own
+    # references); the markers differ from run to run anyway.
+    i = inst("node", """
+        const fs = require('fs');
+        const seen = [];
+        const orig = fs.writeSync;
+        fs.writeSync = function (fd, buf, ...rest) { if (fd === 1) seen.push(String(buf)); return orig.call(this, fd, buf, ...rest); };
+        exports.handler = async () => seen.filter((s) => s.includes('voltrun:')).length;
+    """).start()
+    for _ in range(3):
+        eq(i.ok()[0], 0)
+
+
+@test
+def node_lingering_timers_workers_and_children_are_reported_as_strays():
+    i = inst("node", """
+        const { Worker } = require('worker_threads');
+        const { spawn } = require('child_process');
+        setInterval(() => {}, 60000);  // the instance's own, started at load: not a stray
+        exports.handler = async (event) => {
+          if (event === 'timeout') setTimeout(() => console.log('late'), 300);
+          if (event === 'immediate') setImmediate(() => console.log('later'));
+          if (event === 'worker') new Worker('setTimeout(() => {}, 300)', { eval: true });
+          if (event === 'child') spawn('sleep', ['0.3']);
+          if (event === 'awaited') await new Promise((r) => setTimeout(r, 5));
+          if (event === 'cleared') clearTimeout(setTimeout(() => {}, 1000));
+          if (event === 'unref') setTimeout(() => {}, 1000).unref();
+          return event;
+        };
+    """).start()
+    for ev in ("timeout", "immediate", "worker", "child"):
+        res, _ = i.invoke(ev)
+        eq((res["output"], res.get("strays")), (ev, True))
+        time.sleep(0.4)
+    for ev in ("awaited", "cleared", "unref", "plain"):
+        res, _ = i.invoke(ev)
+        eq((res["output"], "strays" in res), (ev, False))
+
+
+@test
+def node_stray_check_costs_microseconds():
+    i = inst("node", """
+        exports.handler = async () => {
+          const t = process.hrtime.bigint();
+          for (let k = 0; k < 2000; k++) process.getActiveResourcesInfo().filter((r) => r === 'Timeout');
+          return Number(process.hrtime.bigint() - t) / 2000 / 1000;
+        };
+    """).start()
+    us, _ = i.ok()
+    print(f"     node getActiveResourcesInfo(): {us:.1f} us per run")
+    assert us < 1000, us
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ const { Writable } = require('stream');
 const CTL_IN = 3;
 const CTL_OUT = 4;
 const LOG_FD = 1;
+// The function's code shares the fs module: it may wrap or replace its functions (to read
+// what the bootstrap writes, or to swallow it). The bootstrap keeps its own references.
+const { writeSync, readSync, readdirSync } = fs;
 
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 function pause() { Atomics.wait(sleepCell, 0, 0, 2); }
@@ -31,14 +34,14 @@ function retrying(op) {
 
 function writeAll(fd, buf) {
   let off = 0;
-  while (off < buf.length) off += retrying(() => fs.writeSync(fd, buf, off, buf.length - off));
+  while (off < buf.length) off += retrying(() => writeSync(fd, buf, off, buf.length - off));
 }
 
 function readExact(fd, n) {
   const buf = Buffer.allocUnsafe(n);
   let off = 0;
   while (off < n) {
-    const got = retrying(() => fs.readSync(fd, buf, off, n - off, null));
+    const got = retrying(() => readSync(fd, buf, off, n - off, null));
     if (got === 0) return null;
     off += got;
   }
@@ -200,16 +203,39 @@ async function run(handler, event, context) {
 // for by the gVisor tier, whose host cannot see the function's processes.
 function otherProcesses() {
   try {
-    return fs.readdirSync('/proc').some((d) => /^[0-9]+$/.test(d) && Number(d) !== process.pid);
+    return readdirSync('/proc').some((d) => /^[0-9]+$/.test(d) && Number(d) !== process.pid);
   } catch (_) {
     return true;
   }
 }
 
+// Things a run can leave behind that run the function's code later, and so print into a later
+// run: pending timers and immediates, child processes (process.getActiveResourcesInfo() names
+// them), and worker threads (counted here: they are not among the active resources).
+const LINGERING = new Set(['Timeout', 'Immediate', 'ProcessWrap']);
+let liveWorkers = 0;
+{
+  const wt = require('worker_threads');
+  const Base = wt.Worker;
+  wt.Worker = class Worker extends Base {
+    constructor(...args) {
+      super(...args);
+      liveWorkers++;
+      this.once('exit', () => { liveWorkers--; });
+    }
+  };
+}
+const activeResources = process.getActiveResourcesInfo.bind(process); // the function may replace it
+function lingeringCount() {
+  let n = liveWorkers;
+  for (const r of activeResources()) if (LINGERING.has(r)) n++;
+  return n;
+}
+
 async function main() {
   const init = readFrame();
   if (init.type !== 'init') process.exit(2);
-  const marker = String(init.marker);
+  const marker = String(init.marker); // only for init_error: each run brings a marker of its own
   // A pre-started instance learns its function's environment here, before the code loads.
   for (const [k, v] of Object.entries(init.env || {})) process.env[k] = String(v);
   let handler;
@@ -227,23 +253,25 @@ async function main() {
   const logStream = `${day}/[${init.function_version ?? ''}]${crypto.randomBytes(16).toString('hex')}`;
   // Let errors left behind by module-level code surface now (printed), not in the first run.
   await new Promise((resolve) => setImmediate(resolve));
+  // What module-level code left running (intervals, servers) is the instance's own, not a run's.
+  const baseline = lingeringCount();
   sendFrame('{"type":"ready"}');
   const reportStrays = init.report_strays === true;
 
   for (;;) {
     const msg = readFrame();
-    if (msg.type !== 'invoke') process.exit(2);
+    if (msg.type !== 'invoke' || typeof msg.marker !== 'string' || typeof msg.request_id !== 'string') process.exit(2);
     // The deadline starts when the invoke frame is read.
-    const context = makeContext(init, String(msg.request_id ?? ''), Number(msg.timeout_ms) || 0, logStream);
-    let frame = await run(handler, msg.event, context);
-    if (reportStrays && otherProcesses()) frame = `${frame.slice(0, -1)},"strays":true}`;
-    await endOfLogs(marker);
-    sendFrame(frame);
+    const context = makeContext(init, msg.request_id, Number(msg.timeout_ms) || 0, logStream);
+    let frame = (await run(handler, msg.event, context)).slice(0, -1) + `,"request_id":${JSON.stringify(msg.request_id)}`;
+    if (lingeringCount() > baseline || (reportStrays && otherProcesses())) frame += ',"strays":true';
+    await endOfLogs(msg.marker);
+    sendFrame(`${frame}}`);
   }
 }
 
 main().catch((err) => {
   // Only a bug in the bootstrap itself gets here; the engine sees the instance die.
-  try { fs.writeSync(2, `voltrun bootstrap: ${err && err.stack}\n`); } catch (_) { /* ignore */ }
+  try { writeSync(2, `voltrun bootstrap: ${err && err.stack}\n`); } catch (_) { /* ignore */ }
   process.exit(3);
 });

@@ -5,6 +5,7 @@ fd 0 = /dev/null, fd 1 = fd 2 = the log pipe, fd 3 = control in, fd 4 = control 
 Every control message is a 4-byte big-endian length followed by a UTF-8 JSON object.
 See docs/RUNTIME_PROTOCOL.md for the full protocol.
 """
+import _signal
 import importlib.util
 import json
 import os
@@ -219,11 +220,47 @@ def other_processes():
         return True
 
 
+# Interval timers and the signals they send. ITIMER_REAL (also alarm()) is always checked: with
+# no handler its SIGALRM would kill the instance in a later run. The CPU-time timers only matter
+# when a Python handler for their signal would run the function's code.
+_ITIMERS = ((_signal.SIGALRM, _signal.ITIMER_REAL, True), (_signal.SIGVTALRM, _signal.ITIMER_VIRTUAL, False),
+            (_signal.SIGPROF, _signal.ITIMER_PROF, False))
+
+
+def _thread_count():
+    """Threads of this process (all kinds: threading, _thread, native)."""
+    # Linux gives /proc/<pid>/task a link count of 2 + its threads: one stat() in the common
+    # case, the listing otherwise (other kernels, e.g. gVisor's, may count differently).
+    if os.stat("/proc/self/task").st_nlink == 3:
+        return 1
+    return len(os.listdir("/proc/self/task"))
+
+
+def lingering():
+    """True when something the run started can still run the function's code after it, and so
+    print into a later run: a thread besides this one, or a pending interval timer whose
+    signal handler would run in this thread later. Costs about two microseconds."""
+    if len(sys._current_frames()) > 1:  # a Python thread still running
+        return True
+    try:
+        # A thread just joined can take a moment to leave /proc/self/task.
+        for _ in range(100):
+            if _thread_count() == 1:
+                break
+            time.sleep(0.0001)
+        else:
+            return True
+    except OSError:
+        pass
+    return any(_signal.getitimer(which)[0] for sig, which, always in _ITIMERS
+               if always or callable(_signal.getsignal(sig)))
+
+
 def main():
     init = read_frame()
     if init.get("type") != "init":
         os._exit(2)
-    marker = init["marker"]
+    marker = init["marker"]  # only for init_error: each run brings a marker of its own
     # A pre-started instance learns its function's environment here, before the code loads.
     os.environ.update({str(k): str(v) for k, v in (init.get("env") or {}).items()})
     handler, error = load_handler(init)
@@ -241,13 +278,16 @@ def main():
         msg = read_frame()
         if msg.get("type") != "invoke":
             os._exit(2)
+        marker, request_id = msg.get("marker"), msg.get("request_id", "")
+        if not isinstance(marker, str) or not isinstance(request_id, str):
+            os._exit(2)
         # The deadline starts when the invoke frame is read.
-        context = LambdaContext(init, msg.get("request_id", ""), msg.get("timeout_ms", 0), log_stream)
-        frame = run(handler, one_arg, msg.get("event"), context)
-        if report_strays and other_processes():
-            frame = frame[:-1] + ',"strays":true}'
+        context = LambdaContext(init, request_id, msg.get("timeout_ms", 0), log_stream)
+        frame = run(handler, one_arg, msg.get("event"), context)[:-1] + ',"request_id":' + json.dumps(request_id)
+        if lingering() or (report_strays and other_processes()):
+            frame += ',"strays":true'
         end_of_logs(marker)
-        send_frame(frame)
+        send_frame(frame + "}")
 
 
 if __name__ == "__main__":

@@ -19,3 +19,4 @@ mod recovery;
 mod scaleout;
 mod hardening_quotas;
 mod hardening_review;
+mod hardening_instance;
