@@ -150,7 +150,39 @@ pub struct Outcome {
     pub finished_at: String,
 }
 
+/// Which function version an execution runs, as its record names it.
+pub struct RunOf<'a> {
+    pub user_id: &'a str,
+    pub function_id: &'a str,
+    pub function_name: &'a str,
+    pub function_version: i64,
+}
+
 impl Execution {
+    /// A new record with a fresh id, not started: `attempts` 0 of `max_attempts`.
+    pub fn new_run(of: RunOf<'_>, trigger: Trigger, input: serde_json::Value, status: ExecutionStatus, max_attempts: i64) -> Execution {
+        Execution {
+            id: crate::id::new_id("ex_"),
+            user_id: of.user_id.to_string(),
+            function_id: of.function_id.to_string(),
+            function_name: of.function_name.to_string(),
+            function_version: of.function_version,
+            status,
+            trigger,
+            input,
+            output: None,
+            error: None,
+            logs: String::new(),
+            logs_truncated: false,
+            duration_ms: None,
+            attempts: 0,
+            max_attempts,
+            created_at: crate::time::now(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
     /// Records a finished outcome on this execution.
     pub fn finish(&mut self, o: Outcome) {
         self.status = if o.result.is_ok() { ExecutionStatus::Success } else { ExecutionStatus::Failed };

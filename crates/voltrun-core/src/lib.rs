@@ -10,7 +10,7 @@ pub mod quota;
 pub mod runtime;
 pub mod time;
 
-pub use execution::{ErrorKind, ExecError, Execution, ExecutionStatus, Outcome, Trigger};
+pub use execution::{ErrorKind, ExecError, Execution, ExecutionStatus, Outcome, RunOf, Trigger};
 pub use function::{is_valid_name, is_valid_route, Function, FunctionPatch, FunctionSummary, Limits, NewFunction, ValidationError};
 pub use quota::{Quotas, Retention};
 pub use runtime::Runtime;

@@ -1025,26 +1025,8 @@ fn chrono_now() -> chrono::DateTime<chrono::Utc> {
 }
 
 fn new_execution(f: &Function, trigger: Trigger, input: Value, status: ExecutionStatus) -> Execution {
-    Execution {
-        id: id::new_id("ex_"),
-        user_id: f.user_id.clone(),
-        function_id: f.id.clone(),
-        function_name: f.name.clone(),
-        function_version: f.version,
-        status,
-        trigger,
-        input,
-        output: None,
-        error: None,
-        logs: String::new(),
-        logs_truncated: false,
-        duration_ms: None,
-        attempts: 0,
-        max_attempts: 1,
-        created_at: time::now(),
-        started_at: None,
-        finished_at: None,
-    }
+    let of = voltrun_core::RunOf { user_id: &f.user_id, function_id: &f.id, function_name: &f.name, function_version: f.version };
+    Execution::new_run(of, trigger, input, status, 1)
 }
 
 /// Variables every instance of a runtime gets, whatever its function.

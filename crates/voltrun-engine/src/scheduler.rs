@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use voltrun_core::{cron::Schedule, id, time, Execution, ExecutionStatus, Trigger};
+use voltrun_core::{cron::Schedule, time, Execution, ExecutionStatus, Trigger};
 use voltrun_store::{NewRun, ScheduledFunction};
 
 use crate::{chrono_now, Engine};
@@ -75,24 +75,7 @@ impl Engine {
 
 /// The pending run of one tick.
 fn scheduled_run(f: &ScheduledFunction, tick: String) -> Execution {
-    Execution {
-        id: id::new_id("ex_"),
-        user_id: f.user_id.clone(),
-        function_id: f.id.clone(),
-        function_name: f.name.clone(),
-        function_version: f.version,
-        status: ExecutionStatus::Pending,
-        trigger: Trigger::Schedule,
-        input: serde_json::json!({"time": tick, "source": "voltrun.schedule"}),
-        output: None,
-        error: None,
-        logs: String::new(),
-        logs_truncated: false,
-        duration_ms: None,
-        attempts: 0,
-        max_attempts: f.max_retries as i64 + 1,
-        created_at: time::now(),
-        started_at: None,
-        finished_at: None,
-    }
+    let of = voltrun_core::RunOf { user_id: &f.user_id, function_id: &f.id, function_name: &f.name, function_version: f.version };
+    let input = serde_json::json!({"time": tick, "source": "voltrun.schedule"});
+    Execution::new_run(of, Trigger::Schedule, input, ExecutionStatus::Pending, f.max_retries as i64 + 1)
 }
