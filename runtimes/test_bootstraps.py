@@ -523,6 +523,23 @@ def py_lingering_threads_and_timers_are_reported_as_strays():
 
 
 @test
+def py_module_level_threads_are_the_instances_not_a_runs():
+    i = inst("python", """
+        import threading, time
+        threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+        def handler(event, context):
+            if event == "thread":
+                threading.Thread(target=time.sleep, args=(0.3,)).start()
+            return event
+    """).start()
+    for _ in range(3):
+        res, _ = i.invoke("plain")
+        eq((res["output"], "strays" in res), ("plain", False))
+    res, _ = i.invoke("thread")
+    eq((res["output"], res.get("strays")), ("thread", True))
+
+
+@test
 def py_stray_check_costs_microseconds():
     i = inst("python", """
         import sys, time
@@ -828,13 +845,34 @@ def node_lingering_timers_workers_and_children_are_reported_as_strays():
           return event;
         };
     """).start()
-    for ev in ("timeout", "immediate", "worker", "child"):
+    for ev in ("timeout", "worker", "child"):
         res, _ = i.invoke(ev)
         eq((res["output"], res.get("strays")), (ev, True))
         time.sleep(0.4)
     for ev in ("awaited", "cleared", "unref", "plain"):
         res, _ = i.invoke(ev)
         eq((res["output"], "strays" in res), (ev, False))
+    # An immediate runs in the turns the bootstrap gives before its check: its output is
+    # its own run's, and nothing is left behind.
+    res, logs = i.invoke("immediate")
+    eq((res["output"], "strays" in res), ("immediate", False))
+    assert "later" in logs, logs
+
+
+@test
+def node_a_child_awaited_to_its_exit_is_not_a_stray():
+    i = inst("node", """
+        const { spawn } = require('child_process');
+        const { once } = require('events');
+        exports.handler = async () => {
+          const child = spawn('true');
+          await once(child, 'exit');
+          return 'done';
+        };
+    """).start()
+    for _ in range(3):
+        res, _ = i.invoke("x")
+        eq((res["output"], "strays" in res), ("done", False))
 
 
 @test

@@ -236,16 +236,26 @@ def _thread_count():
     return len(os.listdir("/proc/self/task"))
 
 
-def lingering():
+def thread_counts():
+    """(Python threads, threads of any kind) of this process."""
+    try:
+        return len(sys._current_frames()), _thread_count()
+    except OSError:
+        return len(sys._current_frames()), 1
+
+
+def lingering(base=(1, 1)):
     """True when something the run started can still run the function's code after it, and so
-    print into a later run: a thread besides this one, or a pending interval timer whose
-    signal handler would run in this thread later. Costs about two microseconds."""
-    if len(sys._current_frames()) > 1:  # a Python thread still running
+    print into a later run: a thread beyond the `base` ones the instance itself runs (started
+    by module-level code), or a pending interval timer whose signal handler would run in this
+    thread later. Costs about two microseconds."""
+    py_base, os_base = base
+    if len(sys._current_frames()) > py_base:  # a Python thread of the run still running
         return True
     try:
         # A thread just joined can take a moment to leave /proc/self/task.
         for _ in range(100):
-            if _thread_count() == 1:
+            if _thread_count() <= os_base:
                 break
             time.sleep(0.0001)
         else:
@@ -271,6 +281,9 @@ def main():
     one_arg = takes_only_event(handler)
     log_stream = time.strftime("%Y/%m/%d", time.gmtime()) + \
         f"/[{init.get('function_version', '')}]{os.urandom(16).hex()}"
+    # What module-level code left running (a metrics flusher, a warmed pool) is the
+    # instance's own, not a run's.
+    base = thread_counts()
     send_frame({"type": "ready"})
     report_strays = init.get("report_strays") is True
 
@@ -284,8 +297,12 @@ def main():
         # The deadline starts when the invoke frame is read.
         context = LambdaContext(init, request_id, msg.get("timeout_ms", 0), log_stream)
         frame = run(handler, one_arg, msg.get("event"), context)[:-1] + ',"request_id":' + json.dumps(request_id)
-        if lingering() or (report_strays and other_processes()):
+        if lingering(base) or (report_strays and other_processes()):
             frame += ',"strays":true'
+        else:
+            # The instance's own threads may end: the base follows them down, so a run cannot
+            # hide a thread of its own behind one that ended.
+            base = tuple(map(min, base, thread_counts()))
         end_of_logs(marker)
         send_frame(frame + "}")
 

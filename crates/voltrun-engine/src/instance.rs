@@ -354,6 +354,8 @@ impl Instance {
 
     /// Kills every process of the instance and removes its files.
     pub async fn terminate(mut self) {
+        // A write end that outlives the kill (the process tier) must not keep the log task.
+        self.log_task.abort();
         let dir = std::mem::take(&mut self.code_dir);
         let mut handle = std::mem::replace(&mut self.handle, Box::new(Gone));
         let _ = tokio::task::spawn_blocking(move || {
@@ -510,6 +512,9 @@ fn split(pending: &mut Vec<u8>, data: &[u8], live: &LiveLog) {
                     if l.keep {
                         l.seg.text.clear();
                         l.seg.truncated = true;
+                        // The rest of this run's output is dropped too: clearing the log
+                        // must not give the cap (and live followers' buffers) room again.
+                        l.keep = false;
                     }
                 }
                 start += pos + MARKER_LEN;
@@ -666,12 +671,45 @@ mod tests {
             assert!(l.seg.text.is_empty() && l.done.is_none(), "nothing after the first marker is held");
         }
         // A later run (were the instance reused) sees none of it, and the stale marker,
-        // should it come late, wipes what the run holds rather than hand it over.
+        // should it come late, wipes what the run holds rather than hand it over; what follows
+        // it in that run is dropped too.
         let m2 = new_marker();
         begin(&live, &m2);
         w.write_all(&[b"tail of run 1".as_slice(), m1.as_bytes(), b"run 2".as_slice(), m2.as_bytes()].concat()).unwrap();
         let (seg, _) = settle(&sync, &live).await;
-        assert_eq!(seg.unwrap().text, b"run 2");
+        let seg = seg.unwrap();
+        assert!(seg.text.is_empty() && seg.truncated, "{:?}", String::from_utf8_lossy(&seg.text));
+    }
+
+    /// Regression (review of item 5): a forged marker cleared the run's log, which gave the
+    /// 256 KiB cap room again, so a loop of "64 KiB, forged marker" sent without bound to
+    /// live followers (their broadcast buffers hold 1,024 chunks each).
+    #[tokio::test]
+    async fn forged_markers_do_not_reopen_the_cap_for_live_followers() {
+        let (w, sync, live, _task) = log_task();
+        let m1 = new_marker();
+        begin(&live, &m1);
+        let (_, mut sub) = subscribe(&live).unwrap();
+        let forged = new_marker();
+        let chunk = [vec![0x80u8; 64 * 1024], forged.into_bytes()].concat();
+        let mut w = tokio::task::spawn_blocking(move || {
+            let mut w = w;
+            for _ in 0..64 {
+                w.write_all(&chunk).unwrap();
+            }
+            w
+        })
+        .await
+        .unwrap();
+        w.write_all(m1.as_bytes()).unwrap();
+        let (_, tainted) = settle(&sync, &live).await;
+        assert!(tainted.is_some());
+        let mut sent = 0usize;
+        while let Ok(Ok(chunk)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
+            sent += chunk.len();
+        }
+        // Each kept byte may become a 3-byte U+FFFD: at most three times the cap.
+        assert!(sent <= 3 * MAX_LOG_BYTES, "{sent} bytes went to a live follower of one run");
     }
 
     /// Output after a run's marker (a thread or process of that run still alive) belongs to
