@@ -185,6 +185,12 @@ impl Instance {
         Ok(Instance { handle, ctl_tx, ctl_rx, log_sync: sync_tx, log_task, live, code_dir, marker, version: 0, last_used: Instant::now() })
     }
 
+    /// True once its log stream was seen forged (a marker out of place, output between
+    /// runs): the instance must not run anything again.
+    pub fn tainted(&self) -> bool {
+        self.live.lock().expect("run log lock").tainted.is_some()
+    }
+
     /// The host directory the instance sees as its code directory.
     pub fn code_dir(&self) -> &std::path::Path {
         &self.code_dir
@@ -692,16 +698,19 @@ mod tests {
         let (_, mut sub) = subscribe(&live).unwrap();
         let forged = new_marker();
         let chunk = [vec![0x80u8; 64 * 1024], forged.into_bytes()].concat();
-        let mut w = tokio::task::spawn_blocking(move || {
+        // Every write off the runtime's one thread: a full pipe blocks the writer until the
+        // log task (on that thread) drains it.
+        let end = m1.clone();
+        let _w = tokio::task::spawn_blocking(move || {
             let mut w = w;
             for _ in 0..64 {
                 w.write_all(&chunk).unwrap();
             }
+            w.write_all(end.as_bytes()).unwrap();
             w
         })
         .await
         .unwrap();
-        w.write_all(m1.as_bytes()).unwrap();
         let (_, tainted) = settle(&sync, &live).await;
         assert!(tainted.is_some());
         let mut sent = 0usize;

@@ -265,9 +265,14 @@ impl Engine {
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Relaxed);
         let spares: Vec<Instance> = self.inner.spares.lock().expect("spares lock").values_mut().flat_map(|(ready, _)| std::mem::take(ready)).collect();
+        // All at once: a gVisor instance takes a few runsc calls to stop, and one after the
+        // other they could outlast an operator's (or a supervisor's) stop timeout.
+        let mut stopping = tokio::task::JoinSet::new();
         for inst in spares.into_iter().chain(self.inner.pools.drain_all(&self.inner.metrics)) {
-            self.retire(inst).await;
+            let engine = self.clone();
+            stopping.spawn(async move { engine.retire(inst).await });
         }
+        while stopping.join_next().await.is_some() {}
         let sandbox = self.inner.sandbox.clone();
         let _ = tokio::task::spawn_blocking(move || sandbox.shutdown()).await;
     }
@@ -637,6 +642,16 @@ impl Engine {
                 }
             });
         }
+        // An instance whose streams were seen forged after it went back to the pool (its
+        // output can reach the host late, as in gVisor) is never used again.
+        let idle = match idle {
+            Some(inst) if inst.tainted() => {
+                tracing::warn!("retiring an idle instance whose log stream was forged after its run");
+                self.retire(inst).await;
+                None
+            }
+            other => other,
+        };
         let inst = match idle {
             Some(inst) => inst,
             None => match self.cold_start(f).await {
