@@ -221,7 +221,9 @@ impl Sandbox for OciSandbox {
 
     fn spawn(&self, spec: &InstanceSpec) -> Result<Spawned, SandboxError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("i{}-{n}", std::process::id());
+        // Fixed width: runsc takes an id that is a prefix of others as ambiguous
+        // ("i30042-2" of "i30042-21"), and then refuses to delete it.
+        let id = format!("i{}-{n:010}", std::process::id());
         let cgroup = self.cgroups.create(&id, &self.runtime.host_limits(&spec.limits))?;
         let mut bundle = spec.code_dir.clone().into_os_string();
         bundle.push(".oci");
