@@ -95,16 +95,12 @@ impl Store {
         if let Some(row) = row {
             return Ok(Some((get_str(&row, "user_id")?, get_str(&row, "family")?)));
         }
-        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE family IN (SELECT family FROM refresh_tokens WHERE token_hash = $1) AND used_at IS NULL")
-            .bind(hash)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        self.revoke_refresh_family(hash, now).await?;
         Ok(None)
     }
 
-    /// Revokes the rotation family of a refresh token (logout): every unused token in it is
-    /// spent.
+    /// Revokes the rotation family of a refresh token (logout, or a token presented twice):
+    /// every unused token in it is spent.
     pub async fn revoke_refresh_family(&self, hash: &str, now: &str) -> Result<()> {
         sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE family IN (SELECT family FROM refresh_tokens WHERE token_hash = $1) AND used_at IS NULL")
             .bind(hash)
