@@ -1,10 +1,7 @@
 //! Executions: list with filters, one record, and its logs (also live, as Server-Sent Events;
 //! each user may hold a few such streams open, and a stream's task ends with its client).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -16,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 use voltrun_core::{Execution, ExecutionStatus, Trigger};
-use voltrun_engine::Engine;
+use voltrun_engine::{Engine, LogStreamSlot};
 use voltrun_store::{Dialect, ExecutionFilter};
 
 use crate::error::{ApiError, ApiResult};
@@ -102,51 +99,22 @@ async fn logs(State(st): State<AppState>, caller: Caller, Path(id): Path<String>
 }
 
 /// Open log streams per user, capped: a stream holds a task and a connection for as long as
-/// its run lasts (up to the longest timeout), so one user's streams are bounded.
+/// its run lasts (up to the longest timeout), so one user's streams are bounded. The engine
+/// keeps the count ([`Engine::open_log_stream`]).
 pub struct LogStreams {
     /// Streams one user may have open at once.
     pub per_user: usize,
-    open: Mutex<HashMap<String, usize>>,
 }
 
 impl LogStreams {
     /// At most `per_user` open streams per user.
     pub fn new(per_user: usize) -> LogStreams {
-        LogStreams { per_user, open: Mutex::default() }
+        LogStreams { per_user }
     }
 
-    /// A place for one more of the user's streams, counted in the engine's `log_streams`
-    /// gauge while held; None at the cap.
-    fn open(self: &Arc<Self>, user_id: &str, engine: &Engine) -> Option<StreamSlot> {
-        let mut open = self.open.lock().expect("log streams lock");
-        let n = open.entry(user_id.to_string()).or_insert(0);
-        if *n >= self.per_user {
-            return None;
-        }
-        *n += 1;
-        engine.metrics().log_streams.fetch_add(1, Relaxed);
-        Some(StreamSlot { streams: self.clone(), user_id: user_id.to_string(), engine: engine.clone() })
-    }
-}
-
-/// One open stream's place; see [`LogStreams::open`]. Given back on every path the stream's
-/// task ends by (the run's end, the client leaving, a panic).
-struct StreamSlot {
-    streams: Arc<LogStreams>,
-    user_id: String,
-    engine: Engine,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.engine.metrics().log_streams.fetch_sub(1, Relaxed);
-        let mut open = self.streams.open.lock().expect("log streams lock");
-        if let Some(n) = open.get_mut(&self.user_id) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.user_id);
-            }
-        }
+    /// A place for one more of the user's streams; None at the cap.
+    fn open(&self, user_id: &str, engine: &Engine) -> Option<LogStreamSlot> {
+        engine.open_log_stream(user_id, self.per_user)
     }
 }
 

@@ -26,6 +26,9 @@ use voltrun_core::{id, time, ErrorKind, ExecError, Execution, ExecutionStatus, F
 use voltrun_sandbox::{InstanceSpec, Limits, Sandbox};
 use voltrun_store::{ClaimSkip, Dialect, NewRun, Store, StoreError};
 
+use counts::{CountUnit, Counts};
+
+mod counts;
 pub mod instance;
 pub mod metrics;
 mod pool;
@@ -141,6 +144,8 @@ struct Inner {
     user_runs: quota::UserRuns,
     /// Test runs in progress, by user.
     test_users: Counts,
+    /// Open log streams (followers over SSE), by user.
+    log_streams: Counts,
     /// Followers of executions (log streams), by execution id: bumped when a run starts on
     /// this node and after its end (or retry) is stored, so they wait without polling.
     watchers: Mutex<HashMap<String, (watch::Sender<u64>, usize)>>,
@@ -172,6 +177,7 @@ impl Engine {
                 wakes: AtomicU64::new(0),
                 running: Mutex::new(HashMap::new()),
                 test_users: Counts::default(),
+                log_streams: Counts::default(),
                 watchers: Mutex::new(HashMap::new()),
                 next_instance: AtomicU64::new(0),
                 spares: Mutex::new(HashMap::new()),
@@ -472,6 +478,14 @@ impl Engine {
         let (tx, n) = watchers.entry(execution_id.to_string()).or_insert_with(|| (watch::channel(0).0, 0));
         *n += 1;
         ExecutionWatch { engine: self.clone(), id: execution_id.to_string(), rx: tx.subscribe() }
+    }
+
+    /// A place for one more of `user_id`'s open log streams, counted in the `log_streams`
+    /// gauge while held; None when they hold `per_user` already.
+    pub fn open_log_stream(&self, user_id: &str, per_user: usize) -> Option<LogStreamSlot> {
+        let unit = self.inner.log_streams.take(user_id, per_user)?;
+        self.inner.metrics.log_streams.fetch_add(1, Relaxed);
+        Some(LogStreamSlot { engine: self.clone(), _unit: unit })
     }
 
     /// Wakes the followers of an execution (a lock and, when anyone follows, a lookup).
@@ -860,6 +874,19 @@ fn joined<T>(r: Result<Result<T, EngineError>, tokio::task::JoinError>) -> Resul
     }
 }
 
+/// One open log stream's place (see [`Engine::open_log_stream`]), given back on every path
+/// the stream's task ends by (the run's end, the client leaving, a panic).
+pub struct LogStreamSlot {
+    engine: Engine,
+    _unit: CountUnit,
+}
+
+impl Drop for LogStreamSlot {
+    fn drop(&mut self) {
+        self.engine.inner.metrics.log_streams.fetch_sub(1, Relaxed);
+    }
+}
+
 /// A follower's view of one execution's changes on this node; see [`Engine::watch_execution`].
 pub struct ExecutionWatch {
     engine: Engine,
@@ -922,46 +949,6 @@ struct GaugeUnit<'a>(&'a std::sync::atomic::AtomicI64);
 impl Drop for GaugeUnit<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
-    }
-}
-
-/// Counts by key (e.g. a user's test runs) whose units are given back when dropped.
-#[derive(Default, Clone)]
-struct Counts(Arc<Mutex<HashMap<String, usize>>>);
-
-impl Counts {
-    /// One unit for `key` if it holds fewer than `limit`.
-    fn take(&self, key: &str, limit: usize) -> Option<CountUnit> {
-        let mut m = self.0.lock().expect("counts lock");
-        let n = m.entry(key.to_string()).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(CountUnit { counts: self.clone(), key: key.to_string() })
-    }
-
-    fn add(&self, key: &str) -> CountUnit {
-        *self.0.lock().expect("counts lock").entry(key.to_string()).or_insert(0) += 1;
-        CountUnit { counts: self.clone(), key: key.to_string() }
-    }
-}
-
-/// See [`Counts::take`].
-struct CountUnit {
-    counts: Counts,
-    key: String,
-}
-
-impl Drop for CountUnit {
-    fn drop(&mut self) {
-        let mut m = self.counts.0.lock().expect("counts lock");
-        if let Some(n) = m.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.key);
-            }
-        }
     }
 }
 

@@ -5,70 +5,41 @@
 //! queued, take a place without being refused (the dispatcher's own slots bound them), so
 //! they count towards the limit the user's synchronous calls meet.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use crate::counts::{CountUnit, Counts};
 
 /// Runs in flight per user; cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct UserRuns {
     /// 0: unlimited (nothing is counted).
     limit: u64,
-    counts: Arc<Mutex<HashMap<String, u64>>>,
+    counts: Counts,
 }
 
 /// A place taken by one run; given back on drop.
-#[derive(Debug)]
-pub(crate) struct RunPlace {
-    runs: UserRuns,
-    user: String,
-}
+pub(crate) type RunPlace = CountUnit;
 
 impl UserRuns {
     pub(crate) fn new(limit: u64) -> UserRuns {
-        UserRuns { limit, counts: Arc::default() }
+        UserRuns { limit, counts: Counts::default() }
     }
 
-    /// A place for a new run of `user`, or None when they have `limit` in flight.
+    /// A place for a new run of `user`, or None when they have `limit` in flight; Some(None)
+    /// when nothing is counted (no limit).
     pub(crate) fn try_enter(&self, user: &str) -> Option<Option<RunPlace>> {
-        self.enter_if(user, true)
+        if self.limit == 0 {
+            return Some(None);
+        }
+        self.counts.take(user, usize::try_from(self.limit).unwrap_or(usize::MAX)).map(Some)
     }
 
     /// A place for an accepted run of `user`, even past the limit.
     pub(crate) fn enter(&self, user: &str) -> Option<RunPlace> {
-        self.enter_if(user, false).flatten()
-    }
-
-    /// Some(None) when nothing is counted (no limit).
-    fn enter_if(&self, user: &str, refuse_at_limit: bool) -> Option<Option<RunPlace>> {
-        if self.limit == 0 {
-            return Some(None);
-        }
-        let mut counts = self.counts.lock().expect("user runs lock");
-        match counts.get_mut(user) {
-            Some(n) if refuse_at_limit && *n >= self.limit => return None,
-            Some(n) => *n += 1,
-            None => {
-                counts.insert(user.to_string(), 1);
-            }
-        }
-        Some(Some(RunPlace { runs: self.clone(), user: user.to_string() }))
+        (self.limit > 0).then(|| self.counts.add(user))
     }
 
     /// The limit (for messages).
     pub(crate) fn limit(&self) -> u64 {
         self.limit
-    }
-}
-
-impl Drop for RunPlace {
-    fn drop(&mut self) {
-        let mut counts = self.runs.counts.lock().expect("user runs lock");
-        if let Some(n) = counts.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.user);
-            }
-        }
     }
 }
 
@@ -97,6 +68,6 @@ mod tests {
     fn the_map_forgets_users_with_nothing_in_flight() {
         let runs = UserRuns::new(5);
         drop(runs.try_enter("a"));
-        assert!(runs.counts.lock().unwrap().is_empty());
+        assert!(runs.counts.0.lock().unwrap().is_empty());
     }
 }
