@@ -254,9 +254,8 @@ async fn jwt_secret(store: &Store, data_dir: &Path, given: Option<String>) -> Re
         return Ok(s.into_bytes());
     }
     if store.dialect() == voltrun_store::Dialect::Postgres {
-        let candidate: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
         let now = voltrun_core::time::now();
-        let s = store.shared_secret("jwt_signing_key", &candidate, &now).await.context("reading the shared JWT key")?;
+        let s = store.shared_secret("jwt_signing_key", &new_jwt_key(), &now).await.context("reading the shared JWT key")?;
         if s.len() < 64 {
             bail!("the shared JWT key in server_secrets is too short");
         }
@@ -269,7 +268,7 @@ async fn jwt_secret(store: &Store, data_dir: &Path, given: Option<String>) -> Re
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
-    let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    let secret = new_jwt_key();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -278,6 +277,11 @@ async fn jwt_secret(store: &Store, data_dir: &Path, given: Option<String>) -> Re
         .with_context(|| format!("creating {}", path.display()))?;
     std::io::Write::write_all(&mut f, secret.as_bytes())?;
     Ok(secret.into_bytes())
+}
+
+/// A fresh JWT signing key: 32 random bytes as 64 hex characters.
+fn new_jwt_key() -> String {
+    (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
 
 /// Opens the store and builds the engine a node runs (serve or worker), started.
