@@ -266,8 +266,11 @@ async function main() {
     let frame = (await run(handler, msg.event, context)).slice(0, -1) + `,"request_id":${JSON.stringify(msg.request_id)}`;
     // A child awaited to its 'exit' still lists its handle for a turn or two of the loop: give
     // it those turns before calling anything left a stray (only when something is left).
-    for (let i = 0; i < 3 && lingeringCount() > baseline; i++) await new Promise((resolve) => setImmediate(resolve));
-    const left = lingeringCount();
+    let left = lingeringCount();
+    for (let i = 0; i < 3 && left > baseline; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      left = lingeringCount();
+    }
     if (left > baseline || (reportStrays && otherProcesses())) frame += ',"strays":true';
     // What the instance itself ran (module-level timers, workers) may end: the baseline
     // follows it down, so a run cannot hide a timer of its own behind one that ended.

@@ -245,25 +245,30 @@ def thread_counts():
 
 
 def lingering(base=(1, 1)):
-    """True when something the run started can still run the function's code after it, and so
-    print into a later run: a thread beyond the `base` ones the instance itself runs (started
-    by module-level code), or a pending interval timer whose signal handler would run in this
-    thread later. Costs about two microseconds."""
+    """(stray, seen): stray is True when something the run started can still run the
+    function's code after it, and so print into a later run: a thread beyond the `base` ones
+    the instance itself runs (started by module-level code), or a pending interval timer whose
+    signal handler would run in this thread later. seen is the (Python threads, threads) it
+    counted, from which the caller lowers its base. Costs about two microseconds."""
     py_base, os_base = base
-    if len(sys._current_frames()) > py_base:  # a Python thread of the run still running
-        return True
+    py_now = len(sys._current_frames())
+    if py_now > py_base:  # a Python thread of the run still running
+        return True, base
+    os_now = os_base
     try:
         # A thread just joined can take a moment to leave /proc/self/task.
         for _ in range(100):
-            if _thread_count() <= os_base:
+            os_now = _thread_count()
+            if os_now <= os_base:
                 break
             time.sleep(0.0001)
         else:
-            return True
+            return True, base
     except OSError:
         pass
-    return any(_signal.getitimer(which)[0] for sig, which, always in _ITIMERS
-               if always or callable(_signal.getsignal(sig)))
+    timers = any(_signal.getitimer(which)[0] for sig, which, always in _ITIMERS
+                 if always or callable(_signal.getsignal(sig)))
+    return timers, (py_now, os_now)
 
 
 def main():
@@ -297,12 +302,13 @@ def main():
         # The deadline starts when the invoke frame is read.
         context = LambdaContext(init, request_id, msg.get("timeout_ms", 0), log_stream)
         frame = run(handler, one_arg, msg.get("event"), context)[:-1] + ',"request_id":' + json.dumps(request_id)
-        if lingering(base) or (report_strays and other_processes()):
+        stray, seen = lingering(base)
+        if stray or (report_strays and other_processes()):
             frame += ',"strays":true'
         else:
             # The instance's own threads may end: the base follows them down, so a run cannot
             # hide a thread of its own behind one that ended.
-            base = tuple(map(min, base, thread_counts()))
+            base = tuple(map(min, base, seen))
         end_of_logs(marker)
         send_frame(frame + "}")
 
