@@ -20,11 +20,22 @@ pub fn server_addr(s: &Server) -> SocketAddrV4 {
 
 /// A TCP connection to `to` from the loopback address `from` (any 127.0.0.0/8 address is ours).
 pub fn connect_from(from: Ipv4Addr, to: SocketAddrV4) -> TcpStream {
-    // SAFETY: plain socket calls on a descriptor we own; the sockaddr_in values live on the
-    // stack for the duration of each call and their sizes are passed alongside.
+    connect_with(from, to, None)
+}
+
+/// As [`connect_from`], with the socket's receive buffer set to `rcvbuf` bytes before it
+/// connects (so the window it advertises is that small).
+pub fn connect_with(from: Ipv4Addr, to: SocketAddrV4, rcvbuf: Option<libc::c_int>) -> TcpStream {
+    // SAFETY: plain socket calls on a descriptor we own; the values passed by pointer live on
+    // the stack for the duration of each call and their sizes are passed alongside.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        if let Some(size) = rcvbuf {
+            let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            let r = libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size as *const _ as *const libc::c_void, len);
+            assert_eq!(r, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+        }
         let sin = |a: SocketAddrV4| libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: a.port().to_be(),

@@ -5,36 +5,12 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
-use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::harness::*;
-use crate::hardening_connections::{connect_from, server_addr};
-
-/// A connection from 127.0.0.1 with a receive buffer of a few KiB, so that a client that
-/// does not read makes the server's writes wait at once.
-fn connect_with_small_window(to: SocketAddrV4) -> TcpStream {
-    // SAFETY: plain socket calls on a descriptor we own; the values passed by pointer live
-    // on the stack for the duration of each call and their sizes are passed alongside.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let size: libc::c_int = 4096;
-        let r = libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t);
-        assert_eq!(r, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
-        let dst = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: to.port().to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from(*to.ip()).to_be() },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(libc::connect(fd, &dst as *const _ as *const libc::sockaddr, len), 0, "connect {to}: {}", std::io::Error::last_os_error());
-        TcpStream::from_raw_fd(fd)
-    }
-}
+use crate::hardening_connections::{connect_from, connect_with, server_addr};
 
 /// Each listener (the API's and the trigger origin's) kept a connection table of its own,
 /// so together they allowed twice the cap, enough to exhaust the open-file limit.
@@ -74,7 +50,8 @@ fn a_client_that_never_reads_its_response_is_cut_at_the_write_timeout() {
     const SIZE: usize = 5_000_000;
     let code = format!("def handler(event, context):\n    return {{'statusCode': 200, 'headers': {{'content-type': 'text/plain'}}, 'body': 'x' * {SIZE}}}\n");
     c.create_function("big", "python", &code, json!({"route": "big", "public": true}));
-    let mut conn = connect_with_small_window(server_addr(&s));
+    // A receive buffer of a few KiB: a client that does not read makes the server's writes wait at once.
+    let mut conn = connect_with(Ipv4Addr::LOCALHOST, server_addr(&s), Some(4096));
     conn.write_all(b"GET /api/execute/big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     // Not reading, for well past the write timeout.
     std::thread::sleep(Duration::from_secs(5));
