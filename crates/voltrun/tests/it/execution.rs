@@ -128,7 +128,7 @@ fn every_error_type_is_reported() {
         assert_eq!(e["error"]["type"], "OutOfMemory", "{name}: {e}");
     }
     // After all of that the functions still work (a killed instance is replaced).
-    c.put("/api/functions/loop-n", &json!({"code": "exports.handler = async () => 'fine';"}));
+    c.put("/api/functions/loop-n", &json!({"code": "exports.handler = async () => 'fine';", "timeout": 30}));
     assert_eq!(c.invoke("loop-n", &json!({}))["output"], "fine");
     // The metrics counted the errors.
     let m = c.raw("GET", "/metrics", None, &[]);
