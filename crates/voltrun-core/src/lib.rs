@@ -3,6 +3,7 @@
 //! one definition and the rules can be unit-tested in isolation.
 
 pub mod cron;
+pub mod egress;
 pub mod execution;
 pub mod function;
 pub mod id;
