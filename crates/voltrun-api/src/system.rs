@@ -22,6 +22,13 @@ pub async fn health(State(st): State<AppState>) -> Response {
     for (k, v) in st.engine.sandbox_details() {
         body[k] = json!(v);
     }
+    // The tier may probe the host to answer (nftables, namespaces): off the async threads.
+    let engine = st.engine.clone();
+    body["egress"] = match tokio::task::spawn_blocking(move || engine.egress_support()).await {
+        Ok(Ok(())) => json!({"available": true}),
+        Ok(Err(reason)) => json!({"available": false, "reason": reason}),
+        Err(e) => json!({"available": false, "reason": format!("the check failed: {e}")}),
+    };
     let status = if db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }

@@ -288,6 +288,11 @@ impl Engine {
         self.inner.sandbox.details()
     }
 
+    /// Whether the sandbox tier can enforce egress policies here, or why not (for `/health`).
+    pub fn egress_support(&self) -> Result<(), String> {
+        self.inner.sandbox.egress_support()
+    }
+
     /// The runtimes found on this host.
     pub fn runtimes(&self) -> &Runtimes {
         &self.inner.runtimes
@@ -1087,6 +1092,7 @@ mod tests {
             public: None,
             schedule: None,
             max_retries: None,
+            egress: Vec::new(),
         }
         .into_function("fn_x".into(), "u".into(), time::now())
         .unwrap()

@@ -160,6 +160,11 @@ pub trait Sandbox: Send + Sync + 'static {
     fn details(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
+    /// Whether this tier can enforce a function's egress policy on this host (SPEC §11), and
+    /// why not when it cannot (for `/health`).
+    fn egress_support(&self) -> Result<(), String> {
+        Err("not available in this tier".into())
+    }
 }
 
 /// Why a sandbox could not be built or an instance not started.
