@@ -105,6 +105,14 @@ pub struct FunctionFlags {
     /// Times a failed async or scheduled run is retried [default: 2].
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
+    /// Let the function connect to ENTRY: a CIDR (198.18.0.0/24), a host name
+    /// (api.example.com, *.example.com) or `public`, each with an optional :PORT; repeat for
+    /// more. Replaces the whole list [default: no network].
+    #[arg(long = "egress", value_name = "ENTRY")]
+    pub egress: Vec<String>,
+    /// Remove every egress entry: no network.
+    #[arg(long, conflicts_with = "egress")]
+    pub no_egress: bool,
     /// A description.
     #[arg(long)]
     pub description: Option<String>,

@@ -76,6 +76,11 @@ pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String,
     if let Some(n) = flags.max_retries {
         b.insert("max_retries".into(), n.into());
     }
+    if !flags.egress.is_empty() {
+        b.insert("egress".into(), flags.egress.clone().into());
+    } else if flags.no_egress {
+        b.insert("egress".into(), json!([]));
+    }
     if let Some(d) = &flags.description {
         b.insert("description".into(), d.clone().into());
     }
@@ -236,6 +241,7 @@ fn get(ctx: &Ctx, name: &str, code_only: bool) -> Result<()> {
                 ("env", env),
                 ("schedule", f["schedule"].as_str().map_or("-".to_string(), |c| format!("{c} (UTC)"))),
                 ("max retries", f["max_retries"].as_u64().map_or("-".to_string(), |n| n.to_string())),
+                ("egress", egress_text(&f["egress"])),
                 ("code", format!("{lines} line{} (--code prints it)", if lines == 1 { "" } else { "s" })),
                 ("created", timestamp(&f["created_at"])),
                 ("updated", format!("{} ({})", timestamp(&f["updated_at"]), age(&f["updated_at"], now_unix()))),
@@ -246,13 +252,21 @@ fn get(ctx: &Ctx, name: &str, code_only: bool) -> Result<()> {
     Ok(())
 }
 
+/// A function's egress list as `functions get` shows it: the entries, or that it has none.
+fn egress_text(v: &Value) -> String {
+    match v.as_array() {
+        Some(items) if !items.is_empty() => items.iter().map(|e| e.as_str().unwrap_or("?")).collect::<Vec<_>>().join(" "),
+        _ => "- (no network)".into(),
+    }
+}
+
 fn update(ctx: &Ctx, name: &str, rename: Option<String>, flags: &FunctionFlags) -> Result<()> {
     let mut body = body_of(flags, false)?;
     if let Some(n) = rename {
         body.insert("name".into(), n.into());
     }
     if body.is_empty() {
-        return Err(Error::usage("nothing to change: give at least one flag, e.g. --file, --memory or --env"));
+        return Err(Error::usage("nothing to change: give at least one flag, e.g. --file, --memory, --env or --egress"));
     }
     let mut api = ctx.api()?;
     let old = api.get(&path(name), &[]).map_err(|e| e.not_found_as(not_found(name)))?;
@@ -284,6 +298,12 @@ mod tests {
         assert_eq!(Value::Object(b), json!({"memory": 256, "route": null, "public": false, "schedule": null}));
         let flags = FunctionFlags { clear_env: true, ..Default::default() };
         assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"env": {}}));
+        let flags = FunctionFlags { egress: vec!["198.18.0.0/24".into(), "api.example.com:443".into()], ..Default::default() };
+        assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"egress": ["198.18.0.0/24", "api.example.com:443"]}));
+        let flags = FunctionFlags { no_egress: true, ..Default::default() };
+        assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"egress": []}));
+        assert_eq!(egress_text(&json!([])), "- (no network)");
+        assert_eq!(egress_text(&json!(["public", "x.test:80"])), "public x.test:80");
     }
 
     #[test]
