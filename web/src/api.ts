@@ -36,6 +36,8 @@ export interface Fn {
   env: Record<string, string>;
   route: string | null;
   public: boolean;
+  /** Where the function may connect (SPEC §11), canonical entries; empty: no network. */
+  egress: string[];
   version: number;
   created_at: string;
   updated_at: string;
