@@ -24,7 +24,7 @@ pub mod hashpool;
 pub mod keys;
 pub mod listener;
 pub mod ratelimit;
-mod sys;
+pub mod sys;
 pub mod system;
 pub mod trigger;
 

@@ -221,6 +221,8 @@ fn main() -> Result<()> {
     if let Command::Client(cmd) = cli.command {
         std::process::exit(voltrun_cli::run(cmd, cli.global, Cli::command));
     }
+    // Before any thread allocates: freed password-hash buffers go back to the system.
+    voltrun_api::sys::return_large_allocations_to_the_system();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOLTRUN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
