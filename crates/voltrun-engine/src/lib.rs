@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify, Semaphore};
 use tracing::Instrument;
 use voltrun_core::{id, time, ErrorKind, ExecError, Execution, ExecutionStatus, Function, Outcome, Runtime, Trigger};
-use voltrun_sandbox::{InstanceSpec, Limits, Sandbox};
+use voltrun_sandbox::{InstanceSpec, ResourceLimits, Sandbox};
 use voltrun_store::{ClaimSkip, Dialect, NewRun, Store, StoreError};
 
 use counts::{CountUnit, Counts};
@@ -771,7 +771,7 @@ impl Engine {
             code_dir: dir.clone(),
             runtime_paths: rt.paths(runtime),
             bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
-            limits: Limits {
+            limits: ResourceLimits {
                 memory_bytes: (memory_mb as u64) << 20,
                 limit_address_space: Runtimes::limits_address_space(runtime),
                 pids: 128,

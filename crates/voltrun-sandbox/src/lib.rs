@@ -1,7 +1,7 @@
 //! How a function instance is started, contained and killed.
 //!
 //! The engine describes an instance as an [`InstanceSpec`] (a command, its environment, the
-//! host directory holding the function's code, and [`Limits`]); a [`Sandbox`] backend turns
+//! host directory holding the function's code, and [`ResourceLimits`]); a [`Sandbox`] backend turns
 //! that into a running process wired to three pipes: control in (fd 3 inside), control out
 //! (fd 4 inside) and one log pipe for both stdout and stderr (so their order is kept, child
 //! processes included). The backend owns containment; the engine owns the protocol.
@@ -24,7 +24,7 @@ mod sys;
 /// Resource limits of one instance. `Default` is the most restrictive sensible setting;
 /// callers raise what a function asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
+pub struct ResourceLimits {
     /// Memory in bytes (the whole instance).
     pub memory_bytes: u64,
     /// Also cap the address space (RLIMIT_AS) at `memory_bytes` plus slack. Runtimes that
@@ -38,15 +38,15 @@ pub struct Limits {
     /// Largest file the instance may write (RLIMIT_FSIZE).
     pub file_size_bytes: u64,
     /// Size of the private /tmp and /dev/shm together (tiers that give them; see
-    /// [`Limits::shm_bytes`]).
+    /// [`ResourceLimits::shm_bytes`]).
     pub tmp_bytes: u64,
     /// CPU time per wall-clock second, in thousandths of a core (1000 = one core).
     pub cpu_millis: u64,
 }
 
-impl Default for Limits {
+impl Default for ResourceLimits {
     fn default() -> Self {
-        Limits {
+        ResourceLimits {
             memory_bytes: 64 << 20,
             limit_address_space: true,
             pids: 32,
@@ -58,8 +58,8 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
-    /// The size of `/dev/shm`, carved out of [`Limits::tmp_bytes`]: an eighth of it, between
+impl ResourceLimits {
+    /// The size of `/dev/shm`, carved out of [`ResourceLimits::tmp_bytes`]: an eighth of it, between
     /// 1 and 8 MiB. POSIX semaphores (Python's `multiprocessing` locks, one page each) and
     /// small shared segments fit; a function that wants RAM-backed files has `/tmp`.
     pub fn shm_bytes(&self) -> u64 {
@@ -86,8 +86,8 @@ pub struct InstanceSpec {
     pub runtime_paths: Vec<PathBuf>,
     /// Host directory of the runtime bootstraps; seen at [`Sandbox::bootstrap_root`].
     pub bootstrap_dir: PathBuf,
-    /// Limits to enforce.
-    pub limits: Limits,
+    /// ResourceLimits to enforce.
+    pub limits: ResourceLimits,
 }
 
 /// A started instance: the engine's ends of its pipes and a handle to contain it.

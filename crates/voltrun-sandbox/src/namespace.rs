@@ -629,7 +629,7 @@ fn build_root(cfg: &InitConfig, sources: &[(String, Source)], ours: &[(&OwnedFd,
         step(&format!("bind {target}"), sys::mount(&format!("/dev/{d}"), &target, "", MS_BIND, ""))?;
     }
     // POSIX shared memory (Python's multiprocessing locks): RAM-backed, charged to the
-    // instance's memory, its size taken out of the /tmp budget (Limits::shm_bytes).
+    // instance's memory, its size taken out of the /tmp budget (ResourceLimits::shm_bytes).
     step("mkdir dev/shm", fs::create_dir_all("dev/shm"))?;
     let shm_opts = format!("size={},nr_inodes=256,mode=1777", cfg.shm_bytes);
     step("mount /dev/shm", sys::mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, &shm_opts))?;

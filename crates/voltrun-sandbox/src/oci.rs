@@ -44,7 +44,7 @@ use serde_json::{json, Value};
 use crate::cgroup::{Cgroup, Hierarchy};
 use crate::namespace::{bind_paths, etc_files, SetupGuard, BOOTSTRAP_ROOT, FUNCTION_UID, TASK_ROOT};
 use crate::seccomp::{self, Action};
-use crate::{sys, ExitInfo, InstanceHandle, InstanceSpec, Limits, Sandbox, SandboxError, Spawned};
+use crate::{sys, ExitInfo, InstanceHandle, InstanceSpec, ResourceLimits, Sandbox, SandboxError, Spawned};
 
 /// The first argument that makes the voltrun binary act as the guard of one OCI instance.
 pub const GUARD_ARG: &str = "__oci-guard";
@@ -95,10 +95,10 @@ impl Runtime {
     /// only a backstop (each guest process costs the Sentry several host threads, and the
     /// Sentry dies if it cannot make one), the function's own limit being `RLIMIT_NPROC`,
     /// which gVisor enforces on processes and threads alike.
-    fn host_limits(self, l: &Limits) -> Limits {
+    fn host_limits(self, l: &ResourceLimits) -> ResourceLimits {
         match self {
             Runtime::Runc => l.clone(),
-            Runtime::Runsc => Limits { memory_bytes: l.memory_bytes + GVISOR_MEMORY_OVERHEAD, pids: l.pids * 8 + 64, ..l.clone() },
+            Runtime::Runsc => ResourceLimits { memory_bytes: l.memory_bytes + GVISOR_MEMORY_OVERHEAD, pids: l.pids * 8 + 64, ..l.clone() },
         }
     }
 }
@@ -407,7 +407,7 @@ fn config_json(spec: &InstanceSpec, id: &str, binds: Vec<Value>, runtime: Runtim
 }
 
 /// `linux.resources`: the same values the cgroup was created with (runc rewrites them).
-fn resources(l: &Limits) -> Value {
+fn resources(l: &ResourceLimits) -> Value {
     json!({
         "memory": {"limit": l.memory_bytes},
         "pids": {"limit": l.pids},

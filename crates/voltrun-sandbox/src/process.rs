@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 
-use crate::{sys, ExitInfo, InstanceHandle, InstanceSpec, Limits, Sandbox, SandboxError, Spawned};
+use crate::{sys, ExitInfo, InstanceHandle, InstanceSpec, ResourceLimits, Sandbox, SandboxError, Spawned};
 
 /// Memory the interpreter itself maps beyond what the function asked for; RLIMIT_AS counts
 /// virtual memory, which is always above what is resident.
@@ -74,7 +74,7 @@ impl Sandbox for ProcessSandbox {
     }
 }
 
-fn apply_rlimits(l: &Limits) -> std::io::Result<()> {
+fn apply_rlimits(l: &ResourceLimits) -> std::io::Result<()> {
     if l.limit_address_space {
         sys::set_rlimit(libc::RLIMIT_AS, l.memory_bytes + ADDRESS_SPACE_SLACK)?;
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
-use voltrun_api::{app, auth::AuthKeys, AppState, Limits};
+use voltrun_api::{app, auth::AuthKeys, AppState, RateLimits};
 use voltrun_engine::{Engine, EngineConfig, Runtimes};
 use voltrun_sandbox::{
     namespace,
@@ -348,7 +348,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         store,
         engine,
         auth: Arc::new(auth),
-        limits: Arc::new(Limits::new(args.invoke_rate).with_register_rate(args.guard.register_rate.max(1))),
+        limits: Arc::new(RateLimits::new(args.invoke_rate).with_register_rate(args.guard.register_rate.max(1))),
         quotas,
         started: Instant::now(),
         log_streams: Arc::new(voltrun_api::executions::LogStreams::new(args.max_log_streams_per_user)),
