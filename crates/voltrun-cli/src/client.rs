@@ -266,7 +266,7 @@ fn read_json(server: &str, r: ureq::Response) -> Result<Value> {
     serde_json::from_slice(&body).map_err(|e| CliError::BadResponse { server: server.to_string(), detail: format!("the body is not JSON ({e}); is this a VoltRun server?") })
 }
 
-/// The API's `{"error": {"code", "message"}}` as an [`CliError::Api`].
+/// The API's `{"error": {"code", "message"}}` as a [`CliError::Api`].
 fn api_error(server: &str, status: u16, r: ureq::Response) -> CliError {
     let retry_after = r.header("retry-after").map(str::to_string);
     let body = read_body(r).unwrap_or_default();

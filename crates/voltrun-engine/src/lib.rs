@@ -787,10 +787,11 @@ impl Engine {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                tracing::error!(err = %e, runtime = runtime.id(), "could not start an instance");
-                // The sandbox's error names host paths (the data dir, cgroups): the server log
-                // has it, the run's record only says what failed.
-                return Err(ExecError::new(ErrorKind::Internal, "could not start an instance: the sandbox setup failed (the server log has the details)"));
+                // What a sandbox error displays names the failed setup step and never a host
+                // path: the run's record gets it; its source (paths, errno) only the log.
+                let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
+                tracing::error!(err = %e, %cause, runtime = runtime.id(), "could not start an instance");
+                return Err(ExecError::new(ErrorKind::Internal, format!("could not start an instance: {e}")));
             }
         };
         self.inner.metrics.instances.fetch_add(1, Relaxed);

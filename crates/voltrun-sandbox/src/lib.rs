@@ -10,16 +10,27 @@
 //! default), [`oci::OciSandbox`] (the same root and limits as an OCI bundle run by `runc`:
 //! the `container` tier) and [`process::ProcessSandbox`] (rlimits and a process group, no
 //! isolation, development only); the gVisor tier runs the same OCI bundle under `runsc`.
+//!
+//! What the kernel-isolated tiers share has a module of its own: [`root`] (the instance's
+//! root as data, which the namespace tier mounts and the OCI tiers write as `config.json`),
+//! [`setup`] (the named setup steps and their [`SetupError`], the setup guard, the server's
+//! lifeline, the reap loop); [`init`] is the namespace tier's child side of the clone,
+//! [`namespace`] its server side; [`cgroup`] and [`seccomp`] the limits and the filter.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 pub mod cgroup;
+pub mod init;
 pub mod namespace;
 pub mod oci;
 pub mod process;
+pub mod root;
 pub mod seccomp;
+pub mod setup;
 mod sys;
+
+pub use setup::{SetupError, Step};
 
 /// Resource limits of one instance. `Default` is the most restrictive sensible setting;
 /// callers raise what a function asks for.
@@ -162,9 +173,14 @@ pub trait Sandbox: Send + Sync + 'static {
     }
 }
 
-/// Why a sandbox could not be built or an instance not started.
+/// Why a sandbox could not be built or an instance not started. Every error of
+/// [`Sandbox::spawn`] is a [`SandboxError::Setup`], whose message is fit for users (no host
+/// path); the others come from building a tier, for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
+    /// A step of an instance's setup failed.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     /// A system call failed.
     #[error("{call} failed: {source}")]
     Sys {

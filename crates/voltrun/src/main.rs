@@ -12,7 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use voltrun_api::{app, auth::AuthKeys, AppState, RateLimits};
 use voltrun_engine::{Engine, EngineConfig, Runtimes};
 use voltrun_sandbox::{
-    namespace,
+    init, namespace,
     oci::{self, OciSandbox},
     process::ProcessSandbox,
     Sandbox,
@@ -210,8 +210,8 @@ fn main() -> Result<()> {
     // A sandbox init is this same binary re-executed; it must not start a runtime or parse
     // the command line as a client would.
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(namespace::INIT_ARG) {
-        namespace::init_main(&args[2..]);
+    if args.get(1).map(String::as_str) == Some(init::INIT_ARG) {
+        init::init_main(&args[2..]);
     }
     if args.get(1).map(String::as_str) == Some(oci::GUARD_ARG) {
         oci::guard_main(&args[2..]);
