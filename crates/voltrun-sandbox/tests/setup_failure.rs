@@ -19,7 +19,7 @@ fn main() {
     if args.get(1).map(String::as_str) == Some(init::INIT_ARG) {
         init::init_main(&args[2..]);
     }
-    let tests: [(&str, fn(&Path)); 2] = [
+    let tests: [Test; 2] = [
         ("a_failed_init_step_names_the_step_and_no_host_path", a_failed_init_step_names_the_step_and_no_host_path),
         ("a_failed_server_step_names_the_step_and_no_host_path", a_failed_server_step_names_the_step_and_no_host_path),
     ];
@@ -35,6 +35,9 @@ fn main() {
         println!("test {name} ... ok");
     }
 }
+
+/// A test's name and body (given a fresh directory).
+type Test = (&'static str, fn(&Path));
 
 fn spec(code_dir: PathBuf, bootstrap_dir: PathBuf) -> InstanceSpec {
     InstanceSpec {
