@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use clap_complete::Shell;
 
-use crate::error::{Error, Result};
+use crate::error::{CliError, Result};
 
 /// Flags every client command takes (global: they may come before or after the subcommand).
 #[derive(Args, Debug, Clone, Default)]
@@ -294,24 +294,24 @@ pub fn read_event(source: &DataSource, stdin: &mut dyn Read) -> Result<String> {
         DataSource::Empty => return Ok("{}".into()),
         DataSource::Inline(s) => (s.clone(), "--data".to_string()),
         DataSource::File(p) => {
-            let bytes = std::fs::read(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
-            let text = String::from_utf8(bytes).map_err(|_| Error::usage(format!("{} is not UTF-8 text", p.display())))?;
+            let bytes = std::fs::read(p).map_err(|e| CliError::io(format!("reading {}", p.display()), e))?;
+            let text = String::from_utf8(bytes).map_err(|_| CliError::usage(format!("{} is not UTF-8 text", p.display())))?;
             (text, p.display().to_string())
         }
         DataSource::Stdin => {
             let mut bytes = Vec::new();
-            stdin.read_to_end(&mut bytes).map_err(|e| Error::io("reading stdin", e))?;
-            let text = String::from_utf8(bytes).map_err(|_| Error::usage("stdin is not UTF-8 text"))?;
+            stdin.read_to_end(&mut bytes).map_err(|e| CliError::io("reading stdin", e))?;
+            let text = String::from_utf8(bytes).map_err(|_| CliError::usage("stdin is not UTF-8 text"))?;
             (text, "stdin".to_string())
         }
     };
     if text.trim().is_empty() {
         if matches!(source, DataSource::Inline(_)) {
-            return Err(Error::usage("--data is empty: give JSON, e.g. --data '{}'"));
+            return Err(CliError::usage("--data is empty: give JSON, e.g. --data '{}'"));
         }
         return Ok("{}".into());
     }
-    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| Error::usage(format!("the event from {from} is not valid JSON: {e}")))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| CliError::usage(format!("the event from {from} is not valid JSON: {e}")))?;
     Ok(text)
 }
 
@@ -354,7 +354,7 @@ mod tests {
         let ev = read_event(&DataSource::Inline("{\"n\": 1.50, \"b\": 2}".into()), &mut no_stdin).unwrap();
         assert_eq!(ev, "{\"n\": 1.50, \"b\": 2}");
         let e = read_event(&DataSource::Inline("{nope".into()), &mut no_stdin).unwrap_err();
-        assert!(matches!(e, Error::Usage(ref m) if m.contains("--data is not valid JSON")), "{e}");
+        assert!(matches!(e, CliError::Usage(ref m) if m.contains("--data is not valid JSON")), "{e}");
         assert!(read_event(&DataSource::Inline(" ".into()), &mut no_stdin).is_err());
         assert_eq!(read_event(&DataSource::Empty, &mut no_stdin).unwrap(), "{}");
 
@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(read_event(&src, &mut no_stdin).unwrap(), "{\"from\": \"file\"}");
         let missing = data_source(Some("@/nonexistent/voltrun/event.json"), true);
         let e = read_event(&missing, &mut no_stdin).unwrap_err();
-        assert!(matches!(e, Error::Io { .. }) && e.to_string().contains("/nonexistent/voltrun/event.json"), "{e}");
+        assert!(matches!(e, CliError::Io { .. }) && e.to_string().contains("/nonexistent/voltrun/event.json"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use super::Ctx;
 use crate::args::{runtime_for, FunctionFlags, FunctionsCommand};
 use crate::client::{seg, Api};
-use crate::error::{Error, Result};
+use crate::error::{CliError, Result};
 use crate::output::{age, bytes, fields, now_unix, table, timestamp, Cell, Style};
 
 /// Runs one `functions` subcommand.
@@ -33,8 +33,8 @@ fn not_found(name: &str) -> impl FnOnce() -> String + '_ {
 pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String, Value>> {
     let mut b = Map::new();
     if let Some(file) = &flags.file {
-        let bytes = std::fs::read(file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
-        let code = String::from_utf8(bytes).map_err(|_| Error::usage(format!("{} is not UTF-8 text", file.display())))?;
+        let bytes = std::fs::read(file).map_err(|e| CliError::io(format!("reading {}", file.display()), e))?;
+        let code = String::from_utf8(bytes).map_err(|_| CliError::usage(format!("{} is not UTF-8 text", file.display())))?;
         b.insert("code".into(), code.into());
     }
     let runtime = match (&flags.runtime, &flags.file) {
@@ -89,11 +89,11 @@ pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String,
 
 fn create_body(name: &str, flags: &FunctionFlags) -> Result<Map<String, Value>> {
     if flags.file.is_none() {
-        return Err(Error::usage("--file is required: the handler's source file"));
+        return Err(CliError::usage("--file is required: the handler's source file"));
     }
     let mut b = body_of(flags, true)?;
     if !b.contains_key("runtime") {
-        return Err(Error::usage("--runtime is required (python3.11 or nodejs20): it cannot be told from the file's extension"));
+        return Err(CliError::usage("--runtime is required (python3.11 or nodejs20): it cannot be told from the file's extension"));
     }
     b.insert("name".into(), name.into());
     Ok(b)
@@ -121,12 +121,12 @@ fn create(ctx: &Ctx, name: &str, flags: &FunctionFlags) -> Result<()> {
 
 fn deploy(ctx: &Ctx, name: &str, flags: &FunctionFlags) -> Result<()> {
     if flags.file.is_none() {
-        return Err(Error::usage("--file is required: the handler's source file"));
+        return Err(CliError::usage("--file is required: the handler's source file"));
     }
     let mut api = ctx.api()?;
     let existing = match api.get(&path(name), &[]) {
         Ok(f) => Some(f),
-        Err(Error::Api { status: 404, .. }) => None,
+        Err(CliError::Api { status: 404, .. }) => None,
         Err(e) => return Err(e),
     };
     let Some(old) = existing else {
@@ -266,7 +266,7 @@ fn update(ctx: &Ctx, name: &str, rename: Option<String>, flags: &FunctionFlags) 
         body.insert("name".into(), n.into());
     }
     if body.is_empty() {
-        return Err(Error::usage("nothing to change: give at least one flag, e.g. --file, --memory, --env or --egress"));
+        return Err(CliError::usage("nothing to change: give at least one flag, e.g. --file, --memory, --env or --egress"));
     }
     let mut api = ctx.api()?;
     let old = api.get(&path(name), &[]).map_err(|e| e.not_found_as(not_found(name)))?;
