@@ -375,6 +375,47 @@ fn parse_json(text: &str, what: &str) -> Result<serde_json::Value> {
 mod tests {
     use super::*;
 
+    /// A lost or refused connection, a pool timeout and a locked SQLite file are outages
+    /// (503s); a protocol error or a refused statement is not.
+    #[test]
+    fn connection_failures_are_outages_and_nothing_else_is() {
+        use std::io::{Error, ErrorKind};
+        let reason = |e: StoreError| match e {
+            StoreError::Unavailable { reason, .. } => Some(reason),
+            _ => None,
+        };
+        assert_eq!(reason(sqlx::Error::Io(Error::from(ErrorKind::ConnectionRefused)).into()), Some(Outage::Refused));
+        assert_eq!(reason(sqlx::Error::Io(Error::from(ErrorKind::UnexpectedEof)).into()), Some(Outage::ConnectionLost));
+        assert_eq!(reason(sqlx::Error::Io(Error::from(ErrorKind::ConnectionReset)).into()), Some(Outage::ConnectionLost));
+        assert_eq!(reason(sqlx::Error::PoolTimedOut.into()), Some(Outage::PoolTimedOut));
+        assert_eq!(reason(sqlx::Error::PoolClosed.into()), Some(Outage::PoolClosed));
+        let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+        assert_eq!(reason(busy.into()), Some(Outage::Busy));
+        let constraint = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY), None);
+        assert!(matches!(StoreError::from(constraint), StoreError::Constraint(_)));
+        let protocol: StoreError = sqlx::Error::Protocol("unexpected message".into()).into();
+        assert!(matches!(protocol, StoreError::Db(_)) && !protocol.is_unavailable());
+        assert!(StoreError::WriterStopped.is_unavailable());
+        assert!(!StoreError::Invariant("x".into()).is_unavailable());
+    }
+
+    /// A write handed to a writer that is gone fails with `WriterStopped` (a 503), not a
+    /// made-up corrupt-row error.
+    #[tokio::test]
+    async fn a_stopped_writer_is_an_outage() {
+        let dir = std::env::temp_dir().join(format!("voltrun-store-stopped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        drop(rx);
+        let stopped = Store { writer: writer::Writer::from_sender(tx), ..store.clone() };
+        let e = crate::executions::Write::Purge("DELETE FROM executions WHERE id = $1", vec![crate::executions::Param::Text(Some("x".into()))]);
+        let err = stopped.write(e).await.unwrap_err();
+        assert!(matches!(err, StoreError::WriterStopped), "{err}");
+        assert!(err.is_unavailable());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// The writer's own connection opens the file sqlx opens: percent-decoded, options
     /// aside; an in-memory database (which it could not share) is refused.
     #[test]

@@ -71,6 +71,14 @@ impl Writer {
     }
 }
 
+#[cfg(test)]
+impl Writer {
+    /// A handle on `tx` (a test drops its receiver to stand for a writer that stopped).
+    pub(crate) fn from_sender(tx: mpsc::UnboundedSender<Job>) -> Writer {
+        Writer(tx)
+    }
+}
+
 /// Takes the jobs queued behind `first`, up to [`MAX_BATCH`], without waiting.
 fn fill_batch(rx: &mut mpsc::UnboundedReceiver<Job>, first: Job) -> Vec<Job> {
     let mut batch = vec![first];
