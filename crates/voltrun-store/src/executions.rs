@@ -151,7 +151,8 @@ impl Store {
     /// attempt not counted), when the node could not start it: the database failed right
     /// after the claim. Without this the row would stay `running` under this node's lease,
     /// which its heartbeat renews, and nothing would ever run or settle it. Done in a task of
-    /// its own, tried again while the database stays unavailable.
+    /// its own, tried again while the database stays unavailable. Not through the writer:
+    /// rare, and the writer's callers wait for it, which nothing here does.
     pub fn give_back(&self, e: &Execution, node: &str) {
         let (store, id, node) = (self.clone(), e.id.clone(), node.to_string());
         tokio::spawn(async move {
@@ -224,6 +225,10 @@ impl Store {
     /// claimed run can start at once instead of holding a slot while it waits (and one
     /// tenant's backlog cannot take every slot). On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets
     /// any number of nodes claim at once without waiting on each other.
+    ///
+    /// Not through the writer: the claim must return its row, with the lock clause in the same
+    /// statement, and the one dispatcher claims one at a time (docs/ARCHITECTURE.md, execution
+    /// writes outside the writer).
     pub async fn claim_next(&self, node: &str, now: &str, lease_until: &str, skip: &ClaimSkip) -> Result<Option<Execution>> {
         // The skip lists travel as one JSON array each, so the statement text (and its prepared
         // statement) is the same whatever their length.
@@ -263,7 +268,8 @@ impl Store {
         get_i64(&row, "n")
     }
 
-    /// Extends the leases of every run this node holds.
+    /// Extends the leases of every run this node holds. Not through the writer: one
+    /// statement per node every lease/3, not one per invocation.
     pub async fn heartbeat(&self, node: &str, lease_until: &str) -> Result<u64> {
         let r = sqlx::query("UPDATE executions SET lease_expires = $2 WHERE lease_owner = $1 AND status = 'running'")
             .bind(node)
@@ -318,6 +324,8 @@ impl Store {
         self.settle_running("$1 = $1", now).await
     }
 
+    /// Not through the writer: set-based updates of every row a dead node left, rare, many
+    /// rows in one statement already.
     async fn settle_running(&self, cond: &str, now: &str) -> Result<(u64, u64)> {
         let requeued = sqlx::query(&format!(
             "UPDATE executions SET status = 'pending', lease_owner = NULL, lease_expires = NULL, not_before = $1
