@@ -35,7 +35,8 @@ pub enum ApiError {
     /// 429: throttled; retry after this many seconds.
     #[error("{message}")]
     Throttled { message: String, retry_after_s: u64 },
-    /// 503: a dependency (the database) is unavailable.
+    /// 503 with `Retry-After`: a dependency (the database, the execution writer) is
+    /// unavailable, or the server is stopping; the request may succeed when retried.
     #[error("{0}")]
     Unavailable(String),
     /// 500: our fault. The detail is logged, never sent.
@@ -81,12 +82,22 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut resp = error_body(status, code, &message);
-        if let ApiError::Throttled { retry_after_s, .. } = self {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        match self {
+            ApiError::Throttled { retry_after_s, .. } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            }
+            ApiError::Unavailable(_) => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_AFTER_S));
+            }
+            _ => {}
         }
         resp
     }
 }
+
+/// The `Retry-After` (seconds) of a 503: a database restart or fail-over takes seconds, and
+/// a request that met the outage has already waited up to the pool's acquire timeout.
+pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 2;
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
@@ -94,9 +105,37 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(field) => ApiError::Conflict(format!("{field} is already taken")),
             e @ StoreError::RouteOverlap => ApiError::Conflict(e.to_string()),
             StoreError::Quota(message) => ApiError::QuotaExceeded(message),
-            e if e.is_unavailable() => ApiError::Unavailable(format!("the database is unavailable: {e}")),
-            other => ApiError::Internal(format!("store: {other:#}")),
+            // The constraint's own text names tables and columns: logged, not sent.
+            StoreError::Constraint(source) => {
+                tracing::warn!(%source, "a statement was refused on a constraint");
+                ApiError::Conflict("the request conflicts with a concurrent change; retry it".into())
+            }
+            e @ (StoreError::Unavailable { .. } | StoreError::WriterStopped) => {
+                // The source (sqlx's words) goes to the log; the client learns what failed.
+                tracing::warn!(err = %e, "store unavailable");
+                let what = match &e {
+                    StoreError::Unavailable { reason, .. } => format!("the database is unavailable ({reason}); retry later"),
+                    _ => "executions cannot be stored on this server right now; retry later".to_string(),
+                };
+                ApiError::Unavailable(what)
+            }
+            other => ApiError::Internal(format!("store: {:#}", ErrorChain(&other))),
         }
+    }
+}
+
+/// An error and its sources, for the log of a 500.
+struct ErrorChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
     }
 }
 

@@ -604,7 +604,9 @@ impl Engine {
     /// back to the queue after a backoff.
     async fn run_claimed(&self, mut exec: Execution) -> Result<(), EngineError> {
         let store = &self.inner.store;
-        let Some(f) = store.function_by_id(&exec.function_id).await? else {
+        // The database failing right after the claim: the row goes back to the queue (store: `give_back`).
+        let found = store.function_by_id(&exec.function_id).await.inspect_err(|e| if e.is_unavailable() { store.give_back(&exec, &self.inner.cfg.node_id) });
+        let Some(f) = found? else {
             let now = time::now();
             exec.finish(Outcome {
                 result: Err(ExecError::new(ErrorKind::Internal, "the function was deleted before this run started")),

@@ -130,8 +130,93 @@ impl Store {
     }
 
     /// Writes an execution's terminal state (or any later state) over its row (group-committed).
+    ///
+    /// When the database is unavailable the caller gets the error, and the save is tried
+    /// again in the background ([`Store::keep_trying`]): the run's end is known, and its row
+    /// would otherwise stay `running` under this node's lease, which the node's heartbeat
+    /// renews, so nothing would ever settle it.
     pub async fn save_execution(&self, e: &Execution) -> Result<()> {
-        self.write(ExecutionWrite::Save(Box::new(e.clone()))).await.map(|_| ())
+        let r = self.write(ExecutionWrite::Save(Box::new(e.clone()))).await.map(|_| ());
+        if matches!(r, Err(StoreError::Unavailable { .. })) {
+            let saved = e.clone();
+            self.keep_trying("save", &e.id, move |store| {
+                let w = ExecutionWrite::Save(Box::new(saved.clone()));
+                async move { store.write(w).await.map(|_| ()) }
+            });
+        }
+        r
+    }
+
+    /// Gives a run this node claimed back to the queue as it was before the claim (the
+    /// attempt not counted), when the node could not start it: the database failed right
+    /// after the claim. Without this the row would stay `running` under this node's lease,
+    /// which its heartbeat renews, and nothing would ever run or settle it. Done in a task of
+    /// its own, tried again while the database stays unavailable. Not through the writer:
+    /// rare, and the writer's callers wait for it, which nothing here does.
+    pub fn give_back(&self, e: &Execution, node: &str) {
+        let (store, id, node) = (self.clone(), e.id.clone(), node.to_string());
+        tokio::spawn(async move {
+            match store.give_back_now(&id, &node).await {
+                Ok(()) => {}
+                Err(StoreError::Unavailable { .. }) => store.keep_trying("give back", &id.clone(), move |store| {
+                    let (id, node) = (id.clone(), node.clone());
+                    async move { store.give_back_now(&id, &node).await }
+                }),
+                Err(err) => tracing::error!(execution_id = %id, %err, "could not give a claimed run back to the queue"),
+            }
+        });
+    }
+
+    async fn give_back_now(&self, id: &str, node: &str) -> Result<()> {
+        // Only while this node still holds it: the lease reaper may have settled it meanwhile.
+        let r = sqlx::query(
+            "UPDATE executions SET status = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_expires = NULL
+             WHERE id = $1 AND status = 'running' AND lease_owner = $2",
+        )
+        .bind(id)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() > 0 {
+            self.notify_queue().await?;
+        }
+        Ok(())
+    }
+
+    /// Tries `attempt` again in a task of its own, with a growing pause, while the database
+    /// stays unavailable (for up to [`KEEP_TRYING_FOR`]): for the end of a run whose first
+    /// write met an outage, which nothing else would store. Not for SQLite's stopped writer,
+    /// which does not come back.
+    ///
+    /// On PostgreSQL with several nodes, another node's lease reaper can settle the row first
+    /// (when the outage outlasted this node's lease); the late write then overwrites that
+    /// settling with the run's real end, which is what happened.
+    fn keep_trying<F, Fut>(&self, what: &'static str, id: &str, attempt: F)
+    where
+        F: Fn(Store) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<()>> + Send,
+    {
+        let (store, id) = (self.clone(), id.to_string());
+        tokio::spawn(async move {
+            let until = std::time::Instant::now() + KEEP_TRYING_FOR;
+            let mut pause = std::time::Duration::from_millis(500);
+            loop {
+                tokio::time::sleep(pause).await;
+                match attempt(store.clone()).await {
+                    Ok(()) => {
+                        tracing::info!(execution_id = %id, what, "an execution write that met an outage is stored");
+                        return;
+                    }
+                    Err(StoreError::Unavailable { .. }) if std::time::Instant::now() < until => {
+                        pause = (pause * 2).min(std::time::Duration::from_secs(10));
+                    }
+                    Err(err) => {
+                        tracing::error!(execution_id = %id, what, %err, "gave up storing an execution write that met an outage");
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// Claims the oldest pending run that is due and that `skip` does not hold back: moves it
@@ -140,6 +225,10 @@ impl Store {
     /// claimed run can start at once instead of holding a slot while it waits (and one
     /// tenant's backlog cannot take every slot). On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets
     /// any number of nodes claim at once without waiting on each other.
+    ///
+    /// Not through the writer: the claim must return its row, with the lock clause in the same
+    /// statement, and the one dispatcher claims one at a time (docs/ARCHITECTURE.md, execution
+    /// writes outside the writer).
     pub async fn claim_next(&self, node: &str, now: &str, lease_until: &str, skip: &ClaimSkip) -> Result<Option<Execution>> {
         // The skip lists travel as one JSON array each, so the statement text (and its prepared
         // statement) is the same whatever their length.
@@ -179,7 +268,8 @@ impl Store {
         get_i64(&row, "n")
     }
 
-    /// Extends the leases of every run this node holds.
+    /// Extends the leases of every run this node holds. Not through the writer: one
+    /// statement per node every lease/3, not one per invocation.
     pub async fn heartbeat(&self, node: &str, lease_until: &str) -> Result<u64> {
         let r = sqlx::query("UPDATE executions SET lease_expires = $2 WHERE lease_owner = $1 AND status = 'running'")
             .bind(node)
@@ -190,8 +280,22 @@ impl Store {
     }
 
     /// Puts a failed attempt back in the queue, due at `not_before`; keeps its last error
-    /// and logs visible meanwhile.
+    /// and logs visible meanwhile. Not through the writer: see docs/ARCHITECTURE.md (the
+    /// writes outside the writer). When the database is unavailable the caller gets the error
+    /// and the requeue is tried again in the background, as [`Store::save_execution`] is.
     pub async fn requeue(&self, e: &Execution, not_before: &str) -> Result<()> {
+        let r = self.requeue_now(e, not_before).await;
+        if matches!(r, Err(StoreError::Unavailable { .. })) {
+            let (e, not_before) = (e.clone(), not_before.to_string());
+            self.keep_trying("requeue", &e.id.clone(), move |store| {
+                let (e, not_before) = (e.clone(), not_before.clone());
+                async move { store.requeue_now(&e, &not_before).await }
+            });
+        }
+        r
+    }
+
+    async fn requeue_now(&self, e: &Execution, not_before: &str) -> Result<()> {
         sqlx::query(
             "UPDATE executions SET status = 'pending', error = $2, logs = $3, logs_truncated = $4, duration_ms = $5, not_before = $6,
              lease_owner = NULL, lease_expires = NULL WHERE id = $1",
@@ -220,6 +324,8 @@ impl Store {
         self.settle_running("$1 = $1", now).await
     }
 
+    /// Not through the writer: set-based updates of every row a dead node left, rare, many
+    /// rows in one statement already.
     async fn settle_running(&self, cond: &str, now: &str) -> Result<(u64, u64)> {
         let requeued = sqlx::query(&format!(
             "UPDATE executions SET status = 'pending', lease_owner = NULL, lease_expires = NULL, not_before = $1
@@ -335,6 +441,10 @@ impl Store {
         Ok(s)
     }
 }
+
+/// How long [`Store::keep_trying`] tries a write again: longer than most outages, short
+/// enough that a node does not pile up retries forever.
+const KEEP_TRYING_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Finished runs whose durations make the dashboard's percentiles: the most recent ones of
 /// the last day.

@@ -25,7 +25,13 @@ pub use users::{ApiKey, KeyOwner, User};
 pub use writer::PendingWrite;
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+///
+/// Callers decide by variant: [`StoreError::is_unavailable`] (the database or the writer
+/// could not be used: answer 503 and let the client retry), a refused request (`Conflict`,
+/// `RouteOverlap`, `Quota`, `Constraint`: the caller's 409), or our bug (the rest: 500).
+/// Every variant is `Clone` (sources are shared), so one failure of a group commit reaches
+/// each of its callers as itself.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique constraint was violated; the string names the field.
     #[error("{0} already exists")]
@@ -36,21 +42,157 @@ pub enum StoreError {
     /// A per-user quota (voltrun_core::Quotas) would be exceeded; says which and by how much.
     #[error("{0}")]
     Quota(String),
-    /// A stored value could not be decoded (a bug or a corrupted row).
+    /// The database refused a statement on a constraint not named by [`StoreError::Conflict`]
+    /// (a unique key no caller maps, a foreign key, a check, a NOT NULL): a race with a
+    /// concurrent change or delete.
+    #[error("constraint violated: {0}")]
+    Constraint(#[source] Shared),
+    /// The database could not be used: no connection could be made, one broke, none came
+    /// free in time, or the SQLite file stayed locked. Nothing is wrong with the request;
+    /// it may succeed when retried (a 503). A write that failed at its COMMIT this way may or
+    /// may not have been stored.
+    #[error("the database is unavailable ({reason}): {source}")]
+    Unavailable {
+        /// What failed.
+        reason: Outage,
+        /// The database library's error.
+        #[source]
+        source: Shared,
+    },
+    /// The execution writer (writer.rs) is gone, so no execution can be stored by this
+    /// process (a 503: another node can take the request).
+    #[error("the execution writer stopped")]
+    WriterStopped,
+    /// The writer's thread could not be started (at open).
+    #[error("starting the {name} thread")]
+    Spawn {
+        /// The thread's name.
+        name: &'static str,
+        /// The OS's error.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// A stored value could not be decoded (a corrupted row, or a bug).
     #[error("corrupt row: {0}")]
     Corrupt(String),
-    /// The database failed.
+    /// Something the store relies on did not hold (a bug): a write's parameters do not match
+    /// its statement, a transaction ended behind the writer's back, an insert conflicted with
+    /// no row.
+    #[error("store invariant broken: {0}")]
+    Invariant(String),
+    /// The database failed a statement for another reason (a bug, most likely).
     #[error(transparent)]
-    Db(#[from] sqlx::Error),
-    /// The SQLite writer's connection failed (docs/ARCHITECTURE.md: the writer thread).
+    Db(std::sync::Arc<sqlx::Error>),
+    /// The SQLite writer's connection failed for another reason (docs/ARCHITECTURE.md: the
+    /// writer thread).
     #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(std::sync::Arc<rusqlite::Error>),
     /// Migrations failed.
     #[error(transparent)]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(std::sync::Arc<sqlx::migrate::MigrateError>),
     /// The URL names a database VoltRun does not support.
     #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
     Unsupported(String),
+}
+
+/// The source of a [`StoreError`], shared by every caller the failure reached.
+pub type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
+/// Why the database could not be used ([`StoreError::Unavailable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outage {
+    /// No connection could be made: refused, or the server is starting up, shutting down
+    /// or has no connection slot free.
+    Refused,
+    /// An open connection broke: closed, reset, or ended by the server.
+    ConnectionLost,
+    /// No pooled connection came free within the pool's acquire timeout (the server did not
+    /// answer connects, or every connection was busy).
+    PoolTimedOut,
+    /// The pool was closed (the store is shutting down).
+    PoolClosed,
+    /// The SQLite file stayed locked past the busy timeout.
+    Busy,
+}
+
+impl std::fmt::Display for Outage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outage::Refused => "no connection could be made",
+            Outage::ConnectionLost => "the connection was lost",
+            Outage::PoolTimedOut => "no connection came free in time",
+            Outage::PoolClosed => "the connection pool is closed",
+            Outage::Busy => "the database file stayed locked",
+        })
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// Sorts sqlx's error by what failed: the connection ([`StoreError::Unavailable`]), a
+    /// constraint, or anything else ([`StoreError::Db`]).
+    fn from(e: sqlx::Error) -> Self {
+        let outage = outage(&e);
+        if let Some(reason) = outage {
+            return StoreError::Unavailable { reason, source: std::sync::Arc::new(e) };
+        }
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() || db.is_foreign_key_violation() || db.is_check_violation() || matches!(db.kind(), sqlx::error::ErrorKind::NotNullViolation) {
+                return StoreError::Constraint(std::sync::Arc::new(e));
+            }
+        }
+        StoreError::Db(std::sync::Arc::new(e))
+    }
+}
+
+/// The outage sqlx's error reports, if it is one (see [`StoreError::Unavailable`]).
+pub(crate) fn outage(e: &sqlx::Error) -> Option<Outage> {
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Some(Outage::Refused),
+        sqlx::Error::Io(_) => Some(Outage::ConnectionLost),
+        sqlx::Error::PoolTimedOut => Some(Outage::PoolTimedOut),
+        sqlx::Error::PoolClosed => Some(Outage::PoolClosed),
+        // SQLite (through sqlx): SQLITE_BUSY or SQLITE_LOCKED, in any extended form.
+        sqlx::Error::Database(db) if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+            let primary = db.code().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff);
+            matches!(primary, Some(5 | 6)).then_some(Outage::Busy)
+        }
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // SQLSTATE class 08, connection exception: 08001 and 08004 mean the
+            // connection was never made, the others that it broke.
+            Some("08001" | "08004") => Some(Outage::Refused),
+            Some(c) if c.starts_with("08") => Some(Outage::ConnectionLost),
+            // admin_shutdown, crash_shutdown: the server ended the session as it stopped.
+            Some("57P01" | "57P02") => Some(Outage::ConnectionLost),
+            // cannot_connect_now (starting up, in recovery), too_many_connections.
+            Some("57P03" | "53300") => Some(Outage::Refused),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// Sorts the SQLite writer's error as [`From<sqlx::Error>`] sorts sqlx's.
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::{ConstraintViolation, DatabaseBusy, DatabaseLocked};
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, DatabaseBusy | DatabaseLocked) => {
+                StoreError::Unavailable { reason: Outage::Busy, source: std::sync::Arc::new(e) }
+            }
+            rusqlite::Error::SqliteFailure(f, _) if f.code == ConstraintViolation => StoreError::Constraint(std::sync::Arc::new(e)),
+            _ => StoreError::Sqlite(std::sync::Arc::new(e)),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        match e {
+            // A lost connection while migrating is an outage like any other.
+            sqlx::migrate::MigrateError::Execute(inner) => inner.into(),
+            other => StoreError::Migrate(std::sync::Arc::new(other)),
+        }
+    }
 }
 
 /// Result of a store call.
@@ -82,14 +224,10 @@ pub struct Store {
 type FunctionCache = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), voltrun_core::Function>>>;
 
 impl StoreError {
-    /// True when the database could not be reached (a 503, not our bug).
+    /// True when the database or the execution writer could not be used: not the request's
+    /// fault nor (as far as we know) a bug, so a 503 the client may retry.
     pub fn is_unavailable(&self) -> bool {
-        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
-        match self {
-            StoreError::Db(e) => matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed),
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(e.code, DatabaseBusy | DatabaseLocked),
-            _ => false,
-        }
+        matches!(self, StoreError::Unavailable { .. } | StoreError::WriterStopped)
     }
 }
 
@@ -176,9 +314,6 @@ impl QueueListener {
     }
 }
 
-impl Store {
-}
-
 /// The settings of every connection to the SQLite file: the pool's and the writer's own
 /// (writer.rs).
 pub(crate) const SQLITE_PRAGMAS: [&str; 5] = [
@@ -217,7 +352,7 @@ fn conflict_or(e: sqlx::Error, fields: &[&'static str]) -> StoreError {
             return StoreError::Conflict(field);
         }
     }
-    StoreError::Db(e)
+    e.into()
 }
 
 fn get_str(row: &AnyRow, col: &str) -> Result<String> {
@@ -239,6 +374,47 @@ fn parse_json(text: &str, what: &str) -> Result<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lost or refused connection, a pool timeout and a locked SQLite file are outages
+    /// (503s); a protocol error or a refused statement is not.
+    #[test]
+    fn connection_failures_are_outages_and_nothing_else_is() {
+        use std::io::{Error, ErrorKind};
+        let reason = |e: StoreError| match e {
+            StoreError::Unavailable { reason, .. } => Some(reason),
+            _ => None,
+        };
+        assert_eq!(reason(sqlx::Error::Io(Error::from(ErrorKind::ConnectionRefused)).into()), Some(Outage::Refused));
+        assert_eq!(reason(sqlx::Error::Io(Error::from(ErrorKind::UnexpectedEof)).into()), Some(Outage::ConnectionLost));
+        assert_eq!(reason(sqlx::Error::Io(Error::from(ErrorKind::ConnectionReset)).into()), Some(Outage::ConnectionLost));
+        assert_eq!(reason(sqlx::Error::PoolTimedOut.into()), Some(Outage::PoolTimedOut));
+        assert_eq!(reason(sqlx::Error::PoolClosed.into()), Some(Outage::PoolClosed));
+        let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+        assert_eq!(reason(busy.into()), Some(Outage::Busy));
+        let constraint = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY), None);
+        assert!(matches!(StoreError::from(constraint), StoreError::Constraint(_)));
+        let protocol: StoreError = sqlx::Error::Protocol("unexpected message".into()).into();
+        assert!(matches!(protocol, StoreError::Db(_)) && !protocol.is_unavailable());
+        assert!(StoreError::WriterStopped.is_unavailable());
+        assert!(!StoreError::Invariant("x".into()).is_unavailable());
+    }
+
+    /// A write handed to a writer that is gone fails with `WriterStopped` (a 503), not a
+    /// made-up corrupt-row error.
+    #[tokio::test]
+    async fn a_stopped_writer_is_an_outage() {
+        let dir = std::env::temp_dir().join(format!("voltrun-store-stopped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        drop(rx);
+        let stopped = Store { writer: writer::Writer::from_sender(tx), ..store.clone() };
+        let e = crate::executions::ExecutionWrite::Purge("DELETE FROM executions WHERE id = $1", vec![crate::executions::Param::Text(Some("x".into()))]);
+        let err = stopped.write(e).await.unwrap_err();
+        assert!(matches!(err, StoreError::WriterStopped), "{err}");
+        assert!(err.is_unavailable());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// The writer's own connection opens the file sqlx opens: percent-decoded, options
     /// aside; an in-memory database (which it could not share) is refused.

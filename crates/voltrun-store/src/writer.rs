@@ -62,12 +62,20 @@ impl Writer {
         checkpointer.busy_timeout(std::time::Duration::from_millis(RESTART_WAIT_MS))?;
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
         let (tx, rx) = mpsc::unbounded_channel();
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| StoreError::Corrupt(format!("starting the {name} thread: {e}")))
+        let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| StoreError::Spawn { name, source: std::sync::Arc::new(e) })
         };
         spawn("voltrun-sqlite-checkpointer", Box::new(move || run_checkpointer(checkpointer, woken)))?;
         spawn("voltrun-sqlite-writer", Box::new(move || run_sqlite(conn, rx, wake)))?;
         Ok(Writer(tx))
+    }
+}
+
+#[cfg(test)]
+impl Writer {
+    /// A handle on `tx` (a test drops its receiver to stand for a writer that stopped).
+    pub(crate) fn from_sender(tx: mpsc::UnboundedSender<Job>) -> Writer {
+        Writer(tx)
     }
 }
 
@@ -163,8 +171,9 @@ fn write_batch_sqlite(conn: &rusqlite::Connection, batch: Vec<Job>) {
     // timeout): every caller gets that error, none waits a second timeout of its own.
     if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::warn!(%err, n = batch.len(), "could not start a group commit");
+        let err = StoreError::from(err);
         for (_, done) in batch {
-            let _ = done.send(Err(copy_error(&err)));
+            let _ = done.send(Err(err.clone()));
         }
         return;
     }
@@ -177,7 +186,7 @@ fn write_batch_sqlite(conn: &rusqlite::Connection, batch: Vec<Job>) {
         for (w, _) in &batch {
             let r = run_sqlite_write(conn, w);
             if conn.is_autocommit() {
-                return Err(r.err().unwrap_or_else(|| StoreError::Corrupt("the group commit's transaction ended early".into())));
+                return Err(r.err().unwrap_or_else(|| StoreError::Invariant("the group commit's transaction ended early".into())));
             }
             results.push(r);
         }
@@ -202,21 +211,13 @@ fn write_batch_sqlite(conn: &rusqlite::Connection, batch: Vec<Job>) {
     }
 }
 
-/// The same failure for each caller of a batch (rusqlite's errors are not `Clone`).
-fn copy_error(err: &rusqlite::Error) -> StoreError {
-    match err {
-        rusqlite::Error::SqliteFailure(e, msg) => StoreError::Sqlite(rusqlite::Error::SqliteFailure(*e, msg.clone())),
-        other => StoreError::Corrupt(format!("SQLite writer: {other}")),
-    }
-}
-
 fn run_sqlite_write(conn: &rusqlite::Connection, w: &ExecutionWrite) -> Result<bool> {
     let (sql, params) = w.statement();
     let mut stmt = conn.prepare_cached(sql)?;
     // SQLite numbers `$N` parameters by their first appearance in the text; every write's
     // statement names them in order (`$1` first), so `$N` is index N: bound by position.
     if stmt.parameter_count() != params.len() {
-        return Err(StoreError::Corrupt(format!("a write binds {} parameters to a statement of {}", params.len(), stmt.parameter_count())));
+        return Err(StoreError::Invariant(format!("a write binds {} parameters to a statement of {}", params.len(), stmt.parameter_count())));
     }
     for (i, p) in params.into_iter().enumerate() {
         let idx = i + 1;
@@ -268,10 +269,12 @@ async fn write_batch_on_pool(pool: &AnyPool, held: &mut Held, mut batch: Vec<Job
     let mut conn = match connection(pool, held).await {
         Ok(c) => c,
         Err(err) => {
-            // Nothing was written: each caller gets the error; the next batch tries again.
-            let msg = err.to_string();
+            // Nothing was written: each caller gets sqlx's error (an outage, as a rule: a
+            // 503); the next batch tries again.
+            let err = StoreError::from(err);
+            tracing::warn!(%err, n = batch.len(), "no database connection for a group commit");
             for (_, done) in batch {
-                let _ = done.send(Err(sqlx::Error::Protocol(format!("no database connection for the write: {msg}")).into()));
+                let _ = done.send(Err(err.clone()));
             }
             return;
         }
@@ -294,6 +297,16 @@ async fn write_batch_on_pool(pool: &AnyPool, held: &mut Held, mut batch: Vec<Job
                 let _ = done.send(Ok(r));
             }
         }
+        // The connection failed (the database went away): nothing of the batch is stored,
+        // and writing each alone would make every caller wait out the pool's acquire timeout
+        // in turn, so each gets the error now.
+        Err(Failed::Statement(err)) if crate::outage(&err).is_some() => {
+            let err = StoreError::from(err);
+            tracing::warn!(%err, n = batch.len(), "group commit failed: the database is unavailable");
+            for (_, done) in batch {
+                let _ = done.send(Err(err.clone()));
+            }
+        }
         // A statement failed: the transaction did not commit, so each write is tried again
         // alone (one bad write must not fail the others), on pool connections.
         Err(Failed::Statement(err)) => {
@@ -308,9 +321,9 @@ async fn write_batch_on_pool(pool: &AnyPool, held: &mut Held, mut batch: Vec<Job
         // twice.
         Err(Failed::Commit(err)) => {
             tracing::error!(%err, n = batch.len(), "the group commit's COMMIT failed; its outcome is unknown");
-            let msg = err.to_string();
+            let err = StoreError::from(err);
             for (_, done) in batch {
-                let _ = done.send(Err(sqlx::Error::Protocol(format!("the commit of this write failed: {msg}")).into()));
+                let _ = done.send(Err(err.clone()));
             }
         }
     }
@@ -340,9 +353,8 @@ pub struct PendingWrite(std::result::Result<oneshot::Receiver<Result<bool>>, ()>
 impl PendingWrite {
     /// Waits until the write is committed; true when a row was inserted or updated.
     pub async fn committed(self) -> Result<bool> {
-        let stopped = || StoreError::Corrupt("the writer stopped".into());
-        let rx = self.0.map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        let rx = self.0.map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
     }
 }
 
