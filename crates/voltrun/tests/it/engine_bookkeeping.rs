@@ -112,3 +112,39 @@ fn gauges_and_counts_return_to_zero_after_cancelled_and_failed_runs() {
     assert!(code == 200 || code == 204, "{code}");
     wait_gauges(&s, "nothing but spares", |g| g[0] == g[1] && g[2] == 0 && g[3] == 0 && g[4] == 0);
 }
+
+/// The server log without ANSI colour sequences (`ESC [ … m`).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// Issue 13: every event of a run is logged in its `invoke` span, which carries the execution
+/// id and the function id; the retry of a failed async run (logged by the run's own task) is one.
+#[test]
+fn a_runs_events_are_logged_in_its_invoke_span_with_the_execution_id() {
+    let s = Server::start_with(&temp_dir("span"), &["--retry-backoff-ms", "100"], true);
+    let c = s.user();
+    let f = c.create_function("flaky", "python", "def handler(e, c):\n    raise ValueError('no')\n", json!({"max_retries": 1}));
+    let r = c.raw("POST", "/api/functions/flaky/execute?async=true", Some(b"{}"), &[]);
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let done = c.wait_done(&id, Duration::from_secs(60));
+    assert_eq!((done["status"].as_str(), done["attempts"].as_i64()), (Some("failed"), Some(2)), "{done}");
+    let log = plain(&std::fs::read_to_string(s.data_dir.with_extension("stderr.log")).unwrap());
+    let line = log.lines().find(|l| l.contains("retrying a failed async run")).unwrap_or_else(|| panic!("no retry logged:\n{log}"));
+    assert!(line.contains("invoke{") && line.contains(&format!("execution_id={id}")), "{line}");
+    assert!(line.contains(&format!("function_id={}", f["id"].as_str().unwrap())), "{line}");
+}
