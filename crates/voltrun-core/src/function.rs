@@ -7,22 +7,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::egress::{EgressPolicy, MAX_EGRESS_ENTRIES};
 use crate::{Runtime, MAX_CODE_BYTES};
 
-/// Memory and time a function may use per run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Memory in MiB (64–4096).
-    pub memory_mb: u32,
-    /// Wall-clock timeout in seconds (1–900).
-    pub timeout_s: u32,
-}
-
-impl Default for Limits {
-    /// The smallest sensible allowance; callers raise it explicitly.
-    fn default() -> Self {
-        Limits { memory_mb: DEFAULT_MEMORY_MB, timeout_s: DEFAULT_TIMEOUT_S }
-    }
-}
-
 /// Memory given when a function does not say (MiB).
 pub const DEFAULT_MEMORY_MB: u32 = 128;
 /// Timeout when a function does not say (seconds).
@@ -30,7 +14,7 @@ pub const DEFAULT_TIMEOUT_S: u32 = 30;
 /// Retries of a failed async run when a function does not say (as Lambda).
 pub const DEFAULT_MAX_RETRIES: u32 = 2;
 const MAX_RETRIES: u32 = 10;
-const MEMORY_RANGE: std::ops::RangeInclusive<u32> = 64..=4096;
+pub(crate) const MEMORY_RANGE: std::ops::RangeInclusive<u32> = 64..=4096;
 const TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 1..=900;
 const MAX_ENV_BYTES: usize = 32 * 1024;
 const MAX_DESCRIPTION: usize = 1024;
@@ -90,13 +74,6 @@ pub struct FunctionSummary {
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
-}
-
-impl Function {
-    /// The run limits this function asks for.
-    pub fn limits(&self) -> Limits {
-        Limits { memory_mb: self.memory, timeout_s: self.timeout }
-    }
 }
 
 /// A field that failed validation, with a message for people.

@@ -7,12 +7,14 @@ pub mod egress;
 pub mod execution;
 pub mod function;
 pub mod id;
+pub mod policy;
 pub mod quota;
 pub mod runtime;
 pub mod time;
 
 pub use execution::{ErrorKind, ExecError, Execution, ExecutionStatus, Outcome, RunOf, Trigger};
-pub use function::{is_valid_name, is_valid_route, Function, FunctionPatch, FunctionSummary, Limits, NewFunction, ValidationError};
+pub use function::{is_valid_name, is_valid_route, Function, FunctionPatch, FunctionSummary, NewFunction, ValidationError};
+pub use policy::{InstanceLimits, RetryPolicy};
 pub use quota::{Quotas, Retention};
 pub use runtime::Runtime;
 

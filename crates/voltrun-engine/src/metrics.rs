@@ -1,8 +1,13 @@
 //! Counters, gauges and histograms the engine keeps, rendered in the Prometheus text format.
 //! Plain atomics: the hot path pays a few relaxed increments, nothing more.
+//!
+//! A gauge of things the engine holds (instances, idle or spare ones, claimed runs, open log
+//! streams) is kept by [`GaugeUnit`]s: each thing counted holds one, and dropping it gives the
+//! unit back, so no path (an error, a dropped future, a panic) leaves the gauge wrong.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use voltrun_core::{ErrorKind, Runtime};
 
@@ -116,5 +121,66 @@ impl Metrics {
             self.throttled.load(Relaxed)
         );
         o
+    }
+}
+
+/// The gauges kept by [`GaugeUnit`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gauge {
+    /// [`Metrics::instances`]: held by every live [`crate::instance::Instance`].
+    Instances,
+    /// [`Metrics::idle_instances`]: held by each instance in a warm pool.
+    IdleInstances,
+    /// [`Metrics::spare_instances`]: held by each ready spare.
+    SpareInstances,
+    /// [`Metrics::queue_depth`]: held by each claimed async run's task.
+    AsyncInFlight,
+    /// [`Metrics::log_streams`]: held by each open log stream.
+    LogStreams,
+}
+
+impl Metrics {
+    fn gauge(&self, g: Gauge) -> &AtomicI64 {
+        match g {
+            Gauge::Instances => &self.instances,
+            Gauge::IdleInstances => &self.idle_instances,
+            Gauge::SpareInstances => &self.spare_instances,
+            Gauge::AsyncInFlight => &self.queue_depth,
+            Gauge::LogStreams => &self.log_streams,
+        }
+    }
+}
+
+/// One unit of a gauge, held by the thing it counts and given back when dropped.
+pub(crate) struct GaugeUnit {
+    metrics: Arc<Metrics>,
+    gauge: Gauge,
+}
+
+impl GaugeUnit {
+    /// Adds one to `gauge` until the unit is dropped.
+    pub(crate) fn new(metrics: &Arc<Metrics>, gauge: Gauge) -> GaugeUnit {
+        metrics.gauge(gauge).fetch_add(1, Relaxed);
+        GaugeUnit { metrics: metrics.clone(), gauge }
+    }
+}
+
+impl Drop for GaugeUnit {
+    fn drop(&mut self) {
+        self.metrics.gauge(self.gauge).fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauge_units_are_given_back_when_dropped() {
+        let m = Arc::new(Metrics::default());
+        let units: Vec<GaugeUnit> = [Gauge::Instances, Gauge::Instances, Gauge::IdleInstances, Gauge::LogStreams].into_iter().map(|g| GaugeUnit::new(&m, g)).collect();
+        assert_eq!((m.instances.load(Relaxed), m.idle_instances.load(Relaxed), m.log_streams.load(Relaxed)), (2, 1, 1));
+        drop(units);
+        assert_eq!((m.instances.load(Relaxed), m.idle_instances.load(Relaxed), m.log_streams.load(Relaxed)), (0, 0, 0));
     }
 }

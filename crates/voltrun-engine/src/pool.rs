@@ -1,4 +1,6 @@
-//! Warm instances per function, and the per-function concurrency limit with its queue.
+//! Warm instances per function, and the per-function concurrency limit with its queue. An
+//! idle instance holds a unit of the `idle_instances` gauge while it is in a pool, so the gauge
+//! follows it out on every path (taken, made stale, reaped, drained).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -9,14 +11,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use voltrun_core::Function;
 
 use crate::instance::Instance;
+use crate::metrics::{Gauge, GaugeUnit};
 use crate::{EngineError, Metrics};
+
+/// An instance in a pool, counted as idle.
+struct Idle {
+    inst: Instance,
+    _counted: GaugeUnit,
+}
 
 struct FnPool {
     /// The newest version seen; instances of older versions are never reused.
     version: i64,
     /// Instances below this version are not taken back (set when the function changed).
     min_version: i64,
-    idle: Vec<Instance>,
+    idle: Vec<Idle>,
     slots: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
 }
@@ -42,21 +51,22 @@ pub(crate) struct Pools {
     map: Mutex<HashMap<String, FnPool>>,
     concurrency: usize,
     queue: usize,
+    metrics: Arc<Metrics>,
 }
 
-fn adjust(g: &std::sync::atomic::AtomicI64, by: usize, add: bool) {
-    let by = by as i64;
-    g.fetch_add(if add { by } else { -by }, Relaxed);
+/// The instances of idle entries (their gauge units are given back).
+fn instances(idle: Vec<Idle>) -> Vec<Instance> {
+    idle.into_iter().map(|i| i.inst).collect()
 }
 
 impl Pools {
-    pub(crate) fn new(concurrency: usize, queue: usize) -> Pools {
-        Pools { map: Mutex::new(HashMap::new()), concurrency, queue }
+    pub(crate) fn new(concurrency: usize, queue: usize, metrics: Arc<Metrics>) -> Pools {
+        Pools { map: Mutex::new(HashMap::new()), concurrency, queue, metrics }
     }
 
     /// A permit to run `f` (at most `concurrency` at once). With `throttle`, refuses when
     /// `queue` callers already wait; without, waits as long as it takes (async runs).
-    pub(crate) async fn acquire(&self, f: &Function, throttle: bool, m: &Metrics) -> Result<OwnedSemaphorePermit, EngineError> {
+    pub(crate) async fn acquire(&self, f: &Function, throttle: bool) -> Result<OwnedSemaphorePermit, EngineError> {
         let (slots, waiting) = {
             let mut map = self.map.lock().expect("pool lock");
             let p = map.entry(f.id.clone()).or_insert_with(|| FnPool {
@@ -72,7 +82,7 @@ impl Pools {
             return Ok(permit);
         }
         if throttle && waiting.load(Relaxed) >= self.queue {
-            m.throttled.fetch_add(1, Relaxed);
+            self.metrics.throttled.fetch_add(1, Relaxed);
             return Err(EngineError::Throttled { retry_after_s: 1 });
         }
         // Counted as waiting until the permit comes or the wait is dropped (a guard, so a
@@ -89,33 +99,26 @@ impl Pools {
 
     /// A warm instance of exactly `f`'s version, if one is idle. Seeing a newer version
     /// makes the older idle instances stale: they are returned for the caller to retire.
-    pub(crate) fn take_idle(&self, f: &Function, m: &Metrics) -> (Option<Instance>, Vec<Instance>) {
+    pub(crate) fn take_idle(&self, f: &Function) -> (Option<Instance>, Vec<Instance>) {
         let mut map = self.map.lock().expect("pool lock");
         let Some(p) = map.get_mut(&f.id) else { return (None, Vec::new()) };
         if f.version > p.version {
             p.version = f.version;
-            let stale = std::mem::take(&mut p.idle);
-            adjust(&m.idle_instances, stale.len(), false);
-            return (None, stale);
+            return (None, instances(std::mem::take(&mut p.idle)));
         }
         if f.version < p.version || f.version < p.min_version {
             return (None, Vec::new());
         }
-        let inst = p.idle.pop();
-        if inst.is_some() {
-            adjust(&m.idle_instances, 1, false);
-        }
-        (inst, Vec::new())
+        (p.idle.pop().map(|i| i.inst), Vec::new())
     }
 
     /// Returns an instance after a run. Gives it back when it may not be kept (its version
     /// is stale or its function is gone), for the caller to retire.
-    pub(crate) fn put_idle(&self, f: &Function, inst: Instance, m: &Metrics) -> Option<Instance> {
+    pub(crate) fn put_idle(&self, f: &Function, inst: Instance) -> Option<Instance> {
         let mut map = self.map.lock().expect("pool lock");
         match map.get_mut(&f.id) {
             Some(p) if p.version == inst.version && inst.version >= p.min_version => {
-                p.idle.push(inst);
-                adjust(&m.idle_instances, 1, true);
+                p.idle.push(Idle { inst, _counted: GaugeUnit::new(&self.metrics, Gauge::IdleInstances) });
                 None
             }
             _ => Some(inst),
@@ -125,35 +128,30 @@ impl Pools {
     /// Makes every instance of a function stale (after an update or delete): returns its
     /// idle instances to retire, and refuses the busy ones when they come back. The pool
     /// itself stays (with its concurrency slots) until the reaper finds it empty.
-    pub(crate) fn invalidate(&self, function_id: &str, m: &Metrics) -> Vec<Instance> {
+    pub(crate) fn invalidate(&self, function_id: &str) -> Vec<Instance> {
         let mut map = self.map.lock().expect("pool lock");
         let Some(p) = map.get_mut(function_id) else { return Vec::new() };
         p.min_version = p.version + 1;
-        let stale = std::mem::take(&mut p.idle);
-        adjust(&m.idle_instances, stale.len(), false);
-        stale
+        instances(std::mem::take(&mut p.idle))
     }
 
     /// Takes every idle instance of every function.
-    pub(crate) fn drain_all(&self, m: &Metrics) -> Vec<Instance> {
+    pub(crate) fn drain_all(&self) -> Vec<Instance> {
         let mut map = self.map.lock().expect("pool lock");
-        let out: Vec<Instance> = map.values_mut().flat_map(|p| std::mem::take(&mut p.idle)).collect();
-        adjust(&m.idle_instances, out.len(), false);
-        out
+        instances(map.values_mut().flat_map(|p| std::mem::take(&mut p.idle)).collect())
     }
 
     /// Takes every instance idle for longer than `ttl`, and forgets pools with nothing in
     /// them.
-    pub(crate) fn reap(&self, ttl: Duration, m: &Metrics) -> Vec<Instance> {
+    pub(crate) fn reap(&self, ttl: Duration) -> Vec<Instance> {
         let mut map = self.map.lock().expect("pool lock");
         let mut out = Vec::new();
         map.retain(|_, p| {
-            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut p.idle).into_iter().partition(|i| i.last_used.elapsed() > ttl);
+            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut p.idle).into_iter().partition(|i| i.inst.last_used.elapsed() > ttl);
             p.idle = keep;
-            out.extend(old);
+            out.extend(instances(old));
             !(p.idle.is_empty() && p.slots.available_permits() == self.concurrency && p.waiting.load(Relaxed) == 0)
         });
-        adjust(&m.idle_instances, out.len(), false);
         out
     }
 }

@@ -78,11 +78,6 @@ impl Runtimes {
         })
     }
 
-    /// Whether the runtime's memory is capped by RLIMIT_AS (Python) or by its own heap limit.
-    pub fn limits_address_space(r: Runtime) -> bool {
-        r == Runtime::Python311
-    }
-
     /// Host paths an instance of `r` reads besides the bootstraps: the interpreter's prefix.
     pub fn paths(&self, r: Runtime) -> Vec<PathBuf> {
         self.interpreter(r).map(|i| vec![i.prefix.clone()]).unwrap_or_default()

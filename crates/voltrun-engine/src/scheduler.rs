@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use voltrun_core::{cron::Schedule, time, Execution, ExecutionStatus, Trigger};
 use voltrun_store::{NewRun, ScheduledFunction};
 
-use crate::{chrono_now, Engine};
+use crate::Engine;
 
 /// How often the fingerprint of the scheduled functions is read.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -29,7 +29,7 @@ impl Engine {
         let mut loaded_at: Option<Instant> = None;
         let mut fingerprint = None;
         loop {
-            tokio::time::sleep(Duration::from_millis(1000 - (chrono_now().timestamp_subsec_millis() as u64 % 1000)).max(Duration::from_millis(10))).await;
+            tokio::time::sleep(Duration::from_millis(1000 - (chrono::Utc::now().timestamp_subsec_millis() as u64 % 1000)).max(Duration::from_millis(10))).await;
             if checked_at.is_none_or(|t| t.elapsed() >= CHECK_EVERY) {
                 checked_at = Some(Instant::now());
                 let now_fp = match self.inner.store.schedules_fingerprint().await {
@@ -51,7 +51,7 @@ impl Engine {
                     }
                 }
             }
-            let now = chrono_now().timestamp();
+            let now = chrono::Utc::now().timestamp();
             for (f, sched) in &functions {
                 // Never fire ticks from before the schedule was set (or last changed).
                 let since = time::parse_ms(&f.updated_at).map_or(now, |ms| (ms + 999) / 1000);

@@ -22,3 +22,4 @@ mod hardening_review;
 mod hardening_instance;
 mod egress_api;
 mod store_outage;
+mod engine_bookkeeping;

@@ -1,0 +1,64 @@
+//! The engine's settings ([`EngineConfig`]); `Default` are the documented defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use voltrun_core::id;
+
+/// Engine settings; `Default` are the documented defaults.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where instance code directories live.
+    pub data_dir: PathBuf,
+    /// Instances one function may run at once.
+    pub function_concurrency: usize,
+    /// Synchronous invocations that may wait for a free instance before 429.
+    pub function_queue: usize,
+    /// Idle instances are stopped after this long unused.
+    pub idle_ttl: Duration,
+    /// Async runs executing at once on this node (0: this node only enqueues; workers run them).
+    pub async_concurrency: usize,
+    /// Unsaved-code test runs at once on this node (every user's together).
+    pub test_concurrency: usize,
+    /// Unsaved-code test runs one user may have at once (so one user cannot take the node's).
+    pub test_per_user: usize,
+    /// Dispatcher slots one user's async runs may hold at once (0: all but an eighth of
+    /// `async_concurrency`, keeping at least one free), so one tenant's backlog cannot take
+    /// every slot.
+    pub async_per_user: usize,
+    /// This node's name in leases.
+    pub node_id: String,
+    /// How long a claimed run stays ours without a heartbeat.
+    pub lease: Duration,
+    /// Delay before the first retry of a failed async run; doubles with each attempt.
+    pub retry_backoff: Duration,
+    /// Run the cron scheduler on this node.
+    pub scheduler: bool,
+    /// Pre-started instances kept ready per runtime (at the default memory), so a new
+    /// function's first run only loads its code.
+    pub spares: usize,
+    /// Runs one user may have in flight on this node (0: unlimited; quota.rs).
+    pub user_concurrent_runs: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            data_dir: PathBuf::from("voltrun-data"),
+            function_concurrency: 10,
+            function_queue: 100,
+            idle_ttl: Duration::from_secs(300),
+            async_concurrency: 32,
+            test_concurrency: 16,
+            test_per_user: 2,
+            async_per_user: 0,
+            node_id: id::new_id("node_"),
+            lease: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+            scheduler: true,
+            spares: 1,
+            user_concurrent_runs: voltrun_core::Quotas::default().concurrent_runs,
+        }
+    }
+}
+

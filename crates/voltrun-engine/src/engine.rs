@@ -1,0 +1,189 @@
+//! The engine value: what it holds ([`Inner`]), building it, starting its background tasks
+//! (dispatcher, queue listener, leases, spares, scheduler, idle reaper) and stopping it, and
+//! the small accessors the API and the binary read.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify, Semaphore};
+use voltrun_core::{Runtime, RetryPolicy};
+use voltrun_sandbox::Sandbox;
+use voltrun_store::Store;
+
+use crate::counts::Counts;
+use crate::instance::{Instance, LiveLog};
+use crate::pool::Pools;
+use crate::spares::Spares;
+use crate::{quota, EngineConfig, EngineError, Metrics, Runtimes};
+
+/// The invocation engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What every clone of an [`Engine`] shares.
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) sandbox: Arc<dyn Sandbox>,
+    pub(crate) runtimes: Runtimes,
+    pub(crate) cfg: EngineConfig,
+    /// When failed async runs are tried again (from `cfg.retry_backoff`).
+    pub(crate) retry: RetryPolicy,
+    pub(crate) pools: Pools,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Wakes the dispatcher: a run was queued.
+    pub(crate) wake: Notify,
+    /// Counts the wakes, so the dispatcher knows whether anything was queued since it last
+    /// looked.
+    pub(crate) wakes: AtomicU64,
+    /// Logs of runs in progress on this node, by execution id (entries are
+    /// [`crate::follow::RunningEntry`] guards).
+    pub(crate) running: Mutex<HashMap<String, LiveLog>>,
+    pub(crate) next_instance: AtomicU64,
+    pub(crate) test_slots: Arc<Semaphore>,
+    /// Runs in flight per user (the concurrent-runs quota).
+    pub(crate) user_runs: quota::UserRuns,
+    /// Test runs in progress, by user.
+    pub(crate) test_users: Counts,
+    /// Open log streams (followers over SSE), by user.
+    pub(crate) log_streams: Counts,
+    /// Followers of executions (log streams), by execution id: bumped when a run starts on
+    /// this node and after its end (or retry) is stored, so they wait without polling.
+    pub(crate) watchers: Mutex<HashMap<String, (watch::Sender<u64>, usize)>>,
+    /// Pre-started instances per runtime.
+    pub(crate) spares: Spares,
+    /// Set at shutdown: results of runs cut short by it are not recorded, so the runs stay
+    /// `running` and are settled like any interrupted run (async ones run again).
+    pub(crate) stopping: AtomicBool,
+}
+
+impl Engine {
+    /// Builds the engine. Call [`Engine::start`] to resume the async queue and reap idle
+    /// instances.
+    pub fn new(store: Store, sandbox: Arc<dyn Sandbox>, runtimes: Runtimes, cfg: EngineConfig) -> std::io::Result<Engine> {
+        let dir = cfg.data_dir.join("instances");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let metrics = Arc::new(Metrics::default());
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                sandbox,
+                runtimes,
+                retry: RetryPolicy::new(cfg.retry_backoff),
+                pools: Pools::new(cfg.function_concurrency, cfg.function_queue, metrics.clone()),
+                test_slots: Arc::new(Semaphore::new(cfg.test_concurrency)),
+                user_runs: quota::UserRuns::new(cfg.user_concurrent_runs),
+                spares: Spares::new(cfg.spares, metrics.clone()),
+                cfg,
+                metrics,
+                wake: Notify::new(),
+                wakes: AtomicU64::new(0),
+                running: Mutex::new(HashMap::new()),
+                test_users: Counts::default(),
+                log_streams: Counts::default(),
+                watchers: Mutex::new(HashMap::new()),
+                next_instance: AtomicU64::new(0),
+                stopping: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Settles runs a crash left `running` (SQLite: at once; PostgreSQL: when their lease
+    /// expires), and starts the dispatcher, the lease heartbeat and reaper, the scheduler and
+    /// the idle-instance reaper.
+    pub async fn start(&self) -> Result<(), EngineError> {
+        self.recover_interrupted().await?;
+        if self.inner.cfg.async_concurrency > 0 {
+            tokio::spawn(self.clone().dispatch());
+        }
+        self.listen_queue().await?;
+        tokio::spawn(self.clone().leases());
+        for rt in Runtime::ALL {
+            self.replenish(rt);
+        }
+        if self.inner.cfg.scheduler {
+            tokio::spawn(self.clone().schedule());
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let period = (engine.inner.cfg.idle_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+            loop {
+                tokio::time::sleep(period).await;
+                for inst in engine.inner.pools.reap(engine.inner.cfg.idle_ttl) {
+                    engine.retire(inst).await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops every instance (at server shutdown). Runs still in flight are settled at the
+    /// next start: async ones run again, sync ones end `Interrupted`.
+    pub async fn shutdown(&self) {
+        self.inner.stopping.store(true, Relaxed);
+        let spares = self.inner.spares.drain();
+        // All at once: a gVisor instance takes a few runsc calls to stop, and one after the
+        // other they could outlast an operator's (or a supervisor's) stop timeout.
+        let mut stopping = tokio::task::JoinSet::new();
+        for inst in spares.into_iter().chain(self.inner.pools.drain_all()) {
+            let engine = self.clone();
+            stopping.spawn(async move { engine.retire(inst).await });
+        }
+        while stopping.join_next().await.is_some() {}
+        let sandbox = self.inner.sandbox.clone();
+        let _ = tokio::task::spawn_blocking(move || sandbox.shutdown()).await;
+    }
+
+    /// Drops the warm instances of a function (after an update or delete), so no later run
+    /// sees old code.
+    pub fn invalidate(&self, function_id: &str) {
+        let stale = self.inner.pools.invalidate(function_id);
+        self.retire_later(stale);
+    }
+
+    /// Stops an instance; its unit of the `instances` gauge goes with it.
+    pub(crate) async fn retire(&self, inst: Instance) {
+        inst.terminate().await;
+    }
+
+    /// Stops instances in a task of their own (the caller does not wait).
+    pub(crate) fn retire_later(&self, stale: Vec<Instance>) {
+        if stale.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for inst in stale {
+                inst.terminate().await;
+            }
+        });
+    }
+
+    /// The sandbox tier's name.
+    pub fn sandbox_kind(&self) -> &'static str {
+        self.inner.sandbox.kind()
+    }
+
+    /// Facts about the sandbox tier (e.g. the cgroup version), for `/health`.
+    pub fn sandbox_details(&self) -> Vec<(&'static str, String)> {
+        self.inner.sandbox.details()
+    }
+
+    /// Whether the sandbox tier can enforce egress policies here, or why not (for `/health`).
+    pub fn egress_support(&self) -> Result<(), String> {
+        self.inner.sandbox.egress_support()
+    }
+
+    /// The runtimes found on this host.
+    pub fn runtimes(&self) -> &Runtimes {
+        &self.inner.runtimes
+    }
+
+    /// The engine's figures.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+}

@@ -1,0 +1,120 @@
+//! Spare instances: per runtime, a few instances started ahead (at the default memory, with
+//! no function environment) and blocked in the bootstrap before init, so a new function's
+//! first run only loads its code. Ready spares hold a unit of the `spare_instances` gauge and
+//! spares being started a [`Starting`] place: both are given back on every path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use voltrun_core::function::DEFAULT_MEMORY_MB;
+use voltrun_core::{Function, Runtime};
+
+use crate::instance::Instance;
+use crate::launch::base_env;
+use crate::metrics::{Gauge, GaugeUnit};
+use crate::{Engine, Metrics};
+
+/// One runtime's spares: the ready ones and how many are being started.
+#[derive(Default)]
+struct Shelf {
+    ready: Vec<(Instance, GaugeUnit)>,
+    starting: usize,
+}
+
+type Shelves = Arc<Mutex<HashMap<Runtime, Shelf>>>;
+
+/// Every runtime's spares.
+pub(crate) struct Spares {
+    shelves: Shelves,
+    /// Spares kept per runtime.
+    per_runtime: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// A spare being started: counted in its runtime's `starting` until it is shelved or its
+/// start fails (or its task is dropped).
+pub(crate) struct Starting {
+    shelves: Shelves,
+    runtime: Runtime,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(shelf) = self.shelves.lock().expect("spares lock").get_mut(&self.runtime) {
+            shelf.starting -= 1;
+        }
+    }
+}
+
+impl Spares {
+    pub(crate) fn new(per_runtime: usize, metrics: Arc<Metrics>) -> Spares {
+        Spares { shelves: Arc::default(), per_runtime, metrics }
+    }
+
+    /// A ready spare of `runtime`, if any.
+    fn take(&self, runtime: Runtime) -> Option<Instance> {
+        let mut shelves = self.shelves.lock().expect("spares lock");
+        shelves.get_mut(&runtime).and_then(|s| s.ready.pop()).map(|(inst, _unit)| inst)
+    }
+
+    /// Places for the spares of `runtime` to start now, so that the configured number are
+    /// ready or starting.
+    fn to_start(&self, runtime: Runtime) -> Vec<Starting> {
+        let mut shelves = self.shelves.lock().expect("spares lock");
+        let shelf = shelves.entry(runtime).or_default();
+        let need = self.per_runtime.saturating_sub(shelf.ready.len() + shelf.starting);
+        shelf.starting += need;
+        (0..need).map(|_| Starting { shelves: self.shelves.clone(), runtime }).collect()
+    }
+
+    /// Shelves a started spare (its place is given back as it is shelved).
+    fn shelve(&self, place: Starting, inst: Instance) {
+        let unit = GaugeUnit::new(&self.metrics, Gauge::SpareInstances);
+        let mut shelves = self.shelves.lock().expect("spares lock");
+        shelves.entry(place.runtime).or_default().ready.push((inst, unit));
+        drop(shelves);
+        drop(place);
+    }
+
+    /// Takes every ready spare (at shutdown).
+    pub(crate) fn drain(&self) -> Vec<Instance> {
+        let mut shelves = self.shelves.lock().expect("spares lock");
+        shelves.values_mut().flat_map(|s| std::mem::take(&mut s.ready)).map(|(inst, _unit)| inst).collect()
+    }
+}
+
+impl Engine {
+    /// A pre-started instance for `f`, when one fits: spares are started with the default
+    /// memory and no function environment, so they serve functions with that memory whose
+    /// variables the interpreter does not read at start. Starts a replacement.
+    pub(crate) fn take_spare(&self, f: &Function) -> Option<Instance> {
+        let fits = f.memory == DEFAULT_MEMORY_MB && !f.env.keys().any(|k| ["PYTHON", "NODE_", "LD_", "GLIBC_", "MALLOC_"].iter().any(|p| k.starts_with(p)));
+        if !fits || self.inner.cfg.spares == 0 {
+            return None;
+        }
+        let spare = self.inner.spares.take(f.runtime);
+        self.replenish(f.runtime);
+        spare
+    }
+
+    /// Starts spares of `runtime` until the configured number are ready or starting.
+    pub(crate) fn replenish(&self, runtime: Runtime) {
+        if self.inner.runtimes.interpreter(runtime).is_none() {
+            return;
+        }
+        for place in self.inner.spares.to_start(runtime) {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let n = engine.inner.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let dir = engine.inner.cfg.data_dir.join("instances").join(format!("spare-{}-{n}", runtime.id()));
+                if std::fs::create_dir_all(&dir).is_err() {
+                    return; // the place goes with `place`
+                }
+                let env = base_env(runtime, &engine.inner.sandbox.task_root(&dir));
+                if let Ok(inst) = engine.spawn_instance(runtime, DEFAULT_MEMORY_MB, dir, env).await {
+                    engine.inner.spares.shelve(place, inst);
+                }
+            });
+        }
+    }
+}
