@@ -248,7 +248,7 @@ impl Engine {
                 tracing::warn!(%err, "lease heartbeat failed");
             }
             if let Ok(n) = s.count_pending().await {
-                self.inner.metrics.pending.store(n, Relaxed);
+                self.inner.metrics.queue_depth.store(n, Relaxed);
             }
             match s.expire_leases(&time::now()).await {
                 Ok((0, 0)) => {}
@@ -553,7 +553,7 @@ impl Engine {
                     let held = DispatchLoad::hold(&load, &exec);
                     let engine = self.clone();
                     let run = async move {
-                        let in_flight = gauge_unit(&engine.inner.metrics.queue_depth);
+                        let in_flight = gauge_unit(&engine.inner.metrics.async_in_flight);
                         let id = exec.id.clone();
                         if let Err(err) = engine.run_claimed(exec).await {
                             tracing::error!(execution_id = %id, %err, "async run failed to complete");

@@ -32,10 +32,12 @@ pub struct Metrics {
     pub idle_instances: AtomicI64,
     /// Pre-started instances not yet given to a function.
     pub spare_instances: AtomicI64,
-    /// Async runs this node has claimed and not finished.
+    /// Async and scheduled runs this node has claimed and not finished
+    /// (`voltrun_async_in_flight`).
+    pub async_in_flight: AtomicI64,
+    /// Runs waiting in the durable queue (all nodes), refreshed every lease period
+    /// (`voltrun_queue_depth`).
     pub queue_depth: AtomicI64,
-    /// Runs waiting in the queue (all nodes), refreshed every lease period.
-    pub pending: AtomicI64,
     /// Invocations refused with 429.
     pub throttled: AtomicU64,
     /// Open `?follow=true` log streams (the API keeps it).
@@ -104,8 +106,8 @@ impl Metrics {
             ("voltrun_instances", "Live instances, idle or busy.", self.instances.load(Relaxed)),
             ("voltrun_idle_instances", "Warm idle instances in the pools.", self.idle_instances.load(Relaxed)),
             ("voltrun_spare_instances", "Pre-started instances waiting for a function.", self.spare_instances.load(Relaxed)),
-            ("voltrun_async_in_flight", "Async runs this node has claimed and not finished.", self.queue_depth.load(Relaxed)),
-            ("voltrun_queue_depth", "Runs waiting in the durable queue (every node's), refreshed every lease period.", self.pending.load(Relaxed)),
+            ("voltrun_async_in_flight", "Async runs this node has claimed and not finished.", self.async_in_flight.load(Relaxed)),
+            ("voltrun_queue_depth", "Runs waiting in the durable queue (every node's), refreshed every lease period.", self.queue_depth.load(Relaxed)),
             ("voltrun_log_streams", "Open log streams (GET /api/executions/{id}/logs?follow=true).", self.log_streams.load(Relaxed)),
         ] {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -116,5 +118,25 @@ impl Metrics {
             self.throttled.load(Relaxed)
         );
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two queue gauges were kept in fields named after each other's metric; each field
+    /// now renders under the name that says what it holds.
+    #[test]
+    fn queue_depth_and_async_in_flight_render_what_they_measure() {
+        let m = Metrics::default();
+        m.async_in_flight.store(3, Relaxed);
+        m.queue_depth.store(7, Relaxed);
+        let text = m.render();
+        let value = |name: &str| {
+            text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' '))).map(str::to_string)
+        };
+        assert_eq!(value("voltrun_async_in_flight").as_deref(), Some("3"), "{text}");
+        assert_eq!(value("voltrun_queue_depth").as_deref(), Some("7"), "{text}");
     }
 }
