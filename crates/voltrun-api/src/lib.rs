@@ -10,8 +10,9 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use voltrun_engine::Engine;
 use voltrun_store::Store;
 
@@ -23,6 +24,7 @@ pub mod functions;
 pub mod hashpool;
 pub mod keys;
 pub mod listener;
+pub mod openapi;
 pub mod ratelimit;
 mod sys;
 pub mod system;
@@ -128,22 +130,34 @@ async fn not_found(req: Request) -> Response {
     voltrun_web::page(&req).unwrap_or_else(|| error::ApiError::NotFound("route").into_response())
 }
 
-/// Every route of the API.
-pub fn app(state: AppState) -> Router {
-    let api = Router::new()
+/// Every route of the API with its OpenAPI description: each handler is registered with
+/// `routes!`, which adds the route and its documented operation together (openapi.rs). A
+/// route added here any other way is missing from the document, and a test says so.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::new()
         .nest("/auth", auth::router())
         .nest("/functions", functions::router())
         .nest("/executions", executions::router())
         .nest("/keys", keys::router())
         .nest("/execute", trigger::router())
-        .route("/runtimes", get(system::runtimes))
-        .route("/dashboard", get(system::dashboard))
-        .route("/openapi.json", get(system::openapi));
-    Router::new()
-        .route("/health", get(system::health))
-        .route("/metrics", get(system::metrics))
+        .routes(routes!(system::runtimes))
+        .routes(routes!(system::dashboard))
+        .routes(routes!(openapi::serve));
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(system::health))
+        .routes(routes!(system::metrics))
         .nest("/api", api)
-        .merge(voltrun_web::router())
+}
+
+/// Every route the server answers, before state and layers: the API's and the dashboard's.
+pub fn routes() -> Router<AppState> {
+    let (api, _doc) = api_routes().split_for_parts();
+    api.merge(voltrun_web::router())
+}
+
+/// Every route of the API.
+pub fn app(state: AppState) -> Router {
+    routes()
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(voltrun_core::MAX_PAYLOAD_BYTES))

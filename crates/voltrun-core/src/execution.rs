@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a run stands. `pending → running → success | failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
     Pending,
@@ -41,7 +41,7 @@ impl ExecutionStatus {
 }
 
 /// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     Api,
@@ -77,7 +77,7 @@ impl Trigger {
 }
 
 /// Why a run failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ErrorKind {
     /// The handler threw or rejected.
     HandlerError,
@@ -94,7 +94,7 @@ pub enum ErrorKind {
 }
 
 /// The `error` of a failed execution.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecError {
     #[serde(rename = "type")]
     pub kind: ErrorKind,
@@ -111,7 +111,7 @@ impl ExecError {
 }
 
 /// An execution record, as stored and served.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Execution {
     pub id: String,
     #[serde(skip)]

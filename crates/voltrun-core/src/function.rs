@@ -35,7 +35,7 @@ const MAX_ENV_BYTES: usize = 32 * 1024;
 const MAX_DESCRIPTION: usize = 1024;
 
 /// A stored function, as served by the API.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Function {
     pub id: String,
     #[serde(skip)]
@@ -62,7 +62,7 @@ pub struct Function {
 /// A function as lists show it: every field but the code, and the code's size. A list never
 /// carries code (a user's functions may hold hundreds of MiB of it); `GET /api/functions/{id}`
 /// does.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FunctionSummary {
     pub id: String,
     #[serde(skip)]
@@ -111,7 +111,7 @@ impl ValidationError {
 }
 
 /// `POST /api/functions` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewFunction {
     pub name: String,
@@ -139,7 +139,7 @@ pub struct NewFunction {
 
 /// `PUT /api/functions/{id}` body: any subset of fields; `route` and `description` may be
 /// `null` to clear them.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionPatch {
     #[serde(default)]
