@@ -176,3 +176,113 @@ pub async fn serve() -> axum::response::Response {
     let body = JSON.get_or_init(document_json).clone();
     ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
+
+/// Every (method, path) an axum router answers, read from its `Debug` rendering (axum has no
+/// other way to list routes): each route's `Allow` set (HEAD dropped where GET answers it, as
+/// the document leaves it out), or every method OpenAPI names for an `any` route. Paths in the
+/// OpenAPI spelling (`{*rest}` as `{rest}`). Panics when the rendering is not understood, so
+/// an axum upgrade that changes it fails loudly instead of comparing nothing.
+pub fn router_operations<S>(router: &axum::Router<S>) -> std::collections::BTreeSet<(String, String)> {
+    let text = format!("{router:?}");
+    let main = text.split(", fallback_router:").next().expect("a router's Debug");
+    let (routes, node) = main.split_once(", node: Node { paths: {").expect("axum's Router Debug has `node: Node { paths: {`");
+    let mut paths = std::collections::BTreeMap::new();
+    for chunk in node.split("RouteId(").skip(1) {
+        let (id, rest) = chunk.split_once("): \"").expect("`RouteId(n): \"path\"`");
+        let path = rest.split('"').next().expect("a quoted path");
+        paths.insert(id.to_string(), path.replace("{*", "{"));
+    }
+    let mut ops = std::collections::BTreeSet::new();
+    for chunk in routes.split("RouteId(").skip(1) {
+        let (id, rest) = chunk.split_once("): ").expect("`RouteId(n): endpoint`");
+        let allow = rest.split("allow_header: ").nth(1).unwrap_or_else(|| panic!("no allow_header in {rest}"));
+        let path = paths.get(id).unwrap_or_else(|| panic!("route {id} has no path"));
+        let methods: Vec<String> = if allow.starts_with("Skip") {
+            ["get", "put", "post", "delete", "options", "head", "patch", "trace"].map(String::from).to_vec()
+        } else {
+            let list = allow.strip_prefix("Bytes(b\"").and_then(|a| a.split('"').next()).unwrap_or_else(|| panic!("allow_header {allow}"));
+            let list: Vec<String> = list.split(',').map(str::to_ascii_lowercase).collect();
+            let has_get = list.iter().any(|m| m == "get");
+            list.into_iter().filter(|m| !(has_get && m == "head")).collect()
+        };
+        for m in methods {
+            ops.insert((m, path.clone()));
+        }
+    }
+    assert_eq!(ops.iter().map(|(_, p)| p).collect::<std::collections::BTreeSet<_>>().len(), paths.len(), "every path has a route: {text}");
+    ops
+}
+
+/// Every (method, path) the document describes.
+pub fn document_operations(doc: &OpenApi) -> std::collections::BTreeSet<(String, String)> {
+    let mut ops = std::collections::BTreeSet::new();
+    for (path, item) in &doc.paths.paths {
+        let named = [
+            ("get", &item.get),
+            ("put", &item.put),
+            ("post", &item.post),
+            ("delete", &item.delete),
+            ("options", &item.options),
+            ("head", &item.head),
+            ("patch", &item.patch),
+            ("trace", &item.trace),
+        ];
+        for (m, op) in named {
+            if op.is_some() {
+                ops.insert((m.to_string(), path.clone()));
+            }
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The routes the server answers (less the dashboard's pages and assets) are exactly the
+    /// operations the document describes: a route registered without its annotation, or an
+    /// annotation without its route, fails here.
+    #[test]
+    fn document_has_every_route_and_no_other() {
+        let served = router_operations(&crate::routes());
+        let dashboard = router_operations(&voltrun_web::router::<AppState>());
+        let api: std::collections::BTreeSet<_> = served.difference(&dashboard).cloned().collect();
+        let documented = document_operations(document());
+        let undocumented: Vec<_> = api.difference(&documented).collect();
+        let unrouted: Vec<_> = documented.difference(&api).collect();
+        assert!(undocumented.is_empty(), "routes missing from the OpenAPI document: {undocumented:?}");
+        assert!(unrouted.is_empty(), "documented operations no route answers: {unrouted:?}");
+        // The parse found the API, not an empty set that compares equal.
+        assert!(api.len() > 20 && api.contains(&("post".to_string(), "/api/functions/{id}/execute".to_string())), "{api:?}");
+    }
+
+    /// The comparison catches a route added without the document.
+    #[test]
+    fn a_route_without_its_annotation_is_noticed() {
+        let extra = crate::routes().route("/api/sneaky", axum::routing::get(|| async { "" }));
+        let served = router_operations(&extra);
+        assert!(served.contains(&("get".to_string(), "/api/sneaky".to_string())), "{served:?}");
+        assert!(!document_operations(document()).contains(&("get".to_string(), "/api/sneaky".to_string())));
+    }
+
+    /// Every operation says who may call it: the trigger and the auth endpoints are open, every
+    /// other `/api` route needs credentials, and those answer 401 in the document.
+    #[test]
+    fn secured_operations_name_their_schemes_and_401() {
+        let doc = document();
+        for (path, item) in &doc.paths.paths {
+            for op in operations(item) {
+                let open = path.starts_with("/api/auth/") && path != "/api/auth/me"
+                    || path.starts_with("/api/execute")
+                    || !path.starts_with("/api/")
+                    || path == "/api/openapi.json";
+                let required = op.security.as_ref().is_some_and(|s| !s.is_empty() && !s.iter().any(|r| *r == Default::default()));
+                assert_eq!(required, !open, "{path} {:?}", op.operation_id);
+                if required {
+                    assert!(op.responses.responses.contains_key("401"), "{path} {:?}", op.operation_id);
+                }
+            }
+        }
+    }
+}
