@@ -120,6 +120,7 @@ fn decode_cursor(c: &str) -> Option<String> {
 pub struct Paged<T> {
     pub items: Vec<T>,
     /// Pass as `?cursor=` for the next page; null on the last page.
+    #[schema(required)]
     pub next_cursor: Option<String>,
 }
 

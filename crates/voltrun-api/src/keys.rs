@@ -44,7 +44,9 @@ pub struct KeyView {
     /// The first characters of the key (`vr_` and a few more), to tell keys apart.
     pub prefix: String,
     pub created_at: String,
+    #[schema(required)]
     pub expires_at: Option<String>,
+    #[schema(required)]
     pub last_used_at: Option<String>,
     /// The key itself: only in the answer to its creation.
     #[serde(skip_serializing_if = "Option::is_none")]

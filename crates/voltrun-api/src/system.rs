@@ -137,14 +137,18 @@ pub struct Last24h {
     pub success: i64,
     pub failed: i64,
     /// success / (success + failed); null when none finished.
+    #[schema(required)]
     pub success_rate: Option<f64>,
 }
 
 /// Duration percentiles in milliseconds.
 #[derive(Serialize, ToSchema)]
 pub struct Percentiles {
+    #[schema(required)]
     pub p50: Option<f64>,
+    #[schema(required)]
     pub p95: Option<f64>,
+    #[schema(required)]
     pub p99: Option<f64>,
 }
 
@@ -155,6 +159,7 @@ pub struct HourBucket {
     pub hour: String,
     pub invocations: i64,
     pub errors: i64,
+    #[schema(required)]
     pub avg_duration_ms: Option<f64>,
 }
 

@@ -100,6 +100,7 @@ pub struct ExecError {
     pub kind: ErrorKind,
     pub message: String,
     #[serde(default)]
+    #[schema(required)]
     pub stack: Option<String>,
 }
 
@@ -122,17 +123,22 @@ pub struct Execution {
     pub status: ExecutionStatus,
     pub trigger: Trigger,
     pub input: serde_json::Value,
+    #[schema(required)]
     pub output: Option<serde_json::Value>,
+    #[schema(required)]
     pub error: Option<ExecError>,
     pub logs: String,
     pub logs_truncated: bool,
+    #[schema(required)]
     pub duration_ms: Option<f64>,
     /// Attempts made so far (retries and re-runs after a node died count).
     pub attempts: i64,
     /// Attempts this run may take in all (1 + the function's max_retries for async runs).
     pub max_attempts: i64,
     pub created_at: String,
+    #[schema(required)]
     pub started_at: Option<String>,
+    #[schema(required)]
     pub finished_at: Option<String>,
 }
 

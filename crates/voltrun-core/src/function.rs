@@ -48,9 +48,11 @@ pub struct Function {
     pub memory: u32,
     pub timeout: u32,
     pub env: BTreeMap<String, String>,
+    #[schema(required)]
     pub route: Option<String>,
     pub public: bool,
     /// Cron expression (UTC) of scheduled runs, if any.
+    #[schema(required)]
     pub schedule: Option<String>,
     /// Times a failed async or scheduled run is retried (Lambda's default: 2).
     pub max_retries: u32,
@@ -76,8 +78,10 @@ pub struct FunctionSummary {
     pub memory: u32,
     pub timeout: u32,
     pub env: BTreeMap<String, String>,
+    #[schema(required)]
     pub route: Option<String>,
     pub public: bool,
+    #[schema(required)]
     pub schedule: Option<String>,
     pub max_retries: u32,
     pub version: i64,
