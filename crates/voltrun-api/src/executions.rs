@@ -77,7 +77,9 @@ async fn owned(st: &AppState, caller: &Caller, id: &str) -> ApiResult<Execution>
 #[utoipa::path(get, path = "/{id}", tag = "executions", operation_id = "get_execution", security(("bearer" = []), ("apiKey" = [])), params(("id" = String, Path, description = "The execution's id")),
     responses((status = 200, description = "The execution", body = Execution), (status = 404, description = "No such execution of yours", body = ErrorBody)))]
 async fn read(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<axum::Json<Execution>> {
-    Ok(axum::Json(owned(&st, &caller, &id).await?))
+    let exec = owned(&st, &caller, &id).await?;
+    crate::record_execution(&exec.id);
+    Ok(axum::Json(exec))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -111,6 +113,7 @@ pub struct Logs {
     ))]
 async fn logs(State(st): State<AppState>, caller: Caller, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> ApiResult<Response> {
     let exec = owned(&st, &caller, &id).await?;
+    crate::record_execution(&exec.id);
     let follow = matches!(q.follow.as_deref(), Some("true") | Some("1") | Some(""));
     if !follow {
         return Ok(axum::Json(Logs { logs: exec.logs, truncated: exec.logs_truncated }).into_response());

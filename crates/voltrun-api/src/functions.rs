@@ -212,10 +212,12 @@ async fn execute(
     check_invoke_rate(&st, &caller.user_id)?;
     if is_async {
         let (exec, _new) = st.engine.enqueue(&f, event, key).await?;
+        crate::record_execution(&exec.id);
         let location = format!("/api/executions/{}", exec.id);
         return Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(exec)).into_response());
     }
     let exec = st.engine.execute(&f, Trigger::Api, event, key).await?;
+    crate::record_execution(&exec.id);
     Ok(axum::Json(exec).into_response())
 }
 
@@ -265,5 +267,6 @@ async fn test(State(st): State<AppState>, caller: Caller, Json(b): Json<TestBody
     check_invoke_rate(&st, &caller.user_id)?;
     let event = check_depth(b.event.unwrap_or(Value::Object(Default::default())))?;
     let exec = st.engine.test_run(&f, event).await?;
+    crate::record_execution(&exec.id);
     Ok(axum::Json(serde_json::to_value(exec).expect("an execution serialises")))
 }

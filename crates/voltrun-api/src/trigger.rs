@@ -190,6 +190,7 @@ async fn run(st: AppState, req: Request, origin: TriggerOrigin) -> ApiResult<Res
     let target = Target { path: below, prefix: &prefix, query: parts.uri.query().unwrap_or("") };
     let event = event(&parts.method, &target, &parts.headers, &bytes, &f);
     let exec = st.engine.execute(&f, Trigger::Http, event, key).await?;
+    crate::record_execution(&exec.id);
     Ok(respond(&exec, parts.method == Method::HEAD))
 }
 
