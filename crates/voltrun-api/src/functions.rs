@@ -237,6 +237,9 @@ struct TestBody {
     timeout: Option<u32>,
     #[serde(default)]
     env: Option<std::collections::BTreeMap<String, String>>,
+    /// The draft's egress list, as a saved function's (SPEC §11).
+    #[serde(default, deserialize_with = "voltrun_core::function::deserialize_egress")]
+    egress: Vec<String>,
 }
 
 /// Run unsaved code once.
@@ -262,6 +265,7 @@ async fn test(State(st): State<AppState>, caller: Caller, Json(b): Json<TestBody
         public: None,
         schedule: None,
         max_retries: None,
+        egress: b.egress,
     };
     let f = draft.into_function(id::new_id("test_"), caller.user_id.clone(), time::now())?;
     check_invoke_rate(&st, &caller.user_id)?;

@@ -27,14 +27,14 @@ pub mod keys;
 pub mod listener;
 pub mod openapi;
 pub mod ratelimit;
-mod sys;
+pub mod sys;
 pub mod system;
 pub mod trigger;
 
 use ratelimit::{BucketLimiter, WindowLimiter};
 
-/// Limits the API enforces per node.
-pub struct Limits {
+/// Rate limits the API enforces per node.
+pub struct RateLimits {
     /// Failed logins per (email, client address).
     pub login_failed_pair: WindowLimiter,
     /// Failed logins per email from all addresses (much higher: one address guessing must
@@ -51,13 +51,13 @@ pub struct Limits {
 /// Registrations allowed per address per minute unless configured.
 pub const DEFAULT_REGISTER_RATE: u32 = 20;
 
-impl Limits {
+impl RateLimits {
     /// Login: 10 failures a minute per (email, address), 100 per email, 30 attempts per
     /// address; registration: [`DEFAULT_REGISTER_RATE`] a minute per address; invocations:
     /// `invoke_rate` per second per user (0 = unlimited).
-    pub fn new(invoke_rate: f64) -> Limits {
+    pub fn new(invoke_rate: f64) -> RateLimits {
         let minute = Duration::from_secs(60);
-        Limits {
+        RateLimits {
             login_failed_pair: WindowLimiter::new(10, minute),
             login_failed_email: WindowLimiter::new(100, minute),
             login_ip: WindowLimiter::new(30, minute),
@@ -67,7 +67,7 @@ impl Limits {
     }
 
     /// The same limits with `per_minute` registrations per address.
-    pub fn with_register_rate(mut self, per_minute: u32) -> Limits {
+    pub fn with_register_rate(mut self, per_minute: u32) -> RateLimits {
         self.register_ip = WindowLimiter::new(per_minute, Duration::from_secs(60));
         self
     }
@@ -79,7 +79,7 @@ pub struct AppState {
     pub store: Store,
     pub engine: Engine,
     pub auth: Arc<auth::AuthKeys>,
-    pub limits: Arc<Limits>,
+    pub limits: Arc<RateLimits>,
     /// What one account may hold (functions, code, API keys); the engine enforces the
     /// concurrent-runs figure.
     pub quotas: voltrun_core::Quotas,

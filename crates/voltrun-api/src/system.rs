@@ -26,9 +26,21 @@ pub struct Health {
     /// The isolation tier: `namespace`, `gvisor`, `container` or `process`; the tier adds
     /// details of its own (string fields) beside it.
     sandbox: String,
+    /// Whether this node can give functions network access (SPEC §11).
+    egress: EgressHealth,
     /// The tier's details.
     #[serde(flatten)]
     details: std::collections::BTreeMap<String, String>,
+}
+
+/// `egress` of `GET /health`: documentation only, as [`Health`].
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EgressHealth {
+    /// True when functions with an egress list can run here.
+    available: bool,
+    /// Why not, when not.
+    reason: Option<String>,
 }
 
 /// Liveness and database status.
@@ -50,6 +62,13 @@ pub async fn health(State(st): State<AppState>) -> Response {
     for (k, v) in st.engine.sandbox_details() {
         body[k] = json!(v);
     }
+    // The tier may probe the host to answer (nftables, namespaces): off the async threads.
+    let engine = st.engine.clone();
+    body["egress"] = match tokio::task::spawn_blocking(move || engine.egress_support()).await {
+        Ok(Ok(())) => json!({"available": true}),
+        Ok(Err(reason)) => json!({"available": false, "reason": reason}),
+        Err(e) => json!({"available": false, "reason": format!("the check failed: {e}")}),
+    };
     let status = if db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }

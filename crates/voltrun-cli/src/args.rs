@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use clap_complete::Shell;
 
-use crate::error::{Error, Result};
+use crate::error::{CliError, Result};
 
 /// Flags every client command takes (global: they may come before or after the subcommand).
 #[derive(Args, Debug, Clone, Default)]
@@ -105,6 +105,14 @@ pub struct FunctionFlags {
     /// Times a failed async or scheduled run is retried [default: 2].
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
+    /// Let the function connect to ENTRY: a CIDR (198.18.0.0/24), a host name
+    /// (api.example.com, *.example.com) or `public`, each with an optional :PORT; repeat for
+    /// more. Replaces the whole list [default: no network].
+    #[arg(long = "egress", value_name = "ENTRY")]
+    pub egress: Vec<String>,
+    /// Remove every egress entry: no network.
+    #[arg(long, conflicts_with = "egress")]
+    pub no_egress: bool,
     /// A description.
     #[arg(long)]
     pub description: Option<String>,
@@ -286,24 +294,24 @@ pub fn read_event(source: &DataSource, stdin: &mut dyn Read) -> Result<String> {
         DataSource::Empty => return Ok("{}".into()),
         DataSource::Inline(s) => (s.clone(), "--data".to_string()),
         DataSource::File(p) => {
-            let bytes = std::fs::read(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
-            let text = String::from_utf8(bytes).map_err(|_| Error::usage(format!("{} is not UTF-8 text", p.display())))?;
+            let bytes = std::fs::read(p).map_err(|e| CliError::io(format!("reading {}", p.display()), e))?;
+            let text = String::from_utf8(bytes).map_err(|_| CliError::usage(format!("{} is not UTF-8 text", p.display())))?;
             (text, p.display().to_string())
         }
         DataSource::Stdin => {
             let mut bytes = Vec::new();
-            stdin.read_to_end(&mut bytes).map_err(|e| Error::io("reading stdin", e))?;
-            let text = String::from_utf8(bytes).map_err(|_| Error::usage("stdin is not UTF-8 text"))?;
+            stdin.read_to_end(&mut bytes).map_err(|e| CliError::io("reading stdin", e))?;
+            let text = String::from_utf8(bytes).map_err(|_| CliError::usage("stdin is not UTF-8 text"))?;
             (text, "stdin".to_string())
         }
     };
     if text.trim().is_empty() {
         if matches!(source, DataSource::Inline(_)) {
-            return Err(Error::usage("--data is empty: give JSON, e.g. --data '{}'"));
+            return Err(CliError::usage("--data is empty: give JSON, e.g. --data '{}'"));
         }
         return Ok("{}".into());
     }
-    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| Error::usage(format!("the event from {from} is not valid JSON: {e}")))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| CliError::usage(format!("the event from {from} is not valid JSON: {e}")))?;
     Ok(text)
 }
 
@@ -346,7 +354,7 @@ mod tests {
         let ev = read_event(&DataSource::Inline("{\"n\": 1.50, \"b\": 2}".into()), &mut no_stdin).unwrap();
         assert_eq!(ev, "{\"n\": 1.50, \"b\": 2}");
         let e = read_event(&DataSource::Inline("{nope".into()), &mut no_stdin).unwrap_err();
-        assert!(matches!(e, Error::Usage(ref m) if m.contains("--data is not valid JSON")), "{e}");
+        assert!(matches!(e, CliError::Usage(ref m) if m.contains("--data is not valid JSON")), "{e}");
         assert!(read_event(&DataSource::Inline(" ".into()), &mut no_stdin).is_err());
         assert_eq!(read_event(&DataSource::Empty, &mut no_stdin).unwrap(), "{}");
 
@@ -369,7 +377,7 @@ mod tests {
         assert_eq!(read_event(&src, &mut no_stdin).unwrap(), "{\"from\": \"file\"}");
         let missing = data_source(Some("@/nonexistent/voltrun/event.json"), true);
         let e = read_event(&missing, &mut no_stdin).unwrap_err();
-        assert!(matches!(e, Error::Io { .. }) && e.to_string().contains("/nonexistent/voltrun/event.json"), "{e}");
+        assert!(matches!(e, CliError::Io { .. }) && e.to_string().contains("/nonexistent/voltrun/event.json"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,6 +1,6 @@
 //! A blocking client for the REST API over `ureq`: it authenticates every request, renews an
 //! expired access token once with the refresh token (saving the rotated pair), and turns
-//! transport failures and the API's error bodies into [`Error`]s that say what to do.
+//! transport failures and the API's error bodies into [`CliError`]s that say what to do.
 
 use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::config::{Auth, ConfigFile, Session, Source};
-use crate::error::{Error, Result};
+use crate::error::{CliError, Result};
 
 /// Largest response body read (an execution record holds at most 6 MiB of output and
 /// 256 KiB of logs, plus its input).
@@ -120,8 +120,8 @@ impl Api {
                 Err(ureq::Error::Status(401, r)) => {
                     let message = api_error(&self.session.server, 401, r).to_string();
                     match &self.session.auth {
-                        Auth::ApiKey(_) => return Err(Error::KeyRejected { server: self.session.server.clone(), message }),
-                        Auth::Token { .. } if renewed => return Err(Error::LoginExpired { server: self.session.server.clone() }),
+                        Auth::ApiKey(_) => return Err(CliError::KeyRejected { server: self.session.server.clone(), message }),
+                        Auth::Token { .. } if renewed => return Err(CliError::LoginExpired { server: self.session.server.clone() }),
                         Auth::Token { .. } => {
                             self.renew()?;
                             renewed = true;
@@ -139,7 +139,7 @@ impl Api {
     /// finds the saved token already renewed by another process simply adopts it.
     fn renew(&mut self) -> Result<()> {
         let server = self.session.server.clone();
-        let expired = || Error::LoginExpired { server: server.clone() };
+        let expired = || CliError::LoginExpired { server: server.clone() };
         let Auth::Token { token, refresh_token } = self.session.auth.clone() else {
             return Err(expired());
         };
@@ -185,7 +185,7 @@ impl Api {
             }
             let page = self.get(path, &q)?;
             let Some(list) = page["items"].as_array() else {
-                return Err(Error::BadResponse { server: self.session.server.clone(), detail: format!("{path} returned no items list") });
+                return Err(CliError::BadResponse { server: self.session.server.clone(), detail: format!("{path} returned no items list") });
             };
             items.extend(list.iter().cloned());
             match page["next_cursor"].as_str() {
@@ -243,12 +243,12 @@ pub fn post_anonymous(server: &str, path: &str, body: &Value) -> Result<Value> {
 fn refresh(server: &str, refresh_token: &str) -> Result<(String, String)> {
     let v = match post_anonymous(server, "/api/auth/refresh", &json!({ "refresh_token": refresh_token })) {
         Ok(v) => v,
-        Err(Error::Api { status: 401, .. }) => return Err(Error::LoginExpired { server: server.to_string() }),
+        Err(CliError::Api { status: 401, .. }) => return Err(CliError::LoginExpired { server: server.to_string() }),
         Err(e) => return Err(e),
     };
     match (v["token"].as_str(), v["refresh_token"].as_str()) {
         (Some(t), Some(r)) => Ok((t.to_string(), r.to_string())),
-        _ => Err(Error::BadResponse { server: server.to_string(), detail: "the refresh answer has no token".into() }),
+        _ => Err(CliError::BadResponse { server: server.to_string(), detail: "the refresh answer has no token".into() }),
     }
 }
 
@@ -259,15 +259,15 @@ fn read_body(r: ureq::Response) -> std::io::Result<Vec<u8>> {
 }
 
 fn read_json(server: &str, r: ureq::Response) -> Result<Value> {
-    let body = read_body(r).map_err(|e| Error::Unreachable { server: server.to_string(), detail: format!("the connection broke while reading the answer ({e})") })?;
+    let body = read_body(r).map_err(|e| CliError::Unreachable { server: server.to_string(), detail: format!("the connection broke while reading the answer ({e})") })?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&body).map_err(|e| Error::BadResponse { server: server.to_string(), detail: format!("the body is not JSON ({e}); is this a VoltRun server?") })
+    serde_json::from_slice(&body).map_err(|e| CliError::BadResponse { server: server.to_string(), detail: format!("the body is not JSON ({e}); is this a VoltRun server?") })
 }
 
-/// The API's `{"error": {"code", "message"}}` as an [`Error::Api`].
-fn api_error(server: &str, status: u16, r: ureq::Response) -> Error {
+/// The API's `{"error": {"code", "message"}}` as a [`CliError::Api`].
+fn api_error(server: &str, status: u16, r: ureq::Response) -> CliError {
     let retry_after = r.header("retry-after").map(str::to_string);
     let body = read_body(r).unwrap_or_default();
     let parsed: Option<(String, String)> = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
@@ -286,11 +286,11 @@ fn api_error(server: &str, status: u16, r: ureq::Response) -> Error {
     if let Some(s) = retry_after {
         message.push_str(&format!("; retry after {s} s"));
     }
-    Error::Api { status, code, message }
+    CliError::Api { status, code, message }
 }
 
-/// A connection failure as [`Error::Unreachable`], in words.
-fn transport_error(server: &str, t: ureq::Transport) -> Error {
+/// A connection failure as [`CliError::Unreachable`], in words.
+fn transport_error(server: &str, t: ureq::Transport) -> CliError {
     use std::error::Error as _;
     let io_kind = t.source().and_then(|s| s.downcast_ref::<std::io::Error>()).map(std::io::Error::kind);
     let detail = match (t.kind(), io_kind) {
@@ -299,14 +299,14 @@ fn transport_error(server: &str, t: ureq::Transport) -> Error {
         (_, Some(std::io::ErrorKind::ConnectionReset)) => "the connection was reset".to_string(),
         (ureq::ErrorKind::Dns, _) => "the host name does not resolve".to_string(),
         (ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme, _) => {
-            return Error::usage(format!("{server} is not a valid server URL ({t})"));
+            return CliError::usage(format!("{server} is not a valid server URL ({t})"));
         }
         _ => match t.source() {
             Some(s) => s.to_string(),
             None => t.to_string(),
         },
     };
-    Error::Unreachable { server: server.to_string(), detail }
+    CliError::Unreachable { server: server.to_string(), detail }
 }
 
 /// One Server-Sent Event.

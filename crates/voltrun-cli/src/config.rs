@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{CliError, Result};
 use crate::sys::FileLock;
 
 /// What `voltrun login` saves.
@@ -60,7 +60,7 @@ impl ConfigFile {
     pub fn from_env() -> Result<ConfigFile> {
         config_path_from(std::env::var_os("XDG_CONFIG_HOME"), std::env::var_os("HOME"))
             .map(|path| ConfigFile { path })
-            .ok_or_else(|| Error::usage("neither XDG_CONFIG_HOME nor HOME is set: cannot find the config file"))
+            .ok_or_else(|| CliError::usage("neither XDG_CONFIG_HOME nor HOME is set: cannot find the config file"))
     }
 
     /// A file at an explicit path.
@@ -78,10 +78,10 @@ impl ConfigFile {
         let text = match fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Config::default()),
-            Err(e) => return Err(Error::io(format!("reading {}", self.path.display()), e)),
+            Err(e) => return Err(CliError::io(format!("reading {}", self.path.display()), e)),
         };
         serde_json::from_str(&text).map_err(|e| {
-            Error::usage(format!("{} is not valid ({e}): fix it, or delete it and run `voltrun login` again", self.path.display()))
+            CliError::usage(format!("{} is not valid ({e}): fix it, or delete it and run `voltrun login` again", self.path.display()))
         })
     }
 
@@ -93,7 +93,7 @@ impl ConfigFile {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            .map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
         let tmp = self.path.with_extension(format!("json.tmp{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let _ = fs::remove_file(&tmp);
@@ -108,7 +108,7 @@ impl ConfigFile {
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            Error::io(format!("writing {}", self.path.display()), e)
+            CliError::io(format!("writing {}", self.path.display()), e)
         })
     }
 
@@ -122,7 +122,7 @@ impl ConfigFile {
             let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&lock_path)?;
             FileLock::exclusive(f)
         };
-        open().map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))
+        open().map_err(|e| CliError::io(format!("locking {}", lock_path.display()), e))
     }
 
     fn dir(&self) -> &Path {
@@ -135,20 +135,20 @@ impl ConfigFile {
 pub fn normalize_server(url: &str) -> Result<String> {
     let url = url.trim();
     if url.is_empty() {
-        return Err(Error::usage("the server URL is empty"));
+        return Err(CliError::usage("the server URL is empty"));
     }
     let url = if url.contains("://") { url.to_string() } else { format!("http://{url}") };
     if let Some(rest) = url.strip_prefix("https://") {
-        return Err(Error::usage(format!(
+        return Err(CliError::usage(format!(
             "https://{rest}: this build of the CLI speaks plain HTTP only; use an http:// URL (e.g. through an SSH tunnel or on the server's own network)"
         )));
     }
     if !url.starts_with("http://") {
-        return Err(Error::usage(format!("{url}: the server URL must start with http://")));
+        return Err(CliError::usage(format!("{url}: the server URL must start with http://")));
     }
     let url = url.trim_end_matches('/').to_string();
     if url.len() <= "http://".len() {
-        return Err(Error::usage("the server URL has no host"));
+        return Err(CliError::usage("the server URL has no host"));
     }
     Ok(url)
 }
@@ -196,20 +196,20 @@ pub fn resolve(server_flag: Option<&str>, env_key: Option<&str>, cfg: &Config) -
         Some(s) => normalize_server(s)?,
         None => match &saved_server {
             Some(s) => s.clone(),
-            None if env_key.is_some() => return Err(Error::usage("no server: pass --server URL or set VOLTRUN_SERVER")),
-            None => return Err(Error::NotLoggedIn { server: None }),
+            None if env_key.is_some() => return Err(CliError::usage("no server: pass --server URL or set VOLTRUN_SERVER")),
+            None => return Err(CliError::NotLoggedIn { server: None }),
         },
     };
     if let Some(key) = env_key.map(str::trim).filter(|k| !k.is_empty()) {
         return Ok(Session { server, auth: Auth::ApiKey(key.to_string()), source: Source::Env });
     }
     if saved_server.as_deref() != Some(server.as_str()) {
-        return Err(Error::NotLoggedIn { server: Some(server) });
+        return Err(CliError::NotLoggedIn { server: Some(server) });
     }
     let auth = match (&cfg.api_key, &cfg.token) {
         (Some(k), _) => Auth::ApiKey(k.clone()),
         (None, Some(t)) => Auth::Token { token: t.clone(), refresh_token: cfg.refresh_token.clone() },
-        (None, None) => return Err(Error::NotLoggedIn { server: Some(server) }),
+        (None, None) => return Err(CliError::NotLoggedIn { server: Some(server) }),
     };
     Ok(Session { server, auth, source: Source::Saved })
 }
@@ -256,21 +256,21 @@ mod tests {
         assert_eq!(s.auth, Auth::Token { token: "t".into(), refresh_token: Some("r".into()) });
         assert_eq!(resolve(Some("a:1/"), None, &saved()).unwrap().source, Source::Saved);
         let e = resolve(Some("http://b:2"), None, &saved()).unwrap_err();
-        assert!(matches!(e, Error::NotLoggedIn { server: Some(ref s) } if s == "http://b:2"), "{e}");
+        assert!(matches!(e, CliError::NotLoggedIn { server: Some(ref s) } if s == "http://b:2"), "{e}");
     }
 
     #[test]
     fn env_api_key_overrides_saved_credentials() {
         let s = resolve(Some("http://b:2"), Some("vr_k"), &saved()).unwrap();
         assert_eq!((s.auth, s.source), (Auth::ApiKey("vr_k".into()), Source::Env));
-        assert!(matches!(resolve(None, Some("vr_k"), &Config::default()), Err(Error::Usage(_))));
+        assert!(matches!(resolve(None, Some("vr_k"), &Config::default()), Err(CliError::Usage(_))));
     }
 
     #[test]
     fn nothing_saved_is_not_logged_in() {
-        assert!(matches!(resolve(None, None, &Config::default()), Err(Error::NotLoggedIn { server: None })));
+        assert!(matches!(resolve(None, None, &Config::default()), Err(CliError::NotLoggedIn { server: None })));
         let logged_out = Config { token: None, refresh_token: None, ..saved() };
-        assert!(matches!(resolve(None, None, &logged_out), Err(Error::NotLoggedIn { server: Some(_) })));
+        assert!(matches!(resolve(None, None, &logged_out), Err(CliError::NotLoggedIn { server: Some(_) })));
     }
 
     #[test]

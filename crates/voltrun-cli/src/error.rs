@@ -11,7 +11,7 @@ pub const EXIT_SERVER: i32 = 3;
 
 /// Everything a client command can fail with.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum CliError {
     /// The command line or its input is wrong.
     #[error("{0}")]
     Usage(String),
@@ -82,39 +82,39 @@ pub enum Error {
     },
 }
 
-impl Error {
+impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::RunFailed { .. } => EXIT_RUN_FAILED,
-            Error::Usage(_) | Error::Io { .. } => EXIT_USAGE,
-            Error::NotLoggedIn { .. }
-            | Error::LoginExpired { .. }
-            | Error::KeyRejected { .. }
-            | Error::Unreachable { .. }
-            | Error::Api { .. }
-            | Error::BadResponse { .. } => EXIT_SERVER,
+            CliError::RunFailed { .. } => EXIT_RUN_FAILED,
+            CliError::Usage(_) | CliError::Io { .. } => EXIT_USAGE,
+            CliError::NotLoggedIn { .. }
+            | CliError::LoginExpired { .. }
+            | CliError::KeyRejected { .. }
+            | CliError::Unreachable { .. }
+            | CliError::Api { .. }
+            | CliError::BadResponse { .. } => EXIT_SERVER,
         }
     }
 
     /// A 404 from the server, reworded to name what was looked for.
-    pub fn not_found_as(self, what: impl FnOnce() -> String) -> Error {
+    pub fn not_found_as(self, what: impl FnOnce() -> String) -> CliError {
         match self {
-            Error::Api { status: 404, code, .. } => Error::Api { status: 404, code, message: what() },
+            CliError::Api { status: 404, code, .. } => CliError::Api { status: 404, code, message: what() },
             e => e,
         }
     }
 
     /// Shorthand for a usage error.
-    pub fn usage(msg: impl Into<String>) -> Error {
-        Error::Usage(msg.into())
+    pub fn usage(msg: impl Into<String>) -> CliError {
+        CliError::Usage(msg.into())
     }
 
     /// Shorthand for an I/O error with what was being done.
-    pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { what: what.into(), source }
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> CliError {
+        CliError::Io { what: what.into(), source }
     }
 }
 
 /// Result of a client command.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = CliError> = std::result::Result<T, E>;

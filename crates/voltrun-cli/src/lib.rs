@@ -17,7 +17,7 @@ pub mod output;
 mod sys;
 
 pub use args::{ClientCommand, GlobalArgs};
-pub use error::{Error, EXIT_OK, EXIT_RUN_FAILED, EXIT_SERVER, EXIT_USAGE};
+pub use error::{CliError, EXIT_OK, EXIT_RUN_FAILED, EXIT_SERVER, EXIT_USAGE};
 
 use crate::config::ConfigFile;
 use crate::output::{Out, Style};
@@ -45,9 +45,9 @@ pub fn run(cmd: ClientCommand, global: GlobalArgs, command: impl FnOnce() -> cla
 
 /// Prints an error on stderr: a failed run as `Type: message` (and its stack), anything else
 /// as `error: …`.
-fn report(out: &Out, e: &Error) {
+fn report(out: &Out, e: &CliError) {
     match e {
-        Error::RunFailed { kind, message, stack } => {
+        CliError::RunFailed { kind, message, stack } => {
             eprintln!("{}: {message}", out.paint_err(kind, Style::Red));
             if let Some(s) = stack {
                 eprintln!("{}", out.paint_err(s.trim_end(), Style::Dim));

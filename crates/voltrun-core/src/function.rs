@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::egress::{EgressPolicy, MAX_EGRESS_ENTRIES};
 use crate::{Runtime, MAX_CODE_BYTES};
 
 /// Memory and time a function may use per run.
@@ -56,6 +57,9 @@ pub struct Function {
     pub schedule: Option<String>,
     /// Times a failed async or scheduled run is retried (Lambda's default: 2).
     pub max_retries: u32,
+    /// Where the function may connect (SPEC §11), canonical entries; empty: no network.
+    #[serde(default)]
+    pub egress: Vec<String>,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -84,6 +88,9 @@ pub struct FunctionSummary {
     #[schema(required)]
     pub schedule: Option<String>,
     pub max_retries: u32,
+    /// Where the function may connect, canonical entries; empty: no network.
+    #[serde(default)]
+    pub egress: Vec<String>,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -139,6 +146,9 @@ pub struct NewFunction {
     pub schedule: Option<String>,
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Egress entries (SPEC §11); left out or `null`: none.
+    #[serde(default, deserialize_with = "deserialize_egress")]
+    pub egress: Vec<String>,
 }
 
 /// `PUT /api/functions/{id}` body: any subset of fields; `route` and `description` may be
@@ -170,6 +180,9 @@ pub struct FunctionPatch {
     pub schedule: Option<Option<String>>,
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Replaces the egress list; `[]` or `null` removes every entry (no network).
+    #[serde(default, deserialize_with = "deserialize_egress_patch")]
+    pub egress: Option<Vec<String>>,
 }
 
 /// Tells a field given as `null` (Some(None)) from a field left out (None).
@@ -181,10 +194,51 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Reads an `egress` field: a list of strings, or `null` for none. Anything else (a number, an
+/// object, a list holding a non-string) is an error that names the field and the entry, so the
+/// API's 400 says what to fix. The entries themselves are checked by [`validate`].
+pub fn deserialize_egress<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    use serde::de::Error;
+    let v = serde_json::Value::deserialize(d)?;
+    let items = match v {
+        serde_json::Value::Null => return Ok(Vec::new()),
+        serde_json::Value::Array(items) => items,
+        other => {
+            return Err(D::Error::custom(format!(
+                "egress: must be a list of strings such as [\"198.18.0.0/24\", \"api.example.com:443\"], not {}",
+                json_kind(&other)
+            )))
+        }
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            serde_json::Value::String(s) => Ok(s),
+            other => Err(D::Error::custom(format!("egress: entry {other} (number {} in the list) is not a string", i + 1))),
+        })
+        .collect()
+}
+
+fn deserialize_egress_patch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    deserialize_egress(d).map(Some)
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 impl NewFunction {
     /// Validates every field and builds the record to store (id and timestamps given).
     pub fn into_function(self, id: String, user_id: String, now: String) -> Result<Function, ValidationError> {
-        let f = Function {
+        let mut f = Function {
             id,
             user_id,
             name: self.name,
@@ -199,10 +253,12 @@ impl NewFunction {
             public: self.public.unwrap_or(false),
             schedule: self.schedule,
             max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+            egress: self.egress,
             version: 1,
             created_at: now.clone(),
             updated_at: now,
         };
+        f.egress = canonical_egress(&f.egress)?;
         validate(&f)?;
         Ok(f)
     }
@@ -249,6 +305,12 @@ impl FunctionPatch {
         if let Some(v) = self.max_retries {
             n.max_retries = v;
         }
+        if let Some(v) = self.egress {
+            n.egress = v;
+        }
+        // Canonical before the comparison: a list spelled differently but meaning the same is
+        // no change (and no new version).
+        n.egress = canonical_egress(&n.egress)?;
         validate(&n)?;
         let changed = n != *f;
         if changed {
@@ -257,6 +319,16 @@ impl FunctionPatch {
         }
         Ok((n, changed))
     }
+}
+
+/// Validates an egress list (SPEC §11) and returns it in canonical spelling. The error names
+/// the first bad entry and says why.
+pub fn canonical_egress(entries: &[String]) -> Result<Vec<String>, ValidationError> {
+    if entries.len() > MAX_EGRESS_ENTRIES {
+        return Err(ValidationError::new("egress", format!("at most {MAX_EGRESS_ENTRIES} entries (got {})", entries.len())));
+    }
+    let policy = EgressPolicy::parse(entries).map_err(|e| ValidationError::new("egress", format!("entry {:?}: {}", e.entry, e.reason)))?;
+    Ok(policy.entries())
 }
 
 fn parse_runtime(s: &str) -> Result<Runtime, ValidationError> {
@@ -418,5 +490,79 @@ mod tests {
         let (n, changed) = p.apply(&f, "t2".into()).unwrap();
         assert!(changed);
         assert_eq!((n.version, n.route.clone(), n.memory, n.updated_at.as_str()), (2, None, 256, "t2"));
+    }
+
+    fn new_err(json: serde_json::Value) -> String {
+        match serde_json::from_value::<NewFunction>(json) {
+            Err(e) => e.to_string(),
+            Ok(n) => n.into_function("fn_1".into(), "usr_1".into(), "t".into()).unwrap_err().to_string(),
+        }
+    }
+
+    #[test]
+    fn egress_defaults_to_none_and_is_stored_canonical() {
+        let f = new(serde_json::json!({"name":"a","runtime":"node","code":"x"})).unwrap();
+        assert!(f.egress.is_empty());
+        let f = new(serde_json::json!({"name":"a","runtime":"node","code":"x","egress":null})).unwrap();
+        assert!(f.egress.is_empty());
+        let f = new(serde_json::json!({"name":"a","runtime":"node","code":"x","egress":["198.18.0.7","API.Example.com:443","*.svc.test","PUBLIC"]})).unwrap();
+        assert_eq!(f.egress, ["198.18.0.7/32", "api.example.com:443", "*.svc.test", "public"]);
+        let out = serde_json::to_value(&f).unwrap();
+        assert_eq!(out["egress"], serde_json::json!(["198.18.0.7/32", "api.example.com:443", "*.svc.test", "public"]));
+    }
+
+    #[test]
+    fn egress_bad_input_names_the_field_and_the_entry() {
+        let base = serde_json::json!({"name":"ok","runtime":"node","code":"x"});
+        let many: Vec<String> = (0..65).map(|i| format!("198.18.0.{i}")).collect();
+        for (value, expect) in [
+            (serde_json::json!(["198.18.0.0/33"]), "\"198.18.0.0/33\""),
+            (serde_json::json!(["public", "300.1.1.1/8"]), "\"300.1.1.1/8\""),
+            (serde_json::json!(["198.18.0.1/24"]), "host bits"),
+            (serde_json::json!(["example.com:0"]), "\"example.com:0\""),
+            (serde_json::json!(["example.com:65536"]), "\"example.com:65536\""),
+            (serde_json::json!(["example.com:http"]), "\"example.com:http\""),
+            (serde_json::json!(["exa_mple.com"]), "\"exa_mple.com\""),
+            (serde_json::json!([""]), "entry \"\": empty entry"),
+            (serde_json::json!(5), "must be a list of strings"),
+            (serde_json::json!("198.18.0.0/24"), "must be a list of strings"),
+            (serde_json::json!({"a": 1}), "not an object"),
+            (serde_json::json!(["public", 5]), "entry 5 (number 2 in the list) is not a string"),
+            (serde_json::json!(many), "at most 64 entries (got 65)"),
+        ] {
+            let mut j = base.clone();
+            j["egress"] = value.clone();
+            let msg = new_err(j);
+            assert!(msg.starts_with("egress: "), "{value}: {msg}");
+            assert!(msg.contains(expect), "{value}: {msg} lacks {expect}");
+            let p = serde_json::from_value::<FunctionPatch>(serde_json::json!({"egress": value}));
+            let f = new(base.clone()).unwrap();
+            let msg = match p {
+                Err(e) => e.to_string(),
+                Ok(p) => p.apply(&f, "t2".into()).unwrap_err().to_string(),
+            };
+            assert!(msg.starts_with("egress: ") && msg.contains(expect), "patch {value}: {msg}");
+        }
+        let e = new(serde_json::json!({"name":"ok","runtime":"node","code":"x","egress":["x.com:0"]})).unwrap_err();
+        assert_eq!((e.field, e.too_large), ("egress", false));
+    }
+
+    #[test]
+    fn egress_change_is_a_new_version_and_same_meaning_is_not() {
+        let f = new(serde_json::json!({"name":"a","runtime":"node","code":"x","egress":["198.18.0.0/24"]})).unwrap();
+        let p: FunctionPatch = serde_json::from_value(serde_json::json!({"memory": 256})).unwrap();
+        let (n, _) = p.apply(&f, "t2".into()).unwrap();
+        assert_eq!(n.egress, ["198.18.0.0/24"], "left out: unchanged");
+        let p: FunctionPatch = serde_json::from_value(serde_json::json!({"egress": ["198.18.0.0/24"]})).unwrap();
+        assert!(!p.apply(&f, "t2".into()).unwrap().1);
+        let p: FunctionPatch = serde_json::from_value(serde_json::json!({"egress": ["198.18.0.5"]})).unwrap();
+        let (n, changed) = p.apply(&f, "t2".into()).unwrap();
+        assert!(changed);
+        assert_eq!((n.version, n.egress.clone()), (2, vec!["198.18.0.5/32".to_string()]));
+        for clear in [serde_json::json!([]), serde_json::Value::Null] {
+            let p: FunctionPatch = serde_json::from_value(serde_json::json!({"egress": clear})).unwrap();
+            let (n, changed) = p.apply(&f, "t2".into()).unwrap();
+            assert!(changed && n.egress.is_empty() && n.version == 2);
+        }
     }
 }

@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify, Semaphore};
 use tracing::Instrument;
 use voltrun_core::{id, time, ErrorKind, ExecError, Execution, ExecutionStatus, Function, Outcome, Runtime, Trigger};
-use voltrun_sandbox::{InstanceSpec, Limits, Sandbox};
+use voltrun_sandbox::{InstanceSpec, ResourceLimits, Sandbox};
 use voltrun_store::{ClaimSkip, Dialect, NewRun, Store, StoreError};
 
 use counts::{CountUnit, Counts};
@@ -286,6 +286,11 @@ impl Engine {
     /// Facts about the sandbox tier (e.g. the cgroup version), for `/health`.
     pub fn sandbox_details(&self) -> Vec<(&'static str, String)> {
         self.inner.sandbox.details()
+    }
+
+    /// Whether the sandbox tier can enforce egress policies here, or why not (for `/health`).
+    pub fn egress_support(&self) -> Result<(), String> {
+        self.inner.sandbox.egress_support()
     }
 
     /// The runtimes found on this host.
@@ -771,7 +776,7 @@ impl Engine {
             code_dir: dir.clone(),
             runtime_paths: rt.paths(runtime),
             bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
-            limits: Limits {
+            limits: ResourceLimits {
                 memory_bytes: (memory_mb as u64) << 20,
                 limit_address_space: Runtimes::limits_address_space(runtime),
                 pids: 128,
@@ -787,10 +792,11 @@ impl Engine {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                tracing::error!(err = %e, runtime = runtime.id(), "could not start an instance");
-                // The sandbox's error names host paths (the data dir, cgroups): the server log
-                // has it, the run's record only says what failed.
-                return Err(ExecError::new(ErrorKind::Internal, "could not start an instance: the sandbox setup failed (the server log has the details)"));
+                // What a sandbox error displays names the failed setup step and never a host
+                // path: the run's record gets it; its source (paths, errno) only the log.
+                let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
+                tracing::error!(err = %e, %cause, runtime = runtime.id(), "could not start an instance");
+                return Err(ExecError::new(ErrorKind::Internal, format!("could not start an instance: {e}")));
             }
         };
         self.inner.metrics.instances.fetch_add(1, Relaxed);
@@ -1087,6 +1093,7 @@ mod tests {
             public: None,
             schedule: None,
             max_retries: None,
+            egress: Vec::new(),
         }
         .into_function("fn_x".into(), "u".into(), time::now())
         .unwrap()

@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{Limits, SandboxError};
+use crate::{ResourceLimits, SandboxError};
 
 /// The cgroup hierarchy of this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +157,7 @@ impl Hierarchy {
     }
 
     /// Creates the cgroup of one instance with its limits.
-    pub fn create(&self, name: &str, l: &Limits) -> Result<Cgroup, SandboxError> {
+    pub fn create(&self, name: &str, l: &ResourceLimits) -> Result<Cgroup, SandboxError> {
         let cg = match self {
             Hierarchy::V1 { memory, pids, cpu, .. } => {
                 let cg = Cgroup { dirs: vec![memory.join(name), pids.join(name), cpu.join(name)], v2: false };
@@ -196,7 +196,7 @@ impl Hierarchy {
 
 /// CPU weight relative to the default 1024 of host processes: proportional to memory, as
 /// Lambda allocates CPU, so the server always outweighs a single small function.
-fn cpu_shares(l: &Limits) -> u64 {
+fn cpu_shares(l: &ResourceLimits) -> u64 {
     ((l.memory_bytes >> 20) * 1024 / 1769).clamp(2, 1024)
 }
 

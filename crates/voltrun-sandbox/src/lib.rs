@@ -1,7 +1,7 @@
 //! How a function instance is started, contained and killed.
 //!
 //! The engine describes an instance as an [`InstanceSpec`] (a command, its environment, the
-//! host directory holding the function's code, and [`Limits`]); a [`Sandbox`] backend turns
+//! host directory holding the function's code, and [`ResourceLimits`]); a [`Sandbox`] backend turns
 //! that into a running process wired to three pipes: control in (fd 3 inside), control out
 //! (fd 4 inside) and one log pipe for both stdout and stderr (so their order is kept, child
 //! processes included). The backend owns containment; the engine owns the protocol.
@@ -10,21 +10,32 @@
 //! default), [`oci::OciSandbox`] (the same root and limits as an OCI bundle run by `runc`:
 //! the `container` tier) and [`process::ProcessSandbox`] (rlimits and a process group, no
 //! isolation, development only); the gVisor tier runs the same OCI bundle under `runsc`.
+//!
+//! What the kernel-isolated tiers share has a module of its own: [`root`] (the instance's
+//! root as data, which the namespace tier mounts and the OCI tiers write as `config.json`),
+//! [`setup`] (the named setup steps and their [`SetupError`], the setup guard, the server's
+//! lifeline, the reap loop); [`init`] is the namespace tier's child side of the clone,
+//! [`namespace`] its server side; [`cgroup`] and [`seccomp`] the limits and the filter.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 pub mod cgroup;
+pub mod init;
 pub mod namespace;
 pub mod oci;
 pub mod process;
+pub mod root;
 pub mod seccomp;
+pub mod setup;
 mod sys;
+
+pub use setup::{SetupError, Step};
 
 /// Resource limits of one instance. `Default` is the most restrictive sensible setting;
 /// callers raise what a function asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
+pub struct ResourceLimits {
     /// Memory in bytes (the whole instance).
     pub memory_bytes: u64,
     /// Also cap the address space (RLIMIT_AS) at `memory_bytes` plus slack. Runtimes that
@@ -38,15 +49,15 @@ pub struct Limits {
     /// Largest file the instance may write (RLIMIT_FSIZE).
     pub file_size_bytes: u64,
     /// Size of the private /tmp and /dev/shm together (tiers that give them; see
-    /// [`Limits::shm_bytes`]).
+    /// [`ResourceLimits::shm_bytes`]).
     pub tmp_bytes: u64,
     /// CPU time per wall-clock second, in thousandths of a core (1000 = one core).
     pub cpu_millis: u64,
 }
 
-impl Default for Limits {
+impl Default for ResourceLimits {
     fn default() -> Self {
-        Limits {
+        ResourceLimits {
             memory_bytes: 64 << 20,
             limit_address_space: true,
             pids: 32,
@@ -58,8 +69,8 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
-    /// The size of `/dev/shm`, carved out of [`Limits::tmp_bytes`]: an eighth of it, between
+impl ResourceLimits {
+    /// The size of `/dev/shm`, carved out of [`ResourceLimits::tmp_bytes`]: an eighth of it, between
     /// 1 and 8 MiB. POSIX semaphores (Python's `multiprocessing` locks, one page each) and
     /// small shared segments fit; a function that wants RAM-backed files has `/tmp`.
     pub fn shm_bytes(&self) -> u64 {
@@ -86,8 +97,8 @@ pub struct InstanceSpec {
     pub runtime_paths: Vec<PathBuf>,
     /// Host directory of the runtime bootstraps; seen at [`Sandbox::bootstrap_root`].
     pub bootstrap_dir: PathBuf,
-    /// Limits to enforce.
-    pub limits: Limits,
+    /// ResourceLimits to enforce.
+    pub limits: ResourceLimits,
 }
 
 /// A started instance: the engine's ends of its pipes and a handle to contain it.
@@ -160,11 +171,21 @@ pub trait Sandbox: Send + Sync + 'static {
     fn details(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
+    /// Whether this tier can enforce a function's egress policy on this host (SPEC §11), and
+    /// why not when it cannot (for `/health`).
+    fn egress_support(&self) -> Result<(), String> {
+        Err("not available in this tier".into())
+    }
 }
 
-/// Why a sandbox could not be built or an instance not started.
+/// Why a sandbox could not be built or an instance not started. Every error of
+/// [`Sandbox::spawn`] is a [`SandboxError::Setup`], whose message is fit for users (no host
+/// path); the others come from building a tier, for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
+    /// A step of an instance's setup failed.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     /// A system call failed.
     #[error("{call} failed: {source}")]
     Sys {

@@ -32,7 +32,7 @@
 //! matters only to processes with capabilities, which functions never have.
 
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -42,14 +42,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{json, Value};
 
 use crate::cgroup::{Cgroup, Hierarchy};
-use crate::namespace::{bind_paths, etc_files, SetupGuard, BOOTSTRAP_ROOT, FUNCTION_UID, TASK_ROOT};
+use crate::root::{InstanceRoot, Rlimit, Tmpfs, BOOTSTRAP_ROOT, FUNCTION_UID, TASK_ROOT};
 use crate::seccomp::{self, Action};
-use crate::{sys, ExitInfo, InstanceHandle, InstanceSpec, Limits, Sandbox, SandboxError, Spawned};
+use crate::setup::{at, reap_until, Lifeline, SetupError, SetupGuard, Step};
+use crate::{sys, ExitInfo, InstanceHandle, InstanceSpec, ResourceLimits, Sandbox, SandboxError, Spawned};
 
 /// The first argument that makes the voltrun binary act as the guard of one OCI instance.
 pub const GUARD_ARG: &str = "__oci-guard";
-/// Read end of the server's lifeline in the guard.
-const FD_LIFELINE: RawFd = 7;
 
 /// Which OCI runtime drives the bundles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,10 +94,10 @@ impl Runtime {
     /// only a backstop (each guest process costs the Sentry several host threads, and the
     /// Sentry dies if it cannot make one), the function's own limit being `RLIMIT_NPROC`,
     /// which gVisor enforces on processes and threads alike.
-    fn host_limits(self, l: &Limits) -> Limits {
+    fn host_limits(self, l: &ResourceLimits) -> ResourceLimits {
         match self {
             Runtime::Runc => l.clone(),
-            Runtime::Runsc => Limits { memory_bytes: l.memory_bytes + GVISOR_MEMORY_OVERHEAD, pids: l.pids * 8 + 64, ..l.clone() },
+            Runtime::Runsc => ResourceLimits { memory_bytes: l.memory_bytes + GVISOR_MEMORY_OVERHEAD, pids: l.pids * 8 + 64, ..l.clone() },
         }
     }
 }
@@ -115,8 +114,8 @@ pub struct OciSandbox {
     state: PathBuf,
     cgroups: Hierarchy,
     next: AtomicU64,
-    /// A pipe nobody writes to (as the namespace tier's): guards see EOF when the server dies.
-    lifeline: (OwnedFd, OwnedFd),
+    /// Guards see EOF on it when the server dies.
+    lifeline: Lifeline,
 }
 
 fn sys_err(call: &'static str) -> impl Fn(std::io::Error) -> SandboxError {
@@ -137,8 +136,7 @@ impl OciSandbox {
     /// a crashed server left in the state directory.
     pub fn new(runtime: Runtime, binary: Option<PathBuf>, data_dir: &Path) -> Result<Self, SandboxError> {
         let kind = runtime.kind();
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !sys::is_root() {
             return Err(SandboxError::Unavailable(format!("the {kind} sandbox needs root (the OCI runtime creates namespaces and cgroups)")));
         }
         let wanted = binary.unwrap_or_else(|| PathBuf::from(runtime.default_binary()));
@@ -153,7 +151,7 @@ impl OciSandbox {
         let cgroups = Hierarchy::detect()?;
         let state = data_dir.join("oci-state");
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&state).map_err(sys_err("mkdir oci state dir"))?;
-        let sb = OciSandbox { runtime, binary, state, cgroups, next: AtomicU64::new(0), lifeline: sys::pipe()? };
+        let sb = OciSandbox { runtime, binary, state, cgroups, next: AtomicU64::new(0), lifeline: Lifeline::new()? };
         sb.remove_containers(|owner| !owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()));
         tracing::info!(kind, binary = %sb.binary.display(), cgroup = sb.cgroups.version(), "OCI sandbox ready");
         Ok(sb)
@@ -220,22 +218,31 @@ impl Sandbox for OciSandbox {
     }
 
     fn spawn(&self, spec: &InstanceSpec) -> Result<Spawned, SandboxError> {
+        Ok(self.setup(spec)?)
+    }
+}
+
+impl OciSandbox {
+    /// The server's steps, in order; the guard's and the OCI runtime's follow.
+    fn setup(&self, spec: &InstanceSpec) -> Result<Spawned, SetupError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         // Fixed width: runsc takes an id that is a prefix of others as ambiguous
         // ("i30042-2" of "i30042-21"), and then refuses to delete it.
         let id = format!("i{}-{n:010}", std::process::id());
-        let cgroup = self.cgroups.create(&id, &self.runtime.host_limits(&spec.limits))?;
+        let cgroup = self.cgroups.create(&id, &self.runtime.host_limits(&spec.limits)).map_err(|e| SetupError::of(Step::CreateCgroup, e))?;
         let mut bundle = spec.code_dir.clone().into_os_string();
         bundle.push(".oci");
         let bundle = PathBuf::from(bundle);
         let mut guard = SetupGuard::new(cgroup, bundle.clone(), |p| fs::remove_dir_all(p));
-        write_bundle(&bundle, spec, &id, self.runtime)?;
+        write_bundle(&bundle, spec, &id, self.runtime).map_err(|(what, e)| SetupError::new(Step::WriteBundle, format!("{what} in {}", bundle.display()), e))?;
         let procs = guard.cgroup().procs_files();
 
-        let (ctl_in_r, ctl_in_w) = sys::pipe()?;
-        let (ctl_out_r, ctl_out_w) = sys::pipe()?;
-        let (log_r, log_w) = sys::pipe()?;
-        let log_w2 = log_w.try_clone().map_err(sys_err("dup"))?;
+        let pipe = || sys::pipe().map_err(at(Step::MakePipes, "pipe2"));
+        let (ctl_in_r, ctl_in_w) = pipe()?;
+        let (ctl_out_r, ctl_out_w) = pipe()?;
+        let (log_r, log_w) = pipe()?;
+        let dup = |fd: &std::os::fd::OwnedFd| fd.try_clone().map_err(at(Step::MakePipes, "dup"));
+        let log_w2 = dup(&log_w)?;
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg(GUARD_ARG);
         for p in &procs {
@@ -245,7 +252,7 @@ impl Sandbox for OciSandbox {
         cmd.arg("--").arg(&self.binary).arg("--root").arg(&self.state).args(self.runtime.global_flags()).arg("--log").arg(bundle.join("runtime.log"));
         cmd.arg("run").arg("--detach").arg("--pid-file").arg(bundle.join("init.pid")).arg("--bundle").arg(&bundle);
         cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-        let lifeline = (self.lifeline.0.as_raw_fd(), FD_LIFELINE);
+        let lifeline = (self.lifeline.read_end(), Lifeline::FD);
         let fds = match self.runtime {
             Runtime::Runc => {
                 cmd.args(["--preserve-fds", "2", "--no-new-keyring"]);
@@ -256,8 +263,8 @@ impl Sandbox for OciSandbox {
             // and a shell in the sandbox moves them to 3 and 4 (see [`STDIO_TO_CONTROL`]).
             Runtime::Runsc => {
                 drop(log_w2);
-                cmd.stdin(Stdio::from(ctl_in_r.try_clone().map_err(sys_err("dup"))?));
-                cmd.stdout(Stdio::from(ctl_out_w.try_clone().map_err(sys_err("dup"))?));
+                cmd.stdin(Stdio::from(dup(&ctl_in_r)?));
+                cmd.stdout(Stdio::from(dup(&ctl_out_w)?));
                 cmd.stderr(Stdio::from(log_w));
                 vec![lifeline]
             }
@@ -274,7 +281,7 @@ impl Sandbox for OciSandbox {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(sys_err("spawn OCI guard"))?;
+        let child = cmd.spawn().map_err(at(Step::SpawnInit, "spawn the OCI guard"))?;
         guard.started(child);
         drop((ctl_in_r, ctl_out_w));
         let (cgroup, child, bundle) = guard.disarm();
@@ -302,34 +309,27 @@ impl Sandbox for OciSandbox {
 /// stdin becomes /dev/null, and the runtime replaces the shell.
 const STDIO_TO_CONTROL: &str = r#"exec 3<&0 4>&1 1>&2 0</dev/null; exec "$@""#;
 
-/// Writes `<bundle>/config.json` and `<bundle>/rootfs` (empty but for `/etc`).
-fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str, runtime: Runtime) -> Result<(), SandboxError> {
+/// Writes `<bundle>/config.json` and `<bundle>/rootfs` (empty but for `/etc` and the links of
+/// the [`InstanceRoot`]). On failure, what was being done and the error.
+fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str, runtime: Runtime) -> Result<(), (&'static str, std::io::Error)> {
+    let root = InstanceRoot::of(spec);
     let rootfs = bundle.join("rootfs");
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(bundle).map_err(sys_err("mkdir bundle"))?;
-    fs::DirBuilder::new().mode(0o755).create(&rootfs).map_err(sys_err("mkdir rootfs"))?;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(bundle).map_err(|e| ("mkdir the bundle", e))?;
+    fs::DirBuilder::new().mode(0o755).create(&rootfs).map_err(|e| ("mkdir rootfs", e))?;
     let etc = rootfs.join("etc");
-    fs::DirBuilder::new().mode(0o755).create(&etc).map_err(sys_err("mkdir rootfs/etc"))?;
-    for (name, text) in etc_files() {
-        fs::write(etc.join(name), text).map_err(sys_err("write rootfs/etc file"))?;
+    fs::DirBuilder::new().mode(0o755).create(&etc).map_err(|e| ("mkdir rootfs/etc", e))?;
+    for (name, text) in &root.etc {
+        fs::write(etc.join(name), text).map_err(|e| ("write a file of rootfs/etc", e))?;
     }
-    let mut mounts = Vec::new();
-    for p in bind_paths(&spec.runtime_paths) {
-        let meta = fs::symlink_metadata(&p).map_err(sys_err("stat bind source"))?;
-        if meta.file_type().is_symlink() {
-            // Merged /usr: /bin -> usr/bin etc. stay symlinks, as on the host.
-            let target = fs::read_link(&p).map_err(sys_err("readlink bind source"))?;
-            let inside = rootfs.join(p.strip_prefix("/").unwrap_or(&p));
-            if let Some(parent) = inside.parent() {
-                fs::create_dir_all(parent).map_err(sys_err("mkdir rootfs parent"))?;
-            }
-            symlink(target, inside).map_err(sys_err("symlink in rootfs"))?;
-        } else {
-            mounts.push(bind_ro(&p.to_string_lossy(), &p.to_string_lossy()));
+    // Merged /usr: /bin -> usr/bin etc. stay symlinks, as on the host.
+    for l in &root.links {
+        let inside = rootfs.join(crate::root::relative(&l.path));
+        if let Some(parent) = inside.parent() {
+            fs::create_dir_all(parent).map_err(|e| ("mkdir a parent in rootfs", e))?;
         }
+        symlink(&l.to, inside).map_err(|e| ("symlink in rootfs", e))?;
     }
-    mounts.push(bind_ro(&spec.code_dir.to_string_lossy(), TASK_ROOT));
-    mounts.push(bind_ro(&spec.bootstrap_dir.to_string_lossy(), BOOTSTRAP_ROOT));
-    let config = config_json(spec, id, mounts, runtime);
+    let config = config_json(&root, spec, id, runtime);
     let text = serde_json::to_vec_pretty(&config).expect("a json! value serializes");
     // The function's environment (it may hold secrets) is in here: owner-only.
     fs::OpenOptions::new()
@@ -338,39 +338,43 @@ fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str, runtime: Runtime) 
         .mode(0o600)
         .open(bundle.join("config.json"))
         .and_then(|mut f| std::io::Write::write_all(&mut f, &text))
-        .map_err(sys_err("write config.json"))
+        .map_err(|e| ("write config.json", e))
 }
 
-fn bind_ro(source: &str, destination: &str) -> Value {
-    json!({"destination": destination, "type": "bind", "source": source, "options": ["rbind", "ro", "nosuid", "nodev"]})
-}
-
-/// The OCI runtime configuration of one instance.
-fn config_json(spec: &InstanceSpec, id: &str, binds: Vec<Value>, runtime: Runtime) -> Value {
-    let l = &spec.limits;
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "noexec", "strictatime", "mode=755", "size=64k", "nr_inodes=64"]}),
-        // POSIX shared memory (Python's multiprocessing locks): RAM-backed, charged to the
-        // instance's memory, its size taken out of the /tmp budget.
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={}", l.shm_bytes()), "nr_inodes=256"]}),
-        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", format!("size={}", l.tmp_only_bytes()), "nr_inodes=16384"]}),
-    ];
-    mounts.extend(binds);
-    let mut rlimits = vec![
-        json!({"type": "RLIMIT_NOFILE", "hard": l.open_files, "soft": l.open_files}),
-        json!({"type": "RLIMIT_FSIZE", "hard": l.file_size_bytes, "soft": l.file_size_bytes}),
-        json!({"type": "RLIMIT_CORE", "hard": 0, "soft": 0}),
-    ];
-    if l.limit_address_space {
-        let as_bytes = l.memory_bytes + (192 << 20);
-        rlimits.push(json!({"type": "RLIMIT_AS", "hard": as_bytes, "soft": as_bytes}));
+/// A tmpfs of the table as an OCI mount. `/dev` also gets `strictatime`, as runc's own
+/// default `/dev` has.
+fn tmpfs_mount(t: &Tmpfs) -> Value {
+    let mut options = vec!["nosuid".to_string()];
+    if t.noexec {
+        options.push("noexec".into());
     }
+    if t.nodev {
+        options.push("nodev".into());
+    }
+    if t.target == "/dev" {
+        options.push("strictatime".into());
+    }
+    options.extend([format!("mode={:o}", t.mode), format!("size={}", t.size), format!("nr_inodes={}", t.nr_inodes)]);
+    json!({"destination": t.target, "type": "tmpfs", "source": "tmpfs", "options": options})
+}
+
+/// The OCI runtime configuration of one instance: the [`InstanceRoot`] rendered as mounts and
+/// rlimits (its devices are among those every OCI runtime creates, so they are not listed;
+/// a test checks), plus what only the OCI tiers have (namespaces, masked paths, the seccomp section).
+fn config_json(root: &InstanceRoot, spec: &InstanceSpec, id: &str, runtime: Runtime) -> Value {
+    let l = &spec.limits;
+    let mut mounts = vec![json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]})];
+    mounts.extend(root.tmpfs.iter().map(tmpfs_mount));
+    mounts.extend(root.binds.iter().map(|b| {
+        json!({"destination": b.target, "type": "bind", "source": b.source, "options": ["rbind", "ro", "nosuid", "nodev"]})
+    }));
+    let rlimit = |r: Rlimit, v: u64| json!({"type": r.oci_name(), "hard": v, "soft": v});
+    let mut rlimits: Vec<Value> = root.rlimits.iter().map(|&(r, v)| rlimit(r, v)).collect();
     let mut args = spec.argv.clone();
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if runtime == Runtime::Runsc {
         // The function's process and thread limit, enforced by the Sentry (EAGAIN inside).
-        rlimits.push(json!({"type": "RLIMIT_NPROC", "hard": l.pids, "soft": l.pids}));
+        rlimits.push(rlimit(Rlimit::Nproc, l.pids));
         // The shell runs with no environment while its stdout is still the control pipe:
         // the function's LD_DEBUG with an unwritable LD_DEBUG_OUTPUT would make the shell's
         // loader print to stdout, into the control channel. `env -i` gives the environment
@@ -407,7 +411,7 @@ fn config_json(spec: &InstanceSpec, id: &str, binds: Vec<Value>, runtime: Runtim
 }
 
 /// `linux.resources`: the same values the cgroup was created with (runc rewrites them).
-fn resources(l: &Limits) -> Value {
+fn resources(l: &ResourceLimits) -> Value {
     json!({
         "memory": {"limit": l.memory_bytes},
         "pids": {"limit": l.pids},
@@ -632,12 +636,10 @@ pub fn guard_main(args: &[String]) -> ! {
         fail(&format!("prctl(PR_SET_CHILD_SUBREAPER): {e}"));
     }
     // The runtime must not hold the lifeline, or the server's death would go unseen.
-    if let Err(e) = sys::set_cloexec(FD_LIFELINE) {
+    if let Err(e) = sys::set_cloexec(Lifeline::FD) {
         fail(&format!("fcntl(FD_CLOEXEC) on the lifeline: {e}"));
     }
-    std::thread::spawn(move || {
-        let mut b = [0u8; 1];
-        while matches!(sys::read_fd(FD_LIFELINE, &mut b), Ok(n) if n > 0) {}
+    Lifeline::watch(move || {
         // The server is gone: end the instance, busy or not. Kill until the function is
         // reaped (and this process exits): a container still being created joins late.
         loop {
@@ -666,18 +668,53 @@ pub fn guard_main(args: &[String]) -> ! {
         Some(p) => p,
         None => std::process::exit(111),
     };
-    loop {
-        match sys::wait_any() {
-            Ok((p, st)) if p == init => std::process::exit(sys::exit_code(st)),
-            Ok(_) => continue,
-            Err(_) => std::process::exit(111),
-        }
-    }
+    reap_until(init)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The devices the OCI runtime spec makes every runtime create in `/dev` ("Default
+    /// Devices" in the spec's `config-linux.md`; runc and runsc do).
+    const OCI_DEFAULT_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+    #[test]
+    fn the_runtimes_create_every_device_of_the_instance_root() {
+        use crate::root::DEVICES;
+        for d in DEVICES {
+            assert!(OCI_DEFAULT_DEVICES.contains(d), "{d} is no OCI default device: list it in linux.devices");
+        }
+    }
+
+    #[test]
+    fn config_json_renders_the_instance_root() {
+        let spec = InstanceSpec {
+            argv: vec!["/usr/bin/true".into()],
+            env: vec![("A".into(), "1".into())],
+            code_dir: "/data/functions/f1".into(),
+            runtime_paths: vec![],
+            bootstrap_dir: "/data/bootstraps".into(),
+            limits: ResourceLimits::default(),
+        };
+        let root = InstanceRoot::of(&spec);
+        for runtime in [Runtime::Runc, Runtime::Runsc] {
+            let c = config_json(&root, &spec, "i1-0", runtime);
+            let mounts = c["mounts"].as_array().unwrap();
+            for b in &root.binds {
+                assert!(mounts.iter().any(|m| m["destination"] == b.target.to_str().unwrap() && m["source"] == b.source.to_str().unwrap()), "{b:?}");
+            }
+            for t in &root.tmpfs {
+                let m = mounts.iter().find(|m| m["destination"] == t.target.as_str()).expect("tmpfs mounted");
+                assert!(m["options"].as_array().unwrap().contains(&json!(format!("size={}", t.size))));
+            }
+            let rlimits = c["process"]["rlimits"].as_array().unwrap();
+            for (r, v) in &root.rlimits {
+                assert!(rlimits.contains(&json!({"type": r.oci_name(), "hard": v, "soft": v})), "{r:?}");
+            }
+            assert_eq!(rlimits.iter().any(|r| r["type"] == "RLIMIT_NPROC"), runtime == Runtime::Runsc);
+        }
+    }
 
     #[test]
     fn seccomp_section_carries_every_rule() {

@@ -8,11 +8,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 
-use crate::{sys, ExitInfo, InstanceHandle, InstanceSpec, Limits, Sandbox, SandboxError, Spawned};
-
-/// Memory the interpreter itself maps beyond what the function asked for; RLIMIT_AS counts
-/// virtual memory, which is always above what is resident.
-const ADDRESS_SPACE_SLACK: u64 = 192 << 20;
+use crate::root::{rlimits, Rlimit};
+use crate::setup::{at, Step};
+use crate::{sys, ExitInfo, InstanceHandle, InstanceSpec, Sandbox, SandboxError, Spawned};
 
 /// Runs instances as plain child processes (no isolation).
 #[derive(Debug)]
@@ -36,10 +34,11 @@ impl Sandbox for ProcessSandbox {
     }
 
     fn spawn(&self, spec: &InstanceSpec) -> Result<Spawned, SandboxError> {
-        let (ctl_in_r, ctl_in_w) = sys::pipe()?;
-        let (ctl_out_r, ctl_out_w) = sys::pipe()?;
-        let (log_r, log_w) = sys::pipe()?;
-        let log_w2 = log_w.try_clone().map_err(|source| SandboxError::Sys { call: "dup", source })?;
+        let pipe = || sys::pipe().map_err(at(Step::MakePipes, "pipe2"));
+        let (ctl_in_r, ctl_in_w) = pipe()?;
+        let (ctl_out_r, ctl_out_w) = pipe()?;
+        let (log_r, log_w) = pipe()?;
+        let log_w2 = log_w.try_clone().map_err(at(Step::MakePipes, "dup"))?;
 
         let mut cmd = Command::new(&spec.argv[0]);
         cmd.args(&spec.argv[1..])
@@ -50,7 +49,9 @@ impl Sandbox for ProcessSandbox {
             .stdout(Stdio::from(log_w))
             .stderr(Stdio::from(log_w2));
         let (fd3, fd4) = (ctl_in_r.as_raw_fd(), ctl_out_w.as_raw_fd());
-        let limits = spec.limits.clone();
+        // The same rlimits as every tier (the only containment this one has), computed before
+        // the fork: the closure below must not allocate.
+        let limits: Vec<(Rlimit, u64)> = rlimits(&spec.limits);
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
         // calls (setsid, dup2, setrlimit); it allocates nothing.
         // No PR_SET_PDEATHSIG: it fires when the forking *thread* exits (tokio's blocking
@@ -60,10 +61,13 @@ impl Sandbox for ProcessSandbox {
                 sys::new_session()?;
                 sys::dup_onto(fd3, 3)?;
                 sys::dup_onto(fd4, 4)?;
-                apply_rlimits(&limits)
+                for &(r, value) in &limits {
+                    sys::set_rlimit(r.resource(), value)?;
+                }
+                Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|source| SandboxError::Sys { call: "spawn", source })?;
+        let child = cmd.spawn().map_err(at(Step::Exec, "spawn the runtime"))?;
         drop((ctl_in_r, ctl_out_w));
         Ok(Spawned {
             control_in: ctl_in_w,
@@ -72,15 +76,6 @@ impl Sandbox for ProcessSandbox {
             handle: Box::new(ProcessInstance { child, reaped: None }),
         })
     }
-}
-
-fn apply_rlimits(l: &Limits) -> std::io::Result<()> {
-    if l.limit_address_space {
-        sys::set_rlimit(libc::RLIMIT_AS, l.memory_bytes + ADDRESS_SPACE_SLACK)?;
-    }
-    sys::set_rlimit(libc::RLIMIT_NOFILE, l.open_files)?;
-    sys::set_rlimit(libc::RLIMIT_FSIZE, l.file_size_bytes)?;
-    sys::set_rlimit(libc::RLIMIT_CORE, 0)
 }
 
 struct ProcessInstance {

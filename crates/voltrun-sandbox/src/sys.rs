@@ -4,15 +4,28 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::SandboxError;
+/// The last errno, with the call that set it named (for the log).
+fn sys_err(call: &'static str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{call}: {e}"))
+}
 
-fn sys_err(call: &'static str) -> SandboxError {
-    SandboxError::Sys { call, source: io::Error::last_os_error() }
+/// True when the effective uid is root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Asks the kernel to send `signal` to this process when its parent thread dies
+/// (PR_SET_PDEATHSIG; a credential change clears it).
+pub fn set_parent_death_signal(signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) })
 }
 
 /// A pipe whose two ends are close-on-exec and numbered at least 10, so that a child can
 /// `dup2` them onto fds 3 and 4 without one clobbering the other.
-pub fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -23,7 +36,7 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     Ok((renumber(r)?, renumber(w)?))
 }
 
-fn renumber(fd: OwnedFd) -> Result<OwnedFd, SandboxError> {
+fn renumber(fd: OwnedFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC on an open fd returns a new fd we own, or -1.
     let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
     if n < 0 {
@@ -168,8 +181,10 @@ pub fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: 
 /// in a user namespace (atime, noexec) as they are.
 pub fn remount_readonly(target: &str) -> io::Result<()> {
     let t = cstr(target)?;
-    // SAFETY: statvfs fills the zeroed struct; `t` is a valid C string.
+    // SAFETY: statvfs is a plain C struct of integers, for which all zeroes is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is a valid NUL-terminated string and `st` a writable statvfs, both live
+    // for the call.
     check(unsafe { libc::statvfs(t.as_ptr(), &mut st) })?;
     let keep = [
         (libc::ST_NOEXEC, libc::MS_NOEXEC),

@@ -95,7 +95,7 @@ impl Store {
     /// group-committed with others in flight). False when its idempotency key or schedule
     /// tick was already used (nothing stored).
     pub async fn insert_execution(&self, e: &Execution, run: &NewRun) -> Result<bool> {
-        let inserted = self.write(Write::Insert(Box::new((e.clone(), run.clone())))).await?;
+        let inserted = self.write(ExecutionWrite::Insert(Box::new((e.clone(), run.clone())))).await?;
         if inserted && e.status == ExecutionStatus::Pending {
             self.notify_queue().await?;
         }
@@ -108,7 +108,7 @@ impl Store {
     /// known to have happened before anything else.
     pub fn begin_insert_execution(&self, e: &Execution, run: &NewRun) -> crate::PendingWrite {
         debug_assert!(e.status != ExecutionStatus::Pending && run.idempotency_key.is_none());
-        self.begin_write(Write::Insert(Box::new((e.clone(), run.clone()))))
+        self.begin_write(ExecutionWrite::Insert(Box::new((e.clone(), run.clone()))))
     }
 
     /// Wakes dispatchers on other nodes (PostgreSQL NOTIFY); nothing to do on SQLite.
@@ -131,7 +131,7 @@ impl Store {
 
     /// Writes an execution's terminal state (or any later state) over its row (group-committed).
     pub async fn save_execution(&self, e: &Execution) -> Result<()> {
-        self.write(Write::Save(Box::new(e.clone()))).await.map(|_| ())
+        self.write(ExecutionWrite::Save(Box::new(e.clone()))).await.map(|_| ())
     }
 
     /// Claims the oldest pending run that is due and that `skip` does not hold back: moves it
@@ -367,7 +367,7 @@ const INSERT_NEW: &str = insert_execution_sql!("");
 const INSERT_FINISHED: &str = insert_execution_sql!(" -- finished run");
 
 /// A write the group-commit writer performs.
-pub(crate) enum Write {
+pub(crate) enum ExecutionWrite {
     Insert(Box<(Execution, NewRun)>),
     Save(Box<Execution>),
     /// A batch of the retention task (retention.rs): a statement and its parameters.
@@ -400,13 +400,13 @@ fn outcome_params(e: &Execution) -> [Param; 6] {
     ]
 }
 
-impl Write {
+impl ExecutionWrite {
     /// The statement, and its parameters in `$1, $2, …` order.
     pub(crate) fn statement(&self) -> (&'static str, Vec<Param>) {
         use Param::*;
         let text = |s: &str| Text(Some(s.to_string()));
         match self {
-            Write::Insert(b) => {
+            ExecutionWrite::Insert(b) => {
                 let (e, run) = &**b;
                 let (owner, expires) = run.lease.clone().unzip();
                 // Two statement texts: PostgreSQL prepared statements keep the parameter types
@@ -437,13 +437,13 @@ impl Write {
                 ]);
                 (sql, params)
             }
-            Write::Save(e) => {
+            ExecutionWrite::Save(e) => {
                 let mut params = vec![Int(e.function_version), text(e.status.as_str())];
                 params.extend(outcome_params(e));
                 params.extend([Text(e.started_at.clone()), Text(e.finished_at.clone()), text(&e.id)]);
                 (SAVE, params)
             }
-            Write::Purge(sql, params) => (sql, params.clone()),
+            ExecutionWrite::Purge(sql, params) => (sql, params.clone()),
         }
     }
 
@@ -554,13 +554,13 @@ mod tests {
         for i in 0..50 {
             pending.push(store.begin_insert_execution(&run(&format!("ex_{i:03}"), Running), &crate::NewRun::default()));
         }
-        let first_key = store.begin_write(super::Write::Insert(Box::new((run("ex_k1", Running), keyed.clone()))));
-        let second_key = store.begin_write(super::Write::Insert(Box::new((run("ex_k2", Running), keyed))));
+        let first_key = store.begin_write(super::ExecutionWrite::Insert(Box::new((run("ex_k1", Running), keyed.clone()))));
+        let second_key = store.begin_write(super::ExecutionWrite::Insert(Box::new((run("ex_k2", Running), keyed))));
         let mut done = run("ex_007", Success);
         done.output = Some(serde_json::json!({"ok": true}));
         done.duration_ms = Some(1.5);
-        let saved = store.begin_write(super::Write::Save(Box::new(done)));
-        let unknown = store.begin_write(super::Write::Save(Box::new(run("ex_none", Success))));
+        let saved = store.begin_write(super::ExecutionWrite::Save(Box::new(done)));
+        let unknown = store.begin_write(super::ExecutionWrite::Save(Box::new(run("ex_none", Success))));
         for p in pending {
             assert!(p.committed().await.unwrap());
         }

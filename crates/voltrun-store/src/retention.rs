@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use voltrun_core::{time, Retention};
 
-use crate::executions::{since_id, Param, Write};
+use crate::executions::{since_id, ExecutionWrite, Param};
 use crate::{get_opt_str, get_str, Result, Store};
 
 /// Runs one delete statement removes at most.
@@ -176,7 +176,7 @@ impl Store {
         debug_assert!(sql.contains(FINISHED), "retention deletes finished runs only");
         params.push(Param::Int(BATCH));
         let mut batches = 0;
-        while self.write(Write::Purge(sql, params.clone())).await? {
+        while self.write(ExecutionWrite::Purge(sql, params.clone())).await? {
             batches += 1;
             tokio::time::sleep(PAUSE).await;
         }

@@ -19,24 +19,24 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::executions::{Param, Write};
+use crate::executions::{ExecutionWrite, Param};
 use crate::{Result, Store, StoreError};
 
 /// Writes committed together at most.
 const MAX_BATCH: usize = 256;
 
-type Job = (Write, oneshot::Sender<Result<bool>>);
+type Job = (ExecutionWrite, oneshot::Sender<Result<bool>>);
 
 /// Handle to the writer (thread or task).
 #[derive(Clone, Debug)]
 pub(crate) struct Writer(mpsc::UnboundedSender<Job>);
 
-impl std::fmt::Debug for Write {
+impl std::fmt::Debug for ExecutionWrite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Write::Insert(_) => "Insert",
-            Write::Save(_) => "Save",
-            Write::Purge(..) => "Purge",
+            ExecutionWrite::Insert(_) => "Insert",
+            ExecutionWrite::Save(_) => "Save",
+            ExecutionWrite::Purge(..) => "Purge",
         })
     }
 }
@@ -210,7 +210,7 @@ fn copy_error(err: &rusqlite::Error) -> StoreError {
     }
 }
 
-fn run_sqlite_write(conn: &rusqlite::Connection, w: &Write) -> Result<bool> {
+fn run_sqlite_write(conn: &rusqlite::Connection, w: &ExecutionWrite) -> Result<bool> {
     let (sql, params) = w.statement();
     let mut stmt = conn.prepare_cached(sql)?;
     // SQLite numbers `$N` parameters by their first appearance in the text; every write's
@@ -348,13 +348,13 @@ impl PendingWrite {
 
 impl Store {
     /// Hands a write to the writer; it is committed in order with the writes before it.
-    pub(crate) fn begin_write(&self, w: Write) -> PendingWrite {
+    pub(crate) fn begin_write(&self, w: ExecutionWrite) -> PendingWrite {
         let (done, wait) = oneshot::channel();
         PendingWrite(self.writer.0.send((w, done)).map(|_| wait).map_err(|_| ()))
     }
 
     /// Hands a write to the writer and waits until it is committed.
-    pub(crate) async fn write(&self, w: Write) -> Result<bool> {
+    pub(crate) async fn write(&self, w: ExecutionWrite) -> Result<bool> {
         self.begin_write(w).committed().await
     }
 }

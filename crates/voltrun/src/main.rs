@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
-use voltrun_api::{app, auth::AuthKeys, AppState, Limits};
+use voltrun_api::{app, auth::AuthKeys, AppState, RateLimits};
 use voltrun_engine::{Engine, EngineConfig, Runtimes};
 use voltrun_sandbox::{
-    namespace,
+    init, namespace,
     oci::{self, OciSandbox},
     process::ProcessSandbox,
     Sandbox,
@@ -212,8 +212,8 @@ fn main() -> Result<()> {
     // A sandbox init is this same binary re-executed; it must not start a runtime or parse
     // the command line as a client would.
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(namespace::INIT_ARG) {
-        namespace::init_main(&args[2..]);
+    if args.get(1).map(String::as_str) == Some(init::INIT_ARG) {
+        init::init_main(&args[2..]);
     }
     if args.get(1).map(String::as_str) == Some(oci::GUARD_ARG) {
         oci::guard_main(&args[2..]);
@@ -227,6 +227,8 @@ fn main() -> Result<()> {
     if let Command::Client(cmd) = cli.command {
         std::process::exit(voltrun_cli::run(cmd, cli.global, Cli::command));
     }
+    // Before any thread allocates: freed password-hash buffers go back to the system.
+    voltrun_api::sys::return_large_allocations_to_the_system();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOLTRUN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -354,7 +356,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         store,
         engine,
         auth: Arc::new(auth),
-        limits: Arc::new(Limits::new(args.invoke_rate).with_register_rate(args.guard.register_rate.max(1))),
+        limits: Arc::new(RateLimits::new(args.invoke_rate).with_register_rate(args.guard.register_rate.max(1))),
         quotas,
         started: Instant::now(),
         log_streams: Arc::new(voltrun_api::executions::LogStreams::new(args.max_log_streams_per_user)),

@@ -4,6 +4,7 @@
 import { lazy, Suspense, useEffect, useRef, useState, type FormEvent } from 'react';
 import { api, ApiError, get, type Fn, type Runtime, type RuntimeInfo } from '../api';
 import { ErrorBox, Spinner, useLoad, usePageTitle } from '../components/ui';
+import { egressError, egressLines, MAX_EGRESS_ENTRIES } from '../egress';
 import { runtimeLabel } from '../format';
 import { Link, navigate } from '../router';
 import { useToast } from '../toast';
@@ -41,6 +42,8 @@ interface FormState {
   route: string;
   public: boolean;
   env: EnvRow[];
+  /** The egress list, one entry per line. */
+  egress: string;
 }
 
 let envKey = 1;
@@ -57,6 +60,7 @@ function fromFn(f: Fn): FormState {
     route: f.route ?? '',
     public: f.public,
     env: Object.entries(f.env).map(([name, value]) => ({ key: envKey++, name, value })),
+    egress: (f.egress ?? []).join('\n'),
   };
 }
 
@@ -71,6 +75,7 @@ const EMPTY: FormState = {
   route: '',
   public: false,
   env: [],
+  egress: '',
 };
 
 /** A number field's value: a number when it parses, else the text (so the API names the problem). */
@@ -133,6 +138,7 @@ function Form({ fn, runtimes }: { fn?: Fn; runtimes?: RuntimeInfo[] }) {
       timeout: num(f.timeout),
       env,
       public: f.public,
+      egress: egressLines(f.egress),
     };
     if (f.route.trim()) body.route = f.route.trim();
     else if (fn) body.route = null;
@@ -161,6 +167,10 @@ function Form({ fn, runtimes }: { fn?: Fn; runtimes?: RuntimeInfo[] }) {
     'aria-invalid': field === name ? true : undefined,
     'aria-describedby': field === name ? `f-${name}-err` : undefined,
   });
+  // The egress rules checked as you type, in the server's words; the server's own 400 (shown
+  // the same way) is the last word.
+  const egressClientError = egressError(egressLines(f.egress));
+  const egressInvalid = field === 'egress' || egressClientError !== null;
   const language = f.runtime === 'python3.11' ? 'python' : 'javascript';
   const rtOptions: RuntimeInfo[] = runtimes ?? [
     { id: 'python3.11', language: 'python', version: '3.11', available: true },
@@ -281,6 +291,38 @@ function Form({ fn, runtimes }: { fn?: Fn; runtimes?: RuntimeInfo[] }) {
           <label htmlFor="f-description">Description</label>
           <input id="f-description" value={f.description} onChange={(e) => set('description', e.target.value)} placeholder="optional" {...invalid('description')} />
           {fieldErr('description')}
+        </div>
+        <div className="field">
+          <label htmlFor="f-egress">Network egress</label>
+          <textarea
+            id="f-egress"
+            className="egress"
+            rows={Math.min(8, Math.max(3, f.egress.split('\n').length + 1))}
+            value={f.egress}
+            onChange={(e) => {
+              set('egress', e.target.value);
+              if (field === 'egress') setError(null);
+            }}
+            placeholder={'No network. One entry per line, e.g.\n198.18.0.0/24\napi.example.com:443'}
+            spellCheck={false}
+            autoComplete="off"
+            aria-invalid={egressInvalid ? true : undefined}
+            aria-describedby={egressInvalid ? 'f-egress-err' : 'f-egress-hint'}
+          />
+          {field === 'egress' ? (
+            <div id="f-egress-err" className="field-error" data-from="server">
+              {(error as ApiError).message}
+            </div>
+          ) : egressClientError !== null ? (
+            <div id="f-egress-err" className="field-error" data-from="client" aria-live="polite">
+              {egressClientError}
+            </div>
+          ) : (
+            <div id="f-egress-hint" className="hint">
+              Where the function may connect: a CIDR (198.18.0.0/24), a host name (api.example.com, or *.example.com for its subdomains) or
+              public, each with an optional :port. At most {MAX_EGRESS_ENTRIES}. Empty: no network.
+            </div>
+          )}
         </div>
         <fieldset className="env">
           <legend>Environment variables</legend>

@@ -90,6 +90,20 @@ function FunctionView({ fn }: { fn: Fn }) {
           <dd>{Object.keys(fn.env).length ? Object.keys(fn.env).join(', ') : '—'}</dd>
         </div>
         <div className="span-2">
+          <dt>Network egress</dt>
+          <dd id="fn-egress">
+            {fn.egress?.length ? (
+              fn.egress.map((e) => (
+                <code key={e} className="egress-entry">
+                  {e}
+                </code>
+              ))
+            ) : (
+              <span className="muted">none (no network)</span>
+            )}
+          </dd>
+        </div>
+        <div className="span-2">
           <dt>HTTP trigger</dt>
           <dd>
             {triggerUrl ? (

@@ -8,7 +8,7 @@ use super::Ctx;
 use crate::args::LoginArgs;
 use crate::client::{post_anonymous, Api};
 use crate::config::{normalize_server, Auth, Config, Session, Source};
-use crate::error::{Error, Result};
+use crate::error::{CliError, Result};
 use crate::output::{fields, Style};
 use crate::sys::{isatty, EchoOff};
 
@@ -18,11 +18,11 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// The first line of stdin, without its line ending.
 fn stdin_line(what: &str) -> Result<String> {
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(|e| Error::io(format!("reading the {what} from stdin"), e))?;
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| CliError::io(format!("reading the {what} from stdin"), e))?;
     let line = line.strip_suffix('\n').unwrap_or(&line);
     let line = line.strip_suffix('\r').unwrap_or(line);
     if line.is_empty() {
-        return Err(Error::usage(format!("no {what} on stdin")));
+        return Err(CliError::usage(format!("no {what} on stdin")));
     }
     Ok(line.to_string())
 }
@@ -31,12 +31,12 @@ fn stdin_line(what: &str) -> Result<String> {
 fn prompt(label: &str, secret: bool) -> Result<String> {
     eprint!("{label}");
     let _ = std::io::stderr().flush();
-    let _echo = if secret { Some(EchoOff::stdin().map_err(|e| Error::io("turning off echo for the password prompt", e))?) } else { None };
+    let _echo = if secret { Some(EchoOff::stdin().map_err(|e| CliError::io("turning off echo for the password prompt", e))?) } else { None };
     let mut line = String::new();
-    let n = std::io::stdin().lock().read_line(&mut line).map_err(|e| Error::io("reading from the terminal", e))?;
+    let n = std::io::stdin().lock().read_line(&mut line).map_err(|e| CliError::io("reading from the terminal", e))?;
     if n == 0 {
         eprintln!();
-        return Err(Error::usage("no input"));
+        return Err(CliError::usage("no input"));
     }
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
@@ -83,7 +83,7 @@ pub fn login(ctx: &Ctx, a: LoginArgs) -> Result<()> {
     if let Some(key) = a.api_key {
         let key = if key == "-" { stdin_line("API key")? } else { key.trim().to_string() };
         if key.is_empty() {
-            return Err(Error::usage("the API key is empty"));
+            return Err(CliError::usage("the API key is empty"));
         }
         let session = Session { server: server.clone(), auth: Auth::ApiKey(key.clone()), source: Source::Env };
         let user = Api::new(session, None).get("/api/auth/me", &[])?;
@@ -109,27 +109,27 @@ pub fn login(ctx: &Ctx, a: LoginArgs) -> Result<()> {
                 (typed, _) => typed,
             }
         }
-        None => last_email.ok_or_else(|| Error::usage("--email is required (there is no terminal to ask on)"))?,
+        None => last_email.ok_or_else(|| CliError::usage("--email is required (there is no terminal to ask on)"))?,
     };
     let email = email.trim().to_string();
     if email.is_empty() {
-        return Err(Error::usage("the email is empty"));
+        return Err(CliError::usage("the email is empty"));
     }
     let password = if a.password_stdin {
         stdin_line("password")?
     } else if stdin_tty {
         prompt("Password: ", true)?
     } else {
-        return Err(Error::usage(
+        return Err(CliError::usage(
             "stdin is not a terminal, so the password cannot be prompted for: pipe it in with --password-stdin, or log in with --api-key",
         ));
     };
     if password.is_empty() {
-        return Err(Error::usage("the password is empty"));
+        return Err(CliError::usage("the password is empty"));
     }
     let v = post_anonymous(&server, "/api/auth/login", &json!({"email": email, "password": password}))?;
     let (Some(token), Some(refresh)) = (v["token"].as_str(), v["refresh_token"].as_str()) else {
-        return Err(Error::BadResponse { server, detail: "the login answer has no token".into() });
+        return Err(CliError::BadResponse { server, detail: "the login answer has no token".into() });
     };
     cfg = Config {
         server: Some(server.clone()),

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use super::Ctx;
 use crate::args::{runtime_for, FunctionFlags, FunctionsCommand};
 use crate::client::{seg, Api};
-use crate::error::{Error, Result};
+use crate::error::{CliError, Result};
 use crate::output::{age, bytes, fields, now_unix, table, timestamp, Cell, Style};
 
 /// Runs one `functions` subcommand.
@@ -33,8 +33,8 @@ fn not_found(name: &str) -> impl FnOnce() -> String + '_ {
 pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String, Value>> {
     let mut b = Map::new();
     if let Some(file) = &flags.file {
-        let bytes = std::fs::read(file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
-        let code = String::from_utf8(bytes).map_err(|_| Error::usage(format!("{} is not UTF-8 text", file.display())))?;
+        let bytes = std::fs::read(file).map_err(|e| CliError::io(format!("reading {}", file.display()), e))?;
+        let code = String::from_utf8(bytes).map_err(|_| CliError::usage(format!("{} is not UTF-8 text", file.display())))?;
         b.insert("code".into(), code.into());
     }
     let runtime = match (&flags.runtime, &flags.file) {
@@ -76,6 +76,11 @@ pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String,
     if let Some(n) = flags.max_retries {
         b.insert("max_retries".into(), n.into());
     }
+    if !flags.egress.is_empty() {
+        b.insert("egress".into(), flags.egress.clone().into());
+    } else if flags.no_egress {
+        b.insert("egress".into(), json!([]));
+    }
     if let Some(d) = &flags.description {
         b.insert("description".into(), d.clone().into());
     }
@@ -84,11 +89,11 @@ pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String,
 
 fn create_body(name: &str, flags: &FunctionFlags) -> Result<Map<String, Value>> {
     if flags.file.is_none() {
-        return Err(Error::usage("--file is required: the handler's source file"));
+        return Err(CliError::usage("--file is required: the handler's source file"));
     }
     let mut b = body_of(flags, true)?;
     if !b.contains_key("runtime") {
-        return Err(Error::usage("--runtime is required (python3.11 or nodejs20): it cannot be told from the file's extension"));
+        return Err(CliError::usage("--runtime is required (python3.11 or nodejs20): it cannot be told from the file's extension"));
     }
     b.insert("name".into(), name.into());
     Ok(b)
@@ -116,12 +121,12 @@ fn create(ctx: &Ctx, name: &str, flags: &FunctionFlags) -> Result<()> {
 
 fn deploy(ctx: &Ctx, name: &str, flags: &FunctionFlags) -> Result<()> {
     if flags.file.is_none() {
-        return Err(Error::usage("--file is required: the handler's source file"));
+        return Err(CliError::usage("--file is required: the handler's source file"));
     }
     let mut api = ctx.api()?;
     let existing = match api.get(&path(name), &[]) {
         Ok(f) => Some(f),
-        Err(Error::Api { status: 404, .. }) => None,
+        Err(CliError::Api { status: 404, .. }) => None,
         Err(e) => return Err(e),
     };
     let Some(old) = existing else {
@@ -236,6 +241,7 @@ fn get(ctx: &Ctx, name: &str, code_only: bool) -> Result<()> {
                 ("env", env),
                 ("schedule", f["schedule"].as_str().map_or("-".to_string(), |c| format!("{c} (UTC)"))),
                 ("max retries", f["max_retries"].as_u64().map_or("-".to_string(), |n| n.to_string())),
+                ("egress", egress_text(&f["egress"])),
                 ("code", format!("{lines} line{} (--code prints it)", if lines == 1 { "" } else { "s" })),
                 ("created", timestamp(&f["created_at"])),
                 ("updated", format!("{} ({})", timestamp(&f["updated_at"]), age(&f["updated_at"], now_unix()))),
@@ -246,13 +252,21 @@ fn get(ctx: &Ctx, name: &str, code_only: bool) -> Result<()> {
     Ok(())
 }
 
+/// A function's egress list as `functions get` shows it: the entries, or that it has none.
+fn egress_text(v: &Value) -> String {
+    match v.as_array() {
+        Some(items) if !items.is_empty() => items.iter().map(|e| e.as_str().unwrap_or("?")).collect::<Vec<_>>().join(" "),
+        _ => "- (no network)".into(),
+    }
+}
+
 fn update(ctx: &Ctx, name: &str, rename: Option<String>, flags: &FunctionFlags) -> Result<()> {
     let mut body = body_of(flags, false)?;
     if let Some(n) = rename {
         body.insert("name".into(), n.into());
     }
     if body.is_empty() {
-        return Err(Error::usage("nothing to change: give at least one flag, e.g. --file, --memory or --env"));
+        return Err(CliError::usage("nothing to change: give at least one flag, e.g. --file, --memory, --env or --egress"));
     }
     let mut api = ctx.api()?;
     let old = api.get(&path(name), &[]).map_err(|e| e.not_found_as(not_found(name)))?;
@@ -284,6 +298,12 @@ mod tests {
         assert_eq!(Value::Object(b), json!({"memory": 256, "route": null, "public": false, "schedule": null}));
         let flags = FunctionFlags { clear_env: true, ..Default::default() };
         assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"env": {}}));
+        let flags = FunctionFlags { egress: vec!["198.18.0.0/24".into(), "api.example.com:443".into()], ..Default::default() };
+        assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"egress": ["198.18.0.0/24", "api.example.com:443"]}));
+        let flags = FunctionFlags { no_egress: true, ..Default::default() };
+        assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"egress": []}));
+        assert_eq!(egress_text(&json!([])), "- (no network)");
+        assert_eq!(egress_text(&json!(["public", "x.test:80"])), "public x.test:80");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::Ctx;
 use crate::args::{data_source, read_event, InvokeArgs, LogsArgs};
 use crate::client::{seg, Api};
-use crate::error::{Error, Result};
+use crate::error::{CliError, Result};
 use crate::output::{duration, json_text, Out, Spinner, Style};
 use crate::sys::isatty;
 
@@ -46,7 +46,7 @@ pub fn invoke(ctx: &Ctx, a: InvokeArgs) -> Result<()> {
 }
 
 /// Prints a finished run: its logs on stderr if asked, then its output (or the record with
-/// `--json`); a failed run becomes [`Error::RunFailed`] (exit code 1).
+/// `--json`); a failed run becomes [`CliError::RunFailed`] (exit code 1).
 fn finish(ctx: &Ctx, record: &Value, print_logs: bool) -> Result<()> {
     if print_logs {
         let logs = record["logs"].as_str().unwrap_or("");
@@ -78,7 +78,7 @@ fn finish(ctx: &Ctx, record: &Value, print_logs: bool) -> Result<()> {
     }
     if failed {
         let e = &record["error"];
-        return Err(Error::RunFailed {
+        return Err(CliError::RunFailed {
             kind: e["type"].as_str().unwrap_or("Error").to_string(),
             message: e["message"].as_str().unwrap_or("the run failed").to_string(),
             stack: e["stack"].as_str().filter(|s| !s.trim().is_empty()).map(str::to_string),
@@ -123,7 +123,7 @@ fn follow(out: &Out, api: &mut Api, id: &str, w: &mut dyn Write, json: bool) -> 
         .stream(&format!("/api/executions/{}/logs", seg(id)), &[("follow", "true".to_string())])
         .map_err(|e| e.not_found_as(|| format!("execution {id:?} not found; see `voltrun executions list`")))?;
     let server = api.server().to_string();
-    let broken = |detail: String| Error::Unreachable { server: server.clone(), detail };
+    let broken = |detail: String| CliError::Unreachable { server: server.clone(), detail };
     let mut ends_with_newline = true;
     for ev in stream {
         let ev = ev.map_err(|e| broken(format!("the log stream broke ({e})")))?;

@@ -168,6 +168,26 @@ fn concurrent_registrations_cannot_exhaust_server_memory() {
     assert_eq!(s.anon().get("/health").0, 200);
 }
 
+/// Every password hash left its 19 MiB argon2 buffer resident (glibc's dynamic mmap threshold
+/// rose to 19 MiB after the first free; later buffers came from the heap, where small
+/// allocations split them): each registration grew the server by ~19 MiB for good, and a
+/// concurrent flood by ~300 MiB.
+#[test]
+fn password_hashes_do_not_stay_resident() {
+    let s = Server::start_with(&temp_dir("hashrss"), &["--hash-concurrency", "2"], true);
+    let tag = std::process::id();
+    // Warm up: the first registration allocates the server's lasting per-user structures.
+    assert_eq!(register_from(&s, Ipv4Addr::new(127, 0, 13, 1), &format!("hr0-{tag}@example.com"), &[]).status, 201);
+    let (before, _) = memory_of(s.pid());
+    for i in 1..=8u8 {
+        let a = register_from(&s, Ipv4Addr::new(127, 0, 13, i + 1), &format!("hr{i}-{tag}@example.com"), &[]);
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    let (after, _) = memory_of(s.pid());
+    let grown = after.saturating_sub(before);
+    assert!(grown < 40 * MB, "8 sequential registrations left {} MB more resident", grown / MB);
+}
+
 /// Registration had no per-address limit.
 #[test]
 fn registrations_are_rate_limited_per_address_whatever_forwarding_headers_say() {

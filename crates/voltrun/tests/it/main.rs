@@ -21,3 +21,4 @@ mod hardening_quotas;
 mod hardening_review;
 mod hardening_instance;
 mod openapi;
+mod egress_api;
