@@ -1,7 +1,8 @@
 //! Builds the dashboard (`web/`, Vite + React) into `web/dist` when it is missing or older
 //! than its sources, so that a fresh clone's `cargo build` embeds a current UI:
 //! `npm ci` when `web/node_modules` is missing (or older than the lock file), then
-//! `npm run build`. The folder to embed is passed on as `VOLTRUN_WEB_DIST`.
+//! `npm run build` (which first generates `web/src/api-types.ts` from the committed
+//! `web/openapi.json`, the document `voltrun openapi` prints). The folder to embed is passed on as `VOLTRUN_WEB_DIST`.
 //!
 //! `VOLTRUN_WEB_SKIP_BUILD=1` never runs npm: it embeds `web/dist` as it is, or a placeholder
 //! page when there is none (for machines without Node.js).
@@ -13,7 +14,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 /// What the build reads, relative to `web/`.
-const SOURCES: &[&str] = &["src", "public", "index.html", "package.json", "package-lock.json", "vite.config.ts", "tsconfig.json"];
+const SOURCES: &[&str] = &["src", "public", "index.html", "package.json", "package-lock.json", "vite.config.ts", "tsconfig.json", "openapi.json"];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));

@@ -10,107 +10,43 @@
 // shared by all tabs of the origin, and a tab refreshes only after the previous one's new
 // cookie is stored. Logging in or out is told to the other tabs on a BroadcastChannel.
 
-export interface User {
-  id: string;
-  email: string;
-  name: string;
-  created_at: string;
-}
+// The API's types are generated from the server's OpenAPI document (web/openapi.json, which
+// `voltrun openapi` prints and a test keeps current) into ./api-types.ts by openapi-typescript
+// at every build; these are the names the dashboard uses for them.
+import type { components } from './api-types';
+
+type Schemas = components['schemas'];
+
+export type User = Schemas['UserView'];
 
 export interface Session {
   token: string;
   user: User | null;
 }
 
-export type Runtime = 'nodejs20' | 'python3.11';
+export type Runtime = Schemas['Runtime'];
 
-export interface Fn {
-  id: string;
-  name: string;
-  description: string;
-  runtime: Runtime;
-  code: string;
-  handler: string;
-  memory: number;
-  timeout: number;
-  env: Record<string, string>;
-  route: string | null;
-  public: boolean;
-  /** Where the function may connect (SPEC §11), canonical entries; empty: no network. */
-  egress: string[];
-  version: number;
-  created_at: string;
-  updated_at: string;
-}
+export type Fn = Schemas['Function'];
 
 /** A function as `GET /api/functions` lists it: no code (the function's own GET has it), its size. */
-export type FnSummary = Omit<Fn, 'code'> & { code_bytes: number };
+export type FnSummary = Schemas['FunctionSummary'];
 
-export type Status = 'pending' | 'running' | 'success' | 'failed';
+export type Status = Schemas['ExecutionStatus'];
 
-export interface ExecError {
-  type: string;
-  message: string;
-  stack: string | null;
-}
+export type ExecError = Schemas['ExecError'];
 
-export interface Execution {
-  id: string;
-  function_id: string;
-  function_name: string;
-  function_version: number;
-  status: Status;
-  trigger: string;
-  input: unknown;
-  output: unknown;
-  error: ExecError | null;
-  logs: string;
-  logs_truncated: boolean;
-  duration_ms: number | null;
-  attempts?: number;
-  created_at: string;
-  started_at: string | null;
-  finished_at: string | null;
-}
+export type Execution = Schemas['Execution'];
 
-export interface ApiKey {
-  id: string;
-  name: string;
-  prefix: string;
-  created_at: string;
-  expires_at: string | null;
-  last_used_at: string | null;
-  key?: string;
-}
+export type ApiKey = Schemas['KeyView'];
 
-export interface Page<T> {
-  items: T[];
-  next_cursor: string | null;
-}
+/** One page of a list (`Paged_*` in the document, one schema per item type). */
+export type Page<T> = Omit<Schemas['Paged_Execution'], 'items'> & { items: T[] };
 
-export interface HourBucket {
-  hour: string;
-  invocations: number;
-  errors: number;
-  avg_duration_ms: number | null;
-}
+export type HourBucket = Schemas['HourBucket'];
 
-export interface Dashboard {
-  functions: number;
-  executions_total: number;
-  last_24h: { invocations: number; success: number; failed: number; success_rate: number | null };
-  duration_ms: { p50: number | null; p95: number | null; p99: number | null };
-  hourly: HourBucket[];
-  recent: Execution[];
-  generated_at: string;
-}
+export type Dashboard = Schemas['Dashboard'];
 
-export interface RuntimeInfo {
-  id: Runtime;
-  language: string;
-  version: string;
-  available: boolean;
-}
+export type RuntimeInfo = Schemas['RuntimeInfo'];
 
 /** An error answered by the API (or a network failure, with status 0). */
 export class ApiError extends Error {

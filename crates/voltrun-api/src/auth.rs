@@ -14,12 +14,13 @@ use argon2::Argon2;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use voltrun_core::{id, time};
@@ -28,6 +29,7 @@ use voltrun_store::User;
 use crate::error::{error_body, ApiError, ApiResult};
 use crate::extract::{parse_json, Body, Caller, Json};
 use crate::hashpool::{HashPool, HashPoolConfig, PoolError};
+use crate::openapi::ErrorBody;
 use crate::AppState;
 
 /// Lifetime of an access token.
@@ -46,40 +48,78 @@ pub const MAX_AUTH_BODY: usize = 16 * 1024;
 const JWT_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"; // {"alg":"HS256","typ":"JWT"}
 
 /// Routes under `/api/auth`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/register", post(register))
-        .route("/login", post(login))
-        .route("/refresh", post(refresh))
-        .route("/logout", post(logout))
-        .route("/me", get(me))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(me))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_AUTH_BODY))
 }
 
-#[derive(Deserialize)]
+/// `POST /api/auth/register` body.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterBody {
+    /// At most 254 characters.
     email: String,
+    /// 8 characters to 1024 bytes.
     password: String,
+    /// At most 100 characters.
     #[serde(default)]
     name: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `POST /api/auth/login` body.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     email: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+/// `POST /api/auth/refresh` and `/logout` body (API clients; the dashboard sends none and
+/// uses the cookie).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshBody {
     refresh_token: String,
 }
 
+/// An account, as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView { id: u.id.clone(), email: u.email.clone(), name: u.name.clone(), created_at: u.created_at.clone() }
+    }
+}
+
+/// The answer of register, login and refresh (built by `issue_tokens`, `with_user` and
+/// `session_response`).
+#[derive(Serialize, ToSchema)]
+pub struct SessionTokens {
+    /// The access token (HS256 JWT) for `Authorization: Bearer`.
+    pub token: String,
+    /// The single-use refresh token; absent with the cookie session (it is in the cookie).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Seconds the access token is valid.
+    pub expires_in: i64,
+    /// The account: register and login only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserView>,
+}
+
 fn user_json(u: &User) -> Value {
-    json!({"id": u.id, "email": u.email, "name": u.name, "created_at": u.created_at})
+    serde_json::to_value(UserView::from(u)).expect("a user serialises")
 }
 
 fn valid_email(e: &str) -> bool {
@@ -108,6 +148,16 @@ fn throttled(what: &str, retry_after_s: u64) -> ApiError {
     ApiError::Throttled { message: format!("too many {what}; try again later"), retry_after_s }
 }
 
+/// Create an account.
+///
+/// Logs it in: the answer holds the tokens and the user.
+#[utoipa::path(post, path = "/register", tag = "auth", operation_id = "register", params(("X-VoltRun-Session" = Option<String>, Header, description = "`cookie`: the refresh token travels in an HttpOnly cookie instead of the body (the dashboard)")), request_body = RegisterBody,
+    responses(
+        (status = 201, description = "The new account's session", body = SessionTokens),
+        (status = 409, description = "An account with this email exists", body = ErrorBody),
+        (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
+        (status = 429, description = "`throttled`: too many registrations from this address", body = ErrorBody),
+    ))]
 async fn register(State(st): State<AppState>, headers: HeaderMap, Json(b): Json<RegisterBody>) -> ApiResult<Response> {
     check_credential_sizes(&b.email, &b.password)?;
     let email = b.email.trim().to_lowercase();
@@ -142,6 +192,14 @@ fn with_user(mut tokens: Value, u: &User) -> Value {
     tokens
 }
 
+/// Log in.
+#[utoipa::path(post, path = "/login", tag = "auth", operation_id = "login", params(("X-VoltRun-Session" = Option<String>, Header, description = "`cookie`: the refresh token travels in an HttpOnly cookie instead of the body (the dashboard)")), request_body = LoginBody,
+    responses(
+        (status = 200, description = "The session", body = SessionTokens),
+        (status = 401, description = "Invalid email or password", body = ErrorBody),
+        (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
+        (status = 429, description = "`throttled`: too many login attempts", body = ErrorBody),
+    ))]
 async fn login(State(st): State<AppState>, headers: HeaderMap, Json(b): Json<LoginBody>) -> ApiResult<Response> {
     check_credential_sizes(&b.email, &b.password)?;
     let email = b.email.trim().to_lowercase();
@@ -175,6 +233,18 @@ async fn login(State(st): State<AppState>, headers: HeaderMap, Json(b): Json<Log
     }
 }
 
+/// Rotate a refresh token.
+///
+/// `{refresh_token}` in the body, or with `X-VoltRun-Session: cookie` the cookie session
+/// (from the dashboard's own origin only). A spent token revokes its whole family.
+#[utoipa::path(post, path = "/refresh", tag = "auth", operation_id = "refresh", params(("X-VoltRun-Session" = Option<String>, Header, description = "`cookie`: the refresh token travels in an HttpOnly cookie instead of the body (the dashboard)")),
+    request_body(content = Option<RefreshBody>, description = "API clients: the refresh token; the cookie session sends no body", content_type = "application/json"),
+    responses(
+        (status = 200, description = "A new access token and refresh token (no `user`)", body = SessionTokens),
+        (status = 204, description = "Cookie session: there is no session to restore"),
+        (status = 401, description = "Invalid, spent or expired refresh token, or a planted session cookie", body = ErrorBody),
+        (status = 403, description = "`cross_origin`: the cookie session from another origin", body = ErrorBody),
+    ))]
 async fn refresh(State(st): State<AppState>, headers: HeaderMap, Body(body): Body) -> ApiResult<Response> {
     let token = if cookie_mode(&headers) {
         if let Err(why) = same_origin(&headers) {
@@ -202,9 +272,17 @@ async fn refresh(State(st): State<AppState>, headers: HeaderMap, Body(body): Bod
     }
 }
 
+/// Log out.
+///
 /// `POST /api/auth/logout`: revokes the refresh family of the session cookie (dashboard, with
 /// `X-VoltRun-Session: cookie`) or of the body's `refresh_token` (API clients), and clears the
 /// cookie. 204 even when there was nothing to revoke.
+#[utoipa::path(post, path = "/logout", tag = "auth", operation_id = "logout", params(("X-VoltRun-Session" = Option<String>, Header, description = "`cookie`: the refresh token travels in an HttpOnly cookie instead of the body (the dashboard)")),
+    request_body(content = Option<RefreshBody>, description = "API clients: the refresh token; the cookie session sends no body", content_type = "application/json"),
+    responses(
+        (status = 204, description = "Revoked (also when there was nothing to revoke); the cookie is cleared"),
+        (status = 403, description = "`cross_origin`: the cookie session from another origin", body = ErrorBody),
+    ))]
 async fn logout(State(st): State<AppState>, headers: HeaderMap, Body(body): Body) -> ApiResult<Response> {
     let token = if cookie_mode(&headers) {
         if let Err(why) = same_origin(&headers) {
@@ -353,9 +431,12 @@ fn without_cookie(mut resp: Response) -> Response {
     resp
 }
 
-async fn me(State(st): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Value>> {
+/// The current user.
+#[utoipa::path(get, path = "/me", tag = "auth", operation_id = "me", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "The caller's account", body = UserView), (status = 404, description = "The account is gone", body = ErrorBody)))]
+async fn me(State(st): State<AppState>, caller: Caller) -> ApiResult<axum::Json<UserView>> {
     let u = st.store.user_by_id(&caller.user_id).await?.ok_or(ApiError::NotFound("user"))?;
-    Ok(axum::Json(user_json(&u)))
+    Ok(axum::Json(UserView::from(&u)))
 }
 
 /// A new access token and a new refresh token (in `family`, or a new family).

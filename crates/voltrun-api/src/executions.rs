@@ -7,9 +7,10 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 use voltrun_core::{Execution, ExecutionStatus, Trigger};
@@ -17,25 +18,35 @@ use voltrun_engine::{Engine, LogStreamSlot};
 use voltrun_store::{Dialect, ExecutionFilter};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{page_of, Caller, Query};
+use crate::extract::{page_of, Caller, Paged, Query};
+use crate::openapi::ErrorBody;
 use crate::AppState;
 
 /// Routes under `/api/executions`.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/", get(list)).route("/{id}", get(read)).route("/{id}/logs", get(logs))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(read)).routes(routes!(logs))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this function's runs (its id or name).
     function_id: Option<String>,
+    /// `pending`, `running`, `success` or `failed`.
     status: Option<String>,
+    /// `api`, `async`, `http`, `schedule` or `test`.
     trigger: Option<String>,
+    /// Items per page: 1 to 500 (default 50).
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-async fn list(State(st): State<AppState>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<axum::Json<Value>> {
+/// List your executions, newest first.
+#[utoipa::path(get, path = "/", tag = "executions", operation_id = "list_executions", security(("bearer" = []), ("apiKey" = [])), params(ListQuery),
+    responses((status = 200, description = "A page of executions", body = Paged<Execution>)))]
+async fn list(State(st): State<AppState>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<axum::Json<Paged<Execution>>> {
     let (limit, before) = crate::extract::Page { limit: q.limit, cursor: q.cursor }.resolve()?;
     let status = q
         .status
@@ -62,21 +73,50 @@ async fn owned(st: &AppState, caller: &Caller, id: &str) -> ApiResult<Execution>
     st.store.get_execution(&caller.user_id, id).await?.ok_or(ApiError::NotFound("execution"))
 }
 
+/// One execution record.
+#[utoipa::path(get, path = "/{id}", tag = "executions", operation_id = "get_execution", security(("bearer" = []), ("apiKey" = [])), params(("id" = String, Path, description = "The execution's id")),
+    responses((status = 200, description = "The execution", body = Execution), (status = 404, description = "No such execution of yours", body = ErrorBody)))]
 async fn read(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<axum::Json<Execution>> {
-    Ok(axum::Json(owned(&st, &caller, &id).await?))
+    let exec = owned(&st, &caller, &id).await?;
+    crate::record_execution(&exec.id);
+    Ok(axum::Json(exec))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LogsQuery {
+    /// `true` (or `1`, or empty): stream the log as Server-Sent Events until the run ends.
     follow: Option<String>,
 }
 
+/// `GET /api/executions/{id}/logs` without `?follow`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Logs {
+    /// Everything the run wrote (stdout and stderr), capped.
+    pub logs: String,
+    /// True when the log was cut at the cap.
+    pub truncated: bool,
+}
+
+/// A run's log.
+///
+/// `?follow=true` streams it as Server-Sent Events: `log` events (`{"text"}`) as the run
+/// writes, `lagged` (`{"missed_chunks"}`) when this reader fell behind, and one `end` event
+/// (`{"status", "logs_truncated"}`) when it is over.
+#[utoipa::path(get, path = "/{id}/logs", tag = "executions", operation_id = "get_execution_logs", security(("bearer" = []), ("apiKey" = [])), params(("id" = String, Path, description = "The execution's id"), LogsQuery),
+    responses(
+        (status = 200, description = "The log (JSON), or with ?follow=true an event stream",
+            content((Logs = "application/json"), (String = "text/event-stream"))),
+        (status = 404, description = "No such execution of yours", body = ErrorBody),
+        (status = 429, description = "`throttled`: too many open log streams for this account", body = ErrorBody),
+    ))]
 async fn logs(State(st): State<AppState>, caller: Caller, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> ApiResult<Response> {
     let exec = owned(&st, &caller, &id).await?;
+    crate::record_execution(&exec.id);
     let follow = matches!(q.follow.as_deref(), Some("true") | Some("1") | Some(""));
     if !follow {
-        return Ok(axum::Json(json!({"logs": exec.logs, "truncated": exec.logs_truncated})).into_response());
+        return Ok(axum::Json(Logs { logs: exec.logs, truncated: exec.logs_truncated }).into_response());
     }
     let slot = st.log_streams.open(&caller.user_id, &st.engine).ok_or_else(|| ApiError::Throttled {
         message: format!("too many open log streams for this account (at most {}); close one first", st.log_streams.per_user),

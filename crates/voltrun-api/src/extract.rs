@@ -76,9 +76,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 }
 
 /// `?limit=&cursor=` of every list.
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// Items per page: 1 to 500 (default 50).
     pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
@@ -112,10 +115,19 @@ fn decode_cursor(c: &str) -> Option<String> {
     (s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(s)
 }
 
-/// Wraps a page of items as `{items, next_cursor}`: a cursor only when the page is full.
-pub fn page_of<T: serde::Serialize>(items: Vec<T>, limit: i64, id_of: impl Fn(&T) -> &str) -> serde_json::Value {
-    let next = (items.len() as i64 == limit).then(|| items.last().map(|i| encode_cursor(id_of(i)))).flatten();
-    serde_json::json!({"items": items, "next_cursor": next})
+/// One page of a list: `{items, next_cursor}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    /// Pass as `?cursor=` for the next page; null on the last page.
+    #[schema(required)]
+    pub next_cursor: Option<String>,
+}
+
+/// Wraps a page of items: a cursor only when the page is full.
+pub fn page_of<T: serde::Serialize>(items: Vec<T>, limit: i64, id_of: impl Fn(&T) -> &str) -> Paged<T> {
+    let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|i| encode_cursor(id_of(i)))).flatten();
+    Paged { items, next_cursor }
 }
 
 /// The authenticated caller: a user id from an access token or an API key.

@@ -3,24 +3,26 @@
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde_json::Value;
-use voltrun_core::{id, time, Function, FunctionPatch, NewFunction, Trigger};
+use voltrun_core::{id, time, Execution, Function, FunctionPatch, NewFunction, Trigger};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{page_of, parse_json, Body, Caller, Json, Page, Query};
+use crate::extract::{page_of, parse_json, Body, Caller, Json, Page, Paged, Query};
+use crate::openapi::ErrorBody;
 use crate::AppState;
 
 /// Routes under `/api/functions`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(list).post(create))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
         // A function may be called `test`: its id-or-name routes still reach it here.
-        .route("/test", post(test).get(read_test).put(update_test).delete(remove_test))
-        .route("/{id}", get(read).put(update).delete(remove))
-        .route("/{id}/execute", post(execute))
+        .routes(routes!(test, read_test, update_test, remove_test))
+        .routes(routes!(read, update, remove))
+        .routes(routes!(execute))
 }
 
 /// One of the caller's functions by id or name, or 404.
@@ -28,36 +30,76 @@ pub async fn owned(st: &AppState, caller: &Caller, id_or_name: &str) -> ApiResul
     st.store.get_function(&caller.user_id, id_or_name).await?.ok_or(ApiError::NotFound("function"))
 }
 
-/// A page of the caller's functions without their code (`code_bytes` says how much there
-/// is): `GET /api/functions/{id}` has it.
-async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<Page>) -> ApiResult<axum::Json<Value>> {
+/// List your functions.
+///
+/// A page of the caller's functions, newest first, without their code (`code_bytes` says how
+/// much there is): `GET /api/functions/{id}` has it.
+#[utoipa::path(get, path = "/", tag = "functions", operation_id = "list_functions", security(("bearer" = []), ("apiKey" = [])), params(Page),
+    responses((status = 200, description = "A page of functions", body = Paged<voltrun_core::FunctionSummary>)))]
+async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<Page>) -> ApiResult<axum::Json<Paged<voltrun_core::FunctionSummary>>> {
     let (limit, before) = p.resolve()?;
     let items = st.store.list_functions(&caller.user_id, before.as_deref(), limit).await?;
     Ok(axum::Json(page_of(items, limit, |f| &f.id)))
 }
 
+/// Create a function.
+#[utoipa::path(post, path = "/", tag = "functions", operation_id = "create_function", security(("bearer" = []), ("apiKey" = [])), request_body = NewFunction,
+    responses(
+        (status = 201, description = "The new function", body = Function),
+        (status = 409, description = "`conflict`: the name or route is taken; `quota_exceeded`: past the account's function or code-size quota", body = ErrorBody),
+        (status = 413, description = "The code or another field is too large", body = ErrorBody),
+    ))]
 async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewFunction>) -> ApiResult<(StatusCode, axum::Json<Function>)> {
     let f = b.into_function(id::new_id("fn_"), caller.user_id, time::now())?;
     st.store.insert_function(&f, &st.quotas).await?;
     Ok((StatusCode::CREATED, axum::Json(f)))
 }
 
+/// The function named `test`.
+///
+/// `GET /api/functions/{id}` with `test` as the name (the path is taken by test runs).
+#[utoipa::path(get, path = "/test", tag = "functions", operation_id = "get_function_named_test", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "The function", body = Function), (status = 404, description = "No function named test", body = ErrorBody)))]
 async fn read_test(st: State<AppState>, caller: Caller) -> ApiResult<axum::Json<Function>> {
     read(st, caller, Path("test".into())).await
 }
 
+/// Update the function named `test`.
+#[utoipa::path(put, path = "/test", tag = "functions", operation_id = "update_function_named_test", security(("bearer" = []), ("apiKey" = [])), request_body = FunctionPatch,
+    responses(
+        (status = 200, description = "The updated function", body = Function),
+        (status = 404, description = "No function named test", body = ErrorBody),
+        (status = 409, description = "Changed by another request, a name or route taken, or past a quota", body = ErrorBody),
+    ))]
 async fn update_test(st: State<AppState>, caller: Caller, patch: Json<FunctionPatch>) -> ApiResult<axum::Json<Function>> {
     update(st, caller, Path("test".into()), patch).await
 }
 
+/// Delete the function named `test`.
+#[utoipa::path(delete, path = "/test", tag = "functions", operation_id = "delete_function_named_test", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No function named test", body = ErrorBody)))]
 async fn remove_test(st: State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
     remove(st, caller, Path("test".into())).await
 }
 
+/// One function, by id or name, with its code.
+#[utoipa::path(get, path = "/{id}", tag = "functions", operation_id = "get_function", security(("bearer" = []), ("apiKey" = [])), params(("id" = String, Path, description = "The function's id or name")),
+    responses((status = 200, description = "The function", body = Function), (status = 404, description = "No such function of yours", body = ErrorBody)))]
 async fn read(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<axum::Json<Function>> {
     Ok(axum::Json(owned(&st, &caller, &id).await?))
 }
 
+/// Update any subset of a function's fields.
+///
+/// `description`, `route` and `schedule` may be `null` to clear them. Bumps `version` when
+/// anything changed.
+#[utoipa::path(put, path = "/{id}", tag = "functions", operation_id = "update_function", security(("bearer" = []), ("apiKey" = [])), params(("id" = String, Path, description = "The function's id or name")), request_body = FunctionPatch,
+    responses(
+        (status = 200, description = "The updated function", body = Function),
+        (status = 404, description = "No such function of yours", body = ErrorBody),
+        (status = 409, description = "Changed by another request, a name or route taken, or past a quota", body = ErrorBody),
+        (status = 413, description = "The code or another field is too large", body = ErrorBody),
+    ))]
 async fn update(State(st): State<AppState>, caller: Caller, Path(id): Path<String>, Json(patch): Json<FunctionPatch>) -> ApiResult<axum::Json<Function>> {
     let old = owned(&st, &caller, &id).await?;
     let (new, changed) = patch.apply(&old, time::now())?;
@@ -70,6 +112,9 @@ async fn update(State(st): State<AppState>, caller: Caller, Path(id): Path<Strin
     Ok(axum::Json(new))
 }
 
+/// Delete a function.
+#[utoipa::path(delete, path = "/{id}", tag = "functions", operation_id = "delete_function", security(("bearer" = []), ("apiKey" = [])), params(("id" = String, Path, description = "The function's id or name")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such function of yours", body = ErrorBody)))]
 async fn remove(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let f = owned(&st, &caller, &id).await?;
     st.store.delete_function(&caller.user_id, &f.id).await?;
@@ -77,9 +122,12 @@ async fn remove(State(st): State<AppState>, caller: Caller, Path(id): Path<Strin
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ExecuteQuery {
+    /// `true` (or `1`, or empty) queues the run and answers 202 at once; `false` (default)
+    /// waits for the result.
     #[serde(default, rename = "async")]
     is_async: Option<String>,
 }
@@ -129,6 +177,22 @@ pub fn idempotency_key(headers: &axum::http::HeaderMap) -> ApiResult<Option<Stri
     }
 }
 
+/// Run a function with the request body as its event.
+///
+/// Synchronous by default (200 with the finished execution); `?async=true` queues it (202,
+/// `Location: /api/executions/{id}`). An empty body is the event `{}`.
+#[utoipa::path(post, path = "/{id}/execute", tag = "functions", operation_id = "execute_function", security(("bearer" = []), ("apiKey" = [])),
+    params(("id" = String, Path, description = "The function's id or name"), ExecuteQuery, ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the same key returns the first run")),
+    request_body(content = Option<serde_json::Value>, description = "The event: any JSON (nested at most 100 levels); empty means {}", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The finished execution (success or failed)", body = Execution),
+        (status = 202, description = "Queued: the pending execution", body = Execution,
+            headers(("Location" = String, description = "/api/executions/{id} of the run"))),
+        (status = 404, description = "No such function of yours", body = ErrorBody),
+        (status = 413, description = "The body is larger than 6 MiB", body = ErrorBody),
+        (status = 429, description = "`throttled`: past the invocation rate or concurrency of the account (see Retry-After)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
 async fn execute(
     State(st): State<AppState>,
     caller: Caller,
@@ -148,14 +212,17 @@ async fn execute(
     check_invoke_rate(&st, &caller.user_id)?;
     if is_async {
         let (exec, _new) = st.engine.enqueue(&f, event, key).await?;
+        crate::record_execution(&exec.id);
         let location = format!("/api/executions/{}", exec.id);
         return Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(exec)).into_response());
     }
     let exec = st.engine.execute(&f, Trigger::Api, event, key).await?;
+    crate::record_execution(&exec.id);
     Ok(axum::Json(exec).into_response())
 }
 
-#[derive(Deserialize)]
+/// `POST /api/functions/test` body: unsaved code and the event to run it with once.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TestBody {
     runtime: String,
@@ -175,6 +242,15 @@ struct TestBody {
     egress: Vec<String>,
 }
 
+/// Run unsaved code once.
+///
+/// Nothing is stored but the execution record (trigger `test`).
+#[utoipa::path(post, path = "/test", tag = "functions", operation_id = "test_function", security(("bearer" = []), ("apiKey" = [])), request_body = TestBody,
+    responses(
+        (status = 200, description = "The finished test execution", body = Execution),
+        (status = 413, description = "The code or event is too large", body = ErrorBody),
+        (status = 429, description = "`throttled`: past the invocation rate or the test-run slots", body = ErrorBody),
+    ))]
 async fn test(State(st): State<AppState>, caller: Caller, Json(b): Json<TestBody>) -> ApiResult<axum::Json<Value>> {
     let draft = NewFunction {
         name: "test".into(),
@@ -195,5 +271,6 @@ async fn test(State(st): State<AppState>, caller: Caller, Json(b): Json<TestBody
     check_invoke_rate(&st, &caller.user_id)?;
     let event = check_depth(b.event.unwrap_or(Value::Object(Default::default())))?;
     let exec = st.engine.test_run(&f, event).await?;
+    crate::record_execution(&exec.id);
     Ok(axum::Json(serde_json::to_value(exec).expect("an execution serialises")))
 }

@@ -3,16 +3,16 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::Router;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use voltrun_core::{id, time};
 use voltrun_store::{ApiKey, KeyOwner};
 
 use crate::auth::{random_token, sha256_hex};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, Json};
+use crate::extract::{Caller, Json, Paged};
+use crate::openapi::ErrorBody;
 use crate::AppState;
 
 /// Every API key starts with this, so scanners and people can tell what it is.
@@ -21,28 +21,67 @@ pub const KEY_PREFIX: &str = "vr_";
 const VISIBLE: usize = 11;
 
 /// Routes under `/api/keys`.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/", get(list).post(create)).route("/{id}", delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(remove))
 }
 
-#[derive(Deserialize)]
+/// `POST /api/keys` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewKey {
+    /// 1 to 100 characters, no control characters.
     name: String,
+    /// 1 to 3650; no expiry when left out.
     #[serde(default)]
     expires_in_days: Option<u32>,
 }
 
-fn key_json(k: &ApiKey) -> Value {
-    json!({"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at, "expires_at": k.expires_at, "last_used_at": k.last_used_at})
+/// An API key as lists show it: never the key itself.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the key (`vr_` and a few more), to tell keys apart.
+    pub prefix: String,
+    pub created_at: String,
+    #[schema(required)]
+    pub expires_at: Option<String>,
+    #[schema(required)]
+    pub last_used_at: Option<String>,
+    /// The key itself: only in the answer to its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
-async fn list(State(st): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Value>> {
+fn key_view(k: &ApiKey) -> KeyView {
+    KeyView {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        prefix: k.prefix.clone(),
+        created_at: k.created_at.clone(),
+        expires_at: k.expires_at.clone(),
+        last_used_at: k.last_used_at.clone(),
+        key: None,
+    }
+}
+
+/// List your API keys (never the key itself).
+#[utoipa::path(get, path = "/", tag = "keys", operation_id = "list_keys", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "Every key of the account (one page, `next_cursor` null)", body = Paged<KeyView>)))]
+async fn list(State(st): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Paged<KeyView>>> {
     let keys = st.store.list_api_keys(&caller.user_id).await?;
-    Ok(axum::Json(json!({"items": keys.iter().map(key_json).collect::<Vec<_>>(), "next_cursor": null})))
+    Ok(axum::Json(Paged { items: keys.iter().map(key_view).collect(), next_cursor: None }))
 }
 
-async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewKey>) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+/// Create an API key.
+///
+/// The answer is the only time the key is shown.
+#[utoipa::path(post, path = "/", tag = "keys", operation_id = "create_key", security(("bearer" = []), ("apiKey" = [])), request_body = NewKey,
+    responses(
+        (status = 201, description = "The new key, with `key`", body = KeyView),
+        (status = 409, description = "`quota_exceeded`: past the account's key quota", body = ErrorBody),
+    ))]
+async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewKey>) -> ApiResult<(StatusCode, axum::Json<KeyView>)> {
     let name = b.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::bad("validation_failed", "name: 1 to 100 characters, no control characters"));
@@ -60,11 +99,14 @@ async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewKey
         last_used_at: None,
     };
     st.store.insert_api_key(&caller.user_id, &key, &sha256_hex(&secret), st.quotas.api_keys).await?;
-    let mut body = key_json(&key);
-    body["key"] = json!(secret);
+    let body = KeyView { key: Some(secret), ..key_view(&key) };
     Ok((StatusCode::CREATED, axum::Json(body)))
 }
 
+/// Revoke an API key, at once.
+#[utoipa::path(delete, path = "/{id}", tag = "keys", operation_id = "delete_key", security(("bearer" = []), ("apiKey" = [])),
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 204, description = "Revoked"), (status = 404, description = "No such key of yours", body = ErrorBody)))]
 async fn remove(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     if st.store.delete_api_key(&caller.user_id, &id).await? {
         Ok(StatusCode::NO_CONTENT)

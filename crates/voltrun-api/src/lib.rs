@@ -10,8 +10,10 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use tracing::Instrument;
 use voltrun_engine::Engine;
 use voltrun_store::Store;
 
@@ -23,6 +25,7 @@ pub mod functions;
 pub mod hashpool;
 pub mod keys;
 pub mod listener;
+pub mod openapi;
 pub mod ratelimit;
 pub mod sys;
 pub mod system;
@@ -122,28 +125,65 @@ async fn stamp_peer(mut req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// Runs every request in a `request` span with its method, path and a request id, and the
+/// execution id once a handler knows one ([`record_execution`]), so every event logged while
+/// the request is served (and the `answered` event at debug level) carries them.
+async fn request_span(req: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = %voltrun_core::id::new_id("req_"),
+        execution_id = tracing::field::Empty,
+    );
+    async move {
+        let resp = next.run(req).await;
+        tracing::debug!(status = resp.status().as_u16(), "answered");
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+/// Records the execution a request is about in its `request` span.
+pub fn record_execution(id: &str) {
+    tracing::Span::current().record("execution_id", tracing::field::display(id));
+}
+
 /// Anything no route matched: a browser navigating to a page gets the dashboard (which has
 /// its own "not found"); every other request gets the JSON 404.
 async fn not_found(req: Request) -> Response {
     voltrun_web::page(&req).unwrap_or_else(|| error::ApiError::NotFound("route").into_response())
 }
 
-/// Every route of the API.
-pub fn app(state: AppState) -> Router {
-    let api = Router::new()
+/// Every route of the API with its OpenAPI description: each handler is registered with
+/// `routes!`, which adds the route and its documented operation together (openapi.rs). A
+/// route added here any other way is missing from the document, and a test says so.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::new()
         .nest("/auth", auth::router())
         .nest("/functions", functions::router())
         .nest("/executions", executions::router())
         .nest("/keys", keys::router())
         .nest("/execute", trigger::router())
-        .route("/runtimes", get(system::runtimes))
-        .route("/dashboard", get(system::dashboard))
-        .route("/openapi.json", get(system::openapi));
-    Router::new()
-        .route("/health", get(system::health))
-        .route("/metrics", get(system::metrics))
+        .routes(routes!(system::runtimes))
+        .routes(routes!(system::dashboard))
+        .routes(routes!(openapi::serve));
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(system::health))
+        .routes(routes!(system::metrics))
         .nest("/api", api)
-        .merge(voltrun_web::router())
+}
+
+/// Every route the server answers, before state and layers: the API's and the dashboard's.
+pub fn routes() -> Router<AppState> {
+    let (api, _doc) = api_routes().split_for_parts();
+    api.merge(voltrun_web::router())
+}
+
+/// Every route of the API.
+pub fn app(state: AppState) -> Router {
+    routes()
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(voltrun_core::MAX_PAYLOAD_BYTES))
@@ -151,6 +191,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(refuse_nul))
         .layer(axum::middleware::map_response(plain_errors_as_json))
         .layer(axum::middleware::from_fn(protect_triggers))
+        .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
 }
 
@@ -168,6 +209,7 @@ pub fn trigger_app(state: AppState) -> Router {
             trigger::protect(&mut resp, trigger::TriggerOrigin::Own);
             resp
         }))
+        .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
 }
 
@@ -205,4 +247,56 @@ async fn plain_errors_as_json(resp: Response) -> Response {
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod span_tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    /// A writer the test's subscriber prints into.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Events inside a request carry its method, path, request id and, once recorded, the
+    /// execution id.
+    #[test]
+    fn request_span_carries_method_path_request_and_execution_ids() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_max_level(tracing::Level::DEBUG).with_ansi(false).finish();
+        let router = axum::Router::new()
+            .route(
+                "/api/functions/{id}/execute",
+                axum::routing::post(|| async {
+                    tracing::info!("inside the handler");
+                    super::record_execution("exe_42");
+                    "ok"
+                }),
+            )
+            .layer(axum::middleware::from_fn(super::request_span));
+        tracing::subscriber::with_default(subscriber, || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let resp = rt.block_on(router.oneshot(Request::post("/api/functions/f/execute").body(Body::empty()).unwrap())).unwrap();
+            assert_eq!(resp.status(), 200);
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let inside = text.lines().find(|l| l.contains("inside the handler")).unwrap_or_else(|| panic!("{text}"));
+        assert!(inside.contains("request{method=POST path=/api/functions/f/execute request_id=req_"), "{inside}");
+        let answered = text.lines().find(|l| l.contains("answered")).unwrap_or_else(|| panic!("{text}"));
+        assert!(answered.contains("execution_id=exe_42") && answered.contains("status=200"), "{answered}");
+    }
 }

@@ -1,16 +1,56 @@
-//! Health, metrics, runtimes, the dashboard's figures and the OpenAPI document.
+//! Health, metrics, runtimes and the dashboard's figures (the OpenAPI document is openapi.rs).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
-use voltrun_core::{time, Runtime};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use voltrun_core::{time, Execution, Runtime};
 
 use crate::error::ApiResult;
 use crate::extract::Caller;
 use crate::AppState;
 
+/// `GET /health`, as [`health`] builds it (with `json!`, so the sandbox's own details can sit
+/// beside the fixed fields): documentation only.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Health {
+    /// `ok`, or `degraded` when the database does not answer.
+    status: String,
+    /// The server's version.
+    version: String,
+    /// `ok` or `unreachable`.
+    database: String,
+    /// The isolation tier: `namespace`, `gvisor`, `container` or `process`; the tier adds
+    /// details of its own (string fields) beside it.
+    sandbox: String,
+    /// Whether this node can give functions network access (SPEC §11).
+    egress: EgressHealth,
+    /// The tier's details.
+    #[serde(flatten)]
+    details: std::collections::BTreeMap<String, String>,
+}
+
+/// `egress` of `GET /health`: documentation only, as [`Health`].
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EgressHealth {
+    /// True when functions with an egress list can run here.
+    available: bool,
+    /// Why not, when not.
+    reason: Option<String>,
+}
+
+/// Liveness and database status.
+///
 /// `GET /health`: 200 when the database answers, 503 when it does not.
+#[utoipa::path(get, path = "/health", tag = "system", operation_id = "health",
+    responses(
+        (status = 200, description = "Up, the database answers", body = Health),
+        (status = 503, description = "Degraded: the database does not answer", body = Health),
+    ))]
 pub async fn health(State(st): State<AppState>) -> Response {
     let db_ok = st.store.ping().await.is_ok();
     let mut body = json!({
@@ -33,7 +73,11 @@ pub async fn health(State(st): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// Prometheus metrics.
+///
+/// `GET /metrics`: the Prometheus text format (docs/API.md lists the figures).
+#[utoipa::path(get, path = "/metrics", tag = "system", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition 0.0.4", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let mut text = st.engine.metrics().render();
     text.push_str(&format!(
@@ -43,21 +87,41 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// One runtime of `GET /api/runtimes`.
+#[derive(Serialize, ToSchema)]
+pub struct RuntimeInfo {
+    pub id: Runtime,
+    /// `javascript` or `python`.
+    pub language: String,
+    /// The interpreter's version on this server, or the runtime's nominal one.
+    pub version: String,
+    /// True when this server has the interpreter.
+    pub available: bool,
+}
+
 /// `GET /api/runtimes`.
-pub async fn runtimes(State(st): State<AppState>, _caller: Caller) -> axum::Json<Value> {
-    let items: Vec<Value> = Runtime::ALL
+#[derive(Serialize, ToSchema)]
+pub struct RuntimeList {
+    pub items: Vec<RuntimeInfo>,
+}
+
+/// Supported runtimes and whether this server has them.
+#[utoipa::path(get, path = "/runtimes", tag = "system", operation_id = "list_runtimes", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "Every runtime", body = RuntimeList)))]
+pub async fn runtimes(State(st): State<AppState>, _caller: Caller) -> axum::Json<RuntimeList> {
+    let items = Runtime::ALL
         .iter()
         .map(|r| {
             let interp = st.engine.runtimes().interpreter(*r);
-            json!({
-                "id": r.id(),
-                "language": r.language(),
-                "version": interp.map(|i| i.version.clone()).unwrap_or_else(|| r.version().to_string()),
-                "available": interp.is_some(),
-            })
+            RuntimeInfo {
+                id: *r,
+                language: r.language().to_string(),
+                version: interp.map(|i| i.version.clone()).unwrap_or_else(|| r.version().to_string()),
+                available: interp.is_some(),
+            }
         })
         .collect();
-    axum::Json(json!({"items": items}))
+    axum::Json(RuntimeList { items })
 }
 
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
@@ -68,9 +132,63 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+/// `GET /api/dashboard`.
+#[derive(Serialize, ToSchema)]
+pub struct Dashboard {
+    /// Functions of the account.
+    pub functions: i64,
+    /// Executions of the account, ever (as retained).
+    pub executions_total: i64,
+    pub last_24h: Last24h,
+    /// Nearest-rank percentiles of recent finished runs of the last 24 hours; null without any.
+    pub duration_ms: Percentiles,
+    /// The last 24 hours, oldest first, one bucket per hour.
+    pub hourly: Vec<HourBucket>,
+    /// The 10 most recent executions.
+    pub recent: Vec<Execution>,
+    pub generated_at: String,
+}
+
+/// Invocations of the last 24 hours.
+#[derive(Serialize, ToSchema)]
+pub struct Last24h {
+    pub invocations: i64,
+    pub success: i64,
+    pub failed: i64,
+    /// success / (success + failed); null when none finished.
+    #[schema(required)]
+    pub success_rate: Option<f64>,
+}
+
+/// Duration percentiles in milliseconds.
+#[derive(Serialize, ToSchema)]
+pub struct Percentiles {
+    #[schema(required)]
+    pub p50: Option<f64>,
+    #[schema(required)]
+    pub p95: Option<f64>,
+    #[schema(required)]
+    pub p99: Option<f64>,
+}
+
+/// One hour of `GET /api/dashboard`'s series.
+#[derive(Serialize, ToSchema)]
+pub struct HourBucket {
+    /// `YYYY-MM-DDTHH:00:00Z`.
+    pub hour: String,
+    pub invocations: i64,
+    pub errors: i64,
+    #[schema(required)]
+    pub avg_duration_ms: Option<f64>,
+}
+
+/// Counts, success rate, duration percentiles, hourly series, recent executions.
+///
 /// `GET /api/dashboard`: counts, success rate, duration percentiles, the last 24 hours by
 /// hour, and the most recent executions.
-pub async fn dashboard(State(st): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Value>> {
+#[utoipa::path(get, path = "/dashboard", tag = "system", operation_id = "dashboard", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "The account's figures", body = Dashboard)))]
+pub async fn dashboard(State(st): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Dashboard>> {
     let now = chrono::Utc::now();
     let since = now - chrono::Duration::hours(23);
     let since = since.format("%Y-%m-%dT%H:00:00.000Z").to_string();
@@ -79,102 +197,32 @@ pub async fn dashboard(State(st): State<AppState>, caller: Caller) -> ApiResult<
     for h in (0..24).rev() {
         let hour = (now - chrono::Duration::hours(h)).format("%Y-%m-%dT%H").to_string();
         let b = s.hourly.iter().find(|b| b.hour == hour);
-        hourly.push(json!({
-            "hour": format!("{hour}:00:00Z"),
-            "invocations": b.map_or(0, |b| b.invocations),
-            "errors": b.map_or(0, |b| b.errors),
-            "avg_duration_ms": b.and_then(|b| b.avg_duration_ms),
-        }));
+        hourly.push(HourBucket {
+            hour: format!("{hour}:00:00Z"),
+            invocations: b.map_or(0, |b| b.invocations),
+            errors: b.map_or(0, |b| b.errors),
+            avg_duration_ms: b.and_then(|b| b.avg_duration_ms),
+        });
     }
     let finished = s.last_24h_success + s.last_24h_failed;
     let recent = st.store.list_executions(&caller.user_id, &Default::default(), 10).await?;
-    Ok(axum::Json(json!({
-        "functions": s.functions,
-        "executions_total": s.executions_total,
-        "last_24h": {
-            "invocations": s.last_24h_total,
-            "success": s.last_24h_success,
-            "failed": s.last_24h_failed,
-            "success_rate": (finished > 0).then(|| s.last_24h_success as f64 / finished as f64),
+    Ok(axum::Json(Dashboard {
+        functions: s.functions,
+        executions_total: s.executions_total,
+        last_24h: Last24h {
+            invocations: s.last_24h_total,
+            success: s.last_24h_success,
+            failed: s.last_24h_failed,
+            success_rate: (finished > 0).then(|| s.last_24h_success as f64 / finished as f64),
         },
-        "duration_ms": {
-            "p50": percentile(&s.durations_ms, 50.0),
-            "p95": percentile(&s.durations_ms, 95.0),
-            "p99": percentile(&s.durations_ms, 99.0),
+        duration_ms: Percentiles {
+            p50: percentile(&s.durations_ms, 50.0),
+            p95: percentile(&s.durations_ms, 95.0),
+            p99: percentile(&s.durations_ms, 99.0),
         },
-        "hourly": hourly,
-        "recent": recent,
-        "generated_at": time::now(),
-    })))
-}
-
-/// Every route: (method, path, auth required, summary).
-const ROUTES: &[(&str, &str, bool, &str)] = &[
-    ("get", "/health", false, "Liveness and database status"),
-    ("get", "/metrics", false, "Prometheus metrics"),
-    ("get", "/api/openapi.json", false, "This document"),
-    ("post", "/api/auth/register", false, "Create an account: {email, password, name} -> 201 {token, refresh_token, expires_in, user}"),
-    ("post", "/api/auth/login", false, "Log in: {email, password} -> {token, refresh_token, expires_in, user}"),
-    ("post", "/api/auth/refresh", false, "Rotate a refresh token: {refresh_token} -> {token, refresh_token, expires_in} (or the cookie session)"),
-    ("post", "/api/auth/logout", false, "Revoke a session: {refresh_token}, or the cookie session -> 204"),
-    ("get", "/api/auth/me", true, "The current user"),
-    ("get", "/api/functions", true, "List your functions (?limit, ?cursor); items carry no code, only its size (code_bytes): GET /api/functions/{id} has it"),
-    ("post", "/api/functions", true, "Create a function -> 201; 409 quota_exceeded past the account's function or code-size quota"),
-    ("get", "/api/functions/{id}", true, "One function, by id or name"),
-    ("put", "/api/functions/{id}", true, "Update any subset of a function's fields"),
-    ("delete", "/api/functions/{id}", true, "Delete a function -> 204"),
-    ("post", "/api/functions/{id}/execute", true, "Run a function with the body as event; ?async=true -> 202 pending"),
-    ("post", "/api/functions/test", true, "Run unsaved code once: {runtime, code, handler?, event, memory?, timeout?}"),
-    ("get", "/api/execute/{route}", false, "HTTP trigger (any method; auth unless the function is public)"),
-    ("post", "/api/execute/{route}", false, "HTTP trigger (any method; auth unless the function is public)"),
-    ("get", "/api/executions", true, "List your executions (?function_id, ?status, ?trigger, ?limit, ?cursor)"),
-    ("get", "/api/executions/{id}", true, "One execution record"),
-    ("get", "/api/executions/{id}/logs", true, "{logs, truncated}; ?follow=true streams Server-Sent Events"),
-    ("get", "/api/keys", true, "List your API keys (never the key itself)"),
-    ("post", "/api/keys", true, "Create an API key {name, expires_in_days?} -> 201, the only time the key is shown; 409 quota_exceeded past the account's key quota"),
-    ("delete", "/api/keys/{id}", true, "Revoke an API key -> 204"),
-    ("get", "/api/runtimes", true, "Supported runtimes and whether this server has them"),
-    ("get", "/api/dashboard", true, "Counts, success rate, duration percentiles, hourly series, recent executions"),
-];
-
-/// `GET /api/openapi.json`: an OpenAPI 3.1 document of every route.
-pub async fn openapi() -> axum::Json<Value> {
-    let mut paths = serde_json::Map::new();
-    for (method, path, auth, summary) in ROUTES {
-        let params: Vec<Value> = path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let mut op = json!({
-            "summary": summary,
-            "parameters": params,
-            "responses": {
-                "200": {"description": "Success"},
-                "4XX": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-            },
-        });
-        if *auth {
-            op["security"] = json!([{"bearer": []}, {"apiKey": []}]);
-        }
-        paths.entry(path.to_string()).or_insert_with(|| json!({}))[*method] = op;
-    }
-    axum::Json(json!({
-        "openapi": "3.1.0",
-        "info": {"title": "VoltRun API", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "properties": {"error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
-                },
-            },
-        },
+        hourly,
+        recent,
+        generated_at: time::now(),
     }))
 }
 

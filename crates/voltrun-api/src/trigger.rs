@@ -22,9 +22,12 @@ use axum::Router;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use voltrun_core::{is_valid_route, ErrorKind, Execution, Function, Trigger, MAX_PAYLOAD_BYTES};
 
 use crate::error::{error_body, ApiError, ApiResult};
+use crate::openapi::{any_route, ErrorBody};
 use crate::AppState;
 
 /// Where a trigger request arrived.
@@ -76,9 +79,10 @@ const DROPPED_HEADERS: &[&str] = &[
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FunctionAnswer;
 
-/// Routes under `/api/execute`.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/", any(shared)).route("/{*path}", any(shared))
+/// Routes under `/api/execute`: every method, as a Lambda function URL takes them.
+pub fn router() -> OpenApiRouter<AppState> {
+    let r = any_route(OpenApiRouter::new(), "/", any(shared_root), routes!(shared_root));
+    any_route(r, "/{*path}", any(shared), routes!(shared))
 }
 
 /// Every route of the trigger listener: `/{route}/…` only, nothing of the API or dashboard.
@@ -120,8 +124,35 @@ async fn resolve(st: &AppState, path: &str) -> ApiResult<Option<Function>> {
     Ok(None)
 }
 
+/// HTTP trigger: call a function at its route.
+///
+/// Any method. The request becomes a Lambda function-URL (payload 2.0) event for the
+/// function whose route is the longest segment-prefix of `path` (which may hold `/`); the
+/// handler's answer is the response. Credentials are needed unless the function is public;
+/// a private route of someone else is the same 404 as a missing one.
+#[utoipa::path(method(get, put, post, delete, options, head, patch, trace), path = "/{path}", tag = "trigger", operation_id = "trigger",
+    security((), ("bearer" = []), ("apiKey" = [])),
+    params(("path" = String, Path, description = "The function's route and the path below it, e.g. `hello/items/42`")),
+    request_body(content = Option<String>, description = "Any body, passed to the handler (base64 when it is not text)", content_type = "*/*"),
+    responses(
+        (status = "default", description = "The function's own answer (status, headers, body)"),
+        (status = 404, description = "No route matches, or it is a private route the caller does not own", body = ErrorBody),
+        (status = 413, description = "The body is larger than 6 MiB", body = ErrorBody),
+        (status = 429, description = "`throttled`: past the owner's invocation rate or concurrency", body = ErrorBody),
+        (status = 502, description = "The function failed, or answered something that is not an HTTP response", body = ErrorBody),
+        (status = 504, description = "The function ran past its timeout", body = ErrorBody),
+    ))]
 async fn shared(State(st): State<AppState>, req: Request) -> ApiResult<Response> {
     run(st, req, TriggerOrigin::Shared).await
+}
+
+/// HTTP trigger without a route.
+///
+/// No function has the empty route: always the trigger's 404, whatever the method.
+#[utoipa::path(method(get, put, post, delete, options, head, patch, trace), path = "/", tag = "trigger", operation_id = "trigger_root",
+    responses((status = 404, description = "No route matches", body = ErrorBody)))]
+async fn shared_root(st: State<AppState>, req: Request) -> ApiResult<Response> {
+    shared(st, req).await
 }
 
 async fn own(State(st): State<AppState>, req: Request) -> ApiResult<Response> {
@@ -159,6 +190,7 @@ async fn run(st: AppState, req: Request, origin: TriggerOrigin) -> ApiResult<Res
     let target = Target { path: below, prefix: &prefix, query: parts.uri.query().unwrap_or("") };
     let event = event(&parts.method, &target, &parts.headers, &bytes, &f);
     let exec = st.engine.execute(&f, Trigger::Http, event, key).await?;
+    crate::record_execution(&exec.id);
     Ok(respond(&exec, parts.method == Method::HEAD))
 }
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a run stands. `pending → running → success | failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
     Pending,
@@ -41,7 +41,7 @@ impl ExecutionStatus {
 }
 
 /// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     Api,
@@ -77,7 +77,7 @@ impl Trigger {
 }
 
 /// Why a run failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ErrorKind {
     /// The handler threw or rejected.
     HandlerError,
@@ -94,12 +94,13 @@ pub enum ErrorKind {
 }
 
 /// The `error` of a failed execution.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecError {
     #[serde(rename = "type")]
     pub kind: ErrorKind,
     pub message: String,
     #[serde(default)]
+    #[schema(required)]
     pub stack: Option<String>,
 }
 
@@ -111,7 +112,7 @@ impl ExecError {
 }
 
 /// An execution record, as stored and served.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Execution {
     pub id: String,
     #[serde(skip)]
@@ -122,17 +123,22 @@ pub struct Execution {
     pub status: ExecutionStatus,
     pub trigger: Trigger,
     pub input: serde_json::Value,
+    #[schema(required)]
     pub output: Option<serde_json::Value>,
+    #[schema(required)]
     pub error: Option<ExecError>,
     pub logs: String,
     pub logs_truncated: bool,
+    #[schema(required)]
     pub duration_ms: Option<f64>,
     /// Attempts made so far (retries and re-runs after a node died count).
     pub attempts: i64,
     /// Attempts this run may take in all (1 + the function's max_retries for async runs).
     pub max_attempts: i64,
     pub created_at: String,
+    #[schema(required)]
     pub started_at: Option<String>,
+    #[schema(required)]
     pub finished_at: Option<String>,
 }
 

@@ -20,7 +20,7 @@ const MAX_ENV_BYTES: usize = 32 * 1024;
 const MAX_DESCRIPTION: usize = 1024;
 
 /// A stored function, as served by the API.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Function {
     pub id: String,
     #[serde(skip)]
@@ -33,9 +33,11 @@ pub struct Function {
     pub memory: u32,
     pub timeout: u32,
     pub env: BTreeMap<String, String>,
+    #[schema(required)]
     pub route: Option<String>,
     pub public: bool,
     /// Cron expression (UTC) of scheduled runs, if any.
+    #[schema(required)]
     pub schedule: Option<String>,
     /// Times a failed async or scheduled run is retried (Lambda's default: 2).
     pub max_retries: u32,
@@ -50,7 +52,7 @@ pub struct Function {
 /// A function as lists show it: every field but the code, and the code's size. A list never
 /// carries code (a user's functions may hold hundreds of MiB of it); `GET /api/functions/{id}`
 /// does.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FunctionSummary {
     pub id: String,
     #[serde(skip)]
@@ -64,8 +66,10 @@ pub struct FunctionSummary {
     pub memory: u32,
     pub timeout: u32,
     pub env: BTreeMap<String, String>,
+    #[schema(required)]
     pub route: Option<String>,
     pub public: bool,
+    #[schema(required)]
     pub schedule: Option<String>,
     pub max_retries: u32,
     /// Where the function may connect, canonical entries; empty: no network.
@@ -95,7 +99,7 @@ impl ValidationError {
 }
 
 /// `POST /api/functions` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewFunction {
     pub name: String,
@@ -126,7 +130,7 @@ pub struct NewFunction {
 
 /// `PUT /api/functions/{id}` body: any subset of fields; `route` and `description` may be
 /// `null` to clear them.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionPatch {
     #[serde(default)]

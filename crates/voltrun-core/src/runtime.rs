@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A supported runtime. Stored and served by its canonical id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Runtime {
     /// Node.js 20, CommonJS or ES module handler in `index.js`.
     #[serde(rename = "nodejs20")]

@@ -39,7 +39,7 @@ impl Engine {
                 tracing::warn!(%err, "lease heartbeat failed");
             }
             if let Ok(n) = s.count_pending().await {
-                self.inner.metrics.pending.store(n, Relaxed);
+                self.inner.metrics.queue_depth.store(n, Relaxed);
             }
             match s.expire_leases(&time::now()).await {
                 Ok((0, 0)) => {}

@@ -37,10 +37,12 @@ pub struct Metrics {
     pub idle_instances: AtomicI64,
     /// Pre-started instances not yet given to a function.
     pub spare_instances: AtomicI64,
-    /// Async runs this node has claimed and not finished.
+    /// Async and scheduled runs this node has claimed and not finished
+    /// (`voltrun_async_in_flight`).
+    pub async_in_flight: AtomicI64,
+    /// Runs waiting in the durable queue (all nodes), refreshed every lease period
+    /// (`voltrun_queue_depth`).
     pub queue_depth: AtomicI64,
-    /// Runs waiting in the queue (all nodes), refreshed every lease period.
-    pub pending: AtomicI64,
     /// Invocations refused with 429.
     pub throttled: AtomicU64,
     /// Open `?follow=true` log streams (the API keeps it).
@@ -109,8 +111,8 @@ impl Metrics {
             ("voltrun_instances", "Live instances, idle or busy.", self.instances.load(Relaxed)),
             ("voltrun_idle_instances", "Warm idle instances in the pools.", self.idle_instances.load(Relaxed)),
             ("voltrun_spare_instances", "Pre-started instances waiting for a function.", self.spare_instances.load(Relaxed)),
-            ("voltrun_async_in_flight", "Async runs this node has claimed and not finished.", self.queue_depth.load(Relaxed)),
-            ("voltrun_queue_depth", "Runs waiting in the durable queue (every node's), refreshed every lease period.", self.pending.load(Relaxed)),
+            ("voltrun_async_in_flight", "Async runs this node has claimed and not finished.", self.async_in_flight.load(Relaxed)),
+            ("voltrun_queue_depth", "Runs waiting in the durable queue (every node's), refreshed every lease period.", self.queue_depth.load(Relaxed)),
             ("voltrun_log_streams", "Open log streams (GET /api/executions/{id}/logs?follow=true).", self.log_streams.load(Relaxed)),
         ] {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -133,7 +135,7 @@ pub(crate) enum Gauge {
     IdleInstances,
     /// [`Metrics::spare_instances`]: held by each ready spare.
     SpareInstances,
-    /// [`Metrics::queue_depth`]: held by each claimed async run's task.
+    /// [`Metrics::async_in_flight`]: held by each claimed async run's task.
     AsyncInFlight,
     /// [`Metrics::log_streams`]: held by each open log stream.
     LogStreams,
@@ -145,7 +147,7 @@ impl Metrics {
             Gauge::Instances => &self.instances,
             Gauge::IdleInstances => &self.idle_instances,
             Gauge::SpareInstances => &self.spare_instances,
-            Gauge::AsyncInFlight => &self.queue_depth,
+            Gauge::AsyncInFlight => &self.async_in_flight,
             Gauge::LogStreams => &self.log_streams,
         }
     }

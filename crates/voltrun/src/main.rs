@@ -34,6 +34,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run only a worker: claim and execute queued runs from a shared PostgreSQL database.
     Worker(WorkerArgs),
+    /// Print the API's OpenAPI 3.1 document (JSON), as `GET /api/openapi.json` serves it.
+    Openapi,
     #[command(flatten)]
     Client(voltrun_cli::ClientCommand),
 }
@@ -217,6 +219,10 @@ fn main() -> Result<()> {
         oci::guard_main(&args[2..]);
     }
     let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        print!("{}", voltrun_api::openapi::document_json());
+        return Ok(());
+    }
     // Client commands are blocking HTTP calls: no runtime, no server logging.
     if let Command::Client(cmd) = cli.command {
         std::process::exit(voltrun_cli::run(cmd, cli.global, Cli::command));
@@ -231,7 +237,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
         Command::Worker(args) => rt.block_on(worker(args)),
-        Command::Client(_) => unreachable!("client commands returned above"),
+        Command::Client(_) | Command::Openapi => unreachable!("client and openapi commands returned above"),
     }
 }
 

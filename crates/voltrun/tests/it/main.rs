@@ -20,6 +20,7 @@ mod scaleout;
 mod hardening_quotas;
 mod hardening_review;
 mod hardening_instance;
+mod openapi;
 mod egress_api;
 mod store_outage;
 mod engine_bookkeeping;
