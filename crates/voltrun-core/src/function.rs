@@ -54,6 +54,9 @@ pub struct Function {
     pub schedule: Option<String>,
     /// Times a failed async or scheduled run is retried (Lambda's default: 2).
     pub max_retries: u32,
+    /// Network egress allow-list (SPEC §11), canonical entries; empty = no network.
+    #[serde(default)]
+    pub egress: Vec<String>,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -135,6 +138,8 @@ pub struct NewFunction {
     pub schedule: Option<String>,
     #[serde(default)]
     pub max_retries: Option<u32>,
+    #[serde(default)]
+    pub egress: Option<Vec<String>>,
 }
 
 /// `PUT /api/functions/{id}` body: any subset of fields; `route` and `description` may be
@@ -166,6 +171,8 @@ pub struct FunctionPatch {
     pub schedule: Option<Option<String>>,
     #[serde(default)]
     pub max_retries: Option<u32>,
+    #[serde(default)]
+    pub egress: Option<Vec<String>>,
 }
 
 /// Tells a field given as `null` (Some(None)) from a field left out (None).
@@ -195,6 +202,7 @@ impl NewFunction {
             public: self.public.unwrap_or(false),
             schedule: self.schedule,
             max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+            egress: canonical_egress(self.egress.unwrap_or_default())?,
             version: 1,
             created_at: now.clone(),
             updated_at: now,
@@ -245,6 +253,9 @@ impl FunctionPatch {
         if let Some(v) = self.max_retries {
             n.max_retries = v;
         }
+        if let Some(v) = self.egress {
+            n.egress = canonical_egress(v)?;
+        }
         validate(&n)?;
         let changed = n != *f;
         if changed {
@@ -253,6 +264,11 @@ impl FunctionPatch {
         }
         Ok((n, changed))
     }
+}
+
+/// Validates an `egress` list and returns its canonical spelling (SPEC §11).
+fn canonical_egress(entries: Vec<String>) -> Result<Vec<String>, ValidationError> {
+    crate::egress::EgressPolicy::parse(&entries).map(|p| p.entries()).map_err(|e| ValidationError::new("egress", e.to_string()))
 }
 
 fn parse_runtime(s: &str) -> Result<Runtime, ValidationError> {

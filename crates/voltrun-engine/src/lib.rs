@@ -731,7 +731,7 @@ impl Engine {
                 }
                 let mut env = base_env(f.runtime, &self.inner.sandbox.task_root(&dir));
                 env.extend(function_env(f));
-                match self.spawn_instance(f.runtime, f.memory, dir, env).await {
+                match self.spawn_instance(f.runtime, f.memory, dir, env, self.network_plan(f)).await {
                     Ok(inst) => (inst, Vec::new()),
                     Err(e) => return Err(fail(e, Default::default())),
                 }
@@ -758,7 +758,14 @@ impl Engine {
 
     /// Starts a runtime process in the sandbox with `dir` as its code directory; it waits for
     /// its init frame. The directory is removed if the start fails.
-    async fn spawn_instance(&self, runtime: Runtime, memory_mb: u32, dir: std::path::PathBuf, env: Vec<(String, String)>) -> Result<Instance, ExecError> {
+    async fn spawn_instance(
+        &self,
+        runtime: Runtime,
+        memory_mb: u32,
+        dir: std::path::PathBuf,
+        env: Vec<(String, String)>,
+        network: Option<Arc<voltrun_sandbox::network::NetworkPlan>>,
+    ) -> Result<Instance, ExecError> {
         let rt = &self.inner.runtimes;
         let sandbox = self.inner.sandbox.clone();
         let Some(argv) = rt.argv(runtime, memory_mb, &sandbox.bootstrap_root(rt.bootstrap_dir())) else {
@@ -781,6 +788,7 @@ impl Engine {
                 tmp_bytes: ((memory_mb as u64) << 19).min(512 << 20),
                 cpu_millis: 1000,
             },
+            network,
         };
         let spawned = tokio::task::spawn_blocking(move || sandbox.spawn(&spec)).await.expect("spawn task does not panic");
         let spawned = match spawned {
@@ -804,7 +812,9 @@ impl Engine {
     /// memory and no function environment, so they serve functions with that memory whose
     /// variables the interpreter does not read at start. Starts a replacement.
     fn take_spare(&self, f: &Function) -> Option<Instance> {
+        // Spares start without a network: a function with egress gets an instance of its own.
         let fits = f.memory == voltrun_core::function::DEFAULT_MEMORY_MB
+            && f.egress.is_empty()
             && !f.env.keys().any(|k| ["PYTHON", "NODE_", "LD_", "GLIBC_", "MALLOC_"].iter().any(|p| k.starts_with(p)));
         if !fits || self.inner.cfg.spares == 0 {
             return None;
@@ -837,7 +847,7 @@ impl Engine {
                 let made = match std::fs::create_dir_all(&dir) {
                     Ok(()) => {
                         let env = base_env(runtime, &engine.inner.sandbox.task_root(&dir));
-                        engine.spawn_instance(runtime, voltrun_core::function::DEFAULT_MEMORY_MB, dir, env).await.ok()
+                        engine.spawn_instance(runtime, voltrun_core::function::DEFAULT_MEMORY_MB, dir, env, None).await.ok()
                     }
                     Err(_) => None,
                 };
@@ -850,6 +860,20 @@ impl Engine {
                 }
             });
         }
+    }
+
+    /// The network an instance of `f` gets (issue 14): none without an `egress` list.
+    fn network_plan(&self, f: &Function) -> Option<Arc<voltrun_sandbox::network::NetworkPlan>> {
+        if f.egress.is_empty() {
+            return None;
+        }
+        // Stored lists were validated on the way in; one that no longer parses gets nothing.
+        let policy = voltrun_core::egress::EgressPolicy::parse(&f.egress).unwrap_or_default();
+        let counts = self.inner.metrics.egress.clone();
+        let id = f.id.clone();
+        let on_event: Arc<dyn Fn(voltrun_sandbox::network::Verdict) + Send + Sync> =
+            Arc::new(move |v| counts.record(&id, v == voltrun_sandbox::network::Verdict::Refused));
+        Some(Arc::new(voltrun_sandbox::network::NetworkPlan { function: f.id.clone(), policy, on_event: Some(on_event) }))
     }
 
     async fn retire(&self, inst: Instance) {
@@ -1087,6 +1111,7 @@ mod tests {
             public: None,
             schedule: None,
             max_retries: None,
+            egress: None,
         }
         .into_function("fn_x".into(), "u".into(), time::now())
         .unwrap()

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 pub mod cgroup;
 pub mod namespace;
+pub mod network;
 pub mod oci;
 pub mod process;
 pub mod seccomp;
@@ -88,6 +89,8 @@ pub struct InstanceSpec {
     pub bootstrap_dir: PathBuf,
     /// Limits to enforce.
     pub limits: Limits,
+    /// Network egress (SPEC §11): `None` is no network at all (only loopback).
+    pub network: Option<std::sync::Arc<network::NetworkPlan>>,
 }
 
 /// A started instance: the engine's ends of its pipes and a handle to contain it.
@@ -156,6 +159,11 @@ pub trait Sandbox: Send + Sync + 'static {
     }
     /// Kills every instance this process started and releases what they held (at shutdown).
     fn shutdown(&self) {}
+    /// Whether functions with an `egress` list can be given their network in this tier, and
+    /// why not (`/health` shows it).
+    fn egress_support(&self) -> Result<(), String> {
+        Err("not available in this tier".into())
+    }
     /// Facts about the tier for `/health` (e.g. the cgroup version).
     fn details(&self) -> Vec<(&'static str, String)> {
         Vec::new()

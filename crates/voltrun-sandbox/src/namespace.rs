@@ -83,6 +83,8 @@ pub struct NamespaceSandbox {
     /// end, so inits see EOF exactly when the server dies (even by SIGKILL) and kill their
     /// instance instead of leaving a busy handler running.
     lifeline: (OwnedFd, OwnedFd),
+    /// Egress enforcement, or why this host has none (issue 14).
+    network: Result<std::sync::Arc<crate::network::Network>, String>,
 }
 
 impl NamespaceSandbox {
@@ -96,7 +98,13 @@ impl NamespaceSandbox {
         }
         let cgroups = Hierarchy::detect()?;
         tracing::info!(cgroup = cgroups.version(), "namespace sandbox ready");
-        Ok(NamespaceSandbox { cgroups, next: AtomicU64::new(0), lifeline: sys::pipe()? })
+        Ok(NamespaceSandbox { cgroups, next: AtomicU64::new(0), lifeline: sys::pipe()?, network: Err("egress is not configured".into()) })
+    }
+
+    /// Enforces egress with `network` (or records why it cannot be).
+    pub fn with_network(mut self, network: Result<std::sync::Arc<crate::network::Network>, String>) -> Self {
+        self.network = network;
+        self
     }
 }
 
@@ -119,6 +127,13 @@ impl Sandbox for NamespaceSandbox {
 
     fn shutdown(&self) {
         self.cgroups.remove_owned_by(std::process::id());
+        if let Ok(n) = &self.network {
+            n.shutdown();
+        }
+    }
+
+    fn egress_support(&self) -> Result<(), String> {
+        self.network.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     fn details(&self) -> Vec<(&'static str, String)> {
@@ -141,6 +156,7 @@ impl Sandbox for NamespaceSandbox {
         let (sync_r, sync_w) = sys::pipe()?;
         let (go_r, go_w) = sys::pipe()?;
         let log_w2 = log_w.try_clone().map_err(sys_err("dup"))?;
+        let network = crate::network::attach_for(&self.network, spec, &log_w)?;
 
         let (cfg_r, cfg_w) = sys::pipe()?;
         let mut args: Vec<String> = vec![format!("root={}", root.display()), format!("task={}", spec.code_dir.display()), format!("boot={}", spec.bootstrap_dir.display())];
@@ -155,6 +171,10 @@ impl Sandbox for NamespaceSandbox {
         }
         for f in guard.cgroup().procs_files() {
             args.push(format!("cg={}", f.display()));
+        }
+        if let Some(n) = &network {
+            args.push(format!("netns={}", n.netns_path().display()));
+            args.push(format!("dns={}", n.dns()));
         }
         args.push("--".into());
         args.extend(spec.argv.iter().cloned());
@@ -225,7 +245,7 @@ impl Sandbox for NamespaceSandbox {
             control_in: ctl_in_w,
             control_out: ctl_out_r,
             logs: log_r,
-            handle: Box::new(NsInstance { child, cgroup, root, reaped: None }),
+            handle: Box::new(NsInstance { child, cgroup, root, reaped: None, network }),
         })
     }
 }
@@ -336,6 +356,8 @@ struct NsInstance {
     cgroup: Cgroup,
     root: PathBuf,
     reaped: Option<ExitInfo>,
+    /// The instance's network (egress), torn down once its processes are gone.
+    network: Option<crate::network::Attached>,
 }
 
 impl InstanceHandle for NsInstance {
@@ -359,6 +381,7 @@ impl InstanceHandle for NsInstance {
             tracing::warn!(err = %e, "could not remove an instance cgroup");
         }
         let _ = fs::remove_dir(&self.root);
+        self.network.take();
         self.reaped = Some(info);
         info
     }
@@ -396,11 +419,14 @@ struct InitConfig {
     address_space: u64,
     ro: Vec<String>,
     cgroup_procs: Vec<String>,
+    /// The prepared network namespace to join (egress), and the resolver it uses.
+    netns: Option<String>,
+    dns: Option<String>,
     argv: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<InitConfig, String> {
-    let mut c = InitConfig { root: String::new(), task: String::new(), boot: String::new(), tmp_bytes: 0, shm_bytes: 0, nofile: 0, fsize: 0, address_space: 0, ro: vec![], cgroup_procs: vec![], argv: vec![] };
+    let mut c = InitConfig { root: String::new(), task: String::new(), boot: String::new(), tmp_bytes: 0, shm_bytes: 0, nofile: 0, fsize: 0, address_space: 0, ro: vec![], cgroup_procs: vec![], netns: None, dns: None, argv: vec![] };
     let mut it = args.iter();
     for a in it.by_ref() {
         if a == "--" {
@@ -419,6 +445,8 @@ fn parse(args: &[String]) -> Result<InitConfig, String> {
             "as" => c.address_space = num()?,
             "ro" => c.ro.push(v.into()),
             "cg" => c.cgroup_procs.push(v.into()),
+            "netns" => c.netns = Some(v.into()),
+            "dns" => c.dns = Some(v.into()),
             _ => return Err(format!("unknown init argument {k}")),
         }
     }
@@ -499,7 +527,14 @@ fn run_init(cfg: InitConfig) -> Result<Never, String> {
     for f in &cfg.cgroup_procs {
         step(&format!("join cgroup {f}"), fs::write(f, "0"))?;
     }
-    let ns = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP;
+    let mut ns = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP;
+    if let Some(path) = &cfg.netns {
+        // Egress: join the network namespace the server prepared (owned by the host's user
+        // namespace, so nothing inside may change its addresses or routes) instead of a new one.
+        let fd = step(&format!("open {path}"), fs::File::open(path))?;
+        step("setns network", sys::setns(fd.as_raw_fd(), libc::CLONE_NEWNET))?;
+        ns &= !libc::CLONE_NEWNET;
+    }
     step("unshare", sys::unshare(ns))?;
     // Opened after the mount namespace exists (a bind source must be a mount of our own
     // namespace) but before our ids change: we are still host uid 0, so root-only
@@ -554,7 +589,10 @@ fn run_init(cfg: InitConfig) -> Result<Never, String> {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
     drop((sources, task, boot));
     step("sethostname", sys::sethostname("voltrun"))?;
-    step("loopback up", sys::loopback_up())?;
+    if cfg.netns.is_none() {
+        // A prepared namespace's loopback is up already (and not ours to change).
+        step("loopback up", sys::loopback_up())?;
+    }
 
     let runtime = step("fork runtime", sys::fork())?;
     if runtime == 0 {
@@ -640,6 +678,9 @@ fn build_root(cfg: &InitConfig, sources: &[(String, Source)], ours: &[(&OwnedFd,
     step("mkdir etc", fs::create_dir_all("etc"))?;
     for (name, text) in etc_files() {
         step(&format!("write /etc/{name}"), fs::write(format!("etc/{name}"), text))?;
+    }
+    if let Some(dns) = &cfg.dns {
+        step("write /etc/resolv.conf", fs::write("etc/resolv.conf", crate::network::resolv_conf(dns)))?;
     }
 
     step("pivot_root", sys::pivot_root_here())?;

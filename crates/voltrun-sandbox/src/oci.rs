@@ -117,6 +117,8 @@ pub struct OciSandbox {
     next: AtomicU64,
     /// A pipe nobody writes to (as the namespace tier's): guards see EOF when the server dies.
     lifeline: (OwnedFd, OwnedFd),
+    /// Egress enforcement, or why this host has none (issue 14).
+    network: Result<std::sync::Arc<crate::network::Network>, String>,
 }
 
 fn sys_err(call: &'static str) -> impl Fn(std::io::Error) -> SandboxError {
@@ -153,10 +155,16 @@ impl OciSandbox {
         let cgroups = Hierarchy::detect()?;
         let state = data_dir.join("oci-state");
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&state).map_err(sys_err("mkdir oci state dir"))?;
-        let sb = OciSandbox { runtime, binary, state, cgroups, next: AtomicU64::new(0), lifeline: sys::pipe()? };
+        let sb = OciSandbox { runtime, binary, state, cgroups, next: AtomicU64::new(0), lifeline: sys::pipe()?, network: Err("egress is not configured".into()) };
         sb.remove_containers(|owner| !owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()));
         tracing::info!(kind, binary = %sb.binary.display(), cgroup = sb.cgroups.version(), "OCI sandbox ready");
         Ok(sb)
+    }
+
+    /// Enforces egress with `network` (or records why it cannot be).
+    pub fn with_network(mut self, network: Result<std::sync::Arc<crate::network::Network>, String>) -> Self {
+        self.network = network;
+        self
     }
 
     fn command(&self) -> Command {
@@ -213,6 +221,13 @@ impl Sandbox for OciSandbox {
         let me = std::process::id();
         self.cgroups.remove_owned_by(me);
         self.remove_containers(|owner| owner == Some(me));
+        if let Ok(n) = &self.network {
+            n.shutdown();
+        }
+    }
+
+    fn egress_support(&self) -> Result<(), String> {
+        self.network.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     fn details(&self) -> Vec<(&'static str, String)> {
@@ -229,12 +244,13 @@ impl Sandbox for OciSandbox {
         bundle.push(".oci");
         let bundle = PathBuf::from(bundle);
         let mut guard = SetupGuard::new(cgroup, bundle.clone(), |p| fs::remove_dir_all(p));
-        write_bundle(&bundle, spec, &id, self.runtime)?;
+        let (log_r, log_w) = sys::pipe()?;
+        let network = crate::network::attach_for(&self.network, spec, &log_w)?;
+        write_bundle(&bundle, spec, &id, self.runtime, network.as_ref())?;
         let procs = guard.cgroup().procs_files();
 
         let (ctl_in_r, ctl_in_w) = sys::pipe()?;
         let (ctl_out_r, ctl_out_w) = sys::pipe()?;
-        let (log_r, log_w) = sys::pipe()?;
         let log_w2 = log_w.try_clone().map_err(sys_err("dup"))?;
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg(GUARD_ARG);
@@ -242,7 +258,10 @@ impl Sandbox for OciSandbox {
             cmd.arg(format!("cg={}", p.display()));
         }
         cmd.arg(format!("pidfile={}", bundle.join("init.pid").display()));
-        cmd.arg("--").arg(&self.binary).arg("--root").arg(&self.state).args(self.runtime.global_flags()).arg("--log").arg(bundle.join("runtime.log"));
+        // gVisor with egress: its netstack takes the prepared namespace's interface and routes
+        // (`--network=sandbox`); without egress, no network stack at all.
+        let flags = self.runtime.global_flags().iter().map(|f| if network.is_some() && *f == "--network=none" { "--network=sandbox" } else { f });
+        cmd.arg("--").arg(&self.binary).arg("--root").arg(&self.state).args(flags).arg("--log").arg(bundle.join("runtime.log"));
         cmd.arg("run").arg("--detach").arg("--pid-file").arg(bundle.join("init.pid")).arg("--bundle").arg(&bundle);
         cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         let lifeline = (self.lifeline.0.as_raw_fd(), FD_LIFELINE);
@@ -292,6 +311,7 @@ impl Sandbox for OciSandbox {
                 delete: self.command(),
                 killed: false,
                 reaped: None,
+                network,
             }),
         })
     }
@@ -303,7 +323,7 @@ impl Sandbox for OciSandbox {
 const STDIO_TO_CONTROL: &str = r#"exec 3<&0 4>&1 1>&2 0</dev/null; exec "$@""#;
 
 /// Writes `<bundle>/config.json` and `<bundle>/rootfs` (empty but for `/etc`).
-fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str, runtime: Runtime) -> Result<(), SandboxError> {
+fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str, runtime: Runtime, network: Option<&crate::network::Attached>) -> Result<(), SandboxError> {
     let rootfs = bundle.join("rootfs");
     fs::DirBuilder::new().recursive(true).mode(0o700).create(bundle).map_err(sys_err("mkdir bundle"))?;
     fs::DirBuilder::new().mode(0o755).create(&rootfs).map_err(sys_err("mkdir rootfs"))?;
@@ -311,6 +331,9 @@ fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str, runtime: Runtime) 
     fs::DirBuilder::new().mode(0o755).create(&etc).map_err(sys_err("mkdir rootfs/etc"))?;
     for (name, text) in etc_files() {
         fs::write(etc.join(name), text).map_err(sys_err("write rootfs/etc file"))?;
+    }
+    if let Some(n) = network {
+        fs::write(etc.join("resolv.conf"), n.resolv_conf()).map_err(sys_err("write rootfs/etc/resolv.conf"))?;
     }
     let mut mounts = Vec::new();
     for p in bind_paths(&spec.runtime_paths) {
@@ -329,7 +352,13 @@ fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str, runtime: Runtime) 
     }
     mounts.push(bind_ro(&spec.code_dir.to_string_lossy(), TASK_ROOT));
     mounts.push(bind_ro(&spec.bootstrap_dir.to_string_lossy(), BOOTSTRAP_ROOT));
-    let config = config_json(spec, id, mounts, runtime);
+    let mut config = config_json(spec, id, mounts, runtime);
+    if let Some(n) = network {
+        // Join the prepared namespace instead of a new, empty one.
+        if let Some(ns) = config["linux"]["namespaces"].as_array_mut().and_then(|a| a.iter_mut().find(|n| n["type"] == "network")) {
+            *ns = json!({"type": "network", "path": n.netns_path()});
+        }
+    }
     let text = serde_json::to_vec_pretty(&config).expect("a json! value serializes");
     // The function's environment (it may hold secrets) is in here: owner-only.
     fs::OpenOptions::new()
@@ -532,6 +561,8 @@ struct OciInstance {
     /// created joins the cgroup only after a first kill may have found it empty).
     killed: bool,
     reaped: Option<ExitInfo>,
+    /// The instance's network (egress), torn down after the container is deleted.
+    network: Option<crate::network::Attached>,
 }
 
 impl InstanceHandle for OciInstance {
@@ -583,6 +614,7 @@ impl InstanceHandle for OciInstance {
             }
         }
         let _ = fs::remove_dir_all(&self.bundle);
+        self.network.take();
         self.reaped = Some(info);
         info
     }

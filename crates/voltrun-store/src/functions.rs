@@ -9,6 +9,10 @@ const FIELDS: &[&str] = &["route", "name"];
 /// Cached lookups at most (then the cache starts over).
 const FUNCTION_CACHE_MAX: usize = 10_000;
 
+fn egress_json(f: &Function) -> String {
+    serde_json::to_string(&f.egress).expect("a list of strings serialises")
+}
+
 fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
     let runtime = get_str(row, "runtime")?;
     let env = get_str(row, "env")?;
@@ -27,6 +31,7 @@ fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
         public: get_i64(row, "public")? != 0,
         schedule: get_opt_str(row, "schedule")?,
         max_retries: get_i64(row, "max_retries")? as u32,
+        egress: serde_json::from_str(&get_str(row, "egress")?).map_err(|e| StoreError::Corrupt(format!("egress: {e}")))?,
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
@@ -135,8 +140,8 @@ impl Store {
     pub async fn insert_function(&self, f: &Function, quotas: &Quotas) -> Result<()> {
         let sql = format!(
             "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version,
-             updated_at, created_at, schedule, max_retries, code_bytes)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18
+             updated_at, created_at, schedule, max_retries, code_bytes, egress)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21
              WHERE (SELECT COUNT(*) FROM functions WHERE user_id = $2) < $19
              AND (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2) + $18 <= $20
              AND NOT {}",
@@ -152,6 +157,7 @@ impl Store {
             .bind(f.code.len() as i64)
             .bind(Quotas::bound(quotas.functions))
             .bind(Quotas::bound(quotas.code_bytes))
+            .bind(egress_json(f))
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
@@ -192,7 +198,7 @@ impl Store {
     pub async fn update_function(&self, f: &Function, expected_version: i64, quotas: &Quotas) -> Result<bool> {
         let sql = format!(
             "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
-             env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17, code_bytes = $18
+             env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17, code_bytes = $18, egress = $20
              WHERE id = $1 AND user_id = $2 AND version = $15
              AND ($18 <= code_bytes OR (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2 AND id <> $1) + $18 <= $19)
              AND NOT {}",
@@ -207,6 +213,7 @@ impl Store {
             .bind(f.max_retries as i64)
             .bind(f.code.len() as i64)
             .bind(Quotas::bound(quotas.code_bytes))
+            .bind(egress_json(f))
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;

@@ -20,3 +20,4 @@ mod scaleout;
 mod hardening_quotas;
 mod hardening_review;
 mod hardening_instance;
+mod egress;
