@@ -258,9 +258,14 @@ impl Sandbox for OciSandbox {
             cmd.arg(format!("cg={}", p.display()));
         }
         cmd.arg(format!("pidfile={}", bundle.join("init.pid").display()));
-        // gVisor with egress: its netstack takes the prepared namespace's interface and routes
-        // (`--network=sandbox`); without egress, no network stack at all.
-        let flags = self.runtime.global_flags().iter().map(|f| if network.is_some() && *f == "--network=none" { "--network=sandbox" } else { f });
+        // gVisor with egress: the Sentry's sockets are host sockets in the prepared namespace
+        // (`--network=host` with the namespace's path in the config: runsc starts the sandbox
+        // there). `--network=sandbox` (gVisor's own netstack) would be the stronger choice,
+        // but this runsc (2022) refuses every namespace on current kernels: it takes the
+        // presence of /proc/sys/net/core/rmem_default, per-namespace since, for the root
+        // namespace. Enforcement is the same host-side nftables either way. Without egress,
+        // no network stack at all.
+        let flags = self.runtime.global_flags().iter().map(|f| if network.is_some() && *f == "--network=none" { "--network=host" } else { f });
         cmd.arg("--").arg(&self.binary).arg("--root").arg(&self.state).args(flags).arg("--log").arg(bundle.join("runtime.log"));
         cmd.arg("run").arg("--detach").arg("--pid-file").arg(bundle.join("init.pid")).arg("--bundle").arg(&bundle);
         cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
