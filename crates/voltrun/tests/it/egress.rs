@@ -283,3 +283,35 @@ fn host_names_resolve_through_the_policy_and_only_to_admitted_addresses() {
     assert_eq!(out["api.egress.test:8080"], format!("ok:hello {a}:8080"), "{out}");
     assert!(refused(&out[format!("{b}:8080")]), "the rebinding target stays refused: {out}");
 }
+
+/// Regression guard (issue 14): a server killed with instances holding networks leaves their
+/// slots, veths, namespaces and its table behind; the next server to start removes them.
+#[test]
+fn a_killed_servers_networks_are_removed_at_the_next_start() {
+    let net = TestNet::new(&[]);
+    let mut s = server(&net, &[]);
+    let c = s.user();
+    c.create_function("left", "python", PROBE, json!({"egress": [format!("{}/32", net.host(2))]}));
+    let (out, _) = run(&c, "left", json!({"connect": [[net.host(2), 8080]]}));
+    assert_eq!(out[format!("{}:8080", net.host(2))], format!("ok:hello {}:8080", net.host(2)), "{out}");
+    let dead = s.pid().to_string();
+    let slots_of = |pid: &str| -> Vec<String> {
+        std::fs::read_dir("/run/voltrun/egress")
+            .map(|rd| rd.flatten().filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|p| p.trim() == pid)).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    };
+    let table = format!("table inet voltrun_{dead}");
+    let tables = || String::from_utf8(Command::new("nft").args(["list", "tables"]).output().unwrap().stdout).unwrap();
+    let left = slots_of(&dead);
+    assert_eq!(left.len(), 1, "the warm instance holds one slot");
+    s.kill9();
+    assert!(tables().lines().any(|l| l == table), "a SIGKILLed server cannot clean up");
+    let again = server(&net, &[]);
+    assert!(slots_of(&dead).is_empty(), "the dead server's slots are freed");
+    assert!(!tables().lines().any(|l| l == table), "its table is removed");
+    for slot in left {
+        assert!(!std::path::Path::new(&format!("/sys/class/net/vre{slot}")).exists(), "its veth vre{slot} is removed");
+        assert!(!std::path::Path::new(&format!("/run/netns/vrn{slot}")).exists(), "its namespace vrn{slot} is removed");
+    }
+    drop(again);
+}
