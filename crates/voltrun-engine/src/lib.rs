@@ -118,6 +118,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+/// Ready spares and how many are starting.
+type Spares = (Vec<Instance>, usize);
+
 /// The invocation engine; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -150,7 +153,8 @@ struct Inner {
     /// this node and after its end (or retry) is stored, so they wait without polling.
     watchers: Mutex<HashMap<String, (watch::Sender<u64>, usize)>>,
     /// Pre-started instances per runtime, and how many are being started.
-    spares: Mutex<HashMap<Runtime, (Vec<Instance>, usize)>>,
+    /// Ready and starting spares by runtime and whether they have a network (egress).
+    spares: Mutex<HashMap<(Runtime, bool), Spares>>,
     /// Set at shutdown: results of runs cut short by it are not recorded, so the runs stay
     /// `running` and are settled like any interrupted run (async ones run again).
     stopping: std::sync::atomic::AtomicBool,
@@ -812,29 +816,46 @@ impl Engine {
     /// memory and no function environment, so they serve functions with that memory whose
     /// variables the interpreter does not read at start. Starts a replacement.
     fn take_spare(&self, f: &Function) -> Option<Instance> {
-        // Spares start without a network: a function with egress gets an instance of its own.
+        // A function with egress takes a spare started with a network that admits nothing
+        // yet, and gives it its plan (its rules, names, counters) before its code loads.
+        let networked = !f.egress.is_empty();
         let fits = f.memory == voltrun_core::function::DEFAULT_MEMORY_MB
-            && f.egress.is_empty()
+            && (!networked || self.inner.sandbox.egress_support().is_ok())
             && !f.env.keys().any(|k| ["PYTHON", "NODE_", "LD_", "GLIBC_", "MALLOC_"].iter().any(|p| k.starts_with(p)));
         if !fits || self.inner.cfg.spares == 0 {
             return None;
         }
-        let spare = self.inner.spares.lock().expect("spares lock").entry(f.runtime).or_default().0.pop();
+        let spare = self.inner.spares.lock().expect("spares lock").entry((f.runtime, networked)).or_default().0.pop();
         if spare.is_some() {
             self.inner.metrics.spare_instances.fetch_sub(1, Relaxed);
         }
-        self.replenish(f.runtime);
-        spare
+        self.replenish_kind(f.runtime, networked);
+        let mut spare = spare?;
+        if let Some(plan) = self.network_plan(f) {
+            if let Err(e) = spare.set_network(plan) {
+                tracing::warn!(err = %e, "could not give a spare its function's network");
+                let engine = self.clone();
+                tokio::spawn(async move { engine.retire(spare).await });
+                return None;
+            }
+        }
+        Some(spare)
     }
 
-    /// Starts spares of `runtime` until the configured number are ready or starting.
+    /// Starts spares of `runtime` (without a network) until the configured number are ready or starting.
     fn replenish(&self, runtime: Runtime) {
+        self.replenish_kind(runtime, false)
+    }
+
+    /// Starts spares of `runtime`, with a network (for functions with egress; started once
+    /// the first such function ran) or without, until the configured number are ready or starting.
+    fn replenish_kind(&self, runtime: Runtime, networked: bool) {
         if self.inner.runtimes.interpreter(runtime).is_none() {
             return;
         }
         let need = {
             let mut spares = self.inner.spares.lock().expect("spares lock");
-            let (ready, starting) = spares.entry(runtime).or_default();
+            let (ready, starting) = spares.entry((runtime, networked)).or_default();
             let need = self.inner.cfg.spares.saturating_sub(ready.len() + *starting);
             *starting += need;
             need
@@ -847,12 +868,13 @@ impl Engine {
                 let made = match std::fs::create_dir_all(&dir) {
                     Ok(()) => {
                         let env = base_env(runtime, &engine.inner.sandbox.task_root(&dir));
-                        engine.spawn_instance(runtime, voltrun_core::function::DEFAULT_MEMORY_MB, dir, env, None).await.ok()
+                        let network = networked.then(|| Arc::new(voltrun_sandbox::network::NetworkPlan { function: String::new(), policy: Default::default(), on_event: None }));
+                        engine.spawn_instance(runtime, voltrun_core::function::DEFAULT_MEMORY_MB, dir, env, network).await.ok()
                     }
                     Err(_) => None,
                 };
                 let mut spares = engine.inner.spares.lock().expect("spares lock");
-                let (ready, starting) = spares.entry(runtime).or_default();
+                let (ready, starting) = spares.entry((runtime, networked)).or_default();
                 *starting -= 1;
                 if let Some(inst) = made {
                     ready.push(inst);

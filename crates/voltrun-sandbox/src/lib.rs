@@ -141,6 +141,16 @@ pub trait InstanceHandle: Send {
     fn sees_processes(&self) -> bool {
         true
     }
+    /// Gives an instance started with a network but an empty plan (a spare) the plan of the
+    /// function it now serves (egress, issue 14).
+    fn set_network(&mut self, _plan: std::sync::Arc<network::NetworkPlan>) -> Result<(), SandboxError> {
+        Err(SandboxError::Unavailable("this instance has no network".into()))
+    }
+    /// The lines about connections the egress policy refused since the last call (for the
+    /// run that just ended).
+    fn take_network_log(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A backend that starts instances.

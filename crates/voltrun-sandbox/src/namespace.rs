@@ -156,7 +156,7 @@ impl Sandbox for NamespaceSandbox {
         let (sync_r, sync_w) = sys::pipe()?;
         let (go_r, go_w) = sys::pipe()?;
         let log_w2 = log_w.try_clone().map_err(sys_err("dup"))?;
-        let network = crate::network::attach_for(&self.network, spec, &log_w)?;
+        let network = crate::network::attach_for(&self.network, spec)?;
 
         let (cfg_r, cfg_w) = sys::pipe()?;
         let mut args: Vec<String> = vec![format!("root={}", root.display()), format!("task={}", spec.code_dir.display()), format!("boot={}", spec.bootstrap_dir.display())];
@@ -361,6 +361,17 @@ struct NsInstance {
 }
 
 impl InstanceHandle for NsInstance {
+    fn set_network(&mut self, plan: std::sync::Arc<crate::network::NetworkPlan>) -> Result<(), SandboxError> {
+        match &self.network {
+            Some(n) => n.set_plan(plan),
+            None => Err(SandboxError::Unavailable("this instance has no network".into())),
+        }
+    }
+
+    fn take_network_log(&mut self) -> Vec<String> {
+        self.network.as_ref().map(|n| n.take_log()).unwrap_or_default()
+    }
+
     fn kill(&mut self) {
         if self.reaped.is_none() {
             sys::kill_group(self.child.id());

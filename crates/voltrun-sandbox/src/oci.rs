@@ -244,13 +244,13 @@ impl Sandbox for OciSandbox {
         bundle.push(".oci");
         let bundle = PathBuf::from(bundle);
         let mut guard = SetupGuard::new(cgroup, bundle.clone(), |p| fs::remove_dir_all(p));
-        let (log_r, log_w) = sys::pipe()?;
-        let network = crate::network::attach_for(&self.network, spec, &log_w)?;
+        let network = crate::network::attach_for(&self.network, spec)?;
         write_bundle(&bundle, spec, &id, self.runtime, network.as_ref())?;
         let procs = guard.cgroup().procs_files();
 
         let (ctl_in_r, ctl_in_w) = sys::pipe()?;
         let (ctl_out_r, ctl_out_w) = sys::pipe()?;
+        let (log_r, log_w) = sys::pipe()?;
         let log_w2 = log_w.try_clone().map_err(sys_err("dup"))?;
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg(GUARD_ARG);
@@ -571,6 +571,17 @@ struct OciInstance {
 }
 
 impl InstanceHandle for OciInstance {
+    fn set_network(&mut self, plan: std::sync::Arc<crate::network::NetworkPlan>) -> Result<(), SandboxError> {
+        match &self.network {
+            Some(n) => n.set_plan(plan),
+            None => Err(SandboxError::Unavailable("this instance has no network".into())),
+        }
+    }
+
+    fn take_network_log(&mut self) -> Vec<String> {
+        self.network.as_ref().map(|n| n.take_log()).unwrap_or_default()
+    }
+
     fn kill(&mut self) {
         if self.reaped.is_none() {
             // Every process of the container is in the cgroup; the guard then reaps the

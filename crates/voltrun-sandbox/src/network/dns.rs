@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{nft, run, NetworkPlan};
+use super::{nft, run, NetworkPlan, PlanCell};
 use crate::SandboxError;
 
 const TYPE_A: u16 = 1;
@@ -39,7 +39,7 @@ impl Drop for Resolver {
 
 impl Resolver {
     /// Binds `gw:53` and serves questions until dropped.
-    pub fn start(gw: Ipv4Addr, upstream: SocketAddr, table: String, slot: u32, plan: Arc<NetworkPlan>) -> Result<Resolver, SandboxError> {
+    pub(crate) fn start(gw: Ipv4Addr, upstream: SocketAddr, table: String, slot: u32, plan: PlanCell) -> Result<Resolver, SandboxError> {
         let sock = UdpSocket::bind((gw, 53)).map_err(|source| SandboxError::Sys { call: "bind the instance's DNS resolver", source })?;
         sock.set_read_timeout(Some(Duration::from_millis(200))).map_err(|source| SandboxError::Sys { call: "setsockopt SO_RCVTIMEO", source })?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -50,7 +50,8 @@ impl Resolver {
                 let mut buf = [0u8; 1500];
                 while !s2.load(Ordering::Relaxed) {
                     let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
-                    if let Some(reply) = answer(&buf[..n], &plan, upstream, &table, slot) {
+                    let current = plan.lock().expect("plan lock").clone();
+                    if let Some(reply) = answer(&buf[..n], &current, upstream, &table, slot) {
                         let _ = sock.send_to(&reply, from);
                     }
                 }

@@ -22,7 +22,9 @@
 //!
 //! Observability ([`nflog`]): new allowed and refused connections are logged by nftables to
 //! an NFLOG group this server reads; each one counts for the function (`/metrics`) and each
-//! refused one writes a line into the instance's log pipe, so it lands in the run's logs.
+//! refused one leaves a line that the engine adds to the run's logs when the run ends
+//! ([`Attached::take_log`] first reads every message already queued: the kernel queues it
+//! as it judges the packet, before the function even sees the refusal).
 //!
 //! Every resource carries a host-wide slot number taken by creating `/run/voltrun/egress/<slot>`
 //! exclusively (several servers share a host: the tests run many). A server starting removes
@@ -32,7 +34,6 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -91,12 +92,20 @@ impl std::fmt::Debug for NetworkPlan {
     }
 }
 
+/// An instance's current plan: a spare starts with an empty one and gets its function's
+/// when it is given to the function ([`Attached::set_plan`]).
+pub(crate) type PlanCell = Arc<Mutex<Arc<NetworkPlan>>>;
+
 /// What the NFLOG reader needs of a live instance (looked up by host interface index).
 pub(crate) struct LinkInfo {
-    plan: Arc<NetworkPlan>,
-    /// A write end of the instance's log pipe, for the refused-connection lines.
-    log: Mutex<Option<OwnedFd>>,
+    plan: PlanCell,
+    /// Refused-connection lines not yet given to a run (at most [`LOG_LINES_MAX`]), and how
+    /// many more were left out.
+    log: Mutex<(Vec<String>, u64)>,
 }
+
+/// Most refused-connection lines kept for one run.
+pub const LOG_LINES_MAX: usize = 20;
 
 /// The server's egress machinery: its nftables table, its NFLOG reader, its resolvers.
 pub struct Network {
@@ -104,6 +113,7 @@ pub struct Network {
     upstream: SocketAddr,
     links: Arc<Mutex<HashMap<u32, Arc<LinkInfo>>>>,
     group: u16,
+    log: Arc<nflog::Reader>,
 }
 
 fn unavailable(msg: impl Into<String>) -> SandboxError {
@@ -168,16 +178,17 @@ impl Network {
         let (sock, group) = nflog::bind_group(std::process::id()).map_err(|e| unavailable(format!("NFLOG: {e}")))?;
         let table = format!("{TABLE_PREFIX}{}", std::process::id());
         run("nft", &["-f", "-"], &nft::table(&table, group, &cfg.deny)).map_err(|e| unavailable(format!("install the nftables table: {e}")))?;
-        nflog::spawn_reader(sock, links.clone());
+        let log = nflog::Reader::start(sock, links.clone()).map_err(|e| unavailable(format!("NFLOG reader: {e}")))?;
         tracing::info!(table = %table, group, upstream = %upstream, deny = cfg.deny.len(), "egress enforcement ready");
-        Ok(Arc::new(Network { table, upstream, links, group }))
+        Ok(Arc::new(Network { table, upstream, links, group, log }))
     }
 
     /// Gives an instance a network under `plan`: a namespace to join (or put in the OCI
     /// config), its resolver. Dropping the result tears it all down.
     pub fn attach(self: &Arc<Self>, plan: Arc<NetworkPlan>) -> Result<Attached, SandboxError> {
         let slot = claim_slot()?;
-        let mut a = Attached { net: self.clone(), slot, ifindex: 0, resolver: None, nft_installed: false };
+        let cell: PlanCell = Arc::new(Mutex::new(plan.clone()));
+        let mut a = Attached { net: self.clone(), slot, ifindex: 0, resolver: None, nft_installed: false, plan: cell.clone() };
         let (gw, addr) = slot_addrs(slot);
         let link = format!("{LINK_PREFIX}{slot}");
         let ns = format!("{NETNS_PREFIX}{slot}");
@@ -188,12 +199,12 @@ impl Network {
         let inside = format!("link set dev lo up\nlink set dev eth0 addrgenmode none\naddr add {addr}/30 dev eth0\nlink set dev eth0 up\nroute add default via {gw} dev eth0\n");
         run("ip", &["-n", &ns, "-b", "-"], &inside).map_err(unavailable)?;
         a.ifindex = fs::read_to_string(format!("/sys/class/net/{link}/ifindex")).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| unavailable(format!("no ifindex for {link}")))?;
-        self.links.lock().expect("links lock").insert(a.ifindex, Arc::new(LinkInfo { plan: plan.clone(), log: Mutex::new(None) }));
+        self.links.lock().expect("links lock").insert(a.ifindex, Arc::new(LinkInfo { plan: cell.clone(), log: Mutex::new((Vec::new(), 0)) }));
         run("nft", &["-f", "-"], &nft::attach(&self.table, slot, &link, gw, &plan.policy)).map_err(unavailable)?;
         a.nft_installed = true;
         // Started for every instance: without host-name rules it refuses every name at once
         // (rather than letting lookups time out).
-        a.resolver = Some(dns::Resolver::start(gw, self.upstream, self.table.clone(), slot, plan)?);
+        a.resolver = Some(dns::Resolver::start(gw, self.upstream, self.table.clone(), slot, cell)?);
         Ok(a)
     }
 
@@ -216,9 +227,25 @@ pub struct Attached {
     ifindex: u32,
     resolver: Option<dns::Resolver>,
     nft_installed: bool,
+    plan: PlanCell,
 }
 
 impl Attached {
+    /// Gives a spare's network (started with an empty plan: nothing admitted) the plan of
+    /// the function it now serves: its rules, its resolver's names, its counters. Once.
+    pub fn set_plan(&self, plan: Arc<NetworkPlan>) -> Result<(), SandboxError> {
+        let mut cur = self.plan.lock().expect("plan lock");
+        if !cur.policy.is_empty() {
+            return Err(unavailable("this instance's network already serves a function"));
+        }
+        let rules = nft::policy_rules(&self.net.table, self.slot, &plan.policy);
+        if !rules.is_empty() {
+            run("nft", &["-f", "-"], &rules).map_err(unavailable)?;
+        }
+        *cur = plan;
+        Ok(())
+    }
+
     /// The named network namespace the instance must join.
     pub fn netns_path(&self) -> PathBuf {
         PathBuf::from(format!("/run/netns/{NETNS_PREFIX}{}", self.slot))
@@ -234,11 +261,16 @@ impl Attached {
         resolv_conf(&self.dns().to_string())
     }
 
-    /// Gives the refused-connection lines a way into the instance's log pipe.
-    pub fn set_log(&self, fd: OwnedFd) {
-        if let Some(l) = self.net.links.lock().expect("links lock").get(&self.ifindex) {
-            *l.log.lock().expect("log lock") = Some(fd);
+    /// The refused-connection lines since the last call (one per refused attempt), after
+    /// reading every log message the kernel has queued: called when a run ends.
+    pub fn take_log(&self) -> Vec<String> {
+        self.net.log.drain();
+        let Some(l) = self.net.links.lock().expect("links lock").get(&self.ifindex).cloned() else { return Vec::new() };
+        let (mut lines, more) = std::mem::take(&mut *l.log.lock().expect("log lock"));
+        if more > 0 {
+            lines.push(format!("[voltrun] egress refused: {more} more connections\n"));
         }
+        lines
     }
 }
 
@@ -261,13 +293,12 @@ pub fn resolv_conf(dns: &str) -> String {
 }
 
 /// The tiers' hook: the network of an instance whose spec asks for one (`Ok(None)` when it
-/// does not), its refused-connection lines going to a duplicate of `log`.
-pub fn attach_for(network: &Result<Arc<Network>, String>, spec: &crate::InstanceSpec, log: &OwnedFd) -> Result<Option<Attached>, SandboxError> {
-    let Some(plan) = spec.network.as_ref().filter(|p| !p.policy.is_empty()) else { return Ok(None) };
+/// does not).
+pub fn attach_for(network: &Result<Arc<Network>, String>, spec: &crate::InstanceSpec) -> Result<Option<Attached>, SandboxError> {
+    // An empty plan too: a spare's network, which admits nothing until it gets its function's.
+    let Some(plan) = spec.network.as_ref() else { return Ok(None) };
     let net = network.as_ref().map_err(|why| unavailable(format!("this function has an egress list, but egress is not available: {why}")))?;
-    let a = net.attach(plan.clone())?;
-    a.set_log(log.try_clone().map_err(|source| SandboxError::Sys { call: "dup log pipe", source })?);
-    Ok(Some(a))
+    net.attach(plan.clone()).map(Some)
 }
 
 fn slot_file(slot: u32) -> PathBuf {

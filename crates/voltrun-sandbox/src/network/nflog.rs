@@ -3,9 +3,11 @@
 //! `a`) and per refused attempt (prefix `r`), with the host-side input interface (which
 //! instance) and the packet's first bytes (which destination).
 //!
-//! Chosen over reading rule counters after each run: a message arrives as the packet is
-//! judged, so a refused connection's line is written into the run's log pipe while the run
-//! is still going, and no run pays for a counter read.
+//! Chosen over reading rule counters after each run: a message is queued as the packet is
+//! judged (before the function sees its connection refused), it says which destination was
+//! refused (for the run's log line), and no run pays for a counter read (one nft process).
+//! A thread reads as messages come; [`Reader::drain`] reads what is queued at once, so the
+//! lines of a run are all there when it ends.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -180,35 +182,62 @@ pub fn refused_line(l: &Logged) -> String {
     format!("[voltrun] egress refused: {} connection to {to} (not in this function's egress list)\n", l.proto)
 }
 
-/// Reads the group forever on a thread of its own (the server's lifetime).
-pub(crate) fn spawn_reader(fd: OwnedFd, links: Arc<Mutex<HashMap<u32, Arc<LinkInfo>>>>) {
-    std::thread::Builder::new()
-        .name("egress-nflog".into())
-        .spawn(move || {
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = match sys::netlink_recv(fd.as_raw_fd(), &mut buf) {
-                    Ok(n) => n,
-                    // ENOBUFS: the kernel dropped messages under load; go on.
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
-                    Err(e) => {
-                        tracing::error!(err = %e, "the egress log reader stopped");
-                        return;
-                    }
-                };
-                for l in parse(&buf[..n]) {
-                    let Some(link) = links.lock().expect("links lock").get(&l.ifindex).cloned() else { continue };
-                    if let Some(cb) = &link.plan.on_event {
-                        cb(l.verdict);
-                    }
-                    if l.verdict == Verdict::Refused {
-                        tracing::debug!(function = %link.plan.function, dst = ?l.dst, port = ?l.port, "egress refused");
-                        if let Some(fd) = link.log.lock().expect("log lock").as_ref() {
-                            let _ = sys::write_fd(fd.as_raw_fd(), refused_line(&l).as_bytes());
-                        }
-                    }
+/// The group's socket (non-blocking) and who reads it: a thread as messages come, and
+/// [`Reader::drain`] on demand; one at a time.
+pub(crate) struct Reader {
+    fd: OwnedFd,
+    links: Arc<Mutex<HashMap<u32, Arc<LinkInfo>>>>,
+    buf: Mutex<Vec<u8>>,
+}
+
+impl Reader {
+    /// Starts the reading thread (for the server's lifetime).
+    pub(crate) fn start(fd: OwnedFd, links: Arc<Mutex<HashMap<u32, Arc<LinkInfo>>>>) -> std::io::Result<Arc<Reader>> {
+        sys::set_nonblocking(fd.as_raw_fd())?;
+        let r = Arc::new(Reader { fd, links, buf: Mutex::new(vec![0u8; 1 << 16]) });
+        let t = r.clone();
+        std::thread::Builder::new().name("egress-nflog".into()).spawn(move || loop {
+            match sys::poll_readable(t.fd.as_raw_fd(), -1) {
+                Ok(_) => t.drain(),
+                Err(e) => {
+                    tracing::error!(err = %e, "the egress log reader stopped");
+                    return;
                 }
             }
-        })
-        .expect("spawn the egress log reader");
+        })?;
+        Ok(r)
+    }
+
+    /// Reads and handles every message queued now.
+    pub(crate) fn drain(&self) {
+        let mut buf = self.buf.lock().expect("nflog buffer lock");
+        loop {
+            let n = match sys::netlink_recv(self.fd.as_raw_fd(), &mut buf) {
+                Ok(n) => n,
+                // ENOBUFS: the kernel dropped messages under load; go on.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
+                Err(_) => return, // EAGAIN: nothing more queued
+            };
+            for l in parse(&buf[..n]) {
+                self.handle(&l);
+            }
+        }
+    }
+
+    fn handle(&self, l: &Logged) {
+        let Some(link) = self.links.lock().expect("links lock").get(&l.ifindex).cloned() else { return };
+        let plan = link.plan.lock().expect("plan lock").clone();
+        if let Some(cb) = &plan.on_event {
+            cb(l.verdict);
+        }
+        if l.verdict == Verdict::Refused {
+            tracing::debug!(function = %plan.function, dst = ?l.dst, port = ?l.port, "egress refused");
+            let mut log = link.log.lock().expect("log lock");
+            if log.0.len() < super::LOG_LINES_MAX {
+                log.0.push(refused_line(l));
+            } else {
+                log.1 += 1;
+            }
+        }
+    }
 }

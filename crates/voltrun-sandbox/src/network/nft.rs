@@ -92,10 +92,24 @@ fn port_match(port: Option<u16>) -> String {
     }
 }
 
-/// One instance's chain, resolved-address sets and map entries.
+/// One instance's chain, resolved-address sets and map entries, with `policy`'s rules.
 pub fn attach(table: &str, slot: u32, link: &str, gw: Ipv4Addr, policy: &EgressPolicy) -> String {
     let chain = format!("p{slot}");
     let mut t = format!("add chain inet {table} {chain}\nadd set inet {table} r{slot} {{ type ipv4_addr; }}\nadd set inet {table} rp{slot} {{ type ipv4_addr . inet_service; }}\n");
+    let _ = writeln!(t, "add rule inet {table} {chain} ip daddr @r{slot} goto allow");
+    let _ = writeln!(t, "add rule inet {table} {chain} meta l4proto {{ tcp, udp }} ip daddr . th dport @rp{slot} goto allow");
+    t.push_str(&policy_rules(table, slot, policy));
+    let _ = writeln!(t, "add element inet {table} ifs {{ \"{link}\" }}");
+    let _ = writeln!(t, "add element inet {table} dns {{ \"{link}\" . {gw} }}");
+    let _ = writeln!(t, "add element inet {table} fnmap {{ \"{link}\" : jump {chain} }}");
+    t
+}
+
+/// The rules of `policy`'s address entries in the instance's chain (host-name entries admit
+/// what the resolver adds to the instance's sets).
+pub fn policy_rules(table: &str, slot: u32, policy: &EgressPolicy) -> String {
+    let chain = format!("p{slot}");
+    let mut t = String::new();
     for r in &policy.rules {
         let ports = port_match(r.port);
         match &r.target {
@@ -114,11 +128,6 @@ pub fn attach(table: &str, slot: u32, link: &str, gw: Ipv4Addr, policy: &EgressP
             EgressTarget::Host(_) | EgressTarget::Subdomains(_) => {}
         }
     }
-    let _ = writeln!(t, "add rule inet {table} {chain} ip daddr @r{slot} goto allow");
-    let _ = writeln!(t, "add rule inet {table} {chain} meta l4proto {{ tcp, udp }} ip daddr . th dport @rp{slot} goto allow");
-    let _ = writeln!(t, "add element inet {table} ifs {{ \"{link}\" }}");
-    let _ = writeln!(t, "add element inet {table} dns {{ \"{link}\" . {gw} }}");
-    let _ = writeln!(t, "add element inet {table} fnmap {{ \"{link}\" : jump {chain} }}");
     t
 }
 
