@@ -334,7 +334,12 @@ fn remove_slot(slot: u32) {
 /// links and namespaces without a slot, and their tables.
 fn remove_stale() {
     let owner = |slot: u32| fs::read_to_string(slot_file(slot)).ok().and_then(|s| s.trim().parse::<i32>().ok());
-    let dead = |slot: u32| owner(slot).is_none_or(|p| !sys::pid_alive(p));
+    // A slot file without a pid yet is being claimed right now (unless it is old).
+    let old = |slot: u32| fs::metadata(slot_file(slot)).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age.as_secs() > 10);
+    let dead = |slot: u32| match owner(slot) {
+        Some(p) => !sys::pid_alive(p),
+        None => old(slot),
+    };
     if let Ok(rd) = fs::read_dir(SLOT_DIR) {
         for e in rd.flatten() {
             if let Some(slot) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {

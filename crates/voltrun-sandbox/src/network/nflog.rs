@@ -241,3 +241,35 @@ impl Reader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One NFULNL_MSG_PACKET as the kernel sends it: prefix, input interface, payload.
+    fn message(prefix: &[u8], ifindex: u32, payload: &[u8]) -> Vec<u8> {
+        let mut body = vec![2u8, 0, 0, 7];
+        attr(&mut body, NFULA_PREFIX, prefix);
+        attr(&mut body, NFULA_IFINDEX_INDEV, &ifindex.to_be_bytes());
+        attr(&mut body, NFULA_PAYLOAD, payload);
+        let mut m = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+        m.extend_from_slice(&((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET).to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn packet_messages_give_verdict_interface_and_destination() {
+        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 213, 0, 2, 198, 18, 0, 9];
+        ip.extend_from_slice(&[0x9c, 0x40, 0, 80]);
+        let mut buf = message(b"r\0", 42, &ip);
+        buf.extend(message(b"a\0", 43, &ip));
+        let got = parse(&buf);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], Logged { verdict: Verdict::Refused, ifindex: 42, proto: "tcp", dst: Some(Ipv4Addr::new(198, 18, 0, 9)), port: Some(80) });
+        assert_eq!(got[1].verdict, Verdict::Allowed);
+        assert_eq!(refused_line(&got[0]), "[voltrun] egress refused: tcp connection to 198.18.0.9:80 (not in this function's egress list)\n");
+        assert!(parse(&buf[..buf.len() - 3]).len() == 1, "a cut message is not parsed");
+    }
+}
