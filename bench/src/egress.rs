@@ -40,7 +40,11 @@ struct TestHost(Option<Child>);
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip").args(args).output()?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -51,17 +55,33 @@ impl TestHost {
         let _ = Command::new("ip").args(["netns", "del", NS]).output();
         ip(&["netns", "add", NS])?;
         let mut h = TestHost(None);
-        ip(&["link", "add", LINK, "type", "veth", "peer", "name", "eth0", "netns", NS])?;
+        ip(&[
+            "link", "add", LINK, "type", "veth", "peer", "name", "eth0", "netns", NS,
+        ])?;
         ip(&["addr", "add", "198.18.250.1/24", "dev", LINK])?;
         ip(&["link", "set", LINK, "up"])?;
-        ip(&["-n", NS, "addr", "add", &format!("{HOST}/24"), "dev", "eth0"])?;
+        ip(&[
+            "-n",
+            NS,
+            "addr",
+            "add",
+            &format!("{HOST}/24"),
+            "dev",
+            "eth0",
+        ])?;
         ip(&["-n", NS, "link", "set", "eth0", "up"])?;
         ip(&["-n", NS, "link", "set", "lo", "up"])?;
         ip(&["-n", NS, "route", "add", "default", "via", "198.18.250.1"])?;
         let server = "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('198.18.250.2', 8080)); s.listen(512)\nprint('ready', flush=True)\nwhile True:\n    c,_=s.accept(); c.close()\n";
-        let mut child = Command::new("ip").args(["netns", "exec", NS, "python3", "-c", server]).stdout(Stdio::piped()).spawn()?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", NS, "python3", "-c", server])
+            .stdout(Stdio::piped())
+            .spawn()?;
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().context("stdout")?), &mut line)?;
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
+            &mut line,
+        )?;
         h.0 = Some(child);
         if line.trim() != "ready" {
             bail!("the test host did not start");
@@ -81,20 +101,46 @@ impl Drop for TestHost {
     }
 }
 
-fn cold(s: &Server, token: &str, tag: &str, egress: &Value, n: usize, gap: Duration) -> Result<Vec<f64>> {
+fn cold(
+    s: &Server,
+    token: &str,
+    tag: &str,
+    egress: &Value,
+    n: usize,
+    gap: Duration,
+) -> Result<Vec<f64>> {
     let mut out = Vec::new();
     for i in 0..n {
         std::thread::sleep(gap);
         let name = format!("eg-{tag}-{i}");
-        s.call("POST", "/api/functions", Some(token), &json!({"name": name, "runtime": "python3.11", "code": PY_CODE, "egress": egress}))?;
+        s.call(
+            "POST",
+            "/api/functions",
+            Some(token),
+            &json!({"name": name, "runtime": "python3.11", "code": PY_CODE, "egress": egress}),
+        )?;
         let mut e = Value::Null;
-        out.push(time_ms(|| e = s.call("POST", &format!("/api/functions/{name}/execute"), Some(token), &json!({"i": i})).unwrap_or(Value::Null)));
+        out.push(time_ms(|| {
+            e = s
+                .call(
+                    "POST",
+                    &format!("/api/functions/{name}/execute"),
+                    Some(token),
+                    &json!({"i": i}),
+                )
+                .unwrap_or(Value::Null)
+        }));
         if e["status"] != "success" {
             bail!("egress cold run failed: {e}");
         }
         // Its warm instance is not needed again: deleting the function frees it (dozens of
         // idle containers exhaust the host's threads in the container tier).
-        let _ = s.call("DELETE", &format!("/api/functions/{name}"), Some(token), &Value::Null);
+        let _ = s.call(
+            "DELETE",
+            &format!("/api/functions/{name}"),
+            Some(token),
+            &Value::Null,
+        );
     }
     Ok(out)
 }
@@ -111,10 +157,23 @@ pub fn measure(bin: &std::path::Path, tier: &str, n: usize) -> Result<Value> {
     let off = cold(&s, &token, "off", &json!([]), n, gap)?;
     let on = cold(&s, &token, "on", &allow, n, gap)?;
     s.call("POST", "/api/functions", Some(&token), &json!({"name": "eg-connect", "runtime": "python3.11", "code": CONNECT_PY, "egress": allow}))?;
-    let e = s.call("POST", "/api/functions/eg-connect/execute", Some(&token), &json!({"n": CONNECTS, "host": HOST}))?;
-    let inside: Vec<f64> = e["output"].as_array().context("connect timings")?.iter().filter_map(Value::as_f64).collect();
-    let host_out = Command::new("python3").args(["-c", CONNECT_PY, &CONNECTS.to_string(), HOST]).output()?;
-    let from_host: Vec<f64> = serde_json::from_slice::<Vec<f64>>(&host_out.stdout).context("host connect timings")?;
+    let e = s.call(
+        "POST",
+        "/api/functions/eg-connect/execute",
+        Some(&token),
+        &json!({"n": CONNECTS, "host": HOST}),
+    )?;
+    let inside: Vec<f64> = e["output"]
+        .as_array()
+        .context("connect timings")?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    let host_out = Command::new("python3")
+        .args(["-c", CONNECT_PY, &CONNECTS.to_string(), HOST])
+        .output()?;
+    let from_host: Vec<f64> =
+        serde_json::from_slice::<Vec<f64>>(&host_out.stdout).context("host connect timings")?;
     if inside.len() != CONNECTS || from_host.len() != CONNECTS {
         bail!("connect timings missing");
     }
@@ -134,7 +193,12 @@ pub fn markdown(r: &Value) -> String {
     for (tier, v) in r.as_object().into_iter().flatten() {
         s.push_str(&format!(
             "| {tier} | {} | {} | {} | {} | {} | {} |\n",
-            v["cold_start_egress_off"]["p50_ms"], v["cold_start_egress_on"]["p50_ms"], v["cold_on_vs_off_p50"], v["connect_inside_function"]["p50_ms"], v["connect_from_host"]["p50_ms"], v["connect_extra_ms_p50"]
+            v["cold_start_egress_off"]["p50_ms"],
+            v["cold_start_egress_on"]["p50_ms"],
+            v["cold_on_vs_off_p50"],
+            v["connect_inside_function"]["p50_ms"],
+            v["connect_from_host"]["p50_ms"],
+            v["connect_extra_ms_p50"]
         ));
     }
     s
