@@ -23,3 +23,4 @@ mod hardening_instance;
 mod egress_api;
 mod store_outage;
 mod engine_bookkeeping;
+mod egress;
