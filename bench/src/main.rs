@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+mod egress;
 mod scale;
 
 struct Args {
@@ -19,7 +20,7 @@ struct Args {
     quick: bool,
     out: PathBuf,
     /// Only these sections (all when empty): baselines, throughput, workers, tiers, scale,
-    /// retention.
+    /// retention, egress.
     only: Vec<String>,
 }
 
@@ -432,6 +433,12 @@ fn main() -> Result<()> {
         eprintln!("measuring the {tier} tier…");
         tiers[tier] = measure_tier(&args.server_bin, tier, cold_n, warm_n)?;
     }
+    let mut egress_r = json!({});
+    for &tier in names.iter().filter(|t| **t != "process" && args.runs("egress")) {
+        eprintln!("measuring egress in the {tier} tier…");
+        egress_r[tier] = egress::measure(&args.server_bin, tier, cold_n).unwrap_or_else(|e| json!({"error": e.to_string()}));
+        eprintln!("{}", egress_r[tier]);
+    }
     let scale = if args.runs("scale") {
         eprintln!("measuring scale: deployed functions, server memory, a million stored executions…");
         scale::measure(&args.server_bin, if args.quick { &scale::QUICK } else { &scale::FULL })?
@@ -467,6 +474,7 @@ fn main() -> Result<()> {
         "workers": workers,
         "scale": scale,
         "retention": retention,
+        "egress": egress_r,
         "ratios": ratios,
     });
     let dir = args.out.as_path();
@@ -519,6 +527,7 @@ fn markdown(r: &Value) -> String {
             s.push_str(&format!("| {} | {} | {} | {} | {} |\n", i + 1, x["invokes_per_s"], x["stored"], x["db_mib"], x["wal_mib"]));
         }
     }
+    s.push_str(&egress::markdown(&r["egress"]));
     s.push_str("\n| ratio (p50) | value |\n|---|---|\n");
     for (k, v) in r["ratios"].as_object().expect("object") {
         s.push_str(&format!("| {k} | {v} |\n"));

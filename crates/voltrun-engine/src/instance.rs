@@ -131,6 +131,11 @@ impl Instance {
         self.live.lock().expect("run log lock").tainted().is_some()
     }
 
+    /// Gives a spare started with a network (and an empty plan) its function's (issue 14).
+    pub fn set_network(&mut self, plan: std::sync::Arc<voltrun_sandbox::network::NetworkPlan>) -> Result<(), voltrun_sandbox::SandboxError> {
+        self.handle.set_network(plan)
+    }
+
     /// The host directory the instance sees as its code directory.
     pub fn code_dir(&self) -> &std::path::Path {
         &self.code_dir
@@ -190,6 +195,8 @@ impl Instance {
         // A marker of its own for every run: one learnt by the function's code in an earlier
         // run is of no use in this one (it is taken for a forgery).
         let marker = new_marker();
+        // Refusals from before this run (between runs, or of a run that failed) are not its.
+        drop(self.handle.take_network_log());
         self.live.lock().expect("run log lock").begin(&marker);
         let frame = json!({"type": "invoke", "request_id": request_id, "event": event, "timeout_ms": timeout.as_millis() as u64, "marker": marker});
         let reply = tokio::time::timeout_at(deadline.into(), async {
@@ -215,7 +222,11 @@ impl Instance {
                     Err(serde_json::from_value(msg["error"].clone())
                         .unwrap_or_else(|_| ExecError::new(ErrorKind::RuntimeError, "the runtime reported a malformed error")))
                 };
-                let (logs, tainted) = self.settle_logs().await;
+                let (mut logs, tainted) = self.settle_logs().await;
+                // Connections the egress policy refused during the run: one line each.
+                for line in self.handle.take_network_log() {
+                    logs.text.extend_from_slice(line.as_bytes());
+                }
                 // Threads, timers or processes the handler left behind, which could print
                 // into the next run: reported by the bootstrap, or seen by the host.
                 let strays = msg["strays"] == true || (self.handle.sees_processes() && self.handle.has_stray_processes());

@@ -4,10 +4,12 @@
 //! launched instance holds its unit of the `instances` gauge for the rest of its life.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use voltrun_core::{time, ErrorKind, ExecError, Function, InstanceLimits, Outcome, Runtime};
+use voltrun_sandbox::network::{NetworkPlan, Verdict};
 use voltrun_sandbox::{InstanceSpec, ResourceLimits};
 
 use crate::instance::{self, InitParams, Instance};
@@ -46,7 +48,7 @@ impl Engine {
                 }
                 let mut env = base_env(f.runtime, &self.inner.sandbox.task_root(&dir));
                 env.extend(function_env(f));
-                match self.spawn_instance(f.runtime, f.memory, dir, env).await {
+                match self.spawn_instance(f.runtime, f.memory, dir, env, self.network_plan(f)).await {
                     Ok(inst) => (inst, Vec::new()),
                     Err(e) => return Err(fail(e, Default::default())),
                 }
@@ -73,7 +75,7 @@ impl Engine {
 
     /// Starts a runtime process in the sandbox with `dir` as its code directory; it waits for
     /// its init frame. The directory is removed if the start fails.
-    pub(crate) async fn spawn_instance(&self, runtime: Runtime, memory_mb: u32, dir: PathBuf, env: Vec<(String, String)>) -> Result<Instance, ExecError> {
+    pub(crate) async fn spawn_instance(&self, runtime: Runtime, memory_mb: u32, dir: PathBuf, env: Vec<(String, String)>, network: Option<Arc<NetworkPlan>>) -> Result<Instance, ExecError> {
         let rt = &self.inner.runtimes;
         let sandbox = self.inner.sandbox.clone();
         let Some(argv) = rt.argv(runtime, memory_mb, &sandbox.bootstrap_root(rt.bootstrap_dir())) else {
@@ -87,6 +89,7 @@ impl Engine {
             runtime_paths: rt.paths(runtime),
             bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
             limits: sandbox_limits(InstanceLimits::for_function(runtime, memory_mb)),
+            network,
         };
         let spawned = tokio::task::spawn_blocking(move || sandbox.spawn(&spec)).await.expect("spawn task does not panic");
         let spawned = match spawned {
@@ -103,6 +106,19 @@ impl Engine {
         let mut inst = Instance::wrap(spawned, dir).map_err(|failure| failure.error)?;
         inst.count_in(GaugeUnit::new(&self.inner.metrics, Gauge::Instances));
         Ok(inst)
+    }
+
+    /// The network an instance of `f` gets (issue 14): none without an `egress` list.
+    pub(crate) fn network_plan(&self, f: &Function) -> Option<Arc<NetworkPlan>> {
+        if f.egress.is_empty() {
+            return None;
+        }
+        // Stored lists were validated on the way in; one that no longer parses admits nothing.
+        let policy = voltrun_core::egress::EgressPolicy::parse(&f.egress).unwrap_or_default();
+        let counts = self.inner.metrics.egress.clone();
+        let id = f.id.clone();
+        let on_event: Arc<dyn Fn(Verdict) + Send + Sync> = Arc::new(move |v| counts.record(&id, v == Verdict::Refused));
+        Some(Arc::new(NetworkPlan { function: f.id.clone(), policy, on_event: Some(on_event) }))
     }
 }
 

@@ -6,8 +6,9 @@
 //! unit back, so no path (an error, a dropped future, a panic) leaves the gauge wrong.
 
 use std::fmt::Write;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use voltrun_core::{ErrorKind, Runtime};
 
@@ -47,6 +48,41 @@ pub struct Metrics {
     pub throttled: AtomicU64,
     /// Open `?follow=true` log streams (the API keeps it).
     pub log_streams: AtomicI64,
+    /// Egress connections per function (issue 14); shared with the sandbox's log reader.
+    pub egress: Arc<EgressCounts>,
+}
+
+/// Most functions the egress counters keep (then new functions count under `function="other"`).
+pub const EGRESS_FUNCTIONS_MAX: usize = 10_000;
+
+/// `voltrun_egress_connections_total{function, verdict}`: new allowed connections and refused
+/// attempts, per function id; bounded to [`EGRESS_FUNCTIONS_MAX`] keys.
+#[derive(Default)]
+pub struct EgressCounts {
+    by_function: Mutex<BTreeMap<String, [u64; 2]>>,
+}
+
+impl EgressCounts {
+    /// Counts one connection of `function` (`refused`: the policy refused it).
+    pub fn record(&self, function: &str, refused: bool) {
+        let mut m = self.by_function.lock().expect("egress counts lock");
+        let key = if m.contains_key(function) || m.len() < EGRESS_FUNCTIONS_MAX { function } else { "other" };
+        m.entry(key.to_string()).or_default()[usize::from(refused)] += 1;
+    }
+
+    /// (allowed, refused) of `function` so far.
+    pub fn get(&self, function: &str) -> (u64, u64) {
+        let c = self.by_function.lock().expect("egress counts lock").get(function).copied().unwrap_or_default();
+        (c[0], c[1])
+    }
+
+    fn render(&self, o: &mut String) {
+        o.push_str("# HELP voltrun_egress_connections_total Network connections of functions with egress, by the policy's verdict.\n# TYPE voltrun_egress_connections_total counter\n");
+        for (f, c) in self.by_function.lock().expect("egress counts lock").iter() {
+            let _ = writeln!(o, "voltrun_egress_connections_total{{function=\"{f}\",verdict=\"allowed\"}} {}", c[0]);
+            let _ = writeln!(o, "voltrun_egress_connections_total{{function=\"{f}\",verdict=\"refused\"}} {}", c[1]);
+        }
+    }
 }
 
 fn rt_index(r: Runtime) -> usize {
@@ -122,6 +158,7 @@ impl Metrics {
             "# HELP voltrun_throttled_total Invocations refused with 429.\n# TYPE voltrun_throttled_total counter\nvoltrun_throttled_total {}",
             self.throttled.load(Relaxed)
         );
+        self.egress.render(&mut o);
         o
     }
 }

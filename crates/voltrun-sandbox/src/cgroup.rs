@@ -14,8 +14,9 @@ use crate::{ResourceLimits, SandboxError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hierarchy {
     /// One directory per controller: memory, pids, cpu; `others` are the `voltrun`
-    /// directories of the remaining v1 hierarchies (not created by us: an OCI runtime may
-    /// create instance cgroups there, which sweeps and teardowns then remove).
+    /// directories of the remaining v1 hierarchies and of hybrid mode's unified one (not
+    /// created by us: an OCI runtime may create instance cgroups there, which sweeps and
+    /// teardowns then remove).
     V1 { memory: PathBuf, pids: PathBuf, cpu: PathBuf, others: Vec<PathBuf> },
     /// One unified directory.
     V2 { base: PathBuf },
@@ -55,8 +56,19 @@ fn v1_hierarchies() -> Vec<PathBuf> {
     for line in mountinfo.lines() {
         let Some((pre, post)) = line.split_once(" - ") else { continue };
         let mut post = post.split_whitespace();
-        let (Some("cgroup"), Some(options)) = (post.next(), post.nth(1)) else { continue };
+        let (Some(fs_type), Some(options)) = (post.next(), post.nth(1)) else { continue };
         let Some(mount_point) = pre.split_whitespace().nth(4) else { continue };
+        if fs_type == "cgroup2" {
+            // Hybrid mode's unified hierarchy (`/sys/fs/cgroup/unified`): the OCI runtimes
+            // create an instance's cgroup there too, and a killed server's would stay.
+            if let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) {
+                out.push(Path::new(mount_point).join(path.trim_start_matches('/')).join("voltrun"));
+            }
+            continue;
+        }
+        if fs_type != "cgroup" {
+            continue;
+        }
         for l in own.lines() {
             let mut parts = l.splitn(3, ':');
             let (ctrls, path) = (parts.nth(1).unwrap_or(""), parts.next().unwrap_or("/"));

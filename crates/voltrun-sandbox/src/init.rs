@@ -45,6 +45,8 @@ pub(crate) struct InitConfig {
     pub root: InstanceRoot,
     /// The instance cgroup's `cgroup.procs` files (one per v1 hierarchy, or the v2 one).
     pub cgroup_procs: Vec<PathBuf>,
+    /// Egress: the network namespace the server prepared, to join instead of a new one.
+    pub netns: Option<PathBuf>,
     /// The runtime's command.
     pub argv: Vec<String>,
 }
@@ -87,7 +89,8 @@ fn read_config() -> Result<InitConfig> {
 /// The init's steps in order; pid 1's and the runtime's follow in [`pid1`].
 fn run_init(cfg: InitConfig) -> Result<Never> {
     join_cgroup(&cfg.cgroup_procs)?;
-    unshare()?;
+    join_network(cfg.netns.as_deref())?;
+    unshare(cfg.netns.is_none())?;
     let sources = open_bind_sources(&cfg.root)?;
     let env = await_id_maps()?;
     let pid = sys::fork().map_err(init_at(Step::ForkPid1, "fork"))?;
@@ -112,9 +115,21 @@ fn join_cgroup(procs: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// [`Step::Unshare`]: every namespace at once.
-fn unshare() -> Result<()> {
-    let ns = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP;
+/// [`Step::JoinNetwork`] (egress): join the network namespace the server prepared. The host's
+/// user namespace owns it, so nothing inside may change its addresses, routes or links.
+fn join_network(netns: Option<&Path>) -> Result<()> {
+    let Some(path) = netns else { return Ok(()) };
+    let f = fs::File::open(path).map_err(init_at(Step::JoinNetwork, format!("open {}", path.display())))?;
+    sys::setns(f.as_raw_fd(), libc::CLONE_NEWNET).map_err(init_at(Step::JoinNetwork, "setns"))
+}
+
+/// [`Step::Unshare`]: every namespace at once (the network's only when no prepared one was
+/// joined).
+fn unshare(new_network: bool) -> Result<()> {
+    let mut ns = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP;
+    if new_network {
+        ns |= libc::CLONE_NEWNET;
+    }
     sys::unshare(ns).map_err(init_at(Step::Unshare, "unshare"))
 }
 
@@ -173,7 +188,7 @@ fn pid1(cfg: &InitConfig, sources: Vec<OwnedFd>, env: &[(String, String)]) -> Re
     pivot_root()?;
     remount_read_only()?;
     parent_death_signal()?;
-    network()?;
+    network(cfg.netns.is_none())?;
     let runtime = sys::fork().map_err(init_at(Step::ForkRuntime, "fork"))?;
     if runtime == 0 {
         return exec_runtime(cfg, env);
@@ -306,10 +321,14 @@ fn parent_death_signal() -> Result<()> {
     sys::set_parent_death_signal(libc::SIGKILL).map_err(init_at(Step::ParentDeathSignal, "prctl(PR_SET_PDEATHSIG)"))
 }
 
-/// [`Step::Network`]: the instance's own hostname and loopback.
-fn network() -> Result<()> {
+/// [`Step::Network`]: the instance's own hostname and loopback (a prepared namespace's
+/// loopback is up already, and not ours to change).
+fn network(own_loopback: bool) -> Result<()> {
     sys::sethostname("voltrun").map_err(init_at(Step::Network, "sethostname"))?;
-    sys::loopback_up().map_err(init_at(Step::Network, "bring lo up"))
+    if own_loopback {
+        sys::loopback_up().map_err(init_at(Step::Network, "bring lo up"))?;
+    }
+    Ok(())
 }
 
 /// The runtime process: [`Step::Rlimits`] to [`Step::Exec`], no privileges left at the end.

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 pub mod cgroup;
 pub mod init;
 pub mod namespace;
+pub mod network;
 pub mod oci;
 pub mod process;
 pub mod root;
@@ -99,6 +100,8 @@ pub struct InstanceSpec {
     pub bootstrap_dir: PathBuf,
     /// ResourceLimits to enforce.
     pub limits: ResourceLimits,
+    /// Network egress (SPEC §11): `None` is no network at all (only loopback).
+    pub network: Option<std::sync::Arc<network::NetworkPlan>>,
 }
 
 /// A started instance: the engine's ends of its pipes and a handle to contain it.
@@ -148,6 +151,16 @@ pub trait InstanceHandle: Send {
     /// in its result frames instead (`"strays": true`, see docs/RUNTIME_PROTOCOL.md).
     fn sees_processes(&self) -> bool {
         true
+    }
+    /// Gives an instance started with a network but an empty plan (a spare) the plan of the
+    /// function it now serves (egress, issue 14).
+    fn set_network(&mut self, _plan: std::sync::Arc<network::NetworkPlan>) -> Result<(), SandboxError> {
+        Err(SandboxError::Unavailable("this instance has no network".into()))
+    }
+    /// The lines about connections the egress policy refused since the last call (for the
+    /// run that just ended).
+    fn take_network_log(&mut self) -> Vec<String> {
+        Vec::new()
     }
 }
 

@@ -36,6 +36,8 @@ pub struct NamespaceSandbox {
     cgroups: Hierarchy,
     next: AtomicU64,
     lifeline: Lifeline,
+    /// Egress enforcement, or why this host has none (issue 14).
+    network: Result<std::sync::Arc<crate::network::Network>, String>,
 }
 
 impl NamespaceSandbox {
@@ -48,7 +50,13 @@ impl NamespaceSandbox {
         }
         let cgroups = Hierarchy::detect()?;
         tracing::info!(cgroup = cgroups.version(), "namespace sandbox ready");
-        Ok(NamespaceSandbox { cgroups, next: AtomicU64::new(0), lifeline: Lifeline::new()? })
+        Ok(NamespaceSandbox { cgroups, next: AtomicU64::new(0), lifeline: Lifeline::new()?, network: Err("egress is not configured".into()) })
+    }
+
+    /// Enforces egress with `network` (or records why it cannot be).
+    pub fn with_network(mut self, network: Result<std::sync::Arc<crate::network::Network>, String>) -> Self {
+        self.network = network;
+        self
     }
 }
 
@@ -67,6 +75,13 @@ impl Sandbox for NamespaceSandbox {
 
     fn shutdown(&self) {
         self.cgroups.remove_owned_by(std::process::id());
+        if let Ok(n) = &self.network {
+            n.shutdown();
+        }
+    }
+
+    fn egress_support(&self) -> Result<(), String> {
+        self.network.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     fn details(&self) -> Vec<(&'static str, String)> {
@@ -106,10 +121,18 @@ impl NamespaceSandbox {
         let mut mount_point = spec.code_dir.clone().into_os_string();
         mount_point.push(".root");
         let mount_point = PathBuf::from(mount_point);
+        // Declared before the guard: on failure it is torn down after the guard ended the init.
+        let network;
         let mut guard = SetupGuard::new(cgroup, mount_point.clone(), |p| fs::remove_dir(p));
+        network = crate::network::attach_for(&self.network, spec).map_err(|e| SetupError::of(Step::PrepareNetwork, e))?;
         fs::create_dir_all(&mount_point).map_err(at(Step::MakeRootDir, mount_point.display()))?;
         let pipes = Pipes::new()?;
-        let cfg = InitConfig { mount_point, root: InstanceRoot::of(spec), cgroup_procs: guard.cgroup().procs_files(), argv: spec.argv.clone() };
+        let mut root = InstanceRoot::of(spec);
+        if let Some(n) = &network {
+            root = root.with_resolver(&n.dns().to_string());
+        }
+        let netns = network.as_ref().map(|n| n.netns_path());
+        let cfg = InitConfig { mount_point, root, cgroup_procs: guard.cgroup().procs_files(), netns, argv: spec.argv.clone() };
         let Pipes { ctl_in, ctl_out, log, sync, go, config } = pipes;
 
         let child = self.spawn_init(&ctl_in.0, &ctl_out.1, log.1, &sync.1, &go.0, &config.0)?;
@@ -133,7 +156,7 @@ impl NamespaceSandbox {
             control_in: ctl_in.1,
             control_out: ctl_out.0,
             logs: log.0,
-            handle: Box::new(NsInstance { child, cgroup, root, reaped: None }),
+            handle: Box::new(NsInstance { child, cgroup, root, reaped: None, network }),
         })
     }
 
@@ -243,9 +266,22 @@ struct NsInstance {
     cgroup: Cgroup,
     root: PathBuf,
     reaped: Option<ExitInfo>,
+    /// The instance's network (egress), torn down once its processes are gone.
+    network: Option<crate::network::Attached>,
 }
 
 impl InstanceHandle for NsInstance {
+    fn set_network(&mut self, plan: std::sync::Arc<crate::network::NetworkPlan>) -> Result<(), SandboxError> {
+        match &self.network {
+            Some(n) => n.set_plan(plan),
+            None => Err(SandboxError::Unavailable("this instance has no network".into())),
+        }
+    }
+
+    fn take_network_log(&mut self) -> Vec<String> {
+        self.network.as_ref().map(|n| n.take_log()).unwrap_or_default()
+    }
+
     fn kill(&mut self) {
         if self.reaped.is_none() {
             sys::kill_group(self.child.id());
@@ -266,6 +302,7 @@ impl InstanceHandle for NsInstance {
             tracing::warn!(err = %e, "could not remove an instance cgroup");
         }
         let _ = fs::remove_dir(&self.root);
+        self.network.take();
         self.reaped = Some(info);
         info
     }

@@ -116,6 +116,8 @@ pub struct OciSandbox {
     next: AtomicU64,
     /// Guards see EOF on it when the server dies.
     lifeline: Lifeline,
+    /// Egress enforcement, or why this host has none (issue 14).
+    network: Result<std::sync::Arc<crate::network::Network>, String>,
 }
 
 fn sys_err(call: &'static str) -> impl Fn(std::io::Error) -> SandboxError {
@@ -151,10 +153,16 @@ impl OciSandbox {
         let cgroups = Hierarchy::detect()?;
         let state = data_dir.join("oci-state");
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&state).map_err(sys_err("mkdir oci state dir"))?;
-        let sb = OciSandbox { runtime, binary, state, cgroups, next: AtomicU64::new(0), lifeline: Lifeline::new()? };
+        let sb = OciSandbox { runtime, binary, state, cgroups, next: AtomicU64::new(0), lifeline: Lifeline::new()?, network: Err("egress is not configured".into()) };
         sb.remove_containers(|owner| !owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()));
         tracing::info!(kind, binary = %sb.binary.display(), cgroup = sb.cgroups.version(), "OCI sandbox ready");
         Ok(sb)
+    }
+
+    /// Enforces egress with `network` (or records why it cannot be).
+    pub fn with_network(mut self, network: Result<std::sync::Arc<crate::network::Network>, String>) -> Self {
+        self.network = network;
+        self
     }
 
     fn command(&self) -> Command {
@@ -211,6 +219,13 @@ impl Sandbox for OciSandbox {
         let me = std::process::id();
         self.cgroups.remove_owned_by(me);
         self.remove_containers(|owner| owner == Some(me));
+        if let Ok(n) = &self.network {
+            n.shutdown();
+        }
+    }
+
+    fn egress_support(&self) -> Result<(), String> {
+        self.network.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     fn details(&self) -> Vec<(&'static str, String)> {
@@ -233,8 +248,11 @@ impl OciSandbox {
         let mut bundle = spec.code_dir.clone().into_os_string();
         bundle.push(".oci");
         let bundle = PathBuf::from(bundle);
+        // Declared before the guard: on failure it is torn down after the guard ended the guard process.
+        let network;
         let mut guard = SetupGuard::new(cgroup, bundle.clone(), |p| fs::remove_dir_all(p));
-        write_bundle(&bundle, spec, &id, self.runtime).map_err(|(what, e)| SetupError::new(Step::WriteBundle, format!("{what} in {}", bundle.display()), e))?;
+        network = crate::network::attach_for(&self.network, spec).map_err(|e| SetupError::of(Step::PrepareNetwork, e))?;
+        write_bundle(&bundle, spec, &id, self.runtime, network.as_ref()).map_err(|(what, e)| SetupError::new(Step::WriteBundle, format!("{what} in {}", bundle.display()), e))?;
         let procs = guard.cgroup().procs_files();
 
         let pipe = || sys::pipe().map_err(at(Step::MakePipes, "pipe2"));
@@ -249,7 +267,15 @@ impl OciSandbox {
             cmd.arg(format!("cg={}", p.display()));
         }
         cmd.arg(format!("pidfile={}", bundle.join("init.pid").display()));
-        cmd.arg("--").arg(&self.binary).arg("--root").arg(&self.state).args(self.runtime.global_flags()).arg("--log").arg(bundle.join("runtime.log"));
+        // gVisor with egress: the Sentry's sockets are host sockets in the prepared namespace
+        // (`--network=host` with the namespace's path in the config: runsc starts the sandbox
+        // there). `--network=sandbox` (gVisor's own netstack) would be the stronger choice,
+        // but this runsc (2022) refuses every namespace on current kernels: it takes the
+        // presence of /proc/sys/net/core/rmem_default, per-namespace since, for the root
+        // namespace. Enforcement is the same host-side nftables either way. Without egress,
+        // no network stack at all.
+        let flags = self.runtime.global_flags().iter().map(|f| if network.is_some() && *f == "--network=none" { "--network=host" } else { f });
+        cmd.arg("--").arg(&self.binary).arg("--root").arg(&self.state).args(flags).arg("--log").arg(bundle.join("runtime.log"));
         cmd.arg("run").arg("--detach").arg("--pid-file").arg(bundle.join("init.pid")).arg("--bundle").arg(&bundle);
         cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         let lifeline = (self.lifeline.read_end(), Lifeline::FD);
@@ -299,6 +325,7 @@ impl OciSandbox {
                 delete: self.command(),
                 killed: false,
                 reaped: None,
+                network,
             }),
         })
     }
@@ -311,8 +338,11 @@ const STDIO_TO_CONTROL: &str = r#"exec 3<&0 4>&1 1>&2 0</dev/null; exec "$@""#;
 
 /// Writes `<bundle>/config.json` and `<bundle>/rootfs` (empty but for `/etc` and the links of
 /// the [`InstanceRoot`]). On failure, what was being done and the error.
-fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str, runtime: Runtime) -> Result<(), (&'static str, std::io::Error)> {
-    let root = InstanceRoot::of(spec);
+fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str, runtime: Runtime, network: Option<&crate::network::Attached>) -> Result<(), (&'static str, std::io::Error)> {
+    let mut root = InstanceRoot::of(spec);
+    if let Some(n) = network {
+        root = root.with_resolver(&n.dns().to_string());
+    }
     let rootfs = bundle.join("rootfs");
     fs::DirBuilder::new().recursive(true).mode(0o700).create(bundle).map_err(|e| ("mkdir the bundle", e))?;
     fs::DirBuilder::new().mode(0o755).create(&rootfs).map_err(|e| ("mkdir rootfs", e))?;
@@ -329,7 +359,13 @@ fn write_bundle(bundle: &Path, spec: &InstanceSpec, id: &str, runtime: Runtime) 
         }
         symlink(&l.to, inside).map_err(|e| ("symlink in rootfs", e))?;
     }
-    let config = config_json(&root, spec, id, runtime);
+    let mut config = config_json(&root, spec, id, runtime);
+    if let Some(n) = network {
+        // Join the prepared namespace instead of a new, empty one.
+        if let Some(ns) = config["linux"]["namespaces"].as_array_mut().and_then(|a| a.iter_mut().find(|n| n["type"] == "network")) {
+            *ns = json!({"type": "network", "path": n.netns_path()});
+        }
+    }
     let text = serde_json::to_vec_pretty(&config).expect("a json! value serializes");
     // The function's environment (it may hold secrets) is in here: owner-only.
     fs::OpenOptions::new()
@@ -536,9 +572,22 @@ struct OciInstance {
     /// created joins the cgroup only after a first kill may have found it empty).
     killed: bool,
     reaped: Option<ExitInfo>,
+    /// The instance's network (egress), torn down after the container is deleted.
+    network: Option<crate::network::Attached>,
 }
 
 impl InstanceHandle for OciInstance {
+    fn set_network(&mut self, plan: std::sync::Arc<crate::network::NetworkPlan>) -> Result<(), SandboxError> {
+        match &self.network {
+            Some(n) => n.set_plan(plan),
+            None => Err(SandboxError::Unavailable("this instance has no network".into())),
+        }
+    }
+
+    fn take_network_log(&mut self) -> Vec<String> {
+        self.network.as_ref().map(|n| n.take_log()).unwrap_or_default()
+    }
+
     fn kill(&mut self) {
         if self.reaped.is_none() {
             // Every process of the container is in the cgroup; the guard then reaps the
@@ -587,6 +636,7 @@ impl InstanceHandle for OciInstance {
             }
         }
         let _ = fs::remove_dir_all(&self.bundle);
+        self.network.take();
         self.reaped = Some(info);
         info
     }
@@ -696,6 +746,7 @@ mod tests {
             runtime_paths: vec![],
             bootstrap_dir: "/data/bootstraps".into(),
             limits: ResourceLimits::default(),
+            network: None,
         };
         let root = InstanceRoot::of(&spec);
         for runtime in [Runtime::Runc, Runtime::Runsc] {

@@ -9,7 +9,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 
 use crate::root::{rlimits, Rlimit};
-use crate::setup::{at, Step};
+use crate::setup::{at, SetupError, Step};
 use crate::{sys, ExitInfo, InstanceHandle, InstanceSpec, Sandbox, SandboxError, Spawned};
 
 /// Runs instances as plain child processes (no isolation).
@@ -34,6 +34,10 @@ impl Sandbox for ProcessSandbox {
     }
 
     fn spawn(&self, spec: &InstanceSpec) -> Result<Spawned, SandboxError> {
+        if spec.network.is_some() {
+            // No network of its own here: a function with egress would get the host's, unfiltered.
+            return Err(SetupError::other(Step::PrepareNetwork, "egress is not available in the process tier").into());
+        }
         let pipe = || sys::pipe().map_err(at(Step::MakePipes, "pipe2"));
         let (ctl_in_r, ctl_in_w) = pipe()?;
         let (ctl_out_r, ctl_out_w) = pipe()?;
@@ -123,5 +127,34 @@ impl Drop for ProcessInstance {
             self.kill();
             self.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ResourceLimits;
+
+    /// Regression (egress port): the process tier ignored `InstanceSpec.network`, so a function
+    /// with an egress list ran with the host's network, unfiltered.
+    #[test]
+    fn a_function_with_egress_does_not_start_in_the_process_tier() {
+        let plan = crate::network::NetworkPlan { function: "f1".into(), policy: Default::default(), on_event: None };
+        let spec = InstanceSpec {
+            argv: vec!["/bin/true".into()],
+            env: vec![],
+            code_dir: std::env::temp_dir(),
+            runtime_paths: vec![],
+            bootstrap_dir: std::env::temp_dir(),
+            limits: ResourceLimits::default(),
+            network: Some(std::sync::Arc::new(plan)),
+        };
+        let sandbox = ProcessSandbox::new(true).expect("insecure process tier");
+        match sandbox.spawn(&spec) {
+            Ok(_) => panic!("an instance with a network started in the process tier"),
+            Err(SandboxError::Setup(e)) => assert_eq!(e.step, Step::PrepareNetwork, "{e}"),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+        assert!(sandbox.egress_support().is_err(), "/health says the tier has no egress");
     }
 }

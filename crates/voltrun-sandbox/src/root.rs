@@ -164,6 +164,12 @@ impl InstanceRoot {
             rlimits: rlimits(l),
         }
     }
+
+    /// Egress: the instance resolves names through `dns`, its gateway's resolver.
+    pub fn with_resolver(mut self, dns: &str) -> InstanceRoot {
+        self.etc.push(("resolv.conf".into(), crate::network::resolv_conf(dns)));
+        self
+    }
 }
 
 /// The tmpfs table: `/tmp` and `/dev/shm` share the function's tmp budget
@@ -218,6 +224,7 @@ mod tests {
             runtime_paths: vec!["/usr/lib".into(), "/nonexistent/runtime".into()],
             bootstrap_dir: "/data/bootstraps".into(),
             limits: ResourceLimits::default(),
+            network: None,
         }
     }
 

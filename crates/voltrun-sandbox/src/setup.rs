@@ -67,6 +67,8 @@ macro_rules! steps {
 steps! {
     /// Create the instance's cgroup and write its limits.
     CreateCgroup = Server, "create the cgroup";
+    /// Egress: prepare the instance's network namespace, veth and rules (host-owned).
+    PrepareNetwork = Server, "prepare the network";
     /// The namespace tier: make the mount point of the instance's root.
     MakeRootDir = Server, "make the root mount point";
     /// The OCI tiers: write the bundle (`rootfs/` with `/etc` and links, `config.json`).
@@ -81,6 +83,8 @@ steps! {
     ReadConfig = Init, "read the configuration";
     /// Join the instance's cgroup (still host root, with an empty environment).
     JoinCgroup = Init, "join the cgroup";
+    /// Egress: join the network namespace the server prepared (instead of a new one).
+    JoinNetwork = Init, "join the network namespace";
     /// Unshare every namespace.
     Unshare = Init, "unshare the namespaces";
     /// Open every bind source while still host uid 0 (root-only directories on the way).
@@ -117,7 +121,8 @@ steps! {
     RemountReadOnly = Pid1, "remount read-only";
     /// Die with the outer init (set after the id change, which clears it).
     ParentDeathSignal = Pid1, "set the parent-death signal";
-    /// Set the hostname and bring the loopback interface up.
+    /// Set the hostname and bring the loopback interface up (a prepared network namespace's
+    /// loopback is up already, and not ours to change).
     Network = Pid1, "set the hostname and loopback";
     /// Fork the runtime process.
     ForkRuntime = Pid1, "fork the runtime";

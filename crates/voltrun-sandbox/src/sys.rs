@@ -331,3 +331,72 @@ pub fn become_subreaper() -> io::Result<()> {
     // SAFETY: prctl with integer arguments.
     check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
 }
+
+/// Sets O_NONBLOCK on an fd of our own.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with integer arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })
+}
+
+/// setns(2) on an open namespace file.
+pub fn setns(fd: RawFd, nstype: libc::c_int) -> io::Result<()> {
+    // SAFETY: setns takes an fd and flags only.
+    check(unsafe { libc::setns(fd, nstype) })
+}
+
+/// Whether a process with this pid exists (kill(2) with signal 0).
+pub fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 checks existence and permission only; sends nothing.
+    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// A netfilter netlink socket (NETLINK_NETFILTER), bound, close-on-exec.
+pub fn netfilter_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; the fd is owned by the OwnedFd.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_NETFILTER) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket nobody else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a zeroed sockaddr_nl (pid 0: the kernel assigns one) of the size passed.
+    unsafe {
+        let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        check(libc::bind(fd, &sa as *const libc::sockaddr_nl as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t))?;
+        // A larger receive buffer: log messages come in bursts.
+        let size: libc::c_int = 1 << 20;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size as *const libc::c_int as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t);
+    }
+    Ok(owned)
+}
+
+/// send(2) of one whole message on a netlink socket (to the kernel).
+pub fn netlink_send(fd: RawFd, msg: &[u8]) -> io::Result<()> {
+    // SAFETY: msg is a valid buffer of msg.len() bytes.
+    let n = unsafe { libc::send(fd, msg.as_ptr() as *const libc::c_void, msg.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// recv(2) into `buf`; EINTR is retried.
+pub fn netlink_recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is a valid writable buffer of buf.len() bytes.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}

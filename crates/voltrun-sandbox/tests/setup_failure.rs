@@ -47,6 +47,7 @@ fn spec(code_dir: PathBuf, bootstrap_dir: PathBuf) -> InstanceSpec {
         runtime_paths: vec![],
         bootstrap_dir,
         limits: ResourceLimits::default(),
+        network: None,
     }
 }
 

@@ -12,7 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use voltrun_api::{app, auth::AuthKeys, AppState, RateLimits};
 use voltrun_engine::{Engine, EngineConfig, Runtimes};
 use voltrun_sandbox::{
-    init, namespace,
+    init, namespace, network,
     oci::{self, OciSandbox},
     process::ProcessSandbox,
     Sandbox,
@@ -56,6 +56,14 @@ struct EngineArgs {
     /// The OCI runtime binary of the container or gvisor tier (default: `runc` / `runsc` on PATH).
     #[arg(long, env = "VOLTRUN_RUNTIME_PATH")]
     runtime_path: Option<PathBuf>,
+    /// A block no function may reach, whatever its `egress` list says (repeatable; the
+    /// environment variable takes a comma-separated list).
+    #[arg(long = "egress-deny", env = "VOLTRUN_EGRESS_DENY", value_delimiter = ',', value_name = "CIDR")]
+    egress_deny: Vec<String>,
+    /// The DNS resolver (`ip` or `ip:port`) host names in `egress` lists are resolved with
+    /// (default: the first nameserver of /etc/resolv.conf).
+    #[arg(long, env = "VOLTRUN_EGRESS_DNS_UPSTREAM", value_name = "ADDR")]
+    egress_dns_upstream: Option<String>,
     /// Allow the `process` tier, which does not isolate functions from the host.
     #[arg(long, env = "VOLTRUN_INSECURE")]
     insecure: bool,
@@ -241,13 +249,40 @@ fn main() -> Result<()> {
     }
 }
 
+/// The server's egress settings, validated (a bad `--egress-deny` or upstream stops the start).
+fn egress_config(args: &EngineArgs) -> Result<network::EgressConfig> {
+    let deny = args
+        .egress_deny
+        .iter()
+        .map(|c| voltrun_core::egress::Cidr::parse(c.trim()).map_err(|e| anyhow::anyhow!("--egress-deny {c:?}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let dns_upstream = match &args.egress_dns_upstream {
+        None => None,
+        Some(a) => Some(
+            a.parse::<std::net::SocketAddr>()
+                .or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                .map_err(|_| anyhow::anyhow!("--egress-dns-upstream {a:?}: not an address or address:port"))?,
+        ),
+    };
+    Ok(network::EgressConfig { deny, dns_upstream })
+}
+
+/// Egress enforcement for the isolating tiers, or why this host cannot have it.
+fn build_network(args: &EngineArgs) -> Result<Result<Arc<network::Network>, String>> {
+    let cfg = egress_config(args)?;
+    Ok(network::Network::new(cfg).map_err(|e| {
+        tracing::warn!(err = %e, "network egress is not available: functions with an egress list will not start");
+        e.to_string()
+    }))
+}
+
 fn build_sandbox(args: &EngineArgs, data_dir: &Path) -> Result<Arc<dyn Sandbox>> {
     let kind = args.sandbox.as_str();
     Ok(match kind {
         "process" => Arc::new(ProcessSandbox::new(args.insecure)?),
-        "namespace" => Arc::new(namespace::NamespaceSandbox::new()?),
-        "container" => Arc::new(OciSandbox::new(oci::Runtime::Runc, args.runtime_path.clone(), data_dir)?),
-        "gvisor" => Arc::new(OciSandbox::new(oci::Runtime::Runsc, args.runtime_path.clone(), data_dir)?),
+        "namespace" => Arc::new(namespace::NamespaceSandbox::new()?.with_network(build_network(args)?)),
+        "container" => Arc::new(OciSandbox::new(oci::Runtime::Runc, args.runtime_path.clone(), data_dir)?.with_network(build_network(args)?)),
+        "gvisor" => Arc::new(OciSandbox::new(oci::Runtime::Runsc, args.runtime_path.clone(), data_dir)?.with_network(build_network(args)?)),
         other => bail!("unknown sandbox {other:?}: use namespace, gvisor, container or process"),
     })
 }

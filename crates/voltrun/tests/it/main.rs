@@ -24,3 +24,4 @@ mod openapi;
 mod egress_api;
 mod store_outage;
 mod engine_bookkeeping;
+mod egress;
