@@ -40,11 +40,7 @@ struct TestHost(Option<Child>);
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip").args(args).output()?;
     if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
 }
@@ -55,33 +51,17 @@ impl TestHost {
         let _ = Command::new("ip").args(["netns", "del", NS]).output();
         ip(&["netns", "add", NS])?;
         let mut h = TestHost(None);
-        ip(&[
-            "link", "add", LINK, "type", "veth", "peer", "name", "eth0", "netns", NS,
-        ])?;
+        ip(&["link", "add", LINK, "type", "veth", "peer", "name", "eth0", "netns", NS])?;
         ip(&["addr", "add", "198.18.250.1/24", "dev", LINK])?;
         ip(&["link", "set", LINK, "up"])?;
-        ip(&[
-            "-n",
-            NS,
-            "addr",
-            "add",
-            &format!("{HOST}/24"),
-            "dev",
-            "eth0",
-        ])?;
+        ip(&["-n", NS, "addr", "add", &format!("{HOST}/24"), "dev", "eth0"])?;
         ip(&["-n", NS, "link", "set", "eth0", "up"])?;
         ip(&["-n", NS, "link", "set", "lo", "up"])?;
         ip(&["-n", NS, "route", "add", "default", "via", "198.18.250.1"])?;
         let server = "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('198.18.250.2', 8080)); s.listen(512)\nprint('ready', flush=True)\nwhile True:\n    c,_=s.accept(); c.close()\n";
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", NS, "python3", "-c", server])
-            .stdout(Stdio::piped())
-            .spawn()?;
+        let mut child = Command::new("ip").args(["netns", "exec", NS, "python3", "-c", server]).stdout(Stdio::piped()).spawn()?;
         let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
-            &mut line,
-        )?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().context("stdout")?), &mut line)?;
         h.0 = Some(child);
         if line.trim() != "ready" {
             bail!("the test host did not start");
@@ -101,46 +81,20 @@ impl Drop for TestHost {
     }
 }
 
-fn cold(
-    s: &Server,
-    token: &str,
-    tag: &str,
-    egress: &Value,
-    n: usize,
-    gap: Duration,
-) -> Result<Vec<f64>> {
+fn cold(s: &Server, token: &str, tag: &str, egress: &Value, n: usize, gap: Duration) -> Result<Vec<f64>> {
     let mut out = Vec::new();
     for i in 0..n {
         std::thread::sleep(gap);
         let name = format!("eg-{tag}-{i}");
-        s.call(
-            "POST",
-            "/api/functions",
-            Some(token),
-            &json!({"name": name, "runtime": "python3.11", "code": PY_CODE, "egress": egress}),
-        )?;
+        s.call("POST", "/api/functions", Some(token), &json!({"name": name, "runtime": "python3.11", "code": PY_CODE, "egress": egress}))?;
         let mut e = Value::Null;
-        out.push(time_ms(|| {
-            e = s
-                .call(
-                    "POST",
-                    &format!("/api/functions/{name}/execute"),
-                    Some(token),
-                    &json!({"i": i}),
-                )
-                .unwrap_or(Value::Null)
-        }));
+        out.push(time_ms(|| e = s.call("POST", &format!("/api/functions/{name}/execute"), Some(token), &json!({"i": i})).unwrap_or(Value::Null)));
         if e["status"] != "success" {
             bail!("egress cold run failed: {e}");
         }
         // Its warm instance is not needed again: deleting the function frees it (dozens of
         // idle containers exhaust the host's threads in the container tier).
-        let _ = s.call(
-            "DELETE",
-            &format!("/api/functions/{name}"),
-            Some(token),
-            &Value::Null,
-        );
+        let _ = s.call("DELETE", &format!("/api/functions/{name}"), Some(token), &Value::Null);
     }
     Ok(out)
 }
@@ -157,23 +111,10 @@ pub fn measure(bin: &std::path::Path, tier: &str, n: usize) -> Result<Value> {
     let off = cold(&s, &token, "off", &json!([]), n, gap)?;
     let on = cold(&s, &token, "on", &allow, n, gap)?;
     s.call("POST", "/api/functions", Some(&token), &json!({"name": "eg-connect", "runtime": "python3.11", "code": CONNECT_PY, "egress": allow}))?;
-    let e = s.call(
-        "POST",
-        "/api/functions/eg-connect/execute",
-        Some(&token),
-        &json!({"n": CONNECTS, "host": HOST}),
-    )?;
-    let inside: Vec<f64> = e["output"]
-        .as_array()
-        .context("connect timings")?
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
-    let host_out = Command::new("python3")
-        .args(["-c", CONNECT_PY, &CONNECTS.to_string(), HOST])
-        .output()?;
-    let from_host: Vec<f64> =
-        serde_json::from_slice::<Vec<f64>>(&host_out.stdout).context("host connect timings")?;
+    let e = s.call("POST", "/api/functions/eg-connect/execute", Some(&token), &json!({"n": CONNECTS, "host": HOST}))?;
+    let inside: Vec<f64> = e["output"].as_array().context("connect timings")?.iter().filter_map(Value::as_f64).collect();
+    let host_out = Command::new("python3").args(["-c", CONNECT_PY, &CONNECTS.to_string(), HOST]).output()?;
+    let from_host: Vec<f64> = serde_json::from_slice::<Vec<f64>>(&host_out.stdout).context("host connect timings")?;
     if inside.len() != CONNECTS || from_host.len() != CONNECTS {
         bail!("connect timings missing");
     }

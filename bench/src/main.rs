@@ -192,10 +192,7 @@ fn instance_memory(server_pid: u32) -> Value {
     let base = Path::new("/sys/fs/cgroup/memory").join(mem_path.trim_start_matches('/')).join("voltrun");
     let uss = |pid: &str| -> f64 {
         let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-        text.lines()
-            .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .sum::<f64>()
+        text.lines().filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:")).filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).sum::<f64>()
             / 1024.0
     };
     let (mut py, mut node) = (Vec::new(), Vec::new());
@@ -320,7 +317,10 @@ fn retention(bin: &Path, seconds: u64, keep: u64) -> Result<Value> {
 /// for `seconds`.
 fn wrk_invoke(s: &Server, token: &str, function: &str, clients: usize, seconds: u64) -> Result<(f64, u64)> {
     let script = std::env::temp_dir().join(format!("voltrun-bench-{}.lua", std::process::id()));
-    std::fs::write(&script, format!("wrk.method = \"POST\"\nwrk.body = \"{{}}\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"))?;
+    std::fs::write(
+        &script,
+        format!("wrk.method = \"POST\"\nwrk.body = \"{{}}\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"),
+    )?;
     let out = Command::new("wrk")
         .args(["-t", "2", "-c", &clients.to_string(), "-d", &format!("{seconds}s"), "-s"])
         .arg(&script)
@@ -344,7 +344,12 @@ fn workers_run(bin: &Path, pg: &str, workers: usize, runs: usize) -> Result<f64>
     let url = format!("{}/{db}", pg.rsplit_once('/').context("pg url")?.0);
     let s = Server::start_with(bin, "namespace", &["--database-url", &url, "--async-concurrency", "0"])?;
     let token = s.register("workers")?;
-    s.call("POST", "/api/functions", Some(&token), &json!({"name": "io", "runtime": "python3.11", "code": "import time\ndef handler(e, c):\n    time.sleep(0.05)\n    return e\n"}))?;
+    s.call(
+        "POST",
+        "/api/functions",
+        Some(&token),
+        &json!({"name": "io", "runtime": "python3.11", "code": "import time\ndef handler(e, c):\n    time.sleep(0.05)\n    return e\n"}),
+    )?;
     // The queue is filled first; the clock starts when the workers do, so the figure is the
     // workers' drain rate, not the enqueue rate.
     for i in 0..runs {
@@ -354,11 +359,8 @@ fn workers_run(bin: &Path, pg: &str, workers: usize, runs: usize) -> Result<f64>
     let mut ws = Vec::new();
     for i in 0..workers {
         let dir = std::env::temp_dir().join(format!("voltrun-bench-worker-{}-{i}", std::process::id()));
-        let mut c = Command::new(bin)
-            .args(["worker", "--database-url", &url, "--async-concurrency", "8", "--no-scheduler", "--data-dir"])
-            .arg(&dir)
-            .stdout(Stdio::piped())
-            .spawn()?;
+        let mut c =
+            Command::new(bin).args(["worker", "--database-url", &url, "--async-concurrency", "8", "--no-scheduler", "--data-dir"]).arg(&dir).stdout(Stdio::piped()).spawn()?;
         let mut line = String::new();
         BufReader::new(c.stdout.take().context("stdout")?).read_line(&mut line)?;
         ws.push((c, dir));
@@ -493,7 +495,14 @@ fn machine_cpus() -> usize {
 fn markdown(r: &Value) -> String {
     let mut s = String::new();
     let m = &r["machine"];
-    s.push_str(&format!("Machine: {} CPUs, kernel {}, {} — {}{}\n\n", m["cpus"], m["kernel"].as_str().unwrap_or(""), m["date"].as_str().unwrap_or(""), "client on the same host", if m["quick"] == true { " (quick run)" } else { "" }));
+    s.push_str(&format!(
+        "Machine: {} CPUs, kernel {}, {} — {}{}\n\n",
+        m["cpus"],
+        m["kernel"].as_str().unwrap_or(""),
+        m["date"].as_str().unwrap_or(""),
+        "client on the same host",
+        if m["quick"] == true { " (quick run)" } else { "" }
+    ));
     s.push_str("| what | n | p50 ms | p99 ms |\n|---|---|---|---|\n");
     for (k, v) in r["baselines"].as_object().expect("object") {
         s.push_str(&format!("| baseline: {k} | {} | {} | {} |\n", v["n"], v["p50_ms"], v["p99_ms"]));

@@ -51,9 +51,7 @@ pub fn measure(bin: &Path, z: &Sizes) -> Result<Value> {
             create(&format!("idle-{deployed}"), PY_CODE)?;
             deployed += 1;
         }
-        let warm: Vec<f64> = (0..z.warm_n)
-            .map(|i| time_ms(|| drop(s.call("POST", "/api/functions/hot/execute", Some(&token), &json!({"i": i})))))
-            .collect();
+        let warm: Vec<f64> = (0..z.warm_n).map(|i| time_ms(|| drop(s.call("POST", "/api/functions/hot/execute", Some(&token), &json!({"i": i}))))).collect();
         let list: Vec<f64> = (0..z.warm_n.min(50)).map(|_| time_ms(|| drop(s.call("GET", "/api/functions?limit=50", Some(&token), &Value::Null)))).collect();
         let (rps, non2xx) = wrk_invoke(&s, &token, "hot", 32, z.wrk_seconds)?;
         let stored = s.call("GET", "/api/dashboard", Some(&token), &Value::Null)?["executions_total"].as_i64().unwrap_or(0);
@@ -135,7 +133,10 @@ print(db.execute("SELECT COUNT(*) FROM executions").fetchone()[0])
 /// The cursor continuing below the execution half-way down the list.
 fn middle_cursor(db: &Path, total: usize) -> Result<String> {
     let out = Command::new("python3")
-        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT id FROM executions ORDER BY id DESC LIMIT 1 OFFSET ?', (int(sys.argv[2]),)).fetchone()[0])"])
+        .args([
+            "-c",
+            "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT id FROM executions ORDER BY id DESC LIMIT 1 OFFSET ?', (int(sys.argv[2]),)).fetchone()[0])",
+        ])
         .arg(db)
         .arg((total / 2).to_string())
         .output()?;
@@ -161,17 +162,33 @@ fn base64_url(bytes: &[u8]) -> String {
 
 pub fn markdown(v: &Value) -> String {
     let Some(rows) = v["by_deployed_functions"].as_array() else { return String::new() };
-    let mut s = String::from("\n| deployed functions | warm invoke p50 / p99 ms | list functions p50 ms | invokes/s (32 clients) | server RSS after, MiB (executions stored) |\n|---|---|---|---|---|\n");
+    let mut s = String::from(
+        "\n| deployed functions | warm invoke p50 / p99 ms | list functions p50 ms | invokes/s (32 clients) | server RSS after, MiB (executions stored) |\n|---|---|---|---|---|\n",
+    );
     for (r, m) in rows.iter().zip(v["server_memory"]["after_each_load"].as_array().into_iter().flatten()) {
         s.push_str(&format!(
             "| {} | {} / {} | {} | {} | {} ({}) |\n",
-            r["deployed_functions"], r["warm_invoke"]["p50_ms"], r["warm_invoke"]["p99_ms"], r["list_functions"]["p50_ms"], r["invokes_per_s"], m["server_rss_mib"], m["executions_stored"]
+            r["deployed_functions"],
+            r["warm_invoke"]["p50_ms"],
+            r["warm_invoke"]["p99_ms"],
+            r["list_functions"]["p50_ms"],
+            r["invokes_per_s"],
+            m["server_rss_mib"],
+            m["executions_stored"]
         ));
     }
     let st = &v["stored_executions"];
-    let loads: Vec<String> = v["server_memory"]["one_function_after_each_load"].as_array().into_iter().flatten().map(|m| format!("{} MiB ({} stored)", m["server_rss_mib"], m["executions_stored"])).collect();
+    let loads: Vec<String> = v["server_memory"]["one_function_after_each_load"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| format!("{} MiB ({} stored)", m["server_rss_mib"], m["executions_stored"]))
+        .collect();
     s.push_str(&format!("\nServer RSS with one function after three equal loads: {}.\n", loads.join(", ")));
-    s.push_str(&format!("\nServer RSS after the first invoke: {} MiB.\n\n| with {} stored executions | p50 ms | p99 ms |\n|---|---|---|\n", v["server_memory"]["after_first_invoke_mib"], st["rows"]));
+    s.push_str(&format!(
+        "\nServer RSS after the first invoke: {} MiB.\n\n| with {} stored executions | p50 ms | p99 ms |\n|---|---|---|\n",
+        v["server_memory"]["after_first_invoke_mib"], st["rows"]
+    ));
     for (what, x) in st["latency"].as_object().into_iter().flatten() {
         s.push_str(&format!("| GET {} | {} | {} |\n", what.replace('_', " "), x["p50_ms"], x["p99_ms"]));
     }

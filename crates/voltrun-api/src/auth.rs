@@ -18,11 +18,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use voltrun_core::{id, time};
 use voltrun_store::User;
 
@@ -415,9 +415,9 @@ fn session_response(headers: &HeaderMap, status: StatusCode, mut body: Value) ->
     }
     let refresh = body.as_object_mut().and_then(|o| o.remove("refresh_token"));
     let mut resp = (status, axum::Json(body)).into_response();
-    if let Some(cookie) = refresh.as_ref().and_then(Value::as_str).and_then(|t| {
-        HeaderValue::from_str(&format!("{SESSION_COOKIE}={t}; {COOKIE_ATTRS}; Max-Age={REFRESH_TTL_S}")).ok()
-    }) {
+    if let Some(cookie) =
+        refresh.as_ref().and_then(Value::as_str).and_then(|t| HeaderValue::from_str(&format!("{SESSION_COOKIE}={t}; {COOKIE_ATTRS}; Max-Age={REFRESH_TTL_S}")).ok())
+    {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

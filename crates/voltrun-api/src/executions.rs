@@ -8,11 +8,11 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc};
 use voltrun_core::{Execution, ExecutionStatus, Trigger};
 use voltrun_engine::{Engine, LogStreamSlot};
 use voltrun_store::{Dialect, ExecutionFilter};
@@ -48,14 +48,8 @@ struct ListQuery {
     responses((status = 200, description = "A page of executions", body = Paged<Execution>)))]
 async fn list(State(st): State<AppState>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<axum::Json<Paged<Execution>>> {
     let (limit, before) = crate::extract::Page { limit: q.limit, cursor: q.cursor }.resolve()?;
-    let status = q
-        .status
-        .map(|s| ExecutionStatus::parse(&s).ok_or_else(|| ApiError::bad("invalid_query", "status must be pending, running, success or failed")))
-        .transpose()?;
-    let trigger = q
-        .trigger
-        .map(|s| Trigger::parse(&s).ok_or_else(|| ApiError::bad("invalid_query", "trigger must be api, async, http, schedule or test")))
-        .transpose()?;
+    let status = q.status.map(|s| ExecutionStatus::parse(&s).ok_or_else(|| ApiError::bad("invalid_query", "status must be pending, running, success or failed"))).transpose()?;
+    let trigger = q.trigger.map(|s| Trigger::parse(&s).ok_or_else(|| ApiError::bad("invalid_query", "trigger must be api, async, http, schedule or test"))).transpose()?;
     // Accept a function's name as well as its id.
     let function_id = match q.function_id {
         Some(f) => match st.store.get_function(&caller.user_id, &f).await? {

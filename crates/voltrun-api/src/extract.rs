@@ -20,9 +20,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match Bytes::from_request(req, state).await {
             Ok(b) => Ok(Body(b)),
-            Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::TooLarge("the request body is larger than 6 MiB".into()))
-            }
+            Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge("the request body is larger than 6 MiB".into())),
             Err(rej) => Err(ApiError::bad("bad_body", rej.body_text())),
         }
     }
@@ -69,9 +67,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::try_from_uri(&parts.uri)
-            .map(|axum::extract::Query(v)| Query(v))
-            .map_err(|e| ApiError::bad("invalid_query", e.body_text()))
+        axum::extract::Query::<T>::try_from_uri(&parts.uri).map(|axum::extract::Query(v)| Query(v)).map_err(|e| ApiError::bad("invalid_query", e.body_text()))
     }
 }
 

@@ -4,10 +4,10 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde_json::Value;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use serde_json::Value;
 use voltrun_core::{id, time, Execution, Function, FunctionPatch, NewFunction, Trigger};
 
 use crate::error::{ApiError, ApiResult};

@@ -11,9 +11,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use tracing::Instrument;
 use voltrun_engine::Engine;
 use voltrun_store::Store;
 
@@ -106,9 +106,7 @@ pub fn client_ip(headers: &HeaderMap) -> String {
 /// Refuses URIs with an encoded NUL byte: no id, name or filter contains one, and
 /// PostgreSQL text cannot hold it.
 async fn refuse_nul(req: Request, next: Next) -> Response {
-    let has_nul = req.uri().path_and_query().is_some_and(|pq| {
-        pq.as_str().as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
-    });
+    let has_nul = req.uri().path_and_query().is_some_and(|pq| pq.as_str().as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0'));
     if has_nul {
         return error::ApiError::bad("invalid_uri", "the URI contains an encoded NUL byte").into_response();
     }
@@ -169,10 +167,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(system::runtimes))
         .routes(routes!(system::dashboard))
         .routes(routes!(openapi::serve));
-    OpenApiRouter::with_openapi(openapi::base())
-        .routes(routes!(system::health))
-        .routes(routes!(system::metrics))
-        .nest("/api", api)
+    OpenApiRouter::with_openapi(openapi::base()).routes(routes!(system::health)).routes(routes!(system::metrics)).nest("/api", api)
 }
 
 /// Every route the server answers, before state and layers: the API's and the dashboard's.

@@ -55,9 +55,7 @@ pub fn base() -> OpenApi {
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         BEARER,
-        SecurityScheme::Http(
-            HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An access token (login, register, refresh) or an API key")).build(),
-        ),
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An access token (login, register, refresh) or an API key")).build()),
     );
     components.add_security_scheme(API_KEY, SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
     components.schemas.insert(ErrorBody::name().into_owned(), ErrorBody::schema());
@@ -69,10 +67,7 @@ fn error_response(description: &str) -> RefOr<Response> {
     RefOr::T(
         ResponseBuilder::new()
             .description(description)
-            .content(
-                "application/json",
-                utoipa::openapi::ContentBuilder::new().schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody")))).build(),
-            )
+            .content("application/json", utoipa::openapi::ContentBuilder::new().schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody")))).build())
             .build(),
     )
 }
@@ -273,10 +268,8 @@ mod tests {
         let doc = document();
         for (path, item) in &doc.paths.paths {
             for op in operations(item) {
-                let open = path.starts_with("/api/auth/") && path != "/api/auth/me"
-                    || path.starts_with("/api/execute")
-                    || !path.starts_with("/api/")
-                    || path == "/api/openapi.json";
+                let open =
+                    path.starts_with("/api/auth/") && path != "/api/auth/me" || path.starts_with("/api/execute") || !path.starts_with("/api/") || path == "/api/openapi.json";
                 let required = op.security.as_ref().is_some_and(|s| !s.is_empty() && !s.iter().any(|r| *r == Default::default()));
                 assert_eq!(required, !open, "{path} {:?}", op.operation_id);
                 if required {

@@ -95,9 +95,7 @@ impl WindowLimiter {
         let now = Instant::now();
         let hits = self.hits.lock().expect("limiter lock");
         match hits.map.get(&h) {
-            Some(&(start, n)) if n >= self.max && now.duration_since(start) < self.window => {
-                Err(self.window.saturating_sub(now.duration_since(start)).as_secs().max(1))
-            }
+            Some(&(start, n)) if n >= self.max && now.duration_since(start) < self.window => Err(self.window.saturating_sub(now.duration_since(start)).as_secs().max(1)),
             _ => Ok(()),
         }
     }

@@ -215,11 +215,7 @@ pub async fn dashboard(State(st): State<AppState>, caller: Caller) -> ApiResult<
             failed: s.last_24h_failed,
             success_rate: (finished > 0).then(|| s.last_24h_success as f64 / finished as f64),
         },
-        duration_ms: Percentiles {
-            p50: percentile(&s.durations_ms, 50.0),
-            p95: percentile(&s.durations_ms, 95.0),
-            p99: percentile(&s.durations_ms, 99.0),
-        },
+        duration_ms: Percentiles { p50: percentile(&s.durations_ms, 50.0), p95: percentile(&s.durations_ms, 95.0), p99: percentile(&s.durations_ms, 99.0) },
         hourly,
         recent,
         generated_at: time::now(),

@@ -182,9 +182,7 @@ async fn run(st: AppState, req: Request, origin: TriggerOrigin) -> ApiResult<Res
     // resolve matched `route` as whole segments at the start of `path`.
     let below = path.get(route.len()..).filter(|b| !b.is_empty()).unwrap_or("/");
     let prefix = format!("{}/{route}", origin.prefix());
-    let bytes = axum::body::to_bytes(body, MAX_PAYLOAD_BYTES)
-        .await
-        .map_err(|_| ApiError::TooLarge("the request body is larger than 6 MiB".into()))?;
+    let bytes = axum::body::to_bytes(body, MAX_PAYLOAD_BYTES).await.map_err(|_| ApiError::TooLarge("the request body is larger than 6 MiB".into()))?;
     let key = crate::functions::idempotency_key(&parts.headers)?;
     crate::functions::check_invoke_rate(&st, &invoker)?;
     let target = Target { path: below, prefix: &prefix, query: parts.uri.query().unwrap_or("") };
@@ -216,9 +214,7 @@ fn event(method: &Method, target: &Target<'_>, headers: &HeaderMap, body: &[u8],
         }
         let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
         if n == "cookie" {
-            cookies.extend(
-                v.split(';').map(|c| c.trim().to_string()).filter(|c| !c.is_empty() && !crate::auth::is_session_cookie(c)),
-            );
+            cookies.extend(v.split(';').map(|c| c.trim().to_string()).filter(|c| !c.is_empty() && !crate::auth::is_session_cookie(c)));
             continue;
         }
         match hs.get_mut(n) {
@@ -298,16 +294,14 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
                 }
-            }
+                None => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -359,11 +353,8 @@ fn header_text(v: &Value) -> String {
 /// 502) when it cannot be one: a status outside 200–599 (1xx and 101 are the server's), a
 /// header name or value that is not valid HTTP (CR/LF included).
 fn shaped_response(obj: &Map<String, Value>, head: bool) -> Result<Response, String> {
-    let status = obj["statusCode"]
-        .as_u64()
-        .filter(|s| (200..=599).contains(s))
-        .and_then(|s| StatusCode::from_u16(s as u16).ok())
-        .ok_or("statusCode must be an integer from 200 to 599")?;
+    let status =
+        obj["statusCode"].as_u64().filter(|s| (200..=599).contains(s)).and_then(|s| StatusCode::from_u16(s as u16).ok()).ok_or("statusCode must be an integer from 200 to 599")?;
     let body: Vec<u8> = match obj.get("body") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) if obj.get("isBase64Encoded") == Some(&Value::Bool(true)) => {

@@ -21,10 +21,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn agent(read_timeout: Option<Duration>) -> ureq::Agent {
-    let mut b = ureq::AgentBuilder::new()
-        .timeout_connect(CONNECT_TIMEOUT)
-        .user_agent(concat!("voltrun-cli/", env!("CARGO_PKG_VERSION")))
-        .redirects(0);
+    let mut b = ureq::AgentBuilder::new().timeout_connect(CONNECT_TIMEOUT).user_agent(concat!("voltrun-cli/", env!("CARGO_PKG_VERSION"))).redirects(0);
     if let Some(t) = read_timeout {
         b = b.timeout_read(t);
     }
@@ -395,7 +392,8 @@ mod tests {
 
     #[test]
     fn sse_events_are_parsed() {
-        let text = ": keep-alive\n\nevent: log\ndata: {\"text\":\"a\"}\n\nevent: log\r\ndata: one\r\ndata:two\r\n\r\ndata: plain\n\nevent: end\ndata: {}\n\nevent: partial\ndata: x\n";
+        let text =
+            ": keep-alive\n\nevent: log\ndata: {\"text\":\"a\"}\n\nevent: log\r\ndata: one\r\ndata:two\r\n\r\ndata: plain\n\nevent: end\ndata: {}\n\nevent: partial\ndata: x\n";
         let events: Vec<SseEvent> = Sse::new(text.as_bytes()).map(Result::unwrap).collect();
         let ev = |e: &str, d: &str| SseEvent { event: e.into(), data: d.into() };
         assert_eq!(events, vec![ev("log", "{\"text\":\"a\"}"), ev("log", "one\ntwo"), ev("message", "plain"), ev("end", "{}")]);

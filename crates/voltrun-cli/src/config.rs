@@ -80,20 +80,14 @@ impl ConfigFile {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Config::default()),
             Err(e) => return Err(CliError::io(format!("reading {}", self.path.display()), e)),
         };
-        serde_json::from_str(&text).map_err(|e| {
-            CliError::usage(format!("{} is not valid ({e}): fix it, or delete it and run `voltrun login` again", self.path.display()))
-        })
+        serde_json::from_str(&text).map_err(|e| CliError::usage(format!("{} is not valid ({e}): fix it, or delete it and run `voltrun login` again", self.path.display())))
     }
 
     /// Saves `cfg`: writes a 0600 temporary file beside it and renames it over the old one, so
     /// a crash never leaves half a file and the secret is never readable by others.
     pub fn save(&self, cfg: &Config) -> Result<()> {
         let dir = self.dir();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
         let tmp = self.path.with_extension(format!("json.tmp{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let _ = fs::remove_file(&tmp);
@@ -240,13 +234,7 @@ mod tests {
     }
 
     fn saved() -> Config {
-        Config {
-            server: Some("http://a:1".into()),
-            email: Some("ada@example.com".into()),
-            token: Some("t".into()),
-            refresh_token: Some("r".into()),
-            api_key: None,
-        }
+        Config { server: Some("http://a:1".into()), email: Some("ada@example.com".into()), token: Some("t".into()), refresh_token: Some("r".into()), api_key: None }
     }
 
     #[test]

@@ -110,12 +110,7 @@ impl Out {
 
 /// A value as JSON text, pretty or compact.
 pub fn json_text(v: &Value, pretty: bool) -> String {
-    if pretty {
-        serde_json::to_string_pretty(v)
-    } else {
-        serde_json::to_string(v)
-    }
-    .expect("a JSON value serialises")
+    if pretty { serde_json::to_string_pretty(v) } else { serde_json::to_string(v) }.expect("a JSON value serialises")
 }
 
 /// A table cell: text and an optional style.

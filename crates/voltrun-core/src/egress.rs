@@ -378,13 +378,13 @@ pub const SPECIAL_V4: &[Cidr] = &[
 
 /// IPv6 special-purpose blocks. Everything outside 2000::/3 (global unicast) is special too.
 pub const SPECIAL_V6: &[Cidr] = &[
-    Cidr::v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96),    // NAT64 (carries IPv4 addresses)
-    Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),    // local-use NAT64
-    Cidr::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),       // IETF protocol assignments (Teredo among them)
-    Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),   // documentation
-    Cidr::v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16),       // 6to4 (carries IPv4 addresses)
-    Cidr::v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),       // documentation
-    Cidr::v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16),       // segment routing
+    Cidr::v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96),  // NAT64 (carries IPv4 addresses)
+    Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),  // local-use NAT64
+    Cidr::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),     // IETF protocol assignments (Teredo among them)
+    Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), // documentation
+    Cidr::v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16),     // 6to4 (carries IPv4 addresses)
+    Cidr::v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),     // documentation
+    Cidr::v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16),     // segment routing
 ];
 
 /// The IPv6 global unicast block; addresses outside it are never public.
@@ -441,7 +441,26 @@ mod tests {
     #[test]
     fn public_never_admits_special_ranges() {
         let p = policy(&["public"]);
-        for s in ["10.1.2.3", "127.0.0.1", "169.254.169.254", "172.16.0.1", "192.168.1.1", "198.18.0.1", "224.0.0.1", "255.255.255.255", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fc00::1", "ff02::1", "::ffff:127.0.0.1", "2001:db8::1", "64:ff9b::a00:1", "2002:a00:1::1"] {
+        for s in [
+            "10.1.2.3",
+            "127.0.0.1",
+            "169.254.169.254",
+            "172.16.0.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fc00::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "2001:db8::1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+        ] {
             assert!(!p.admits_addr(ip(s), 443), "{s} must not be public");
         }
         for s in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {

@@ -180,12 +180,7 @@ pub fn deserialize_egress<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>
     let items = match v {
         serde_json::Value::Null => return Ok(Vec::new()),
         serde_json::Value::Array(items) => items,
-        other => {
-            return Err(D::Error::custom(format!(
-                "egress: must be a list of strings such as [\"198.18.0.0/24\", \"api.example.com:443\"], not {}",
-                json_kind(&other)
-            )))
-        }
+        other => return Err(D::Error::custom(format!("egress: must be a list of strings such as [\"198.18.0.0/24\", \"api.example.com:443\"], not {}", json_kind(&other)))),
     };
     items
         .into_iter()
@@ -309,9 +304,7 @@ pub fn canonical_egress(entries: &[String]) -> Result<Vec<String>, ValidationErr
 }
 
 fn parse_runtime(s: &str) -> Result<Runtime, ValidationError> {
-    Runtime::parse(s).ok_or_else(|| {
-        ValidationError::new("runtime", format!("unknown runtime {s:?}; use nodejs20 or python3.11"))
-    })
+    Runtime::parse(s).ok_or_else(|| ValidationError::new("runtime", format!("unknown runtime {s:?}; use nodejs20 or python3.11")))
 }
 
 /// `^[a-z0-9][a-z0-9_-]{0,63}$`
@@ -336,17 +329,12 @@ pub fn is_valid_route(s: &str) -> bool {
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '$')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-        && s.len() <= 128
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '$') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$') && s.len() <= 128
 }
 
 fn validate(f: &Function) -> Result<(), ValidationError> {
     if !is_valid_name(&f.name) {
-        return Err(ValidationError::new(
-            "name",
-            "must match ^[a-z0-9][a-z0-9_-]{0,63}$ (lowercase letters, digits, _ and -)",
-        ));
+        return Err(ValidationError::new("name", "must match ^[a-z0-9][a-z0-9_-]{0,63}$ (lowercase letters, digits, _ and -)"));
     }
     if f.description.len() > MAX_DESCRIPTION {
         return Err(ValidationError::new("description", format!("at most {MAX_DESCRIPTION} bytes")));

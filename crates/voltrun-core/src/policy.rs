@@ -122,17 +122,10 @@ mod tests {
 
     #[test]
     fn only_failures_of_the_run_itself_are_retried() {
-        let retried: Vec<ErrorKind> = [
-            ErrorKind::HandlerError,
-            ErrorKind::RuntimeError,
-            ErrorKind::Timeout,
-            ErrorKind::OutOfMemory,
-            ErrorKind::Interrupted,
-            ErrorKind::Internal,
-        ]
-        .into_iter()
-        .filter(|k| is_retryable(*k))
-        .collect();
+        let retried: Vec<ErrorKind> = [ErrorKind::HandlerError, ErrorKind::RuntimeError, ErrorKind::Timeout, ErrorKind::OutOfMemory, ErrorKind::Interrupted, ErrorKind::Internal]
+            .into_iter()
+            .filter(|k| is_retryable(*k))
+            .collect();
         assert_eq!(retried, [ErrorKind::HandlerError, ErrorKind::Timeout, ErrorKind::OutOfMemory, ErrorKind::Interrupted]);
     }
 

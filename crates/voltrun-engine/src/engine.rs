@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify, Semaphore};
-use voltrun_core::{Runtime, RetryPolicy};
+use voltrun_core::{RetryPolicy, Runtime};
 use voltrun_sandbox::Sandbox;
 use voltrun_store::Store;
 

@@ -21,4 +21,3 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
-

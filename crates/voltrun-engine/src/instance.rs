@@ -101,11 +101,7 @@ impl Instance {
         let live: LiveLog = Arc::new(Mutex::new(RunLog::for_init(&marker)));
         let mut handle = spawned.handle;
         let pipes = (|| -> std::io::Result<_> {
-            Ok((
-                pipe::Receiver::from_owned_fd(spawned.logs)?,
-                pipe::Sender::from_owned_fd(spawned.control_in)?,
-                pipe::Receiver::from_owned_fd(spawned.control_out)?,
-            ))
+            Ok((pipe::Receiver::from_owned_fd(spawned.logs)?, pipe::Sender::from_owned_fd(spawned.control_in)?, pipe::Receiver::from_owned_fd(spawned.control_out)?))
         })();
         let (logs, ctl_tx, ctl_rx) = match pipes {
             Ok(p) => p,
@@ -168,8 +164,7 @@ impl Instance {
                 Ok(inst)
             }
             Ok(Ok(msg)) if msg["type"] == "init_error" => {
-                let error = serde_json::from_value(msg["error"].clone())
-                    .unwrap_or_else(|_| ExecError::new(ErrorKind::RuntimeError, "the function failed to load"));
+                let error = serde_json::from_value(msg["error"].clone()).unwrap_or_else(|_| ExecError::new(ErrorKind::RuntimeError, "the function failed to load"));
                 let (logs, _) = inst.settle_logs().await;
                 inst.terminate().await;
                 Err(StartFailure { error, logs })
@@ -219,8 +214,7 @@ impl Instance {
                 let result = if msg["ok"] == true {
                     Ok(msg.get("output").cloned().unwrap_or(Value::Null))
                 } else {
-                    Err(serde_json::from_value(msg["error"].clone())
-                        .unwrap_or_else(|_| ExecError::new(ErrorKind::RuntimeError, "the runtime reported a malformed error")))
+                    Err(serde_json::from_value(msg["error"].clone()).unwrap_or_else(|_| ExecError::new(ErrorKind::RuntimeError, "the runtime reported a malformed error")))
                 };
                 let (mut logs, tainted) = self.settle_logs().await;
                 // Connections the egress policy refused during the run: one line each.

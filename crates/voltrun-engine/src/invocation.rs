@@ -225,7 +225,6 @@ impl Engine {
             finished_at: time::now(),
         }
     }
-
 }
 
 /// The span of one invocation, entered by the run's task from its start to its end: every
@@ -274,4 +273,3 @@ pub(crate) fn log_text(bytes: &[u8]) -> String {
         text.into_owned()
     }
 }
-

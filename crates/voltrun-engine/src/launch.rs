@@ -4,8 +4,8 @@
 //! launched instance holds its unit of the `instances` gauge for the rest of its life.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Instant;
 
 use voltrun_core::{time, ErrorKind, ExecError, Function, InstanceLimits, Outcome, Runtime};
@@ -75,7 +75,14 @@ impl Engine {
 
     /// Starts a runtime process in the sandbox with `dir` as its code directory; it waits for
     /// its init frame. The directory is removed if the start fails.
-    pub(crate) async fn spawn_instance(&self, runtime: Runtime, memory_mb: u32, dir: PathBuf, env: Vec<(String, String)>, network: Option<Arc<NetworkPlan>>) -> Result<Instance, ExecError> {
+    pub(crate) async fn spawn_instance(
+        &self,
+        runtime: Runtime,
+        memory_mb: u32,
+        dir: PathBuf,
+        env: Vec<(String, String)>,
+        network: Option<Arc<NetworkPlan>>,
+    ) -> Result<Instance, ExecError> {
         let rt = &self.inner.runtimes;
         let sandbox = self.inner.sandbox.clone();
         let Some(argv) = rt.argv(runtime, memory_mb, &sandbox.bootstrap_root(rt.bootstrap_dir())) else {

@@ -5,8 +5,8 @@
 //! streams) is kept by [`GaugeUnit`]s: each thing counted holds one, and dropping it gives the
 //! unit back, so no path (an error, a dropped future, a panic) leaves the gauge wrong.
 
-use std::fmt::Write;
 use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -14,8 +14,7 @@ use voltrun_core::{ErrorKind, Runtime};
 
 /// Upper bounds (seconds) of the duration histogram buckets.
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
-const KINDS: [ErrorKind; 6] =
-    [ErrorKind::HandlerError, ErrorKind::RuntimeError, ErrorKind::Timeout, ErrorKind::OutOfMemory, ErrorKind::Interrupted, ErrorKind::Internal];
+const KINDS: [ErrorKind; 6] = [ErrorKind::HandlerError, ErrorKind::RuntimeError, ErrorKind::Timeout, ErrorKind::OutOfMemory, ErrorKind::Interrupted, ErrorKind::Internal];
 
 #[derive(Default)]
 struct Histogram {
@@ -77,7 +76,9 @@ impl EgressCounts {
     }
 
     fn render(&self, o: &mut String) {
-        o.push_str("# HELP voltrun_egress_connections_total Network connections of functions with egress, by the policy's verdict.\n# TYPE voltrun_egress_connections_total counter\n");
+        o.push_str(
+            "# HELP voltrun_egress_connections_total Network connections of functions with egress, by the policy's verdict.\n# TYPE voltrun_egress_connections_total counter\n",
+        );
         for (f, c) in self.by_function.lock().expect("egress counts lock").iter() {
             let _ = writeln!(o, "voltrun_egress_connections_total{{function=\"{f}\",verdict=\"allowed\"}} {}", c[0]);
             let _ = writeln!(o, "voltrun_egress_connections_total{{function=\"{f}\",verdict=\"refused\"}} {}", c[1]);

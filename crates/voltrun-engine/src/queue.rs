@@ -156,7 +156,11 @@ impl Engine {
     async fn run_claimed(&self, mut exec: Execution) -> Result<(), EngineError> {
         let store = &self.inner.store;
         // The database failing right after the claim: the row goes back to the queue (store: `give_back`).
-        let found = store.function_by_id(&exec.function_id).await.inspect_err(|e| if e.is_unavailable() { store.give_back(&exec, &self.inner.cfg.node_id) });
+        let found = store.function_by_id(&exec.function_id).await.inspect_err(|e| {
+            if e.is_unavailable() {
+                store.give_back(&exec, &self.inner.cfg.node_id)
+            }
+        });
         let Some(f) = found? else {
             let now = time::now();
             exec.finish(Outcome {

@@ -35,8 +35,7 @@ impl Runtimes {
         std::fs::write(dir.join("bootstrap.py"), PYTHON_BOOTSTRAP)?;
         std::fs::write(dir.join("bootstrap.js"), NODE_BOOTSTRAP)?;
         let python = ["python3.11", "python3"].iter().find_map(|bin| {
-            probe(bin, &["-c", "import sys; print(sys.executable); print(sys.version.split()[0]); print(sys.base_prefix)"])
-                .filter(|i| i.version.starts_with("3.11"))
+            probe(bin, &["-c", "import sys; print(sys.executable); print(sys.version.split()[0]); print(sys.base_prefix)"]).filter(|i| i.version.starts_with("3.11"))
         });
         let node = probe("node", &["-p", "[process.execPath, process.versions.node, require('path').dirname(require('path').dirname(process.execPath))].join('\\n')"]);
         if python.is_none() {

@@ -251,21 +251,13 @@ impl Cgroup {
 
     /// Pids of every process in the instance.
     pub fn pids(&self) -> Vec<i32> {
-        fs::read_to_string(self.dirs[0].join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+        fs::read_to_string(self.dirs[0].join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
     }
 
     /// True when the kernel OOM-killed a process of the instance.
     pub fn oom_killed(&self) -> bool {
         let (file, key) = if self.v2 { ("memory.events", "oom_kill") } else { ("memory.oom_control", "oom_kill") };
-        fs::read_to_string(self.dirs[0].join(file))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .any(|(k, v)| k == key && v.trim().parse::<u64>().unwrap_or(0) > 0)
+        fs::read_to_string(self.dirs[0].join(file)).unwrap_or_default().lines().filter_map(|l| l.split_once(' ')).any(|(k, v)| k == key && v.trim().parse::<u64>().unwrap_or(0) > 0)
     }
 
     /// SIGKILLs every process in the instance.

@@ -166,11 +166,7 @@ fn await_id_maps() -> Result<Vec<(String, String)>> {
     if go.first() != Some(&b'M') {
         return Err(InitFailure::other(Step::AwaitIdMaps, "the server did not map our ids"));
     }
-    Ok(go[1..]
-        .split(|b| *b == 0)
-        .filter(|kv| !kv.is_empty())
-        .filter_map(|kv| String::from_utf8_lossy(kv).split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect())
+    Ok(go[1..].split(|b| *b == 0).filter(|kv| !kv.is_empty()).filter_map(|kv| String::from_utf8_lossy(kv).split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect())
 }
 
 /// Pid 1 of the new pid namespace: builds the root, forks the runtime, then reaps zombies

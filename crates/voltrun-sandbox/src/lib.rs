@@ -58,15 +58,7 @@ pub struct ResourceLimits {
 
 impl Default for ResourceLimits {
     fn default() -> Self {
-        ResourceLimits {
-            memory_bytes: 64 << 20,
-            limit_address_space: true,
-            pids: 32,
-            open_files: 256,
-            file_size_bytes: 64 << 20,
-            tmp_bytes: 64 << 20,
-            cpu_millis: 500,
-        }
+        ResourceLimits { memory_bytes: 64 << 20, limit_address_space: true, pids: 32, open_files: 256, file_size_bytes: 64 << 20, tmp_bytes: 64 << 20, cpu_millis: 500 }
     }
 }
 

@@ -44,9 +44,7 @@ impl NamespaceSandbox {
     /// Checks the host can run the tier (root, cgroups) and prepares our cgroup subtree.
     pub fn new() -> Result<Self, SandboxError> {
         if !sys::is_root() {
-            return Err(SandboxError::Unavailable(
-                "the namespace sandbox needs root (to create cgroups and map user namespaces)".into(),
-            ));
+            return Err(SandboxError::Unavailable("the namespace sandbox needs root (to create cgroups and map user namespaces)".into()));
         }
         let cgroups = Hierarchy::detect()?;
         tracing::info!(cgroup = cgroups.version(), "namespace sandbox ready");
@@ -152,12 +150,7 @@ impl NamespaceSandbox {
             other => return Err(other.into_error(Step::AwaitExec)),
         }
         let (cgroup, child, root) = guard.disarm();
-        Ok(Spawned {
-            control_in: ctl_in.1,
-            control_out: ctl_out.0,
-            logs: log.0,
-            handle: Box::new(NsInstance { child, cgroup, root, reaped: None, network }),
-        })
+        Ok(Spawned { control_in: ctl_in.1, control_out: ctl_out.0, logs: log.0, handle: Box::new(NsInstance { child, cgroup, root, reaped: None, network }) })
     }
 
     /// [`Step::SpawnInit`]. The init starts as host root: it gets no environment at all
@@ -325,4 +318,3 @@ impl Drop for NsInstance {
         }
     }
 }
-

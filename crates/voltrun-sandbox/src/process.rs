@@ -20,9 +20,7 @@ impl ProcessSandbox {
     /// Builds the tier only when the operator accepted that it isolates nothing.
     pub fn new(insecure: bool) -> Result<Self, SandboxError> {
         if !insecure {
-            return Err(SandboxError::Unavailable(
-                "the process sandbox does not isolate functions from the host; pass --insecure to use it anyway".into(),
-            ));
+            return Err(SandboxError::Unavailable("the process sandbox does not isolate functions from the host; pass --insecure to use it anyway".into()));
         }
         Ok(ProcessSandbox(()))
     }
@@ -73,12 +71,7 @@ impl Sandbox for ProcessSandbox {
         }
         let child = cmd.spawn().map_err(at(Step::Exec, "spawn the runtime"))?;
         drop((ctl_in_r, ctl_out_w));
-        Ok(Spawned {
-            control_in: ctl_in_w,
-            control_out: ctl_out_r,
-            logs: log_r,
-            handle: Box::new(ProcessInstance { child, reaped: None }),
-        })
+        Ok(Spawned { control_in: ctl_in_w, control_out: ctl_out_r, logs: log_r, handle: Box::new(ProcessInstance { child, reaped: None }) })
     }
 }
 

@@ -41,61 +41,171 @@ macro_rules! rules {
 }
 
 macro_rules! paste_sys {
-    (mount) => { libc::SYS_mount };
-    (umount2) => { libc::SYS_umount2 };
-    (pivot_root) => { libc::SYS_pivot_root };
-    (chroot) => { libc::SYS_chroot };
-    (unshare) => { libc::SYS_unshare };
-    (setns) => { libc::SYS_setns };
-    (ptrace) => { libc::SYS_ptrace };
-    (process_vm_readv) => { libc::SYS_process_vm_readv };
-    (process_vm_writev) => { libc::SYS_process_vm_writev };
-    (kexec_load) => { libc::SYS_kexec_load };
-    (kexec_file_load) => { libc::SYS_kexec_file_load };
-    (init_module) => { libc::SYS_init_module };
-    (finit_module) => { libc::SYS_finit_module };
-    (delete_module) => { libc::SYS_delete_module };
-    (bpf) => { libc::SYS_bpf };
-    (keyctl) => { libc::SYS_keyctl };
-    (add_key) => { libc::SYS_add_key };
-    (request_key) => { libc::SYS_request_key };
-    (perf_event_open) => { libc::SYS_perf_event_open };
-    (clock_settime) => { libc::SYS_clock_settime };
-    (clock_adjtime) => { libc::SYS_clock_adjtime };
-    (adjtimex) => { libc::SYS_adjtimex };
-    (settimeofday) => { libc::SYS_settimeofday };
-    (reboot) => { libc::SYS_reboot };
-    (swapon) => { libc::SYS_swapon };
-    (swapoff) => { libc::SYS_swapoff };
-    (open_by_handle_at) => { libc::SYS_open_by_handle_at };
-    (name_to_handle_at) => { libc::SYS_name_to_handle_at };
-    (userfaultfd) => { libc::SYS_userfaultfd };
-    (acct) => { libc::SYS_acct };
-    (quotactl) => { libc::SYS_quotactl };
-    (syslog) => { libc::SYS_syslog };
-    (sethostname) => { libc::SYS_sethostname };
-    (setdomainname) => { libc::SYS_setdomainname };
-    (fsopen) => { libc::SYS_fsopen };
-    (fsconfig) => { libc::SYS_fsconfig };
-    (fsmount) => { libc::SYS_fsmount };
-    (fspick) => { libc::SYS_fspick };
-    (move_mount) => { libc::SYS_move_mount };
-    (open_tree) => { libc::SYS_open_tree };
-    (mount_setattr) => { libc::SYS_mount_setattr };
-    (io_uring_setup) => { libc::SYS_io_uring_setup };
-    (io_uring_enter) => { libc::SYS_io_uring_enter };
-    (io_uring_register) => { libc::SYS_io_uring_register };
-    (kcmp) => { libc::SYS_kcmp };
-    (pidfd_getfd) => { libc::SYS_pidfd_getfd };
-    (lookup_dcookie) => { libc::SYS_lookup_dcookie };
-    (vhangup) => { libc::SYS_vhangup };
-    (iopl) => { libc::SYS_iopl };
-    (ioperm) => { libc::SYS_ioperm };
-    (clone3) => { libc::SYS_clone3 };
-    (memfd_secret) => { libc::SYS_memfd_secret };
-    (process_madvise) => { libc::SYS_process_madvise };
-    (uselib) => { libc::SYS_uselib };
-    (modify_ldt) => { libc::SYS_modify_ldt };
+    (mount) => {
+        libc::SYS_mount
+    };
+    (umount2) => {
+        libc::SYS_umount2
+    };
+    (pivot_root) => {
+        libc::SYS_pivot_root
+    };
+    (chroot) => {
+        libc::SYS_chroot
+    };
+    (unshare) => {
+        libc::SYS_unshare
+    };
+    (setns) => {
+        libc::SYS_setns
+    };
+    (ptrace) => {
+        libc::SYS_ptrace
+    };
+    (process_vm_readv) => {
+        libc::SYS_process_vm_readv
+    };
+    (process_vm_writev) => {
+        libc::SYS_process_vm_writev
+    };
+    (kexec_load) => {
+        libc::SYS_kexec_load
+    };
+    (kexec_file_load) => {
+        libc::SYS_kexec_file_load
+    };
+    (init_module) => {
+        libc::SYS_init_module
+    };
+    (finit_module) => {
+        libc::SYS_finit_module
+    };
+    (delete_module) => {
+        libc::SYS_delete_module
+    };
+    (bpf) => {
+        libc::SYS_bpf
+    };
+    (keyctl) => {
+        libc::SYS_keyctl
+    };
+    (add_key) => {
+        libc::SYS_add_key
+    };
+    (request_key) => {
+        libc::SYS_request_key
+    };
+    (perf_event_open) => {
+        libc::SYS_perf_event_open
+    };
+    (clock_settime) => {
+        libc::SYS_clock_settime
+    };
+    (clock_adjtime) => {
+        libc::SYS_clock_adjtime
+    };
+    (adjtimex) => {
+        libc::SYS_adjtimex
+    };
+    (settimeofday) => {
+        libc::SYS_settimeofday
+    };
+    (reboot) => {
+        libc::SYS_reboot
+    };
+    (swapon) => {
+        libc::SYS_swapon
+    };
+    (swapoff) => {
+        libc::SYS_swapoff
+    };
+    (open_by_handle_at) => {
+        libc::SYS_open_by_handle_at
+    };
+    (name_to_handle_at) => {
+        libc::SYS_name_to_handle_at
+    };
+    (userfaultfd) => {
+        libc::SYS_userfaultfd
+    };
+    (acct) => {
+        libc::SYS_acct
+    };
+    (quotactl) => {
+        libc::SYS_quotactl
+    };
+    (syslog) => {
+        libc::SYS_syslog
+    };
+    (sethostname) => {
+        libc::SYS_sethostname
+    };
+    (setdomainname) => {
+        libc::SYS_setdomainname
+    };
+    (fsopen) => {
+        libc::SYS_fsopen
+    };
+    (fsconfig) => {
+        libc::SYS_fsconfig
+    };
+    (fsmount) => {
+        libc::SYS_fsmount
+    };
+    (fspick) => {
+        libc::SYS_fspick
+    };
+    (move_mount) => {
+        libc::SYS_move_mount
+    };
+    (open_tree) => {
+        libc::SYS_open_tree
+    };
+    (mount_setattr) => {
+        libc::SYS_mount_setattr
+    };
+    (io_uring_setup) => {
+        libc::SYS_io_uring_setup
+    };
+    (io_uring_enter) => {
+        libc::SYS_io_uring_enter
+    };
+    (io_uring_register) => {
+        libc::SYS_io_uring_register
+    };
+    (kcmp) => {
+        libc::SYS_kcmp
+    };
+    (pidfd_getfd) => {
+        libc::SYS_pidfd_getfd
+    };
+    (lookup_dcookie) => {
+        libc::SYS_lookup_dcookie
+    };
+    (vhangup) => {
+        libc::SYS_vhangup
+    };
+    (iopl) => {
+        libc::SYS_iopl
+    };
+    (ioperm) => {
+        libc::SYS_ioperm
+    };
+    (clone3) => {
+        libc::SYS_clone3
+    };
+    (memfd_secret) => {
+        libc::SYS_memfd_secret
+    };
+    (process_madvise) => {
+        libc::SYS_process_madvise
+    };
+    (uselib) => {
+        libc::SYS_uselib
+    };
+    (modify_ldt) => {
+        libc::SYS_modify_ldt
+    };
 }
 
 /// The policy. `clone` is handled apart: allowed, except with namespace flags.
@@ -174,12 +284,17 @@ pub const SOCKET_FAMILIES: &[Named] = &[
     Named { name: "AF_UNIX", value: libc::AF_UNIX as u32, reason: "Local sockets (socketpair, the runtimes' own IPC, multiprocessing)." },
     Named { name: "AF_INET", value: libc::AF_INET as u32, reason: "TCP and UDP over IPv4 (the instance's network namespace decides where they reach)." },
     Named { name: "AF_INET6", value: libc::AF_INET6 as u32, reason: "TCP and UDP over IPv6." },
-    Named { name: "AF_NETLINK", value: libc::AF_NETLINK as u32, reason: "Route and address queries (getaddrinfo's AI_ADDRCONFIG, if_nameindex, Node's os.networkInterfaces); protocols limited by NETLINK_PROTOCOLS." },
+    Named {
+        name: "AF_NETLINK",
+        value: libc::AF_NETLINK as u32,
+        reason: "Route and address queries (getaddrinfo's AI_ADDRCONFIG, if_nameindex, Node's os.networkInterfaces); protocols limited by NETLINK_PROTOCOLS.",
+    },
 ];
 
 /// The netlink protocols an `AF_NETLINK` socket may use; others fail with EPROTONOSUPPORT
 /// (audit, uevents, sock_diag, netfilter and xfrm reach kernel code no function needs).
-pub const NETLINK_PROTOCOLS: &[Named] = &[Named { name: "NETLINK_ROUTE", value: libc::NETLINK_ROUTE as u32, reason: "Interfaces, addresses and routes of the instance's own network namespace." }];
+pub const NETLINK_PROTOCOLS: &[Named] =
+    &[Named { name: "NETLINK_ROUTE", value: libc::NETLINK_ROUTE as u32, reason: "Interfaces, addresses and routes of the instance's own network namespace." }];
 
 /// `personality` fails with EPERM for a persona with any flag at or above this one
 /// (ADDR_NO_RANDOMIZE and every flag after it, [`PERSONA_FLAGS_REFUSED`]); the execution
@@ -204,13 +319,8 @@ pub const PERSONA_FLAGS_REFUSED: &[Named] = &[
 pub const FAMILY_LIMIT: u32 = 46;
 
 /// Namespace flags `clone` may not carry (they would create namespaces, like unshare).
-const CLONE_NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUSER
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWCGROUP) as u32;
+const CLONE_NAMESPACE_FLAGS: u32 =
+    (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWCGROUP) as u32;
 
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH: u32 = 0xC000_003E;
@@ -275,11 +385,7 @@ fn allow_values(arg_off: u32, allowed: &[Named], refused: i32) -> Vec<libc::sock
 fn socket_body() -> Vec<libc::sock_filter> {
     let mut b = vec![stmt(LD_W_ABS, arg(0))];
     for f in SOCKET_FAMILIES {
-        let then = if f.value == libc::AF_NETLINK as u32 {
-            allow_values(arg(2), NETLINK_PROTOCOLS, libc::EPROTONOSUPPORT)
-        } else {
-            vec![stmt(RET, RET_ALLOW)]
-        };
+        let then = if f.value == libc::AF_NETLINK as u32 { allow_values(arg(2), NETLINK_PROTOCOLS, libc::EPROTONOSUPPORT) } else { vec![stmt(RET, RET_ALLOW)] };
         // Not this family: skip its block (the accumulator still holds the family).
         b.push(jump(JEQ, f.value, 0, then.len() as u8));
         b.extend(then);
@@ -366,25 +472,41 @@ mod tests {
         let code = in_filtered_child(|| {
             // SAFETY: raw syscall with null pointers; it is refused before touching them.
             let rc = unsafe { libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0) };
-            if rc == -1 && errno() == libc::EPERM { 0 } else { 1 }
+            if rc == -1 && errno() == libc::EPERM {
+                0
+            } else {
+                1
+            }
         });
         assert_eq!(code, 0, "mount must fail with EPERM");
         let code = in_filtered_child(|| {
             // SAFETY: unshare takes flags only.
             let rc = unsafe { libc::unshare(libc::CLONE_NEWUSER) };
-            if rc == -1 && errno() == libc::EPERM { 0 } else { 1 }
+            if rc == -1 && errno() == libc::EPERM {
+                0
+            } else {
+                1
+            }
         });
         assert_eq!(code, 0, "unshare must fail with EPERM");
         let code = in_filtered_child(|| {
             // SAFETY: raw clone with a namespace flag and no stack: refused before it runs.
             let rc = unsafe { libc::syscall(libc::SYS_clone, libc::CLONE_NEWNET | libc::SIGCHLD, 0, 0, 0, 0) };
-            if rc == -1 && errno() == libc::EPERM { 0 } else { 1 }
+            if rc == -1 && errno() == libc::EPERM {
+                0
+            } else {
+                1
+            }
         });
         assert_eq!(code, 0, "clone(CLONE_NEWNET) must fail with EPERM");
         let code = in_filtered_child(|| {
             // SAFETY: clone3 with a null argument: refused before it is read.
             let rc = unsafe { libc::syscall(libc::SYS_clone3, 0, 0) };
-            if rc == -1 && errno() == libc::ENOSYS { 0 } else { 1 }
+            if rc == -1 && errno() == libc::ENOSYS {
+                0
+            } else {
+                1
+            }
         });
         assert_eq!(code, 0, "clone3 must fail with ENOSYS");
         // Ordinary calls, fork included, still work.
@@ -397,7 +519,11 @@ mod tests {
                 }
                 let mut st = 0;
                 libc::waitpid(pid, &mut st, 0);
-                if libc::WEXITSTATUS(st) == 7 && libc::getpid() > 0 { 0 } else { 1 }
+                if libc::WEXITSTATUS(st) == 7 && libc::getpid() > 0 {
+                    0
+                } else {
+                    1
+                }
             }
         });
         assert_eq!(code, 0, "fork must keep working");

@@ -370,7 +370,10 @@ mod tests {
                 SetupError::new(step, host, io::Error::from_raw_os_error(libc::EACCES)),
                 SetupError::from(InitFailure::io(step, host, io::Error::from_raw_os_error(libc::ENOENT))),
                 SetupError::other(step, format!("{host} is not a directory")),
-                SetupError::of(step, SandboxError::Sys { call: "write /sys/fs/cgroup/memory/voltrun/i1-0/memory.limit_in_bytes", source: io::Error::from_raw_os_error(libc::EINVAL) }),
+                SetupError::of(
+                    step,
+                    SandboxError::Sys { call: "write /sys/fs/cgroup/memory/voltrun/i1-0/memory.limit_in_bytes", source: io::Error::from_raw_os_error(libc::EINVAL) },
+                ),
             ];
             for e in errors {
                 let shown = SandboxError::Setup(e).to_string();

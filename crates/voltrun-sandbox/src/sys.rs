@@ -95,9 +95,7 @@ pub fn kill_group(pgid: u32) {
 /// also left the group escapes the process tier; the namespace tier does not have this gap.
 pub fn has_descendants(leader: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{leader}/task")) else { return false };
-    tasks.flatten().any(|t| {
-        std::fs::read_to_string(t.path().join("children")).map(|s| !s.trim().is_empty()).unwrap_or(false)
-    })
+    tasks.flatten().any(|t| std::fs::read_to_string(t.path().join("children")).map(|s| !s.trim().is_empty()).unwrap_or(false))
 }
 
 /// Sends SIGKILL to one process. ESRCH (already gone) is fine.
@@ -186,12 +184,7 @@ pub fn remount_readonly(target: &str) -> io::Result<()> {
     // SAFETY: `t` is a valid NUL-terminated string and `st` a writable statvfs, both live
     // for the call.
     check(unsafe { libc::statvfs(t.as_ptr(), &mut st) })?;
-    let keep = [
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-    ];
+    let keep = [(libc::ST_NOEXEC, libc::MS_NOEXEC), (libc::ST_NOATIME, libc::MS_NOATIME), (libc::ST_NODIRATIME, libc::MS_NODIRATIME), (libc::ST_RELATIME, libc::MS_RELATIME)];
     let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
     for (st_flag, ms_flag) in keep {
         if st.f_flag & st_flag != 0 {

@@ -72,9 +72,7 @@ fn execution_from(row: &sqlx::any::AnyRow) -> Result<Execution> {
         trigger: Trigger::parse(&trigger).ok_or_else(|| StoreError::Corrupt(format!("trigger {trigger}")))?,
         input: parse_json(&get_str(row, "input")?, "input")?,
         output: output.map(|o| parse_json(&o, "output")).transpose()?,
-        error: error
-            .map(|e| serde_json::from_str::<ExecError>(&e).map_err(|e| StoreError::Corrupt(format!("error: {e}"))))
-            .transpose()?,
+        error: error.map(|e| serde_json::from_str::<ExecError>(&e).map_err(|e| StoreError::Corrupt(format!("error: {e}")))).transpose()?,
         logs: get_str(row, "logs")?,
         logs_truncated: get_i64(row, "logs_truncated")? != 0,
         duration_ms: sqlx::Row::try_get::<Option<f64>, _>(row, "duration_ms")?,
@@ -121,11 +119,7 @@ impl Store {
 
     /// The execution of a function created with this idempotency key.
     pub async fn execution_by_idempotency_key(&self, function_id: &str, key: &str) -> Result<Option<Execution>> {
-        let row = sqlx::query("SELECT * FROM executions WHERE function_id = $1 AND idempotency_key = $2")
-            .bind(function_id)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT * FROM executions WHERE function_id = $1 AND idempotency_key = $2").bind(function_id).bind(key).fetch_optional(&self.pool).await?;
         row.as_ref().map(execution_from).transpose()
     }
 
@@ -249,14 +243,7 @@ impl Store {
             }
         };
         let list = |ids: &[String]| serde_json::to_string(ids).expect("strings serialise");
-        let row = sqlx::query(sql)
-            .bind(now)
-            .bind(node)
-            .bind(lease_until)
-            .bind(list(&skip.functions))
-            .bind(list(&skip.users))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sql).bind(now).bind(node).bind(lease_until).bind(list(&skip.functions)).bind(list(&skip.users)).fetch_optional(&self.pool).await?;
         row.as_ref().map(execution_from).transpose()
     }
 
@@ -271,11 +258,7 @@ impl Store {
     /// Extends the leases of every run this node holds. Not through the writer: one
     /// statement per node every lease/3, not one per invocation.
     pub async fn heartbeat(&self, node: &str, lease_until: &str) -> Result<u64> {
-        let r = sqlx::query("UPDATE executions SET lease_expires = $2 WHERE lease_owner = $1 AND status = 'running'")
-            .bind(node)
-            .bind(lease_until)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query("UPDATE executions SET lease_expires = $2 WHERE lease_owner = $1 AND status = 'running'").bind(node).bind(lease_until).execute(&self.pool).await?;
         Ok(r.rows_affected())
     }
 
@@ -335,11 +318,8 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        let err = serde_json::to_string(&ExecError::new(
-            voltrun_core::ErrorKind::Interrupted,
-            "the node running this execution stopped before it finished",
-        ))
-        .expect("ExecError serialises");
+        let err = serde_json::to_string(&ExecError::new(voltrun_core::ErrorKind::Interrupted, "the node running this execution stopped before it finished"))
+            .expect("ExecError serialises");
         let interrupted = sqlx::query(&format!(
             "UPDATE executions SET status = 'failed', error = $2, finished_at = $1, lease_owner = NULL, lease_expires = NULL
              WHERE status = 'running' AND {cond}"
@@ -402,10 +382,7 @@ impl Store {
     /// [`DURATION_SAMPLE`] finished runs for percentiles.
     pub async fn stats(&self, user_id: &str, since: &str) -> Result<Stats> {
         let mut s = Stats { functions: self.count_functions(user_id).await?, ..Stats::default() };
-        let row = sqlx::query("SELECT CAST(COALESCE(SUM(success + failed), 0) AS BIGINT) AS n FROM execution_hours WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT CAST(COALESCE(SUM(success + failed), 0) AS BIGINT) AS n FROM execution_hours WHERE user_id = $1").bind(user_id).fetch_one(&self.pool).await?;
         let finished = get_i64(&row, "n")?;
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN id >= $2 THEN 1 ELSE 0 END), 0) AS recent

@@ -178,10 +178,7 @@ impl Store {
             let (n, bytes) = self.function_usage(&mut tx, &f.user_id).await?;
             drop(tx);
             if quotas.functions > 0 && n >= quotas.functions as i64 {
-                return Err(StoreError::Quota(format!(
-                    "this account has {n} functions, the most its quota allows ({}); delete one to create another",
-                    quotas.functions
-                )));
+                return Err(StoreError::Quota(format!("this account has {n} functions, the most its quota allows ({}); delete one to create another", quotas.functions)));
             }
             return Err(code_quota(bytes, f.code.len(), quotas.code_bytes));
         }
@@ -233,11 +230,7 @@ impl Store {
                     return Err(StoreError::RouteOverlap);
                 }
             }
-            let row = sqlx::query("SELECT version, code_bytes FROM functions WHERE id = $1 AND user_id = $2")
-                .bind(&f.id)
-                .bind(&f.user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let row = sqlx::query("SELECT version, code_bytes FROM functions WHERE id = $1 AND user_id = $2").bind(&f.id).bind(&f.user_id).fetch_optional(&mut *tx).await?;
             let still = row.map(|r| Ok::<_, StoreError>((get_i64(&r, "version")?, get_i64(&r, "code_bytes")?))).transpose()?;
             if let Some((_, old_bytes)) = still.filter(|(v, _)| *v == expected_version) {
                 let (_, bytes) = self.function_usage(&mut tx, &f.user_id).await?;
@@ -270,10 +263,8 @@ impl Store {
 
     /// (functions, bytes of code) the user has.
     async fn function_usage(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str) -> Result<(i64, i64)> {
-        let row = sqlx::query("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(code_bytes), 0) AS BIGINT) AS bytes FROM functions WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(&mut **tx)
-            .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(code_bytes), 0) AS BIGINT) AS bytes FROM functions WHERE user_id = $1").bind(user_id).fetch_one(&mut **tx).await?;
         Ok((get_i64(&row, "n")?, get_i64(&row, "bytes")?))
     }
 
@@ -335,17 +326,21 @@ impl Store {
     /// (which is not even read).
     pub async fn list_functions(&self, user_id: &str, before: Option<&str>, limit: i64) -> Result<Vec<FunctionSummary>> {
         let rows = match before {
-            Some(c) => sqlx::query(&format!("SELECT {SUMMARY_COLUMNS} FROM functions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"))
-                .bind(user_id)
-                .bind(c)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?,
-            None => sqlx::query(&format!("SELECT {SUMMARY_COLUMNS} FROM functions WHERE user_id = $1 ORDER BY id DESC LIMIT $2"))
-                .bind(user_id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?,
+            Some(c) => {
+                sqlx::query(&format!("SELECT {SUMMARY_COLUMNS} FROM functions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"))
+                    .bind(user_id)
+                    .bind(c)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(&format!("SELECT {SUMMARY_COLUMNS} FROM functions WHERE user_id = $1 ORDER BY id DESC LIMIT $2"))
+                    .bind(user_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
         };
         rows.iter().map(summary_from).collect()
     }

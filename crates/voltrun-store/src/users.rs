@@ -85,13 +85,11 @@ impl Store {
     /// Spends a refresh token: returns `(user_id, family)` if it was unused and unexpired.
     /// A token presented a second time revokes its whole family (it was stolen or replayed).
     pub async fn use_refresh_token(&self, hash: &str, now: &str) -> Result<Option<(String, String)>> {
-        let row = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING user_id, family",
-        )
-        .bind(hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING user_id, family")
+            .bind(hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
         if let Some(row) = row {
             return Ok(Some((get_str(&row, "user_id")?, get_str(&row, "family")?)));
         }
@@ -161,10 +159,7 @@ impl Store {
 
     /// The owner of the key with this hash.
     pub async fn api_key_owner(&self, hash: &str) -> Result<Option<KeyOwner>> {
-        let row = sqlx::query("SELECT id, user_id, expires_at, last_used_at FROM api_keys WHERE key_hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT id, user_id, expires_at, last_used_at FROM api_keys WHERE key_hash = $1").bind(hash).fetch_optional(&self.pool).await?;
         row.map(|r| {
             Ok(KeyOwner {
                 key_id: get_str(&r, "id")?,

@@ -21,16 +21,7 @@ use rust_embed::RustEmbed;
 struct Assets;
 
 /// Paths the dashboard routes on the client; each serves `index.html`.
-pub const CLIENT_ROUTES: &[&str] = &[
-    "/login",
-    "/register",
-    "/functions",
-    "/functions/{*rest}",
-    "/executions",
-    "/executions/{*rest}",
-    "/keys",
-    "/stats",
-];
+pub const CLIENT_ROUTES: &[&str] = &["/login", "/register", "/functions", "/functions/{*rest}", "/executions", "/executions/{*rest}", "/keys", "/stats"];
 
 /// Prefixes that belong to the server, never to the dashboard.
 const RESERVED: &[&str] = &["/api", "/health", "/metrics"];
@@ -71,12 +62,7 @@ pub fn page(req: &Request) -> Option<Response> {
     if RESERVED.iter().any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))) {
         return None;
     }
-    let html = req
-        .headers()
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().starts_with("text/html")));
+    let html = req.headers().get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.split(',').any(|t| t.trim().starts_with("text/html")));
     html.then(|| serve("index.html", req.headers()).unwrap_or_else(|| StatusCode::NOT_FOUND.into_response()))
 }
 
@@ -95,16 +81,9 @@ fn serve(name: &str, req: &HeaderMap) -> Option<Response> {
     let f = Assets::get(name)?;
     let etag = format!("\"{}\"", hex(&f.metadata.sha256_hash()[..16]));
     let mime = f.metadata.mimetype();
-    let content_type = if mime.starts_with("text/") || mime == "application/javascript" || mime == "image/svg+xml" {
-        format!("{mime}; charset=utf-8")
-    } else {
-        mime.to_string()
-    };
+    let content_type = if mime.starts_with("text/") || mime == "application/javascript" || mime == "image/svg+xml" { format!("{mime}; charset=utf-8") } else { mime.to_string() };
     let cache = if name.starts_with("assets/") { IMMUTABLE } else { REVALIDATE };
-    let fresh = req
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let fresh = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     let mut resp = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -142,9 +121,7 @@ mod tests {
         Router::new()
             .route("/api/ping", get(|| async { "pong" }))
             .merge(router())
-            .fallback(|req: Request| async move {
-                page(&req).unwrap_or_else(|| (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "application/json")], "{}").into_response())
-            })
+            .fallback(|req: Request| async move { page(&req).unwrap_or_else(|| (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()) })
     }
 
     async fn get_with(path: &str, headers: &[(&str, &str)]) -> Response {
@@ -226,10 +203,7 @@ mod tests {
             assert_eq!(r.status(), 404, "{path}");
             assert_eq!(header_of(&r, "content-type"), "application/json", "{path}");
         }
-        let r = app()
-            .oneshot(Request::builder().method("POST").uri("/elsewhere").header("accept", browser).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let r = app().oneshot(Request::builder().method("POST").uri("/elsewhere").header("accept", browser).body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(r.status(), 404);
     }
 }

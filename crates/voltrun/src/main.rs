@@ -237,10 +237,7 @@ fn main() -> Result<()> {
     }
     // Before any thread allocates: freed password-hash buffers go back to the system.
     voltrun_api::sys::return_large_allocations_to_the_system();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOLTRUN_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOLTRUN_LOG").unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
@@ -251,11 +248,7 @@ fn main() -> Result<()> {
 
 /// The server's egress settings, validated (a bad `--egress-deny` or upstream stops the start).
 fn egress_config(args: &EngineArgs) -> Result<network::EgressConfig> {
-    let deny = args
-        .egress_deny
-        .iter()
-        .map(|c| voltrun_core::egress::Cidr::parse(c.trim()).map_err(|e| anyhow::anyhow!("--egress-deny {c:?}: {e}")))
-        .collect::<Result<Vec<_>>>()?;
+    let deny = args.egress_deny.iter().map(|c| voltrun_core::egress::Cidr::parse(c.trim()).map_err(|e| anyhow::anyhow!("--egress-deny {c:?}: {e}"))).collect::<Result<Vec<_>>>()?;
     let dns_upstream = match &args.egress_dns_upstream {
         None => None,
         Some(a) => Some(
@@ -312,12 +305,7 @@ async fn jwt_secret(store: &Store, data_dir: &Path, given: Option<String>) -> Re
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     let secret = new_jwt_key();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).with_context(|| format!("creating {}", path.display()))?;
     std::io::Write::write_all(&mut f, secret.as_bytes())?;
     Ok(secret.into_bytes())
 }
@@ -381,12 +369,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let conns = voltrun_api::listener::Connections::new(args.guard.listener()?);
     let q = &args.quotas;
     store.spawn_retention(voltrun_core::Retention { max_age_days: q.retention_days, per_function: q.retention_per_function, per_user: q.retention_per_user });
-    let quotas = voltrun_core::Quotas {
-        functions: q.quota_functions,
-        code_bytes: q.quota_code_bytes,
-        concurrent_runs: args.engine.quota_concurrent_runs,
-        api_keys: q.quota_api_keys,
-    };
+    let quotas =
+        voltrun_core::Quotas { functions: q.quota_functions, code_bytes: q.quota_code_bytes, concurrent_runs: args.engine.quota_concurrent_runs, api_keys: q.quota_api_keys };
     let state = AppState {
         store,
         engine,

@@ -120,9 +120,7 @@ pub fn login(ctx: &Ctx, a: LoginArgs) -> Result<()> {
     } else if stdin_tty {
         prompt("Password: ", true)?
     } else {
-        return Err(CliError::usage(
-            "stdin is not a terminal, so the password cannot be prompted for: pipe it in with --password-stdin, or log in with --api-key",
-        ));
+        return Err(CliError::usage("stdin is not a terminal, so the password cannot be prompted for: pipe it in with --password-stdin, or log in with --api-key"));
     };
     if password.is_empty() {
         return Err(CliError::usage("the password is empty"));

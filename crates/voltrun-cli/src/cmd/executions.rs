@@ -33,8 +33,7 @@ fn list(ctx: &Ctx, function: Option<String>, status: Option<String>, trigger: Op
     // The API filters by a name or id it does not know with an empty list: say so instead.
     if items.is_empty() {
         if let Some(f) = &function {
-            api.get(&format!("/api/functions/{}", seg(f)), &[])
-                .map_err(|e| e.not_found_as(|| format!("function {f:?} not found; see `voltrun functions list`")))?;
+            api.get(&format!("/api/functions/{}", seg(f)), &[]).map_err(|e| e.not_found_as(|| format!("function {f:?} not found; see `voltrun functions list`")))?;
         }
     }
     if ctx.out.json {
@@ -71,9 +70,7 @@ fn list(ctx: &Ctx, function: Option<String>, status: Option<String>, trigger: Op
 
 fn get(ctx: &Ctx, id: &str) -> Result<()> {
     let mut api = ctx.api()?;
-    let e = api
-        .get(&format!("/api/executions/{}", seg(id)), &[])
-        .map_err(|err| err.not_found_as(|| format!("execution {id:?} not found; see `voltrun executions list`")))?;
+    let e = api.get(&format!("/api/executions/{}", seg(id)), &[]).map_err(|err| err.not_found_as(|| format!("execution {id:?} not found; see `voltrun executions list`")))?;
     if ctx.out.json {
         ctx.out.print_json(&e);
         return Ok(());

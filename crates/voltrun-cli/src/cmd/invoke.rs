@@ -67,13 +67,7 @@ fn finish(ctx: &Ctx, record: &Value, print_logs: bool) -> Result<()> {
     }
     if ctx.out.stderr_tty && !ctx.out.json {
         let status = record["status"].as_str().unwrap_or("?");
-        let meta = format!(
-            "{} · {} · v{} · {}",
-            record["id"].as_str().unwrap_or("?"),
-            status,
-            record["function_version"],
-            duration(&record["duration_ms"])
-        );
+        let meta = format!("{} · {} · v{} · {}", record["id"].as_str().unwrap_or("?"), status, record["function_version"], duration(&record["duration_ms"]));
         ctx.out.note(&meta);
     }
     if failed {
@@ -94,9 +88,8 @@ pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<()> {
         let mut stdout = std::io::stdout();
         return follow(&ctx.out, &mut api, &a.id, &mut stdout, ctx.out.json);
     }
-    let v = api
-        .get(&format!("/api/executions/{}/logs", seg(&a.id)), &[])
-        .map_err(|e| e.not_found_as(|| format!("execution {:?} not found; see `voltrun executions list`", a.id)))?;
+    let v =
+        api.get(&format!("/api/executions/{}/logs", seg(&a.id)), &[]).map_err(|e| e.not_found_as(|| format!("execution {:?} not found; see `voltrun executions list`", a.id)))?;
     if ctx.out.json {
         ctx.out.print_json(&v);
         return Ok(());

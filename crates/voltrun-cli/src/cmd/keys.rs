@@ -3,8 +3,8 @@
 use serde_json::{json, Map, Value};
 
 use super::Ctx;
-use crate::client::seg;
 use crate::args::KeysCommand;
+use crate::client::seg;
 use crate::error::Result;
 use crate::output::{age, now_unix, parse_utc, table, Cell, Style};
 
@@ -81,8 +81,7 @@ fn list(ctx: &Ctx) -> Result<()> {
 
 fn delete(ctx: &Ctx, id: &str) -> Result<()> {
     let mut api = ctx.api()?;
-    api.delete(&format!("/api/keys/{}", seg(id)))
-        .map_err(|e| e.not_found_as(|| format!("API key {id:?} not found; see `voltrun keys list`")))?;
+    api.delete(&format!("/api/keys/{}", seg(id))).map_err(|e| e.not_found_as(|| format!("API key {id:?} not found; see `voltrun keys list`")))?;
     if ctx.out.json {
         ctx.out.print_json(&json!({"deleted": id}));
     } else {

@@ -39,22 +39,9 @@ impl Drop for Resolver {
 
 impl Resolver {
     /// Binds `gw:53` and serves questions until dropped.
-    pub(crate) fn start(
-        gw: Ipv4Addr,
-        upstream: SocketAddr,
-        table: String,
-        slot: u32,
-        plan: PlanCell,
-    ) -> Result<Resolver, SandboxError> {
-        let sock = UdpSocket::bind((gw, 53)).map_err(|source| SandboxError::Sys {
-            call: "bind the instance's DNS resolver",
-            source,
-        })?;
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
-            .map_err(|source| SandboxError::Sys {
-                call: "setsockopt SO_RCVTIMEO",
-                source,
-            })?;
+    pub(crate) fn start(gw: Ipv4Addr, upstream: SocketAddr, table: String, slot: u32, plan: PlanCell) -> Result<Resolver, SandboxError> {
+        let sock = UdpSocket::bind((gw, 53)).map_err(|source| SandboxError::Sys { call: "bind the instance's DNS resolver", source })?;
+        sock.set_read_timeout(Some(Duration::from_millis(200))).map_err(|source| SandboxError::Sys { call: "setsockopt SO_RCVTIMEO", source })?;
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -71,14 +58,8 @@ impl Resolver {
                     }
                 }
             })
-            .map_err(|source| SandboxError::Sys {
-                call: "spawn the DNS resolver thread",
-                source,
-            })?;
-        Ok(Resolver {
-            stop,
-            thread: Some(thread),
-        })
+            .map_err(|source| SandboxError::Sys { call: "spawn the DNS resolver thread", source })?;
+        Ok(Resolver { stop, thread: Some(thread) })
     }
 }
 
@@ -114,13 +95,7 @@ pub fn parse_question(q: &[u8]) -> Option<Question> {
     }
     let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
     q.get(i + 3)?;
-    Some(Question {
-        id: u16::from_be_bytes([q[0], q[1]]),
-        rd: q[2] & 1 != 0,
-        name: labels.join("."),
-        qtype,
-        end: i + 4,
-    })
+    Some(Question { id: u16::from_be_bytes([q[0], q[1]]), rd: q[2] & 1 != 0, name: labels.join("."), qtype, end: i + 4 })
 }
 
 /// A response to `query` (its question echoed) with `rcode` and these A records.
@@ -187,11 +162,7 @@ pub fn parse_answer(m: &[u8], id: u16) -> Option<(u8, Vec<(Ipv4Addr, u32)>)> {
 
 /// Asks the upstream (UDP, two tries of 2 s).
 fn ask_upstream(query: &[u8], id: u16, upstream: SocketAddr) -> Option<(u8, Vec<(Ipv4Addr, u32)>)> {
-    let bind: SocketAddr = if upstream.is_ipv4() {
-        "0.0.0.0:0".parse().ok()?
-    } else {
-        "[::]:0".parse().ok()?
-    };
+    let bind: SocketAddr = if upstream.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
     let s = UdpSocket::bind(bind).ok()?;
     s.connect(upstream).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -214,13 +185,7 @@ fn ask_upstream(query: &[u8], id: u16, upstream: SocketAddr) -> Option<(u8, Vec<
 }
 
 /// The reply to one datagram, or nothing for what is not a query.
-fn answer(
-    query: &[u8],
-    plan: &NetworkPlan,
-    upstream: SocketAddr,
-    table: &str,
-    slot: u32,
-) -> Option<Vec<u8>> {
+fn answer(query: &[u8], plan: &NetworkPlan, upstream: SocketAddr, table: &str, slot: u32) -> Option<Vec<u8>> {
     let q = parse_question(query)?;
     if !plan.policy.admits_name(&q.name) {
         tracing::debug!(function = %plan.function, name = %q.name, "egress: name refused");
@@ -233,12 +198,8 @@ fn answer(
     let Some((rcode, addrs)) = ask_upstream(query, q.id, upstream) else {
         return Some(response(query, &q, RCODE_SERVFAIL, &[]));
     };
-    let kept: Vec<(Ipv4Addr, u32)> = addrs
-        .into_iter()
-        .filter(|(a, _)| plan.policy.admits_resolved(&q.name, (*a).into()))
-        .take(MAX_ANSWERS)
-        .map(|(a, t)| (a, t.min(MAX_TTL)))
-        .collect();
+    let kept: Vec<(Ipv4Addr, u32)> =
+        addrs.into_iter().filter(|(a, _)| plan.policy.admits_resolved(&q.name, (*a).into())).take(MAX_ANSWERS).map(|(a, t)| (a, t.min(MAX_TTL))).collect();
     if !kept.is_empty() {
         let list: Vec<Ipv4Addr> = kept.iter().map(|(a, _)| *a).collect();
         let rules = nft::allow_resolved(table, slot, &list, &plan.policy.ports_for_name(&q.name));
@@ -270,25 +231,13 @@ mod tests {
     fn question_and_answer_round_trip() {
         let raw = query("Api.Example.test", TYPE_A);
         let q = parse_question(&raw).unwrap();
-        assert_eq!(
-            (q.id, q.name.as_str(), q.qtype, q.end),
-            (0x1234, "api.example.test", TYPE_A, raw.len())
-        );
+        assert_eq!((q.id, q.name.as_str(), q.qtype, q.end), (0x1234, "api.example.test", TYPE_A, raw.len()));
         let r = response(&raw, &q, 0, &[(Ipv4Addr::new(198, 18, 0, 2), 60)]);
         let (rcode, addrs) = parse_answer(&r, 0x1234).unwrap();
-        assert_eq!(
-            (rcode, addrs),
-            (0, vec![(Ipv4Addr::new(198, 18, 0, 2), 60)])
-        );
-        assert!(
-            parse_answer(&r, 0x9999).is_none(),
-            "another id is not our answer"
-        );
+        assert_eq!((rcode, addrs), (0, vec![(Ipv4Addr::new(198, 18, 0, 2), 60)]));
+        assert!(parse_answer(&r, 0x9999).is_none(), "another id is not our answer");
         let refused = response(&raw, &q, RCODE_REFUSED, &[]);
-        assert_eq!(
-            parse_answer(&refused, 0x1234).unwrap(),
-            (RCODE_REFUSED, vec![])
-        );
+        assert_eq!(parse_answer(&refused, 0x1234).unwrap(), (RCODE_REFUSED, vec![]));
     }
 
     #[test]

@@ -88,10 +88,7 @@ pub struct NetworkPlan {
 
 impl std::fmt::Debug for NetworkPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NetworkPlan")
-            .field("function", &self.function)
-            .field("policy", &self.policy.entries())
-            .finish()
+        f.debug_struct("NetworkPlan").field("function", &self.function).field("policy", &self.policy.entries()).finish()
     }
 }
 
@@ -125,47 +122,27 @@ fn unavailable(msg: impl Into<String>) -> SandboxError {
 
 /// Runs a command with `input` on stdin; its stderr is the error.
 pub(crate) fn run(program: &str, args: &[&str], input: &str) -> Result<(), String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{program}: {e}"))?;
+    let mut child = Command::new(program).args(args).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| format!("{program}: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(input.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{program}: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
 fn output(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
+    let out = Command::new(program).args(args).stderr(Stdio::null()).output().map_err(|e| format!("{program}: {e}"))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The first `nameserver` of the host's resolv.conf.
 fn host_resolver() -> Option<SocketAddr> {
     let text = fs::read_to_string("/etc/resolv.conf").ok()?;
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
-        .map(|ip| SocketAddr::new(ip, 53))
-        .next()
+    text.lines().filter_map(|l| l.trim().strip_prefix("nameserver")).filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok()).map(|ip| SocketAddr::new(ip, 53)).next()
 }
 
 /// The addresses of a slot: (gateway on the host end, the instance's).
@@ -180,48 +157,24 @@ impl Network {
     pub fn new(cfg: EgressConfig) -> Result<Arc<Network>, SandboxError> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            return Err(unavailable(
-                "egress needs root (network namespaces and nftables)",
-            ));
+            return Err(unavailable("egress needs root (network namespaces and nftables)"));
         }
         for (p, pkg) in [("nft", "nftables"), ("ip", "iproute2")] {
-            if Command::new(p)
-                .arg("-V")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_err()
-            {
-                return Err(unavailable(format!(
-                    "egress needs the {p} command (Debian package {pkg})"
-                )));
+            if Command::new(p).arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+                return Err(unavailable(format!("egress needs the {p} command (Debian package {pkg})")));
             }
         }
-        let upstream = cfg.dns_upstream.or_else(host_resolver).ok_or_else(|| {
-            unavailable(
-                "no DNS upstream: give --egress-dns-upstream or a nameserver in /etc/resolv.conf",
-            )
-        })?;
+        let upstream = cfg.dns_upstream.or_else(host_resolver).ok_or_else(|| unavailable("no DNS upstream: give --egress-dns-upstream or a nameserver in /etc/resolv.conf"))?;
         fs::create_dir_all(SLOT_DIR).map_err(|e| unavailable(format!("mkdir {SLOT_DIR}: {e}")))?;
         remove_stale();
-        fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-            .map_err(|e| unavailable(format!("enable IPv4 forwarding: {e}")))?;
+        fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| unavailable(format!("enable IPv4 forwarding: {e}")))?;
         let links: Arc<Mutex<HashMap<u32, Arc<LinkInfo>>>> = Arc::default();
-        let (sock, group) = nflog::bind_group(std::process::id())
-            .map_err(|e| unavailable(format!("NFLOG: {e}")))?;
+        let (sock, group) = nflog::bind_group(std::process::id()).map_err(|e| unavailable(format!("NFLOG: {e}")))?;
         let table = format!("{TABLE_PREFIX}{}", std::process::id());
-        run("nft", &["-f", "-"], &nft::table(&table, group, &cfg.deny))
-            .map_err(|e| unavailable(format!("install the nftables table: {e}")))?;
-        let log = nflog::Reader::start(sock, links.clone())
-            .map_err(|e| unavailable(format!("NFLOG reader: {e}")))?;
+        run("nft", &["-f", "-"], &nft::table(&table, group, &cfg.deny)).map_err(|e| unavailable(format!("install the nftables table: {e}")))?;
+        let log = nflog::Reader::start(sock, links.clone()).map_err(|e| unavailable(format!("NFLOG reader: {e}")))?;
         tracing::info!(table = %table, group, upstream = %upstream, deny = cfg.deny.len(), "egress enforcement ready");
-        Ok(Arc::new(Network {
-            table,
-            upstream,
-            links,
-            group,
-            log,
-        }))
+        Ok(Arc::new(Network { table, upstream, links, group, log }))
     }
 
     /// Gives an instance a network under `plan`: a namespace to join (or put in the OCI
@@ -229,14 +182,7 @@ impl Network {
     pub fn attach(self: &Arc<Self>, plan: Arc<NetworkPlan>) -> Result<Attached, SandboxError> {
         let slot = claim_slot()?;
         let cell: PlanCell = Arc::new(Mutex::new(plan.clone()));
-        let mut a = Attached {
-            net: self.clone(),
-            slot,
-            ifindex: 0,
-            resolver: None,
-            nft_installed: false,
-            plan: cell.clone(),
-        };
+        let mut a = Attached { net: self.clone(), slot, ifindex: 0, resolver: None, nft_installed: false, plan: cell.clone() };
         let (gw, addr) = slot_addrs(slot);
         let link = format!("{LINK_PREFIX}{slot}");
         let ns = format!("{NETNS_PREFIX}{slot}");
@@ -246,33 +192,14 @@ impl Network {
         run("ip", &["-b", "-"], &host).map_err(unavailable)?;
         let inside = format!("link set dev lo up\nlink set dev eth0 addrgenmode none\naddr add {addr}/30 dev eth0\nlink set dev eth0 up\nroute add default via {gw} dev eth0\n");
         run("ip", &["-n", &ns, "-b", "-"], &inside).map_err(unavailable)?;
-        a.ifindex = fs::read_to_string(format!("/sys/class/net/{link}/ifindex"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| unavailable(format!("no ifindex for {link}")))?;
-        self.links.lock().expect("links lock").insert(
-            a.ifindex,
-            Arc::new(LinkInfo {
-                plan: cell.clone(),
-                log: Mutex::new((Vec::new(), 0)),
-            }),
-        );
-        run(
-            "nft",
-            &["-f", "-"],
-            &nft::attach(&self.table, slot, &link, gw, &plan.policy),
-        )
-        .map_err(unavailable)?;
+        a.ifindex =
+            fs::read_to_string(format!("/sys/class/net/{link}/ifindex")).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| unavailable(format!("no ifindex for {link}")))?;
+        self.links.lock().expect("links lock").insert(a.ifindex, Arc::new(LinkInfo { plan: cell.clone(), log: Mutex::new((Vec::new(), 0)) }));
+        run("nft", &["-f", "-"], &nft::attach(&self.table, slot, &link, gw, &plan.policy)).map_err(unavailable)?;
         a.nft_installed = true;
         // Started for every instance: without host-name rules it refuses every name at once
         // (rather than letting lookups time out).
-        a.resolver = Some(dns::Resolver::start(
-            gw,
-            self.upstream,
-            self.table.clone(),
-            slot,
-            cell,
-        )?);
+        a.resolver = Some(dns::Resolver::start(gw, self.upstream, self.table.clone(), slot, cell)?);
         Ok(a)
     }
 
@@ -304,9 +231,7 @@ impl Attached {
     pub fn set_plan(&self, plan: Arc<NetworkPlan>) -> Result<(), SandboxError> {
         let mut cur = self.plan.lock().expect("plan lock");
         if !cur.policy.is_empty() {
-            return Err(unavailable(
-                "this instance's network already serves a function",
-            ));
+            return Err(unavailable("this instance's network already serves a function"));
         }
         let rules = nft::policy_rules(&self.net.table, self.slot, &plan.policy);
         if !rules.is_empty() {
@@ -335,21 +260,12 @@ impl Attached {
     /// reading every log message the kernel has queued: called when a run ends.
     pub fn take_log(&self) -> Vec<String> {
         self.net.log.drain();
-        let Some(l) = self
-            .net
-            .links
-            .lock()
-            .expect("links lock")
-            .get(&self.ifindex)
-            .cloned()
-        else {
+        let Some(l) = self.net.links.lock().expect("links lock").get(&self.ifindex).cloned() else {
             return Vec::new();
         };
         let (mut lines, more) = std::mem::take(&mut *l.log.lock().expect("log lock"));
         if more > 0 {
-            lines.push(format!(
-                "[voltrun] egress refused: {more} more connections\n"
-            ));
+            lines.push(format!("[voltrun] egress refused: {more} more connections\n"));
         }
         lines
     }
@@ -359,23 +275,11 @@ impl Drop for Attached {
     fn drop(&mut self) {
         self.resolver.take();
         if self.nft_installed {
-            if let Err(e) = run(
-                "nft",
-                &["-f", "-"],
-                &nft::detach(
-                    &self.net.table,
-                    self.slot,
-                    &format!("{LINK_PREFIX}{}", self.slot),
-                ),
-            ) {
+            if let Err(e) = run("nft", &["-f", "-"], &nft::detach(&self.net.table, self.slot, &format!("{LINK_PREFIX}{}", self.slot))) {
                 tracing::warn!(err = %e, slot = self.slot, "could not remove an instance's nftables rules");
             }
         }
-        self.net
-            .links
-            .lock()
-            .expect("links lock")
-            .remove(&self.ifindex);
+        self.net.links.lock().expect("links lock").remove(&self.ifindex);
         remove_slot(self.slot);
     }
 }
@@ -387,19 +291,12 @@ pub fn resolv_conf(dns: &str) -> String {
 
 /// The tiers' hook: the network of an instance whose spec asks for one (`Ok(None)` when it
 /// does not).
-pub fn attach_for(
-    network: &Result<Arc<Network>, String>,
-    spec: &crate::InstanceSpec,
-) -> Result<Option<Attached>, SandboxError> {
+pub fn attach_for(network: &Result<Arc<Network>, String>, spec: &crate::InstanceSpec) -> Result<Option<Attached>, SandboxError> {
     // An empty plan too: a spare's network, which admits nothing until it gets its function's.
     let Some(plan) = spec.network.as_ref() else {
         return Ok(None);
     };
-    let net = network.as_ref().map_err(|why| {
-        unavailable(format!(
-            "this function has an egress list, but egress is not available: {why}"
-        ))
-    })?;
+    let net = network.as_ref().map_err(|why| unavailable(format!("this function has an egress list, but egress is not available: {why}")))?;
     net.attach(plan.clone()).map(Some)
 }
 
@@ -414,21 +311,13 @@ fn claim_slot() -> Result<u32, SandboxError> {
     let start = pid.wrapping_mul(2_654_435_761) % SLOTS;
     for i in 0..SLOTS {
         let slot = (start + i) % SLOTS;
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(slot_file(slot))
-        {
+        match fs::OpenOptions::new().write(true).create_new(true).open(slot_file(slot)) {
             Ok(mut f) => {
                 let _ = write!(f, "{pid}");
                 return Ok(slot);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(unavailable(format!(
-                    "claim an egress slot in {SLOT_DIR}: {e}"
-                )))
-            }
+            Err(e) => return Err(unavailable(format!("claim an egress slot in {SLOT_DIR}: {e}"))),
         }
     }
     Err(unavailable("every egress slot is taken"))
@@ -436,30 +325,16 @@ fn claim_slot() -> Result<u32, SandboxError> {
 
 /// Deletes a slot's link and namespace, then frees the slot.
 fn remove_slot(slot: u32) {
-    let _ = run(
-        "ip",
-        &["-b", "-", "-force"],
-        &format!("link del {LINK_PREFIX}{slot}\nnetns del {NETNS_PREFIX}{slot}\n"),
-    );
+    let _ = run("ip", &["-b", "-", "-force"], &format!("link del {LINK_PREFIX}{slot}\nnetns del {NETNS_PREFIX}{slot}\n"));
     let _ = fs::remove_file(slot_file(slot));
 }
 
 /// Removes what servers that are gone left behind: their slots (with links and namespaces),
 /// links and namespaces without a slot, and their tables.
 fn remove_stale() {
-    let owner = |slot: u32| {
-        fs::read_to_string(slot_file(slot))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-    };
+    let owner = |slot: u32| fs::read_to_string(slot_file(slot)).ok().and_then(|s| s.trim().parse::<i32>().ok());
     // A slot file without a pid yet is being claimed right now (unless it is old).
-    let old = |slot: u32| {
-        fs::metadata(slot_file(slot))
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age.as_secs() > 10)
-    };
+    let old = |slot: u32| fs::metadata(slot_file(slot)).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age.as_secs() > 10);
     let dead = |slot: u32| match owner(slot) {
         Some(p) => !sys::pid_alive(p),
         None => old(slot),
@@ -476,12 +351,7 @@ fn remove_stale() {
     }
     if let Ok(rd) = fs::read_dir("/sys/class/net") {
         for e in rd.flatten() {
-            if let Some(slot) = e
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix(LINK_PREFIX))
-                .and_then(|s| s.parse::<u32>().ok())
-            {
+            if let Some(slot) = e.file_name().to_str().and_then(|n| n.strip_prefix(LINK_PREFIX)).and_then(|s| s.parse::<u32>().ok()) {
                 if !slot_file(slot).exists() {
                     let _ = run("ip", &["link", "del", &format!("{LINK_PREFIX}{slot}")], "");
                 }
@@ -490,36 +360,18 @@ fn remove_stale() {
     }
     if let Ok(rd) = fs::read_dir("/run/netns") {
         for e in rd.flatten() {
-            if let Some(slot) = e
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix(NETNS_PREFIX))
-                .and_then(|s| s.parse::<u32>().ok())
-            {
+            if let Some(slot) = e.file_name().to_str().and_then(|n| n.strip_prefix(NETNS_PREFIX)).and_then(|s| s.parse::<u32>().ok()) {
                 if !slot_file(slot).exists() {
-                    let _ = run(
-                        "ip",
-                        &["netns", "del", &format!("{NETNS_PREFIX}{slot}")],
-                        "",
-                    );
+                    let _ = run("ip", &["netns", "del", &format!("{NETNS_PREFIX}{slot}")], "");
                 }
             }
         }
     }
     if let Ok(list) = output("nft", &["list", "tables"]) {
         for l in list.lines() {
-            if let Some(pid) = l
-                .trim()
-                .strip_prefix("table inet ")
-                .and_then(|t| t.strip_prefix(TABLE_PREFIX))
-                .and_then(|p| p.parse::<i32>().ok())
-            {
+            if let Some(pid) = l.trim().strip_prefix("table inet ").and_then(|t| t.strip_prefix(TABLE_PREFIX)).and_then(|p| p.parse::<i32>().ok()) {
                 if !sys::pid_alive(pid) {
-                    let _ = run(
-                        "nft",
-                        &["delete", "table", "inet", &format!("{TABLE_PREFIX}{pid}")],
-                        "",
-                    );
+                    let _ = run("nft", &["delete", "table", "inet", &format!("{TABLE_PREFIX}{pid}")], "");
                 }
             }
         }

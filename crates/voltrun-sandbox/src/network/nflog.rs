@@ -93,22 +93,8 @@ pub fn bind_group(seed: u32) -> std::io::Result<(OwnedFd, u16)> {
         let mut mode = COPY_RANGE.to_be_bytes().to_vec();
         mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
         request(&fd, &config_msg(group, 2, &[(NFULA_CFG_MODE, mode)]))?;
-        request(
-            &fd,
-            &config_msg(
-                group,
-                3,
-                &[(NFULA_CFG_QTHRESH, 1u32.to_be_bytes().to_vec())],
-            ),
-        )?;
-        request(
-            &fd,
-            &config_msg(
-                group,
-                4,
-                &[(NFULA_CFG_TIMEOUT, 0u32.to_be_bytes().to_vec())],
-            ),
-        )?;
+        request(&fd, &config_msg(group, 3, &[(NFULA_CFG_QTHRESH, 1u32.to_be_bytes().to_vec())]))?;
+        request(&fd, &config_msg(group, 4, &[(NFULA_CFG_TIMEOUT, 0u32.to_be_bytes().to_vec())]))?;
         return Ok((fd, group));
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no free NFLOG group")))
@@ -156,9 +142,7 @@ fn parse_packet(mut attrs: &[u8]) -> Option<Logged> {
         let data = &attrs[4..len];
         match ty {
             NFULA_PREFIX => prefix = data.first().copied(),
-            NFULA_IFINDEX_INDEV if data.len() == 4 => {
-                ifindex = u32::from_be_bytes(data.try_into().ok()?)
-            }
+            NFULA_IFINDEX_INDEV if data.len() == 4 => ifindex = u32::from_be_bytes(data.try_into().ok()?),
             NFULA_PAYLOAD => payload = data,
             _ => {}
         }
@@ -172,12 +156,7 @@ fn parse_packet(mut attrs: &[u8]) -> Option<Logged> {
     let (mut proto, mut dst, mut port) = ("ip", None, None);
     if payload.len() >= 20 && payload[0] >> 4 == 4 {
         let ihl = usize::from(payload[0] & 0xf) * 4;
-        dst = Some(Ipv4Addr::new(
-            payload[16],
-            payload[17],
-            payload[18],
-            payload[19],
-        ));
+        dst = Some(Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]));
         proto = match payload[9] {
             6 => "tcp",
             17 => "udp",
@@ -190,13 +169,7 @@ fn parse_packet(mut attrs: &[u8]) -> Option<Logged> {
     } else if payload.first().is_some_and(|b| b >> 4 == 6) {
         proto = "ipv6";
     }
-    Some(Logged {
-        verdict,
-        ifindex,
-        proto,
-        dst,
-        port,
-    })
+    Some(Logged { verdict, ifindex, proto, dst, port })
 }
 
 /// The line a refused connection writes into the run's logs.
@@ -206,10 +179,7 @@ pub fn refused_line(l: &Logged) -> String {
         (Some(a), None) => a.to_string(),
         _ => "an IPv6 address".into(),
     };
-    format!(
-        "[voltrun] egress refused: {} connection to {to} (not in this function's egress list)\n",
-        l.proto
-    )
+    format!("[voltrun] egress refused: {} connection to {to} (not in this function's egress list)\n", l.proto)
 }
 
 /// The group's socket (non-blocking) and who reads it: a thread as messages come, and
@@ -222,28 +192,19 @@ pub(crate) struct Reader {
 
 impl Reader {
     /// Starts the reading thread (for the server's lifetime).
-    pub(crate) fn start(
-        fd: OwnedFd,
-        links: Arc<Mutex<HashMap<u32, Arc<LinkInfo>>>>,
-    ) -> std::io::Result<Arc<Reader>> {
+    pub(crate) fn start(fd: OwnedFd, links: Arc<Mutex<HashMap<u32, Arc<LinkInfo>>>>) -> std::io::Result<Arc<Reader>> {
         sys::set_nonblocking(fd.as_raw_fd())?;
-        let r = Arc::new(Reader {
-            fd,
-            links,
-            buf: Mutex::new(vec![0u8; 1 << 16]),
-        });
+        let r = Arc::new(Reader { fd, links, buf: Mutex::new(vec![0u8; 1 << 16]) });
         let t = r.clone();
-        std::thread::Builder::new()
-            .name("egress-nflog".into())
-            .spawn(move || loop {
-                match sys::poll_readable(t.fd.as_raw_fd(), -1) {
-                    Ok(_) => t.drain(),
-                    Err(e) => {
-                        tracing::error!(err = %e, "the egress log reader stopped");
-                        return;
-                    }
+        std::thread::Builder::new().name("egress-nflog".into()).spawn(move || loop {
+            match sys::poll_readable(t.fd.as_raw_fd(), -1) {
+                Ok(_) => t.drain(),
+                Err(e) => {
+                    tracing::error!(err = %e, "the egress log reader stopped");
+                    return;
                 }
-            })?;
+            }
+        })?;
         Ok(r)
     }
 
@@ -264,13 +225,7 @@ impl Reader {
     }
 
     fn handle(&self, l: &Logged) {
-        let Some(link) = self
-            .links
-            .lock()
-            .expect("links lock")
-            .get(&l.ifindex)
-            .cloned()
-        else {
+        let Some(link) = self.links.lock().expect("links lock").get(&l.ifindex).cloned() else {
             return;
         };
         let plan = link.plan.lock().expect("plan lock").clone();
@@ -308,29 +263,15 @@ mod tests {
 
     #[test]
     fn packet_messages_give_verdict_interface_and_destination() {
-        let mut ip = vec![
-            0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 213, 0, 2, 198, 18, 0, 9,
-        ];
+        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 213, 0, 2, 198, 18, 0, 9];
         ip.extend_from_slice(&[0x9c, 0x40, 0, 80]);
         let mut buf = message(b"r\0", 42, &ip);
         buf.extend(message(b"a\0", 43, &ip));
         let got = parse(&buf);
         assert_eq!(got.len(), 2);
-        assert_eq!(
-            got[0],
-            Logged {
-                verdict: Verdict::Refused,
-                ifindex: 42,
-                proto: "tcp",
-                dst: Some(Ipv4Addr::new(198, 18, 0, 9)),
-                port: Some(80)
-            }
-        );
+        assert_eq!(got[0], Logged { verdict: Verdict::Refused, ifindex: 42, proto: "tcp", dst: Some(Ipv4Addr::new(198, 18, 0, 9)), port: Some(80) });
         assert_eq!(got[1].verdict, Verdict::Allowed);
         assert_eq!(refused_line(&got[0]), "[voltrun] egress refused: tcp connection to 198.18.0.9:80 (not in this function's egress list)\n");
-        assert!(
-            parse(&buf[..buf.len() - 3]).len() == 1,
-            "a cut message is not parsed"
-        );
+        assert!(parse(&buf[..buf.len() - 3]).len() == 1, "a cut message is not parsed");
     }
 }

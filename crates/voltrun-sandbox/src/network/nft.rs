@@ -26,11 +26,7 @@ use voltrun_core::egress::{Cidr, EgressPolicy, EgressTarget, SPECIAL_V4};
 pub const MARK: u32 = 0x5652_0000;
 
 fn elements(cidrs: &[Cidr]) -> String {
-    cidrs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    cidrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// The whole table for a server (replacing one of the same name).
@@ -38,11 +34,7 @@ pub fn table(name: &str, group: u16, deny: &[Cidr]) -> String {
     let deny4: Vec<Cidr> = deny.iter().filter(|c| c.addr.is_ipv4()).copied().collect();
     let deny6: Vec<Cidr> = deny.iter().filter(|c| c.addr.is_ipv6()).copied().collect();
     let set = |n: &str, ty: &str, e: &[Cidr]| {
-        let els = if e.is_empty() {
-            String::new()
-        } else {
-            format!("\n    elements = {{ {} }}", elements(e))
-        };
+        let els = if e.is_empty() { String::new() } else { format!("\n    elements = {{ {} }}", elements(e)) };
         format!("  set {n} {{\n    type {ty}\n    flags interval\n    auto-merge{els}\n  }}\n")
     };
     let mut t = format!("table inet {name}\ndelete table inet {name}\ntable inet {name} {{\n");
@@ -104,18 +96,12 @@ fn port_match(port: Option<u16>) -> String {
 pub fn attach(table: &str, slot: u32, link: &str, gw: Ipv4Addr, policy: &EgressPolicy) -> String {
     let chain = format!("p{slot}");
     let mut t = format!("add chain inet {table} {chain}\nadd set inet {table} r{slot} {{ type ipv4_addr; }}\nadd set inet {table} rp{slot} {{ type ipv4_addr . inet_service; }}\n");
-    let _ = writeln!(
-        t,
-        "add rule inet {table} {chain} ip daddr @r{slot} goto allow"
-    );
+    let _ = writeln!(t, "add rule inet {table} {chain} ip daddr @r{slot} goto allow");
     let _ = writeln!(t, "add rule inet {table} {chain} meta l4proto {{ tcp, udp }} ip daddr . th dport @rp{slot} goto allow");
     t.push_str(&policy_rules(table, slot, policy));
     let _ = writeln!(t, "add element inet {table} ifs {{ \"{link}\" }}");
     let _ = writeln!(t, "add element inet {table} dns {{ \"{link}\" . {gw} }}");
-    let _ = writeln!(
-        t,
-        "add element inet {table} fnmap {{ \"{link}\" : jump {chain} }}"
-    );
+    let _ = writeln!(t, "add element inet {table} fnmap {{ \"{link}\" : jump {chain} }}");
     t
 }
 
@@ -127,26 +113,17 @@ pub fn policy_rules(table: &str, slot: u32, policy: &EgressPolicy) -> String {
     for r in &policy.rules {
         let ports = port_match(r.port);
         match &r.target {
-            EgressTarget::Cidr(Cidr {
-                addr: IpAddr::V4(_),
-                ..
-            }) => {
+            EgressTarget::Cidr(Cidr { addr: IpAddr::V4(_), .. }) => {
                 let c = match &r.target {
                     EgressTarget::Cidr(c) => *c,
                     _ => unreachable!(),
                 };
-                let _ = writeln!(
-                    t,
-                    "add rule inet {table} {chain} {ports}ip daddr {c} goto allow"
-                );
+                let _ = writeln!(t, "add rule inet {table} {chain} {ports}ip daddr {c} goto allow");
             }
             // Instances have no IPv6 address or route: an IPv6 rule admits nothing yet.
             EgressTarget::Cidr(_) => {}
             EgressTarget::Public => {
-                let _ = writeln!(
-                    t,
-                    "add rule inet {table} {chain} {ports}ip daddr != @special4 goto allow"
-                );
+                let _ = writeln!(t, "add rule inet {table} {chain} {ports}ip daddr != @special4 goto allow");
             }
             EgressTarget::Host(_) | EgressTarget::Subdomains(_) => {}
         }
@@ -186,36 +163,19 @@ mod tests {
 
     #[test]
     fn instance_chain_has_a_rule_per_address_entry_and_the_resolved_sets() {
-        let p = EgressPolicy::parse(&[
-            "198.18.0.0/24",
-            "198.18.1.5:5432",
-            "public:443",
-            "api.test",
-            "2001:db8::/32",
-        ])
-        .unwrap();
+        let p = EgressPolicy::parse(&["198.18.0.0/24", "198.18.1.5:5432", "public:443", "api.test", "2001:db8::/32"]).unwrap();
         let t = attach("voltrun_1", 7, "vre7", Ipv4Addr::new(10, 213, 0, 29), &p);
         assert!(t.contains("add rule inet voltrun_1 p7 ip daddr 198.18.0.0/24 goto allow"));
         assert!(t.contains("add rule inet voltrun_1 p7 meta l4proto { tcp, udp } th dport 5432 ip daddr 198.18.1.5/32 goto allow"));
         assert!(t.contains("th dport 443 ip daddr != @special4 goto allow"));
         assert!(t.contains("ip daddr @r7 goto allow"));
-        assert!(
-            !t.contains("2001:db8"),
-            "no IPv6 rules: instances have no IPv6"
-        );
+        assert!(!t.contains("2001:db8"), "no IPv6 rules: instances have no IPv6");
         assert!(t.contains("fnmap { \"vre7\" : jump p7 }"));
     }
 
     #[test]
     fn table_carries_the_deny_list() {
-        let t = table(
-            "voltrun_1",
-            9,
-            &[
-                Cidr::parse("198.18.3.0/24").unwrap(),
-                Cidr::parse("2001:db8::/32").unwrap(),
-            ],
-        );
+        let t = table("voltrun_1", 9, &[Cidr::parse("198.18.3.0/24").unwrap(), Cidr::parse("2001:db8::/32").unwrap()]);
         assert!(t.contains("elements = { 198.18.3.0/24 }"));
         assert!(t.contains("elements = { 2001:db8::/32 }"));
         assert!(t.contains("log group 9 prefix \"r\""));

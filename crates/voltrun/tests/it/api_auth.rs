@@ -198,12 +198,7 @@ fn login_is_rate_limited_per_email() {
         let (status, body) = login(&server, &e, "wrong password");
         assert_eq!(status, 401, "attempt {i}: {body}");
     }
-    let r = server.anon().raw(
-        "POST",
-        "/api/auth/login",
-        Some(json!({"email": e, "password": "wrong password"}).to_string().as_bytes()),
-        &[("content-type", "application/json")],
-    );
+    let r = server.anon().raw("POST", "/api/auth/login", Some(json!({"email": e, "password": "wrong password"}).to_string().as_bytes()), &[("content-type", "application/json")]);
     assert_eq!(assert_error(r.status, &r.json(), 429), "throttled");
     let retry_after = r.header("retry-after").unwrap_or_else(|| panic!("429 without Retry-After: {:?}", r.headers));
     let secs: u64 = retry_after.parse().unwrap_or_else(|_| panic!("Retry-After not a number of seconds: {retry_after}"));

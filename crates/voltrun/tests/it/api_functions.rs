@@ -48,7 +48,15 @@ fn create_applies_defaults_and_canonical_runtimes() {
         "exports.main = async (e) => e;\n",
         json!({"description": "d", "handler": "main", "memory": 256, "timeout": 5, "env": {"A": "1"}, "route": "full/api", "public": true}),
     );
-    for (k, v) in [("description", json!("d")), ("handler", json!("main")), ("memory", json!(256)), ("timeout", json!(5)), ("env", json!({"A": "1"})), ("route", json!("full/api")), ("public", json!(true))] {
+    for (k, v) in [
+        ("description", json!("d")),
+        ("handler", json!("main")),
+        ("memory", json!(256)),
+        ("timeout", json!(5)),
+        ("env", json!({"A": "1"})),
+        ("route", json!("full/api")),
+        ("public", json!(true)),
+    ] {
         assert_eq!(full[k], v, "{k}: {full}");
     }
 }

@@ -13,8 +13,7 @@ const PY_ECHO: &str = "def handler(event, context):\n    return event\n";
 
 /// Asserts a 4xx `expected` with the error JSON for a raw response.
 fn assert_raw_error(what: &str, r: &Resp, expected: u16) -> String {
-    let body: Value = serde_json::from_slice(&r.body)
-        .unwrap_or_else(|e| panic!("{what}: {} body is not JSON ({e}): {}", r.status, String::from_utf8_lossy(&r.body)));
+    let body: Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{what}: {} body is not JSON ({e}): {}", r.status, String::from_utf8_lossy(&r.body)));
     assert_eq!(r.status, expected, "{what}: {body}");
     assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{what}: {:?}", r.headers);
     assert_error(r.status, &body, expected)
@@ -252,10 +251,7 @@ fn parse_response(raw: &[u8]) -> Option<RawResp> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&raw[..end]).to_string();
     let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().parse().ok()))
-        .flatten()?;
+    let len: usize = head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().parse().ok())).flatten()?;
     (raw.len() >= end + len).then(|| RawResp { status, body: raw[end..end + len].to_vec() })
 }
 
@@ -466,7 +462,9 @@ fn deeply_nested_json_is_400() {
     let (server, user) = setup();
     let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n)).into_bytes();
     for n in [10_000, 1_000_000] {
-        for (method, path) in [("POST", "/api/functions/echo/execute"), ("POST", "/api/functions/echo/execute?async=true"), ("POST", "/api/functions"), ("PUT", "/api/functions/echo")] {
+        for (method, path) in
+            [("POST", "/api/functions/echo/execute"), ("POST", "/api/functions/echo/execute?async=true"), ("POST", "/api/functions"), ("PUT", "/api/functions/echo")]
+        {
             assert_body_400(&user, method, path, &deep(n));
         }
         let obj = format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n));

@@ -57,12 +57,7 @@ sys.stdin.read()
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
 
 impl TestNet {
@@ -71,74 +66,28 @@ impl TestNet {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let third = 100 + (std::process::id() % 30) * 5 + n % 5;
         let tag = format!("{}{n}", std::process::id() % 100_000);
-        let mut net = TestNet {
-            ns: format!("vrt{tag}"),
-            link: format!("vtt{tag}"),
-            prefix: format!("198.18.{third}"),
-            servers: None,
-        };
+        let mut net = TestNet { ns: format!("vrt{tag}"), link: format!("vtt{tag}"), prefix: format!("198.18.{third}"), servers: None };
         let _ = Command::new("ip").args(["netns", "del", &net.ns]).output();
         let _ = Command::new("ip").args(["link", "del", &net.link]).output();
         ip(&["netns", "add", &net.ns]);
-        ip(&[
-            "link", "add", &net.link, "type", "veth", "peer", "name", "eth0", "netns", &net.ns,
-        ]);
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}.1/24", net.prefix),
-            "dev",
-            &net.link,
-        ]);
+        ip(&["link", "add", &net.link, "type", "veth", "peer", "name", "eth0", "netns", &net.ns]);
+        ip(&["addr", "add", &format!("{}.1/24", net.prefix), "dev", &net.link]);
         ip(&["link", "set", &net.link, "up"]);
         for a in [net.host(2), net.host(3)] {
-            ip(&[
-                "-n",
-                &net.ns,
-                "addr",
-                "add",
-                &format!("{a}/24"),
-                "dev",
-                "eth0",
-            ]);
+            ip(&["-n", &net.ns, "addr", "add", &format!("{a}/24"), "dev", "eth0"]);
         }
         ip(&["-n", &net.ns, "link", "set", "eth0", "up"]);
         ip(&["-n", &net.ns, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n",
-            &net.ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &net.host(1),
-        ]);
-        let names = names
-            .iter()
-            .map(|(k, i)| format!("{k}={}", net.host(*i)))
-            .collect::<Vec<_>>()
-            .join(",");
+        ip(&["-n", &net.ns, "route", "add", "default", "via", &net.host(1)]);
+        let names = names.iter().map(|(k, i)| format!("{k}={}", net.host(*i))).collect::<Vec<_>>().join(",");
         let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &net.ns,
-                "python3",
-                "-c",
-                TEST_HOST_PY,
-                &format!("{},{}", net.host(2), net.host(3)),
-                &names,
-            ])
+            .args(["netns", "exec", &net.ns, "python3", "-c", TEST_HOST_PY, &format!("{},{}", net.host(2), net.host(3)), &names])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the test hosts");
         let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
         assert_eq!(line.trim(), "ready");
         net.servers = Some(child);
         net
@@ -160,9 +109,7 @@ impl Drop for TestNet {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.link])
-            .output();
+        let _ = Command::new("ip").args(["link", "del", &self.link]).output();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
     }
 }
@@ -207,26 +154,18 @@ fn server(net: &TestNet, extra: &[&str]) -> Server {
 fn run(c: &crate::harness::Client, name: &str, event: Value) -> (Value, String) {
     let e = c.invoke(name, &event);
     assert_eq!(e["status"], "success", "{e}");
-    (
-        e["output"].clone(),
-        e["logs"].as_str().unwrap_or_default().to_string(),
-    )
+    (e["output"].clone(), e["logs"].as_str().unwrap_or_default().to_string())
 }
 
 fn refused(v: &Value) -> bool {
     // TCP reset: ECONNREFUSED; ICMP administratively prohibited: EHOSTUNREACH or EACCES.
-    matches!(
-        v.as_str(),
-        Some("err:ECONNREFUSED" | "err:EACCES" | "err:EHOSTUNREACH")
-    )
+    matches!(v.as_str(), Some("err:ECONNREFUSED" | "err:EACCES" | "err:EHOSTUNREACH"))
 }
 
 /// The value of one `/metrics` sample line.
 fn metric(c: &crate::harness::Client, line_start: &str) -> Option<u64> {
     let m = String::from_utf8(c.raw("GET", "/metrics", None, &[]).body).unwrap();
-    m.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
+    m.lines().find_map(|l| l.strip_prefix(line_start)).and_then(|v| v.trim().parse().ok())
 }
 
 #[test]
@@ -238,10 +177,7 @@ fn no_network_without_an_egress_list() {
     let (out, _) = run(&c, "plain", json!({"connect": [[net.host(2), 8080]]}));
     let r = out[format!("{}:8080", net.host(2))].as_str().unwrap();
     // No route at all (gVisor's empty netstack says EHOSTUNREACH).
-    assert!(
-        r == "err:ENETUNREACH" || r == "err:EHOSTUNREACH",
-        "no network without egress: {out}"
-    );
+    assert!(r == "err:ENETUNREACH" || r == "err:EHOSTUNREACH", "no network without egress: {out}");
 }
 
 #[test]
@@ -250,17 +186,8 @@ fn allowed_cidr_and_port_reachable_everything_else_refused_at_once() {
     let s = server(&net, &[]);
     let c = s.user();
     let (a, b) = (net.host(2), net.host(3));
-    let f = c.create_function(
-        "net",
-        "python",
-        PROBE,
-        json!({"egress": [format!("{a}/32"), format!("{b}:8081")]}),
-    );
-    assert_eq!(
-        f["egress"],
-        json!([format!("{a}/32"), format!("{b}/32:8081")]),
-        "stored canonical"
-    );
+    let f = c.create_function("net", "python", PROBE, json!({"egress": [format!("{a}/32"), format!("{b}:8081")]}));
+    assert_eq!(f["egress"], json!([format!("{a}/32"), format!("{b}/32:8081")]), "stored canonical");
     // The host's own address on the test link, with a listener of the test's own.
     let own = TcpListener::bind(format!("{}:0", net.host(1))).unwrap();
     let own_port = own.local_addr().unwrap().port();
@@ -270,66 +197,28 @@ fn allowed_cidr_and_port_reachable_everything_else_refused_at_once() {
         "gateway": api_port,
     });
     let (out, logs) = run(&c, "net", event);
-    assert_eq!(
-        out[format!("{a}:8080")],
-        format!("ok:hello {a}:8080"),
-        "{out}"
-    );
-    assert_eq!(
-        out[format!("{a}:8081")],
-        format!("ok:hello {a}:8081"),
-        "{out}"
-    );
-    assert_eq!(
-        out[format!("{b}:8081")],
-        format!("ok:hello {b}:8081"),
-        "the port rule admits its port: {out}"
-    );
-    assert!(
-        refused(&out[format!("{b}:8080")]),
-        "the port rule admits no other port: {out}"
-    );
-    assert!(
-        refused(&out[format!("{}:8080", net.host(4))]),
-        "a neighbour address is refused: {out}"
-    );
-    assert!(
-        refused(&out[format!("{}:{own_port}", net.host(1))]),
-        "the host's own address: {out}"
-    );
-    assert!(
-        refused(&out["gateway"]),
-        "the API port through the gateway: {out}"
-    );
-    assert!(
-        logs.contains(&format!("egress refused: tcp connection to {b}:8080")),
-        "one line per refusal in the run's logs: {logs}"
-    );
+    assert_eq!(out[format!("{a}:8080")], format!("ok:hello {a}:8080"), "{out}");
+    assert_eq!(out[format!("{a}:8081")], format!("ok:hello {a}:8081"), "{out}");
+    assert_eq!(out[format!("{b}:8081")], format!("ok:hello {b}:8081"), "the port rule admits its port: {out}");
+    assert!(refused(&out[format!("{b}:8080")]), "the port rule admits no other port: {out}");
+    assert!(refused(&out[format!("{}:8080", net.host(4))]), "a neighbour address is refused: {out}");
+    assert!(refused(&out[format!("{}:{own_port}", net.host(1))]), "the host's own address: {out}");
+    assert!(refused(&out["gateway"]), "the API port through the gateway: {out}");
+    assert!(logs.contains(&format!("egress refused: tcp connection to {b}:8080")), "one line per refusal in the run's logs: {logs}");
 
     // The counters come from the kernel's log messages: wait (bounded) for them to arrive.
     let id = f["id"].as_str().unwrap();
     let until = Instant::now() + Duration::from_secs(10);
     let (allowed, refused_n) = loop {
-        let a = metric(
-            &c,
-            &format!("voltrun_egress_connections_total{{function=\"{id}\",verdict=\"allowed\"}}"),
-        )
-        .unwrap_or(0);
-        let r = metric(
-            &c,
-            &format!("voltrun_egress_connections_total{{function=\"{id}\",verdict=\"refused\"}}"),
-        )
-        .unwrap_or(0);
+        let a = metric(&c, &format!("voltrun_egress_connections_total{{function=\"{id}\",verdict=\"allowed\"}}")).unwrap_or(0);
+        let r = metric(&c, &format!("voltrun_egress_connections_total{{function=\"{id}\",verdict=\"refused\"}}")).unwrap_or(0);
         if (a >= 3 && r >= 4) || Instant::now() > until {
             break (a, r);
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(allowed, 3, "three connections were allowed");
-    assert!(
-        refused_n >= 4,
-        "four connections (and their retries) were refused: {refused_n}"
-    );
+    assert!(refused_n >= 4, "four connections (and their retries) were refused: {refused_n}");
 }
 
 #[test]
@@ -338,12 +227,7 @@ fn a_function_that_changes_its_addresses_or_routes_gains_nothing() {
     let s = server(&net, &[]);
     let c = s.user();
     let (a, b) = (net.host(2), net.host(3));
-    c.create_function(
-        "sneaky",
-        "python",
-        PROBE,
-        json!({"egress": [format!("{a}/32")]}),
-    );
+    c.create_function("sneaky", "python", PROBE, json!({"egress": [format!("{a}/32")]}));
     let event = json!({
         "mutate": [["addr", "add", format!("{}/32", net.host(1)), "dev", "eth0"], ["route", "add", format!("{b}/32"), "dev", "eth0"], ["link", "set", "eth0", "down"]],
         "connect": [[a, 8080], [b, 8080]],
@@ -354,11 +238,7 @@ fn a_function_that_changes_its_addresses_or_routes_gains_nothing() {
             assert_ne!(v, &json!(0), "{k} must fail: {out}");
         }
     }
-    assert_eq!(
-        out[format!("{a}:8080")],
-        format!("ok:hello {a}:8080"),
-        "{out}"
-    );
+    assert_eq!(out[format!("{a}:8080")], format!("ok:hello {a}:8080"), "{out}");
     assert!(refused(&out[format!("{b}:8080")]), "{out}");
 }
 
@@ -369,10 +249,7 @@ fn public_does_not_reach_special_ranges() {
     let c = s.user();
     c.create_function("pub", "python", PROBE, json!({"egress": ["public"]}));
     let (out, _) = run(&c, "pub", json!({"connect": [[net.host(2), 8080]]}));
-    assert!(
-        refused(&out[format!("{}:8080", net.host(2))]),
-        "198.18.0.0/15 is special, not public: {out}"
-    );
+    assert!(refused(&out[format!("{}:8080", net.host(2))]), "198.18.0.0/15 is special, not public: {out}");
 }
 
 #[test]
@@ -381,32 +258,15 @@ fn egress_deny_wins_over_the_function() {
     let deny = format!("{}/32", net.host(2));
     let s = server(&net, &["--egress-deny", &deny]);
     let c = s.user();
-    c.create_function(
-        "denied",
-        "python",
-        PROBE,
-        json!({"egress": [format!("{}.0/24", net.prefix)]}),
-    );
-    let (out, _) = run(
-        &c,
-        "denied",
-        json!({"connect": [[net.host(2), 8080], [net.host(3), 8080]]}),
-    );
+    c.create_function("denied", "python", PROBE, json!({"egress": [format!("{}.0/24", net.prefix)]}));
+    let (out, _) = run(&c, "denied", json!({"connect": [[net.host(2), 8080], [net.host(3), 8080]]}));
     assert!(refused(&out[format!("{}:8080", net.host(2))]), "{out}");
-    assert_eq!(
-        out[format!("{}:8080", net.host(3))],
-        format!("ok:hello {}:8080", net.host(3)),
-        "{out}"
-    );
+    assert_eq!(out[format!("{}:8080", net.host(3))], format!("ok:hello {}:8080", net.host(3)), "{out}");
 }
 
 #[test]
 fn host_names_resolve_through_the_policy_and_only_to_admitted_addresses() {
-    let net = TestNet::new(&[
-        ("api.egress.test", 2),
-        ("rebind.egress.test", 3),
-        ("other.egress.test", 2),
-    ]);
+    let net = TestNet::new(&[("api.egress.test", 2), ("rebind.egress.test", 3), ("other.egress.test", 2)]);
     let (a, b) = (net.host(2), net.host(3));
     let s = server(&net, &[]);
     let c = s.user();
@@ -415,39 +275,13 @@ fn host_names_resolve_through_the_policy_and_only_to_admitted_addresses() {
     let egress = json!(["api.egress.test", "rebind.egress.test", format!("{a}/32:9")]);
     c.create_function("names", "python", PROBE, json!({"egress": egress}));
     let (before, _) = run(&c, "names", json!({"connect": [[a, 8080]]}));
-    assert!(
-        refused(&before[format!("{a}:8080")]),
-        "not resolved yet: {before}"
-    );
-    let (out, _) = run(
-        &c,
-        "names",
-        json!({"resolve": ["api.egress.test", "other.egress.test", "rebind.egress.test"], "connect": [["api.egress.test", 8080], [b, 8080]]}),
-    );
+    assert!(refused(&before[format!("{a}:8080")]), "not resolved yet: {before}");
+    let (out, _) = run(&c, "names", json!({"resolve": ["api.egress.test", "other.egress.test", "rebind.egress.test"], "connect": [["api.egress.test", 8080], [b, 8080]]}));
     assert_eq!(out["resolve api.egress.test"], json!(a), "{out}");
-    assert!(
-        out["resolve other.egress.test"]
-            .as_str()
-            .unwrap()
-            .starts_with("err:"),
-        "a name outside the policy gets no answer: {out}"
-    );
-    assert!(
-        out["resolve rebind.egress.test"]
-            .as_str()
-            .unwrap()
-            .starts_with("err:"),
-        "an answer the policy does not admit is dropped: {out}"
-    );
-    assert_eq!(
-        out["api.egress.test:8080"],
-        format!("ok:hello {a}:8080"),
-        "{out}"
-    );
-    assert!(
-        refused(&out[format!("{b}:8080")]),
-        "the rebinding target stays refused: {out}"
-    );
+    assert!(out["resolve other.egress.test"].as_str().unwrap().starts_with("err:"), "a name outside the policy gets no answer: {out}");
+    assert!(out["resolve rebind.egress.test"].as_str().unwrap().starts_with("err:"), "an answer the policy does not admit is dropped: {out}");
+    assert_eq!(out["api.egress.test:8080"], format!("ok:hello {a}:8080"), "{out}");
+    assert!(refused(&out[format!("{b}:8080")]), "the rebinding target stays refused: {out}");
 }
 
 /// Regression guard (issue 14): a server killed with instances holding networks leaves their
@@ -457,68 +291,27 @@ fn a_killed_servers_networks_are_removed_at_the_next_start() {
     let net = TestNet::new(&[]);
     let mut s = server(&net, &[]);
     let c = s.user();
-    c.create_function(
-        "left",
-        "python",
-        PROBE,
-        json!({"egress": [format!("{}/32", net.host(2))]}),
-    );
+    c.create_function("left", "python", PROBE, json!({"egress": [format!("{}/32", net.host(2))]}));
     let (out, _) = run(&c, "left", json!({"connect": [[net.host(2), 8080]]}));
-    assert_eq!(
-        out[format!("{}:8080", net.host(2))],
-        format!("ok:hello {}:8080", net.host(2)),
-        "{out}"
-    );
+    assert_eq!(out[format!("{}:8080", net.host(2))], format!("ok:hello {}:8080", net.host(2)), "{out}");
     let dead = s.pid().to_string();
     let slots_of = |pid: &str| -> Vec<String> {
         std::fs::read_dir("/run/voltrun/egress")
-            .map(|rd| {
-                rd.flatten()
-                    .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|p| p.trim() == pid))
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
+            .map(|rd| rd.flatten().filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|p| p.trim() == pid)).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default()
     };
     let table = format!("table inet voltrun_{dead}");
-    let tables = || {
-        String::from_utf8(
-            Command::new("nft")
-                .args(["list", "tables"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap()
-    };
+    let tables = || String::from_utf8(Command::new("nft").args(["list", "tables"]).output().unwrap().stdout).unwrap();
     let left = slots_of(&dead);
-    assert!(
-        !left.is_empty(),
-        "the warm instance (and the networked spare) hold slots"
-    );
+    assert!(!left.is_empty(), "the warm instance (and the networked spare) hold slots");
     s.kill9();
-    assert!(
-        tables().lines().any(|l| l == table),
-        "a SIGKILLed server cannot clean up"
-    );
+    assert!(tables().lines().any(|l| l == table), "a SIGKILLed server cannot clean up");
     let again = server(&net, &[]);
-    assert!(
-        slots_of(&dead).is_empty(),
-        "the dead server's slots are freed"
-    );
-    assert!(
-        !tables().lines().any(|l| l == table),
-        "its table is removed"
-    );
+    assert!(slots_of(&dead).is_empty(), "the dead server's slots are freed");
+    assert!(!tables().lines().any(|l| l == table), "its table is removed");
     for slot in left {
-        assert!(
-            !std::path::Path::new(&format!("/sys/class/net/vre{slot}")).exists(),
-            "its veth vre{slot} is removed"
-        );
-        assert!(
-            !std::path::Path::new(&format!("/run/netns/vrn{slot}")).exists(),
-            "its namespace vrn{slot} is removed"
-        );
+        assert!(!std::path::Path::new(&format!("/sys/class/net/vre{slot}")).exists(), "its veth vre{slot} is removed");
+        assert!(!std::path::Path::new(&format!("/run/netns/vrn{slot}")).exists(), "its namespace vrn{slot} is removed");
     }
     drop(again);
 }
@@ -531,18 +324,9 @@ fn a_networked_spare_serves_with_its_new_functions_policy() {
     let s = server(&net, &[]);
     let c = s.user();
     let (a, b) = (net.host(2), net.host(3));
-    c.create_function(
-        "first",
-        "python",
-        PROBE,
-        json!({"egress": [format!("{a}/32")]}),
-    );
+    c.create_function("first", "python", PROBE, json!({"egress": [format!("{a}/32")]}));
     let (out, _) = run(&c, "first", json!({"connect": [[a, 8080]]}));
-    assert_eq!(
-        out[format!("{a}:8080")],
-        format!("ok:hello {a}:8080"),
-        "{out}"
-    );
+    assert_eq!(out[format!("{a}:8080")], format!("ok:hello {a}:8080"), "{out}");
     // The first run with egress started a networked spare: wait (bounded) for it, beside the
     // two runtimes' plain spares.
     let until = Instant::now() + Duration::from_secs(30);
@@ -550,20 +334,8 @@ fn a_networked_spare_serves_with_its_new_functions_policy() {
         assert!(Instant::now() < until, "no networked spare started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    c.create_function(
-        "second",
-        "python",
-        PROBE,
-        json!({"egress": [format!("{b}/32")]}),
-    );
+    c.create_function("second", "python", PROBE, json!({"egress": [format!("{b}/32")]}));
     let (out, _) = run(&c, "second", json!({"connect": [[b, 8080], [a, 8080]]}));
-    assert_eq!(
-        out[format!("{b}:8080")],
-        format!("ok:hello {b}:8080"),
-        "the spare got its function's rules: {out}"
-    );
-    assert!(
-        refused(&out[format!("{a}:8080")]),
-        "and not another function's: {out}"
-    );
+    assert_eq!(out[format!("{b}:8080")], format!("ok:hello {b}:8080"), "the spare got its function's rules: {out}");
+    assert!(refused(&out[format!("{a}:8080")]), "and not another function's: {out}");
 }

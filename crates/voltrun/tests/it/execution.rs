@@ -111,10 +111,9 @@ fn every_error_type_is_reported() {
         assert_eq!(e["error"]["type"], "RuntimeError", "{name}: {e}");
     }
     // Timeout: a busy loop and a sleep, both killed at the 1 s limit.
-    for (name, rt, code) in [
-        ("loop-n", "node", "exports.handler = async () => { while (true) {} };"),
-        ("sleep-p", "python", "import time\ndef handler(e, c):\n    time.sleep(30)\n"),
-    ] {
+    for (name, rt, code) in
+        [("loop-n", "node", "exports.handler = async () => { while (true) {} };"), ("sleep-p", "python", "import time\ndef handler(e, c):\n    time.sleep(30)\n")]
+    {
         let e = error_of(&c, name, rt, code, json!({"timeout": 1}));
         assert_eq!(e["error"]["type"], "Timeout", "{name}: {e}");
         assert!(e["duration_ms"].as_f64().unwrap() < 10_000.0);
@@ -365,7 +364,12 @@ fn per_user_invoke_rate_is_limited() {
 fn logs_follow_streams_a_running_execution() {
     let s = Server::start();
     let c = s.user();
-    c.create_function("ticker", "python", "import time\ndef handler(e, c):\n    for i in range(3):\n        print('tick', i)\n        time.sleep(0.3)\n    return 'ok'\n", json!({}));
+    c.create_function(
+        "ticker",
+        "python",
+        "import time\ndef handler(e, c):\n    for i in range(3):\n        print('tick', i)\n        time.sleep(0.3)\n    return 'ok'\n",
+        json!({}),
+    );
     let r = c.raw("POST", "/api/functions/ticker/execute?async=true", Some(b"{}"), &[]);
     let id = r.json()["id"].as_str().unwrap().to_string();
     let (k, v) = c.auth.clone().unwrap();
@@ -435,10 +439,12 @@ fn many_concurrent_invocations_all_succeed_and_are_recorded() {
             let c = c.clone();
             std::thread::spawn(move || {
                 let name = if t % 2 == 0 { "busy-p" } else { "busy-n" };
-                (0..60).filter(|i| {
-                    let (status, e) = c.post(&format!("/api/functions/{name}/execute"), &json!({"t": t, "i": i}));
-                    status == 200 && e["status"] == "success" && e["output"]["i"] == *i
-                }).count()
+                (0..60)
+                    .filter(|i| {
+                        let (status, e) = c.post(&format!("/api/functions/{name}/execute"), &json!({"t": t, "i": i}));
+                        status == 200 && e["status"] == "success" && e["output"]["i"] == *i
+                    })
+                    .count()
             })
         })
         .collect();

@@ -223,7 +223,8 @@ fn failed_logins_from_one_address_do_not_lock_out_the_owner_from_another() {
     let a = login_from(&s, attacker, &email, "wrong password");
     assert_eq!(a.status, 429, "the guessing address is limited: {}", a.body);
     // Spoofed forwarding headers do not give the attacker a fresh address.
-    let a = post_from(attacker, server_addr(&s), "/api/auth/login", &[("X-Forwarded-For", "127.0.13.2")], json!({"email": email, "password": "wrong"}).to_string().into_bytes()).unwrap();
+    let a = post_from(attacker, server_addr(&s), "/api/auth/login", &[("X-Forwarded-For", "127.0.13.2")], json!({"email": email, "password": "wrong"}).to_string().into_bytes())
+        .unwrap();
     assert_eq!(a.status, 429, "{}", a.body);
     let a = login_from(&s, Ipv4Addr::new(127, 0, 13, 2), &email, PASSWORD);
     assert_eq!(a.status, 200, "the owner, from another address: {}", a.body);

@@ -132,11 +132,8 @@ fn an_idle_kept_alive_connection_is_closed_and_an_active_stream_is_not() {
     let resp = ureq::get(&format!("{}/api/executions/{id}/logs?follow=true", s.base)).timeout(Duration::from_secs(60)).set(&k, &v).call().unwrap();
     let body = std::io::read_to_string(resp.into_reader()).unwrap();
     // Output may come in pieces: join the texts of the log events.
-    let text: String = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok()?["text"].as_str().map(str::to_string))
-        .collect();
+    let text: String =
+        body.lines().filter_map(|l| l.strip_prefix("data: ")).filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok()?["text"].as_str().map(str::to_string)).collect();
     assert!(text.contains("tick 3") && body.contains("event: end"), "the stream was cut: {body}");
 }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::*;
 use crate::hardening_connections::{connect_from, connect_with, server_addr};
+use crate::harness::*;
 
 /// Each listener (the API's and the trigger origin's) kept a connection table of its own,
 /// so together they allowed twice the cap, enough to exhaust the open-file limit.

@@ -233,7 +233,8 @@ def handler(event, context):
         let data_dir = s.data_dir.display().to_string();
         let tmp = std::env::temp_dir().display().to_string();
         let forbidden = [data_dir.as_str(), "voltrun-it-", "/sys/fs/cgroup", "/work", "root=", "cg="];
-        let mut texts: Vec<(String, String)> = o.as_object().unwrap().iter().filter(|(k, _)| k.starts_with('/')).map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect();
+        let mut texts: Vec<(String, String)> =
+            o.as_object().unwrap().iter().filter(|(k, _)| k.starts_with('/')).map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect();
         texts.extend(o["all_cmdlines"].as_object().unwrap().iter().map(|(k, v)| (format!("/proc/{k}/cmdline"), v.as_str().unwrap().to_string())));
         for (path, text) in &texts {
             for f in forbidden {

@@ -41,8 +41,7 @@ fn parse_one(raw: &[u8], head: bool) -> Option<(Wire, usize)> {
     let text = String::from_utf8_lossy(&raw[..end]).to_string();
     let mut lines = text.split("\r\n");
     let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
     if head || status == 204 || status == 304 {
         return Some((Wire { status, headers, body: Vec::new() }, end));

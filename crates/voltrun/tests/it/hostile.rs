@@ -81,7 +81,13 @@ fn resource_attacks_are_contained() {
     let c = s.user();
 
     // Fork bomb: the pids limit stops it inside; the run ends (Timeout or an error), the host lives.
-    let e = attack(&c, "forkbomb", "import os\ndef handler(e, c):\n    n = 0\n    while True:\n        try:\n            os.fork()\n            n += 1\n        except OSError:\n            pass\n", json!({"timeout": 3}), json!({}));
+    let e = attack(
+        &c,
+        "forkbomb",
+        "import os\ndef handler(e, c):\n    n = 0\n    while True:\n        try:\n            os.fork()\n            n += 1\n        except OSError:\n            pass\n",
+        json!({"timeout": 3}),
+        json!({}),
+    );
     assert_eq!(e["status"], "failed", "{e}");
     // Memory bomb.
     let e = attack(&c, "membomb", "def handler(e, c):\n    chunks = []\n    while True:\n        chunks.append(bytearray(16 << 20))\n", json!({"memory": 128}), json!({}));

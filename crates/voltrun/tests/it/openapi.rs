@@ -48,11 +48,8 @@ fn document_is_valid_openapi_3_1() {
     std::fs::write(&file, &doc).unwrap();
     let has_validator = Command::new("python3").args(["-c", "import openapi_spec_validator"]).status().is_ok_and(|s| s.success());
     assert!(has_validator, "the validator is missing: `python3 -m pip install openapi-spec-validator` (scripts/test installs it)");
-    let out = Command::new("python3")
-        .args(["-m", "openapi_spec_validator", "--schema", "3.1", "--validation-errors", "all"])
-        .arg(&file)
-        .output()
-        .expect("run openapi-spec-validator");
+    let out =
+        Command::new("python3").args(["-m", "openapi_spec_validator", "--schema", "3.1", "--validation-errors", "all"]).arg(&file).output().expect("run openapi-spec-validator");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("OK"), "openapi-spec-validator refused the document:\n{text}");
     let _ = std::fs::remove_dir_all(dir);
@@ -67,11 +64,7 @@ fn every_documented_operation_reaches_a_route() {
     let mut checked = 0;
     for (path, item) in paths {
         // Every path parameter gets a value no resource has.
-        let concrete: String = path
-            .split('/')
-            .map(|seg| if seg.starts_with('{') && seg.ends_with('}') { "openapi-probe" } else { seg })
-            .collect::<Vec<_>>()
-            .join("/");
+        let concrete: String = path.split('/').map(|seg| if seg.starts_with('{') && seg.ends_with('}') { "openapi-probe" } else { seg }).collect::<Vec<_>>().join("/");
         for method in ["get", "put", "post", "delete", "options", "head", "patch", "trace"] {
             if item.get(method).is_none() {
                 continue;

@@ -13,7 +13,12 @@ fn failed_async_runs_are_retried_then_left_visible() {
     let s = Server::start_with(&dir, &["--retry-backoff-ms", "100"], true);
     let c = s.user();
     // Fails on its first two attempts (module state survives on the warm instance).
-    c.create_function("flaky", "python", "n = 0\ndef handler(e, c):\n    global n\n    n += 1\n    if n < 3:\n        raise RuntimeError(f'attempt {n} failed')\n    return n\n", json!({}));
+    c.create_function(
+        "flaky",
+        "python",
+        "n = 0\ndef handler(e, c):\n    global n\n    n += 1\n    if n < 3:\n        raise RuntimeError(f'attempt {n} failed')\n    return n\n",
+        json!({}),
+    );
     let r = c.raw("POST", "/api/functions/flaky/execute?async=true", Some(b"{}"), &[]);
     assert_eq!(r.status, 202);
     assert_eq!(r.json()["max_attempts"], 3, "max_retries defaults to 2, as Lambda");
@@ -67,10 +72,7 @@ fn an_idempotency_key_returns_the_same_execution_and_runs_once() {
 fn a_schedule_fires_once_per_tick() {
     let s = Server::start();
     let c = s.user();
-    let (status, f) = c.post(
-        "/api/functions",
-        &json!({"name": "tick", "runtime": "python", "code": "def handler(e, c):\n    return e['time']\n", "schedule": "*/2 * * * * *"}),
-    );
+    let (status, f) = c.post("/api/functions", &json!({"name": "tick", "runtime": "python", "code": "def handler(e, c):\n    return e['time']\n", "schedule": "*/2 * * * * *"}));
     assert_eq!(status, 201, "{f}");
     assert_eq!(f["schedule"], "*/2 * * * * *");
     std::thread::sleep(Duration::from_secs(7));

@@ -41,7 +41,12 @@ fn async_runs_survive_kill_9_and_none_stays_running() {
                 let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
                 let ppid = status.lines().find(|l| l.starts_with("PPid:")).unwrap_or("").to_string();
                 let wchan = std::fs::read_to_string(e.path().join("wchan")).unwrap_or_default();
-                Some(format!("{} [{}, {ppid}, wchan {wchan}] {}", e.file_name().to_string_lossy(), status.lines().nth(2).unwrap_or(""), String::from_utf8_lossy(&cmd).replace('\0', " ")))
+                Some(format!(
+                    "{} [{}, {ppid}, wchan {wchan}] {}",
+                    e.file_name().to_string_lossy(),
+                    status.lines().nth(2).unwrap_or(""),
+                    String::from_utf8_lossy(&cmd).replace('\0', " ")
+                ))
             })
             .filter(|c| c.contains(&marker))
             .collect();

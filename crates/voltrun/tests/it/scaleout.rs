@@ -56,10 +56,8 @@ impl Drop for Worker {
 }
 
 fn serve_node(db: &str) -> Server {
-    let args: Vec<String> = ["--database-url", db, "--jwt-secret", SECRET, "--lease-seconds", "3", "--async-concurrency", "8", "--invoke-rate", "0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> =
+        ["--database-url", db, "--jwt-secret", SECRET, "--lease-seconds", "3", "--async-concurrency", "8", "--invoke-rate", "0"].iter().map(|s| s.to_string()).collect();
     Server::spawn(&temp_dir("node"), &args, true)
 }
 

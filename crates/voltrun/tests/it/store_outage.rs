@@ -45,29 +45,12 @@ impl OwnPostgres {
         let dir = temp_dir("pg");
         if is_root() {
             // initdb refuses to run as root: the server runs as Debian's `postgres` user.
-            let st = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .expect("chown runs");
+            let st = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().expect("chown runs");
             assert!(st.success(), "chown of {}", dir.display());
         }
         let port = free_port();
         let pg = OwnPostgres { bin, dir, port };
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                &pg.data(),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-        );
+        pg.run("initdb", &["-D", &pg.data(), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"]);
         pg.pg_ctl_start();
         pg
     }
@@ -90,60 +73,21 @@ impl OwnPostgres {
         } else {
             Command::new(&exe)
         };
-        let out = cmd
-            .args(args)
-            .current_dir(&self.dir)
-            .output()
-            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        let out = cmd.args(args).current_dir(&self.dir).output().unwrap_or_else(|e| panic!("{program}: {e}"));
         let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-        assert!(
-            out.status.success(),
-            "{program} {args:?}: {}\n{}\nserver log:\n{log}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{program} {args:?}: {}\n{}\nserver log:\n{log}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
 
     /// Starts the server (again) and waits until it accepts connections (`-w`, bounded by `-t`).
     fn pg_ctl_start(&self) {
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=60",
-            self.port,
-            self.dir.display()
-        );
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=60", self.port, self.dir.display());
         let log = self.dir.join("server.log").display().to_string();
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data(),
-                "-l",
-                &log,
-                "-o",
-                &opts,
-                "-w",
-                "-t",
-                "120",
-                "start",
-            ],
-        );
+        self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-o", &opts, "-w", "-t", "120", "start"]);
     }
 
     /// Stops the server at once: every backend is killed, as in a crash.
     fn stop_immediate(&self) {
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data(),
-                "-m",
-                "immediate",
-                "-w",
-                "-t",
-                "60",
-                "stop",
-            ],
-        );
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "-t", "60", "stop"]);
     }
 }
 
@@ -159,9 +103,7 @@ impl Drop for OwnPostgres {
             Command::new(&exe)
         };
         // Stopped already, when the test ended between a stop and a start: nothing to do.
-        let _ = cmd
-            .args(["-D", &data, "-m", "immediate", "-w", "-t", "60", "stop"])
-            .output();
+        let _ = cmd.args(["-D", &data, "-m", "immediate", "-w", "-t", "60", "stop"]).output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -178,9 +120,7 @@ fn pg_bin_dir() -> PathBuf {
         .flatten()
         .flatten()
         .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .filter(|(_, bin): &(u32, PathBuf)| {
-            bin.join("pg_ctl").exists() && bin.join("initdb").exists()
-        })
+        .filter(|(_, bin): &(u32, PathBuf)| bin.join("pg_ctl").exists() && bin.join("initdb").exists())
         .collect();
     found.sort();
     found.pop().map(|(_, bin)| bin).expect("no PostgreSQL under /usr/lib/postgresql/*/bin: run scripts/pg-up, which installs Debian's postgresql")
@@ -188,11 +128,7 @@ fn pg_bin_dir() -> PathBuf {
 
 /// A loopback port nobody listens on now.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Prints the end of the server's log when the test fails (dropped before the server, which
@@ -204,10 +140,7 @@ impl Drop for LogOnPanic {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(&self.0).unwrap_or_default();
             let lines: Vec<&str> = log.lines().filter(|l| !l.contains(" INFO ")).collect();
-            eprintln!(
-                "server log (warnings and errors, last 60):\n{}",
-                lines[lines.len().saturating_sub(60)..].join("\n")
-            );
+            eprintln!("server log (warnings and errors, last 60):\n{}", lines[lines.len().saturating_sub(60)..].join("\n"));
         }
     }
 }
@@ -229,23 +162,10 @@ struct Answer {
 
 fn send(base: &str, token: &str, path: &str) -> Answer {
     let sent = Instant::now();
-    let r = ureq::post(&format!("{base}{path}"))
-        .timeout(CLIENT_TIMEOUT)
-        .set("authorization", token)
-        .send_json(json!({"n": 1}));
+    let r = ureq::post(&format!("{base}{path}")).timeout(CLIENT_TIMEOUT).set("authorization", token).send_json(json!({"n": 1}));
     let resp = match r {
         Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => {
-            return Answer {
-                sent,
-                answered: Instant::now(),
-                path: path.into(),
-                status: Err(e.to_string()),
-                retry_after: None,
-                id: None,
-                exec_status: None,
-            }
-        }
+        Err(e) => return Answer { sent, answered: Instant::now(), path: path.into(), status: Err(e.to_string()), retry_after: None, id: None, exec_status: None },
     };
     let status = resp.status();
     let retry_after = resp.header("retry-after").map(str::to_string);
@@ -270,52 +190,25 @@ fn send(base: &str, token: &str, path: &str) -> Answer {
 fn postgres_stopped_under_load_is_503_and_the_server_recovers() {
     // Declared first, dropped last: the server goes before its database.
     let pg = OwnPostgres::start();
-    let server = Server::spawn(
-        &temp_dir("outage"),
-        &[
-            "--database-url".to_string(),
-            pg.url(),
-            "--invoke-rate".to_string(),
-            "0".to_string(),
-        ],
-        true,
-    );
+    let server = Server::spawn(&temp_dir("outage"), &["--database-url".to_string(), pg.url(), "--invoke-rate".to_string(), "0".to_string()], true);
     let _log = LogOnPanic(server.data_dir.with_extension("stderr.log"));
     let c = server.user();
-    c.create_function(
-        "echo",
-        "node",
-        "exports.handler = async (event) => ({ got: event.n });",
-        json!({}),
-    );
-    assert_eq!(
-        c.invoke("echo", &json!({"n": 1}))["output"],
-        json!({"got": 1})
-    );
+    c.create_function("echo", "node", "exports.handler = async (event) => ({ got: event.n });", json!({}));
+    assert_eq!(c.invoke("echo", &json!({"n": 1}))["output"], json!({"got": 1}));
     let token = c.auth.clone().expect("a logged-in client").1;
 
     let done = Arc::new(AtomicBool::new(false));
-    let answers: Arc<Mutex<Vec<Vec<Answer>>>> =
-        Arc::new(Mutex::new((0..THREADS).map(|_| Vec::new()).collect()));
+    let answers: Arc<Mutex<Vec<Vec<Answer>>>> = Arc::new(Mutex::new((0..THREADS).map(|_| Vec::new()).collect()));
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
-            let (base, token, done, answers) = (
-                server.base.clone(),
-                token.clone(),
-                done.clone(),
-                answers.clone(),
-            );
+            let (base, token, done, answers) = (server.base.clone(), token.clone(), done.clone(), answers.clone());
             std::thread::spawn(move || {
                 for i in 0..MAX_REQUESTS {
                     if done.load(Ordering::SeqCst) {
                         return;
                     }
                     // Alternately synchronous and queued: both write through the writer.
-                    let path = if (i + t) % 2 == 0 {
-                        "/api/functions/echo/execute"
-                    } else {
-                        "/api/functions/echo/execute?async=true"
-                    };
+                    let path = if (i + t) % 2 == 0 { "/api/functions/echo/execute" } else { "/api/functions/echo/execute?async=true" };
                     let a = send(&base, &token, path);
                     answers.lock().unwrap()[t].push(a);
                 }
@@ -327,19 +220,11 @@ fn postgres_stopped_under_load_is_503_and_the_server_recovers() {
     let wait_for = |n: usize, since: Instant, what: &str| {
         let until = Instant::now() + Duration::from_secs(180);
         loop {
-            let counts: Vec<usize> = answers
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|a| a.iter().filter(|a| a.sent >= since).count())
-                .collect();
+            let counts: Vec<usize> = answers.lock().unwrap().iter().map(|a| a.iter().filter(|a| a.sent >= since).count()).collect();
             if counts.iter().all(|&k| k >= n) {
                 return;
             }
-            assert!(
-                Instant::now() < until,
-                "{what}: answers per thread {counts:?}, wanted {n} each"
-            );
+            assert!(Instant::now() < until, "{what}: answers per thread {counts:?}, wanted {n} each");
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -350,9 +235,7 @@ fn postgres_stopped_under_load_is_503_and_the_server_recovers() {
     let stopped = Instant::now();
     wait_for(DURING, stopped, "during the outage");
     // /health says so too.
-    let health = ureq::get(&format!("{}/health", server.base))
-        .timeout(CLIENT_TIMEOUT)
-        .call();
+    let health = ureq::get(&format!("{}/health", server.base)).timeout(CLIENT_TIMEOUT).call();
     let health_status = match health {
         Ok(r) => r.status(),
         Err(ureq::Error::Status(s, _)) => s,
@@ -365,21 +248,11 @@ fn postgres_stopped_under_load_is_503_and_the_server_recovers() {
     // Recovered: some invoke sent after the restart succeeds, then every later one does.
     let until = Instant::now() + Duration::from_secs(120);
     let recovered = loop {
-        let first_ok = answers
-            .lock()
-            .unwrap()
-            .iter()
-            .flatten()
-            .filter(|a| a.sent >= restarted && a.id.is_some())
-            .map(|a| a.answered)
-            .min();
+        let first_ok = answers.lock().unwrap().iter().flatten().filter(|a| a.sent >= restarted && a.id.is_some()).map(|a| a.answered).min();
         if let Some(t) = first_ok {
             break t;
         }
-        assert!(
-            Instant::now() < until,
-            "no invoke succeeded within 120 s of PostgreSQL's restart"
-        );
+        assert!(Instant::now() < until, "no invoke succeeded within 120 s of PostgreSQL's restart");
         std::thread::sleep(Duration::from_millis(50));
     };
     wait_for(AFTER, recovered, "after recovery");
@@ -392,13 +265,7 @@ fn postgres_stopped_under_load_is_503_and_the_server_recovers() {
 
     // Every answer: a status (no hang), and only 200, 202 or 503 (no 500).
     for a in &all {
-        let status = a.status.as_ref().unwrap_or_else(|e| {
-            panic!(
-                "{} sent {:?} after the start got no answer: {e}",
-                a.path,
-                a.sent - start
-            )
-        });
+        let status = a.status.as_ref().unwrap_or_else(|e| panic!("{} sent {:?} after the start got no answer: {e}", a.path, a.sent - start));
         assert!(
             [200, 202, 503].contains(status),
             "{} answered {status} at {:?} (stopped at {:?}, restarted at {:?})",
@@ -408,29 +275,13 @@ fn postgres_stopped_under_load_is_503_and_the_server_recovers() {
             restarted - start
         );
         if *status == 503 {
-            let secs: u64 = a
-                .retry_after
-                .as_deref()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| {
-                    panic!(
-                        "a 503 without a Retry-After in seconds: {:?}",
-                        a.retry_after
-                    )
-                });
+            let secs: u64 = a.retry_after.as_deref().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("a 503 without a Retry-After in seconds: {:?}", a.retry_after));
             assert!(secs >= 1, "Retry-After {secs}");
         }
     }
     // Sent while PostgreSQL was down and answered before it came back: 503, every one.
-    let during: Vec<&&Answer> = all
-        .iter()
-        .filter(|a| a.sent >= stopped && a.answered <= restarting)
-        .collect();
-    assert!(
-        during.len() >= THREADS * DURING,
-        "{} answers fell within the outage",
-        during.len()
-    );
+    let during: Vec<&&Answer> = all.iter().filter(|a| a.sent >= stopped && a.answered <= restarting).collect();
+    assert!(during.len() >= THREADS * DURING, "{} answers fell within the outage", during.len());
     for a in &during {
         assert_eq!(a.status, Ok(503), "{} during the outage: {a:?}", a.path);
     }
@@ -446,22 +297,14 @@ fn postgres_stopped_under_load_is_503_and_the_server_recovers() {
     // after the outage) is stored; a synchronous one as it was answered, a queued one runs.
     let acked: Vec<&&Answer> = all.iter().filter(|a| a.id.is_some()).collect();
     let before_outage = acked.iter().filter(|a| a.answered <= stopped).count();
-    assert!(
-        before_outage >= THREADS * BEFORE,
-        "{before_outage} acknowledged before the outage"
-    );
+    assert!(before_outage >= THREADS * BEFORE, "{before_outage} acknowledged before the outage");
     let mut failed_queued = 0;
     for a in &acked {
         let id = a.id.as_deref().unwrap();
         assert!(!id.is_empty(), "{a:?}");
         if a.status == Ok(200) {
             let (status, e) = c.get(&format!("/api/executions/{id}"));
-            assert_eq!(
-                status,
-                200,
-                "execution {id} answered 200 at {:?} is lost: {e}",
-                a.answered - start
-            );
+            assert_eq!(status, 200, "execution {id} answered 200 at {:?} is lost: {e}", a.answered - start);
             assert_eq!(e["status"].as_str(), a.exec_status.as_deref(), "{e}");
             assert_eq!(e["output"], json!({"got": 1}), "{e}");
         } else {
