@@ -53,10 +53,10 @@ impl Default for RetryPolicy {
 }
 
 /// What one instance of a function may use. Derived from the function's memory (and its
-/// runtime) by [`InstanceLimits::for_function`]; `Default` is the smallest memory a function
+/// runtime) by [`ResourceLimits::for_function`]; `Default` is the smallest memory a function
 /// may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InstanceLimits {
+pub struct ResourceLimits {
     /// Memory of the whole instance.
     pub memory_bytes: u64,
     /// Also cap the address space (RLIMIT_AS): off for runtimes that reserve large virtual
@@ -68,13 +68,14 @@ pub struct InstanceLimits {
     pub open_files: u64,
     /// Largest file the instance may write (RLIMIT_FSIZE).
     pub file_size_bytes: u64,
-    /// The RAM-backed /tmp (charged to the instance's memory).
+    /// Size of the private /tmp and /dev/shm together (RAM-backed, charged to the instance's
+    /// memory; see [`ResourceLimits::shm_bytes`]).
     pub tmp_bytes: u64,
     /// CPU time per wall-clock second, in thousandths of a core (1000 = one core).
     pub cpu_millis: u64,
 }
 
-impl InstanceLimits {
+impl ResourceLimits {
     /// Processes and threads of any instance.
     pub const PIDS: u64 = 128;
     /// Open files of any instance.
@@ -87,23 +88,38 @@ impl InstanceLimits {
     /// The limits of an instance of a `runtime` function with `memory_mb` of memory: /tmp
     /// gets half the memory (it is charged to it), at most 512 MiB; the rest is the same for
     /// every function.
-    pub fn for_function(runtime: Runtime, memory_mb: u32) -> InstanceLimits {
+    pub fn for_function(runtime: Runtime, memory_mb: u32) -> ResourceLimits {
         let memory_bytes = (memory_mb as u64) << 20;
-        InstanceLimits {
+        ResourceLimits {
             memory_bytes,
             limit_address_space: limits_address_space(runtime),
-            pids: InstanceLimits::PIDS,
-            open_files: InstanceLimits::OPEN_FILES,
-            file_size_bytes: InstanceLimits::FILE_SIZE_BYTES,
-            tmp_bytes: (memory_bytes / 2).min(InstanceLimits::FILE_SIZE_BYTES),
-            cpu_millis: InstanceLimits::CPU_MILLIS,
+            pids: ResourceLimits::PIDS,
+            open_files: ResourceLimits::OPEN_FILES,
+            file_size_bytes: ResourceLimits::FILE_SIZE_BYTES,
+            tmp_bytes: (memory_bytes / 2).min(ResourceLimits::FILE_SIZE_BYTES),
+            cpu_millis: ResourceLimits::CPU_MILLIS,
         }
     }
 }
 
-impl Default for InstanceLimits {
+impl Default for ResourceLimits {
     fn default() -> Self {
-        InstanceLimits::for_function(Runtime::Python311, *crate::function::MEMORY_RANGE.start())
+        ResourceLimits::for_function(Runtime::Python311, *crate::function::MEMORY_RANGE.start())
+    }
+}
+
+impl ResourceLimits {
+    /// The size of `/dev/shm`, carved out of [`ResourceLimits::tmp_bytes`]: an eighth of it,
+    /// between 1 and 8 MiB. POSIX semaphores (Python's `multiprocessing` locks, one page each)
+    /// and small shared segments fit; a function that wants RAM-backed files has `/tmp`.
+    pub fn shm_bytes(&self) -> u64 {
+        (self.tmp_bytes / 8).clamp(1 << 20, 8 << 20)
+    }
+
+    /// The size of `/tmp`: the rest of the budget, so that `/tmp` and `/dev/shm` together
+    /// hold no more than `tmp_bytes` (1 MiB at least).
+    pub fn tmp_only_bytes(&self) -> u64 {
+        self.tmp_bytes.saturating_sub(self.shm_bytes()).max(1 << 20)
     }
 }
 
@@ -145,14 +161,14 @@ mod tests {
 
     #[test]
     fn instance_limits_follow_the_memory() {
-        let small = InstanceLimits::for_function(Runtime::Python311, 128);
+        let small = ResourceLimits::for_function(Runtime::Python311, 128);
         assert_eq!(small.memory_bytes, 128 << 20);
         assert_eq!(small.tmp_bytes, 64 << 20, "/tmp gets half the memory");
         assert!(small.limit_address_space);
-        let big = InstanceLimits::for_function(Runtime::Nodejs20, 4096);
+        let big = ResourceLimits::for_function(Runtime::Nodejs20, 4096);
         assert_eq!(big.tmp_bytes, 512 << 20, "at most 512 MiB of /tmp");
         assert!(!big.limit_address_space, "V8 cannot start under an address-space cap");
         assert_eq!((big.pids, big.open_files, big.file_size_bytes, big.cpu_millis), (128, 1024, 512 << 20, 1000));
-        assert_eq!(InstanceLimits::default().memory_bytes, 64 << 20, "the default is the smallest memory");
+        assert_eq!(ResourceLimits::default().memory_bytes, 64 << 20, "the default is the smallest memory");
     }
 }

@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-use voltrun_core::{time, ErrorKind, ExecError, Function, InstanceLimits, Outcome, Runtime};
+use voltrun_core::{time, ErrorKind, ExecError, Function, Outcome, ResourceLimits, Runtime};
 use voltrun_sandbox::network::{NetworkPlan, Verdict};
-use voltrun_sandbox::{InstanceSpec, ResourceLimits};
+use voltrun_sandbox::InstanceSpec;
 
 use crate::instance::{self, InitParams, Instance};
 use crate::invocation::{log_text, millis};
@@ -95,7 +95,7 @@ impl Engine {
             code_dir: dir.clone(),
             runtime_paths: rt.paths(runtime),
             bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
-            limits: sandbox_limits(InstanceLimits::for_function(runtime, memory_mb)),
+            limits: ResourceLimits::for_function(runtime, memory_mb),
             network,
         };
         let spawned = tokio::task::spawn_blocking(move || sandbox.spawn(&spec)).await.expect("spawn task does not panic");
@@ -126,19 +126,6 @@ impl Engine {
         let id = f.id.clone();
         let on_event: Arc<dyn Fn(Verdict) + Send + Sync> = Arc::new(move |v| counts.record(&id, v == Verdict::Refused));
         Some(Arc::new(NetworkPlan { function: f.id.clone(), policy, on_event: Some(on_event) }))
-    }
-}
-
-/// The sandbox's form of an instance's limits (the policy is core's; the sandbox enforces).
-fn sandbox_limits(l: InstanceLimits) -> ResourceLimits {
-    ResourceLimits {
-        memory_bytes: l.memory_bytes,
-        limit_address_space: l.limit_address_space,
-        pids: l.pids,
-        open_files: l.open_files,
-        file_size_bytes: l.file_size_bytes,
-        tmp_bytes: l.tmp_bytes,
-        cpu_millis: l.cpu_millis,
     }
 }
 

@@ -33,49 +33,9 @@ mod sys;
 
 pub use setup::{SetupError, Step};
 
-/// Resource limits of one instance. `Default` is the most restrictive sensible setting;
-/// callers raise what a function asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResourceLimits {
-    /// Memory in bytes (the whole instance).
-    pub memory_bytes: u64,
-    /// Also cap the address space (RLIMIT_AS) at `memory_bytes` plus slack. Runtimes that
-    /// reserve large virtual ranges up front (V8) cannot start under it and cap their heap
-    /// themselves instead.
-    pub limit_address_space: bool,
-    /// Processes and threads.
-    pub pids: u64,
-    /// Open files (RLIMIT_NOFILE).
-    pub open_files: u64,
-    /// Largest file the instance may write (RLIMIT_FSIZE).
-    pub file_size_bytes: u64,
-    /// Size of the private /tmp and /dev/shm together (tiers that give them; see
-    /// [`ResourceLimits::shm_bytes`]).
-    pub tmp_bytes: u64,
-    /// CPU time per wall-clock second, in thousandths of a core (1000 = one core).
-    pub cpu_millis: u64,
-}
-
-impl Default for ResourceLimits {
-    fn default() -> Self {
-        ResourceLimits { memory_bytes: 64 << 20, limit_address_space: true, pids: 32, open_files: 256, file_size_bytes: 64 << 20, tmp_bytes: 64 << 20, cpu_millis: 500 }
-    }
-}
-
-impl ResourceLimits {
-    /// The size of `/dev/shm`, carved out of [`ResourceLimits::tmp_bytes`]: an eighth of it, between
-    /// 1 and 8 MiB. POSIX semaphores (Python's `multiprocessing` locks, one page each) and
-    /// small shared segments fit; a function that wants RAM-backed files has `/tmp`.
-    pub fn shm_bytes(&self) -> u64 {
-        (self.tmp_bytes / 8).clamp(1 << 20, 8 << 20)
-    }
-
-    /// The size of `/tmp`: the rest of the budget, so that `/tmp` and `/dev/shm` together
-    /// hold no more than `tmp_bytes` (1 MiB at least).
-    pub fn tmp_only_bytes(&self) -> u64 {
-        self.tmp_bytes.saturating_sub(self.shm_bytes()).max(1 << 20)
-    }
-}
+/// Resource limits of one instance: the policy is core's (`voltrun_core::policy`, derived from
+/// the function); the tiers enforce it.
+pub use voltrun_core::policy::ResourceLimits;
 
 /// What to run in an instance.
 #[derive(Debug, Clone)]
@@ -144,15 +104,22 @@ pub trait InstanceHandle: Send {
     fn sees_processes(&self) -> bool {
         true
     }
+    /// The instance's network (egress, issue 14), when it was started with one.
+    fn network(&self) -> Option<&network::Attached> {
+        None
+    }
     /// Gives an instance started with a network but an empty plan (a spare) the plan of the
-    /// function it now serves (egress, issue 14).
-    fn set_network(&mut self, _plan: std::sync::Arc<network::NetworkPlan>) -> Result<(), SandboxError> {
-        Err(SandboxError::Unavailable("this instance has no network".into()))
+    /// function it now serves.
+    fn set_network(&mut self, plan: std::sync::Arc<network::NetworkPlan>) -> Result<(), SandboxError> {
+        match self.network() {
+            Some(n) => n.set_plan(plan),
+            None => Err(SandboxError::Unavailable("this instance has no network".into())),
+        }
     }
     /// The lines about connections the egress policy refused since the last call (for the
     /// run that just ended).
     fn take_network_log(&mut self) -> Vec<String> {
-        Vec::new()
+        self.network().map(|n| n.take_log()).unwrap_or_default()
     }
 }
 

@@ -264,15 +264,8 @@ struct NsInstance {
 }
 
 impl InstanceHandle for NsInstance {
-    fn set_network(&mut self, plan: std::sync::Arc<crate::network::NetworkPlan>) -> Result<(), SandboxError> {
-        match &self.network {
-            Some(n) => n.set_plan(plan),
-            None => Err(SandboxError::Unavailable("this instance has no network".into())),
-        }
-    }
-
-    fn take_network_log(&mut self) -> Vec<String> {
-        self.network.as_ref().map(|n| n.take_log()).unwrap_or_default()
+    fn network(&self) -> Option<&crate::network::Attached> {
+        self.network.as_ref()
     }
 
     fn kill(&mut self) {

@@ -96,8 +96,8 @@ impl Runtime {
     /// which gVisor enforces on processes and threads alike.
     fn host_limits(self, l: &ResourceLimits) -> ResourceLimits {
         match self {
-            Runtime::Runc => l.clone(),
-            Runtime::Runsc => ResourceLimits { memory_bytes: l.memory_bytes + GVISOR_MEMORY_OVERHEAD, pids: l.pids * 8 + 64, ..l.clone() },
+            Runtime::Runc => *l,
+            Runtime::Runsc => ResourceLimits { memory_bytes: l.memory_bytes + GVISOR_MEMORY_OVERHEAD, pids: l.pids * 8 + 64, ..*l },
         }
     }
 }
@@ -575,15 +575,8 @@ struct OciInstance {
 }
 
 impl InstanceHandle for OciInstance {
-    fn set_network(&mut self, plan: std::sync::Arc<crate::network::NetworkPlan>) -> Result<(), SandboxError> {
-        match &self.network {
-            Some(n) => n.set_plan(plan),
-            None => Err(SandboxError::Unavailable("this instance has no network".into())),
-        }
-    }
-
-    fn take_network_log(&mut self) -> Vec<String> {
-        self.network.as_ref().map(|n| n.take_log()).unwrap_or_default()
+    fn network(&self) -> Option<&crate::network::Attached> {
+        self.network.as_ref()
     }
 
     fn kill(&mut self) {
