@@ -113,12 +113,39 @@ impl EgressPolicy {
         ports
     }
 
-    /// Whether an address that `name` resolved to may be given to the function (and then
-    /// connected to on [`EgressPolicy::ports_for_name`]): the name must be named by a host
-    /// rule, and the address must be public unicast unless a CIDR rule covers it.
+    /// Whether an address that `name` resolved to may be given to the function: the name must
+    /// be named by a host rule, and the address must be public unicast unless a CIDR rule
+    /// covers it (on a port the name may also use; see [`EgressPolicy::ports_for_resolved`]).
     pub fn admits_resolved(&self, name: &str, ip: IpAddr) -> bool {
+        !self.ports_for_resolved(name, ip).is_empty()
+    }
+
+    /// The ports `ip`, an answer for `name`, may be reached on (`None`: every port); empty
+    /// when it may not be reached at all. A public address gets the name's ports. Any other
+    /// address only the ports both the name's rules and a CIDR rule covering it admit, so
+    /// `["10.0.0.5/32:5432", "*.example.com"]` never opens 10.0.0.5 beyond 5432 through a
+    /// name that resolves there.
+    pub fn ports_for_resolved(&self, name: &str, ip: IpAddr) -> Vec<Option<u16>> {
         let ip = canonical_ip(ip);
-        self.admits_name(name) && (is_public(ip) || self.rules.iter().any(|r| matches!(&r.target, EgressTarget::Cidr(c) if c.contains(ip))))
+        let by_name = self.ports_for_name(name);
+        if by_name.is_empty() || is_public(ip) {
+            return by_name;
+        }
+        let by_cidr: Vec<Option<u16>> = self.rules.iter().filter(|r| matches!(&r.target, EgressTarget::Cidr(c) if c.contains(ip))).map(|r| r.port).collect();
+        if by_cidr.contains(&None) {
+            return by_name;
+        }
+        let mut ports: Vec<Option<u16>> = Vec::new();
+        for p in by_name {
+            match p {
+                None => ports.extend(by_cidr.iter().copied()),
+                Some(p) if by_cidr.contains(&Some(p)) => ports.push(Some(p)),
+                Some(_) => {}
+            }
+        }
+        ports.sort();
+        ports.dedup();
+        ports
     }
 
     /// Whether any rule is a host-name rule (the instance then needs the resolver).
@@ -484,7 +511,20 @@ mod tests {
         assert!(p.admits_resolved("x.svc.test", ip("198.18.5.9")), "a CIDR rule names that range");
         assert!(!p.admits_resolved("other.test", ip("8.8.8.8")));
         assert!(p.has_host_rules());
+        assert_eq!(p.ports_for_resolved("x.svc.test", ip("198.18.5.9")), vec![None]);
         assert!(!p.admits_addr(ip("8.8.4.4"), 443), "host rules do not admit addresses by themselves");
+    }
+
+    /// A CIDR rule's port was ignored when a host name resolved into the CIDR: the name's
+    /// (every) port was opened on a private address.
+    #[test]
+    fn a_name_resolving_into_a_cidr_gets_only_the_ports_both_admit() {
+        let p = policy(&["10.0.0.5/32:5432", "*.example.com", "api.other.test:443"]);
+        assert_eq!(p.ports_for_resolved("db.example.com", ip("10.0.0.5")), vec![Some(5432)]);
+        assert!(p.ports_for_resolved("api.other.test", ip("10.0.0.5")).is_empty(), "443 is not open on 10.0.0.5");
+        assert!(!p.admits_resolved("api.other.test", ip("10.0.0.5")));
+        assert_eq!(p.ports_for_resolved("api.other.test", ip("8.8.8.8")), vec![Some(443)]);
+        assert!(p.ports_for_resolved("db.example.com", ip("10.0.0.6")).is_empty());
     }
 
     #[test]

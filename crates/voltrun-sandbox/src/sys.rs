@@ -336,6 +336,18 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })
 }
 
+/// Binds a socket to one network interface (SO_BINDTODEVICE, socket(7)): it then receives
+/// only what arrives on that interface.
+pub fn bind_to_device(sock: &impl AsRawFd, ifname: &str) -> io::Result<()> {
+    let name = ifname.as_bytes();
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: the option value is `name`, a live byte slice whose length we pass; the kernel
+    // copies at most that many bytes.
+    check(unsafe { libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, name.as_ptr().cast(), name.len() as libc::socklen_t) })
+}
+
 /// setns(2) on an open namespace file.
 pub fn setns(fd: RawFd, nstype: libc::c_int) -> io::Result<()> {
     // SAFETY: setns takes an fd and flags only.

@@ -1,20 +1,23 @@
 //! The resolver an instance's `/etc/resolv.conf` points at: a UDP socket on the instance's
 //! gateway address (port 53), one per instance, so the socket a question arrives on says whose
 //! policy applies (no source address is trusted). A question for a name the policy admits is
-//! forwarded to the upstream resolver; of the answer only IPv4 addresses `admits_resolved`
-//! allows are kept, added to the instance's allowed set (nftables) and only then answered.
+//! forwarded to the upstream resolver as a query rebuilt from its question alone (our id, no
+//! other sections); of the answer only IPv4 addresses `ports_for_resolved` admits are kept,
+//! added to the instance's allowed sets (nftables, each with its ports) and only then answered.
 //! Every other question gets `REFUSED` at once. AAAA questions get an empty answer (instances
 //! have no IPv6). DNS over TCP is not served (answers are kept under 512 bytes).
 
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{nft, run, NetworkPlan, PlanCell};
-use crate::SandboxError;
+use crate::{sys, SandboxError};
 
 const TYPE_A: u16 = 1;
+const CLASS_IN: u16 = 1;
 const RCODE_SERVFAIL: u8 = 2;
 const RCODE_REFUSED: u8 = 5;
 /// Most addresses put in one answer.
@@ -41,6 +44,9 @@ impl Resolver {
     /// Binds `gw:53` and serves questions until dropped.
     pub(crate) fn start(gw: Ipv4Addr, upstream: SocketAddr, table: String, slot: u32, plan: PlanCell) -> Result<Resolver, SandboxError> {
         let sock = UdpSocket::bind((gw, 53)).map_err(|source| SandboxError::Sys { call: "bind the instance's DNS resolver", source })?;
+        // Only the instance's own link reaches it (the table also drops packets for the
+        // instances' addresses that come from elsewhere).
+        sys::bind_to_device(&sock, &format!("{}{slot}", super::LINK_PREFIX)).map_err(|source| SandboxError::Sys { call: "setsockopt SO_BINDTODEVICE", source })?;
         sock.set_read_timeout(Some(Duration::from_millis(200))).map_err(|source| SandboxError::Sys { call: "setsockopt SO_RCVTIMEO", source })?;
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
@@ -48,12 +54,15 @@ impl Resolver {
             .name(format!("egress-dns-{slot}"))
             .spawn(move || {
                 let mut buf = [0u8; 1500];
+                // What this instance was already given: a repeated answer adds nothing (and
+                // starts no `nft`); bounded by the sets' own size.
+                let mut given: HashSet<(Ipv4Addr, Option<u16>)> = HashSet::new();
                 while !s2.load(Ordering::Relaxed) {
                     let Ok((n, from)) = sock.recv_from(&mut buf) else {
                         continue;
                     };
                     let current = plan.lock().expect("plan lock").clone();
-                    if let Some(reply) = answer(&buf[..n], &current, upstream, &table, slot) {
+                    if let Some(reply) = answer(&buf[..n], &current, upstream, &table, slot, &mut given) {
                         let _ = sock.send_to(&reply, from);
                     }
                 }
@@ -94,7 +103,11 @@ pub fn parse_question(q: &[u8]) -> Option<Question> {
         i += len;
     }
     let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
-    q.get(i + 3)?;
+    let class = u16::from_be_bytes([*q.get(i + 2)?, *q.get(i + 3)?]);
+    // A standard query (opcode 0) of class IN: nothing else is forwarded.
+    if (q[2] >> 3) & 0x0f != 0 || class != CLASS_IN {
+        return None;
+    }
     Some(Question { id: u16::from_be_bytes([q[0], q[1]]), rd: q[2] & 1 != 0, name: labels.join("."), qtype, end: i + 4 })
 }
 
@@ -160,6 +173,18 @@ pub fn parse_answer(m: &[u8], id: u16) -> Option<(u8, Vec<(Ipv4Addr, u32)>)> {
     Some((rcode, out))
 }
 
+/// The query the upstream gets for `q`: rebuilt from the parsed question alone, with an id
+/// of ours (nothing of the function's header, EDNS options or other sections is passed on).
+pub fn upstream_query(query: &[u8], q: &Question) -> (u16, Vec<u8>) {
+    let id: u16 = rand::random();
+    let mut m = Vec::with_capacity(q.end);
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&[0x01, 0x00]); // a standard query, recursion desired
+    m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // one question, nothing else
+    m.extend_from_slice(&query[12..q.end]);
+    (id, m)
+}
+
 /// Asks the upstream (UDP, two tries of 2 s).
 fn ask_upstream(query: &[u8], id: u16, upstream: SocketAddr) -> Option<(u8, Vec<(Ipv4Addr, u32)>)> {
     let bind: SocketAddr = if upstream.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
@@ -184,29 +209,46 @@ fn ask_upstream(query: &[u8], id: u16, upstream: SocketAddr) -> Option<(u8, Vec<
     None
 }
 
-/// The reply to one datagram, or nothing for what is not a query.
-fn answer(query: &[u8], plan: &NetworkPlan, upstream: SocketAddr, table: &str, slot: u32) -> Option<Vec<u8>> {
+/// The reply to one datagram, or nothing for what is not a query. `given`: what this
+/// instance's sets already hold.
+fn answer(query: &[u8], plan: &NetworkPlan, upstream: SocketAddr, table: &str, slot: u32, given: &mut HashSet<(Ipv4Addr, Option<u16>)>) -> Option<Vec<u8>> {
     let q = parse_question(query)?;
     if !plan.policy.admits_name(&q.name) {
-        tracing::debug!(function = %plan.function, name = %q.name, "egress: name refused");
+        // Debug-formatted: the name is the function's, control characters and all.
+        tracing::debug!(function = %plan.function, name = ?q.name, "egress: name refused");
         return Some(response(query, &q, RCODE_REFUSED, &[]));
     }
     if q.qtype != TYPE_A {
         // AAAA and the rest: no records (instances have IPv4 only).
         return Some(response(query, &q, 0, &[]));
     }
-    let Some((rcode, addrs)) = ask_upstream(query, q.id, upstream) else {
+    let (id, ask) = upstream_query(query, &q);
+    let Some((rcode, addrs)) = ask_upstream(&ask, id, upstream) else {
         return Some(response(query, &q, RCODE_SERVFAIL, &[]));
     };
-    let kept: Vec<(Ipv4Addr, u32)> =
-        addrs.into_iter().filter(|(a, _)| plan.policy.admits_resolved(&q.name, (*a).into())).take(MAX_ANSWERS).map(|(a, t)| (a, t.min(MAX_TTL))).collect();
-    if !kept.is_empty() {
-        let list: Vec<Ipv4Addr> = kept.iter().map(|(a, _)| *a).collect();
-        let rules = nft::allow_resolved(table, slot, &list, &plan.policy.ports_for_name(&q.name));
-        if let Err(e) = run("nft", &["-f", "-"], &rules) {
+    let mut kept: Vec<(Ipv4Addr, u32)> = Vec::new();
+    let mut new: Vec<(Ipv4Addr, Option<u16>)> = Vec::new();
+    for (a, ttl) in addrs {
+        if kept.len() == MAX_ANSWERS {
+            break;
+        }
+        let ports = plan.policy.ports_for_resolved(&q.name, a.into());
+        if ports.is_empty() {
+            continue;
+        }
+        kept.push((a, ttl.min(MAX_TTL)));
+        new.extend(ports.into_iter().map(|p| (a, p)).filter(|e| !given.contains(e)));
+    }
+    if !new.is_empty() {
+        if given.len() + new.len() > nft::MAX_RESOLVED as usize {
+            tracing::warn!(function = %plan.function, "egress: the instance was given as many resolved addresses as it may hold");
+            return Some(response(query, &q, RCODE_SERVFAIL, &[]));
+        }
+        if let Err(e) = run("nft", &["-f", "-"], &nft::allow_resolved(table, slot, &new)) {
             tracing::warn!(err = %e, "egress: could not admit resolved addresses");
             return Some(response(query, &q, RCODE_SERVFAIL, &[]));
         }
+        given.extend(new);
     }
     Some(response(query, &q, rcode, &kept))
 }
@@ -246,5 +288,30 @@ mod tests {
         let mut raw = query("a.test", TYPE_A);
         raw.truncate(raw.len() - 2);
         assert!(parse_question(&raw).is_none());
+    }
+
+    /// The function's query went to the upstream byte for byte: its id, its flags and any
+    /// EDNS or other sections it added.
+    #[test]
+    fn the_upstream_gets_a_query_rebuilt_from_the_question_alone() {
+        let mut raw = query("a.test", TYPE_A);
+        raw[11] = 1; // claims one additional record
+        raw.extend_from_slice(&[0, 0, 41, 16, 0, 0, 0, 0, 0, 0, 0]); // an EDNS OPT record
+        let q = parse_question(&raw).unwrap();
+        let (id, m) = upstream_query(&raw, &q);
+        assert_eq!(u16::from_be_bytes([m[0], m[1]]), id);
+        assert_eq!(&m[2..12], &[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0], "standard query, one question, nothing else");
+        assert_eq!(&m[12..], &raw[12..q.end], "the question itself");
+    }
+
+    #[test]
+    fn only_standard_queries_of_class_in_are_answered() {
+        let mut notify = query("a.test", TYPE_A);
+        notify[2] |= 4 << 3; // opcode NOTIFY
+        assert!(parse_question(&notify).is_none());
+        let mut chaos = query("version.bind", 16);
+        let n = chaos.len();
+        chaos[n - 1] = 3; // class CH
+        assert!(parse_question(&chaos).is_none());
     }
 }

@@ -167,11 +167,14 @@ impl Network {
         let upstream = cfg.dns_upstream.or_else(host_resolver).ok_or_else(|| unavailable("no DNS upstream: give --egress-dns-upstream or a nameserver in /etc/resolv.conf"))?;
         fs::create_dir_all(SLOT_DIR).map_err(|e| unavailable(format!("mkdir {SLOT_DIR}: {e}")))?;
         remove_stale();
+        // Forwarding is host-wide: when it was off, the table also keeps the host from
+        // forwarding anything that is not an instance's (nft::table).
+        let forward_was_off = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").map(|v| v.trim() == "0").unwrap_or(true);
         fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| unavailable(format!("enable IPv4 forwarding: {e}")))?;
         let links: Arc<Mutex<HashMap<u32, Arc<LinkInfo>>>> = Arc::default();
         let (sock, group) = nflog::bind_group(std::process::id()).map_err(|e| unavailable(format!("NFLOG: {e}")))?;
         let table = format!("{TABLE_PREFIX}{}", std::process::id());
-        run("nft", &["-f", "-"], &nft::table(&table, group, &cfg.deny)).map_err(|e| unavailable(format!("install the nftables table: {e}")))?;
+        run("nft", &["-f", "-"], &nft::table(&table, group, &cfg.deny, forward_was_off)).map_err(|e| unavailable(format!("install the nftables table: {e}")))?;
         let log = nflog::Reader::start(sock, links.clone()).map_err(|e| unavailable(format!("NFLOG reader: {e}")))?;
         tracing::info!(table = %table, group, upstream = %upstream, deny = cfg.deny.len(), "egress enforcement ready");
         Ok(Arc::new(Network { table, upstream, links, group, log }))
@@ -195,7 +198,7 @@ impl Network {
         a.ifindex =
             fs::read_to_string(format!("/sys/class/net/{link}/ifindex")).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| unavailable(format!("no ifindex for {link}")))?;
         self.links.lock().expect("links lock").insert(a.ifindex, Arc::new(LinkInfo { plan: cell.clone(), log: Mutex::new((Vec::new(), 0)) }));
-        run("nft", &["-f", "-"], &nft::attach(&self.table, slot, &link, gw, &plan.policy)).map_err(unavailable)?;
+        run("nft", &["-f", "-"], &nft::attach(&self.table, slot, &link, gw, nft::tag(), self.group, &plan.policy)).map_err(unavailable)?;
         a.nft_installed = true;
         // Started for every instance: without host-name rules it refuses every name at once
         // (rather than letting lookups time out).
@@ -272,15 +275,18 @@ impl Attached {
 }
 
 impl Drop for Attached {
+    /// The link goes first (nothing can send through the rules while they are removed), the
+    /// slot last (the next instance to claim it finds it clean).
     fn drop(&mut self) {
         self.resolver.take();
+        remove_links(self.slot);
         if self.nft_installed {
             if let Err(e) = run("nft", &["-f", "-"], &nft::detach(&self.net.table, self.slot, &format!("{LINK_PREFIX}{}", self.slot))) {
                 tracing::warn!(err = %e, slot = self.slot, "could not remove an instance's nftables rules");
             }
         }
         self.net.links.lock().expect("links lock").remove(&self.ifindex);
-        remove_slot(self.slot);
+        let _ = fs::remove_file(slot_file(self.slot));
     }
 }
 
@@ -323,9 +329,14 @@ fn claim_slot() -> Result<u32, SandboxError> {
     Err(unavailable("every egress slot is taken"))
 }
 
+/// Deletes a slot's link and namespace.
+fn remove_links(slot: u32) {
+    let _ = run("ip", &["-b", "-", "-force"], &format!("link del {LINK_PREFIX}{slot}\nnetns del {NETNS_PREFIX}{slot}\n"));
+}
+
 /// Deletes a slot's link and namespace, then frees the slot.
 fn remove_slot(slot: u32) {
-    let _ = run("ip", &["-b", "-", "-force"], &format!("link del {LINK_PREFIX}{slot}\nnetns del {NETNS_PREFIX}{slot}\n"));
+    remove_links(slot);
     let _ = fs::remove_file(slot_file(slot));
 }
 

@@ -190,6 +190,9 @@ pub(crate) struct Reader {
     buf: Mutex<Vec<u8>>,
 }
 
+/// Most reads of one [`Reader::drain`].
+const DRAIN_MAX: usize = 256;
+
 impl Reader {
     /// Starts the reading thread (for the server's lifetime).
     pub(crate) fn start(fd: OwnedFd, links: Arc<Mutex<HashMap<u32, Arc<LinkInfo>>>>) -> std::io::Result<Arc<Reader>> {
@@ -208,10 +211,12 @@ impl Reader {
         Ok(r)
     }
 
-    /// Reads and handles every message queued now.
+    /// Reads and handles the messages queued now, at most [`DRAIN_MAX`] reads (the rules
+    /// log at most `nft::LOG_RATE` a second per instance, so that is all of them unless
+    /// something floods; what is left is read by the reader thread).
     pub(crate) fn drain(&self) {
         let mut buf = self.buf.lock().expect("nflog buffer lock");
-        loop {
+        for _ in 0..DRAIN_MAX {
             let n = match sys::netlink_recv(self.fd.as_raw_fd(), &mut buf) {
                 Ok(n) => n,
                 // ENOBUFS: the kernel dropped messages under load; go on.

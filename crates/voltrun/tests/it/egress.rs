@@ -15,7 +15,7 @@ use crate::harness::{temp_dir, Server};
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// The test hosts: in their namespace, `.2` and `.3` serve TCP on 8080 and 8081 (answering
-/// `hello <addr>:<port>`), `.2` answers DNS for the names given; the host end of the link is `.1`.
+/// `hello <addr>:<port>`) and echo UDP on 9999 (`pong <datagram>`), `.2` answers DNS for the names given; the host end of the link is `.1`.
 struct TestNet {
     ns: String,
     link: String,
@@ -47,9 +47,14 @@ def dns():
         r = q[:2] + struct.pack("!HHHHH", 0x8180 | rcode, 1, an, 0, 0) + q[12:end]
         if ip: r += struct.pack("!HHHIH", 0xc00c, 1, 1, 60, 4) + socket.inet_aton(ip)
         s.sendto(r, peer)
+def udp_echo(a, p):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((a, p))
+    while True:
+        m, peer = s.recvfrom(1500); s.sendto(b"pong " + m, peer)
 for a in addrs:
     for p in (8080, 8081):
         threading.Thread(target=tcp, args=(a, p), daemon=True).start()
+    threading.Thread(target=udp_echo, args=(a, 9999), daemon=True).start()
 threading.Thread(target=dns, daemon=True).start()
 print("ready", flush=True)
 sys.stdin.read()
@@ -135,6 +140,17 @@ def handler(event, context):
         out["mutate " + " ".join(m)] = r.returncode
     for h, p in event.get("connect", []):
         out["%s:%d" % (h, p)] = attempt(h, p)
+    for h, p, sp in event.get("udp", []):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+        try:
+            s.bind(("0.0.0.0", sp)); s.connect((h, p)); s.send(b"ping")
+            out["udp %s:%d" % (h, p)] = "ok:" + s.recv(100).decode()
+        except socket.timeout:
+            out["udp %s:%d" % (h, p)] = "err:timeout"
+        except OSError as e:
+            out["udp %s:%d" % (h, p)] = "err:" + errno.errorcode.get(e.errno, str(e.errno))
+        finally:
+            s.close()
     for n in event.get("resolve", []):
         out["resolve " + n] = lookup(n)
     if event.get("gateway"):
@@ -270,17 +286,22 @@ fn host_names_resolve_through_the_policy_and_only_to_admitted_addresses() {
     let (a, b) = (net.host(2), net.host(3));
     let s = server(&net, &[]);
     let c = s.user();
-    // The CIDR entry (port 9 only) makes `a` an address the name may resolve to; the host
-    // rule then opens it on every port, once resolved.
-    let egress = json!(["api.egress.test", "rebind.egress.test", format!("{a}/32:9")]);
+    // The CIDR entry (port 8080 only) makes `a`, a special-purpose address, one the name may
+    // resolve to, and only on the ports both admit: the host rule once opened every port of it.
+    let egress = json!(["api.egress.test", "rebind.egress.test", format!("{a}/32:8080")]);
     c.create_function("names", "python", PROBE, json!({"egress": egress}));
-    let (before, _) = run(&c, "names", json!({"connect": [[a, 8080]]}));
-    assert!(refused(&before[format!("{a}:8080")]), "not resolved yet: {before}");
-    let (out, _) = run(&c, "names", json!({"resolve": ["api.egress.test", "other.egress.test", "rebind.egress.test"], "connect": [["api.egress.test", 8080], [b, 8080]]}));
+    let (before, _) = run(&c, "names", json!({"connect": [[a, 8081]]}));
+    assert!(refused(&before[format!("{a}:8081")]), "not named by the CIDR entry: {before}");
+    let (out, _) = run(
+        &c,
+        "names",
+        json!({"resolve": ["api.egress.test", "other.egress.test", "rebind.egress.test"], "connect": [["api.egress.test", 8080], ["api.egress.test", 8081], [b, 8080]]}),
+    );
     assert_eq!(out["resolve api.egress.test"], json!(a), "{out}");
     assert!(out["resolve other.egress.test"].as_str().unwrap().starts_with("err:"), "a name outside the policy gets no answer: {out}");
     assert!(out["resolve rebind.egress.test"].as_str().unwrap().starts_with("err:"), "an answer the policy does not admit is dropped: {out}");
     assert_eq!(out["api.egress.test:8080"], format!("ok:hello {a}:8080"), "{out}");
+    assert!(refused(&out["api.egress.test:8081"]), "a port the CIDR entry does not name stays refused: {out}");
     assert!(refused(&out[format!("{b}:8080")]), "the rebinding target stays refused: {out}");
 }
 
@@ -338,4 +359,31 @@ fn a_networked_spare_serves_with_its_new_functions_policy() {
     let (out, _) = run(&c, "second", json!({"connect": [[b, 8080], [a, 8080]]}));
     assert_eq!(out[format!("{b}:8080")], format!("ok:hello {b}:8080"), "the spare got its function's rules: {out}");
     assert!(refused(&out[format!("{a}:8080")]), "and not another function's: {out}");
+}
+
+/// A finished instance's slot goes to the next instance at once, and the kernel keeps the
+/// old instance's connections (UDP for a minute, TCP for days): "established" passed whatever
+/// tenant had made the flow, so the next tenant on the slot could send through a flow of the
+/// previous one's to a host its own policy refuses, and receive its late replies.
+#[test]
+fn a_reused_slot_does_not_inherit_the_previous_instances_connections() {
+    let net = TestNet::new(&[]);
+    // No spares: the second function's instance takes the slot the first one's freed.
+    let s = server(&net, &["--spares", "0"]);
+    let c = s.user();
+    let (a, b) = (net.host(2), net.host(3));
+    c.create_function("first", "python", PROBE, json!({"egress": [format!("{a}/32")]}));
+    let (out, _) = run(&c, "first", json!({"udp": [[a, 9999, 40001]]}));
+    assert_eq!(out[format!("udp {a}:9999")], "ok:pong ping", "the first function's own flow: {out}");
+    assert_eq!(c.delete("/api/functions/first").0, 204);
+    let until = Instant::now() + Duration::from_secs(20);
+    while metric(&c, "voltrun_instances ").unwrap_or(1) != 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(&c, "voltrun_instances "), Some(0), "the first instance is gone");
+    c.create_function("second", "python", PROBE, json!({"egress": [format!("{b}/32")]}));
+    let (out, _) = run(&c, "second", json!({"udp": [[a, 9999, 40001], [b, 9999, 40002]]}));
+    assert_eq!(out[format!("udp {b}:9999")], "ok:pong ping", "the second function's own policy works: {out}");
+    let old = out[format!("udp {a}:9999")].as_str().unwrap();
+    assert!(!old.starts_with("ok:"), "the second tenant rode the first one's flow to a host its policy refuses: {out}");
 }
