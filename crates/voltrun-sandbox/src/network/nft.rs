@@ -5,8 +5,9 @@
 //! marks, and lets everything that is not from or to its own interfaces through untouched):
 //!
 //! - `input` (packets to the host): from our interfaces only DNS to the instance's own
-//!   gateway (`dns` set of interface . address) is accepted; everything else is refused. The
-//!   instances' gateway addresses answer nothing that comes from elsewhere.
+//!   gateway (`dns` set of interface . address) is accepted; everything else is refused.
+//!   (Each resolver's socket is bound to its instance's link, so nothing from elsewhere
+//!   reaches it.)
 //! - `forward`: nothing from one instance reaches another; into an instance's interface only
 //!   replies of connections *that instance* made (`inmap` → `i<slot>`); from our interfaces:
 //!   `egress`.
@@ -70,7 +71,6 @@ pub fn table(name: &str, group: u16, deny: &[Cidr], forward_was_off: bool) -> St
     t.push_str("  set ifs {\n    type ifname\n  }\n  set dns {\n    type ifname . ipv4_addr\n  }\n  map fnmap {\n    type ifname : verdict\n  }\n  map inmap {\n    type ifname : verdict\n  }\n");
     let _ = writeln!(t, "  set lograte {{\n    type ifname\n    size 65536\n    flags dynamic,timeout\n    timeout 60s\n  }}");
     let _ = writeln!(t, "  set conns {{\n    type ifname\n    size 65536\n    flags dynamic\n  }}");
-    let (net, bits) = super::INSTANCE_NET;
     let others_forward = if forward_was_off { "    iifname != @ifs oifname != @ifs drop\n" } else { "" };
     t.push_str(&set("special4", "ipv4_addr", SPECIAL_V4));
     t.push_str(&set("deny4", "ipv4_addr", &deny4));
@@ -79,7 +79,6 @@ pub fn table(name: &str, group: u16, deny: &[Cidr], forward_was_off: bool) -> St
         t,
         "  chain input {{
     type filter hook input priority -5; policy accept;
-    iifname != @ifs ip daddr {net}/{bits} drop
     iifname != @ifs accept
     iifname . ip daddr @dns udp dport 53 accept
     goto refuse

@@ -69,7 +69,8 @@ impl TestNet {
     /// `names`: host name and which test host (2 or 3) it resolves to.
     fn new(names: &[(&str, u8)]) -> TestNet {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let third = 100 + (std::process::id() % 30) * 5 + n % 5;
+        // One /24 per test of this process (15 > the tests here), apart from other processes'.
+        let third = 100 + (std::process::id() % 10) * 15 + n % 15;
         let tag = format!("{}{n}", std::process::id() % 100_000);
         let mut net = TestNet { ns: format!("vrt{tag}"), link: format!("vtt{tag}"), prefix: format!("198.18.{third}"), servers: None };
         let _ = Command::new("ip").args(["netns", "del", &net.ns]).output();
