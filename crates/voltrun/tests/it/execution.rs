@@ -465,9 +465,16 @@ fn a_long_synchronous_run_shows_as_running_while_it_runs() {
     c.create_function("slowish", "python", "import time\ndef handler(e, c):\n    time.sleep(1.5)\n    return 'done'\n", json!({}));
     let c2 = c.clone();
     let call = std::thread::spawn(move || c2.invoke("slowish", &json!({})));
-    std::thread::sleep(Duration::from_millis(700));
-    let (_, running) = c.get("/api/executions?status=running&function_id=slowish");
-    assert_eq!(running["items"].as_array().unwrap().len(), 1, "{running}");
+    // Look while the call is in flight (a loaded machine may take most of a second to start
+    // the instance; a fixed pause before one look failed in the container tier on CI).
+    let mut running = json!(null);
+    let mut seen = false;
+    while !call.is_finished() && !seen {
+        running = c.get("/api/executions?status=running&function_id=slowish").1;
+        seen = running["items"].as_array().is_some_and(|a| a.len() == 1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(seen, "the run never showed as running while the call was in flight: {running}");
     let done = call.join().unwrap();
     assert_eq!(done["output"], "done");
     assert_eq!(done["id"], running["items"][0]["id"]);
