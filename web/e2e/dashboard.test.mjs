@@ -10,18 +10,13 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { WEB, buildVoltrun, launchChromium, startServer, stopServer } from './harness.mjs';
 
-const WEB = path.resolve(import.meta.dirname, '..');
-const ROOT = path.resolve(WEB, '..');
 const SHOTS = path.join(WEB, 'e2e', 'screenshots');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const SANDBOX = process.env.VOLTRUN_E2E_SANDBOX ?? 'namespace';
 const STEP_TIMEOUT = 30_000;
 
 const EMAIL = `ada-${Date.now()}@example.com`;
@@ -43,8 +38,7 @@ const PY_CODE = [
   '',
 ].join('\n');
 
-let server; // child process
-let serverLog = '';
+let server; // { child, urls, log } from harness.mjs
 let base; // http://127.0.0.1:PORT
 let triggerBase; // the trigger listener, an origin of its own
 let dataDir;
@@ -88,62 +82,13 @@ async function shot(p, name, { toasts = false } = {}) {
   await style?.evaluate((el) => el.remove());
 }
 
-function startServer() {
-  return new Promise((resolve, reject) => {
-    const bin = process.env.VOLTRUN_BIN ?? path.join(ROOT, 'target', 'debug', 'voltrun');
-    const args = ['serve', '--listen', '127.0.0.1:0', '--trigger-listen', '127.0.0.1:0', '--data-dir', dataDir, '--sandbox', SANDBOX];
-    if (SANDBOX === 'process') args.push('--insecure');
-    server = spawn(bin, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VOLTRUN_LOG: 'info' } });
-    const timer = setTimeout(() => reject(new Error(`voltrun did not start in 60 s:\n${serverLog}`)), 60_000);
-    let out = '';
-    server.stdout.on('data', (d) => {
-      out += d;
-      serverLog += d;
-      const m = /voltrun listening on (http:\/\/\S+)/.exec(out);
-      const t = /voltrun triggers listening on (http:\/\/\S+)/.exec(out);
-      if (m && t && !base) {
-        base = m[1];
-        triggerBase = t[1];
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    server.stderr.on('data', (d) => {
-      serverLog += d;
-    });
-    server.on('exit', (code, sig) => {
-      if (!base) {
-        clearTimeout(timer);
-        reject(new Error(`voltrun exited (${code ?? sig}) before listening:\n${serverLog}`));
-      }
-    });
-  });
-}
-
 before(async () => {
   mkdirSync(SHOTS, { recursive: true });
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`);
-  if (!process.env.VOLTRUN_BIN) {
-    const r = spawnSync('cargo', ['build', '-p', 'voltrun'], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
-    assert.equal(r.status, 0, 'cargo build -p voltrun failed');
-  }
+  buildVoltrun();
   dataDir = mkdtempSync(path.join(tmpdir(), 'voltrun-e2e-'));
-  await startServer();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // Playwright gives every launch a fresh, empty user-data dir of its own.
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--disable-quic',
-    ],
-  });
+  server = await startServer(dataDir, ['--trigger-listen', '127.0.0.1:0'], [/voltrun listening on (http:\/\/\S+)/, /voltrun triggers listening on (http:\/\/\S+)/]);
+  [base, triggerBase] = server.urls;
+  browser = await launchChromium();
   context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
   page = await context.newPage();
@@ -153,21 +98,9 @@ before(async () => {
 
 after(async () => {
   await browser?.close().catch(() => {});
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await new Promise((r) => {
-      const t = setTimeout(() => {
-        server.kill('SIGKILL');
-        r();
-      }, 10_000);
-      server.on('exit', () => {
-        clearTimeout(t);
-        r();
-      });
-    });
-  }
+  await stopServer(server?.child);
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-  if (problems.length) console.error(`server log:\n${serverLog.slice(-4000)}`);
+  if (problems.length) console.error(`server log:\n${(server?.log() ?? '').slice(-4000)}`);
 });
 
 let apiTokenCache;

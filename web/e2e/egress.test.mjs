@@ -11,24 +11,18 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { WEB, buildVoltrun, launchChromium, startServer, stopServer } from './harness.mjs';
 
-const WEB = path.resolve(import.meta.dirname, '..');
-const ROOT = path.resolve(WEB, '..');
 const SHOTS = path.join(WEB, 'e2e', 'screenshots');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const SANDBOX = process.env.VOLTRUN_E2E_SANDBOX ?? 'namespace';
 const STEP_TIMEOUT = 30_000;
 
 const EMAIL = `egress-${Date.now()}@example.com`;
 const PASSWORD = 'correct horse battery';
 
-let server;
-let serverLog = '';
+let server; // { child, urls, log } from harness.mjs
 let base;
 let dataDir;
 let browser;
@@ -36,50 +30,13 @@ let page;
 let fnUrl;
 const problems = []; // console errors other than the 400s the steps cause, and page errors
 
-function startServer() {
-  return new Promise((resolve, reject) => {
-    const bin = process.env.VOLTRUN_BIN ?? path.join(ROOT, 'target', 'debug', 'voltrun');
-    const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--sandbox', SANDBOX];
-    if (SANDBOX === 'process') args.push('--insecure');
-    server = spawn(bin, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VOLTRUN_LOG: 'info' } });
-    const timer = setTimeout(() => reject(new Error(`voltrun did not start in 60 s:\n${serverLog}`)), 60_000);
-    let out = '';
-    server.stdout.on('data', (d) => {
-      out += d;
-      serverLog += d;
-      const m = /voltrun listening on (http:\/\/\S+)/.exec(out);
-      if (m && !base) {
-        base = m[1];
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    server.stderr.on('data', (d) => {
-      serverLog += d;
-    });
-    server.on('exit', (code, sig) => {
-      if (!base) {
-        clearTimeout(timer);
-        reject(new Error(`voltrun exited (${code ?? sig}) before listening:\n${serverLog}`));
-      }
-    });
-  });
-}
-
 before(async () => {
   mkdirSync(SHOTS, { recursive: true });
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`);
-  if (!process.env.VOLTRUN_BIN) {
-    const r = spawnSync('cargo', ['build', '-p', 'voltrun'], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
-    assert.equal(r.status, 0, 'cargo build -p voltrun failed');
-  }
+  buildVoltrun();
   dataDir = mkdtempSync(path.join(tmpdir(), 'voltrun-e2e-egress-'));
-  await startServer();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
+  server = await startServer(dataDir);
+  [base] = server.urls;
+  browser = await launchChromium();
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   page = await context.newPage();
   page.setDefaultTimeout(STEP_TIMEOUT);
@@ -91,21 +48,9 @@ before(async () => {
 
 after(async () => {
   await browser?.close().catch(() => {});
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await new Promise((r) => {
-      const t = setTimeout(() => {
-        server.kill('SIGKILL');
-        r();
-      }, 10_000);
-      server.on('exit', () => {
-        clearTimeout(t);
-        r();
-      });
-    });
-  }
+  await stopServer(server?.child);
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-  if (problems.length) console.error(`server log:\n${serverLog.slice(-4000)}`);
+  if (problems.length) console.error(`server log:\n${(server?.log() ?? '').slice(-4000)}`);
 });
 
 function step(name, fn) {
