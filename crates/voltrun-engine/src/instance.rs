@@ -90,6 +90,9 @@ pub struct InitParams {
 pub struct StartFailure {
     pub error: ExecError,
     pub logs: Segment,
+    /// The tier could not create the instance at all (the function never ran): another
+    /// instance may be tried.
+    pub never_started: bool,
 }
 
 impl Instance {
@@ -107,7 +110,7 @@ impl Instance {
             Ok(p) => p,
             Err(e) => {
                 handle.kill();
-                return Err(StartFailure { error: internal(e), logs: Segment::default() });
+                return Err(StartFailure { error: internal(e), logs: Segment::default(), never_started: false });
             }
         };
         let log_task = tokio::spawn(split_logs(logs, sync_rx, live.clone()));
@@ -167,19 +170,19 @@ impl Instance {
                 let error = serde_json::from_value(msg["error"].clone()).unwrap_or_else(|_| ExecError::new(ErrorKind::RuntimeError, "the function failed to load"));
                 let (logs, _) = inst.settle_logs().await;
                 inst.terminate().await;
-                Err(StartFailure { error, logs })
+                Err(StartFailure { error, logs, never_started: false })
             }
             Ok(Ok(msg)) => {
                 inst.terminate().await;
-                Err(StartFailure { error: protocol_error(&msg), logs: Segment::default() })
+                Err(StartFailure { error: protocol_error(&msg), logs: Segment::default(), never_started: false })
             }
             Ok(Err(_)) => {
-                let (error, logs) = inst.died().await;
-                Err(StartFailure { error, logs })
+                let (error, logs, exit) = inst.died().await;
+                Err(StartFailure { error, logs, never_started: exit.never_started })
             }
             Err(_) => {
                 let logs = inst.kill_and_collect().await;
-                Err(StartFailure { error: timeout_error(), logs })
+                Err(StartFailure { error: timeout_error(), logs, never_started: false })
             }
         }
     }
@@ -238,7 +241,7 @@ impl Instance {
                 RunReport { result: Err(error), logs: self.kill_and_collect().await, reusable: false }
             }
             Ok(Err(_)) => {
-                let (error, logs) = self.died().await;
+                let (error, logs, _) = self.died().await;
                 RunReport { result: Err(error), logs, reusable: false }
             }
             Err(_) => RunReport { result: Err(timeout_error_for(timeout)), logs: self.kill_and_collect().await, reusable: false },
@@ -266,7 +269,7 @@ impl Instance {
     }
 
     /// The process ended without a result: reap it, gather its output and say why.
-    async fn died(&mut self) -> (ExecError, Segment) {
+    async fn died(&mut self) -> (ExecError, Segment, voltrun_sandbox::ExitInfo) {
         self.handle.kill();
         let logs = self.collect_until_eof().await;
         let oom_by_tier = self.handle.out_of_memory();
@@ -274,10 +277,12 @@ impl Instance {
         let tail = String::from_utf8_lossy(&logs.text[logs.text.len().saturating_sub(4096)..]).into_owned();
         let error = if oom_by_tier || tail.contains("JavaScript heap out of memory") || tail.contains("MemoryError") {
             ExecError::new(ErrorKind::OutOfMemory, "the function ran out of memory")
+        } else if exit.never_started {
+            ExecError::new(ErrorKind::Internal, "could not start an instance: the container runtime failed to create it")
         } else {
             ExecError::new(ErrorKind::RuntimeError, format!("the runtime process {exit} before returning a result"))
         };
-        (error, logs)
+        (error, logs, exit)
     }
 
     /// The current run's log once the pipe has closed (or after [`LOG_TAIL_WAIT`]).

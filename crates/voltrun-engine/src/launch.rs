@@ -32,43 +32,54 @@ impl Engine {
             finished_at: time::now(),
         };
         let deadline = Instant::now() + std::time::Duration::from_secs(f.timeout as u64);
-        let (inst, env) = match self.take_spare(f) {
-            Some(spare) => {
-                if let Err(e) = std::fs::write(spare.code_dir().join(f.runtime.entry_file()), &f.code) {
-                    self.retire(spare).await;
-                    return Err(fail(ExecError::new(ErrorKind::Internal, format!("writing the function's code: {e}")), Default::default()));
+        // A tier that fails to create an instance (the function never ran: runsc refusing a
+        // sandbox on a loaded host) gets one more try, with a new instance.
+        let mut retry_allowed = true;
+        loop {
+            let spare = if retry_allowed { self.take_spare(f) } else { None };
+            let (inst, env) = match spare {
+                Some(spare) => {
+                    if let Err(e) = std::fs::write(spare.code_dir().join(f.runtime.entry_file()), &f.code) {
+                        self.retire(spare).await;
+                        return Err(fail(ExecError::new(ErrorKind::Internal, format!("writing the function's code: {e}")), Default::default()));
+                    }
+                    (spare, function_env(f))
                 }
-                (spare, function_env(f))
-            }
-            None => {
-                let n = self.inner.next_instance.fetch_add(1, Relaxed);
-                let dir = self.inner.cfg.data_dir.join("instances").join(format!("{}-{n}", f.id));
-                if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(dir.join(f.runtime.entry_file()), &f.code)) {
-                    return Err(fail(ExecError::new(ErrorKind::Internal, format!("writing the function's code: {e}")), Default::default()));
+                None => {
+                    let n = self.inner.next_instance.fetch_add(1, Relaxed);
+                    let dir = self.inner.cfg.data_dir.join("instances").join(format!("{}-{n}", f.id));
+                    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(dir.join(f.runtime.entry_file()), &f.code)) {
+                        return Err(fail(ExecError::new(ErrorKind::Internal, format!("writing the function's code: {e}")), Default::default()));
+                    }
+                    let mut env = base_env(f.runtime, &self.inner.sandbox.task_root(&dir));
+                    env.extend(function_env(f));
+                    match self.spawn_instance(f.runtime, f.memory, dir, env, self.network_plan(f)).await {
+                        Ok(inst) => (inst, Vec::new()),
+                        Err(e) => return Err(fail(e, Default::default())),
+                    }
                 }
-                let mut env = base_env(f.runtime, &self.inner.sandbox.task_root(&dir));
-                env.extend(function_env(f));
-                match self.spawn_instance(f.runtime, f.memory, dir, env, self.network_plan(f)).await {
-                    Ok(inst) => (inst, Vec::new()),
-                    Err(e) => return Err(fail(e, Default::default())),
+            };
+            self.inner.metrics.cold_start(f.runtime);
+            let init = InitParams {
+                env,
+                entry: self.inner.sandbox.task_root(inst.code_dir()).join(f.runtime.entry_file()),
+                handler: f.handler.clone(),
+                function_name: f.name.clone(),
+                function_version: f.version,
+                memory_mb: f.memory,
+            };
+            match inst.init(init, deadline).await {
+                Ok(inst) => return Ok(inst),
+                Err(failure) if failure.never_started && retry_allowed && Instant::now() < deadline => {
+                    let tail = String::from_utf8_lossy(&failure.logs.text[failure.logs.text.len().saturating_sub(512)..]).into_owned();
+                    tracing::warn!(function = %f.id, runtime_said = %tail.trim(), "the container runtime could not create an instance; trying a new one");
+                    retry_allowed = false;
                 }
-            }
-        };
-        self.inner.metrics.cold_start(f.runtime);
-        let init = InitParams {
-            env,
-            entry: self.inner.sandbox.task_root(inst.code_dir()).join(f.runtime.entry_file()),
-            handler: f.handler.clone(),
-            function_name: f.name.clone(),
-            function_version: f.version,
-            memory_mb: f.memory,
-        };
-        match inst.init(init, deadline).await {
-            Ok(inst) => Ok(inst),
-            Err(failure) => {
-                // The instance is gone, and its gauge unit with it.
-                self.inner.metrics.record(f.runtime, t0.elapsed().as_secs_f64(), Some(failure.error.kind));
-                Err(fail(failure.error, failure.logs))
+                Err(failure) => {
+                    // The instance is gone, and its gauge unit with it.
+                    self.inner.metrics.record(f.runtime, t0.elapsed().as_secs_f64(), Some(failure.error.kind));
+                    return Err(fail(failure.error, failure.logs));
+                }
             }
         }
     }

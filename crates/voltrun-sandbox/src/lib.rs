@@ -75,11 +75,15 @@ pub struct ExitInfo {
     pub code: Option<i32>,
     /// Signal number, when it was killed.
     pub signal: Option<i32>,
+    /// The tier's runtime (runc, runsc) failed to create the instance: the function's process
+    /// never ran, so nothing of the function is at fault and a new instance may be tried.
+    pub never_started: bool,
 }
 
 impl std::fmt::Display for ExitInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.code, self.signal) {
+            _ if self.never_started => write!(f, "could not be created by the container runtime"),
             (Some(c), _) => write!(f, "exited with status {c}"),
             (_, Some(s)) => write!(f, "killed by signal {s}"),
             _ => write!(f, "ended"),

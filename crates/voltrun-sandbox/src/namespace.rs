@@ -280,7 +280,7 @@ impl InstanceHandle for NsInstance {
             return info;
         }
         let info = match self.child.wait() {
-            Ok(st) => ExitInfo { code: st.code(), signal: st.signal() },
+            Ok(st) => ExitInfo { code: st.code(), signal: st.signal(), never_started: false },
             Err(_) => ExitInfo::default(),
         };
         self.cgroup.kill_all();

@@ -606,8 +606,9 @@ impl InstanceHandle for OciInstance {
         let info = match status {
             // The guard reports a signal death of the function as status 128+signal.
             Ok(st) => match st.code() {
-                Some(c) if c > 128 && c < 128 + 65 => ExitInfo { code: None, signal: Some(c - 128) },
-                code => ExitInfo { code, signal: st.signal() },
+                _ if self.bundle.join(NOT_STARTED).exists() => ExitInfo { code: st.code(), signal: None, never_started: true },
+                Some(c) if c > 128 && c < 128 + 65 => ExitInfo { code: None, signal: Some(c - 128), never_started: false },
+                code => ExitInfo { code, signal: st.signal(), never_started: false },
             },
             Err(_) => ExitInfo::default(),
         };
@@ -656,6 +657,10 @@ impl Drop for OciInstance {
     }
 }
 
+/// The file the guard leaves in the bundle when the OCI runtime could not create the
+/// container (see [`ExitInfo::never_started`]).
+const NOT_STARTED: &str = "not-started";
+
 /// Entry point of `voltrun __oci-guard cg=<cgroup.procs>… pidfile=<path> -- <runtime argv>`:
 /// runs the OCI runtime detached, reaps the container's process (re-parented to us, a child
 /// subreaper) and exits as it did; kills the instance's cgroup if the server's lifeline reads
@@ -702,12 +707,19 @@ pub fn guard_main(args: &[String]) -> ! {
             sys::close(fd);
         }
     }
+    // `run --detach` failed, or left no pid: the container was never created (its error is on
+    // our stderr, the log pipe). The marker tells the server so; an exit status could be the
+    // function's own.
+    let not_started = || -> ! {
+        let _ = fs::write(pidfile.with_file_name(NOT_STARTED), b"");
+        std::process::exit(111)
+    };
     if !status.success() {
-        std::process::exit(status.code().unwrap_or(111));
+        not_started();
     }
     let init: libc::pid_t = match fs::read_to_string(&pidfile).ok().and_then(|t| t.trim().parse().ok()) {
         Some(p) => p,
-        None => std::process::exit(111),
+        None => not_started(),
     };
     reap_until(init)
 }

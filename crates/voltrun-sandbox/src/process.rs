@@ -92,7 +92,7 @@ impl InstanceHandle for ProcessInstance {
             return info;
         }
         let info = match self.child.wait() {
-            Ok(st) => ExitInfo { code: st.code(), signal: st.signal() },
+            Ok(st) => ExitInfo { code: st.code(), signal: st.signal(), never_started: false },
             Err(err) => {
                 tracing::warn!(%err, pid = self.child.id(), "waitpid failed");
                 ExitInfo::default()

@@ -107,10 +107,15 @@ impl Server {
 
     /// Starts the binary with `serve` and these arguments (no database chosen for it).
     pub fn spawn(data_dir: &Path, extra: &[String], owns_dir: bool) -> Server {
+        Self::spawn_in(&sandbox_args(), data_dir, extra, owns_dir)
+    }
+
+    /// As [`Server::spawn`], in the tier `tier_args` choose rather than the suite's.
+    pub fn spawn_in(tier_args: &[String], data_dir: &Path, extra: &[String], owns_dir: bool) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_voltrun"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .args(sandbox_args())
+            .args(tier_args)
             .args(extra)
             .env("VOLTRUN_LOG", "info")
             .stdout(Stdio::piped())
