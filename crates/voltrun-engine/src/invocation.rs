@@ -79,7 +79,7 @@ impl Engine {
             if !self.inner.store.insert_execution(&exec, &run).await? {
                 drop(permit);
                 let existing = self.inner.store.execution_by_idempotency_key(&f.id, key.as_deref().unwrap_or_default()).await?;
-                return existing.map(Ran::Duplicate).ok_or_else(|| StoreError::Corrupt("an idempotent insert conflicted with nothing".into()).into());
+                return existing.map(Ran::Duplicate).ok_or_else(|| StoreError::Invariant("an idempotent insert conflicted with nothing".into()).into());
             }
             inserted = true;
         }

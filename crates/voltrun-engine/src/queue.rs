@@ -30,7 +30,7 @@ impl Engine {
         let run = NewRun { idempotency_key: key.clone(), ..NewRun::default() };
         if !self.inner.store.insert_execution(&exec, &run).await? {
             let existing = self.inner.store.execution_by_idempotency_key(&f.id, key.as_deref().unwrap_or_default()).await?;
-            return existing.map(|e| (e, false)).ok_or_else(|| StoreError::Corrupt("an idempotent insert conflicted with nothing".into()).into());
+            return existing.map(|e| (e, false)).ok_or_else(|| StoreError::Invariant("an idempotent insert conflicted with nothing".into()).into());
         }
         self.wake_dispatcher();
         Ok((exec, true))
