@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 mod egress;
+mod packages;
 mod scale;
 
 struct Args {
@@ -20,7 +21,7 @@ struct Args {
     quick: bool,
     out: PathBuf,
     /// Only these sections (all when empty): baselines, throughput, workers, tiers, scale,
-    /// retention, egress.
+    /// retention, egress, packages.
     only: Vec<String>,
 }
 
@@ -447,6 +448,12 @@ fn main() -> Result<()> {
     } else {
         skipped()
     };
+    let packages_r = if args.runs("packages") {
+        eprintln!("measuring packages: cache-hit deploys and the first invoke of a numpy function…");
+        packages::measure(&args.server_bin, args.quick)?
+    } else {
+        skipped()
+    };
     let p = |v: &Value| v["p50_ms"].as_f64().unwrap_or(f64::NAN);
     let py_b = pct(&py_base, 50.0);
     let node_b = pct(&node_base, 50.0);
@@ -477,6 +484,7 @@ fn main() -> Result<()> {
         "scale": scale,
         "retention": retention,
         "egress": egress_r,
+        "packages": packages_r,
         "ratios": ratios,
     });
     let dir = args.out.as_path();
@@ -537,6 +545,7 @@ fn markdown(r: &Value) -> String {
         }
     }
     s.push_str(&egress::markdown(&r["egress"]));
+    s.push_str(&packages::markdown(&r["packages"]));
     s.push_str("\n| ratio (p50) | value |\n|---|---|\n");
     for (k, v) in r["ratios"].as_object().expect("object") {
         s.push_str(&format!("| {k} | {v} |\n"));
