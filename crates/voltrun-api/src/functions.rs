@@ -266,6 +266,7 @@ async fn test(State(st): State<AppState>, caller: Caller, Json(b): Json<TestBody
         schedule: None,
         max_retries: None,
         egress: b.egress,
+        layers: Vec::new(),
     };
     let f = draft.into_function(id::new_id("test_"), caller.user_id.clone(), time::now())?;
     check_invoke_rate(&st, &caller.user_id)?;

@@ -44,6 +44,9 @@ pub struct Function {
     /// Where the function may connect (SPEC §11), canonical entries; empty: no network.
     #[serde(default)]
     pub egress: Vec<String>,
+    /// The layers mounted under `/opt`, in order (a later one wins), as `name:version`.
+    #[serde(default)]
+    pub layers: Vec<String>,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -75,6 +78,9 @@ pub struct FunctionSummary {
     /// Where the function may connect, canonical entries; empty: no network.
     #[serde(default)]
     pub egress: Vec<String>,
+    /// The layers mounted under `/opt`, in order, as `name:version`.
+    #[serde(default)]
+    pub layers: Vec<String>,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -93,7 +99,7 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
         ValidationError { field, message: message.into(), too_large: false }
     }
 }
@@ -126,6 +132,10 @@ pub struct NewFunction {
     /// Egress entries (SPEC §11); left out or `null`: none.
     #[serde(default, deserialize_with = "deserialize_egress")]
     pub egress: Vec<String>,
+    /// Layers to mount under `/opt`, in order (a later one wins): at most 5 `name:version`
+    /// of your own; left out or `null`: none.
+    #[serde(default, deserialize_with = "deserialize_layers")]
+    pub layers: Vec<String>,
 }
 
 /// `PUT /api/functions/{id}` body: any subset of fields; `route` and `description` may be
@@ -160,6 +170,9 @@ pub struct FunctionPatch {
     /// Replaces the egress list; `[]` or `null` removes every entry (no network).
     #[serde(default, deserialize_with = "deserialize_egress_patch")]
     pub egress: Option<Vec<String>>,
+    /// Replaces the layer list; `[]` or `null` removes every layer.
+    #[serde(default, deserialize_with = "deserialize_layers_patch")]
+    pub layers: Option<Vec<String>>,
 }
 
 /// Tells a field given as `null` (Some(None)) from a field left out (None).
@@ -196,6 +209,33 @@ fn deserialize_egress_patch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ve
     deserialize_egress(d).map(Some)
 }
 
+/// Reads a `layers` field: a list of strings, or `null` for none (the entries are checked by
+/// [`crate::layer::parse_layer_refs`]).
+pub fn deserialize_layers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(Vec::new()),
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                serde_json::Value::String(s) => Ok(s),
+                other => Err(D::Error::custom(format!("layers: entry {other} is not a \"name:version\" string"))),
+            })
+            .collect(),
+        other => Err(D::Error::custom(format!("layers: must be a list such as [\"deps:1\"], not {}", json_kind(&other)))),
+    }
+}
+
+fn deserialize_layers_patch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    deserialize_layers(d).map(Some)
+}
+
+/// The canonical spelling of a function's layer list (checked: at most 5, `name:version`,
+/// each name once).
+pub fn canonical_layers(list: &[String]) -> Result<Vec<String>, ValidationError> {
+    Ok(crate::layer::parse_layer_refs(list)?.iter().map(ToString::to_string).collect())
+}
+
 fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
@@ -226,6 +266,7 @@ impl NewFunction {
             schedule: self.schedule,
             max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
             egress: self.egress,
+            layers: canonical_layers(&self.layers)?,
             version: 1,
             created_at: now.clone(),
             updated_at: now,
@@ -279,6 +320,9 @@ impl FunctionPatch {
         }
         if let Some(v) = self.egress {
             n.egress = v;
+        }
+        if let Some(v) = self.layers {
+            n.layers = canonical_layers(&v)?;
         }
         // Canonical before the comparison: a list spelled differently but meaning the same is
         // no change (and no new version).

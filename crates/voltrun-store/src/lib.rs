@@ -13,6 +13,7 @@ use sqlx::{AnyPool, Row};
 
 mod executions;
 pub(crate) mod functions;
+mod layers;
 mod retention;
 mod secrets;
 mod users;
@@ -20,6 +21,7 @@ mod writer;
 
 pub use executions::{ClaimSkip, ExecutionFilter, HourBucket, NewRun, Stats};
 pub use functions::{ScheduledFunction, SchedulesFingerprint};
+pub use layers::{DeleteLayer, NewLayer};
 pub use retention::RetentionCursor;
 pub use users::{ApiKey, KeyOwner, User};
 pub use writer::PendingWrite;
