@@ -112,7 +112,13 @@ pub struct Manifest {
     pub files: Vec<(String, u64)>,
     /// The sum of the files' sizes.
     pub unpacked_size: u64,
+    /// The content of the dependency files at the root ([`CAPTURED`]), when present and at
+    /// most 1 MiB: what decides whether the package needs a build.
+    pub root_files: std::collections::BTreeMap<String, Vec<u8>>,
 }
+
+/// Root files whose content [`Manifest::root_files`] keeps.
+pub const CAPTURED: &[&str] = &["requirements.txt", "package.json", "package-lock.json"];
 
 impl Manifest {
     /// True when the package has a file at `path` (relative, `/`-separated).
@@ -343,6 +349,7 @@ fn walk(zip: &[u8], dest: Option<&Path>, limits: &Limits) -> Result<Manifest, Pa
         let cap = remaining.min(by_ratio);
         let mut f = archive.by_index(i).map_err(|e| PackageError::entry(&shown, format!("cannot be read: {e}")))?;
         let mut n = 0u64;
+        let mut captured = CAPTURED.contains(&path.as_str()).then(Vec::new);
         loop {
             let got = f.read(&mut buf).map_err(|e| PackageError::entry(&shown, format!("is corrupt: {e}")))?;
             if got == 0 {
@@ -357,6 +364,16 @@ fn walk(zip: &[u8], dest: Option<&Path>, limits: &Limits) -> Result<Manifest, Pa
                 });
             }
             out.write_all(&buf[..got])?;
+            if let Some(c) = &mut captured {
+                if c.len() as u64 + got as u64 <= MIB {
+                    c.extend_from_slice(&buf[..got]);
+                } else {
+                    captured = None;
+                }
+            }
+        }
+        if let Some(c) = captured {
+            manifest.root_files.insert(path.clone(), c);
         }
         out.flush()?;
         manifest.unpacked_size += n;

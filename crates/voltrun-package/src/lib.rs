@@ -5,6 +5,7 @@
 //! - [`files`]: a `files` map (`{"path": "text"}`) made into the canonical zip, with the same
 //!   checks;
 //! - [`handler`]: Lambda's `module.function` handler names;
+//! - [`dependencies`]: whether a package declares dependencies to build;
 //! - [`tree`]: content-addressed unpacked trees under `<data_dir>/trees/<sha256>`, and the
 //!   hard-link farm that puts one into an instance;
 //! - [`layout`]: an instance's directory (`task/`, `deps/`, `opt/`) and where each appears
@@ -14,11 +15,14 @@
 //! sandbox and the dependency builder all share one definition of what a package is.
 
 pub mod archive;
+pub mod dependencies;
 pub mod files;
 pub mod handler;
 pub mod layout;
 pub mod tree;
 
+pub use dependencies::dependencies_file;
+pub use handler::Language;
 pub use archive::{inspect_zip, unpack_zip, Limits, Manifest, PackageError};
 pub use files::zip_from_files;
 pub use layout::{InstanceDir, InstanceFiles};
