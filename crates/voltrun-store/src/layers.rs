@@ -2,8 +2,8 @@
 //! counter that never gives a deleted number again, the code quota they count against, and
 //! the refusal to delete a version a function still mounts.
 //!
-//! The zip's bytes are not here: a layer names its content by `sha256`, and the bytes are a
-//! blob in the content-addressed blob store (the package's, migrations/0008).
+//! The zip's bytes are a blob apart (`layer_blobs`, by SHA-256, base64): one copy however
+//! many versions or users upload the same bytes, removed with the last version holding it.
 
 use voltrun_core::{Layer, LayerRef, Quotas};
 
@@ -71,7 +71,9 @@ impl Store {
     /// bytes count, with their functions' code and other layers): the new version, or
     /// [`StoreError::Quota`]. The counter and the row are one transaction, under the user's
     /// row lock on PostgreSQL, so concurrent uploads of one name get distinct numbers.
-    pub async fn insert_layer(&self, l: &NewLayer, quotas: &Quotas) -> Result<Layer> {
+    pub async fn insert_layer(&self, l: &NewLayer, zip: &[u8], quotas: &Quotas) -> Result<Layer> {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD.encode(zip);
         let mut tx = self.user_write(&l.user_id).await?;
         let row = sqlx::query(
             "INSERT INTO layer_names (user_id, name, last_version) VALUES ($1, $2, 1)
@@ -110,6 +112,7 @@ impl Store {
                 quotas.code_bytes
             )));
         }
+        sqlx::query("INSERT INTO layer_blobs (sha256, data) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING").bind(&l.sha256).bind(&data).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(Layer {
             user_id: l.user_id.clone(),
@@ -177,6 +180,8 @@ impl Store {
         let r = LayerRef { name: name.to_string(), version };
         let pattern = in_use_pattern(&r);
         let mut tx = self.user_write(user_id).await?;
+        let sha = sqlx::query("SELECT sha256 FROM layers WHERE user_id = $1 AND name = $2 AND version = $3").bind(user_id).bind(name).bind(version).fetch_optional(&mut *tx).await?;
+        let Some(sha) = sha.map(|r| get_str(&r, "sha256")).transpose()? else { return Ok(DeleteLayer::NotFound) };
         let done = sqlx::query(
             "DELETE FROM layers WHERE user_id = $1 AND name = $2 AND version = $3
              AND NOT EXISTS (SELECT 1 FROM functions WHERE user_id = $1 AND layers LIKE $4 ESCAPE '\\')",
@@ -188,6 +193,10 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() > 0 {
+            sqlx::query("DELETE FROM layer_blobs WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM layers WHERE sha256 = $1)")
+                .bind(&sha)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             return Ok(DeleteLayer::Deleted);
         }
@@ -206,11 +215,13 @@ impl Store {
         Ok(DeleteLayer::InUse(users.iter().map(|r| get_str(r, "name")).collect::<Result<_>>()?))
     }
 
-    /// True when some layer version (of anyone) still has the content `sha256` (so its blob
-    /// must be kept).
-    pub async fn layer_content_in_use(&self, sha256: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM layers WHERE sha256 = $1").bind(sha256).fetch_one(&self.pool).await?;
-        Ok(get_i64(&row, "n")? > 0)
+    /// The zip of layer content `sha256`, if some version still holds it.
+    pub async fn layer_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
+        use base64::Engine as _;
+        let row = sqlx::query("SELECT data FROM layer_blobs WHERE sha256 = $1").bind(sha256).fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(None) };
+        let data = get_str(&row, "data")?;
+        base64::engine::general_purpose::STANDARD.decode(data).map(Some).map_err(|e| StoreError::Corrupt(format!("layer blob {sha256}: {e}")))
     }
 }
 
