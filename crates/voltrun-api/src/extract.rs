@@ -108,7 +108,8 @@ pub fn encode_cursor(last_id: &str) -> String {
 fn decode_cursor(c: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()?;
     let s = String::from_utf8(bytes).ok()?;
-    (s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(s)
+    // Ids, and layer names (which may hold `-`).
+    (s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')).then_some(s)
 }
 
 /// One page of a list: `{items, next_cursor}`.

@@ -51,6 +51,8 @@ async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<Page>)
     ))]
 async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewFunction>) -> ApiResult<(StatusCode, axum::Json<Function>)> {
     let f = b.into_function(id::new_id("fn_"), caller.user_id, time::now())?;
+    // The package's unpacked size (a `code` function: its one file) and the layers' together.
+    crate::layers::check_function_layers(&st, &f, f.code.len() as u64).await?;
     st.store.insert_function(&f, &st.quotas).await?;
     Ok((StatusCode::CREATED, axum::Json(f)))
 }
@@ -104,6 +106,7 @@ async fn update(State(st): State<AppState>, caller: Caller, Path(id): Path<Strin
     let old = owned(&st, &caller, &id).await?;
     let (new, changed) = patch.apply(&old, time::now())?;
     if changed {
+        crate::layers::check_function_layers(&st, &new, new.code.len() as u64).await?;
         if !st.store.update_function(&new, old.version, &st.quotas).await? {
             return Err(ApiError::Conflict("the function was changed by another request; fetch it and retry".into()));
         }
