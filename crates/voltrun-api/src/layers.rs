@@ -44,13 +44,14 @@ pub struct NewLayerBody {
     pub description: Option<String>,
 }
 
-/// A refused archive as the API's error: 413 past a size limit, 400 naming the entry
-/// otherwise, 500 for the host's own I/O failure.
+/// A refused archive as the API's error, as a function's package is refused: 413 past a size
+/// limit, 400 `validation_failed` naming the entry otherwise, 500 for the host's own I/O
+/// failure.
 pub fn package_error(e: PackageError) -> ApiError {
     match e {
         e if e.is_too_large() => ApiError::TooLarge(format!("zip: {e}")),
         PackageError::Io(io) => ApiError::Internal(format!("checking a zip: {io}")),
-        e => ApiError::bad("invalid_package", format!("zip: {e}")),
+        e => ApiError::bad("validation_failed", format!("zip: {e}")),
     }
 }
 
@@ -80,7 +81,7 @@ pub async fn checked_zip(b64: &str) -> ApiResult<(Vec<u8>, voltrun_package::Mani
 #[utoipa::path(post, path = "/", tag = "layers", operation_id = "create_layer", security(("bearer" = []), ("apiKey" = [])), request_body = NewLayerBody,
     responses(
         (status = 201, description = "The new version", body = Layer),
-        (status = 400, description = "`validation_failed`: a bad name or description; `invalid_package`: not base64, not a zip, or an entry that escapes, links, is a device or a duplicate (named)", body = ErrorBody),
+        (status = 400, description = "`validation_failed`: a bad name or description, or a refused zip: not base64, not a zip, or an entry that escapes the root, is a link or a device, a duplicate or a bomb (named)", body = ErrorBody),
         (status = 409, description = "`quota_exceeded`: past the account's code quota", body = ErrorBody),
         (status = 413, description = "The zip is over 50 MiB, or over 250 MiB or 20,000 files unpacked, or compresses like a bomb", body = ErrorBody),
     ))]
@@ -165,12 +166,13 @@ async fn remove(State(st): State<AppState>, caller: Caller, Path((name, n)): Pat
 }
 
 /// Checks the layers a function names before it is stored: each must be one of the caller's
-/// (else 400 naming it), and with the package's `unpacked` bytes they must fit in 250 MiB
-/// (else 413). Returns them in the function's order.
-pub async fn check_function_layers(st: &AppState, f: &Function, unpacked: u64) -> ApiResult<Vec<Layer>> {
+/// (else 400 naming it), and with the package unpacked (a `code` function: its one file)
+/// they must fit in 250 MiB (else 413). Returns them in the function's order.
+pub async fn check_function_layers(st: &AppState, f: &Function) -> ApiResult<Vec<Layer>> {
     if f.layers.is_empty() {
         return Ok(Vec::new());
     }
+    let unpacked = f.package.as_ref().map_or(f.code.len() as u64, |p| p.unpacked_size);
     let refs = parse_layer_refs(&f.layers)?;
     let layers = match st.store.resolve_layers(&f.user_id, &refs).await? {
         Ok(l) => l,

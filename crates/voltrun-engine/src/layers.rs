@@ -28,7 +28,7 @@ impl Engine {
                 out.push(trees.path(&layer.sha256));
                 continue;
             }
-            let zip = self.inner.store.layer_blob(&layer.sha256).await.map_err(store_error)?.ok_or_else(gone)?;
+            let zip = self.inner.store.get_blob(&layer.sha256).await.map_err(store_error)?.ok_or_else(gone)?;
             let (trees, sha) = (trees.clone(), layer.sha256.clone());
             let made = tokio::task::spawn_blocking(move || trees.ensure(&sha, |dest| voltrun_package::unpack_zip(&zip, dest, &Limits::zip()).map(|_| ())))
                 .await

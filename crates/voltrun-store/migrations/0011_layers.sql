@@ -1,9 +1,10 @@
 -- Layers (SPEC §10): immutable, numbered versions of a zip that functions mount under /opt.
 -- Portable SQL: the same file runs on SQLite and PostgreSQL.
 
--- One row per version. The zip itself is in layer_blobs (content-addressed by `sha256`, one
--- row however many versions or users upload the same bytes); the row keeps what lists and
--- the size checks need without reading it. `size` is the zip's bytes
+-- One row per version. The zip itself is a blob (migrations/0008, by `sha256`: one copy
+-- however many versions or users upload the same bytes, in the database so that every node
+-- of a PostgreSQL cluster can unpack any layer); the row keeps what lists and the size checks
+-- need without reading it. `size` is the zip's bytes
 -- (it counts against the owner's code quota), `unpacked_size` what it takes on disk.
 CREATE TABLE layers (
     user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -18,14 +19,6 @@ CREATE TABLE layers (
     UNIQUE (user_id, name, version)
 );
 CREATE INDEX layers_sha256 ON layers(sha256);
-
--- The zips, base64 (every column is TEXT, BIGINT or DOUBLE PRECISION, as the rest of the
--- schema), by SHA-256 of the bytes; a blob goes when the last version holding it does. In the
--- database so that every node of a PostgreSQL cluster can unpack any layer.
-CREATE TABLE layer_blobs (
-    sha256 TEXT PRIMARY KEY,
-    data   TEXT NOT NULL
-);
 
 -- The last version number given out per (user, name): a deleted version's number is never
 -- given again (as Lambda), so `name:3` always means the same bytes.

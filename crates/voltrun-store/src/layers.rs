@@ -2,8 +2,8 @@
 //! counter that never gives a deleted number again, the code quota they count against, and
 //! the refusal to delete a version a function still mounts.
 //!
-//! The zip's bytes are a blob apart (`layer_blobs`, by SHA-256, base64): one copy however
-//! many versions or users upload the same bytes, removed with the last version holding it.
+//! The zip's bytes are a blob (blobs.rs, by SHA-256): one copy however many versions or users
+//! upload the same bytes, removed with the last version (or function package) holding it.
 
 use voltrun_core::{Layer, LayerRef, Quotas};
 
@@ -72,8 +72,6 @@ impl Store {
     /// [`StoreError::Quota`]. The counter and the row are one transaction, under the user's
     /// row lock on PostgreSQL, so concurrent uploads of one name get distinct numbers.
     pub async fn insert_layer(&self, l: &NewLayer, zip: &[u8], quotas: &Quotas) -> Result<Layer> {
-        use base64::Engine as _;
-        let data = base64::engine::general_purpose::STANDARD.encode(zip);
         let mut tx = self.user_write(&l.user_id).await?;
         let row = sqlx::query(
             "INSERT INTO layer_names (user_id, name, last_version) VALUES ($1, $2, 1)
@@ -112,7 +110,7 @@ impl Store {
                 quotas.code_bytes
             )));
         }
-        sqlx::query("INSERT INTO layer_blobs (sha256, data) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING").bind(&l.sha256).bind(&data).execute(&mut *tx).await?;
+        self.put_blob_in(&mut tx, &l.sha256, zip).await?;
         tx.commit().await?;
         Ok(Layer {
             user_id: l.user_id.clone(),
@@ -193,10 +191,10 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() > 0 {
-            sqlx::query("DELETE FROM layer_blobs WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM layers WHERE sha256 = $1)")
-                .bind(&sha)
-                .execute(&mut *tx)
-                .await?;
+            let gone = sqlx::query(&format!("DELETE FROM blobs WHERE sha256 = $1 AND {}", crate::blobs::UNREFERENCED)).bind(&sha).execute(&mut *tx).await?;
+            if gone.rows_affected() > 0 {
+                sqlx::query("DELETE FROM blob_chunks WHERE sha256 = $1").bind(&sha).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             return Ok(DeleteLayer::Deleted);
         }
@@ -213,15 +211,6 @@ impl Store {
             return Ok(DeleteLayer::NotFound);
         }
         Ok(DeleteLayer::InUse(users.iter().map(|r| get_str(r, "name")).collect::<Result<_>>()?))
-    }
-
-    /// The zip of layer content `sha256`, if some version still holds it.
-    pub async fn layer_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
-        use base64::Engine as _;
-        let row = sqlx::query("SELECT data FROM layer_blobs WHERE sha256 = $1").bind(sha256).fetch_optional(&self.pool).await?;
-        let Some(row) = row else { return Ok(None) };
-        let data = get_str(&row, "data")?;
-        base64::engine::general_purpose::STANDARD.decode(data).map(Some).map_err(|e| StoreError::Corrupt(format!("layer blob {sha256}: {e}")))
     }
 }
 
