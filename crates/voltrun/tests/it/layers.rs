@@ -276,17 +276,24 @@ fn python_imports_a_module_from_a_layer() {
     let s = Server::start();
     let c = s.user();
     publish(&c, "pylib", &[("python/greet/__init__.py", "def hello(n):\n    return 'hello ' + n\n"), ("python/greet/data.txt", "from the layer\n"), ("README", "not on the path\n")]);
+    // The instance's view of /opt: /opt in the isolated tiers, the instance's own directory
+    // on the host in the process tier (VOLTRUN_OPT_ROOT says which).
     let code = "import os, sys, greet\n\
                 def handler(event, context):\n    \
+                    opt = os.environ.get('VOLTRUN_OPT_ROOT', '/opt')\n    \
                     here = os.path.dirname(greet.__file__)\n    \
                     data = open(os.path.join(here, 'data.txt')).read().strip()\n    \
-                    writable = os.access('/opt/python', os.W_OK)\n    \
-                    return {'msg': greet.hello('layer'), 'file': greet.__file__, 'data': data, 'writable': writable, 'readme': os.path.exists('/opt/README')}\n";
+                    writable = os.access(os.path.join(opt, 'python'), os.W_OK)\n    \
+                    return {'msg': greet.hello('layer'), 'file': os.path.relpath(greet.__file__, opt), 'opt': opt, 'data': data, 'writable': writable, 'readme': os.path.exists(os.path.join(opt, 'README'))}\n";
     c.create_function("py-layer", "python3.11", code, json!({"layers": ["pylib:1"]}));
     let out = output_of(&c, "py-layer");
     assert_eq!(out["msg"], "hello layer", "{out}");
-    assert_eq!(out["file"], "/opt/python/greet/__init__.py", "{out}");
-    assert_eq!((out["data"].as_str(), out["writable"].as_bool(), out["readme"].as_bool()), (Some("from the layer"), Some(false), Some(true)), "{out}");
+    assert_eq!(out["file"], "python/greet/__init__.py", "{out}");
+    assert_eq!((out["data"].as_str(), out["readme"].as_bool()), (Some("from the layer"), Some(true)), "{out}");
+    if sandbox() != "process" {
+        // The process tier (development only) enforces no read-only mounts.
+        assert_eq!((out["opt"].as_str(), out["writable"].as_bool()), (Some("/opt"), Some(false)), "layers are read-only under /opt: {out}");
+    }
 }
 
 #[test]
@@ -301,11 +308,14 @@ fn node_requires_a_module_from_a_layer() {
             ("nodejs/node_modules/greet/lib.js", "exports.hello = (n) => 'hello ' + n;\n"),
         ],
     );
-    let code = "const greet = require('greet');\nexports.handler = async () => ({ msg: greet.hello('node'), path: require.resolve('greet') });\n";
+    let code = "const path = require('path');\nconst greet = require('greet');\nconst opt = process.env.VOLTRUN_OPT_ROOT || '/opt';\nexports.handler = async () => ({ msg: greet.hello('node'), path: path.relative(opt, require.resolve('greet')), opt });\n";
     c.create_function("node-layer", "nodejs20", code, json!({"layers": ["nodelib:1"]}));
     let out = output_of(&c, "node-layer");
     assert_eq!(out["msg"], "hello node", "{out}");
-    assert_eq!(out["path"], "/opt/nodejs/node_modules/greet/lib.js", "{out}");
+    assert_eq!(out["path"], "nodejs/node_modules/greet/lib.js", "{out}");
+    if sandbox() != "process" {
+        assert_eq!(out["opt"], "/opt", "{out}");
+    }
 }
 
 #[test]
