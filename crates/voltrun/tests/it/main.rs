@@ -23,6 +23,7 @@ mod hardening_trigger;
 mod hostile;
 mod layers;
 mod openapi;
+mod packages;
 mod queue;
 mod recovery;
 mod scaleout;
