@@ -336,3 +336,35 @@ fn a_later_layer_wins_over_an_earlier_one() {
     c.put("/api/functions/order", &json!({"layers": ["second:1", "first:2"]}));
     assert_eq!(output_of(&c, "order"), json!({"who": "first v2", "x": 2}));
 }
+
+#[test]
+fn a_function_and_its_layers_fit_in_250_mib_unpacked() {
+    let s = Server::start();
+    let c = s.user();
+    // 126 files of 1 MiB of zeros: 126 MiB unpacked from a zip of some 130 KiB (files up to
+    // 1 MiB may compress that well; a larger one would be refused as a bomb).
+    let zip = {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let mib = vec![0u8; 1 << 20];
+        for i in 0..126 {
+            let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated).compression_level(Some(1));
+            w.start_file(format!("python/blob{i}.bin"), opts).unwrap();
+            w.write_all(&mib).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    };
+    for name in ["big1", "big2"] {
+        let (status, l) = c.post("/api/layers", &json!({"name": name, "zip": b64(&zip)}));
+        assert_eq!(status, 201, "{l}");
+        assert_eq!(l["unpacked_size"], 126u64 << 20, "{l}");
+    }
+    let code = "def handler(e, c):\n    return 1\n";
+    let (status, b) = c.post("/api/functions", &json!({"name": "heavy", "runtime": "python3.11", "code": code, "layers": ["big1:1", "big2:1"]}));
+    assert_eq!(assert_error(status, &b, 413), "payload_too_large", "252 MiB of layers is past 250 MiB: {b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("250 MiB"), "{b}");
+    c.create_function("heavy", "python3.11", code, json!({"layers": ["big1:1"]}));
+    let (status, b) = c.put("/api/functions/heavy", &json!({"layers": ["big1:1", "big2:1"]}));
+    assert_error(status, &b, 413);
+    let (_, f) = c.get("/api/functions/heavy");
+    assert_eq!(f["layers"], json!(["big1:1"]), "a refused update changes nothing");
+}
