@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::build::FunctionStates;
 use crate::egress::{EgressPolicy, MAX_EGRESS_ENTRIES};
 use crate::{Runtime, MAX_CODE_BYTES};
 
@@ -47,6 +48,9 @@ pub struct Function {
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// `state`, `state_reason`, `last_update_status`, `last_update_status_reason` (SPEC §10).
+    #[serde(flatten)]
+    pub states: FunctionStates,
 }
 
 /// A function as lists show it: every field but the code, and the code's size. A list never
@@ -78,6 +82,9 @@ pub struct FunctionSummary {
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// `state`, `state_reason`, `last_update_status`, `last_update_status_reason` (SPEC §10).
+    #[serde(flatten)]
+    pub states: FunctionStates,
 }
 
 /// A field that failed validation, with a message for people.
@@ -229,6 +236,7 @@ impl NewFunction {
             version: 1,
             created_at: now.clone(),
             updated_at: now,
+            states: FunctionStates::default(),
         };
         f.egress = canonical_egress(&f.egress)?;
         validate(&f)?;
