@@ -24,6 +24,7 @@
 //! | `fairness` | what a claim passes over (functions at their limit, users at their share) |
 //! | `scheduler` | cron ticks as queued runs |
 //! | `leases` | lease heartbeat, reaper, recovery at start |
+//! | `builds` | dependency builds as durable work, the `active` gate |
 //! | `pool` | warm instances per function, the per-function slots and queue |
 //! | `spares` | pre-started instances per runtime |
 //! | `launch` | starting an instance: code dir, environment, limits, spawn, init |
@@ -33,6 +34,7 @@
 //! | [`metrics`] | the figures, and the gauge units that keep them right |
 //! | [`runtimes`] | the interpreters found on this host |
 
+mod builds;
 mod config;
 mod counts;
 mod engine;
@@ -52,7 +54,8 @@ mod scheduler;
 mod spares;
 mod sys;
 
-pub use config::EngineConfig;
+pub use builds::{BuildLog, BuiltTree};
+pub use config::{default_build_concurrency, EngineConfig};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use follow::{ExecutionWatch, LogStreamSlot};

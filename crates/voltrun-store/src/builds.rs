@@ -525,6 +525,141 @@ impl Store {
 mod tests {
     use super::*;
 
+    async fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("voltrun-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        (store, dir)
+    }
+
+    async fn user(store: &Store, id: &str) {
+        sqlx::query("INSERT INTO users (id, email, name, password_hash, created_at) VALUES ($1, $2, 'n', 'h', 't')")
+            .bind(id)
+            .bind(format!("{id}@example.com"))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+    }
+
+    fn function(user: &str, name: &str) -> Function {
+        let n: voltrun_core::NewFunction = serde_json::from_value(serde_json::json!({"name": name, "runtime": "python", "code": "def handler(e, c):\n    return 1"})).unwrap();
+        n.into_function(voltrun_core::id::new_id("fn_"), user.into(), voltrun_core::time::now()).unwrap()
+    }
+
+    /// A first build: the function is pending with its build queued in one write, the claim
+    /// holds it under the node's lease, and its end makes the function active (or failed,
+    /// with the reason in both state fields).
+    #[tokio::test]
+    async fn a_first_build_moves_the_function_from_pending() {
+        let (store, dir) = temp_store("builds-first").await;
+        user(&store, "u1").await;
+        for ok in [true, false] {
+            let mut f = function("u1", if ok { "good" } else { "bad" });
+            f.states = FunctionStates::first_build();
+            let b = BuildRecord::queued(&f, 0, &voltrun_core::time::now());
+            store.insert_function_with_build(&f, &Quotas::default(), &b).await.unwrap();
+            let got = store.get_function("u1", &f.id).await.unwrap().unwrap();
+            assert_eq!((got.states.state, got.states.last_update_status), (FunctionState::Pending, UpdateStatus::InProgress));
+            let mut claimed = store.claim_build("node_a", &voltrun_core::time::now(), &voltrun_core::time::in_seconds(30), 2).await.unwrap().expect("queued");
+            assert_eq!((claimed.id.clone(), claimed.phase, claimed.attempts), (b.id.clone(), BuildPhase::Building, 1));
+            assert_eq!(claimed.to_api().status, BuildStatus::Building);
+            assert!(store.finish_build(&claimed, "node_b", &Quotas::default()).await.unwrap().is_none(), "another node's build is not ours to end");
+            let result = if ok { Ok("tree1".to_string()) } else { Err("No matching distribution found for nopkg".to_string()) };
+            claimed.finish(result, "pip says".into(), false, false);
+            store.finish_build(&claimed, "node_a", &Quotas::default()).await.unwrap().expect("ours");
+            let got = store.get_function("u1", &f.id).await.unwrap().unwrap();
+            let latest = store.latest_build("u1", &f.id).await.unwrap().unwrap().to_api();
+            if ok {
+                assert_eq!(got.states, FunctionStates::default());
+                assert_eq!((latest.status, latest.logs.as_str()), (BuildStatus::Success, "pip says"));
+                assert_eq!(store.built_tree(&f.id, 1).await.unwrap().as_deref(), Some("tree1"));
+            } else {
+                assert_eq!((got.states.state, got.states.last_update_status), (FunctionState::Failed, UpdateStatus::Failed));
+                assert!(got.states.state_reason.as_deref().unwrap().contains("nopkg"));
+                assert_eq!(latest.status, BuildStatus::Failed);
+            }
+            assert!(latest.finished_at.is_some() && latest.duration_ms.is_some());
+            assert!(store.latest_build("u2", &f.id).await.unwrap().is_none(), "another user's build is not found");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An update's build: the stored definition keeps serving while it runs; success applies
+    /// the new definition and version, failure applies nothing and says why.
+    #[tokio::test]
+    async fn an_update_applies_only_when_its_build_succeeds() {
+        let (store, dir) = temp_store("builds-update").await;
+        user(&store, "u1").await;
+        let f = function("u1", "upd");
+        store.insert_function(&f, &Quotas::default()).await.unwrap();
+        for ok in [false, true] {
+            let current = store.get_function("u1", &f.id).await.unwrap().unwrap();
+            let mut next = current.clone();
+            next.code = format!("def handler(e, c):\n    return {}", if ok { 2 } else { 3 });
+            next.version += 1;
+            let b = BuildRecord::queued(&next, current.version, &voltrun_core::time::now());
+            assert!(store.queue_update_build(&b).await.unwrap());
+            assert!(!store.queue_update_build(&BuildRecord::queued(&next, current.version, "t")).await.unwrap(), "one update build at a time");
+            let serving = store.get_function("u1", &f.id).await.unwrap().unwrap();
+            assert_eq!((serving.version, serving.code.clone(), serving.states.last_update_status), (current.version, current.code.clone(), UpdateStatus::InProgress));
+            let mut claimed = store.claim_build("node_a", &voltrun_core::time::now(), &voltrun_core::time::in_seconds(30), 2).await.unwrap().unwrap();
+            claimed.finish(if ok { Ok("t".into()) } else { Err("broken requirement".into()) }, String::new(), false, false);
+            store.finish_build(&claimed, "node_a", &Quotas::default()).await.unwrap().unwrap();
+            let after = store.get_function("u1", &f.id).await.unwrap().unwrap();
+            assert_eq!(after.states.state, FunctionState::Active);
+            if ok {
+                assert_eq!((after.version, after.code.as_str(), after.states.last_update_status), (current.version + 1, next.code.as_str(), UpdateStatus::Successful));
+            } else {
+                assert_eq!((after.version, after.code.as_str(), after.states.last_update_status), (current.version, current.code.as_str(), UpdateStatus::Failed));
+                assert_eq!(after.states.last_update_status_reason.as_deref(), Some("broken requirement"));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A build whose node died goes back to the queue, and after its last attempt fails with
+    /// a reason (and the function with it): never stuck `building`. A user's running builds
+    /// hold back their next ones; a deleted function takes its builds with it.
+    #[tokio::test]
+    async fn interrupted_builds_are_requeued_then_failed_and_users_are_bounded() {
+        let (store, dir) = temp_store("builds-settle").await;
+        user(&store, "u1").await;
+        let mut ids = Vec::new();
+        for name in ["s1", "s2", "s3"] {
+            let mut f = function("u1", name);
+            f.states = FunctionStates::first_build();
+            let b = BuildRecord::queued(&f, 0, &voltrun_core::time::now());
+            store.insert_function_with_build(&f, &Quotas::default(), &b).await.unwrap();
+            ids.push((f.id.clone(), b.id.clone()));
+        }
+        let claim = || async { store.claim_build("node_a", &voltrun_core::time::now(), &voltrun_core::time::in_seconds(30), 2).await };
+        assert!(claim().await.unwrap().is_some() && claim().await.unwrap().is_some());
+        assert!(claim().await.unwrap().is_none(), "the user's third build waits for one of the two");
+        assert_eq!(store.heartbeat_builds("node_a", &voltrun_core::time::in_seconds(30)).await.unwrap().len(), 2);
+        // The process died: at start every building row is settled.
+        assert_eq!(store.recover_builds(&voltrun_core::time::now()).await.unwrap(), (2, 0));
+        let first = &ids[0];
+        for attempt in 2..=voltrun_core::build::BUILD_MAX_ATTEMPTS {
+            // Claims go oldest first: the first build comes back each time.
+            let b = claim().await.unwrap().unwrap();
+            assert_eq!((b.id.as_str(), b.attempts), (first.1.as_str(), attempt));
+            let (requeued, failed) = store.recover_builds(&voltrun_core::time::now()).await.unwrap();
+            if attempt < voltrun_core::build::BUILD_MAX_ATTEMPTS {
+                assert_eq!((requeued, failed), (1, 0));
+            } else {
+                assert_eq!((requeued, failed), (0, 1));
+            }
+        }
+        let f = store.get_function("u1", &first.0).await.unwrap().unwrap();
+        assert_eq!(f.states.state, FunctionState::Failed);
+        assert!(f.states.state_reason.unwrap().contains("interrupted 3 times"));
+        // Deleting a function deletes its builds.
+        assert!(store.delete_function("u1", &ids[1].0).await.unwrap());
+        assert!(store.build_by_id(&ids[1].1).await.unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn logs_are_capped_on_a_character_boundary() {
         let (short, cut) = cap_logs("abc".into());

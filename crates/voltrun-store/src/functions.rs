@@ -67,9 +67,11 @@ fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
 
 /// The scheduler's list, and the fingerprint it checks before reading the list again: both
 /// answered from the `functions_scheduled` index (migrations/0005).
-pub(crate) const SCHEDULED: &str = "SELECT id, user_id, name, version, schedule, max_retries, updated_at FROM functions WHERE schedule IS NOT NULL";
+/// Only active functions fire (a function whose first build is pending or failed has nothing
+/// to run; migrations/0010).
+pub(crate) const SCHEDULED: &str = "SELECT id, user_id, name, version, schedule, max_retries, updated_at FROM functions WHERE schedule IS NOT NULL AND state = 'active'";
 pub(crate) const SCHEDULES_FINGERPRINT: &str =
-    "SELECT COUNT(*) AS n, MAX(updated_at) AS latest, CAST(COALESCE(SUM(version), 0) AS BIGINT) AS versions FROM functions WHERE schedule IS NOT NULL";
+    "SELECT COUNT(*) AS n, MAX(updated_at) AS latest, CAST(COALESCE(SUM(version), 0) AS BIGINT) AS versions FROM functions WHERE schedule IS NOT NULL AND state = 'active'";
 
 /// What the scheduler needs of a scheduled function (no code, no environment).
 #[derive(Debug, Clone, PartialEq, Eq)]

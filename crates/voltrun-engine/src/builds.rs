@@ -1,0 +1,267 @@
+//! Dependency builds as durable work (SPEC §10): the build dispatcher that claims queued
+//! builds while this node has build slots, one build's task under this node's lease (its live
+//! log, its progress stored for followers on other nodes, its end applied by the store in one
+//! transaction), cancelling the builds of a deleted or superseded function, and the gate that
+//! refuses runs of a function that is not `active`.
+//!
+//! The rows are the queue (voltrun-store builds.rs), as the executions are the run queue:
+//! claimed with a lease, renewed by the lease heartbeat (leases.rs), settled by the lease
+//! reaper or at start on SQLite (re-queued, or failed with a reason after
+//! `BUILD_MAX_ATTEMPTS` claims). Running the build itself (pip or npm in the function's tier,
+//! the content-addressed cache) is [`Engine::build_dependencies`]'s.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, Notify, Semaphore};
+use tracing::Instrument;
+use voltrun_core::{time, Function, FunctionState, MAX_LOG_BYTES};
+use voltrun_store::{BuildPhase, BuildRecord};
+
+use crate::{Engine, EngineError};
+
+/// How often a running build's log so far is stored (for followers on other nodes).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// The builds of this node: its slots, its wake, and the live logs of the builds it runs.
+pub(crate) struct Builds {
+    /// Wakes the build dispatcher: a build was queued (here or, through NOTIFY, elsewhere).
+    pub(crate) wake: Notify,
+    slots: Arc<Semaphore>,
+    /// Builds running on this node, by build id.
+    running: Mutex<HashMap<String, RunningBuild>>,
+}
+
+struct RunningBuild {
+    function_id: String,
+    log: BuildLog,
+    task: tokio::task::AbortHandle,
+}
+
+impl Builds {
+    pub(crate) fn new(concurrency: usize) -> Builds {
+        Builds { wake: Notify::new(), slots: Arc::new(Semaphore::new(concurrency.max(1))), running: Mutex::new(HashMap::new()) }
+    }
+}
+
+/// A build's log as it is written: capped at [`MAX_LOG_BYTES`] like a run's, shared with live
+/// followers (a broadcast of each new chunk).
+#[derive(Clone)]
+pub struct BuildLog {
+    inner: Arc<Mutex<(String, bool)>>,
+    tx: broadcast::Sender<String>,
+}
+
+impl Default for BuildLog {
+    fn default() -> Self {
+        BuildLog { inner: Arc::new(Mutex::new((String::new(), false))), tx: broadcast::channel(256).0 }
+    }
+}
+
+impl BuildLog {
+    /// Appends output (the part past the cap is dropped and the log marked truncated).
+    pub fn write(&self, text: &str) {
+        let mut g = self.inner.lock().expect("build log lock");
+        let room = MAX_LOG_BYTES.saturating_sub(g.0.len());
+        let mut take = text.len().min(room);
+        while !text.is_char_boundary(take) {
+            take -= 1;
+        }
+        if take < text.len() {
+            g.1 = true;
+        }
+        if take > 0 {
+            g.0.push_str(&text[..take]);
+            let _ = self.tx.send(text[..take].to_string());
+        }
+    }
+
+    /// The log so far and whether it was cut.
+    pub fn snapshot(&self) -> (String, bool) {
+        self.inner.lock().expect("build log lock").clone()
+    }
+
+    fn subscribe(&self) -> (String, broadcast::Receiver<String>) {
+        // Under the lock: no chunk falls between the snapshot and the subscription.
+        let g = self.inner.lock().expect("build log lock");
+        (g.0.clone(), self.tx.subscribe())
+    }
+}
+
+/// What a dependency build produced.
+#[derive(Debug, Clone)]
+pub struct BuiltTree {
+    /// The tree's key in the dependency cache.
+    pub key: String,
+    /// True when the tree was in the cache already (nothing was installed).
+    pub cached: bool,
+}
+
+impl Engine {
+    /// Refuses a run of a function that is not `active` (pending first build, or failed):
+    /// every door (sync, async, HTTP trigger, schedule) asks this first.
+    pub fn check_active(&self, f: &Function) -> Result<(), EngineError> {
+        match f.states.state {
+            FunctionState::Active => Ok(()),
+            state => Err(EngineError::NotActive { state, reason: f.states.state_reason.clone() }),
+        }
+    }
+
+    /// Tells the build dispatcher a build was queued.
+    pub fn wake_builds(&self) {
+        self.inner.builds.wake.notify_one();
+    }
+
+    /// Live log of a build running on this node: what it wrote so far and the rest as it
+    /// comes. None when the build does not run here.
+    pub fn subscribe_build_logs(&self, build_id: &str) -> Option<(String, broadcast::Receiver<String>)> {
+        let running = self.inner.builds.running.lock().expect("builds lock");
+        running.get(build_id).map(|b| b.log.subscribe())
+    }
+
+    /// Stops this node's builds of a function (deleted: its build rows went with it).
+    pub fn cancel_builds(&self, function_id: &str) {
+        let running = self.inner.builds.running.lock().expect("builds lock");
+        for (id, b) in running.iter().filter(|(_, b)| b.function_id == function_id) {
+            tracing::info!(build_id = %id, "cancelling the build of a deleted function");
+            b.task.abort();
+        }
+    }
+
+    /// After a build-lease heartbeat: stops the builds this node runs that the store no
+    /// longer has as this node's (deleted with their function, superseded, or settled by
+    /// another node's reaper).
+    pub(crate) fn drop_lost_builds(&self, held: &[String]) {
+        let running = self.inner.builds.running.lock().expect("builds lock");
+        for (id, b) in running.iter().filter(|(id, _)| !held.contains(id)) {
+            tracing::info!(build_id = %id, "a build this node ran is no longer its own; stopping it");
+            b.task.abort();
+        }
+    }
+
+    /// Claims queued builds while this node has build slots (`--build-concurrency`, each
+    /// user at most `--builds-per-user` on every node together); sleeps until woken or for a
+    /// second.
+    pub(crate) async fn dispatch_builds(self) {
+        let slots = self.inner.builds.slots.clone();
+        loop {
+            let slot = slots.clone().acquire_owned().await.expect("never closed");
+            if self.inner.stopping.load(Relaxed) {
+                return;
+            }
+            let claimed = self.inner.store.claim_build(&self.inner.cfg.node_id, &time::now(), &self.lease_until(), self.inner.cfg.builds_per_user).await;
+            match claimed {
+                Ok(Some(b)) => {
+                    let engine = self.clone();
+                    let span = tracing::info_span!("build", build_id = %b.id, function_id = %b.function_id, version = b.function_version, attempt = b.attempts);
+                    let log = BuildLog::default();
+                    let (id, function_id) = (b.id.clone(), b.function_id.clone());
+                    let (task_log, entry) = (log.clone(), BuildEntry { engine: self.clone(), id: id.clone() });
+                    // Registered under the lock, before the task can end and remove itself.
+                    let mut running = self.inner.builds.running.lock().expect("builds lock");
+                    let task = tokio::spawn(
+                        async move {
+                            let _held = (slot, entry);
+                            engine.run_build(b, task_log).await;
+                        }
+                        .instrument(span),
+                    );
+                    running.insert(id.clone(), RunningBuild { function_id, log, task: task.abort_handle() });
+                    drop(running);
+                    self.changed(&id);
+                }
+                Ok(None) => {
+                    drop(slot);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.builds.wake.notified()).await;
+                }
+                Err(err) => {
+                    drop(slot);
+                    tracing::warn!(%err, "claiming queued builds failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// One claimed build: runs it (storing its log as it goes), then stores its end, which
+    /// applies it. A build cut short by shutdown stays `building` for the reaper (or the
+    /// next start) to queue again.
+    async fn run_build(&self, mut b: BuildRecord, log: BuildLog) {
+        let store = &self.inner.store;
+        let node = self.inner.cfg.node_id.clone();
+        let built = {
+            let work = self.run_dependency_build(&b.definition, &log);
+            tokio::pin!(work);
+            let mut progress = tokio::time::interval(PROGRESS_EVERY);
+            progress.tick().await;
+            loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    _ = progress.tick() => {
+                        let (logs, cut) = log.snapshot();
+                        if let Err(err) = store.save_build_progress(&b.id, &node, &logs, cut).await {
+                            tracing::warn!(%err, "storing a build's progress failed");
+                        }
+                    }
+                }
+            }
+        };
+        if self.inner.stopping.load(Relaxed) {
+            return;
+        }
+        let (logs, cut) = log.snapshot();
+        let (result, cached) = match built {
+            Ok(t) => (Ok(t.key), t.cached),
+            Err(reason) => (Err(reason), false),
+        };
+        b.finish(result, logs, cut, cached);
+        // The end must be stored, or the function would stay pending/in progress until the
+        // lease reaper re-runs the build: try again while the database is unavailable.
+        let mut pause = Duration::from_millis(500);
+        let stored = loop {
+            match store.finish_build(&b, &node, &self.inner.cfg.quotas).await {
+                Ok(s) => break s,
+                Err(e) if e.is_unavailable() && !self.inner.stopping.load(Relaxed) => {
+                    tracing::warn!(err = %e, "storing a build's end failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+                Err(err) => {
+                    tracing::error!(%err, "storing a build's end failed; the lease reaper will run it again");
+                    return;
+                }
+            }
+        };
+        match stored {
+            Some(s) if s.phase == BuildPhase::Success => {
+                tracing::info!(cached = s.cached, "build succeeded");
+                self.invalidate(&s.function_id);
+            }
+            Some(s) => tracing::info!(reason = s.reason.as_deref().unwrap_or(""), "build failed"),
+            None => tracing::info!("the build was cancelled or taken over; its end was not stored"),
+        }
+        self.changed(&b.id);
+    }
+
+    /// Runs a function's dependency build (or finds it in the cache) in its isolation tier,
+    /// through the dependency builder. `Err` is the reason it failed, for people.
+    async fn run_dependency_build(&self, f: &Function, log: &BuildLog) -> Result<BuiltTree, String> {
+        let _ = (f, log);
+        Err("dependency builds are not part of this server yet".into())
+    }
+}
+
+/// A build's place in the map of running builds, removed on every path its task ends by
+/// (its end, an abort, a panic).
+struct BuildEntry {
+    engine: Engine,
+    id: String,
+}
+
+impl Drop for BuildEntry {
+    fn drop(&mut self) {
+        self.engine.inner.builds.running.lock().expect("builds lock").remove(&self.id);
+    }
+}
