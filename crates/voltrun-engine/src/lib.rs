@@ -32,7 +32,9 @@
 //! | `quota`, `counts` | runs in flight per user; counts by key held by guards |
 //! | [`metrics`] | the figures, and the gauge units that keep them right |
 //! | [`runtimes`] | the interpreters found on this host |
+//! | [`build`], `build_cache` | dependency builds in the sandbox, the content-addressed tree cache |
 
+pub mod build;
 mod config;
 mod counts;
 mod engine;
@@ -52,6 +54,7 @@ mod scheduler;
 mod spares;
 mod sys;
 
+pub use build::{BuildFailure, BuildRequest, BuiltTree, LogSink};
 pub use config::EngineConfig;
 pub use engine::Engine;
 pub use error::EngineError;
