@@ -20,7 +20,7 @@ use tracing::Instrument;
 use voltrun_core::{time, Function, FunctionState, MAX_LOG_BYTES};
 use voltrun_store::{BuildPhase, BuildRecord};
 
-use crate::{Engine, EngineError};
+use crate::{BuiltTree, Engine, EngineError};
 
 /// How often a running build's log so far is stored (for followers on other nodes).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -88,15 +88,6 @@ impl BuildLog {
         let g = self.inner.lock().expect("build log lock");
         (g.0.clone(), self.tx.subscribe())
     }
-}
-
-/// What a dependency build produced.
-#[derive(Debug, Clone)]
-pub struct BuiltTree {
-    /// The tree's key in the dependency cache.
-    pub key: String,
-    /// True when the tree was in the cache already (nothing was installed).
-    pub cached: bool,
 }
 
 impl Engine {

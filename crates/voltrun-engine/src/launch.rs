@@ -97,6 +97,7 @@ impl Engine {
             bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
             limits: ResourceLimits::for_function(runtime, memory_mb),
             network,
+            job: None,
         };
         let spawned = tokio::task::spawn_blocking(move || sandbox.spawn(&spec)).await.expect("spawn task does not panic");
         let spawned = match spawned {

@@ -24,7 +24,7 @@
 //! | `fairness` | what a claim passes over (functions at their limit, users at their share) |
 //! | `scheduler` | cron ticks as queued runs |
 //! | `leases` | lease heartbeat, reaper, recovery at start |
-//! | `builds` | dependency builds as durable work, the `active` gate |
+//! | `builds` | builds as durable work: the build queue's dispatcher, leased build tasks, the `active` gate |
 //! | `pool` | warm instances per function, the per-function slots and queue |
 //! | `spares` | pre-started instances per runtime |
 //! | `launch` | starting an instance: code dir, environment, limits, spawn, init |
@@ -33,7 +33,9 @@
 //! | `quota`, `counts` | runs in flight per user; counts by key held by guards |
 //! | [`metrics`] | the figures, and the gauge units that keep them right |
 //! | [`runtimes`] | the interpreters found on this host |
+//! | [`build`], `build_cache` | dependency builds in the sandbox, the content-addressed tree cache |
 
+pub mod build;
 mod builds;
 mod config;
 mod counts;
@@ -54,7 +56,8 @@ mod scheduler;
 mod spares;
 mod sys;
 
-pub use builds::{BuildLog, BuiltTree};
+pub use build::{BuildFailure, BuildRequest, BuiltTree, LogSink};
+pub use builds::BuildLog;
 pub use config::{default_build_concurrency, EngineConfig};
 pub use engine::Engine;
 pub use error::EngineError;
