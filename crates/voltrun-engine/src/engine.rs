@@ -59,7 +59,7 @@ pub(crate) struct Inner {
     /// `running` and are settled like any interrupted run (async ones run again).
     pub(crate) stopping: AtomicBool,
     /// Dependency builds: the build dispatcher's slots and wake, the builds running here.
-    pub(crate) builds: crate::builds::Builds,
+    pub(crate) build_queue: crate::build_queue::BuildQueue,
 }
 
 impl Engine {
@@ -80,7 +80,7 @@ impl Engine {
                 test_slots: Arc::new(Semaphore::new(cfg.test_concurrency)),
                 user_runs: quota::UserRuns::new(cfg.user_concurrent_runs),
                 spares: Spares::new(cfg.spares, metrics.clone()),
-                builds: crate::builds::Builds::new(cfg.build_concurrency),
+                build_queue: crate::build_queue::BuildQueue::new(cfg.build_concurrency),
                 cfg,
                 metrics,
                 wake: Notify::new(),

@@ -24,7 +24,7 @@
 //! | `fairness` | what a claim passes over (functions at their limit, users at their share) |
 //! | `scheduler` | cron ticks as queued runs |
 //! | `leases` | lease heartbeat, reaper, recovery at start |
-//! | `builds` | builds as durable work: the build queue's dispatcher, leased build tasks, the `active` gate |
+//! | `build_queue` | builds as durable work: the build queue's dispatcher, leased build tasks, the `active` gate |
 //! | `pool` | warm instances per function, the per-function slots and queue |
 //! | `spares` | pre-started instances per runtime |
 //! | `launch` | starting an instance: code dir, environment, limits, spawn, init |
@@ -36,7 +36,7 @@
 //! | [`build`], `build_cache` | dependency builds in the sandbox, the content-addressed tree cache |
 
 pub mod build;
-mod builds;
+mod build_queue;
 mod config;
 mod counts;
 mod engine;
@@ -57,7 +57,7 @@ mod spares;
 mod sys;
 
 pub use build::{BuildFailure, BuildRequest, BuiltTree, LogSink};
-pub use builds::BuildLog;
+pub use build_queue::LiveBuildLog;
 pub use config::{default_build_concurrency, EngineConfig};
 pub use engine::Engine;
 pub use error::EngineError;

@@ -26,7 +26,7 @@ use crate::{BuiltTree, Engine, EngineError};
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// The builds of this node: its slots, its wake, and the live logs of the builds it runs.
-pub(crate) struct Builds {
+pub(crate) struct BuildQueue {
     /// Wakes the build dispatcher: a build was queued (here or, through NOTIFY, elsewhere).
     pub(crate) wake: Notify,
     slots: Arc<Semaphore>,
@@ -36,31 +36,31 @@ pub(crate) struct Builds {
 
 struct RunningBuild {
     function_id: String,
-    log: BuildLog,
+    log: LiveBuildLog,
     task: tokio::task::AbortHandle,
 }
 
-impl Builds {
-    pub(crate) fn new(concurrency: usize) -> Builds {
-        Builds { wake: Notify::new(), slots: Arc::new(Semaphore::new(concurrency.max(1))), running: Mutex::new(HashMap::new()) }
+impl BuildQueue {
+    pub(crate) fn new(concurrency: usize) -> BuildQueue {
+        BuildQueue { wake: Notify::new(), slots: Arc::new(Semaphore::new(concurrency.max(1))), running: Mutex::new(HashMap::new()) }
     }
 }
 
 /// A build's log as it is written: capped at [`MAX_LOG_BYTES`] like a run's, shared with live
 /// followers (a broadcast of each new chunk).
 #[derive(Clone)]
-pub struct BuildLog {
+pub struct LiveBuildLog {
     inner: Arc<Mutex<(String, bool)>>,
     tx: broadcast::Sender<String>,
 }
 
-impl Default for BuildLog {
+impl Default for LiveBuildLog {
     fn default() -> Self {
-        BuildLog { inner: Arc::new(Mutex::new((String::new(), false))), tx: broadcast::channel(256).0 }
+        LiveBuildLog { inner: Arc::new(Mutex::new((String::new(), false))), tx: broadcast::channel(256).0 }
     }
 }
 
-impl BuildLog {
+impl LiveBuildLog {
     /// Appends output (the part past the cap is dropped and the log marked truncated).
     pub fn write(&self, text: &str) {
         let mut g = self.inner.lock().expect("build log lock");
@@ -102,19 +102,19 @@ impl Engine {
 
     /// Tells the build dispatcher a build was queued.
     pub fn wake_builds(&self) {
-        self.inner.builds.wake.notify_one();
+        self.inner.build_queue.wake.notify_one();
     }
 
     /// Live log of a build running on this node: what it wrote so far and the rest as it
     /// comes. None when the build does not run here.
     pub fn subscribe_build_logs(&self, build_id: &str) -> Option<(String, broadcast::Receiver<String>)> {
-        let running = self.inner.builds.running.lock().expect("builds lock");
+        let running = self.inner.build_queue.running.lock().expect("builds lock");
         running.get(build_id).map(|b| b.log.subscribe())
     }
 
     /// Stops this node's builds of a function (deleted: its build rows went with it).
     pub fn cancel_builds(&self, function_id: &str) {
-        let running = self.inner.builds.running.lock().expect("builds lock");
+        let running = self.inner.build_queue.running.lock().expect("builds lock");
         for (id, b) in running.iter().filter(|(_, b)| b.function_id == function_id) {
             tracing::info!(build_id = %id, "cancelling the build of a deleted function");
             b.task.abort();
@@ -125,7 +125,7 @@ impl Engine {
     /// longer has as this node's (deleted with their function, superseded, or settled by
     /// another node's reaper).
     pub(crate) fn drop_lost_builds(&self, held: &[String]) {
-        let running = self.inner.builds.running.lock().expect("builds lock");
+        let running = self.inner.build_queue.running.lock().expect("builds lock");
         for (id, b) in running.iter().filter(|(id, _)| !held.contains(id)) {
             tracing::info!(build_id = %id, "a build this node ran is no longer its own; stopping it");
             b.task.abort();
@@ -136,7 +136,7 @@ impl Engine {
     /// user at most `--builds-per-user` on every node together); sleeps until woken or for a
     /// second.
     pub(crate) async fn dispatch_builds(self) {
-        let slots = self.inner.builds.slots.clone();
+        let slots = self.inner.build_queue.slots.clone();
         loop {
             let slot = slots.clone().acquire_owned().await.expect("never closed");
             if self.inner.stopping.load(Relaxed) {
@@ -147,15 +147,15 @@ impl Engine {
                 Ok(Some(b)) => {
                     let engine = self.clone();
                     let span = tracing::info_span!("build", build_id = %b.id, function_id = %b.function_id, version = b.function_version, attempt = b.attempts);
-                    let log = BuildLog::default();
+                    let log = LiveBuildLog::default();
                     let (id, function_id) = (b.id.clone(), b.function_id.clone());
                     let (task_log, entry) = (log.clone(), BuildEntry { engine: self.clone(), id: id.clone() });
                     // Registered under the lock, before the task can end and remove itself.
-                    let mut running = self.inner.builds.running.lock().expect("builds lock");
+                    let mut running = self.inner.build_queue.running.lock().expect("builds lock");
                     let task = tokio::spawn(
                         async move {
                             let _held = (slot, entry);
-                            engine.run_build(b, task_log).await;
+                            engine.run_claimed_build(b, task_log).await;
                         }
                         .instrument(span),
                     );
@@ -165,7 +165,7 @@ impl Engine {
                 }
                 Ok(None) => {
                     drop(slot);
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.builds.wake.notified()).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.build_queue.wake.notified()).await;
                 }
                 Err(err) => {
                     drop(slot);
@@ -179,7 +179,7 @@ impl Engine {
     /// One claimed build: runs it (storing its log as it goes), then stores its end, which
     /// applies it. A build cut short by shutdown stays `building` for the reaper (or the
     /// next start) to queue again.
-    async fn run_build(&self, mut b: BuildRecord, log: BuildLog) {
+    async fn run_claimed_build(&self, mut b: BuildRecord, log: LiveBuildLog) {
         let store = &self.inner.store;
         let node = self.inner.cfg.node_id.clone();
         let built = {
@@ -238,7 +238,7 @@ impl Engine {
 
     /// Runs a function's dependency build (or finds it in the cache) in its isolation tier,
     /// through the dependency builder. `Err` is the reason it failed, for people.
-    async fn run_dependency_build(&self, f: &Function, log: &BuildLog) -> Result<BuiltTree, String> {
+    async fn run_dependency_build(&self, f: &Function, log: &LiveBuildLog) -> Result<BuiltTree, String> {
         let _ = (f, log);
         Err("dependency builds are not part of this server yet".into())
     }
@@ -253,6 +253,6 @@ struct BuildEntry {
 
 impl Drop for BuildEntry {
     fn drop(&mut self) {
-        self.engine.inner.builds.running.lock().expect("builds lock").remove(&self.id);
+        self.engine.inner.build_queue.running.lock().expect("builds lock").remove(&self.id);
     }
 }
