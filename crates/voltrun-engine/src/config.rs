@@ -39,6 +39,8 @@ pub struct EngineConfig {
     pub spares: usize,
     /// Runs one user may have in flight on this node (0: unlimited; quota.rs).
     pub user_concurrent_runs: u64,
+    /// Dependency builds: timeout, cache bound, package index (build.rs).
+    pub build: crate::BuildConfig,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +60,7 @@ impl Default for EngineConfig {
             scheduler: true,
             spares: 1,
             user_concurrent_runs: voltrun_core::Quotas::default().concurrent_runs,
+            build: crate::BuildConfig::default(),
         }
     }
 }

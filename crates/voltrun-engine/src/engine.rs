@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     /// Set at shutdown: results of runs cut short by it are not recorded, so the runs stay
     /// `running` and are settled like any interrupted run (async ones run again).
     pub(crate) stopping: AtomicBool,
+    /// Dependency builds: the tree cache, the interpreters' platforms (build.rs).
+    pub(crate) builds: crate::build::Builds,
 }
 
 impl Engine {
@@ -68,6 +70,7 @@ impl Engine {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let metrics = Arc::new(Metrics::default());
+        let builds = crate::build::Builds::open(&cfg.data_dir, &cfg.build)?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -88,6 +91,7 @@ impl Engine {
                 watchers: Mutex::new(HashMap::new()),
                 next_instance: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
+                builds,
             }),
         })
     }

@@ -35,6 +35,7 @@
 //! | [`build`], `build_cache` | dependency builds in the sandbox, the content-addressed tree cache |
 
 pub mod build;
+mod build_cache;
 mod config;
 mod counts;
 mod engine;
@@ -54,7 +55,8 @@ mod scheduler;
 mod spares;
 mod sys;
 
-pub use build::{BuildFailure, BuildRequest, BuiltTree, LogSink};
+pub use build::{BuildConfig, BuildFailure, BuildRequest, BuiltTree, LogSink};
+pub use build_cache::TreeUse;
 pub use config::EngineConfig;
 pub use engine::Engine;
 pub use error::EngineError;
