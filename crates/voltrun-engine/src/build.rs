@@ -557,63 +557,10 @@ impl Engine {
             }),
         };
         let deadline = Instant::now() + cfg.timeout;
-        let spawned = match tokio::task::spawn_blocking({
-            let sandbox = sandbox.clone();
-            move || sandbox.spawn(&spec)
-        })
-        .await
-        .expect("spawn task does not panic")
-        {
-            Ok(s) => s,
-            Err(e) => {
-                let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
-                tracing::error!(err = %e, %cause, "could not start a dependency build");
-                fail!(log, "could not start the build: {e}");
-            }
+        let ended = match self.run_job(spec, deadline, &mut log).await {
+            Ok(e) => e,
+            Err(why) => fail!(log, "{why}"),
         };
-        let voltrun_sandbox::Spawned { control_in, control_out, logs, mut handle } = spawned;
-        drop((control_in, control_out));
-        let mut timed_out = false;
-        match pipe::Receiver::from_owned_fd(logs) {
-            Ok(mut rx) => {
-                let mut chunk = vec![0u8; 64 * 1024];
-                loop {
-                    match tokio::time::timeout_at(deadline.into(), rx.read(&mut chunk)).await {
-                        Ok(Ok(0)) | Ok(Err(_)) => break,
-                        Ok(Ok(n)) => log.push(&chunk[..n]),
-                        Err(_) => {
-                            timed_out = true;
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                handle.kill();
-                let _ = tokio::task::spawn_blocking(move || handle.wait()).await;
-                fail!(log, "could not read the build's output: {e}");
-            }
-        }
-        let ended = tokio::task::spawn_blocking(move || {
-            // The output ended; the process may still be on its way out (or hold on without
-            // its output): it gets until the deadline, then everything of it is killed.
-            while !timed_out && !handle.try_exited() {
-                if Instant::now() >= deadline {
-                    timed_out = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if timed_out {
-                handle.kill();
-            }
-            let refused = handle.take_network_log();
-            let oom = handle.out_of_memory();
-            let exit = handle.wait();
-            Ended { exit, oom, timed_out, refused }
-        })
-        .await
-        .expect("the build's wait does not panic");
         for line in &ended.refused {
             log.push(line.as_bytes());
         }
@@ -647,6 +594,101 @@ impl Engine {
         log.line(&format!("[voltrun] build succeeded ({})", ended.exit));
         let (logs, truncated) = log.finish();
         Ok((tree, logs, truncated))
+    }
+}
+
+impl Engine {
+    /// Runs a job to its end (or `deadline`, when every process of it is killed), its output
+    /// into `log`.
+    async fn run_job(&self, spec: InstanceSpec, deadline: Instant, log: &mut BuildLog) -> Result<Ended, String> {
+        let sandbox = self.inner.sandbox.clone();
+        let spawned = match tokio::task::spawn_blocking(move || sandbox.spawn(&spec)).await.expect("spawn task does not panic") {
+            Ok(s) => s,
+            Err(e) => {
+                let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
+                tracing::error!(err = %e, %cause, "could not start a dependency build");
+                return Err(format!("could not start the build: {e}"));
+            }
+        };
+        let voltrun_sandbox::Spawned { control_in, control_out, logs, mut handle } = spawned;
+        drop((control_in, control_out));
+        let mut timed_out = false;
+        match pipe::Receiver::from_owned_fd(logs) {
+            Ok(mut rx) => {
+                let mut chunk = vec![0u8; 64 * 1024];
+                loop {
+                    match tokio::time::timeout_at(deadline.into(), rx.read(&mut chunk)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(n)) => log.push(&chunk[..n]),
+                        Err(_) => {
+                            timed_out = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                handle.kill();
+                let _ = tokio::task::spawn_blocking(move || handle.wait()).await;
+                return Err(format!("could not read the build's output: {e}"));
+            }
+        }
+        let ended = tokio::task::spawn_blocking(move || {
+            // The output ended; the process may still be on its way out (or hold on without
+            // its output): it gets until the deadline, then everything of it is killed.
+            while !timed_out && !handle.try_exited() {
+                if Instant::now() >= deadline {
+                    timed_out = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if timed_out {
+                handle.kill();
+            }
+            let refused = handle.take_network_log();
+            let oom = handle.out_of_memory();
+            let exit = handle.wait();
+            Ended { exit, oom, timed_out, refused }
+        })
+        .await
+        .expect("the build's wait does not panic");
+        Ok(ended)
+    }
+
+    /// Runs `code` (`python -c` / `node -e`) in the sandbox as the function user with the
+    /// built `tree` read-only on the module path (`PYTHONPATH`, `NODE_PATH`) and no network:
+    /// a check that the tree loads on the runtime it was built for. Its output, or why not.
+    pub async fn try_dependency_tree(&self, runtime: Runtime, tree: &Path, code: &str) -> Result<String, String> {
+        let rt = &self.inner.runtimes;
+        let interp = rt.interpreter(runtime).ok_or("the runtime is not installed")?;
+        let dir = self.inner.cfg.data_dir.join("instances").join(format!("check-{}", self.inner.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let flag = if runtime == Runtime::Python311 { "-c" } else { "-e" };
+        let mut env = crate::launch::base_env(runtime, &self.inner.sandbox.task_root(&dir));
+        env.push((if runtime == Runtime::Python311 { "PYTHONPATH" } else { "NODE_PATH" }.to_string(), tree.display().to_string()));
+        let mut runtime_paths = rt.paths(runtime);
+        runtime_paths.push(tree.to_path_buf());
+        let spec = InstanceSpec {
+            argv: vec![interp.path.display().to_string(), flag.into(), code.into()],
+            env,
+            code_dir: dir.clone(),
+            runtime_paths,
+            bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
+            limits: ResourceLimits::for_function(runtime, BUILD_MIN_MEMORY_MB),
+            network: None,
+            job: Some(JobSpec::default()),
+        };
+        let mut log = BuildLog::new(None);
+        let ended = self.run_job(spec, Instant::now() + Duration::from_secs(60), &mut log).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let ended = ended?;
+        let (out, _) = log.finish();
+        if ended.exit.code == Some(0) {
+            Ok(out)
+        } else {
+            Err(format!("{}: {out}", ended.exit))
+        }
     }
 }
 
