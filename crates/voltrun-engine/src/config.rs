@@ -39,6 +39,8 @@ pub struct EngineConfig {
     pub spares: usize,
     /// Runs one user may have in flight on this node (0: unlimited; quota.rs).
     pub user_concurrent_runs: u64,
+    /// Dependency builds: timeout, cache bound, package index (build.rs).
+    pub build: crate::BuildConfig,
     /// Dependency builds this node runs at once (0: none; other nodes build).
     pub build_concurrency: usize,
     /// Builds one user may have running at once, on every node together.
@@ -72,6 +74,7 @@ impl Default for EngineConfig {
             build_concurrency: default_build_concurrency(),
             builds_per_user: 2,
             quotas: voltrun_core::Quotas::default(),
+            build: crate::BuildConfig::default(),
         }
     }
 }

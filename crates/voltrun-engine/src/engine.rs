@@ -60,6 +60,8 @@ pub(crate) struct Inner {
     pub(crate) stopping: AtomicBool,
     /// Dependency builds: the build dispatcher's slots and wake, the builds running here.
     pub(crate) build_queue: crate::build_queue::BuildQueue,
+    /// Dependency builds: the tree cache, the interpreters' platforms (build.rs).
+    pub(crate) builds: crate::build::Builds,
 }
 
 impl Engine {
@@ -70,6 +72,7 @@ impl Engine {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let metrics = Arc::new(Metrics::default());
+        let builds = crate::build::Builds::open(&cfg.data_dir, &cfg.build)?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -91,6 +94,7 @@ impl Engine {
                 watchers: Mutex::new(HashMap::new()),
                 next_instance: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
+                builds,
             }),
         })
     }

@@ -36,6 +36,7 @@
 //! | [`build`], `build_cache` | dependency builds in the sandbox, the content-addressed tree cache |
 
 pub mod build;
+mod build_cache;
 mod build_queue;
 mod config;
 mod counts;
@@ -56,7 +57,8 @@ mod scheduler;
 mod spares;
 mod sys;
 
-pub use build::{BuildFailure, BuildRequest, BuiltTree, LogSink};
+pub use build::{BuildConfig, BuildFailure, BuildRequest, BuiltTree, LogSink};
+pub use build_cache::TreeUse;
 pub use build_queue::LiveBuildLog;
 pub use config::{default_build_concurrency, EngineConfig};
 pub use engine::Engine;
