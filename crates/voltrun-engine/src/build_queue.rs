@@ -20,7 +20,9 @@ use tracing::Instrument;
 use voltrun_core::{time, Function, FunctionState, MAX_LOG_BYTES};
 use voltrun_store::{BuildPhase, BuildRecord};
 
-use crate::{BuiltTree, Engine, EngineError};
+use std::path::PathBuf;
+
+use crate::{BuildFailure, BuildRequest, BuiltTree, Engine, EngineError, LogSink};
 
 /// How often a running build's log so far is stored (for followers on other nodes).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -103,21 +105,62 @@ impl Engine {
     /// Whether a function has dependencies to build (SPEC §10: a package whose root holds
     /// a `requirements.txt` or `package.json` that declares some).
     pub fn needs_build(&self, f: &Function) -> bool {
-        let _ = f;
-        false
+        f.package.as_ref().is_some_and(|p| p.dependencies.is_some())
     }
 
     /// Whether an update changes what the dependency build of a function depends on (its
     /// package, its runtime).
     pub fn dependencies_changed(&self, old: &Function, new: &Function) -> bool {
-        old.runtime != new.runtime
+        old.runtime != new.runtime || old.package.as_ref().map(|p| &p.sha256) != new.package.as_ref().map(|p| &p.sha256)
     }
 
     /// The dependency tree of `f` when this node's cache has it already (a build would be a
     /// cache hit), so a create or update completes inside its request.
     pub async fn cached_dependencies(&self, f: &Function) -> Option<BuiltTree> {
-        let _ = f;
-        None
+        let req = match self.build_request(f, None).await {
+            Ok(req) => req,
+            Err(reason) => {
+                tracing::debug!(%reason, "no cache lookup for this package");
+                return None;
+            }
+        };
+        let key = self.dependency_key(&req).await.ok()?;
+        let tree = self.use_dependency_tree(&key)?;
+        let logs = format!("[voltrun] dependencies found in the cache ({}): no build, no download\n", &key[..key.len().min(12)]);
+        Some(BuiltTree { key, path: tree.path().to_path_buf(), cached: true, logs, logs_truncated: false })
+    }
+
+    /// The unpacked package of `f` on this host (`<data_dir>/trees/<sha256>`), unpacked from
+    /// the store's blob when this node does not have it yet.
+    pub async fn package_dir(&self, f: &Function) -> Result<PathBuf, String> {
+        let p = f.package.as_ref().ok_or("a code function has no package")?;
+        let trees = voltrun_package::Trees::new(&self.inner.cfg.data_dir);
+        if trees.has(&p.sha256) {
+            return Ok(trees.path(&p.sha256));
+        }
+        let zip = match &f.package_zip {
+            Some(z) => z.clone(),
+            None => Arc::new(
+                self.inner.store.get_blob(&p.sha256).await.map_err(|e| format!("reading the package: {e}"))?.ok_or_else(|| format!("the package {} is not in the store", p.sha256))?,
+            ),
+        };
+        let sha = p.sha256.clone();
+        tokio::task::spawn_blocking(move || trees.ensure(&sha, |dest| voltrun_package::unpack_zip(&zip, dest, &voltrun_package::Limits::zip()).map(|_| ())))
+            .await
+            .map_err(|e| format!("unpacking the package: {e}"))?
+            .map_err(|e| format!("unpacking the package: {e}"))
+    }
+
+    /// What to build for `f`: its runtime, memory, unpacked package and dependency files.
+    async fn build_request(&self, f: &Function, log: Option<LogSink>) -> Result<BuildRequest, String> {
+        let dir = self.package_dir(f).await?;
+        let probe = dir.clone();
+        let runtime = f.runtime;
+        let dep_files = tokio::task::spawn_blocking(move || crate::build::dependency_files(runtime, &probe))
+            .await
+            .map_err(|e| format!("reading the dependency files: {e}"))?
+            .ok_or("the package declares no dependencies to build")?;
+        Ok(BuildRequest { runtime: f.runtime, memory_mb: f.memory, package_dir: dir, dep_files, log })
     }
 
     /// Tells the build dispatcher a build was queued.
@@ -222,12 +265,20 @@ impl Engine {
         if self.inner.stopping.load(Relaxed) {
             return;
         }
-        let (logs, cut) = log.snapshot();
-        let (result, cached) = match built {
-            Ok(t) => (Ok(t.key), t.cached),
-            Err(reason) => (Err(reason), false),
-        };
-        b.finish(result, logs, cut, cached);
+        // The builder's own log is the whole one (capped head and tail); the live one is
+        // what followers saw.
+        let (live, live_cut) = log.snapshot();
+        let pick = |logs: String, cut: bool| if logs.is_empty() { (live.clone(), live_cut) } else { (logs, cut) };
+        match built {
+            Ok(t) => {
+                let (logs, cut) = pick(t.logs, t.logs_truncated);
+                b.finish(Ok(t.key), logs, cut, t.cached);
+            }
+            Err(f) => {
+                let (logs, cut) = pick(f.logs, f.logs_truncated);
+                b.finish(Err(f.reason), logs, cut, false);
+            }
+        }
         // The end must be stored, or the function would stay pending/in progress until the
         // lease reaper re-runs the build: try again while the database is unavailable.
         let mut pause = Duration::from_millis(500);
@@ -258,9 +309,11 @@ impl Engine {
 
     /// Runs a function's dependency build (or finds it in the cache) in its isolation tier,
     /// through the dependency builder. `Err` is the reason it failed, for people.
-    async fn run_dependency_build(&self, f: &Function, log: &LiveBuildLog) -> Result<BuiltTree, String> {
-        let _ = (f, log);
-        Err("dependency builds are not part of this server yet".into())
+    async fn run_dependency_build(&self, f: &Function, log: &LiveBuildLog) -> Result<BuiltTree, BuildFailure> {
+        let live = log.clone();
+        let sink: LogSink = Arc::new(move |text: &str| live.write(text));
+        let req = self.build_request(f, Some(sink)).await.map_err(|reason| BuildFailure { reason, logs: String::new(), logs_truncated: false })?;
+        self.build_dependencies(req).await
     }
 }
 

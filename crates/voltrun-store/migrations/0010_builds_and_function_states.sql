@@ -12,7 +12,8 @@ ALTER TABLE functions ADD COLUMN last_update_status_reason TEXT;
 -- One row per build. `status`: queued (waiting for a node) | building (claimed under a lease)
 -- | success | failed. `definition` is the function (JSON) to apply when the build succeeds;
 -- `base_version` the version it replaces (0 for a function's first build, which is already
--- stored). `tree_key` names the built dependency tree in the cache (voltrun-engine builds).
+-- stored). `package_sha256` is the blob of the definition's package (a blob a build still
+-- needs is in use). `tree_key` names the built dependency tree in the cache.
 -- A build goes with its function (ON DELETE CASCADE: deleting a function cancels its build).
 CREATE TABLE builds (
     id               TEXT PRIMARY KEY,
@@ -26,6 +27,7 @@ CREATE TABLE builds (
     logs_truncated   BIGINT NOT NULL,
     cached           BIGINT NOT NULL,
     definition       TEXT NOT NULL,
+    package_sha256   TEXT,
     tree_key         TEXT,
     attempts         BIGINT NOT NULL,
     max_attempts     BIGINT NOT NULL,
@@ -38,6 +40,7 @@ CREATE TABLE builds (
 -- The latest build of a function, and the queue (queued and building rows only).
 CREATE INDEX builds_function ON builds(function_id, id);
 CREATE INDEX builds_queue ON builds(status, id) WHERE status IN ('queued', 'building');
+CREATE INDEX builds_package ON builds(package_sha256) WHERE package_sha256 IS NOT NULL;
 
 -- The scheduler fires active functions only: its covering index gains `state` (0005's, else
 -- unchanged), so its list and its change check still read the index alone.

@@ -214,8 +214,8 @@ async fn insert_build_in(tx: &mut Tx, b: &BuildRecord) -> Result<()> {
     let definition = serde_json::to_string(&b.definition).expect("a function serialises");
     sqlx::query(
         "INSERT INTO builds (id, function_id, user_id, function_version, base_version, status, reason, logs, logs_truncated, cached, definition,
-         tree_key, attempts, max_attempts, lease_owner, lease_expires, created_at, started_at, finished_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, NULL, $15, $16, $17)",
+         tree_key, attempts, max_attempts, lease_owner, lease_expires, created_at, started_at, finished_at, package_sha256)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, NULL, $15, $16, $17, $18)",
     )
     .bind(&b.id)
     .bind(&b.function_id)
@@ -234,6 +234,7 @@ async fn insert_build_in(tx: &mut Tx, b: &BuildRecord) -> Result<()> {
     .bind(&b.created_at)
     .bind(&b.started_at)
     .bind(&b.finished_at)
+    .bind(b.definition.package.as_ref().map(|p| p.sha256.as_str()))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -280,6 +281,8 @@ impl Store {
     /// longer at `expected_version`, not active, or already has a build in progress.
     pub async fn queue_update_build(&self, b: &BuildRecord) -> Result<bool> {
         let mut tx = self.user_write(&b.user_id).await?;
+        // The new package is stored now (its build and, later, the function read it).
+        self.put_package_in(&mut tx, &b.definition).await?;
         let r = sqlx::query(
             "UPDATE functions SET last_update_status = 'in_progress', last_update_status_reason = NULL
              WHERE id = $1 AND user_id = $2 AND version = $3 AND state = 'active' AND last_update_status <> 'in_progress'",

@@ -11,6 +11,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod blobs;
 pub(crate) mod builds;
 mod executions;
 pub(crate) mod functions;
@@ -19,6 +20,7 @@ mod secrets;
 mod users;
 mod writer;
 
+pub use blobs::BLOB_CHUNK_BYTES;
 pub use builds::{cap_logs, BuildPhase, BuildRecord};
 pub use executions::{ClaimSkip, ExecutionFilter, HourBucket, NewRun, Stats};
 pub use functions::{ScheduledFunction, SchedulesFingerprint};
