@@ -130,6 +130,86 @@ impl Engine {
         Some(BuiltTree { key, path: tree.path().to_path_buf(), cached: true, logs, logs_truncated: false })
     }
 
+    /// On PostgreSQL, packs a tree this node built into a blob of the store, so every node
+    /// can run the function (docs/ARCHITECTURE.md, "Builds"); a tree in the store already
+    /// (built before, here or elsewhere) is not packed again. None on SQLite (one node) or
+    /// when packing failed (the tree stays this node's; others build it themselves).
+    async fn share_tree(&self, t: &BuiltTree) -> Option<String> {
+        let store = &self.inner.store;
+        if store.dialect() != voltrun_store::Dialect::Postgres {
+            return None;
+        }
+        if let Ok(Some(blob)) = store.tree_blob(&t.key).await {
+            return Some(blob);
+        }
+        let t0 = std::time::Instant::now();
+        let path = t.path.clone();
+        let packed = match tokio::task::spawn_blocking(move || crate::tree_share::pack(&path)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(err)) => {
+                tracing::warn!(%err, "could not pack a built tree for other nodes");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        match store.put_blob(&packed).await {
+            Ok(sha) => {
+                tracing::info!(key = %t.key, bytes = packed.len(), ms = t0.elapsed().as_millis() as u64, "built tree stored for other nodes");
+                Some(sha)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "could not store a built tree for other nodes");
+                None
+            }
+        }
+    }
+
+    /// The built dependency tree an instance of `f` uses: `None` for a function without
+    /// dependencies; else the tree in this node's cache, fetched first from the blob the
+    /// building node stored when this node lacks it (another node built it, or it was
+    /// evicted here). The launch hook (`instance_files`) calls this.
+    pub async fn dependency_tree(&self, f: &Function) -> Result<Option<crate::TreeUse>, String> {
+        if !self.needs_build(f) {
+            return Ok(None);
+        }
+        let req = self.build_request(f, None).await?;
+        let key = self.dependency_key(&req).await?;
+        if let Some(tree) = self.use_dependency_tree(&key) {
+            return Ok(Some(tree));
+        }
+        let blob = self.inner.store.tree_blob(&key).await.map_err(|e| format!("looking the dependency tree up: {e}"))?;
+        let Some(blob) = blob else {
+            // Not built anywhere (evicted on a single node): build it again, as a cache miss.
+            let t = self.build_dependencies(req).await.map_err(|e| format!("the dependency tree had to be built again and that failed: {}", e.reason))?;
+            return self.use_dependency_tree(&t.key).map(Some).ok_or_else(|| "the dependency tree was evicted as soon as it was built".into());
+        };
+        let t0 = std::time::Instant::now();
+        let packed = self.inner.store.get_blob(&blob).await.map_err(|e| format!("fetching the dependency tree: {e}"))?.ok_or("the dependency tree's blob is missing")?;
+        self.insert_fetched_tree(&key, packed).await?;
+        tracing::info!(%key, ms = t0.elapsed().as_millis() as u64, "fetched a dependency tree another node built");
+        self.use_dependency_tree(&key).map(Some).ok_or_else(|| "the fetched dependency tree was evicted at once".into())
+    }
+
+    /// Unpacks a tree another node packed into this node's dependency cache as `key`.
+    async fn insert_fetched_tree(&self, key: &str, packed: Vec<u8>) -> Result<(), String> {
+        let cache = &self.inner.builds.cache;
+        let lock = cache.key_lock(key);
+        let _one = lock.lock().await;
+        if cache.lookup(key).is_some() {
+            return Ok(());
+        }
+        let scratch = cache.scratch(key).map_err(|e| format!("preparing the dependency tree: {e}"))?;
+        let (engine, key, dir) = (self.clone(), key.to_string(), scratch.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            let tree = dir.join("tree");
+            crate::tree_share::unpack(&packed, &tree)?;
+            engine.inner.builds.cache.insert(&key, &tree).map(drop)
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        r.map_err(|e| format!("unpacking the dependency tree: {e}"))?.map_err(|e| format!("unpacking the dependency tree: {e}"))
+    }
+
     /// The unpacked package of `f` on this host (`<data_dir>/trees/<sha256>`), unpacked from
     /// the store's blob when this node does not have it yet.
     pub async fn package_dir(&self, f: &Function) -> Result<PathBuf, String> {
@@ -271,8 +351,10 @@ impl Engine {
         let pick = |logs: String, cut: bool| if logs.is_empty() { (live.clone(), live_cut) } else { (logs, cut) };
         match built {
             Ok(t) => {
+                let shared = self.share_tree(&t).await;
                 let (logs, cut) = pick(t.logs, t.logs_truncated);
                 b.finish(Ok(t.key), logs, cut, t.cached);
+                b.tree_blob = shared;
             }
             Err(f) => {
                 let (logs, cut) = pick(f.logs, f.logs_truncated);

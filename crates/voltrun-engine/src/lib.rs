@@ -56,6 +56,7 @@ pub mod runtimes;
 mod scheduler;
 mod spares;
 mod sys;
+mod tree_share;
 
 pub use build::{BuildConfig, BuildFailure, BuildRequest, BuiltTree, LogSink};
 pub use build_cache::TreeUse;

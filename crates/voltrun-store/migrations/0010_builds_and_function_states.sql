@@ -13,7 +13,8 @@ ALTER TABLE functions ADD COLUMN last_update_status_reason TEXT;
 -- | success | failed. `definition` is the function (JSON) to apply when the build succeeds;
 -- `base_version` the version it replaces (0 for a function's first build, which is already
 -- stored). `package_sha256` is the blob of the definition's package (a blob a build still
--- needs is in use). `tree_key` names the built dependency tree in the cache.
+-- needs is in use). `tree_key` names the built dependency tree in the cache; `tree_blob` the
+-- blob it was packed into for other nodes (PostgreSQL: a node that lacks it fetches it).
 -- A build goes with its function (ON DELETE CASCADE: deleting a function cancels its build).
 CREATE TABLE builds (
     id               TEXT PRIMARY KEY,
@@ -29,6 +30,7 @@ CREATE TABLE builds (
     definition       TEXT NOT NULL,
     package_sha256   TEXT,
     tree_key         TEXT,
+    tree_blob        TEXT,
     attempts         BIGINT NOT NULL,
     max_attempts     BIGINT NOT NULL,
     lease_owner      TEXT,
@@ -41,6 +43,7 @@ CREATE TABLE builds (
 CREATE INDEX builds_function ON builds(function_id, id);
 CREATE INDEX builds_queue ON builds(status, id) WHERE status IN ('queued', 'building');
 CREATE INDEX builds_package ON builds(package_sha256) WHERE package_sha256 IS NOT NULL;
+CREATE INDEX builds_tree ON builds(tree_key) WHERE tree_blob IS NOT NULL;
 
 -- The scheduler fires active functions only: its covering index gains `state` (0005's, else
 -- unchanged), so its list and its change check still read the index alone.

@@ -64,6 +64,8 @@ pub struct BuildRecord {
     pub definition: Function,
     /// The built tree's cache key, once built.
     pub tree_key: Option<String>,
+    /// The blob the tree was packed into for other nodes, if it was.
+    pub tree_blob: Option<String>,
     pub attempts: i64,
     pub max_attempts: i64,
     pub lease_owner: Option<String>,
@@ -88,6 +90,7 @@ impl BuildRecord {
             cached: false,
             definition: definition.clone(),
             tree_key: None,
+            tree_blob: None,
             attempts: 0,
             max_attempts: voltrun_core::build::BUILD_MAX_ATTEMPTS,
             lease_owner: None,
@@ -201,6 +204,7 @@ fn build_from(row: &sqlx::any::AnyRow) -> Result<BuildRecord> {
         cached: get_i64(row, "cached")? != 0,
         definition,
         tree_key: get_opt_str(row, "tree_key")?,
+        tree_blob: get_opt_str(row, "tree_blob")?,
         attempts: get_i64(row, "attempts")?,
         max_attempts: get_i64(row, "max_attempts")?,
         lease_owner: get_opt_str(row, "lease_owner")?,
@@ -463,7 +467,7 @@ impl Store {
     async fn end_build_in(&self, tx: &mut Tx, b: &BuildRecord) -> Result<()> {
         sqlx::query(
             "UPDATE builds SET status = $2, reason = $3, logs = $4, logs_truncated = $5, cached = $6, tree_key = $7, finished_at = $8,
-             lease_owner = NULL, lease_expires = NULL WHERE id = $1",
+             tree_blob = $9, lease_owner = NULL, lease_expires = NULL WHERE id = $1",
         )
         .bind(&b.id)
         .bind(b.phase.as_str())
@@ -473,9 +477,16 @@ impl Store {
         .bind(b.cached as i64)
         .bind(&b.tree_key)
         .bind(&b.finished_at)
+        .bind(&b.tree_blob)
         .execute(&mut **tx)
         .await?;
         Ok(())
+    }
+
+    /// The blob a dependency tree was packed into (by the node that built it), if any.
+    pub async fn tree_blob(&self, tree_key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT tree_blob FROM builds WHERE tree_key = $1 AND tree_blob IS NOT NULL ORDER BY id DESC LIMIT 1").bind(tree_key).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| get_opt_str(&r, "tree_blob")).transpose()?.flatten())
     }
 
     /// Settles builds whose node stopped renewing its lease: back to the queue while they
