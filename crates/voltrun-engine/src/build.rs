@@ -665,7 +665,7 @@ impl Engine {
         let dir = self.inner.cfg.data_dir.join("instances").join(format!("check-{}", self.inner.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let flag = if runtime == Runtime::Python311 { "-c" } else { "-e" };
-        let mut env = crate::launch::base_env(runtime, &self.inner.sandbox.task_root(&dir));
+        let mut env = crate::launch::base_env(runtime, &*self.inner.sandbox, &dir);
         env.push((if runtime == Runtime::Python311 { "PYTHONPATH" } else { "NODE_PATH" }.to_string(), tree.display().to_string()));
         let mut runtime_paths = rt.paths(runtime);
         runtime_paths.push(tree.to_path_buf());

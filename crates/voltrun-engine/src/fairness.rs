@@ -86,17 +86,7 @@ mod tests {
             description: None,
             runtime: "python".into(),
             code: Some("def handler(e, c):\n    return 1\n".into()),
-            files: None,
-            zip: None,
-            handler: None,
-            memory: None,
-            timeout: None,
-            env: None,
-            route: None,
-            public: None,
-            schedule: None,
-            max_retries: None,
-            egress: Vec::new(),
+            ..Default::default()
         }
         .into_function("fn_x".into(), "u".into(), time::now())
         .unwrap()
