@@ -128,6 +128,8 @@ pub const BUILD_PIDS: u64 = 256;
 const SRC: &str = "/build/src";
 const OUT: &str = "/build/out";
 const TMP: &str = "/build/tmp";
+/// Where [`Engine::try_dependency_tree`] shows the tree (as instances see theirs).
+const CHECK_TREE: &str = "/var/deps";
 
 /// Server-wide build settings (`--build-timeout`, `--build-cache-size`, `--pip-index-url`,
 /// `--npm-registry`); `Default` are the documented defaults with none of the host's settings.
@@ -553,6 +555,7 @@ impl Engine {
             job: Some(JobSpec {
                 writable: vec![(src.clone(), SRC.into()), (out.clone(), OUT.into()), (tmp.clone(), TMP.into())],
                 cwd: Some(SRC.into()),
+                read_only: Vec::new(),
                 hosts: pinned,
             }),
         };
@@ -657,7 +660,7 @@ impl Engine {
     }
 
     /// Runs `code` (`python -c` / `node -e`) in the sandbox as the function user with the
-    /// built `tree` read-only on the module path (`PYTHONPATH`, `NODE_PATH`) and no network:
+    /// built `tree` read-only at `/var/deps` on the module path (`PYTHONPATH`, `NODE_PATH`) and no network:
     /// a check that the tree loads on the runtime it was built for. Its output, or why not.
     pub async fn try_dependency_tree(&self, runtime: Runtime, tree: &Path, code: &str) -> Result<String, String> {
         let rt = &self.inner.runtimes;
@@ -666,18 +669,16 @@ impl Engine {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let flag = if runtime == Runtime::Python311 { "-c" } else { "-e" };
         let mut env = crate::launch::base_env(runtime, &*self.inner.sandbox, &dir);
-        env.push((if runtime == Runtime::Python311 { "PYTHONPATH" } else { "NODE_PATH" }.to_string(), tree.display().to_string()));
-        let mut runtime_paths = rt.paths(runtime);
-        runtime_paths.push(tree.to_path_buf());
+        env.push((if runtime == Runtime::Python311 { "PYTHONPATH" } else { "NODE_PATH" }.to_string(), CHECK_TREE.to_string()));
         let spec = InstanceSpec {
             argv: vec![interp.path.display().to_string(), flag.into(), code.into()],
             env,
             code_dir: dir.clone(),
-            runtime_paths,
+            runtime_paths: rt.paths(runtime),
             bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
             limits: ResourceLimits::for_function(runtime, BUILD_MIN_MEMORY_MB),
             network: None,
-            job: Some(JobSpec::default()),
+            job: Some(JobSpec { read_only: vec![(tree.to_path_buf(), CHECK_TREE.into())], ..JobSpec::default() }),
         };
         let mut log = BuildLog::new(None);
         let ended = self.run_job(spec, Instant::now() + Duration::from_secs(60), &mut log).await;

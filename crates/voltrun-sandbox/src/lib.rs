@@ -70,6 +70,8 @@ pub struct JobSpec {
     /// Host directories bound read-write (`nosuid`, `nodev`): host path, path inside. The
     /// host side must be writable by [`Sandbox::function_host_uid`].
     pub writable: Vec<(PathBuf, PathBuf)>,
+    /// Host directories bound read-only at a path of their own (host path, path inside).
+    pub read_only: Vec<(PathBuf, PathBuf)>,
     /// The job's working directory inside (else the task root).
     pub cwd: Option<PathBuf>,
     /// Host names pinned in the job's `/etc/hosts` (resolved by the server).

@@ -176,6 +176,7 @@ impl InstanceRoot {
         let mut etc: Vec<(String, String)> = etc_files().into_iter().map(|(n, t)| (n.to_string(), t)).collect();
         let mut cwd = PathBuf::from(TASK_ROOT);
         if let Some(job) = &spec.job {
+            binds.extend(job.read_only.iter().map(|(source, target)| Bind { source: source.clone(), target: target.clone(), dir: true, writable: false }));
             binds.extend(job.writable.iter().map(|(source, target)| Bind { source: source.clone(), target: target.clone(), dir: true, writable: true }));
             if let Some(hosts) = etc.iter_mut().find(|(n, _)| n == "hosts") {
                 for (name, ip) in &job.hosts {

@@ -61,6 +61,9 @@ struct BuildArgs {
     /// (`python -c` / `node -e`) and report its output.
     #[arg(long)]
     check: Option<String>,
+    /// Start this many identical builds at once (they build once; the rest wait for it).
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
 }
 
 /// What every node that executes functions needs.
@@ -448,7 +451,19 @@ async fn build(args: BuildArgs) -> Result<bool> {
     };
     let t0 = Instant::now();
     let req = voltrun_engine::BuildRequest { runtime, memory_mb: args.memory, package_dir: dir, dep_files, log: None };
+    let mut others = tokio::task::JoinSet::new();
+    for _ in 1..args.parallel.max(1) {
+        let (engine, req) = (engine.clone(), req.clone());
+        others.spawn(async move { engine.build_dependencies(req).await });
+    }
     let result = engine.build_dependencies(req).await;
+    let mut parallel = Vec::new();
+    while let Some(r) = others.join_next().await {
+        parallel.push(match r? {
+            Ok(t) => serde_json::json!({"ok": true, "key": t.key, "cached": t.cached}),
+            Err(f) => serde_json::json!({"ok": false, "reason": f.reason}),
+        });
+    }
     let ms = t0.elapsed().as_millis() as u64;
     let out = match &result {
         Ok(t) => {
@@ -458,7 +473,7 @@ async fn build(args: BuildArgs) -> Result<bool> {
             };
             serde_json::json!({
                 "ok": true, "key": t.key, "path": t.path, "cached": t.cached, "logs": t.logs, "logs_truncated": t.logs_truncated,
-                "duration_ms": ms, "tree_bytes": engine.dependency_cache_bytes(),
+                "duration_ms": ms, "tree_bytes": engine.dependency_cache_bytes(), "parallel": parallel,
                 "check": check.as_ref().map(|c| match c { Ok(o) => serde_json::json!({"ok": true, "output": o}), Err(o) => serde_json::json!({"ok": false, "output": o}) }),
             })
         }

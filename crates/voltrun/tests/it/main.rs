@@ -7,6 +7,7 @@ mod api_auth;
 mod api_functions;
 mod api_inputs;
 mod builds;
+mod builds_sandbox;
 mod cli;
 mod egress;
 mod egress_api;
