@@ -498,6 +498,9 @@ impl Engine {
         let uid = sandbox.function_host_uid();
         let prepared = (|| -> std::io::Result<()> {
             copy_tree(&req.package_dir, &src)?;
+            // The instance directory every sandbox binds (task/, deps/, opt/): empty for a
+            // build, whose package is the writable copy at /build/src.
+            voltrun_package::InstanceDir::create(scratch.join("inst"))?;
             std::fs::create_dir(&out)?;
             std::fs::create_dir_all(tmp.join("home"))?;
             for d in [&src, &out, &tmp] {
@@ -547,7 +550,7 @@ impl Engine {
         let spec = InstanceSpec {
             argv,
             env,
-            code_dir: src.clone(),
+            code_dir: scratch.join("inst"),
             runtime_paths,
             bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
             limits,
@@ -666,7 +669,7 @@ impl Engine {
         let rt = &self.inner.runtimes;
         let interp = rt.interpreter(runtime).ok_or("the runtime is not installed")?;
         let dir = self.inner.cfg.data_dir.join("instances").join(format!("check-{}", self.inner.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        voltrun_package::InstanceDir::create(&dir).map_err(|e| e.to_string())?;
         let flag = if runtime == Runtime::Python311 { "-c" } else { "-e" };
         let mut env = crate::launch::base_env(runtime, &*self.inner.sandbox, &dir);
         env.push((if runtime == Runtime::Python311 { "PYTHONPATH" } else { "NODE_PATH" }.to_string(), CHECK_TREE.to_string()));
