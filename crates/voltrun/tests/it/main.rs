@@ -6,6 +6,8 @@ mod harness;
 mod api_auth;
 mod api_functions;
 mod api_inputs;
+mod builds;
+mod builds_sandbox;
 mod cli;
 mod cli_deploy;
 mod egress;
