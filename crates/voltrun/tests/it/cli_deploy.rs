@@ -221,3 +221,24 @@ fn layers_publish_list_versions_delete_and_attach() {
     let bash = sh.ok(&["completions", "bash"]).stdout;
     assert!(bash.contains("layers") && bash.contains("publish") && bash.contains("--dir") && bash.contains("--layer"), "bash completions");
 }
+
+#[test]
+fn a_build_is_followed_to_its_end_and_an_update_applies_after_it() {
+    let s = Server::start();
+    let c = s.user();
+    let sh = Shell::new(&s, &c);
+    let src = sh.tree("deps", &[("main.py", "import six\ndef handler(e, c):\n    return six.ensure_str('v1')\n"), ("requirements.txt", "six\n")]);
+    let r = sh.ok(&["functions", "deploy", "withdeps", "--dir", p(&src)]);
+    assert!(r.stderr.contains("Building dependencies of withdeps") && r.stderr.contains("Built dependencies in"), "plain lines off a terminal:\n{r}");
+    assert!(r.stdout.contains("Created function withdeps"), "{r}");
+    let (_, f) = c.get("/api/functions/withdeps");
+    assert_eq!(f["state"], "active", "{f}");
+    assert_eq!(c.invoke("withdeps", &json!({}))["output"], "v1");
+    // An update with the same dependencies: a cache hit, the new code serves at once.
+    std::fs::write(src.join("main.py"), "import six\ndef handler(e, c):\n    return six.ensure_str('v2')\n").unwrap();
+    let f = sh.json(&["functions", "deploy", "withdeps", "--dir", p(&src)]);
+    assert_eq!((f["version"].as_i64(), f["last_update_status"].as_str()), (Some(2), Some("successful")), "{f}");
+    assert_eq!(c.invoke("withdeps", &json!({}))["output"], "v2");
+    let b = sh.json(&["functions", "build", "withdeps"]);
+    assert_eq!(b["status"], "success", "{b}");
+}
