@@ -25,10 +25,21 @@ pub enum ApiError {
     /// 409: a unique field is taken.
     #[error("{0}")]
     Conflict(String),
+    /// 409 with its own code: the request conflicts with the resource's state (`layer_in_use`).
+    #[error("{message}")]
+    Conflicting { code: &'static str, message: String },
     /// 409 `quota_exceeded`: the account holds as much as its quota allows (functions, code,
     /// API keys); retrying does not help until something is deleted.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// 409 `function_not_active`: the function's first build is pending or failed, so it
+    /// cannot run (SPEC §10).
+    #[error("{0}")]
+    NotActive(String),
+    /// 409 `update_in_progress`: a build of the function is in progress (Lambda's
+    /// `ResourceConflictException`); retry once it ended.
+    #[error("{0}")]
+    UpdateInProgress(String),
     /// 413: the body or a field is too large.
     #[error("{0}")]
     TooLarge(String),
@@ -57,7 +68,10 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Conflicting { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::QuotaExceeded(_) => (StatusCode::CONFLICT, "quota_exceeded"),
+            ApiError::NotActive(_) => (StatusCode::CONFLICT, "function_not_active"),
+            ApiError::UpdateInProgress(_) => (StatusCode::CONFLICT, "update_in_progress"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -146,6 +160,7 @@ impl From<EngineError> for ApiError {
             EngineError::UserBusy { .. } => ApiError::Throttled { message: e.to_string(), retry_after_s: 1 },
             EngineError::TestRunsThrottled { .. } => ApiError::Throttled { message: e.to_string(), retry_after_s: 1 },
             EngineError::Stopped => ApiError::Unavailable(e.to_string()),
+            EngineError::NotActive { .. } => ApiError::NotActive(e.to_string()),
             EngineError::Store(s) => s.into(),
         }
     }

@@ -18,12 +18,14 @@ use voltrun_engine::Engine;
 use voltrun_store::Store;
 
 pub mod auth;
+pub mod builds;
 pub mod error;
 pub mod executions;
 pub mod extract;
 pub mod functions;
 pub mod hashpool;
 pub mod keys;
+pub mod layers;
 pub mod listener;
 pub mod openapi;
 pub mod ratelimit;
@@ -160,9 +162,10 @@ async fn not_found(req: Request) -> Response {
 pub fn api_routes() -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::new()
         .nest("/auth", auth::router())
-        .nest("/functions", functions::router())
+        .nest("/functions", functions::router().merge(builds::router()))
         .nest("/executions", executions::router())
         .nest("/keys", keys::router())
+        .nest("/layers", layers::router())
         .nest("/execute", trigger::router())
         .routes(routes!(system::runtimes))
         .routes(routes!(system::dashboard))

@@ -67,6 +67,14 @@ impl Sandbox for NamespaceSandbox {
         PathBuf::from(TASK_ROOT)
     }
 
+    fn deps_root(&self, _code_dir: &Path) -> PathBuf {
+        PathBuf::from(crate::root::DEPS_ROOT)
+    }
+
+    fn opt_root(&self, _code_dir: &Path) -> PathBuf {
+        PathBuf::from(crate::root::OPT_ROOT)
+    }
+
     fn bootstrap_root(&self, _bootstrap_dir: &Path) -> PathBuf {
         PathBuf::from(BOOTSTRAP_ROOT)
     }
@@ -84,6 +92,10 @@ impl Sandbox for NamespaceSandbox {
 
     fn details(&self) -> Vec<(&'static str, String)> {
         vec![("cgroup", self.cgroups.version().to_string())]
+    }
+
+    fn function_host_uid(&self) -> u32 {
+        HOST_ID_BASE + crate::root::FUNCTION_UID
     }
 
     fn spawn(&self, spec: &InstanceSpec) -> Result<Spawned, SandboxError> {
@@ -264,6 +276,10 @@ struct NsInstance {
 }
 
 impl InstanceHandle for NsInstance {
+    fn try_exited(&mut self) -> bool {
+        self.reaped.is_some() || matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     fn network(&self) -> Option<&crate::network::Attached> {
         self.network.as_ref()
     }

@@ -7,7 +7,7 @@
 //!
 //! The bundle composes the same root as the namespace tier: read-only binds of the host's
 //! runtime files, the code at `/var/task` (a live bind: a spare instance gets its code
-//! later), the bootstraps at `/opt/voltrun`, a size-limited `/tmp`, `/proc`, a minimal `/dev`
+//! later), the bootstraps at `/var/runtime`, a size-limited `/tmp`, `/proc`, a minimal `/dev`
 //! and a generated `/etc`; the process runs as uid 1000 with no capabilities,
 //! `noNewPrivileges`, rlimits and a seccomp filter generated from [`seccomp::POLICY`].
 //!
@@ -211,6 +211,14 @@ impl Sandbox for OciSandbox {
         PathBuf::from(TASK_ROOT)
     }
 
+    fn deps_root(&self, _code_dir: &Path) -> PathBuf {
+        PathBuf::from(crate::root::DEPS_ROOT)
+    }
+
+    fn opt_root(&self, _code_dir: &Path) -> PathBuf {
+        PathBuf::from(crate::root::OPT_ROOT)
+    }
+
     fn bootstrap_root(&self, _bootstrap_dir: &Path) -> PathBuf {
         PathBuf::from(BOOTSTRAP_ROOT)
     }
@@ -401,7 +409,7 @@ fn config_json(root: &InstanceRoot, spec: &InstanceSpec, id: &str, runtime: Runt
     let l = &spec.limits;
     let mut mounts = vec![json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]})];
     mounts.extend(root.tmpfs.iter().map(tmpfs_mount));
-    mounts.extend(root.binds.iter().map(|b| json!({"destination": b.target, "type": "bind", "source": b.source, "options": ["rbind", "ro", "nosuid", "nodev"]})));
+    mounts.extend(root.binds.iter().map(|b| json!({"destination": b.target, "type": "bind", "source": b.source, "options": ["rbind", if b.writable { "rw" } else { "ro" }, "nosuid", "nodev"]})));
     let rlimit = |r: Rlimit, v: u64| json!({"type": r.oci_name(), "hard": v, "soft": v});
     let mut rlimits: Vec<Value> = root.rlimits.iter().map(|&(r, v)| rlimit(r, v)).collect();
     let mut args = spec.argv.clone();
@@ -426,7 +434,7 @@ fn config_json(root: &InstanceRoot, spec: &InstanceSpec, id: &str, runtime: Runt
             "user": {"uid": FUNCTION_UID, "gid": FUNCTION_UID, "additionalGids": []},
             "args": args,
             "env": env,
-            "cwd": TASK_ROOT,
+            "cwd": root.cwd,
             "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []},
             "rlimits": rlimits,
             "noNewPrivileges": true,
@@ -575,6 +583,10 @@ struct OciInstance {
 }
 
 impl InstanceHandle for OciInstance {
+    fn try_exited(&mut self) -> bool {
+        self.reaped.is_some() || matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     fn network(&self) -> Option<&crate::network::Attached> {
         self.network.as_ref()
     }
@@ -750,6 +762,7 @@ mod tests {
             bootstrap_dir: "/data/bootstraps".into(),
             limits: ResourceLimits::default(),
             network: None,
+            job: None,
         };
         let root = InstanceRoot::of(&spec);
         for runtime in [Runtime::Runc, Runtime::Runsc] {

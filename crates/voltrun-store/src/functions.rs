@@ -1,7 +1,7 @@
 //! Functions: the records, their lists (never with code), the scheduler's view, and the
 //! per-user quotas on how many a user has and how much code they hold.
 
-use voltrun_core::{Function, FunctionSummary, Quotas, Runtime};
+use voltrun_core::{Function, FunctionSummary, PackageInfo, Quotas, Runtime};
 
 use crate::{conflict_or, get_i64, get_opt_str, get_str, Dialect, Result, Store, StoreError};
 
@@ -28,15 +28,28 @@ fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
         schedule: get_opt_str(row, "schedule")?,
         max_retries: get_i64(row, "max_retries")? as u32,
         egress: egress_from(row)?,
+        package: package_from(row)?,
+        package_zip: None,
+        layers: layers_from(row)?,
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
+        states: crate::builds::states_from(row)?,
     })
+}
+
+/// The `package` column: [`PackageInfo`] as JSON, NULL for code functions (migrations/0008).
+fn package_from(row: &sqlx::any::AnyRow) -> Result<Option<PackageInfo>> {
+    get_opt_str(row, "package")?.map(|p| serde_json::from_str(&p).map_err(|e| StoreError::Corrupt(format!("package: {e}")))).transpose()
+}
+
+fn package_json(f: &Function) -> Option<String> {
+    f.package.as_ref().map(|p| serde_json::to_string(p).expect("package info serialises"))
 }
 
 /// Every column of a function but its code: what lists read.
 const SUMMARY_COLUMNS: &str =
-    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, egress, version, created_at, updated_at";
+    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, egress, package, layers, version, created_at, updated_at, state, state_reason, last_update_status, last_update_status_reason";
 
 fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
     let runtime = get_str(row, "runtime")?;
@@ -57,17 +70,22 @@ fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
         schedule: get_opt_str(row, "schedule")?,
         max_retries: get_i64(row, "max_retries")? as u32,
         egress: egress_from(row)?,
+        package: package_from(row)?,
+        layers: layers_from(row)?,
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
+        states: crate::builds::states_from(row)?,
     })
 }
 
 /// The scheduler's list, and the fingerprint it checks before reading the list again: both
 /// answered from the `functions_scheduled` index (migrations/0005).
-pub(crate) const SCHEDULED: &str = "SELECT id, user_id, name, version, schedule, max_retries, updated_at FROM functions WHERE schedule IS NOT NULL";
+/// Only active functions fire (a function whose first build is pending or failed has nothing
+/// to run; migrations/0010).
+pub(crate) const SCHEDULED: &str = "SELECT id, user_id, name, version, schedule, max_retries, updated_at FROM functions WHERE schedule IS NOT NULL AND state = 'active'";
 pub(crate) const SCHEDULES_FINGERPRINT: &str =
-    "SELECT COUNT(*) AS n, MAX(updated_at) AS latest, CAST(COALESCE(SUM(version), 0) AS BIGINT) AS versions FROM functions WHERE schedule IS NOT NULL";
+    "SELECT COUNT(*) AS n, MAX(updated_at) AS latest, CAST(COALESCE(SUM(version), 0) AS BIGINT) AS versions FROM functions WHERE schedule IS NOT NULL AND state = 'active'";
 
 /// What the scheduler needs of a scheduled function (no code, no environment).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +115,16 @@ fn env_json(f: &Function) -> String {
 /// The `egress` column: a JSON list of canonical entries (migrations/0007).
 fn egress_json(f: &Function) -> String {
     serde_json::to_string(&f.egress).expect("a string list serialises")
+}
+
+/// The `layers` column: a JSON list of `name:version` (migrations/0011).
+fn layers_json(f: &Function) -> String {
+    serde_json::to_string(&f.layers).expect("a string list serialises")
+}
+
+fn layers_from(row: &sqlx::any::AnyRow) -> Result<Vec<String>> {
+    let layers = get_str(row, "layers")?;
+    serde_json::from_str(&layers).map_err(|e| StoreError::Corrupt(format!("layers: {e}")))
 }
 
 fn egress_from(row: &sqlx::any::AnyRow) -> Result<Vec<String>> {
@@ -134,6 +162,11 @@ fn route_overlap(user: &str, route: &str) -> String {
     )
 }
 
+/// The bytes of the user `$2`'s (or `$1`'s) layers, which count against the code quota with
+/// their functions' code (migrations/0011).
+pub(crate) const LAYER_BYTES_OF_2: &str = "(SELECT COALESCE(SUM(size), 0) FROM layers WHERE user_id = $2)";
+pub(crate) const LAYER_BYTES_OF_1: &str = "(SELECT COALESCE(SUM(size), 0) FROM layers WHERE user_id = $1)";
+
 /// The key of the PostgreSQL advisory lock that serialises route writes across nodes.
 const ROUTE_LOCK: i64 = 0x766f_6c74_7275_6e01;
 
@@ -145,44 +178,60 @@ impl Store {
     /// under a lock on the user's row (and, with a route, the route lock) on PostgreSQL
     /// (SQLite has one writer), so concurrent creates cannot pass a check together.
     pub async fn insert_function(&self, f: &Function, quotas: &Quotas) -> Result<()> {
+        let mut tx = self.user_write(&f.user_id).await?;
+        self.insert_function_in(&mut tx, f, quotas).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Store::insert_function`] inside the caller's transaction (from [`Store::user_write`]),
+    /// which the caller commits; builds.rs adds the function's first build to it.
+    pub(crate) async fn insert_function_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, f: &Function, quotas: &Quotas) -> Result<()> {
         let sql = format!(
             "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version,
-             updated_at, created_at, schedule, max_retries, code_bytes, egress)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21
+             updated_at, created_at, schedule, max_retries, code_bytes, egress, package_sha256, package, layers)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21, $22, $23, $24
              WHERE (SELECT COUNT(*) FROM functions WHERE user_id = $2) < $19
-             AND (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2) + $18 <= $20
+             AND (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2) + {LAYER_BYTES_OF_2} + $18 <= $20
              AND NOT {}",
             route_overlap("$2", "$11")
         );
         let env = env_json(f);
         let egress = egress_json(f);
-        let mut tx = self.user_write(&f.user_id).await?;
-        self.lock_routes(&mut tx, f).await?;
+        let package = package_json(f);
+        let layers = layers_json(f);
+        self.lock_routes(tx, f).await?;
+        self.put_package_in(tx, f).await?;
         let r = bind_fields(sqlx::query(&sql), f, &env)
             .bind(&f.created_at)
             .bind(&f.schedule)
             .bind(f.max_retries as i64)
-            .bind(f.code.len() as i64)
+            .bind(f.code_bytes() as i64)
             .bind(Quotas::bound(quotas.functions))
             .bind(Quotas::bound(quotas.code_bytes))
             .bind(&egress)
-            .execute(&mut *tx)
+            .bind(f.package.as_ref().map(|p| p.sha256.as_str()))
+            .bind(&package)
+            .bind(&layers)
+            .execute(&mut **tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
         if r.rows_affected() == 0 {
             if let Some(route) = &f.route {
-                if self.route_overlaps_in(&mut tx, &f.user_id, route).await? {
+                if self.route_overlaps_in(tx, &f.user_id, route).await? {
                     return Err(StoreError::RouteOverlap);
                 }
             }
-            let (n, bytes) = self.function_usage(&mut tx, &f.user_id).await?;
-            drop(tx);
+            let (n, bytes) = self.function_usage(tx, &f.user_id).await?;
             if quotas.functions > 0 && n >= quotas.functions as i64 {
                 return Err(StoreError::Quota(format!("this account has {n} functions, the most its quota allows ({}); delete one to create another", quotas.functions)));
             }
-            return Err(code_quota(bytes, f.code.len(), quotas.code_bytes));
+            return Err(code_quota(bytes, f.code_bytes(), quotas.code_bytes));
         }
-        tx.commit().await?;
+        if f.states != voltrun_core::FunctionStates::default() {
+            crate::builds::write_states_in(tx, &f.id, &f.states).await?;
+        }
+        self.forget_functions();
         Ok(())
     }
 
@@ -201,45 +250,60 @@ impl Store {
     /// the new route lies under or over another user's, [`StoreError::Quota`] when larger code
     /// would take the user past `quotas.code_bytes` (code that does not grow is never refused).
     pub async fn update_function(&self, f: &Function, expected_version: i64, quotas: &Quotas) -> Result<bool> {
+        let mut tx = self.user_write(&f.user_id).await?;
+        if !self.update_function_in(&mut tx, f, expected_version, quotas).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        self.forget_functions();
+        Ok(true)
+    }
+
+    /// [`Store::update_function`] inside the caller's transaction, which the caller commits
+    /// (and then calls `forget_functions`). Writes the definition, never the states.
+    pub(crate) async fn update_function_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, f: &Function, expected_version: i64, quotas: &Quotas) -> Result<bool> {
         let sql = format!(
             "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
              env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17, code_bytes = $18,
-             egress = $20
+             egress = $20, package_sha256 = $21, package = $22, layers = $23
              WHERE id = $1 AND user_id = $2 AND version = $15
-             AND ($18 <= code_bytes OR (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2 AND id <> $1) + $18 <= $19)
+             AND ($18 <= code_bytes OR (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2 AND id <> $1) + {LAYER_BYTES_OF_2} + $18 <= $19)
              AND NOT {}",
             route_overlap("$2", "$11")
         );
         let env = env_json(f);
         let egress = egress_json(f);
-        let mut tx = self.user_write(&f.user_id).await?;
-        self.lock_routes(&mut tx, f).await?;
+        let package = package_json(f);
+        let layers = layers_json(f);
+        self.lock_routes(tx, f).await?;
+        self.put_package_in(tx, f).await?;
         let r = bind_fields(sqlx::query(&sql), f, &env)
             .bind(expected_version)
             .bind(&f.schedule)
             .bind(f.max_retries as i64)
-            .bind(f.code.len() as i64)
+            .bind(f.code_bytes() as i64)
             .bind(Quotas::bound(quotas.code_bytes))
             .bind(&egress)
-            .execute(&mut *tx)
+            .bind(f.package.as_ref().map(|p| p.sha256.as_str()))
+            .bind(&package)
+            .bind(&layers)
+            .execute(&mut **tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
         if r.rows_affected() == 0 {
             if let Some(route) = &f.route {
-                if self.route_overlaps_in(&mut tx, &f.user_id, route).await? {
+                if self.route_overlaps_in(tx, &f.user_id, route).await? {
                     return Err(StoreError::RouteOverlap);
                 }
             }
-            let row = sqlx::query("SELECT version, code_bytes FROM functions WHERE id = $1 AND user_id = $2").bind(&f.id).bind(&f.user_id).fetch_optional(&mut *tx).await?;
+            let row = sqlx::query("SELECT version, code_bytes FROM functions WHERE id = $1 AND user_id = $2").bind(&f.id).bind(&f.user_id).fetch_optional(&mut **tx).await?;
             let still = row.map(|r| Ok::<_, StoreError>((get_i64(&r, "version")?, get_i64(&r, "code_bytes")?))).transpose()?;
             if let Some((_, old_bytes)) = still.filter(|(v, _)| *v == expected_version) {
-                let (_, bytes) = self.function_usage(&mut tx, &f.user_id).await?;
-                return Err(code_quota(bytes - old_bytes, f.code.len(), quotas.code_bytes));
+                let (_, bytes) = self.function_usage(tx, &f.user_id).await?;
+                return Err(code_quota(bytes - old_bytes, f.code_bytes(), quotas.code_bytes));
             }
             return Ok(false);
         }
-        tx.commit().await?;
-        self.forget_functions();
         Ok(true)
     }
 
@@ -264,7 +328,7 @@ impl Store {
     /// (functions, bytes of code) the user has.
     async fn function_usage(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str) -> Result<(i64, i64)> {
         let row =
-            sqlx::query("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(code_bytes), 0) AS BIGINT) AS bytes FROM functions WHERE user_id = $1").bind(user_id).fetch_one(&mut **tx).await?;
+            sqlx::query(&format!("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(code_bytes), 0) + {} AS BIGINT) AS bytes FROM functions WHERE user_id = $1", LAYER_BYTES_OF_1)).bind(user_id).fetch_one(&mut **tx).await?;
         Ok((get_i64(&row, "n")?, get_i64(&row, "bytes")?))
     }
 
@@ -288,7 +352,7 @@ impl Store {
     }
 
     /// Forgets every cached function (after any function write).
-    fn forget_functions(&self) {
+    pub(crate) fn forget_functions(&self) {
         if let Some(cache) = &self.function_cache {
             cache.lock().expect("function cache lock").clear();
         }
@@ -380,9 +444,9 @@ impl Store {
 
 /// The refusal of code that would take a user holding `others` bytes (in their other
 /// functions) past `limit`.
-fn code_quota(others: i64, new: usize, limit: u64) -> StoreError {
+fn code_quota(others: i64, new: u64, limit: u64) -> StoreError {
     StoreError::Quota(format!(
         "this code ({new} bytes) would take the account's code to {} bytes, over its quota of {limit} bytes; delete or shrink other functions first",
-        others.max(0) as u64 + new as u64
+        others.max(0) as u64 + new
     ))
 }
