@@ -474,7 +474,10 @@ impl Engine {
         }
         let sandbox = self.inner.sandbox.clone();
         if sandbox.kind() == "process" {
-            fail!(log, "dependency builds need an isolating sandbox tier (namespace, container or gvisor): the process tier has no isolation, and build scripts are untrusted code");
+            fail!(
+                log,
+                "dependency builds need an isolating sandbox tier (namespace, container or gvisor): the process tier has no isolation, and build scripts are untrusted code"
+            );
         }
         if let Err(why) = sandbox.egress_support() {
             fail!(log, "dependency builds need network egress to the package index, which this server cannot enforce: {why}");
@@ -727,9 +730,22 @@ fn build_command(runtime: Runtime, interp: &crate::runtimes::Interpreter, memory
                     .map(|(k, v)| (k.to_string(), v.to_string())),
             );
             env.extend(cfg.pip_env.iter().cloned());
-            [exe.as_str(), "-m", "pip", "install", "--no-input", "--disable-pip-version-check", "--target", OUT, "-r", "requirements.txt", "--index-url", cfg.pip_index_url.as_str()]
-                .map(String::from)
-                .to_vec()
+            [
+                exe.as_str(),
+                "-m",
+                "pip",
+                "install",
+                "--no-input",
+                "--disable-pip-version-check",
+                "--target",
+                OUT,
+                "-r",
+                "requirements.txt",
+                "--index-url",
+                cfg.pip_index_url.as_str(),
+            ]
+            .map(String::from)
+            .to_vec()
         }
         Runtime::Nodejs20 => {
             env.extend(

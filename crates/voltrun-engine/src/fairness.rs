@@ -81,15 +81,9 @@ mod tests {
     }
 
     fn test_function() -> Function {
-        voltrun_core::NewFunction {
-            name: "f".into(),
-            description: None,
-            runtime: "python".into(),
-            code: Some("def handler(e, c):\n    return 1\n".into()),
-            ..Default::default()
-        }
-        .into_function("fn_x".into(), "u".into(), time::now())
-        .unwrap()
+        voltrun_core::NewFunction { name: "f".into(), description: None, runtime: "python".into(), code: Some("def handler(e, c):\n    return 1\n".into()), ..Default::default() }
+            .into_function("fn_x".into(), "u".into(), time::now())
+            .unwrap()
     }
 
     /// The skips follow the dispatcher's load: a function at its limit is skipped in both

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use voltrun_core::{time, ErrorKind, ExecError, Function, Outcome, ResourceLimits, Runtime};
-use voltrun_sandbox::network::{NetworkPlan, Verdict};
 use voltrun_package::{InstanceDir, InstanceFiles, Trees};
+use voltrun_sandbox::network::{NetworkPlan, Verdict};
 use voltrun_sandbox::InstanceSpec;
 
 use crate::instance::{self, InitParams, Instance};
@@ -33,7 +33,6 @@ impl Engine {
             finished_at: time::now(),
         };
         let deadline = Instant::now() + std::time::Duration::from_secs(f.timeout as u64);
-<<<<<<< HEAD
         // A tier that fails to create an instance (the function never ran: runsc refusing a
         // sandbox on a loaded host) gets one more try, with a new instance.
         let mut retry_allowed = true;
@@ -41,19 +40,24 @@ impl Engine {
             let spare = if retry_allowed { self.take_spare(f) } else { None };
             let (inst, env) = match spare {
                 Some(spare) => {
-                    if let Err(e) = std::fs::write(spare.code_dir().join(f.runtime.entry_file()), &f.code) {
+                    // The spare binds its (empty) directories already: the files appear inside.
+                    if let Err(e) = self.materialise(f, spare.code_dir()).await {
                         self.retire(spare).await;
-                        return Err(fail(ExecError::new(ErrorKind::Internal, format!("writing the function's code: {e}")), Default::default()));
+                        return Err(fail(e, Default::default()));
                     }
                     (spare, function_env(f))
                 }
                 None => {
                     let n = self.inner.next_instance.fetch_add(1, Relaxed);
                     let dir = self.inner.cfg.data_dir.join("instances").join(format!("{}-{n}", f.id));
-                    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(dir.join(f.runtime.entry_file()), &f.code)) {
-                        return Err(fail(ExecError::new(ErrorKind::Internal, format!("writing the function's code: {e}")), Default::default()));
+                    if let Err(e) = InstanceDir::create(&dir) {
+                        return Err(fail(ExecError::new(ErrorKind::Internal, format!("making the instance directory: {e}")), Default::default()));
                     }
-                    let mut env = base_env(f.runtime, &self.inner.sandbox.task_root(&dir));
+                    if let Err(e) = self.materialise(f, &dir).await {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        return Err(fail(e, Default::default()));
+                    }
+                    let mut env = base_env(f.runtime, &*self.inner.sandbox, &dir);
                     env.extend(function_env(f));
                     match self.spawn_instance(f.runtime, f.memory, dir, env, self.network_plan(f)).await {
                         Ok(inst) => (inst, Vec::new()),
@@ -62,14 +66,20 @@ impl Engine {
                 }
             };
             self.inner.metrics.cold_start(f.runtime);
-            let init = InitParams {
-                env,
-                entry: self.inner.sandbox.task_root(inst.code_dir()).join(f.runtime.entry_file()),
-                handler: f.handler.clone(),
-                function_name: f.name.clone(),
-                function_version: f.version,
-                memory_mb: f.memory,
+            let task_root = self.inner.sandbox.task_root(inst.code_dir());
+            // A package's handler is `module.function` (validated on the way in); a code
+            // function's is the export of its one file.
+            let (entry, module, handler) = match &f.package {
+                None => (task_root.join(f.runtime.entry_file()), None, f.handler.clone()),
+                Some(_) => match voltrun_package::handler::parse(&f.handler, voltrun_core::function::language_of(f.runtime)) {
+                    Ok(h) => (task_root, Some(h.module), h.function),
+                    Err(e) => {
+                        self.retire(inst).await;
+                        return Err(fail(ExecError::new(ErrorKind::RuntimeError, e.to_string()), Default::default()));
+                    }
+                },
             };
+            let init = InitParams { env, entry, module, handler, function_name: f.name.clone(), function_version: f.version, memory_mb: f.memory };
             match inst.init(init, deadline).await {
                 Ok(inst) => return Ok(inst),
                 Err(failure) if failure.never_started && retry_allowed && Instant::now() < deadline => {
@@ -82,64 +92,6 @@ impl Engine {
                     self.inner.metrics.record(f.runtime, t0.elapsed().as_secs_f64(), Some(failure.error.kind));
                     return Err(fail(failure.error, failure.logs));
                 }
-=======
-        let (inst, env) = match self.take_spare(f) {
-            Some(spare) => {
-                // The spare binds its (empty) directories already: the files appear inside.
-                if let Err(e) = self.materialise(f, spare.code_dir()).await {
-                    self.retire(spare).await;
-                    return Err(fail(e, Default::default()));
-                }
-                (spare, function_env(f))
-            }
-            None => {
-                let n = self.inner.next_instance.fetch_add(1, Relaxed);
-                let dir = self.inner.cfg.data_dir.join("instances").join(format!("{}-{n}", f.id));
-                if let Err(e) = InstanceDir::create(&dir) {
-                    return Err(fail(ExecError::new(ErrorKind::Internal, format!("making the instance directory: {e}")), Default::default()));
-                }
-                if let Err(e) = self.materialise(f, &dir).await {
-                    let _ = std::fs::remove_dir_all(&dir);
-                    return Err(fail(e, Default::default()));
-                }
-                let mut env = base_env(f.runtime, &*self.inner.sandbox, &dir);
-                env.extend(function_env(f));
-                match self.spawn_instance(f.runtime, f.memory, dir, env, self.network_plan(f)).await {
-                    Ok(inst) => (inst, Vec::new()),
-                    Err(e) => return Err(fail(e, Default::default())),
-                }
-            }
-        };
-        self.inner.metrics.cold_start(f.runtime);
-        let task_root = self.inner.sandbox.task_root(inst.code_dir());
-        // A package's handler is `module.function` (validated on the way in); a code
-        // function's is the export of its one file.
-        let (entry, module, handler) = match &f.package {
-            None => (task_root.join(f.runtime.entry_file()), None, f.handler.clone()),
-            Some(_) => match voltrun_package::handler::parse(&f.handler, voltrun_core::function::language_of(f.runtime)) {
-                Ok(h) => (task_root, Some(h.module), h.function),
-                Err(e) => {
-                    self.retire(inst).await;
-                    return Err(fail(ExecError::new(ErrorKind::RuntimeError, e.to_string()), Default::default()));
-                }
-            },
-        };
-        let init = InitParams {
-            env,
-            entry,
-            module,
-            handler,
-            function_name: f.name.clone(),
-            function_version: f.version,
-            memory_mb: f.memory,
-        };
-        match inst.init(init, deadline).await {
-            Ok(inst) => Ok(inst),
-            Err(failure) => {
-                // The instance is gone, and its gauge unit with it.
-                self.inner.metrics.record(f.runtime, t0.elapsed().as_secs_f64(), Some(failure.error.kind));
-                Err(fail(failure.error, failure.logs))
->>>>>>> h-layers
             }
         }
     }
