@@ -161,10 +161,7 @@ fn build_failure_exits_1_and_prints_its_log() {
     let s = Server::start();
     let c = s.user();
     let sh = Shell::new(&s, &c);
-    let src = sh.tree(
-        "broken",
-        &[("main.py", "def handler(e, c):\n    return 1\n"), ("requirements.txt", "voltrun-no-such-package-c1e7a9==0.0.1\n")],
-    );
+    let src = sh.tree("broken", &[("main.py", "def handler(e, c):\n    return 1\n"), ("requirements.txt", "voltrun-no-such-package-c1e7a9==0.0.1\n")]);
     let r = sh.run(&["functions", "deploy", "broken", "--dir", p(&src)]);
     assert_eq!(r.code, 1, "a failed build is exit code 1:\n{r}");
     assert!(r.stderr.contains("The build of broken failed"), "{r}");
