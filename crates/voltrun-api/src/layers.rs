@@ -18,14 +18,9 @@ use crate::extract::{page_of, Caller, Json, Page, Paged, Query};
 use crate::openapi::ErrorBody;
 use crate::AppState;
 
-
 /// Routes under `/api/layers`.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .layer(DefaultBodyLimit::max(crate::functions::PACKAGE_BODY_BYTES))
-        .routes(routes!(versions))
-        .routes(routes!(read, remove))
+    OpenApiRouter::new().routes(routes!(list, create)).layer(DefaultBodyLimit::max(crate::functions::PACKAGE_BODY_BYTES)).routes(routes!(versions)).routes(routes!(read, remove))
 }
 
 /// `POST /api/layers` body.

@@ -275,7 +275,11 @@ fn output_of(c: &Client, name: &str) -> Value {
 fn python_imports_a_module_from_a_layer() {
     let s = Server::start();
     let c = s.user();
-    publish(&c, "pylib", &[("python/greet/__init__.py", "def hello(n):\n    return 'hello ' + n\n"), ("python/greet/data.txt", "from the layer\n"), ("README", "not on the path\n")]);
+    publish(
+        &c,
+        "pylib",
+        &[("python/greet/__init__.py", "def hello(n):\n    return 'hello ' + n\n"), ("python/greet/data.txt", "from the layer\n"), ("README", "not on the path\n")],
+    );
     // The instance's view of /opt: /opt in the isolated tiers, the instance's own directory
     // on the host in the process tier (VOLTRUN_OPT_ROOT says which).
     let code = "import os, sys, greet\n\
