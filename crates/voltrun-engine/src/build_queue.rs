@@ -65,6 +65,8 @@ impl Default for LiveBuildLog {
 impl LiveBuildLog {
     /// Appends output (the part past the cap is dropped and the log marked truncated).
     pub fn write(&self, text: &str) {
+        // PostgreSQL's text refuses NUL: a tool printing one must not make the log unstorable.
+        let text = &text.replace('\0', "\u{fffd}");
         let mut g = self.inner.lock().expect("build log lock");
         let room = MAX_LOG_BYTES.saturating_sub(g.0.len());
         let mut take = text.len().min(room);
@@ -269,12 +271,17 @@ impl Engine {
         }
     }
 
-    /// After a build-lease heartbeat: stops the builds this node runs that the store no
-    /// longer has as this node's (deleted with their function, superseded, or settled by
-    /// another node's reaper).
-    pub(crate) fn drop_lost_builds(&self, held: &[String]) {
+    /// The ids of the builds this node's tasks run now (the heartbeat renews these only).
+    pub(crate) fn running_builds(&self) -> Vec<String> {
+        self.inner.build_queue.running.lock().expect("builds lock").keys().cloned().collect()
+    }
+
+    /// After a build-lease heartbeat of `asked`: stops the builds among them that the store
+    /// no longer has as this node's (deleted with their function, superseded, or settled by
+    /// another node's reaper). A build claimed after `asked` was taken is left alone.
+    pub(crate) fn drop_lost_builds(&self, asked: &[String], held: &[String]) {
         let running = self.inner.build_queue.running.lock().expect("builds lock");
-        for (id, b) in running.iter().filter(|(id, _)| !held.contains(id)) {
+        for (id, b) in running.iter().filter(|(id, _)| asked.contains(id) && !held.contains(id)) {
             tracing::info!(build_id = %id, "a build this node ran is no longer its own; stopping it");
             b.task.abort();
         }
@@ -378,8 +385,21 @@ impl Engine {
                     pause = (pause * 2).min(Duration::from_secs(10));
                 }
                 Err(err) => {
-                    tracing::error!(%err, "storing a build's end failed; the lease reaper will run it again");
-                    return;
+                    // Not the database being away: this end cannot be stored. Store the build
+                    // failed with the reason and without the log; if even that fails, the
+                    // task ends, the heartbeat stops renewing its lease and the reaper settles
+                    // it (queued again, failed after its last attempt), never `building` for ever.
+                    tracing::error!(%err, "storing a build's end failed; storing it failed without its log");
+                    let mut failed = b.clone();
+                    failed.tree_blob = None;
+                    failed.finish(Err(format!("the build's end could not be stored: {err}")), String::new(), false, false);
+                    match store.finish_build(&failed, &node, &self.inner.cfg.quotas).await {
+                        Ok(s) => break s,
+                        Err(err) => {
+                            tracing::error!(%err, "storing a build's failure failed too; its lease will run out and the reaper settles it");
+                            return;
+                        }
+                    }
                 }
             }
         };

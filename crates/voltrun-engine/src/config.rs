@@ -43,7 +43,8 @@ pub struct EngineConfig {
     pub build: crate::BuildConfig,
     /// Dependency builds this node runs at once (0: none; other nodes build).
     pub build_concurrency: usize,
-    /// Builds one user may have running at once, on every node together.
+    /// Builds one user may have running at once, on every node together (default
+    /// [`default_builds_per_user`]: half the build slots, so one user cannot take them all).
     pub builds_per_user: usize,
     /// The account quotas an update's build is applied under (its code counts then).
     pub quotas: voltrun_core::Quotas,
@@ -52,6 +53,12 @@ pub struct EngineConfig {
 /// The default of [`EngineConfig::build_concurrency`]: one build per core.
 pub fn default_build_concurrency() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// The default of [`EngineConfig::builds_per_user`] for `build_concurrency` slots:
+/// `max(1, build_concurrency / 2)`.
+pub fn default_builds_per_user(build_concurrency: usize) -> usize {
+    (build_concurrency / 2).max(1)
 }
 
 impl Default for EngineConfig {
@@ -72,7 +79,7 @@ impl Default for EngineConfig {
             spares: 1,
             user_concurrent_runs: voltrun_core::Quotas::default().concurrent_runs,
             build_concurrency: default_build_concurrency(),
-            builds_per_user: 2,
+            builds_per_user: default_builds_per_user(default_build_concurrency()),
             quotas: voltrun_core::Quotas::default(),
             build: crate::BuildConfig::default(),
         }

@@ -54,8 +54,11 @@ impl Engine {
                 Err(err) => tracing::warn!(%err, "lease reaper failed"),
             }
             // Builds: the same heartbeat and reaper over the builds table.
-            match s.heartbeat_builds(&self.inner.cfg.node_id, &self.lease_until()).await {
-                Ok(held) => self.drop_lost_builds(&held),
+            // Only the builds this node's tasks still run: one whose task ended without
+            // storing its end lets its lease run out, and the reaper settles it.
+            let running = self.running_builds();
+            match s.heartbeat_builds(&self.inner.cfg.node_id, &self.lease_until(), &running).await {
+                Ok(held) => self.drop_lost_builds(&running, &held),
                 Err(err) => tracing::warn!(%err, "build lease heartbeat failed"),
             }
             match s.expire_build_leases(&time::now()).await {

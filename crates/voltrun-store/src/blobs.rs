@@ -11,9 +11,11 @@ use crate::{get_i64, Result, Store, StoreError};
 /// The largest chunk of a blob stored in one row.
 pub const BLOB_CHUNK_BYTES: usize = 4 << 20;
 
-/// SQL true when no function package (migrations/0008) and no layer version (0011) holds the
-/// blob `$1`: a user may upload the same zip as a package and as a layer.
-pub(crate) const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM functions WHERE package_sha256 = $1) AND NOT EXISTS (SELECT 1 FROM layers WHERE sha256 = $1)";
+/// SQL true when no function package (migrations/0008), no layer version (0011) and no build
+/// still to run (0010: a queued update's package is referenced only by its build row) holds
+/// the blob `$1`: a user may upload the same zip as a package and as a layer.
+pub(crate) const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM functions WHERE package_sha256 = $1) AND NOT EXISTS (SELECT 1 FROM layers WHERE sha256 = $1)
+     AND NOT EXISTS (SELECT 1 FROM builds WHERE package_sha256 = $1 AND status IN ('queued', 'building'))";
 
 impl Store {
     /// Stores `bytes` (once) and returns their SHA-256 (lowercase hex).
@@ -31,6 +33,7 @@ impl Store {
         if voltrun_package::sha256_hex(bytes) != sha {
             return Err(StoreError::Corrupt(format!("blob {sha}: the bytes have another SHA-256")));
         }
+        self.lock_blob_in(tx, sha).await?;
         let r = sqlx::query("INSERT INTO blobs (sha256, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING")
             .bind(sha)
             .bind(bytes.len() as i64)
@@ -44,6 +47,40 @@ impl Store {
             sqlx::query("INSERT INTO blob_chunks (sha256, seq, data) VALUES ($1, $2, $3)").bind(sha).bind(seq as i64).bind(chunk.to_vec()).execute(&mut **tx).await?;
         }
         Ok(())
+    }
+
+    /// On PostgreSQL, holds the blob `sha` against a concurrent write or free of the same blob
+    /// until `tx` ends: a free then sees the reference a write committed (each statement of a
+    /// READ COMMITTED transaction reads what committed before it), and a write after a free
+    /// stores the bytes again. SQLite runs one write transaction at a time anyway.
+    async fn lock_blob_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, sha: &str) -> Result<()> {
+        if self.dialect == crate::Dialect::Postgres {
+            sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l").bind(format!("blob:{sha}")).fetch_one(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the blob `sha` within `tx` when nothing refers to it any more (no function,
+    /// layer or build still to run); true when it was removed.
+    pub(crate) async fn free_blob_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, sha: &str) -> Result<bool> {
+        self.lock_blob_in(tx, sha).await?;
+        let r = sqlx::query(&format!("DELETE FROM blobs WHERE sha256 = $1 AND {UNREFERENCED}")).bind(sha).execute(&mut **tx).await?;
+        if r.rows_affected() > 0 {
+            sqlx::query("DELETE FROM blob_chunks WHERE sha256 = $1").bind(sha).execute(&mut **tx).await?;
+        }
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Whether the blob `sha` is stored.
+    pub async fn has_blob(&self, sha: &str) -> Result<bool> {
+        Ok(self.blob_size(sha).await?.is_some())
+    }
+
+    /// Chunk `seq` (from 0) of the blob `sha`, `None` past its end or when there is no such
+    /// blob: for streaming a blob out without holding it whole.
+    pub async fn blob_chunk(&self, sha: &str, seq: u64) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT data FROM blob_chunks WHERE sha256 = $1 AND seq = $2").bind(sha).bind(seq as i64).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| sqlx::Row::try_get(&r, "data")).transpose()?)
     }
 
     /// Stores a function's new package (its `package_zip`), when it has one.
@@ -100,12 +137,21 @@ impl Store {
     /// their own before calling this.)
     pub async fn delete_blob_if_unused(&self, sha: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let r = sqlx::query(&format!("DELETE FROM blobs WHERE sha256 = $1 AND {UNREFERENCED}")).bind(sha).execute(&mut *tx).await?;
-        if r.rows_affected() > 0 {
-            sqlx::query("DELETE FROM blob_chunks WHERE sha256 = $1").bind(sha).execute(&mut *tx).await?;
-        }
+        let gone = self.free_blob_in(&mut tx, sha).await?;
         tx.commit().await?;
-        Ok(r.rows_affected() > 0)
+        Ok(gone)
+    }
+
+    /// The package blobs something still refers to (a function, or a build still to run):
+    /// the unpacked `trees/<sha>` this node may keep.
+    pub async fn referenced_packages(&self) -> Result<std::collections::HashSet<String>> {
+        let rows = sqlx::query(
+            "SELECT package_sha256 AS sha FROM functions WHERE package_sha256 IS NOT NULL
+             UNION SELECT package_sha256 AS sha FROM builds WHERE package_sha256 IS NOT NULL AND status IN ('queued', 'building')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| crate::get_str(r, "sha")).collect()
     }
 }
 

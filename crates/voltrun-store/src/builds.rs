@@ -127,7 +127,8 @@ impl BuildRecord {
 
     /// Ends the build: success with the tree's key, or failure with a reason.
     pub fn finish(&mut self, result: std::result::Result<String, String>, logs: String, logs_truncated: bool, cached: bool) {
-        let (logs, cut) = cap_logs(logs);
+        let (logs, cut) = cap_logs(without_nul(logs));
+        let result = result.map_err(without_nul);
         self.logs = logs;
         self.logs_truncated = logs_truncated || cut;
         self.cached = cached;
@@ -143,6 +144,16 @@ impl BuildRecord {
                 self.reason = Some(reason);
             }
         }
+    }
+}
+
+/// `text` with every NUL character replaced by U+FFFD: PostgreSQL's text refuses NUL, and a
+/// build's output (a tool printing a NUL) must not make its end unstorable.
+pub fn without_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text
     }
 }
 
@@ -308,6 +319,11 @@ impl Store {
 
     /// Fails the function's queued and running builds (a newer definition replaces theirs).
     async fn supersede_in(&self, tx: &mut Tx, function_id: &str) -> Result<()> {
+        let rows = sqlx::query("SELECT DISTINCT package_sha256 FROM builds WHERE function_id = $1 AND status IN ('queued', 'building') AND package_sha256 IS NOT NULL")
+            .bind(function_id)
+            .fetch_all(&mut **tx)
+            .await?;
+        let shas = rows.iter().map(|r| get_str(r, "package_sha256")).collect::<Result<Vec<_>>>()?;
         sqlx::query(
             "UPDATE builds SET status = 'failed', reason = 'superseded by a later update', finished_at = $2, lease_owner = NULL, lease_expires = NULL
              WHERE function_id = $1 AND status IN ('queued', 'building')",
@@ -316,6 +332,10 @@ impl Store {
         .bind(voltrun_core::time::now())
         .execute(&mut **tx)
         .await?;
+        // Their packages, unless the function (or another build) still has them.
+        for sha in &shas {
+            self.free_blob_in(tx, sha).await?;
+        }
         Ok(())
     }
 
@@ -341,27 +361,42 @@ impl Store {
         Ok(row.map(|r| get_opt_str(&r, "tree_key")).transpose()?.flatten())
     }
 
-    /// Claims the oldest queued build of a user with fewer than `per_user` builds running
-    /// (on every node): `building` under this node's lease, the attempt counted, its earlier
-    /// attempt's logs cleared. `FOR UPDATE SKIP LOCKED` on PostgreSQL, as the run queue's claim.
+    /// Claims a queued build of a user with fewer than `per_user` builds running (on every
+    /// node): of the users with the fewest running, the oldest (so one user's backlog cannot
+    /// hold every slot while another's build waits): `building` under this node's lease, the
+    /// attempt counted, its earlier attempt's logs cleared. `FOR UPDATE SKIP LOCKED` on
+    /// PostgreSQL, as the run queue's claim.
     pub async fn claim_build(&self, node: &str, now: &str, lease_until: &str, per_user: usize) -> Result<Option<BuildRecord>> {
         let lock = if self.dialect == Dialect::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!(
             "UPDATE builds SET status = 'building', attempts = attempts + 1, started_at = $1, lease_owner = $2, lease_expires = $3, logs = '', logs_truncated = 0
-             WHERE id = (SELECT id FROM builds WHERE status = 'queued'
-               AND user_id NOT IN (SELECT user_id FROM builds WHERE status = 'building' GROUP BY user_id HAVING COUNT(*) >= $4)
-               ORDER BY id LIMIT 1 {lock})
+             WHERE id = (SELECT q.id FROM builds q WHERE q.status = 'queued'
+               AND q.user_id NOT IN (SELECT user_id FROM builds WHERE status = 'building' GROUP BY user_id HAVING COUNT(*) >= $4)
+               ORDER BY (SELECT COUNT(*) FROM builds r WHERE r.status = 'building' AND r.user_id = q.user_id), q.id LIMIT 1 {lock})
              AND status = 'queued' RETURNING *"
         );
         let row = sqlx::query(&sql).bind(now).bind(node).bind(lease_until).bind(per_user as i64).fetch_optional(&self.pool).await?;
         row.as_ref().map(build_from).transpose()
     }
 
-    /// Extends this node's build leases; returns the ids it still holds (a build missing
-    /// from them was deleted with its function, or superseded: its task should stop).
-    pub async fn heartbeat_builds(&self, node: &str, lease_until: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("UPDATE builds SET lease_expires = $2 WHERE lease_owner = $1 AND status = 'building' RETURNING id").bind(node).bind(lease_until).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| get_str(r, "id")).collect()
+    /// Extends the leases of the builds `running` (those this node's tasks still run, never
+    /// every row it owns: a build whose task ended without storing its end must expire and be
+    /// settled by the reaper); returns the ids of them it still holds (a build missing from
+    /// them was deleted with its function, or superseded: its task should stop).
+    pub async fn heartbeat_builds(&self, node: &str, lease_until: &str, running: &[String]) -> Result<Vec<String>> {
+        let mut held = Vec::new();
+        for ids in running.chunks(100) {
+            let marks: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
+            let sql = format!("UPDATE builds SET lease_expires = $2 WHERE lease_owner = $1 AND status = 'building' AND id IN ({}) RETURNING id", marks.join(", "));
+            let mut q = sqlx::query(&sql).bind(node).bind(lease_until);
+            for id in ids {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                held.push(get_str(&r, "id")?);
+            }
+        }
+        Ok(held)
     }
 
     /// Stores a running build's log so far (followers on other nodes read it).
@@ -369,7 +404,7 @@ impl Store {
         sqlx::query("UPDATE builds SET logs = $3, logs_truncated = $4 WHERE id = $1 AND lease_owner = $2 AND status = 'building'")
             .bind(id)
             .bind(node)
-            .bind(logs)
+            .bind(without_nul(logs.to_string()))
             .bind(truncated as i64)
             .execute(&self.pool)
             .await?;
@@ -446,6 +481,10 @@ impl Store {
                 .await?;
         }
         self.end_build_in(&mut tx, &b).await?;
+        // A failed update's package is no one's now (unless the function has the same bytes).
+        if let Some(p) = b.definition.package.as_ref().filter(|_| b.phase == BuildPhase::Failed) {
+            self.free_blob_in(&mut tx, &p.sha256).await?;
+        }
         tx.commit().await?;
         self.forget_functions();
         Ok(Some(b))
@@ -471,8 +510,8 @@ impl Store {
         )
         .bind(&b.id)
         .bind(b.phase.as_str())
-        .bind(&b.reason)
-        .bind(&b.logs)
+        .bind(b.reason.clone().map(without_nul))
+        .bind(without_nul(b.logs.clone()))
         .bind(b.logs_truncated as i64)
         .bind(b.cached as i64)
         .bind(&b.tree_key)
@@ -648,9 +687,9 @@ mod tests {
             ids.push((f.id.clone(), b.id.clone()));
         }
         let claim = || async { store.claim_build("node_a", &voltrun_core::time::now(), &voltrun_core::time::in_seconds(30), 2).await };
-        assert!(claim().await.unwrap().is_some() && claim().await.unwrap().is_some());
+        let running = [claim().await.unwrap().unwrap().id, claim().await.unwrap().unwrap().id];
         assert!(claim().await.unwrap().is_none(), "the user's third build waits for one of the two");
-        assert_eq!(store.heartbeat_builds("node_a", &voltrun_core::time::in_seconds(30)).await.unwrap().len(), 2);
+        assert_eq!(store.heartbeat_builds("node_a", &voltrun_core::time::in_seconds(30), &running).await.unwrap().len(), 2);
         // The process died: at start every building row is settled.
         assert_eq!(store.recover_builds(&voltrun_core::time::now()).await.unwrap(), (2, 0));
         let first = &ids[0];

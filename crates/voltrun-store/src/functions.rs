@@ -277,6 +277,8 @@ impl Store {
         let layers = layers_json(f);
         self.lock_routes(tx, f).await?;
         self.put_package_in(tx, f).await?;
+        let before = sqlx::query("SELECT package_sha256 FROM functions WHERE id = $1 AND user_id = $2").bind(&f.id).bind(&f.user_id).fetch_optional(&mut **tx).await?;
+        let old_package = before.map(|r| get_opt_str(&r, "package_sha256")).transpose()?.flatten();
         let r = bind_fields(sqlx::query(&sql), f, &env)
             .bind(expected_version)
             .bind(&f.schedule)
@@ -303,6 +305,10 @@ impl Store {
                 return Err(code_quota(bytes - old_bytes, f.code_bytes(), quotas.code_bytes));
             }
             return Ok(false);
+        }
+        // The package it replaced, when nothing else refers to it any more.
+        if let Some(old) = old_package.filter(|o| Some(o.as_str()) != f.package.as_ref().map(|p| p.sha256.as_str())) {
+            self.free_blob_in(tx, &old).await?;
         }
         Ok(true)
     }
@@ -379,9 +385,25 @@ impl Store {
         row.as_ref().map(function_from).transpose()
     }
 
-    /// Deletes one of the user's functions; false when there is none.
+    /// Deletes one of the user's functions (its builds go with it) and, in the same
+    /// transaction, the package blobs nothing refers to any more (its own, and its queued
+    /// update's); false when there is none.
     pub async fn delete_function(&self, user_id: &str, id: &str) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM functions WHERE id = $1 AND user_id = $2").bind(id).bind(user_id).execute(&self.pool).await?;
+        let mut tx = self.user_write(user_id).await?;
+        let rows = sqlx::query(
+            "SELECT package_sha256 AS sha FROM functions WHERE id = $1 AND user_id = $2 AND package_sha256 IS NOT NULL
+             UNION SELECT package_sha256 AS sha FROM builds WHERE function_id = $1 AND user_id = $2 AND package_sha256 IS NOT NULL",
+        )
+        .bind(id)
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let shas = rows.iter().map(|r| get_str(r, "sha")).collect::<Result<Vec<_>>>()?;
+        let r = sqlx::query("DELETE FROM functions WHERE id = $1 AND user_id = $2").bind(id).bind(user_id).execute(&mut *tx).await?;
+        for sha in &shas {
+            self.free_blob_in(&mut tx, sha).await?;
+        }
+        tx.commit().await?;
         self.forget_functions();
         Ok(r.rows_affected() > 0)
     }

@@ -168,7 +168,8 @@ impl Store {
         rows.iter().map(layer_from).collect()
     }
 
-    /// Deletes a version of the user's layer unless a function of theirs mounts it; the
+    /// Deletes a version of the user's layer unless a function of theirs mounts it (or will:
+    /// the definition of a build still to run); the
     /// check and the delete are one statement, under the user's row lock on PostgreSQL (which
     /// function writes take too), so a function cannot start mounting it in between.
     pub async fn delete_layer(&self, user_id: &str, name: &str, version: i64) -> Result<DeleteLayer> {
@@ -180,7 +181,8 @@ impl Store {
         let Some(sha) = sha.map(|r| get_str(&r, "sha256")).transpose()? else { return Ok(DeleteLayer::NotFound) };
         let done = sqlx::query(
             "DELETE FROM layers WHERE user_id = $1 AND name = $2 AND version = $3
-             AND NOT EXISTS (SELECT 1 FROM functions WHERE user_id = $1 AND layers LIKE $4 ESCAPE '\\')",
+             AND NOT EXISTS (SELECT 1 FROM functions WHERE user_id = $1 AND layers LIKE $4 ESCAPE '\\')
+             AND NOT EXISTS (SELECT 1 FROM builds WHERE user_id = $1 AND status IN ('queued', 'building') AND definition LIKE $4 ESCAPE '\\')",
         )
         .bind(user_id)
         .bind(name)
@@ -189,14 +191,16 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() > 0 {
-            let gone = sqlx::query(&format!("DELETE FROM blobs WHERE sha256 = $1 AND {}", crate::blobs::UNREFERENCED)).bind(&sha).execute(&mut *tx).await?;
-            if gone.rows_affected() > 0 {
-                sqlx::query("DELETE FROM blob_chunks WHERE sha256 = $1").bind(&sha).execute(&mut *tx).await?;
-            }
+            self.free_blob_in(&mut tx, &sha).await?;
             tx.commit().await?;
             return Ok(DeleteLayer::Deleted);
         }
-        let users = sqlx::query("SELECT name FROM functions WHERE user_id = $1 AND layers LIKE $2 ESCAPE '\\' ORDER BY name LIMIT 5")
+        // A queued update that mounts it uses it too (its build and, later, the function).
+        let users = sqlx::query(
+            "SELECT name FROM functions WHERE user_id = $1 AND (layers LIKE $2 ESCAPE '\\'
+             OR id IN (SELECT function_id FROM builds WHERE user_id = $1 AND status IN ('queued', 'building') AND definition LIKE $2 ESCAPE '\\'))
+             ORDER BY name LIMIT 5",
+        )
             .bind(user_id)
             .bind(&pattern)
             .fetch_all(&mut *tx)

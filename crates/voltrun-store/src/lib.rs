@@ -17,6 +17,8 @@ mod executions;
 pub(crate) mod functions;
 mod layers;
 mod retention;
+#[cfg(test)]
+mod review_tests;
 mod secrets;
 mod users;
 mod writer;

@@ -150,9 +150,9 @@ struct EngineArgs {
     #[arg(long, env = "VOLTRUN_BUILD_CONCURRENCY")]
     build_concurrency: Option<usize>,
     /// Dependency builds one user may have running at once, on every node together; more
-    /// are queued.
-    #[arg(long, env = "VOLTRUN_BUILDS_PER_USER", default_value_t = 2)]
-    builds_per_user: usize,
+    /// are queued (default: half of --build-concurrency, at least 1).
+    #[arg(long, env = "VOLTRUN_BUILDS_PER_USER")]
+    builds_per_user: Option<usize>,
 }
 
 /// Per-user quotas and execution history retention (docs/SECURITY.md, "Hardening: quotas and
@@ -378,6 +378,7 @@ async fn open_engine(args: &EngineArgs, quotas: voltrun_core::Quotas) -> Result<
     let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("voltrun.db").display()));
     let store = Store::open(&url).await.with_context(|| format!("opening the database at {url}"))?;
     let runtimes = Runtimes::discover(&data_dir.join("runtimes"))?;
+    let build_concurrency = args.build_concurrency.unwrap_or_else(voltrun_engine::default_build_concurrency);
     let cfg = EngineConfig {
         data_dir: data_dir.clone(),
         function_concurrency: args.function_concurrency.max(1),
@@ -392,8 +393,8 @@ async fn open_engine(args: &EngineArgs, quotas: voltrun_core::Quotas) -> Result<
         async_per_user: args.async_per_user,
         test_concurrency: args.test_concurrency,
         test_per_user: args.test_runs_per_user,
-        build_concurrency: args.build_concurrency.unwrap_or_else(voltrun_engine::default_build_concurrency),
-        builds_per_user: args.builds_per_user.max(1),
+        build_concurrency,
+        builds_per_user: args.builds_per_user.unwrap_or_else(|| voltrun_engine::default_builds_per_user(build_concurrency)).max(1),
         quotas,
         build: build_config(args)?,
         ..EngineConfig::default()
