@@ -58,12 +58,46 @@ pub struct Function {
     /// never loaded with it: the store's blobs hold it (`Store::get_blob`).
     #[serde(skip)]
     pub package_zip: Option<Arc<Vec<u8>>>,
+    /// What the validation of that new package saw at its root (the dependency files'
+    /// bytes): a create or update looks its dependency tree up in the cache from this,
+    /// without unpacking the package in the request. Never stored.
+    #[serde(skip)]
+    pub package_root: Option<Arc<PackageRoot>>,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
     /// `state`, `state_reason`, `last_update_status`, `last_update_status_reason` (SPEC §10).
     #[serde(flatten)]
     pub states: FunctionStates,
+}
+
+/// The root of a package as its validation saw it (voltrun-package's [`Manifest`]):
+/// the captured dependency files' bytes, those present but too large to capture, and whether
+/// it vendors `node_modules/`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct PackageRoot {
+    /// The bytes of the dependency files at the root (`Manifest::root_files`, each ≤ 1 MiB).
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Dependency files at the root that were too large to capture (their bytes are unknown).
+    pub uncaptured: Vec<String>,
+    /// True when the package has a `node_modules/` directory.
+    pub has_node_modules: bool,
+}
+
+impl PackageRoot {
+    fn of(m: &Manifest) -> PackageRoot {
+        PackageRoot {
+            files: m.root_files.clone(),
+            uncaptured: voltrun_package::archive::CAPTURED.iter().filter(|n| m.has(n) && !m.root_files.contains_key(**n)).map(|n| n.to_string()).collect(),
+            has_node_modules: m.has_dir("node_modules"),
+        }
+    }
+}
+
+impl std::fmt::Debug for PackageRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackageRoot").field("files", &self.files.keys().collect::<Vec<_>>()).field("uncaptured", &self.uncaptured).field("has_node_modules", &self.has_node_modules).finish()
+    }
 }
 
 /// How a package was given.
@@ -350,6 +384,7 @@ impl NewFunction {
             layers: canonical_layers(&self.layers)?,
             package: None,
             package_zip: None,
+            package_root: None,
             version: 1,
             created_at: now.clone(),
             updated_at: now,
@@ -390,6 +425,7 @@ impl FunctionPatch {
             if let (Some(new), Some(old)) = (&n.package, &f.package) {
                 if new.sha256 == old.sha256 && new.kind == old.kind {
                     n.package_zip = None;
+                    n.package_root = f.package_root.clone();
                 }
             }
         }
@@ -465,6 +501,7 @@ impl Source {
                 f.code = code;
                 f.package = None;
                 f.package_zip = None;
+                f.package_root = None;
                 if !keep_handler {
                     f.handler = "handler".into();
                 }
@@ -501,6 +538,7 @@ impl Source {
             dependencies: voltrun_package::dependencies_file(&manifest, language).map(str::to_string),
         });
         f.package_zip = Some(Arc::new(zip));
+        f.package_root = Some(Arc::new(PackageRoot::of(&manifest)));
         if !keep_handler {
             f.handler = language.default_handler().into();
         }

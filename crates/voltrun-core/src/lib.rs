@@ -16,7 +16,7 @@ pub mod time;
 
 pub use build::{Build, BuildStatus, FunctionState, FunctionStates, UpdateStatus};
 pub use execution::{ErrorKind, ExecError, Execution, ExecutionStatus, Outcome, RunOf, Trigger};
-pub use function::{is_valid_name, is_valid_route, Function, FunctionPatch, FunctionSummary, NewFunction, PackageInfo, PackageKind, ValidationError};
+pub use function::{is_valid_name, is_valid_route, Function, FunctionPatch, FunctionSummary, NewFunction, PackageInfo, PackageKind, PackageRoot, ValidationError};
 pub use layer::{Layer, LayerRef};
 pub use policy::{ResourceLimits, RetryPolicy};
 pub use quota::{Quotas, Retention};

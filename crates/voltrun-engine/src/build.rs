@@ -417,9 +417,6 @@ impl Engine {
 
     /// The cache key of a request: reads its dependency files and the runtime's platform.
     pub async fn dependency_key(&self, req: &BuildRequest) -> Result<String, String> {
-        let Some(interp) = self.inner.runtimes.interpreter(req.runtime) else {
-            return Err(format!("the {} runtime is not installed on this server", req.runtime.id()));
-        };
         if req.dep_files.is_empty() {
             return Err("no dependency files to build".into());
         }
@@ -431,21 +428,35 @@ impl Engine {
             let bytes = tokio::fs::read(req.package_dir.join(name)).await.map_err(|e| format!("reading {name}: {e}"))?;
             files.push((name.clone(), bytes));
         }
-        let cached = self.inner.builds.platforms.lock().expect("platforms lock").get(&req.runtime).cloned();
+        self.dependency_key_of(req.runtime, &files).await
+    }
+
+    /// The cache key of the dependency files `files` (name, bytes) for `runtime`: what
+    /// [`Engine::dependency_key`] computes once it read them, also from a package's validated
+    /// root files (a create or update, without unpacking the package). Everything the key
+    /// depends on goes here, so both paths agree.
+    pub(crate) async fn dependency_key_of(&self, runtime: Runtime, files: &[(String, Vec<u8>)]) -> Result<String, String> {
+        let Some(interp) = self.inner.runtimes.interpreter(runtime) else {
+            return Err(format!("the {} runtime is not installed on this server", runtime.id()));
+        };
+        if files.is_empty() {
+            return Err("no dependency files to build".into());
+        }
+        let cached = self.inner.builds.platforms.lock().expect("platforms lock").get(&runtime).cloned();
         let platform = match cached {
             Some(p) => p,
             None => {
-                let (rt, exe) = (req.runtime, interp.path.clone());
+                let (rt, exe) = (runtime, interp.path.clone());
                 let p = tokio::task::spawn_blocking(move || probe_platform(rt, &exe))
                     .await
                     .ok()
                     .flatten()
-                    .ok_or_else(|| format!("could not tell the {} interpreter's platform", req.runtime.id()))?;
-                self.inner.builds.platforms.lock().expect("platforms lock").insert(req.runtime, p.clone());
+                    .ok_or_else(|| format!("could not tell the {} interpreter's platform", runtime.id()))?;
+                self.inner.builds.platforms.lock().expect("platforms lock").insert(runtime, p.clone());
                 p
             }
         };
-        Ok(cache_key(req.runtime, &platform, &self.inner.cfg.build.index(req.runtime), &files))
+        Ok(cache_key(runtime, &platform, &self.inner.cfg.build.index(runtime), files))
     }
 
     /// Pins a cached dependency tree for an instance that uses it: it is not evicted while

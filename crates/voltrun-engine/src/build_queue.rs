@@ -118,15 +118,37 @@ impl Engine {
 
     /// The dependency tree of `f` when this node's cache has it already (a build would be a
     /// cache hit), so a create or update completes inside its request.
+    ///
+    /// Nothing is unpacked here: the key comes from the dependency files' bytes the package's
+    /// validation captured (`package_root`), or from this node's unpacked tree when it has it
+    /// (an update that keeps the package); otherwise there is no lookup and the build, queued,
+    /// finds the tree in the cache itself.
     pub async fn cached_dependencies(&self, f: &Function) -> Option<BuiltTree> {
-        let req = match self.build_request(f, None).await {
-            Ok(req) => req,
-            Err(reason) => {
-                tracing::debug!(%reason, "no cache lookup for this package");
-                return None;
+        let p = f.package.as_ref()?;
+        let files = match &f.package_root {
+            Some(root) => dependency_files_of_root(f.runtime, root),
+            None => {
+                let trees = voltrun_package::Trees::new(&self.inner.cfg.data_dir);
+                if !trees.has(&p.sha256) {
+                    tracing::debug!("no cache lookup: the package is not unpacked on this node");
+                    return None;
+                }
+                let dir = trees.path(&p.sha256);
+                let runtime = f.runtime;
+                tokio::task::spawn_blocking(move || {
+                    let names = crate::build::dependency_files(runtime, &dir)?;
+                    names.into_iter().map(|n| std::fs::read(dir.join(&n)).ok().map(|b| (n, b))).collect::<Option<Vec<_>>>()
+                })
+                .await
+                .ok()
+                .flatten()
             }
         };
-        let key = self.dependency_key(&req).await.ok()?;
+        let Some(files) = files else {
+            tracing::debug!("no cache lookup for this package");
+            return None;
+        };
+        let key = self.dependency_key_of(f.runtime, &files).await.ok()?;
         let tree = self.use_dependency_tree(&key)?;
         let logs = format!("[voltrun] dependencies found in the cache ({}): no build, no download\n", &key[..key.len().min(12)]);
         Some(BuiltTree { key, path: tree.path().to_path_buf(), cached: true, logs, logs_truncated: false })
@@ -236,6 +258,31 @@ impl Engine {
             .await
             .map_err(|e| format!("unpacking the package: {e}"))?
             .map_err(|e| format!("unpacking the package: {e}"))
+    }
+
+    /// At start: removes the unpacked packages (`<data_dir>/trees/<sha>`) no function and
+    /// no build still to run refers to (deleted or replaced since they were unpacked). Returns
+    /// how many were removed. A tree unpacked meanwhile for a new function is kept: only names
+    /// listed before the store is read are candidates, and the store read comes after.
+    pub(crate) async fn sweep_package_trees(&self) -> Result<usize, EngineError> {
+        let trees = voltrun_package::Trees::new(&self.inner.cfg.data_dir);
+        let root = trees.path("x").parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let listed: Vec<String> = match std::fs::read_dir(&root) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit())).collect(),
+            Err(_) => return Ok(0),
+        };
+        if listed.is_empty() {
+            return Ok(0);
+        }
+        let keep = self.inner.store.referenced_packages().await?;
+        let mut removed = 0;
+        for sha in listed.iter().filter(|s| !keep.contains(*s)) {
+            match trees.remove(sha) {
+                Ok(()) => removed += 1,
+                Err(err) => tracing::warn!(%err, %sha, "could not remove an unreferenced package tree"),
+            }
+        }
+        Ok(removed)
     }
 
     /// What to build for `f`: its runtime, memory, unpacked package and dependency files.
@@ -421,6 +468,80 @@ impl Engine {
         let sink: LogSink = Arc::new(move |text: &str| live.write(text));
         let req = self.build_request(f, Some(sink)).await.map_err(|reason| BuildFailure { reason, logs: String::new(), logs_truncated: false })?;
         self.build_dependencies(req).await
+    }
+}
+
+/// The dependency files of a package (name, bytes) from what its validation captured at the
+/// root, by the rules [`crate::build::dependency_files`] applies to an unpacked package (keep
+/// the two in step): Python, a `requirements.txt` with a requirement line; Node, a
+/// `package.json` with dependencies and no `node_modules/`, plus `package-lock.json`. `None`
+/// when there is no build, or when a file the key needs was too large to capture (no lookup).
+fn dependency_files_of_root(runtime: voltrun_core::Runtime, root: &voltrun_core::PackageRoot) -> Option<Vec<(String, Vec<u8>)>> {
+    let text = |name: &str| -> Option<&str> { std::str::from_utf8(root.files.get(name)?).ok() };
+    let uncaptured = |name: &str| root.uncaptured.iter().any(|u| u == name);
+    match runtime {
+        voltrun_core::Runtime::Python311 => {
+            if uncaptured("requirements.txt") {
+                return None;
+            }
+            let has_requirement = text("requirements.txt")?.lines().map(|l| l.split('#').next().unwrap_or("").trim()).any(|l| !l.is_empty() && !l.starts_with('-'));
+            has_requirement.then(|| vec![("requirements.txt".to_string(), root.files["requirements.txt"].clone())])
+        }
+        voltrun_core::Runtime::Nodejs20 => {
+            if root.has_node_modules || uncaptured("package.json") || uncaptured("package-lock.json") {
+                return None;
+            }
+            let json: serde_json::Value = serde_json::from_str(text("package.json")?).ok()?;
+            if json.get("dependencies").and_then(|d| d.as_object()).is_none_or(|d| d.is_empty()) {
+                return None;
+            }
+            let mut files = vec![("package.json".to_string(), root.files["package.json"].clone())];
+            if let Some(lock) = root.files.get("package-lock.json") {
+                files.push(("package-lock.json".to_string(), lock.clone()));
+            }
+            Some(files)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use voltrun_core::{PackageRoot, Runtime};
+
+    /// The lookup in a create or update must agree with the build's own reading of the
+    /// unpacked package, or a request would find another dependency set's tree.
+    #[test]
+    fn the_dependency_files_of_the_root_match_those_of_the_unpacked_package() {
+        let dir = std::env::temp_dir().join(format!("voltrun-root-files-{}", std::process::id()));
+        let cases: Vec<(Runtime, Vec<(&str, &str)>)> = vec![
+            (Runtime::Python311, vec![("requirements.txt", "six==1.16.0\n")]),
+            (Runtime::Python311, vec![("requirements.txt", "# nothing\n-r other.txt\n")]),
+            (Runtime::Nodejs20, vec![("package.json", r#"{"dependencies":{"ms":"2.1.3"}}"#)]),
+            (Runtime::Nodejs20, vec![("package.json", r#"{"dependencies":{"ms":"2.1.3"}}"#), ("package-lock.json", "{}")]),
+            (Runtime::Nodejs20, vec![("package.json", r#"{"dependencies":{}}"#)]),
+            (Runtime::Nodejs20, vec![("package.json", r#"{"dependencies":{"ms":"2.1.3"}}"#), ("node_modules/ms/index.js", "")]),
+        ];
+        for (runtime, files) in cases {
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut root = PackageRoot::default();
+            for (name, text) in &files {
+                let path = dir.join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, text).unwrap();
+                if name.starts_with("node_modules/") {
+                    root.has_node_modules = true;
+                } else {
+                    root.files.insert(name.to_string(), text.as_bytes().to_vec());
+                }
+            }
+            let on_disk = crate::build::dependency_files(runtime, &dir).map(|names| names.into_iter().map(|n| (n.clone(), std::fs::read(dir.join(&n)).unwrap())).collect::<Vec<_>>());
+            assert_eq!(dependency_files_of_root(runtime, &root), on_disk, "{files:?}");
+            root.uncaptured = root.files.keys().cloned().collect();
+            root.files.clear();
+            assert_eq!(dependency_files_of_root(runtime, &root), None, "an uncaptured file means no lookup");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

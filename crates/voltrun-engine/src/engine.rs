@@ -106,6 +106,11 @@ impl Engine {
     /// the idle-instance reaper.
     pub async fn start(&self) -> Result<(), EngineError> {
         self.recover_interrupted().await?;
+        match self.sweep_package_trees().await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed unpacked packages no function refers to any more"),
+            Err(err) => tracing::warn!(%err, "could not sweep the unpacked packages"),
+        }
         if self.inner.cfg.async_concurrency > 0 {
             tokio::spawn(self.clone().dispatch());
         }

@@ -30,6 +30,7 @@ fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
         egress: egress_from(row)?,
         package: package_from(row)?,
         package_zip: None,
+        package_root: None,
         layers: layers_from(row)?,
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
