@@ -64,7 +64,11 @@ async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<Page>)
         (status = 413, description = "The code, the package or another field is too large", body = ErrorBody),
     ))]
 async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewFunction>) -> ApiResult<(StatusCode, axum::Json<Function>)> {
-    let f = b.into_function(id::new_id("fn_"), caller.user_id, time::now())?;
+    // A package is decoded and checked (inflated, up to 250 MiB) off the async workers, a
+    // few at a time on the whole server; the slot is held until it is stored.
+    let _slot = if b.files.is_some() || b.zip.is_some() { Some(package_write_slot().await?) } else { None };
+    let user = caller.user_id;
+    let f = blocking(move || b.into_function(id::new_id("fn_"), user, time::now())).await??;
     crate::layers::check_function_layers(&st, &f).await?;
     let f = crate::builds::create(&st, f).await?;
     Ok((StatusCode::CREATED, axum::Json(f)))
@@ -117,7 +121,8 @@ async fn read(State(st): State<AppState>, caller: Caller, Path(id): Path<String>
     ))]
 async fn update(State(st): State<AppState>, caller: Caller, Path(id): Path<String>, Json(patch): Json<FunctionPatch>) -> ApiResult<axum::Json<Function>> {
     let old = owned(&st, &caller, &id).await?;
-    let (new, changed) = patch.apply(&old, time::now())?;
+    let _slot = if patch.files.is_some() || patch.zip.is_some() { Some(package_write_slot().await?) } else { None };
+    let (new, changed, old) = blocking(move || patch.apply(&old, time::now()).map(|(new, changed)| (new, changed, old))).await??;
     if !changed {
         return Ok(axum::Json(new));
     }
@@ -136,9 +141,80 @@ async fn update(State(st): State<AppState>, caller: Caller, Path(id): Path<Strin
 async fn package(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let f = owned(&st, &caller, &id).await?;
     let Some(p) = &f.package else { return Err(ApiError::NotFound("package")) };
-    let zip = st.store.get_blob(&p.sha256).await?.ok_or_else(|| ApiError::Internal(format!("the package {} of {} is missing from the store", p.sha256, f.id)))?;
+    let size = st.store.blob_size(&p.sha256).await?.ok_or_else(|| ApiError::Internal(format!("the package {} of {} is missing from the store", p.sha256, f.id)))?;
     let disposition = format!("attachment; filename=\"{}.zip\"", f.name);
-    Ok(([(header::CONTENT_TYPE, "application/zip".to_string()), (header::CONTENT_DISPOSITION, disposition)], zip).into_response())
+    let body = axum::body::Body::from_stream(blob_stream(st.store.clone(), p.sha256.clone(), size));
+    Ok(([(header::CONTENT_TYPE, "application/zip".to_string()), (header::CONTENT_DISPOSITION, disposition), (header::CONTENT_LENGTH, size.to_string())], body).into_response())
+}
+
+/// The blob `sha` (of `size` bytes) as a stream of its stored chunks, one read from the
+/// store at a time (never the whole zip in memory). The last chunk goes out only once the
+/// bytes matched the SHA-256; a missing chunk or a mismatch ends the stream with an error
+/// (the client sees a cut response, never wrong bytes as a whole one).
+fn blob_stream(store: voltrun_store::Store, sha: String, size: u64) -> impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> {
+    use sha2::Digest;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let fail = |what: String| Err(std::io::Error::other(format!("package {sha}: {what}")));
+        let mut hasher = sha2::Sha256::new();
+        let (mut n, mut seq) = (0u64, 0u64);
+        let mut held: Option<Vec<u8>> = None;
+        while n < size {
+            let data = match store.blob_chunk(&sha, seq).await {
+                Ok(Some(d)) if !d.is_empty() => d,
+                Ok(_) => {
+                    let _ = tx.send(fail(format!("chunk {seq} is missing"))).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(err = %e, %sha, "reading a package chunk failed");
+                    let _ = tx.send(fail("reading it failed".into())).await;
+                    return;
+                }
+            };
+            hasher.update(&data);
+            n += data.len() as u64;
+            seq += 1;
+            if let Some(prev) = held.replace(data) {
+                if tx.send(Ok(prev.into())).await.is_err() {
+                    return; // the client went away
+                }
+            }
+        }
+        let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        if n != size || got != sha {
+            tracing::error!(%sha, "a stored package does not match its SHA-256");
+            let _ = tx.send(fail("the stored bytes do not match it".into())).await;
+            return;
+        }
+        if let Some(last) = held {
+            let _ = tx.send(Ok(last.into())).await;
+        }
+    });
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// How many package writes (create, update, layer upload with a `files` map or a zip) the
+/// server decodes and checks at once: each holds up to ~250 MiB while it inflates the zip.
+pub const PACKAGE_WRITES_AT_ONCE: usize = 3;
+
+/// How long a package write waits for a slot before it is refused with 429.
+const PACKAGE_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A slot of the server's package writes (see [`PACKAGE_WRITES_AT_ONCE`]), or 429 after
+/// waiting [`PACKAGE_WRITE_WAIT`] for one.
+pub(crate) async fn package_write_slot() -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+    static SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    let slots = SLOTS.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(PACKAGE_WRITES_AT_ONCE))).clone();
+    match tokio::time::timeout(PACKAGE_WRITE_WAIT, slots.acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError::Throttled { message: "too many package uploads are being checked on this server; retry shortly".into(), retry_after_s: 5 }),
+    }
+}
+
+/// Runs CPU-bound request work (decoding and checking a package) on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal(format!("a package check panicked: {e}")))
 }
 
 /// Delete a function.

@@ -50,21 +50,22 @@ pub fn package_error(e: PackageError) -> ApiError {
 
 /// Decodes and checks a base64 zip (as [`voltrun_package::inspect_zip`], on a blocking
 /// thread: it reads the whole archive): the bytes and what they hold.
-pub async fn checked_zip(b64: &str) -> ApiResult<(Vec<u8>, voltrun_package::Manifest)> {
+pub async fn checked_zip(b64: String) -> ApiResult<(Vec<u8>, voltrun_package::Manifest)> {
     use base64::Engine as _;
     let limits = Limits::zip();
     // 4 characters of base64 per 3 bytes: refuse an oversized zip before decoding it.
     if (b64.len() as u64) / 4 * 3 > limits.max_zip + 3 {
         return Err(ApiError::TooLarge(format!("zip: the zip archive is larger than the limit of {} bytes", limits.max_zip)));
     }
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| package_error(PackageError::Base64(e.to_string())))?;
-    let (bytes, manifest) = tokio::task::spawn_blocking(move || {
-        let m = voltrun_package::inspect_zip(&bytes, &limits);
-        (bytes, m)
+    // Decoding and inflating both run off the async workers; the base64 text is dropped
+    // once decoded.
+    crate::functions::blocking(move || {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| package_error(PackageError::Base64(e.to_string())))?;
+        drop(b64);
+        let manifest = voltrun_package::inspect_zip(&bytes, &limits).map_err(package_error)?;
+        Ok((bytes, manifest))
     })
-    .await
-    .map_err(|e| ApiError::Internal(format!("the zip check panicked: {e}")))?;
-    Ok((bytes, manifest.map_err(package_error)?))
+    .await?
 }
 
 /// Publish a layer version.
@@ -84,7 +85,8 @@ async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewLay
     }
     let description = b.description.unwrap_or_default();
     validate_layer_description(&description)?;
-    let (bytes, manifest) = checked_zip(&b.zip).await?;
+    let _slot = crate::functions::package_write_slot().await?;
+    let (bytes, manifest) = checked_zip(b.zip).await?;
     let new = NewLayer {
         user_id: caller.user_id,
         name: b.name,

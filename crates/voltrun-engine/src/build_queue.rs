@@ -509,6 +509,18 @@ mod tests {
     use super::*;
     use voltrun_core::{PackageRoot, Runtime};
 
+    /// Finding 6: a NUL a build printed went into the log as is, and PostgreSQL refused to
+    /// store it (the build then stayed `building`); followers and the stored log get U+FFFD.
+    #[test]
+    fn a_build_log_with_a_nul_byte_is_stored_without_it() {
+        let log = LiveBuildLog::default();
+        let (_, mut live) = log.subscribe();
+        log.write("npm error Invalid package name \"a\0b\"\n");
+        let (text, cut) = log.snapshot();
+        assert_eq!((text.as_str(), cut), ("npm error Invalid package name \"a\u{fffd}b\"\n", false));
+        assert!(!live.try_recv().unwrap().contains('\0'));
+    }
+
     /// The lookup in a create or update must agree with the build's own reading of the
     /// unpacked package, or a request would find another dependency set's tree.
     #[test]

@@ -14,6 +14,7 @@ mod egress;
 mod egress_api;
 mod engine_bookkeeping;
 mod execution;
+mod flow_review;
 mod hardening_auth;
 mod hardening_connections;
 mod hardening_engine;
