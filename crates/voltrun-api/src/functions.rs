@@ -62,6 +62,7 @@ async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<Page>)
         (status = 400, description = "`validation_failed`: a field is invalid (a refused package names the entry)", body = ErrorBody),
         (status = 409, description = "`conflict`: the name or route is taken; `quota_exceeded`: past the account's function or code-size quota", body = ErrorBody),
         (status = 413, description = "The code, the package or another field is too large", body = ErrorBody),
+        (status = 429, description = "`throttled`: too many packages are being checked on this server (see Retry-After)", body = ErrorBody),
     ))]
 async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewFunction>) -> ApiResult<(StatusCode, axum::Json<Function>)> {
     // A package is decoded and checked (inflated, up to 250 MiB) off the async workers, a
@@ -118,6 +119,7 @@ async fn read(State(st): State<AppState>, caller: Caller, Path(id): Path<String>
         (status = 404, description = "No such function of yours", body = ErrorBody),
         (status = 409, description = "Changed by another request, a name or route taken, or past a quota", body = ErrorBody),
         (status = 413, description = "The code, the package or another field is too large", body = ErrorBody),
+        (status = 429, description = "`throttled`: too many packages are being checked on this server (see Retry-After)", body = ErrorBody),
     ))]
 async fn update(State(st): State<AppState>, caller: Caller, Path(id): Path<String>, Json(patch): Json<FunctionPatch>) -> ApiResult<axum::Json<Function>> {
     let old = owned(&st, &caller, &id).await?;

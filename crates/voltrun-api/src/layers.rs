@@ -77,6 +77,7 @@ pub async fn checked_zip(b64: String) -> ApiResult<(Vec<u8>, voltrun_package::Ma
         (status = 201, description = "The new version", body = Layer),
         (status = 400, description = "`validation_failed`: a bad name or description, or a refused zip: not base64, not a zip, or an entry that escapes the root, is a link or a device, a duplicate or a bomb (named)", body = ErrorBody),
         (status = 409, description = "`quota_exceeded`: past the account's code quota", body = ErrorBody),
+        (status = 429, description = "`throttled`: too many packages are being checked on this server (see Retry-After)", body = ErrorBody),
         (status = 413, description = "The zip is over 50 MiB, or over 250 MiB or 20,000 files unpacked, or compresses like a bomb", body = ErrorBody),
     ))]
 async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewLayerBody>) -> ApiResult<(StatusCode, axum::Json<Layer>)> {
