@@ -44,6 +44,9 @@ pub struct Function {
     /// Where the function may connect (SPEC §11), canonical entries; empty: no network.
     #[serde(default)]
     pub egress: Vec<String>,
+    /// Names of the owner's secrets its runs get as environment variables (SPEC §12).
+    #[serde(default)]
+    pub secrets: Vec<String>,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -75,6 +78,9 @@ pub struct FunctionSummary {
     /// Where the function may connect, canonical entries; empty: no network.
     #[serde(default)]
     pub egress: Vec<String>,
+    /// Names of the secrets its runs get (never their values).
+    #[serde(default)]
+    pub secrets: Vec<String>,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -126,6 +132,9 @@ pub struct NewFunction {
     /// Egress entries (SPEC §11); left out or `null`: none.
     #[serde(default, deserialize_with = "deserialize_egress")]
     pub egress: Vec<String>,
+    /// Names of your secrets to give its runs as environment variables; left out: none.
+    #[serde(default)]
+    pub secrets: Option<Vec<String>>,
 }
 
 /// `PUT /api/functions/{id}` body: any subset of fields; `route` and `description` may be
@@ -160,6 +169,9 @@ pub struct FunctionPatch {
     /// Replaces the egress list; `[]` or `null` removes every entry (no network).
     #[serde(default, deserialize_with = "deserialize_egress_patch")]
     pub egress: Option<Vec<String>>,
+    /// Replaces the list of secrets the runs get; `[]` removes them all.
+    #[serde(default)]
+    pub secrets: Option<Vec<String>>,
 }
 
 /// Tells a field given as `null` (Some(None)) from a field left out (None).
@@ -226,11 +238,13 @@ impl NewFunction {
             schedule: self.schedule,
             max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
             egress: self.egress,
+            secrets: self.secrets.unwrap_or_default(),
             version: 1,
             created_at: now.clone(),
             updated_at: now,
         };
         f.egress = canonical_egress(&f.egress)?;
+        f.secrets = canonical_secrets(&f.secrets)?;
         validate(&f)?;
         Ok(f)
     }
@@ -280,9 +294,13 @@ impl FunctionPatch {
         if let Some(v) = self.egress {
             n.egress = v;
         }
+        if let Some(v) = self.secrets {
+            n.secrets = v;
+        }
         // Canonical before the comparison: a list spelled differently but meaning the same is
         // no change (and no new version).
         n.egress = canonical_egress(&n.egress)?;
+        n.secrets = canonical_secrets(&n.secrets)?;
         validate(&n)?;
         let changed = n != *f;
         if changed {
@@ -301,6 +319,27 @@ pub fn canonical_egress(entries: &[String]) -> Result<Vec<String>, ValidationErr
     }
     let policy = EgressPolicy::parse(entries).map_err(|e| ValidationError::new("egress", format!("entry {:?}: {}", e.entry, e.reason)))?;
     Ok(policy.entries())
+}
+
+/// Validates a function's `secrets` list (names only: whether the caller has them is the
+/// API's check) and returns it sorted, without duplicates.
+pub fn canonical_secrets(names: &[String]) -> Result<Vec<String>, ValidationError> {
+    use crate::secret::{is_reserved_variable, is_valid_secret_name, MAX_FUNCTION_SECRETS, SECRET_NAME_RULE};
+    let mut out: Vec<String> = names.to_vec();
+    out.sort();
+    out.dedup();
+    if out.len() > MAX_FUNCTION_SECRETS {
+        return Err(ValidationError::new("secrets", format!("at most {MAX_FUNCTION_SECRETS} names (got {})", out.len())));
+    }
+    for n in &out {
+        if !is_valid_secret_name(n) {
+            return Err(ValidationError::new("secrets", format!("{n:?} {SECRET_NAME_RULE}")));
+        }
+        if is_reserved_variable(n) {
+            return Err(ValidationError::new("secrets", format!("{n} is reserved")));
+        }
+    }
+    Ok(out)
 }
 
 fn parse_runtime(s: &str) -> Result<Runtime, ValidationError> {
@@ -377,6 +416,9 @@ fn validate(f: &Function) -> Result<(), ValidationError> {
     }
     if env_bytes > MAX_ENV_BYTES {
         return Err(ValidationError::new("env", "at most 32 KiB in all"));
+    }
+    if let Some(both) = f.secrets.iter().find(|s| f.env.contains_key(s.as_str())) {
+        return Err(ValidationError::new("secrets", format!("{both} is also in env; a variable comes from one or the other")));
     }
     if let Some(r) = &f.route {
         if !is_valid_route(r) {

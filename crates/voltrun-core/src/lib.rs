@@ -10,6 +10,7 @@ pub mod id;
 pub mod policy;
 pub mod quota;
 pub mod runtime;
+pub mod secret;
 pub mod time;
 
 pub use execution::{ErrorKind, ExecError, Execution, ExecutionStatus, Outcome, RunOf, Trigger};

@@ -28,6 +28,7 @@ fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
         schedule: get_opt_str(row, "schedule")?,
         max_retries: get_i64(row, "max_retries")? as u32,
         egress: egress_from(row)?,
+        secrets: secrets_from(row)?,
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
@@ -36,7 +37,7 @@ fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
 
 /// Every column of a function but its code: what lists read.
 const SUMMARY_COLUMNS: &str =
-    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, egress, version, created_at, updated_at";
+    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, egress, secrets, version, created_at, updated_at";
 
 fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
     let runtime = get_str(row, "runtime")?;
@@ -57,6 +58,7 @@ fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
         schedule: get_opt_str(row, "schedule")?,
         max_retries: get_i64(row, "max_retries")? as u32,
         egress: egress_from(row)?,
+        secrets: secrets_from(row)?,
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
@@ -97,6 +99,16 @@ fn env_json(f: &Function) -> String {
 /// The `egress` column: a JSON list of canonical entries (migrations/0007).
 fn egress_json(f: &Function) -> String {
     serde_json::to_string(&f.egress).expect("a string list serialises")
+}
+
+/// The `secrets` column: a JSON list of secret names (migrations/0012).
+fn secrets_json(f: &Function) -> String {
+    serde_json::to_string(&f.secrets).expect("a string list serialises")
+}
+
+fn secrets_from(row: &sqlx::any::AnyRow) -> Result<Vec<String>> {
+    let names = get_str(row, "secrets")?;
+    serde_json::from_str(&names).map_err(|e| StoreError::Corrupt(format!("secrets: {e}")))
 }
 
 fn egress_from(row: &sqlx::any::AnyRow) -> Result<Vec<String>> {
@@ -147,8 +159,8 @@ impl Store {
     pub async fn insert_function(&self, f: &Function, quotas: &Quotas) -> Result<()> {
         let sql = format!(
             "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version,
-             updated_at, created_at, schedule, max_retries, code_bytes, egress)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21
+             updated_at, created_at, schedule, max_retries, code_bytes, egress, secrets)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21, $22
              WHERE (SELECT COUNT(*) FROM functions WHERE user_id = $2) < $19
              AND (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2) + $18 <= $20
              AND NOT {}",
@@ -166,6 +178,7 @@ impl Store {
             .bind(Quotas::bound(quotas.functions))
             .bind(Quotas::bound(quotas.code_bytes))
             .bind(&egress)
+            .bind(secrets_json(f))
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
@@ -204,7 +217,7 @@ impl Store {
         let sql = format!(
             "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
              env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17, code_bytes = $18,
-             egress = $20
+             egress = $20, secrets = $21
              WHERE id = $1 AND user_id = $2 AND version = $15
              AND ($18 <= code_bytes OR (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2 AND id <> $1) + $18 <= $19)
              AND NOT {}",
@@ -221,6 +234,7 @@ impl Store {
             .bind(f.code.len() as i64)
             .bind(Quotas::bound(quotas.code_bytes))
             .bind(&egress)
+            .bind(secrets_json(f))
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
