@@ -51,6 +51,7 @@ async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<Page>)
     ))]
 async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewFunction>) -> ApiResult<(StatusCode, axum::Json<Function>)> {
     let f = b.into_function(id::new_id("fn_"), caller.user_id, time::now())?;
+    crate::secrets::check_function_secrets(&st, &f.user_id, &f.secrets).await?;
     st.store.insert_function(&f, &st.quotas).await?;
     Ok((StatusCode::CREATED, axum::Json(f)))
 }
@@ -103,6 +104,9 @@ async fn read(State(st): State<AppState>, caller: Caller, Path(id): Path<String>
 async fn update(State(st): State<AppState>, caller: Caller, Path(id): Path<String>, Json(patch): Json<FunctionPatch>) -> ApiResult<axum::Json<Function>> {
     let old = owned(&st, &caller, &id).await?;
     let (new, changed) = patch.apply(&old, time::now())?;
+    if new.secrets != old.secrets {
+        crate::secrets::check_function_secrets(&st, &new.user_id, &new.secrets).await?;
+    }
     if changed {
         if !st.store.update_function(&new, old.version, &st.quotas).await? {
             return Err(ApiError::Conflict("the function was changed by another request; fetch it and retry".into()));
@@ -266,6 +270,7 @@ async fn test(State(st): State<AppState>, caller: Caller, Json(b): Json<TestBody
         schedule: None,
         max_retries: None,
         egress: b.egress,
+        secrets: None,
     };
     let f = draft.into_function(id::new_id("test_"), caller.user_id.clone(), time::now())?;
     check_invoke_rate(&st, &caller.user_id)?;

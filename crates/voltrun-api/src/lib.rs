@@ -27,6 +27,7 @@ pub mod keys;
 pub mod listener;
 pub mod openapi;
 pub mod ratelimit;
+pub mod secrets;
 pub mod sys;
 pub mod system;
 pub mod trigger;
@@ -163,6 +164,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .nest("/functions", functions::router())
         .nest("/executions", executions::router())
         .nest("/keys", keys::router())
+        .nest("/secrets", secrets::router())
         .nest("/execute", trigger::router())
         .routes(routes!(system::runtimes))
         .routes(routes!(system::dashboard))

@@ -43,6 +43,9 @@ pub enum ClientCommand {
     /// Create, list and delete API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Set, list and delete secrets (values are write-only).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -245,6 +248,39 @@ pub enum KeysCommand {
         /// The key's id (key_…).
         id: String,
     },
+}
+
+/// `voltrun secrets …`. `Debug` leaves the value out.
+#[derive(Subcommand)]
+pub enum SecretsCommand {
+    /// Create a secret or replace its value; the value is read from stdin (less one final
+    /// line ending) unless --value is given, and typed without echo on a terminal.
+    Set {
+        /// `^[A-Z_][A-Z0-9_]{0,127}$`: also the variable's name in a function's runs.
+        name: String,
+        /// The value (it shows in `ps` and shell history: prefer stdin).
+        #[arg(long)]
+        value: Option<String>,
+    },
+    /// List your secrets (names only: values are never shown).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Delete a secret (refused while a function names it).
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// The secret's name.
+        name: String,
+    },
+}
+
+impl std::fmt::Debug for SecretsCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretsCommand::Set { name, value } => f.debug_struct("Set").field("name", name).field("value", &value.as_ref().map(|_| "<redacted>")).finish(),
+            SecretsCommand::List => f.write_str("List"),
+            SecretsCommand::Delete { name } => f.debug_struct("Delete").field("name", name).finish(),
+        }
+    }
 }
 
 /// `voltrun completions`.

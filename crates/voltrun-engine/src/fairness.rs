@@ -95,6 +95,7 @@ mod tests {
             schedule: None,
             max_retries: None,
             egress: Vec::new(),
+            secrets: None,
         }
         .into_function("fn_x".into(), "u".into(), time::now())
         .unwrap()

@@ -64,6 +64,12 @@ struct EngineArgs {
     /// (default: the first nameserver of /etc/resolv.conf).
     #[arg(long, env = "VOLTRUN_EGRESS_DNS_UPSTREAM", value_name = "ADDR")]
     egress_dns_upstream: Option<String>,
+    /// The master key secrets (and the shared JWT signing key) are sealed under: 32 bytes as
+    /// base64 (`openssl rand -base64 32`) or 64 hex digits. Required with PostgreSQL (every
+    /// node the same key); with SQLite, default: `master.key` in the data dir, generated on
+    /// first start (mode 0600). Prefer the environment variable: a flag shows in `ps`.
+    #[arg(long, env = "VOLTRUN_MASTER_KEY", hide_env_values = true, value_name = "KEY")]
+    master_key: Option<String>,
     /// Allow the `process` tier, which does not isolate functions from the host.
     #[arg(long, env = "VOLTRUN_INSECURE")]
     insecure: bool,
@@ -121,6 +127,9 @@ struct QuotaArgs {
     /// API keys one user may have (0 = unlimited).
     #[arg(long, env = "VOLTRUN_QUOTA_API_KEYS", default_value_t = voltrun_core::Quotas::default().api_keys)]
     quota_api_keys: u64,
+    /// Secrets one user may have (0 = unlimited).
+    #[arg(long, env = "VOLTRUN_QUOTA_SECRETS", default_value_t = voltrun_core::Quotas::default().secrets)]
+    quota_secrets: u64,
     /// Days a finished execution is kept (0 = no age limit).
     #[arg(long, env = "VOLTRUN_RETENTION_DAYS", default_value_t = voltrun_core::Retention::default().max_age_days)]
     retention_days: u64,
@@ -290,12 +299,13 @@ async fn jwt_secret(store: &Store, data_dir: &Path, given: Option<String>) -> Re
         return Ok(s.into_bytes());
     }
     if store.dialect() == voltrun_store::Dialect::Postgres {
-        let now = voltrun_core::time::now();
-        let s = store.shared_secret("jwt_signing_key", &new_jwt_key(), &now).await.context("reading the shared JWT key")?;
+        // Sealed under the master key (issue 16): a copy of the database alone cannot mint
+        // tokens. A key an older version kept in plain text is adopted.
+        let s = store.shared_sealed_secret("jwt_signing_key", || zeroize::Zeroizing::new(new_jwt_key())).await.context("reading the shared JWT key")?;
         if s.len() < 64 {
             bail!("the shared JWT key in server_secrets is too short");
         }
-        return Ok(s.into_bytes());
+        return Ok(s.as_bytes().to_vec());
     }
     let path = data_dir.join("jwt.key");
     match std::fs::read_to_string(&path) {
@@ -315,6 +325,42 @@ fn new_jwt_key() -> String {
     (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
 
+/// Gives the store its master key (docs/SECURITY.md, "Secrets and the master key"): the one
+/// given; or, on SQLite only, `<data>/master.key`, generated on first start. A key that is
+/// not the database's stops the start (the store checks it against the key check value).
+async fn unlock(store: Store, given: Option<&str>, data_dir: &Path) -> Result<Store> {
+    let (key, generated) = match given {
+        Some(text) => (voltrun_store::MasterKey::parse(text).context("--master-key / VOLTRUN_MASTER_KEY")?, None),
+        None if store.dialect() == voltrun_store::Dialect::Postgres => bail!(
+            "on PostgreSQL every node must be given the same master key: set VOLTRUN_MASTER_KEY (or --master-key) to 32 bytes as base64 or hex, e.g. from `openssl rand -base64 32`"
+        ),
+        None => {
+            let path = data_dir.join("master.key");
+            let (key, created) = voltrun_store::MasterKey::load_or_create(&path).with_context(|| format!("the master key file {}", path.display()))?;
+            if created {
+                tracing::info!(path = %path.display(), key_id = key.id(), "generated a master key; back it up: secrets cannot be read without it");
+            }
+            (key, created.then_some(path))
+        }
+    };
+    let id = key.id().to_string();
+    match store.unlock(key).await {
+        Ok(store) => {
+            tracing::info!(key_id = %id, "master key accepted");
+            Ok(store)
+        }
+        Err(e @ voltrun_store::StoreError::WrongMasterKey { .. }) if generated.is_some() => {
+            // The key just generated is of no use to this database: not left behind.
+            if let Some(path) = &generated {
+                let _ = std::fs::remove_file(path);
+            }
+            Err(anyhow::anyhow!("refusing to start: {e}; master.key is missing from the data dir: restore the original"))
+        }
+        Err(e @ voltrun_store::StoreError::WrongMasterKey { .. }) => Err(anyhow::anyhow!("refusing to start: {e}")),
+        Err(e) => Err(e).context("checking the master key"),
+    }
+}
+
 /// Opens the store and builds the engine a node runs (serve or worker), started.
 async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -326,6 +372,7 @@ async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
     }
     let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("voltrun.db").display()));
     let store = Store::open(&url).await.with_context(|| format!("opening the database at {url}"))?;
+    let store = unlock(store, args.master_key.as_deref(), &data_dir).await?;
     let runtimes = Runtimes::discover(&data_dir.join("runtimes"))?;
     let cfg = EngineConfig {
         data_dir: data_dir.clone(),
@@ -370,7 +417,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let q = &args.quotas;
     store.spawn_retention(voltrun_core::Retention { max_age_days: q.retention_days, per_function: q.retention_per_function, per_user: q.retention_per_user });
     let quotas =
-        voltrun_core::Quotas { functions: q.quota_functions, code_bytes: q.quota_code_bytes, concurrent_runs: args.engine.quota_concurrent_runs, api_keys: q.quota_api_keys };
+        voltrun_core::Quotas { functions: q.quota_functions, code_bytes: q.quota_code_bytes, concurrent_runs: args.engine.quota_concurrent_runs, api_keys: q.quota_api_keys, secrets: q.quota_secrets };
     let state = AppState {
         store,
         engine,

@@ -24,4 +24,5 @@ mod openapi;
 mod queue;
 mod recovery;
 mod scaleout;
+mod secrets;
 mod store_outage;
