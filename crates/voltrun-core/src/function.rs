@@ -572,4 +572,23 @@ mod tests {
             assert!(changed && n.egress.is_empty() && n.version == 2);
         }
     }
+
+    #[test]
+    fn secrets_are_sorted_deduplicated_and_checked() {
+        let f = new(serde_json::json!({"name":"a","runtime":"node","code":"x","secrets":["B_2","A_1","B_2"]})).unwrap();
+        assert_eq!(f.secrets, ["A_1", "B_2"]);
+        assert!(new(serde_json::json!({"name":"a","runtime":"node","code":"x"})).unwrap().secrets.is_empty());
+        let many: Vec<String> = (0..51).map(|i| format!("S{i}")).collect();
+        for bad in [serde_json::json!(["lower"]), serde_json::json!(["PATH"]), serde_json::json!(["VOLTRUN_X"]), serde_json::json!(["AWS_LAMBDA_X"]), serde_json::json!(many)] {
+            let e = new(serde_json::json!({"name":"a","runtime":"node","code":"x","secrets": bad})).unwrap_err();
+            assert_eq!(e.field, "secrets", "{bad}");
+        }
+        let e = new(serde_json::json!({"name":"a","runtime":"node","code":"x","secrets":["TOKEN"],"env":{"TOKEN":"plain"}})).unwrap_err();
+        assert_eq!(e.field, "secrets");
+        let p: FunctionPatch = serde_json::from_value(serde_json::json!({"secrets": ["A_1"]})).unwrap();
+        let (n, changed) = p.apply(&f, "t2".into()).unwrap();
+        assert!(changed && n.secrets == ["A_1"] && n.version == 2);
+        let p: FunctionPatch = serde_json::from_value(serde_json::json!({"secrets": ["B_2", "A_1"]})).unwrap();
+        assert!(!p.apply(&f, "t2".into()).unwrap().1, "the same set in another order is no change");
+    }
 }
