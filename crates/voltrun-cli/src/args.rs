@@ -271,6 +271,29 @@ pub enum SecretsCommand {
         /// The secret's name.
         name: String,
     },
+    /// Re-encrypt every secret under a new master key, online (run on a host with the
+    /// database's credentials, not through the API; docs/SECURITY.md, "Rotating the master key").
+    RotateMasterKey(RotateArgs),
+}
+
+/// `voltrun secrets rotate-master-key`: talks to the database, not to a server.
+#[derive(Args)]
+pub struct RotateArgs {
+    /// The database; default: the SQLite file in --data-dir.
+    #[arg(long, env = "VOLTRUN_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The data dir of the SQLite database (unused with --database-url).
+    #[arg(long, env = "VOLTRUN_DATA_DIR", default_value = "./voltrun-data")]
+    pub data_dir: PathBuf,
+    /// The new master key (base64 or hex of 32 bytes).
+    #[arg(long, env = "VOLTRUN_MASTER_KEY", hide_env_values = true, value_name = "KEY", required = true)]
+    pub master_key: Option<String>,
+    /// The key the values are sealed under now.
+    #[arg(long, env = "VOLTRUN_PREVIOUS_MASTER_KEY", hide_env_values = true, value_name = "KEY", required = true)]
+    pub previous_master_key: Option<String>,
+    /// Rows read per batch.
+    #[arg(long, default_value_t = 100)]
+    pub batch: i64,
 }
 
 impl std::fmt::Debug for SecretsCommand {
@@ -279,6 +302,7 @@ impl std::fmt::Debug for SecretsCommand {
             SecretsCommand::Set { name, value } => f.debug_struct("Set").field("name", name).field("value", &value.as_ref().map(|_| "<redacted>")).finish(),
             SecretsCommand::List => f.write_str("List"),
             SecretsCommand::Delete { name } => f.debug_struct("Delete").field("name", name).finish(),
+            SecretsCommand::RotateMasterKey(a) => f.debug_struct("RotateMasterKey").field("database_url", &a.database_url.as_ref().map(|_| "<given>")).field("batch", &a.batch).finish(),
         }
     }
 }

@@ -22,8 +22,8 @@ mod writer;
 pub use executions::{ClaimSkip, ExecutionFilter, HourBucket, NewRun, Stats};
 pub use functions::{ScheduledFunction, SchedulesFingerprint};
 pub use retention::RetentionCursor;
-pub use secrets::{SecretDelete, SecretEnv, SecretMeta};
-pub use vault::{KeyError, MasterKey, SealError};
+pub use secrets::{Rotation, SecretDelete, SecretEnv, SecretMeta};
+pub use vault::{KeyError, Keyring, MasterKey, SealError};
 pub use users::{ApiKey, KeyOwner, User};
 pub use writer::PendingWrite;
 
@@ -116,6 +116,10 @@ pub enum StoreError {
         #[source]
         source: SealError,
     },
+    /// A rotation was asked of a store given no previous key, or left values sealed under the
+    /// previous key (written meanwhile by a node without the new key).
+    #[error("{0}")]
+    Rotation(String),
     /// The URL names a database VoltRun does not support.
     #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
     Unsupported(String),
@@ -244,8 +248,9 @@ pub struct Store {
     /// goes through this process, which clears the cache, so it is never stale. With
     /// PostgreSQL other nodes write too, so every lookup reads the database.
     function_cache: Option<FunctionCache>,
-    /// The master key everything sealed is sealed under (vault.rs); set by [`Store::unlock`].
-    vault: Option<std::sync::Arc<MasterKey>>,
+    /// The master key everything sealed is sealed under, and during a rotation the previous
+    /// one (vault.rs); set by [`Store::unlock`].
+    vault: Option<std::sync::Arc<Keyring>>,
 }
 
 /// Functions by (user id, id or name).

@@ -4,7 +4,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::vault::{Context, MasterKey, SealError};
+use crate::vault::{key_id_of, Context, Keyring, MasterKey, SealError};
 use crate::{conflict_or, get_str, Result, Store, StoreError};
 
 /// The `server_secrets` row holding the key check value.
@@ -71,26 +71,31 @@ impl Store {
         get_str(&row, "value")
     }
 
-    /// Gives the store its master key, after checking it is the database's: the first node
-    /// (of an empty database) stores the key check value, every later start opens it.
-    /// [`StoreError::WrongMasterKey`] when it was sealed under another key.
-    pub async fn unlock(mut self, key: MasterKey) -> Result<Store> {
+    /// Gives the store its master key (and, during a rotation, the previous one), after
+    /// checking it is the database's: the first node (of an empty database) stores the key
+    /// check value, every later start opens it. A check value sealed under `previous` is
+    /// accepted too (a rotation has not finished). [`StoreError::WrongMasterKey`] when it was
+    /// sealed under neither.
+    pub async fn unlock(mut self, key: MasterKey, previous: Option<MasterKey>) -> Result<Store> {
         let stored = self.shared_secret(KEY_CHECK, &key.key_check(), &voltrun_core::time::now()).await?;
         match key.verify_check(&stored) {
             Ok(()) => {}
+            Err(SealError::WrongKey { .. }) if previous.as_ref().is_some_and(|p| p.verify_check(&stored).is_ok()) => {
+                tracing::info!(current = key.id(), previous = ?previous.as_ref().map(MasterKey::id), "the database's values are still sealed under the previous master key (a rotation has not finished)");
+            }
             Err(SealError::WrongKey { sealed_with, ours }) => return Err(StoreError::WrongMasterKey { ours, sealed_with }),
             Err(source) => return Err(StoreError::Unsealable { what: "master key check value".into(), source }),
         }
-        self.vault = Some(std::sync::Arc::new(key));
+        self.vault = Some(std::sync::Arc::new(Keyring::new(key, previous)));
         Ok(self)
     }
 
     /// The id (not the key) of the master key, once unlocked.
     pub fn master_key_id(&self) -> Option<&str> {
-        self.vault.as_deref().map(MasterKey::id)
+        self.vault.as_deref().map(|k| k.current().id())
     }
 
-    fn vault(&self) -> Result<&MasterKey> {
+    fn vault(&self) -> Result<&Keyring> {
         self.vault.as_deref().ok_or(StoreError::NoMasterKey)
     }
 
@@ -247,6 +252,88 @@ impl Store {
         }
         let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(|r| Ok((get_str(r, "name")?, get_str(r, "revision")?, get_str(r, "value")?))).collect()
+    }
+}
+
+/// What [`Store::rotate_master_key`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// Users' secrets re-sealed under the new key.
+    pub secrets: u64,
+    /// Sealed `server_secrets` rows (the JWT key) re-sealed.
+    pub server_values: u64,
+    /// Rows already under the new key (sealed since by a node that has it), left as they were.
+    pub already_new: u64,
+}
+
+impl Store {
+    /// Re-seals every value sealed under the previous key with the current one, online: a
+    /// batch of `batch` rows at a time (keyset order), each row in a statement of its own that
+    /// only replaces the envelope it read, so a concurrent `PUT` wins and nothing is lost. The
+    /// key check value is replaced last, and only when no value is left under the old key.
+    pub async fn rotate_master_key(&self, batch: i64) -> Result<Rotation> {
+        let keys = self.vault()?;
+        if keys.previous().is_none() {
+            return Err(StoreError::Rotation("a rotation needs the previous master key as well as the new one".into()));
+        }
+        let new_id = keys.current().id().to_string();
+        let mut done = Rotation::default();
+        let (mut user, mut name) = (String::new(), String::new());
+        loop {
+            let rows = sqlx::query("SELECT user_id, name, value FROM secrets WHERE user_id > $1 OR (user_id = $1 AND name > $2) ORDER BY user_id, name LIMIT $3")
+                .bind(&user)
+                .bind(&name)
+                .bind(batch.max(1))
+                .fetch_all(&self.pool)
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                (user, name) = (get_str(row, "user_id")?, get_str(row, "name")?);
+                let sealed = get_str(row, "value")?;
+                if key_id_of(&sealed) == Some(new_id.as_str()) {
+                    done.already_new += 1;
+                    continue;
+                }
+                let ctx = Context::Secret { user_id: &user, name: &name };
+                let opened = keys.open(ctx, &sealed).map_err(|source| StoreError::Unsealable { what: format!("secret {name}"), source })?;
+                let r = sqlx::query("UPDATE secrets SET value = $3 WHERE user_id = $1 AND name = $2 AND value = $4")
+                    .bind(&user)
+                    .bind(&name)
+                    .bind(keys.seal(ctx, &opened))
+                    .bind(&sealed)
+                    .execute(&self.pool)
+                    .await?;
+                if r.rows_affected() == 1 {
+                    done.secrets += 1;
+                } else {
+                    // Written meanwhile (sealed afresh) or deleted: the recount below tells.
+                    done.already_new += 1;
+                }
+            }
+        }
+        let rows = sqlx::query("SELECT name, value FROM server_secrets WHERE name LIKE '%.sealed'").fetch_all(&self.pool).await?;
+        for row in &rows {
+            let (row_name, sealed) = (get_str(row, "name")?, get_str(row, "value")?);
+            if key_id_of(&sealed) == Some(new_id.as_str()) {
+                continue;
+            }
+            let ctx = Context::Server { name: row_name.trim_end_matches(".sealed") };
+            let opened = keys.open(ctx, &sealed).map_err(|source| StoreError::Unsealable { what: format!("server secret {row_name}"), source })?;
+            let r = sqlx::query("UPDATE server_secrets SET value = $2 WHERE name = $1 AND value = $3").bind(&row_name).bind(keys.seal(ctx, &opened)).bind(&sealed).execute(&self.pool).await?;
+            done.server_values += r.rows_affected();
+        }
+        let prefix = format!("v1.{new_id}.%");
+        let left = sqlx::query("SELECT COUNT(*) AS n FROM secrets WHERE value NOT LIKE $1").bind(&prefix).fetch_one(&self.pool).await?;
+        let left = crate::get_i64(&left, "n")?;
+        if left > 0 {
+            return Err(StoreError::Rotation(format!(
+                "{left} secrets are still sealed under the previous key (written meanwhile by a node that does not have the new key?): give every node the new key, then run the rotation again; the key check value was not changed"
+            )));
+        }
+        sqlx::query("UPDATE server_secrets SET value = $2 WHERE name = $1").bind(KEY_CHECK).bind(keys.current().key_check()).execute(&self.pool).await?;
+        Ok(done)
     }
 }
 

@@ -216,6 +216,55 @@ impl MasterKey {
     }
 }
 
+/// The keys a node holds: the current one, which seals everything, and during a rotation
+/// the previous one, which only opens what it sealed (docs/SECURITY.md, "Rotating the master
+/// key").
+#[derive(Debug)]
+pub struct Keyring {
+    current: MasterKey,
+    previous: Option<MasterKey>,
+}
+
+impl Keyring {
+    /// A keyring of `current` and, while rotating, `previous` (the same key twice is one).
+    pub fn new(current: MasterKey, previous: Option<MasterKey>) -> Keyring {
+        let previous = previous.filter(|p| p.id != current.id);
+        Keyring { current, previous }
+    }
+
+    /// The key that seals.
+    pub fn current(&self) -> &MasterKey {
+        &self.current
+    }
+
+    /// The key being rotated away from, if any.
+    pub fn previous(&self) -> Option<&MasterKey> {
+        self.previous.as_ref()
+    }
+
+    /// Seals under the current key.
+    pub fn seal(&self, context: Context<'_>, plaintext: &[u8]) -> String {
+        self.current.seal(context, plaintext)
+    }
+
+    /// Opens an envelope sealed under either key (the envelope's key id says which).
+    pub fn open(&self, context: Context<'_>, envelope: &str) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        match (self.current.open(context, envelope), &self.previous) {
+            (Err(SealError::WrongKey { .. }), Some(p)) if key_id_of(envelope) == Some(p.id()) => p.open(context, envelope),
+            (r, _) => r,
+        }
+    }
+}
+
+/// The key id an envelope names (None when it is not one).
+pub fn key_id_of(envelope: &str) -> Option<&str> {
+    let mut parts = envelope.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(VERSION), Some(id), Some(_)) => Some(id),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +326,23 @@ mod tests {
         assert_eq!(k2.open(secret("usr_1", "A"), &forged), Err(SealError::Tampered));
         assert!(k1.verify_check(&k1.key_check()).is_ok());
         assert!(matches!(k2.verify_check(&k1.key_check()), Err(SealError::WrongKey { .. })));
+    }
+
+    #[test]
+    fn a_rotating_keyring_opens_under_either_key_and_seals_under_the_new_one() {
+        let (old, new) = (MasterKey::generate(), MasterKey::generate());
+        let sealed_old = old.seal(secret("usr_1", "A"), b"v");
+        let (old_id, new_id) = (old.id().to_string(), new.id().to_string());
+        let ring = Keyring::new(new, Some(old));
+        assert_eq!(ring.open(secret("usr_1", "A"), &sealed_old).unwrap().as_slice(), b"v");
+        let sealed_new = ring.seal(secret("usr_1", "A"), b"v");
+        assert_eq!(key_id_of(&sealed_new), Some(new_id.as_str()));
+        assert_eq!(key_id_of(&sealed_old), Some(old_id.as_str()));
+        // The previous key's envelope still binds its row.
+        assert_eq!(ring.open(secret("usr_2", "A"), &sealed_old), Err(SealError::Tampered));
+        let third = MasterKey::generate();
+        let alone = Keyring::new(MasterKey::parse(&B64.encode([9u8; 32])).unwrap(), None);
+        assert!(matches!(alone.open(secret("usr_1", "A"), &third.seal(secret("usr_1", "A"), b"v")), Err(SealError::WrongKey { .. })));
     }
 
     #[test]

@@ -70,6 +70,10 @@ struct EngineArgs {
     /// first start (mode 0600). Prefer the environment variable: a flag shows in `ps`.
     #[arg(long, env = "VOLTRUN_MASTER_KEY", hide_env_values = true, value_name = "KEY")]
     master_key: Option<String>,
+    /// During a master-key rotation: the key being replaced. Values sealed under it still
+    /// open; everything new is sealed under --master-key.
+    #[arg(long, env = "VOLTRUN_PREVIOUS_MASTER_KEY", hide_env_values = true, value_name = "KEY")]
+    previous_master_key: Option<String>,
     /// Allow the `process` tier, which does not isolate functions from the host.
     #[arg(long, env = "VOLTRUN_INSECURE")]
     insecure: bool,
@@ -240,6 +244,11 @@ fn main() -> Result<()> {
         print!("{}", voltrun_api::openapi::document_json());
         return Ok(());
     }
+    // The one `secrets` command that is not a client of the API: it needs the database.
+    if let Command::Client(voltrun_cli::ClientCommand::Secrets(voltrun_cli::args::SecretsCommand::RotateMasterKey(a))) = cli.command {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOLTRUN_LOG").unwrap_or_else(|_| "warn".into())).with_writer(std::io::stderr).init();
+        return tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(rotate_master_key(a));
+    }
     // Client commands are blocking HTTP calls: no runtime, no server logging.
     if let Command::Client(cmd) = cli.command {
         std::process::exit(voltrun_cli::run(cmd, cli.global, Cli::command));
@@ -328,7 +337,8 @@ fn new_jwt_key() -> String {
 /// Gives the store its master key (docs/SECURITY.md, "Secrets and the master key"): the one
 /// given; or, on SQLite only, `<data>/master.key`, generated on first start. A key that is
 /// not the database's stops the start (the store checks it against the key check value).
-async fn unlock(store: Store, given: Option<&str>, data_dir: &Path) -> Result<Store> {
+async fn unlock(store: Store, given: Option<&str>, previous: Option<&str>, data_dir: &Path) -> Result<Store> {
+    let previous = previous.map(|p| voltrun_store::MasterKey::parse(p).context("--previous-master-key / VOLTRUN_PREVIOUS_MASTER_KEY")).transpose()?;
     let (key, generated) = match given {
         Some(text) => (voltrun_store::MasterKey::parse(text).context("--master-key / VOLTRUN_MASTER_KEY")?, None),
         None if store.dialect() == voltrun_store::Dialect::Postgres => bail!(
@@ -344,7 +354,7 @@ async fn unlock(store: Store, given: Option<&str>, data_dir: &Path) -> Result<St
         }
     };
     let id = key.id().to_string();
-    match store.unlock(key).await {
+    match store.unlock(key, previous).await {
         Ok(store) => {
             tracing::info!(key_id = %id, "master key accepted");
             Ok(store)
@@ -361,6 +371,38 @@ async fn unlock(store: Store, given: Option<&str>, data_dir: &Path) -> Result<St
     }
 }
 
+/// `voltrun secrets rotate-master-key`: re-seals every value under the new key (the store
+/// does it in batches, online), then replaces the key check value.
+async fn rotate_master_key(a: voltrun_cli::args::RotateArgs) -> Result<()> {
+    let url = match &a.database_url {
+        Some(u) => u.clone(),
+        None => {
+            let db = a.data_dir.join("voltrun.db");
+            if !db.exists() {
+                bail!("{} does not exist: give --data-dir of the server, or --database-url", db.display());
+            }
+            format!("sqlite://{}", db.canonicalize()?.display())
+        }
+    };
+    let parse = |text: &Option<String>, what: &str| -> Result<voltrun_store::MasterKey> {
+        voltrun_store::MasterKey::parse(text.as_deref().unwrap_or_default()).with_context(|| what.to_string())
+    };
+    let new = parse(&a.master_key, "--master-key / VOLTRUN_MASTER_KEY (the new key)")?;
+    let old = parse(&a.previous_master_key, "--previous-master-key / VOLTRUN_PREVIOUS_MASTER_KEY (the key in use)")?;
+    if new.id() == old.id() {
+        bail!("the new and the previous master key are the same key");
+    }
+    let (new_id, old_id) = (new.id().to_string(), old.id().to_string());
+    let store = Store::open(&url).await.context("opening the database")?;
+    let store = store.unlock(new, Some(old)).await.context("checking the keys against the database")?;
+    let done = store.rotate_master_key(a.batch.max(1)).await.context("re-encrypting")?;
+    println!(
+        "rotated from master key {old_id} to {new_id}: {} secrets and {} server values re-encrypted, {} already under the new key; the key check value now names the new key",
+        done.secrets, done.server_values, done.already_new
+    );
+    Ok(())
+}
+
 /// Opens the store and builds the engine a node runs (serve or worker), started.
 async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -372,7 +414,7 @@ async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
     }
     let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("voltrun.db").display()));
     let store = Store::open(&url).await.with_context(|| format!("opening the database at {url}"))?;
-    let store = unlock(store, args.master_key.as_deref(), &data_dir).await?;
+    let store = unlock(store, args.master_key.as_deref(), args.previous_master_key.as_deref(), &data_dir).await?;
     let runtimes = Runtimes::discover(&data_dir.join("runtimes"))?;
     let cfg = EngineConfig {
         data_dir: data_dir.clone(),

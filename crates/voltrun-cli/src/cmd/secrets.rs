@@ -19,6 +19,7 @@ pub fn run(ctx: &Ctx, cmd: SecretsCommand) -> Result<()> {
         SecretsCommand::Set { name, value } => set(ctx, &name, value),
         SecretsCommand::List => list(ctx),
         SecretsCommand::Delete { name } => delete(ctx, &name),
+        SecretsCommand::RotateMasterKey(_) => unreachable!("the binary runs rotate-master-key: it needs the database, not the API"),
     }
 }
 

@@ -453,3 +453,88 @@ fn postgres_nodes_share_the_master_key_and_a_wrong_key_refuses_to_start() {
     assert_eq!(names.lines().collect::<Vec<_>>(), ["jwt_signing_key.sealed", "master_key_check"], "the JWT key is kept sealed, not in plain text");
     drop((a, b));
 }
+
+/// The key id in an envelope (`v1.<id>.<body>`).
+fn key_id(envelope: &str) -> String {
+    envelope.split('.').nth(1).unwrap_or_else(|| panic!("not an envelope: {envelope}")).to_string()
+}
+
+/// `voltrun secrets rotate-master-key` re-seals every secret and the JWT key under a new key
+/// while nodes serve: a node holding both keys serves throughout (before, during and after),
+/// the key check value changes last, and afterwards a node with the new key alone starts and
+/// one with the old key alone refuses.
+#[test]
+fn rotating_the_master_key_online_reseals_everything_and_moves_the_check_value_last() {
+    let db = PgDatabase::create();
+    let url_args = ["--database-url".to_string(), db.url.clone()];
+    let old_node = Server::spawn(&temp_dir("rotate-old"), &url_args, true);
+    let c = old_node.user();
+    let values: Vec<String> = (0..5).map(|i| unique(&format!("rot-{i}"))).collect();
+    for (i, v) in values.iter().enumerate() {
+        let (status, body) = c.post("/api/secrets", &json!({"name": format!("ROT_{i}"), "value": v}));
+        assert_eq!(status, 201, "{body}");
+    }
+    c.create_function("rot", "python", &PY_SHA.replace("API_TOKEN", "ROT_0"), json!({"secrets": ["ROT_0"]}));
+    assert_eq!(run_sha(&c, "rot"), json!(sha(&values[0])));
+    let psql = |sql: &str| {
+        let out = Command::new("psql").arg(&db.url).args(["-At", "-v", "ON_ERROR_STOP=1", "-c", sql]).output().expect("psql runs");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let old_id = key_id(psql("SELECT value FROM server_secrets WHERE name = 'master_key_check'").trim());
+
+    // Step 1: a node with the new key and the old one as previous (a rolled node).
+    let new_key = "bmV3LW1hc3Rlci1rZXktZm9yLXJvdGF0aW9uLXRlc3Q=";
+    let mut both = url_args.to_vec();
+    both.extend(["--master-key".into(), new_key.into(), "--previous-master-key".into(), TEST_MASTER_KEY.into()]);
+    let rolled = Server::spawn(&temp_dir("rotate-rolled"), &both, true);
+    let cr = Client { base: rolled.base.clone(), auth: c.auth.clone() };
+    assert_eq!(run_sha(&cr, "rot"), json!(sha(&values[0])), "the rolled node opens values sealed under the old key");
+    let (status, body) = cr.put("/api/secrets/ROT_1", &json!({"value": format!("{}-new", values[1])}));
+    assert_eq!(status, 200, "{body}");
+    drop(old_node);
+
+    // Step 2: the command, with a batch smaller than the table.
+    let out = Command::new(env!("CARGO_BIN_EXE_voltrun"))
+        .args(["secrets", "rotate-master-key", "--database-url", &db.url, "--batch", "2"])
+        .env("VOLTRUN_MASTER_KEY", new_key)
+        .env("VOLTRUN_PREVIOUS_MASTER_KEY", TEST_MASTER_KEY)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("4 secrets and 1 server values re-encrypted, 1 already under the new key"), "{stdout}");
+    assert!(!stdout.contains(new_key) && !stderr.contains(new_key) && !stderr.contains(TEST_MASTER_KEY), "a key was printed");
+
+    // Every envelope and the check value now name the new key.
+    let new_id = key_id(psql("SELECT value FROM server_secrets WHERE name = 'master_key_check'").trim());
+    assert_ne!(new_id, old_id);
+    for envelope in psql("SELECT value FROM secrets UNION ALL SELECT value FROM server_secrets").lines() {
+        assert_eq!(key_id(envelope), new_id, "{envelope}");
+    }
+    assert_eq!(run_sha(&cr, "rot"), json!(sha(&values[0])), "the rolled node serves throughout");
+
+    // Step 3: the new key alone starts and sees every value (the JWT key moved too: the
+    // token from before the rotation still works there); the old key alone refuses.
+    let mut new_only = url_args.to_vec();
+    new_only.extend(["--master-key".into(), new_key.into()]);
+    let fresh = Server::spawn(&temp_dir("rotate-new"), &new_only, true);
+    let cf = Client { base: fresh.base.clone(), auth: c.auth.clone() };
+    assert_eq!(run_sha(&cf, "rot"), json!(sha(&values[0])));
+    let (status, body) = cf.put("/api/functions/rot", &json!({"secrets": ["ROT_1"], "code": PY_SHA.replace("API_TOKEN", "ROT_1")}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(run_sha(&cf, "rot"), json!(sha(&format!("{}-new", values[1]))));
+    let (code, err) = refused_start(&db.url, Some(TEST_MASTER_KEY));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not the key this database was set up with"), "{err}");
+    // A second run has nothing left to do.
+    let again = Command::new(env!("CARGO_BIN_EXE_voltrun"))
+        .args(["secrets", "rotate-master-key", "--database-url", &db.url])
+        .env("VOLTRUN_MASTER_KEY", new_key)
+        .env("VOLTRUN_PREVIOUS_MASTER_KEY", TEST_MASTER_KEY)
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 secrets and 0 server values re-encrypted, 5 already under the new key"));
+    drop((rolled, fresh));
+}
