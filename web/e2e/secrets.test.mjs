@@ -116,6 +116,7 @@ step('replace takes a new value for the same name', async () => {
 step('delete is refused while a function names the secret, then works', async () => {
   const f = await call('POST', '/api/functions', { name: 'uses-secret', runtime: 'python', code: 'def handler(e, c):\n    return 1\n', secrets: ['API_TOKEN'] });
   assert.equal(f.status, 201, JSON.stringify(f.body));
+  await page.reload(); // drops the screenshot's style that hid the toasts
   await row('API_TOKEN').getByRole('button', { name: 'Delete' }).click();
   await page.getByRole('button', { name: 'Delete secret' }).click();
   await page.getByText(/in use by function\(s\) uses-secret/).first().waitFor();
