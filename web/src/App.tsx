@@ -8,6 +8,7 @@ import { FunctionForm } from './pages/FunctionForm';
 import { FunctionPage } from './pages/FunctionPage';
 import { Functions } from './pages/Functions';
 import { Keys } from './pages/Keys';
+import { Secrets } from './pages/Secrets';
 import { Landing } from './pages/Landing';
 import { NotFound } from './pages/NotFound';
 import { Stats } from './pages/Stats';
@@ -23,6 +24,7 @@ function signedInPage(pathname: string) {
   if (m) return <FunctionPage key={m[1]} id={decodeURIComponent(m[1])} />;
   if (pathname === '/executions') return <Executions />;
   if (pathname === '/keys') return <Keys />;
+  if (pathname === '/secrets') return <Secrets />;
   if (pathname === '/stats') return <Stats />;
   return null;
 }

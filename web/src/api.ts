@@ -38,6 +38,7 @@ export type ExecError = Schemas['ExecError'];
 export type Execution = Schemas['Execution'];
 
 export type ApiKey = Schemas['KeyView'];
+export type Secret = Schemas['SecretView'];
 
 /** One page of a list (`Paged_*` in the document, one schema per item type). */
 export type Page<T> = Omit<Schemas['Paged_Execution'], 'items'> & { items: T[] };

@@ -66,6 +66,7 @@ async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<Page>)
 async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewFunction>) -> ApiResult<(StatusCode, axum::Json<Function>)> {
     let f = b.into_function(id::new_id("fn_"), caller.user_id, time::now())?;
     crate::layers::check_function_layers(&st, &f).await?;
+    crate::secrets::check_function_secrets(&st, &f.user_id, &f.secrets).await?;
     let f = crate::builds::create(&st, f).await?;
     Ok((StatusCode::CREATED, axum::Json(f)))
 }
@@ -120,6 +121,9 @@ async fn update(State(st): State<AppState>, caller: Caller, Path(id): Path<Strin
     let (new, changed) = patch.apply(&old, time::now())?;
     if !changed {
         return Ok(axum::Json(new));
+    }
+    if new.secrets != old.secrets {
+        crate::secrets::check_function_secrets(&st, &new.user_id, &new.secrets).await?;
     }
     crate::layers::check_function_layers(&st, &new).await?;
     Ok(axum::Json(crate::builds::update(&st, &old, new).await?))

@@ -9,6 +9,7 @@ const NAV = [
   { href: '/functions', label: 'Functions' },
   { href: '/executions', label: 'Executions' },
   { href: '/keys', label: 'API keys' },
+  { href: '/secrets', label: 'Secrets' },
   { href: '/stats', label: 'Statistics' },
 ];
 
