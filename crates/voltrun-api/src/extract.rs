@@ -18,8 +18,14 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        // Function writes carry packages (crate::functions::PACKAGE_BODY_BYTES).
+        let package_write = matches!(*req.method(), axum::http::Method::POST | axum::http::Method::PUT)
+            && req.uri().path().strip_prefix("/api/functions").is_some_and(|rest| rest.is_empty() || rest == "/" || (rest[1..].find('/').is_none() && rest != "/test"));
         match Bytes::from_request(req, state).await {
             Ok(b) => Ok(Body(b)),
+            Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE && package_write => {
+                Err(ApiError::TooLarge(format!("the request body is larger than {} MiB (a zip is at most 50 MiB)", crate::functions::PACKAGE_BODY_BYTES >> 20)))
+            }
             Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge("the request body is larger than 6 MiB".into())),
             Err(rej) => Err(ApiError::bad("bad_body", rej.body_text())),
         }

@@ -13,7 +13,7 @@ pub mod runtime;
 pub mod time;
 
 pub use execution::{ErrorKind, ExecError, Execution, ExecutionStatus, Outcome, RunOf, Trigger};
-pub use function::{is_valid_name, is_valid_route, Function, FunctionPatch, FunctionSummary, NewFunction, ValidationError};
+pub use function::{is_valid_name, is_valid_route, Function, FunctionPatch, FunctionSummary, NewFunction, PackageInfo, PackageKind, ValidationError};
 pub use policy::{ResourceLimits, RetryPolicy};
 pub use quota::{Quotas, Retention};
 pub use runtime::Runtime;

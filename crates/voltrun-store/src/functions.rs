@@ -1,7 +1,7 @@
 //! Functions: the records, their lists (never with code), the scheduler's view, and the
 //! per-user quotas on how many a user has and how much code they hold.
 
-use voltrun_core::{Function, FunctionSummary, Quotas, Runtime};
+use voltrun_core::{Function, FunctionSummary, PackageInfo, Quotas, Runtime};
 
 use crate::{conflict_or, get_i64, get_opt_str, get_str, Dialect, Result, Store, StoreError};
 
@@ -28,15 +28,26 @@ fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
         schedule: get_opt_str(row, "schedule")?,
         max_retries: get_i64(row, "max_retries")? as u32,
         egress: egress_from(row)?,
+        package: package_from(row)?,
+        package_zip: None,
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
     })
 }
 
+/// The `package` column: [`PackageInfo`] as JSON, NULL for code functions (migrations/0008).
+fn package_from(row: &sqlx::any::AnyRow) -> Result<Option<PackageInfo>> {
+    get_opt_str(row, "package")?.map(|p| serde_json::from_str(&p).map_err(|e| StoreError::Corrupt(format!("package: {e}")))).transpose()
+}
+
+fn package_json(f: &Function) -> Option<String> {
+    f.package.as_ref().map(|p| serde_json::to_string(p).expect("package info serialises"))
+}
+
 /// Every column of a function but its code: what lists read.
 const SUMMARY_COLUMNS: &str =
-    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, egress, version, created_at, updated_at";
+    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, egress, package, version, created_at, updated_at";
 
 fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
     let runtime = get_str(row, "runtime")?;
@@ -57,6 +68,7 @@ fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
         schedule: get_opt_str(row, "schedule")?,
         max_retries: get_i64(row, "max_retries")? as u32,
         egress: egress_from(row)?,
+        package: package_from(row)?,
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
@@ -147,8 +159,8 @@ impl Store {
     pub async fn insert_function(&self, f: &Function, quotas: &Quotas) -> Result<()> {
         let sql = format!(
             "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version,
-             updated_at, created_at, schedule, max_retries, code_bytes, egress)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21
+             updated_at, created_at, schedule, max_retries, code_bytes, egress, package_sha256, package)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21, $22, $23
              WHERE (SELECT COUNT(*) FROM functions WHERE user_id = $2) < $19
              AND (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2) + $18 <= $20
              AND NOT {}",
@@ -156,16 +168,20 @@ impl Store {
         );
         let env = env_json(f);
         let egress = egress_json(f);
+        let package = package_json(f);
         let mut tx = self.user_write(&f.user_id).await?;
         self.lock_routes(&mut tx, f).await?;
+        self.put_package_in(&mut tx, f).await?;
         let r = bind_fields(sqlx::query(&sql), f, &env)
             .bind(&f.created_at)
             .bind(&f.schedule)
             .bind(f.max_retries as i64)
-            .bind(f.code.len() as i64)
+            .bind(f.code_bytes() as i64)
             .bind(Quotas::bound(quotas.functions))
             .bind(Quotas::bound(quotas.code_bytes))
             .bind(&egress)
+            .bind(f.package.as_ref().map(|p| p.sha256.as_str()))
+            .bind(&package)
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
@@ -180,7 +196,7 @@ impl Store {
             if quotas.functions > 0 && n >= quotas.functions as i64 {
                 return Err(StoreError::Quota(format!("this account has {n} functions, the most its quota allows ({}); delete one to create another", quotas.functions)));
             }
-            return Err(code_quota(bytes, f.code.len(), quotas.code_bytes));
+            return Err(code_quota(bytes, f.code_bytes(), quotas.code_bytes));
         }
         tx.commit().await?;
         Ok(())
@@ -204,7 +220,7 @@ impl Store {
         let sql = format!(
             "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
              env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17, code_bytes = $18,
-             egress = $20
+             egress = $20, package_sha256 = $21, package = $22
              WHERE id = $1 AND user_id = $2 AND version = $15
              AND ($18 <= code_bytes OR (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2 AND id <> $1) + $18 <= $19)
              AND NOT {}",
@@ -212,15 +228,19 @@ impl Store {
         );
         let env = env_json(f);
         let egress = egress_json(f);
+        let package = package_json(f);
         let mut tx = self.user_write(&f.user_id).await?;
         self.lock_routes(&mut tx, f).await?;
+        self.put_package_in(&mut tx, f).await?;
         let r = bind_fields(sqlx::query(&sql), f, &env)
             .bind(expected_version)
             .bind(&f.schedule)
             .bind(f.max_retries as i64)
-            .bind(f.code.len() as i64)
+            .bind(f.code_bytes() as i64)
             .bind(Quotas::bound(quotas.code_bytes))
             .bind(&egress)
+            .bind(f.package.as_ref().map(|p| p.sha256.as_str()))
+            .bind(&package)
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
@@ -234,7 +254,7 @@ impl Store {
             let still = row.map(|r| Ok::<_, StoreError>((get_i64(&r, "version")?, get_i64(&r, "code_bytes")?))).transpose()?;
             if let Some((_, old_bytes)) = still.filter(|(v, _)| *v == expected_version) {
                 let (_, bytes) = self.function_usage(&mut tx, &f.user_id).await?;
-                return Err(code_quota(bytes - old_bytes, f.code.len(), quotas.code_bytes));
+                return Err(code_quota(bytes - old_bytes, f.code_bytes(), quotas.code_bytes));
             }
             return Ok(false);
         }
@@ -380,9 +400,9 @@ impl Store {
 
 /// The refusal of code that would take a user holding `others` bytes (in their other
 /// functions) past `limit`.
-fn code_quota(others: i64, new: usize, limit: u64) -> StoreError {
+fn code_quota(others: i64, new: u64, limit: u64) -> StoreError {
     StoreError::Quota(format!(
         "this code ({new} bytes) would take the account's code to {} bytes, over its quota of {limit} bytes; delete or shrink other functions first",
-        others.max(0) as u64 + new as u64
+        others.max(0) as u64 + new
     ))
 }

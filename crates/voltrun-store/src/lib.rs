@@ -11,6 +11,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod blobs;
 mod executions;
 pub(crate) mod functions;
 mod retention;
@@ -18,6 +19,7 @@ mod secrets;
 mod users;
 mod writer;
 
+pub use blobs::BLOB_CHUNK_BYTES;
 pub use executions::{ClaimSkip, ExecutionFilter, HourBucket, NewRun, Stats};
 pub use functions::{ScheduledFunction, SchedulesFingerprint};
 pub use retention::RetentionCursor;

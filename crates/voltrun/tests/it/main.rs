@@ -22,6 +22,7 @@ mod hardening_sandbox;
 mod hardening_trigger;
 mod hostile;
 mod openapi;
+mod packages;
 mod queue;
 mod recovery;
 mod scaleout;
