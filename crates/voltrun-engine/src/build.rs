@@ -63,10 +63,8 @@ impl std::fmt::Debug for BuildRequest {
 pub struct BuiltTree {
     /// The cache key (hex SHA-256 of runtime, platform, index and dependency files).
     pub key: String,
-    /// The read-only tree on the host (`<data_dir>/deps/<key>`), shaped as
-    /// `voltrun_package::layout` wants a deps tree: for Python the `--target` directory, for
-    /// Node a directory holding `node_modules/`. Hard-link it into an instance's `deps/`
-    /// (`InstanceFiles.deps`).
+    /// The read-only tree on the host (`<data_dir>/deps/<key>`): for Python the `--target`
+    /// directory, for Node the `node_modules` directory.
     pub path: PathBuf,
     /// True when it came from the cache (no build ran, nothing was downloaded).
     pub cached: bool,
@@ -130,6 +128,8 @@ pub const BUILD_PIDS: u64 = 256;
 const SRC: &str = "/build/src";
 const OUT: &str = "/build/out";
 const TMP: &str = "/build/tmp";
+/// Where [`Engine::try_dependency_tree`] shows the tree (as instances see theirs).
+const CHECK_TREE: &str = "/var/deps";
 
 /// Server-wide build settings (`--build-timeout`, `--build-cache-size`, `--pip-index-url`,
 /// `--npm-registry`); `Default` are the documented defaults with none of the host's settings.
@@ -493,16 +493,14 @@ impl Engine {
             &key[..12]
         ));
 
-        // The build's directories, the function user's own. The job's instance directory is
-        // an instance's (voltrun_package::layout): its task/ is the package copy, read-only at
-        // /var/task and writable at /build/src.
-        let inst = scratch.join("inst");
-        let (src, out, tmp) = (inst.join("task"), scratch.join("out"), scratch.join("tmp"));
+        // The build's directories, the function user's own.
+        let (src, out, tmp) = (scratch.join("src"), scratch.join("out"), scratch.join("tmp"));
         let uid = sandbox.function_host_uid();
         let prepared = (|| -> std::io::Result<()> {
-            voltrun_package::InstanceDir::create(&inst)?;
-            std::fs::remove_dir(&src)?;
             copy_tree(&req.package_dir, &src)?;
+            // The instance directory every sandbox binds (task/, deps/, opt/): empty for a
+            // build, whose package is the writable copy at /build/src.
+            voltrun_package::InstanceDir::create(scratch.join("inst"))?;
             std::fs::create_dir(&out)?;
             std::fs::create_dir_all(tmp.join("home"))?;
             for d in [&src, &out, &tmp] {
@@ -552,7 +550,7 @@ impl Engine {
         let spec = InstanceSpec {
             argv,
             env,
-            code_dir: inst.clone(),
+            code_dir: scratch.join("inst"),
             runtime_paths,
             bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
             limits,
@@ -592,8 +590,8 @@ impl Engine {
                 if !nm.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false) {
                     fail!(log, "npm left no node_modules directory");
                 }
-                // The tree holds node_modules/ at its root (voltrun_package::layout).
-                if let Err(e) = std::fs::rename(&nm, out.join("node_modules")) {
+                let _ = std::fs::remove_dir(&out);
+                if let Err(e) = std::fs::rename(&nm, &out) {
                     fail!(log, "could not move node_modules: {e}");
                 }
                 out
@@ -665,21 +663,16 @@ impl Engine {
     }
 
     /// Runs `code` (`python -c` / `node -e`) in the sandbox as the function user with the
-    /// built `tree` linked into `/var/deps` as an instance gets it (Python: on `PYTHONPATH`;
-    /// Node: `/var/task/node_modules`) and no network:
+    /// built `tree` read-only at `/var/deps` on the module path (`PYTHONPATH`, `NODE_PATH`) and no network:
     /// a check that the tree loads on the runtime it was built for. Its output, or why not.
     pub async fn try_dependency_tree(&self, runtime: Runtime, tree: &Path, code: &str) -> Result<String, String> {
         let rt = &self.inner.runtimes;
         let interp = rt.interpreter(runtime).ok_or("the runtime is not installed")?;
         let dir = self.inner.cfg.data_dir.join("instances").join(format!("check-{}", self.inner.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-        // Linked in as an instance gets it (hard links into deps/; Node: task/node_modules).
-        let files = voltrun_package::InstanceFiles { task: None, deps: Some(tree.to_path_buf()), opt: Vec::new() };
-        voltrun_package::InstanceDir::create(&dir).and_then(|d| d.materialise(&files, runtime == Runtime::Nodejs20)).map_err(|e| e.to_string())?;
+        voltrun_package::InstanceDir::create(&dir).map_err(|e| e.to_string())?;
         let flag = if runtime == Runtime::Python311 { "-c" } else { "-e" };
         let mut env = crate::launch::base_env(runtime, &*self.inner.sandbox, &dir);
-        if runtime == Runtime::Python311 {
-            env.push(("PYTHONPATH".to_string(), voltrun_package::layout::DEPS_ROOT.to_string()));
-        }
+        env.push((if runtime == Runtime::Python311 { "PYTHONPATH" } else { "NODE_PATH" }.to_string(), CHECK_TREE.to_string()));
         let spec = InstanceSpec {
             argv: vec![interp.path.display().to_string(), flag.into(), code.into()],
             env,
@@ -688,7 +681,7 @@ impl Engine {
             bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
             limits: ResourceLimits::for_function(runtime, BUILD_MIN_MEMORY_MB),
             network: None,
-            job: Some(JobSpec::default()),
+            job: Some(JobSpec { read_only: vec![(tree.to_path_buf(), CHECK_TREE.into())], ..JobSpec::default() }),
         };
         let mut log = BuildLog::new(None);
         let ended = self.run_job(spec, Instant::now() + Duration::from_secs(60), &mut log).await;

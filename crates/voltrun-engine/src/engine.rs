@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     /// Set at shutdown: results of runs cut short by it are not recorded, so the runs stay
     /// `running` and are settled like any interrupted run (async ones run again).
     pub(crate) stopping: AtomicBool,
+    /// Dependency builds: the build dispatcher's slots and wake, the builds running here.
+    pub(crate) build_queue: crate::build_queue::BuildQueue,
     /// Dependency builds: the tree cache, the interpreters' platforms (build.rs).
     pub(crate) builds: crate::build::Builds,
 }
@@ -81,6 +83,7 @@ impl Engine {
                 test_slots: Arc::new(Semaphore::new(cfg.test_concurrency)),
                 user_runs: quota::UserRuns::new(cfg.user_concurrent_runs),
                 spares: Spares::new(cfg.spares, metrics.clone()),
+                build_queue: crate::build_queue::BuildQueue::new(cfg.build_concurrency),
                 cfg,
                 metrics,
                 wake: Notify::new(),
@@ -103,6 +106,9 @@ impl Engine {
         self.recover_interrupted().await?;
         if self.inner.cfg.async_concurrency > 0 {
             tokio::spawn(self.clone().dispatch());
+        }
+        if self.inner.cfg.build_concurrency > 0 {
+            tokio::spawn(self.clone().dispatch_builds());
         }
         self.listen_queue().await?;
         tokio::spawn(self.clone().leases());

@@ -112,12 +112,15 @@ impl Engine {
         Ok(())
     }
 
-    /// The trees an instance of `f` is made of: its package's (made on first use), and, for
-    /// the dependency builds and layers of issue 15, its dependency tree and layers (none
-    /// yet: the hook those fill in).
+    /// The trees an instance of `f` is made of: its package's (made on first use), its built
+    /// dependency tree (fetched from the store when another node built it:
+    /// `Engine::dependency_tree`), and, for the layers of issue 15, its layers (none yet:
+    /// the hook those fill in).
     pub(crate) async fn instance_files(&self, f: &Function) -> Result<InstanceFiles, ExecError> {
         let Some(p) = &f.package else { return Ok(InstanceFiles::default()) };
-        Ok(InstanceFiles { task: Some(self.package_tree(&p.sha256).await?), deps: None, opt: Vec::new() })
+        let task = Some(self.package_tree(&p.sha256).await?);
+        let deps = self.dependency_tree(f).await.map_err(|e| ExecError::new(ErrorKind::Internal, format!("the function's dependencies: {e}")))?;
+        Ok(InstanceFiles { task, deps: deps.map(|t| t.path().to_path_buf()), opt: Vec::new() })
     }
 
     /// The unpacked tree of the package blob `sha` on this node, unpacked from the store

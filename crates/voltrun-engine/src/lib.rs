@@ -24,6 +24,7 @@
 //! | `fairness` | what a claim passes over (functions at their limit, users at their share) |
 //! | `scheduler` | cron ticks as queued runs |
 //! | `leases` | lease heartbeat, reaper, recovery at start |
+//! | `build_queue` | builds as durable work: the build queue's dispatcher, leased build tasks, the `active` gate |
 //! | `pool` | warm instances per function, the per-function slots and queue |
 //! | `spares` | pre-started instances per runtime |
 //! | `launch` | starting an instance: code dir, environment, limits, spawn, init |
@@ -36,6 +37,7 @@
 
 pub mod build;
 mod build_cache;
+mod build_queue;
 mod config;
 mod counts;
 mod engine;
@@ -54,10 +56,12 @@ pub mod runtimes;
 mod scheduler;
 mod spares;
 mod sys;
+mod tree_share;
 
 pub use build::{BuildConfig, BuildFailure, BuildRequest, BuiltTree, LogSink};
 pub use build_cache::TreeUse;
-pub use config::EngineConfig;
+pub use build_queue::LiveBuildLog;
+pub use config::{default_build_concurrency, EngineConfig};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use follow::{ExecutionWatch, LogStreamSlot};

@@ -145,6 +145,14 @@ struct EngineArgs {
     /// Test runs one user may have at once.
     #[arg(long, env = "VOLTRUN_TEST_RUNS_PER_USER", default_value_t = 2)]
     test_runs_per_user: usize,
+    /// Dependency builds this node runs at once (0: none, other nodes build; default: one
+    /// per core). More are queued.
+    #[arg(long, env = "VOLTRUN_BUILD_CONCURRENCY")]
+    build_concurrency: Option<usize>,
+    /// Dependency builds one user may have running at once, on every node together; more
+    /// are queued.
+    #[arg(long, env = "VOLTRUN_BUILDS_PER_USER", default_value_t = 2)]
+    builds_per_user: usize,
 }
 
 /// Per-user quotas and execution history retention (docs/SECURITY.md, "Hardening: quotas and
@@ -359,7 +367,7 @@ fn new_jwt_key() -> String {
 }
 
 /// Opens the store and builds the engine (not started: no dispatcher, no spares).
-async fn open_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
+async fn open_engine(args: &EngineArgs, quotas: voltrun_core::Quotas) -> Result<(Store, Engine, PathBuf)> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))?;
     let data_dir = args.data_dir.canonicalize()?;
@@ -384,6 +392,9 @@ async fn open_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
         async_per_user: args.async_per_user,
         test_concurrency: args.test_concurrency,
         test_per_user: args.test_runs_per_user,
+        build_concurrency: args.build_concurrency.unwrap_or_else(voltrun_engine::default_build_concurrency),
+        builds_per_user: args.builds_per_user.max(1),
+        quotas,
         build: build_config(args)?,
         ..EngineConfig::default()
     };
@@ -392,8 +403,8 @@ async fn open_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
 }
 
 /// Opens the store and builds the engine a node runs (serve or worker), started.
-async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
-    let (store, engine, data_dir) = open_engine(args).await?;
+async fn start_engine(args: &EngineArgs, quotas: voltrun_core::Quotas) -> Result<(Store, Engine, PathBuf)> {
+    let (store, engine, data_dir) = open_engine(args, quotas).await?;
     engine.start().await?;
     Ok((store, engine, data_dir))
 }
@@ -434,7 +445,7 @@ fn parse_size(s: &str) -> Result<u64> {
 async fn build(args: BuildArgs) -> Result<bool> {
     let runtime = voltrun_core::Runtime::parse(&args.runtime).with_context(|| format!("unknown runtime {:?}", args.runtime))?;
     let dir = args.dir.canonicalize().with_context(|| format!("{}", args.dir.display()))?;
-    let (_store, engine, _) = open_engine(&args.engine).await?;
+    let (_store, engine, _) = open_engine(&args.engine, voltrun_core::Quotas::default()).await?;
     let Some(dep_files) = voltrun_engine::build::dependency_files(runtime, &dir) else {
         bail!("{} has nothing to build", dir.display());
     };
@@ -478,7 +489,9 @@ async fn worker(args: WorkerArgs) -> Result<()> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         bail!("a worker shares its queue with other nodes: give --database-url postgres://…");
     }
-    let (_store, engine, _) = start_engine(&args.engine).await?;
+    // A worker applies the builds it runs under the default quotas (the serving nodes' flags
+    // are not its own).
+    let (_store, engine, _) = start_engine(&args.engine, voltrun_core::Quotas::default()).await?;
     println!("voltrun worker ready");
     tracing::info!("worker claiming runs");
     shutdown_signal().await;
@@ -488,14 +501,14 @@ async fn worker(args: WorkerArgs) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let (store, engine, data_dir) = start_engine(&args.engine).await?;
+    let q = &args.quotas;
+    let quotas =
+        voltrun_core::Quotas { functions: q.quota_functions, code_bytes: q.quota_code_bytes, concurrent_runs: args.engine.quota_concurrent_runs, api_keys: q.quota_api_keys };
+    let (store, engine, data_dir) = start_engine(&args.engine, quotas).await?;
     let auth = AuthKeys::new(jwt_secret(&store, &data_dir, args.jwt_secret).await?).with_hash_pool(args.guard.hash_pool());
     // One connection table for every listener: their caps count together.
     let conns = voltrun_api::listener::Connections::new(args.guard.listener()?);
-    let q = &args.quotas;
     store.spawn_retention(voltrun_core::Retention { max_age_days: q.retention_days, per_function: q.retention_per_function, per_user: q.retention_per_user });
-    let quotas =
-        voltrun_core::Quotas { functions: q.quota_functions, code_bytes: q.quota_code_bytes, concurrent_runs: args.engine.quota_concurrent_runs, api_keys: q.quota_api_keys };
     let state = AppState {
         store,
         engine,

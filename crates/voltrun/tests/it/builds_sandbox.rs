@@ -1,8 +1,7 @@
 //! Dependency builds in the sandbox (issue 15, the engine side) through the real binary's
 //! hidden `voltrun __build` command, in the tier under test: real pip and npm against the
 //! configured index (this machine's resolver maps the registries to a mirror; nothing is
-//! hard-coded), the tree checked by importing it in the sandbox, linked into `/var/deps` as an
-//! instance gets it, the cache,
+//! hard-coded), the tree checked by importing it in the sandbox from `/var/deps`, the cache,
 //! hostile build scripts, the timeout. The HTTP flow (deploy → build → invoke) is the
 //! buildflow helper's `it/builds.rs`.
 //!
@@ -134,10 +133,10 @@ sharp({ create: { width: 4, height: 4, channels: 3, background: "red" } }).png()
     assert_eq!(r["ok"], true, "{}", logs(&r));
     let out = r["check"]["output"].as_str().unwrap_or_default();
     assert_eq!(r["check"]["ok"], true, "{r}");
-    assert!(out.contains("png true 7 /var/deps/node_modules/sharp/"), "found through /var/task/node_modules: {out}");
+    assert!(out.contains("png true 7 /var/deps/sharp/"), "{out}");
     let tree = Path::new(r["path"].as_str().unwrap());
-    assert!(tree.join("node_modules/@img").is_dir(), "sharp's prebuilt @img/* optional dependency is in the tree");
-    assert!(tree.join("node_modules/zod/package.json").is_file());
+    assert!(tree.join("@img").is_dir(), "sharp's prebuilt @img/* optional dependency is in the tree (a node_modules directory)");
+    assert!(tree.join("zod/package.json").is_file());
 }
 
 #[test]
