@@ -221,7 +221,12 @@ impl Engine {
         let zip = match &f.package_zip {
             Some(z) => z.clone(),
             None => Arc::new(
-                self.inner.store.get_blob(&p.sha256).await.map_err(|e| format!("reading the package: {e}"))?.ok_or_else(|| format!("the package {} is not in the store", p.sha256))?,
+                self.inner
+                    .store
+                    .get_blob(&p.sha256)
+                    .await
+                    .map_err(|e| format!("reading the package: {e}"))?
+                    .ok_or_else(|| format!("the package {} is not in the store", p.sha256))?,
             ),
         };
         let sha = p.sha256.clone();
