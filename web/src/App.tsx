@@ -9,6 +9,7 @@ import { FunctionPage } from './pages/FunctionPage';
 import { Functions } from './pages/Functions';
 import { Keys } from './pages/Keys';
 import { Landing } from './pages/Landing';
+import { Layers } from './pages/Layers';
 import { NotFound } from './pages/NotFound';
 import { Stats } from './pages/Stats';
 import { navigate, useLocation } from './router';
@@ -22,6 +23,7 @@ function signedInPage(pathname: string) {
   m = /^\/functions\/([^/]+)$/.exec(pathname);
   if (m) return <FunctionPage key={m[1]} id={decodeURIComponent(m[1])} />;
   if (pathname === '/executions') return <Executions />;
+  if (pathname === '/layers') return <Layers />;
   if (pathname === '/keys') return <Keys />;
   if (pathname === '/stats') return <Stats />;
   return null;
