@@ -55,19 +55,22 @@ export function fileOfText(text: string): PkgFile {
 }
 
 /**
- * Why `path` cannot name a file of a package, or null when it can: relative, `/`-separated,
- * no empty, `.` or `..` segment, no backslash or control character (the server refuses the same).
+ * Why `path` cannot name a file of a package, or null when it can: the server's rules (relative,
+ * `/`-separated, no empty, `.` or `..` segment, no backslash or NUL, at most 1,024 bytes, 255 a
+ * segment). `typed` (a name a person enters) also refuses control characters.
  */
-export function pathProblem(path: string): string | null {
+export function pathProblem(path: string, typed = true): string | null {
   if (path === '') return 'a file needs a name';
-  if (path.length > 1024) return 'the path is longer than 1,024 characters';
-  if (path.startsWith('/')) return 'the path must be relative (no leading /)';
+  if (encoder.encode(path).length > 1024) return 'the path is longer than 1,024 bytes';
+  if (path.startsWith('/') || /^[A-Za-z]:(\/|$)/.test(path)) return 'the path must be relative (no leading / or drive letter)';
   if (path.includes('\\')) return 'use / to separate folders, not \\';
+  if (path.includes('\u0000')) return 'the path has a NUL character';
   // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(path)) return 'the path has a control character';
+  if (typed && /[\u0001-\u001f\u007f]/.test(path)) return 'the path has a control character';
   for (const seg of path.split('/')) {
     if (seg === '') return 'the path has an empty folder name (// or a trailing /)';
     if (seg === '.' || seg === '..') return `the path may not contain "${seg}"`;
+    if (encoder.encode(seg).length > 255) return 'a folder or file name is longer than 255 bytes';
   }
   return null;
 }
@@ -90,7 +93,7 @@ export function unpack(zip: Uint8Array, opts: { checkLimits?: boolean } = {}): F
         if (problem) return false;
         if (f.name.endsWith('/')) return false; // a directory entry
         declared += f.originalSize;
-        const why = pathProblem(f.name);
+        const why = pathProblem(f.name, false);
         if (why) problem = new PackageProblem('invalid_package', `${f.name}: ${why}`);
         else if (seen.has(f.name)) problem = new PackageProblem('invalid_package', `${f.name}: a duplicate entry`);
         else if (check && declared > MAX_UNPACKED)
