@@ -161,6 +161,14 @@ export async function readZipFile(file: File): Promise<Uint8Array> {
   return new Uint8Array(await file.arrayBuffer());
 }
 
+/** The file of a `module.function` handler's module (`pkg.mod.handler` → pkg/mod.py or pkg/mod.js), when the package has it. */
+export function handlerFile(handler: string, runtime: string, files: FileMap): string | undefined {
+  const mod = handler.split('.').slice(0, -1).join('/');
+  if (!mod) return undefined;
+  for (const ext of runtime.startsWith('python') ? ['.py'] : ['.js', '.mjs', '.cjs']) if (files.has(mod + ext)) return mod + ext;
+  return undefined;
+}
+
 /** Monaco's language for a file name. */
 export function languageOf(path: string): 'python' | 'javascript' | 'json' | 'plaintext' {
   const ext = /\.([A-Za-z0-9]+)$/.exec(path)?.[1]?.toLowerCase() ?? '';

@@ -3,17 +3,10 @@
 // files again into a `zip` update. A zip can also be uploaded to replace the package.
 import { useEffect, useMemo, useRef, useState } from 'react';
 import { api, ApiError, getBytes, type Fn } from '../api';
-import { base64, MAX_ZIP, mib, pack, PackageProblem, readZipFile, unpack, unpackedSize, type FileMap } from '../packages';
+import { base64, handlerFile, MAX_ZIP, mib, pack, PackageProblem, readZipFile, unpack, unpackedSize, type FileMap } from '../packages';
 import { useToast } from '../toast';
 import { PackageFiles } from './PackageFiles';
 import { ErrorBox, Spinner } from './ui';
-
-/** The handler's module file, to open first: `pkg.mod.handler` → pkg/mod.py or pkg/mod.js. */
-function handlerFile(fn: Fn, files: FileMap): string | undefined {
-  const mod = fn.handler.split('.').slice(0, -1).join('/');
-  for (const ext of fn.runtime.startsWith('python') ? ['.py'] : ['.js', '.mjs', '.cjs']) if (files.has(mod + ext)) return mod + ext;
-  return undefined;
-}
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
@@ -139,7 +132,7 @@ export function PackageEditor({ fn, onSaved }: { fn: Fn; onSaved: (f: Fn) => voi
       ) : !files ? (
         <Spinner label="Loading the package…" />
       ) : (
-        <PackageFiles files={files} onChange={setFiles} dirty={dirty} initial={handlerFile(fn, files)} onSubmit={() => void save()} />
+        <PackageFiles files={files} onChange={setFiles} dirty={dirty} initial={handlerFile(fn.handler, fn.runtime, files)} onSubmit={() => void save()} />
       )}
     </section>
   );

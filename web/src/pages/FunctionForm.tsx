@@ -7,7 +7,7 @@ import { api, ApiError, get, type Fn, type Runtime, type RuntimeInfo } from '../
 import { LayersPicker } from '../components/LayersPicker';
 import { PackageFiles } from '../components/PackageFiles';
 import { ErrorBox, Spinner, useLoad, usePageTitle } from '../components/ui';
-import { asTextFiles, base64, fileOfText, MAX_FILES, mib, PackageProblem, readZipFile, unpack, type FileMap } from '../packages';
+import { asTextFiles, base64, fileOfText, handlerFile, MAX_FILES, mib, PackageProblem, readZipFile, unpack, type FileMap } from '../packages';
 import { egressError, egressLines, MAX_EGRESS_ENTRIES } from '../egress';
 import { runtimeLabel } from '../format';
 import { Link, navigate } from '../router';
@@ -426,7 +426,7 @@ function Form({ fn, runtimes }: { fn?: Fn; runtimes?: RuntimeInfo[] }) {
             )}
             {f.zip && (
               <div className="zip-preview" data-testid="zip-preview">
-                <PackageFiles files={f.zip.files} height={260} />
+                <PackageFiles files={f.zip.files} height={260} initial={handlerFile(f.handler, f.runtime, f.zip.files)} />
               </div>
             )}
           </div>
