@@ -26,6 +26,8 @@ export function PackageEditor({ fn, onSaved }: { fn: Fn; onSaved: (f: Fn) => voi
   const sha = fn.package?.sha256;
   // The server's files again when the package changed, or when an update failed (what serves is the old one).
   const failedUpdate = fn.last_update_status === 'failed';
+  // The server refuses updates while a build runs (409 update_in_progress).
+  const building = fn.state === 'pending' || fn.last_update_status === 'in_progress';
 
   useEffect(() => {
     const ctl = new AbortController();
@@ -114,14 +116,21 @@ export function PackageEditor({ fn, onSaved }: { fn: Fn; onSaved: (f: Fn) => voi
         <div className="actions">
           <label className="btn btn-small file-btn">
             {busy === 'upload' ? 'Uploading…' : 'Upload zip'}
-            <input ref={uploadRef} type="file" accept=".zip,application/zip" className="sr-only" data-testid="upload-zip" disabled={!!busy} onChange={(e) => void upload(e.target.files?.[0])} />
+            <input ref={uploadRef} type="file" accept=".zip,application/zip" className="sr-only" data-testid="upload-zip" disabled={!!busy || building} onChange={(e) => void upload(e.target.files?.[0])} />
           </label>
           {changed && (
             <button type="button" className="btn btn-small" disabled={!!busy} onClick={() => setFiles(saved)}>
               Discard changes
             </button>
           )}
-          <button type="button" className="btn btn-small btn-primary" data-testid="save-package" disabled={!changed || !!busy} onClick={() => void save()}>
+          <button
+            type="button"
+            className="btn btn-small btn-primary"
+            data-testid="save-package"
+            disabled={!changed || !!busy || building}
+            title={building ? 'A build of this function is in progress: save when it has ended' : undefined}
+            onClick={() => void save()}
+          >
             {busy === 'save' ? 'Saving…' : 'Save files'}
           </button>
         </div>
