@@ -36,15 +36,28 @@ def new_marker():
 class Instance:
     """One bootstrap process wired like the engine wires it."""
 
-    def __init__(self, runtime, code, handler="handler", preexec=None, node_args=(), extra_files=None):
+    def __init__(self, runtime, code, handler="handler", preexec=None, node_args=(), extra_files=None,
+                 module=None, deps=None, opt=None):
+        """module: a package's module (then `code` is None and extra_files is the package, the
+        entry its root); deps/opt: files of the dependency tree and the layers, in directories
+        named by VOLTRUN_DEPS_ROOT / VOLTRUN_OPT_ROOT."""
         self.dir = tempfile.mkdtemp(prefix="voltrun-rt-")
-        entry_name = "lambda_function.py" if runtime == "python" else "index.js"
-        self.entry = os.path.join(self.dir, entry_name)
-        with open(self.entry, "w") as f:
-            f.write(textwrap.dedent(code))
-        for name, text in (extra_files or {}).items():
-            with open(os.path.join(self.dir, name), "w") as f:
-                f.write(textwrap.dedent(text))
+        self.module = module
+        if module:
+            self.entry = self.dir
+        else:
+            entry_name = "lambda_function.py" if runtime == "python" else "index.js"
+            self.entry = os.path.join(self.dir, entry_name)
+            with open(self.entry, "w") as f:
+                f.write(textwrap.dedent(code))
+        self.deps_dir = tempfile.mkdtemp(prefix="voltrun-rt-deps-")
+        self.opt_dir = tempfile.mkdtemp(prefix="voltrun-rt-opt-")
+        for root, files in ((self.dir, extra_files), (self.deps_dir, deps), (self.opt_dir, opt)):
+            for name, text in (files or {}).items():
+                path = os.path.join(root, name)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w") as f:
+                    f.write(textwrap.dedent(text))
         self.marker = new_marker()  # init's; each invoke brings its own
         self.handler = handler
         self.logbuf = b""
@@ -66,7 +79,9 @@ class Instance:
             cmd = ["python3", "-u", PY_BOOTSTRAP]
         else:
             cmd = ["node", *node_args, NODE_BOOTSTRAP]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", AWS_LAMBDA_FUNCTION_NAME="f", MY_VAR="x")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", AWS_LAMBDA_FUNCTION_NAME="f", MY_VAR="x",
+                   VOLTRUN_DEPS_ROOT=self.deps_dir, VOLTRUN_OPT_ROOT=self.opt_dir,
+                   NODE_PATH=os.path.join(self.opt_dir, "nodejs", "node_modules"))
         self.proc = subprocess.Popen(cmd, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log_w,
                                      stderr=log_w, pass_fds=(3, 4), preexec_fn=child_setup, env=env)
         for fd in (ctl_in_r, ctl_out_w, log_w):
@@ -124,8 +139,9 @@ class Instance:
 
     # -- protocol helpers --
     def init(self, version=3, memory=128):
-        self.send({"type": "init", "entry": self.entry, "handler": self.handler, "function_name": "f",
-                   "function_version": version, "memory_limit_in_mb": memory, "marker": self.marker})
+        self.send({"type": "init", "entry": self.entry, "module": self.module, "handler": self.handler,
+                   "function_name": "f", "function_version": version, "memory_limit_in_mb": memory,
+                   "marker": self.marker})
         return self.recv()
 
     def start(self):
@@ -171,7 +187,8 @@ class Instance:
         for fd in (self.ctl_in_w, self.ctl_out_r, self.log_r):
             if fd is not None:
                 os.close(fd)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        for d in (self.dir, self.deps_dir, self.opt_dir):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 TESTS = []
@@ -887,6 +904,96 @@ def node_stray_check_costs_microseconds():
     us, _ = i.ok()
     print(f"     node getActiveResourcesInfo(): {us:.1f} us per run")
     assert us < 1000, us
+
+
+# -- packages (SPEC §10): module.function handlers, module paths ---------------------------------
+
+
+@test
+def python_package_handler_in_a_sub_package_reads_a_data_file_by_relative_path():
+    i = inst("python", None, handler="run", module="app.handlers.main", extra_files={
+        "app/__init__.py": "",
+        "app/handlers/__init__.py": "",
+        "app/handlers/main.py": """
+            from app.util import shout
+            import dep_mod, layer_mod
+            def run(event, context):
+                with open("data/words.txt") as f:
+                    return [shout(f.read().strip()), dep_mod.X, layer_mod.Y, __name__]
+        """,
+        "app/util.py": "def shout(s): return s.upper()\n",
+        "data/words.txt": "hello\n",
+    }, deps={"dep_mod.py": "X = 'dep'\n"}, opt={"python/layer_mod.py": "Y = 'layer'\n"}).start()
+    out, _ = i.ok({})
+    eq(out, ["HELLO", "dep", "layer", "app.handlers.main"])
+
+
+@test
+def python_package_paths_are_task_then_deps_then_layers():
+    i = inst("python", None, handler="handler", module="main", extra_files={
+        "main.py": "import shadow\ndef handler(e, c): return shadow.WHO\n",
+    }, deps={"shadow.py": "WHO = 'deps'\n"}, opt={"python/shadow.py": "WHO = 'layer'\n"}).start()
+    eq(i.ok({})[0], "deps")
+
+
+@test
+def python_package_missing_module_or_function_is_an_init_error():
+    i = inst("python", None, handler="handler", module="nope", extra_files={"main.py": "def handler(e, c): return 1\n"})
+    reply = i.init()
+    eq(reply["type"], "init_error")
+    assert "Unable to import module 'nope'" in reply["error"]["message"], reply
+    i = inst("python", None, handler="absent", module="main", extra_files={"main.py": "def handler(e, c): return 1\n"})
+    reply = i.init()
+    eq(reply["type"], "init_error")
+    assert "Handler 'absent' missing on module 'main'" in reply["error"]["message"], reply
+
+
+@test
+def node_package_commonjs_with_a_dependency_and_a_layer():
+    i = inst("node", None, handler="handler", module="src/app", extra_files={
+        "src/app.js": """
+            const dep = require('dep');
+            const lay = require('lay');
+            const fs = require('fs');
+            exports.handler = async () => [dep.name, lay.name, fs.readFileSync('data.txt', 'utf8').trim()];
+        """,
+        "data.txt": "from cwd\n",
+    }, deps={"node_modules/dep/index.js": "module.exports = { name: 'dep' };",
+             "node_modules/dep/package.json": '{"name": "dep", "main": "index.js"}'},
+       opt={"nodejs/node_modules/lay/index.js": "module.exports = { name: 'lay' };"})
+    # The engine makes task/node_modules a link to the dependency tree.
+    os.symlink(os.path.join(i.deps_dir, "node_modules"), os.path.join(i.dir, "node_modules"))
+    i.start()
+    eq(i.ok({})[0], ["dep", "lay", "from cwd"])
+
+
+@test
+def node_package_esm_index_mjs_imports_its_dependency():
+    i = inst("node", None, handler="handler", module="index", extra_files={
+        "index.mjs": """
+            import dep from 'dep';
+            import { helper } from './lib/helper.mjs';
+            export const handler = async () => [dep.name, helper()];
+        """,
+        "lib/helper.mjs": "export const helper = () => 'helped';",
+    }, deps={"node_modules/dep/index.js": "module.exports = { name: 'dep' };",
+             "node_modules/dep/package.json": '{"name": "dep", "main": "index.js"}'})
+    os.symlink(os.path.join(i.deps_dir, "node_modules"), os.path.join(i.dir, "node_modules"))
+    i.start()
+    eq(i.ok({})[0], ["dep", "helped"])
+
+
+@test
+def node_package_esm_by_package_type_and_a_missing_module():
+    i = inst("node", None, handler="handler", module="index", extra_files={
+        "package.json": '{"type": "module"}',
+        "index.js": "export const handler = async () => import.meta.url.endsWith('/index.js');",
+    }).start()
+    eq(i.ok({})[0], True)
+    i = inst("node", None, handler="handler", module="app", extra_files={"index.js": "exports.handler = () => 1;"})
+    reply = i.init()
+    eq(reply["type"], "init_error")
+    assert "Unable to load module 'app'" in reply["error"]["message"], reply
 
 
 # ------------------------------------------------------------------------------------------------

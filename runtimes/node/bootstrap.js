@@ -1,7 +1,8 @@
 'use strict';
 // VoltRun Node.js runtime bootstrap (Node 20, CommonJS, no dependencies).
 //
-// Started by the engine as `node bootstrap.js` with cwd = the function's code directory and
+// Started by the engine as `node bootstrap.js` with cwd = the function's code directory
+// (/var/task where the instance is isolated) and
 // fd 0 = /dev/null, fd 1 = fd 2 = the log pipe, fd 3 = control in, fd 4 = control out.
 // Every control message is a 4-byte big-endian length followed by a UTF-8 JSON object.
 // See docs/RUNTIME_PROTOCOL.md for the full protocol.
@@ -125,6 +126,17 @@ function isEsmError(err) {
 
 function moduleName(entry) { return path.basename(entry, path.extname(entry)); }
 
+// A package's module file: `<task root>/<module>.js`, `.mjs` or `.cjs`, the first that
+// exists (Lambda's order). The dependencies are `<task root>/node_modules` (a link to the
+// dependency tree), found by require and import alike; layers by NODE_PATH.
+function packageEntry(taskRoot, module) {
+  for (const ext of ['.js', '.mjs', '.cjs']) {
+    const file = path.join(taskRoot, module + ext);
+    try { if (fs.statSync(file).isFile()) return file; } catch (_) { /* next */ }
+  }
+  throw Object.assign(new Error(`Cannot find module '${module}' (${module}.js, ${module}.mjs or ${module}.cjs) in ${taskRoot}`), { code: 'MODULE_NOT_FOUND' });
+}
+
 async function loadHandler(entry, name) {
   let mod;
   try {
@@ -239,12 +251,14 @@ async function main() {
   // A pre-started instance learns its function's environment here, before the code loads.
   for (const [k, v] of Object.entries(init.env || {})) process.env[k] = String(v);
   let handler;
+  const shownModule = init.module || moduleName(init.entry);
   try {
-    handler = await loadHandler(init.entry, init.handler || 'handler');
+    const entry = init.module ? packageEntry(init.entry, init.module) : init.entry;
+    handler = await loadHandler(entry, init.handler || 'handler');
   } catch (err) {
     const error = errorInfo('RuntimeError', err);
     if (err && err.noStack) Object.assign(error, { message: err.message, stack: '' });
-    else error.message = `Unable to load module '${moduleName(init.entry)}': ${error.message}`;
+    else error.message = `Unable to load module '${shownModule}': ${error.message}`;
     await endOfLogs(marker);
     sendFrame(JSON.stringify({ type: 'init_error', error }));
     process.exit(1);

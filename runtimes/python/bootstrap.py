@@ -1,6 +1,7 @@
 """VoltRun Python runtime bootstrap (CPython 3.11, stdlib only).
 
-Started by the engine as `python3 -u bootstrap.py` with cwd = the function's code directory and
+Started by the engine as `python3 -u bootstrap.py` with cwd = the function's code directory
+(/var/task, where the instance is isolated) and
 fd 0 = /dev/null, fd 1 = fd 2 = the log pipe, fd 3 = control in, fd 4 = control out.
 Every control message is a 4-byte big-endian length followed by a UTF-8 JSON object.
 See docs/RUNTIME_PROTOCOL.md for the full protocol.
@@ -166,17 +167,36 @@ def takes_only_event(fn):
     return sum(k in positional for k in kinds) == 1
 
 
+def module_paths(task_root):
+    """The module path of the function, first to last (docs/RUNTIME_PROTOCOL.md): the task
+    root, the dependency tree, the layers' python directory. The engine names the last two
+    (VOLTRUN_DEPS_ROOT, VOLTRUN_OPT_ROOT); the isolated tiers see /var/deps and /opt."""
+    deps = os.environ.get("VOLTRUN_DEPS_ROOT", "/var/deps")
+    opt = os.environ.get("VOLTRUN_OPT_ROOT", "/opt")
+    return [task_root, deps, os.path.join(opt, "python")]
+
+
 def load_handler(init):
     entry, name = init["entry"], init.get("handler") or "handler"
-    module_name = os.path.splitext(os.path.basename(entry))[0]
+    package_module = init.get("module")
+    if package_module:
+        # A package: `module.function`, the module imported by name from the task root
+        # (dots for sub-packages), as Lambda does.
+        module_name = package_module
+        sys.path[0:0] = module_paths(entry)
+    else:
+        module_name = os.path.splitext(os.path.basename(entry))[0]
     try:
-        sys.path.insert(0, os.path.dirname(entry))
-        spec = importlib.util.spec_from_file_location(module_name, entry)
-        if spec is None:
-            raise ImportError(f"cannot load {entry}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)  # module-level code runs here, once
+        if package_module:
+            module = importlib.import_module(module_name)  # module-level code runs here, once
+        else:
+            sys.path[0:0] = module_paths(os.path.dirname(entry))
+            spec = importlib.util.spec_from_file_location(module_name, entry)
+            if spec is None:
+                raise ImportError(f"cannot load {entry}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)  # module-level code runs here, once
     except BaseException as exc:  # SyntaxError, ImportError, SystemExit at module level, ...
         return None, error_info("RuntimeError", exc, f"Unable to import module '{module_name}': {describe(exc)}")
     handler = getattr(module, name, None)

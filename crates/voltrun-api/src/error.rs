@@ -25,6 +25,9 @@ pub enum ApiError {
     /// 409: a unique field is taken.
     #[error("{0}")]
     Conflict(String),
+    /// 409 with its own code: the request conflicts with the resource's state (`layer_in_use`).
+    #[error("{message}")]
+    Conflicting { code: &'static str, message: String },
     /// 409 `quota_exceeded`: the account holds as much as its quota allows (functions, code,
     /// API keys); retrying does not help until something is deleted.
     #[error("{0}")]
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Conflicting { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::QuotaExceeded(_) => (StatusCode::CONFLICT, "quota_exceeded"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),

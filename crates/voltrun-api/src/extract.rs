@@ -18,8 +18,14 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        // Function writes carry packages (crate::functions::PACKAGE_BODY_BYTES).
+        let package_write = matches!(*req.method(), axum::http::Method::POST | axum::http::Method::PUT)
+            && req.uri().path().strip_prefix("/api/functions").is_some_and(|rest| rest.is_empty() || rest == "/" || (rest[1..].find('/').is_none() && rest != "/test"));
         match Bytes::from_request(req, state).await {
             Ok(b) => Ok(Body(b)),
+            Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE && package_write => {
+                Err(ApiError::TooLarge(format!("the request body is larger than {} MiB (a zip is at most 50 MiB)", crate::functions::PACKAGE_BODY_BYTES >> 20)))
+            }
             Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge("the request body is larger than 6 MiB".into())),
             Err(rej) => Err(ApiError::bad("bad_body", rej.body_text())),
         }
@@ -108,7 +114,8 @@ pub fn encode_cursor(last_id: &str) -> String {
 fn decode_cursor(c: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()?;
     let s = String::from_utf8(bytes).ok()?;
-    (s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(s)
+    // Ids, and layer names (which may hold `-`).
+    (s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')).then_some(s)
 }
 
 /// One page of a list: `{items, next_cursor}`.

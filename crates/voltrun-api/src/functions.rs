@@ -15,14 +15,22 @@ use crate::extract::{page_of, parse_json, Body, Caller, Json, Page, Paged, Query
 use crate::openapi::ErrorBody;
 use crate::AppState;
 
+/// The largest body of a function create or update: a 50 MiB zip in base64 (4/3 of it)
+/// and the other fields. Every other route keeps the 6 MiB limit.
+pub const PACKAGE_BODY_BYTES: usize = 72 << 20;
+
 /// Routes under `/api/functions`.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    let writes = OpenApiRouter::new()
         .routes(routes!(list, create))
+        .routes(routes!(read, update, remove))
+        .layer(axum::extract::DefaultBodyLimit::max(PACKAGE_BODY_BYTES));
+    OpenApiRouter::new()
+        .merge(writes)
         // A function may be called `test`: its id-or-name routes still reach it here.
         .routes(routes!(test, read_test, update_test, remove_test))
-        .routes(routes!(read, update, remove))
         .routes(routes!(execute))
+        .routes(routes!(package))
 }
 
 /// One of the caller's functions by id or name, or 404.
@@ -43,14 +51,21 @@ async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<Page>)
 }
 
 /// Create a function.
+///
+/// Exactly one of `code` (one entry file), `files` (`{"path": "text"}`, at most 1,000) or
+/// `zip` (base64, at most 50 MiB, 250 MiB unpacked). For `files` and `zip`, `handler` is
+/// `module.function` (default `main.handler` for Python, `index.handler` for Node). A refused
+/// package is a 400 (413 when too large) naming the entry at fault.
 #[utoipa::path(post, path = "/", tag = "functions", operation_id = "create_function", security(("bearer" = []), ("apiKey" = [])), request_body = NewFunction,
     responses(
         (status = 201, description = "The new function", body = Function),
+        (status = 400, description = "`validation_failed`: a field is invalid (a refused package names the entry)", body = ErrorBody),
         (status = 409, description = "`conflict`: the name or route is taken; `quota_exceeded`: past the account's function or code-size quota", body = ErrorBody),
-        (status = 413, description = "The code or another field is too large", body = ErrorBody),
+        (status = 413, description = "The code, the package or another field is too large", body = ErrorBody),
     ))]
 async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewFunction>) -> ApiResult<(StatusCode, axum::Json<Function>)> {
     let f = b.into_function(id::new_id("fn_"), caller.user_id, time::now())?;
+    crate::layers::check_function_layers(&st, &f).await?;
     st.store.insert_function(&f, &st.quotas).await?;
     Ok((StatusCode::CREATED, axum::Json(f)))
 }
@@ -91,25 +106,42 @@ async fn read(State(st): State<AppState>, caller: Caller, Path(id): Path<String>
 
 /// Update any subset of a function's fields.
 ///
-/// `description`, `route` and `schedule` may be `null` to clear them. Bumps `version` when
-/// anything changed.
+/// `description`, `route` and `schedule` may be `null` to clear them. One of `code`, `files`
+/// or `zip` replaces the code or package. Bumps `version` when anything changed.
 #[utoipa::path(put, path = "/{id}", tag = "functions", operation_id = "update_function", security(("bearer" = []), ("apiKey" = [])), params(("id" = String, Path, description = "The function's id or name")), request_body = FunctionPatch,
     responses(
         (status = 200, description = "The updated function", body = Function),
         (status = 404, description = "No such function of yours", body = ErrorBody),
         (status = 409, description = "Changed by another request, a name or route taken, or past a quota", body = ErrorBody),
-        (status = 413, description = "The code or another field is too large", body = ErrorBody),
+        (status = 413, description = "The code, the package or another field is too large", body = ErrorBody),
     ))]
 async fn update(State(st): State<AppState>, caller: Caller, Path(id): Path<String>, Json(patch): Json<FunctionPatch>) -> ApiResult<axum::Json<Function>> {
     let old = owned(&st, &caller, &id).await?;
     let (new, changed) = patch.apply(&old, time::now())?;
     if changed {
+        crate::layers::check_function_layers(&st, &new).await?;
         if !st.store.update_function(&new, old.version, &st.quotas).await? {
             return Err(ApiError::Conflict("the function was changed by another request; fetch it and retry".into()));
         }
         st.engine.invalidate(&new.id);
     }
     Ok(axum::Json(new))
+}
+
+/// A package function's zip.
+///
+/// The stored archive: the upload of a `zip` function, the canonical zip of a `files` one.
+#[utoipa::path(get, path = "/{id}/package", tag = "functions", operation_id = "get_function_package", security(("bearer" = []), ("apiKey" = [])), params(("id" = String, Path, description = "The function's id or name")),
+    responses(
+        (status = 200, description = "The package", content_type = "application/zip", body = Vec<u8>),
+        (status = 404, description = "No such function of yours, or a `code` function (no package)", body = ErrorBody),
+    ))]
+async fn package(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let f = owned(&st, &caller, &id).await?;
+    let Some(p) = &f.package else { return Err(ApiError::NotFound("package")) };
+    let zip = st.store.get_blob(&p.sha256).await?.ok_or_else(|| ApiError::Internal(format!("the package {} of {} is missing from the store", p.sha256, f.id)))?;
+    let disposition = format!("attachment; filename=\"{}.zip\"", f.name);
+    Ok(([(header::CONTENT_TYPE, "application/zip".to_string()), (header::CONTENT_DISPOSITION, disposition)], zip).into_response())
 }
 
 /// Delete a function.
@@ -256,16 +288,13 @@ async fn test(State(st): State<AppState>, caller: Caller, Json(b): Json<TestBody
         name: "test".into(),
         description: None,
         runtime: b.runtime,
-        code: b.code,
+        code: Some(b.code),
         handler: b.handler,
         memory: b.memory,
         timeout: b.timeout,
         env: b.env,
-        route: None,
-        public: None,
-        schedule: None,
-        max_retries: None,
         egress: b.egress,
+        ..Default::default()
     };
     let f = draft.into_function(id::new_id("test_"), caller.user_id.clone(), time::now())?;
     check_invoke_rate(&st, &caller.user_id)?;

@@ -24,6 +24,7 @@ pub mod extract;
 pub mod functions;
 pub mod hashpool;
 pub mod keys;
+pub mod layers;
 pub mod listener;
 pub mod openapi;
 pub mod ratelimit;
@@ -163,6 +164,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .nest("/functions", functions::router())
         .nest("/executions", executions::router())
         .nest("/keys", keys::router())
+        .nest("/layers", layers::router())
         .nest("/execute", trigger::router())
         .routes(routes!(system::runtimes))
         .routes(routes!(system::dashboard))

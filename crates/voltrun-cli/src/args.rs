@@ -43,6 +43,9 @@ pub enum ClientCommand {
     /// Create, list and delete API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Publish, list and delete layers: zips mounted under /opt of the functions that list them.
+    #[command(subcommand)]
+    Layers(LayersCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -69,12 +72,29 @@ pub struct FunctionFlags {
     /// file's extension, .py or .js/.mjs/.cjs].
     #[arg(long, short = 'r')]
     pub runtime: Option<String>,
-    /// The source file of the handler (required by create and deploy).
-    #[arg(long, short = 'f', value_name = "FILE")]
+    /// The source file of the handler: a single-file function (create and deploy need
+    /// --file or --dir).
+    #[arg(long, short = 'f', value_name = "FILE", conflicts_with = "dir")]
     pub file: Option<PathBuf>,
-    /// The handler's exported name [default: handler].
+    /// A directory to deploy as a package: zipped (honouring a .voltrunignore of
+    /// gitignore-style patterns; .git is always left out) and built on the server
+    /// (requirements.txt or package.json).
+    #[arg(long, short = 'd', value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The handler: the exported name for --file [default: handler]; `module.function` for
+    /// --dir [default: main.handler (Python), index.handler (Node)].
     #[arg(long)]
     pub handler: Option<String>,
+    /// A layer to mount under /opt, as NAME:VERSION; repeat for more, in order (a later one
+    /// wins; at most 5). Replaces the whole list.
+    #[arg(long = "layer", value_name = "NAME:VERSION")]
+    pub layers: Vec<String>,
+    /// Remove every layer.
+    #[arg(long, conflicts_with = "layers")]
+    pub no_layers: bool,
+    /// Do not wait for the dependency build (create, deploy and update follow it by default).
+    #[arg(long)]
+    pub no_wait: bool,
     /// Memory limit in MiB, 64-4096 [default: 128].
     #[arg(long, value_name = "MIB")]
     pub memory: Option<u32>,
@@ -129,7 +149,8 @@ pub enum FunctionsCommand {
         #[command(flatten)]
         flags: FunctionFlags,
     },
-    /// Create the function, or update it if it exists: the everyday command.
+    /// Create the function, or update it if it exists, from --file or --dir, then follow its
+    /// dependency build (exit code 1 when the build fails): the everyday command.
     Deploy {
         /// The function's name.
         name: String,
@@ -164,6 +185,15 @@ pub enum FunctionsCommand {
     Delete {
         /// The function's name or id.
         name: String,
+    },
+    /// Show the function's latest dependency build and its log, or follow it while it runs
+    /// (exit code 1 when it failed).
+    Build {
+        /// The function's name or id.
+        name: String,
+        /// Follow a running build to its end.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
 }
 
@@ -245,6 +275,56 @@ pub enum KeysCommand {
         /// The key's id (key_…).
         id: String,
     },
+}
+
+/// `voltrun layers …`.
+#[derive(Subcommand, Debug)]
+pub enum LayersCommand {
+    /// Publish a new version of a layer from a directory or a zip (`python/…` is on Python's
+    /// path, `nodejs/node_modules/…` on Node's).
+    Publish {
+        /// The layer's name: letters, digits, _ and -.
+        name: String,
+        /// A directory to zip (honouring .voltrunignore; .git is left out).
+        #[arg(long, short = 'd', value_name = "DIR", conflicts_with = "zip", required_unless_present = "zip")]
+        dir: Option<PathBuf>,
+        /// A zip file to upload as is.
+        #[arg(long, value_name = "FILE")]
+        zip: Option<PathBuf>,
+        /// A description.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List your layers (the latest version of each).
+    #[command(visible_alias = "ls")]
+    List,
+    /// List every version of a layer.
+    Versions {
+        /// The layer's name.
+        name: String,
+    },
+    /// Show one version of a layer.
+    Get {
+        /// NAME:VERSION.
+        reference: String,
+    },
+    /// Delete one version of a layer (refused while a function uses it).
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// NAME:VERSION.
+        reference: String,
+    },
+}
+
+/// Splits `NAME:VERSION` (VERSION a positive integer).
+pub fn parse_layer_ref(s: &str) -> Result<(String, u64)> {
+    match s.rsplit_once(':') {
+        Some((n, v)) if !n.is_empty() => match v.parse::<u64>() {
+            Ok(v) if v >= 1 => Ok((n.to_string(), v)),
+            _ => Err(CliError::usage(format!("{s:?}: the version after : must be a number from 1"))),
+        },
+        _ => Err(CliError::usage(format!("{s:?}: expected NAME:VERSION, e.g. deps:1"))),
+    }
 }
 
 /// `voltrun completions`.
@@ -382,6 +462,14 @@ mod tests {
     }
 
     #[test]
+    fn layer_references() {
+        assert_eq!(parse_layer_ref("deps:3").unwrap(), ("deps".into(), 3));
+        for bad in ["deps", "deps:", "deps:0", ":1", "deps:x"] {
+            assert!(parse_layer_ref(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn runtimes_from_extensions() {
         assert_eq!(runtime_for(Path::new("h.py")), Some("python3.11"));
         assert_eq!(runtime_for(Path::new("dir/index.mjs")), Some("nodejs20"));
@@ -421,5 +509,12 @@ mod tests {
         assert!(parse(&["keys", "create", "ci", "--expires-in-days", "4000"]).is_err());
         assert!(parse(&["login", "--password-stdin", "--api-key", "k"]).is_err());
         assert!(parse(&["completions", "tcsh"]).is_err());
+        let c = parse(&["fn", "deploy", "api", "--dir", "src", "--layer", "a:1", "--layer", "b:2"]).unwrap();
+        let ClientCommand::Functions(FunctionsCommand::Deploy { flags, .. }) = c.cmd else { panic!() };
+        assert_eq!((flags.dir.as_deref(), flags.layers.as_slice()), (Some(Path::new("src")), ["a:1".to_string(), "b:2".to_string()].as_slice()));
+        assert!(parse(&["fn", "deploy", "api", "--dir", "src", "--file", "h.py"]).is_err());
+        assert!(parse(&["layers", "publish", "deps"]).is_err(), "--dir or --zip is required");
+        assert!(parse(&["layers", "publish", "deps", "--dir", "a", "--zip", "b.zip"]).is_err());
+        assert!(matches!(parse(&["layers", "versions", "deps"]).unwrap().cmd, ClientCommand::Layers(LayersCommand::Versions { .. })));
     }
 }

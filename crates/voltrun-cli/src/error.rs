@@ -2,7 +2,7 @@
 
 /// Success.
 pub const EXIT_OK: i32 = 0;
-/// The function ran and failed (HandlerError, Timeout, …).
+/// The function ran and failed (HandlerError, Timeout, …), or its build failed.
 pub const EXIT_RUN_FAILED: i32 = 1;
 /// A usage or local error: bad arguments, an unreadable file, input that is not JSON.
 pub const EXIT_USAGE: i32 = 2;
@@ -70,6 +70,12 @@ pub enum CliError {
         /// What was wrong with it.
         detail: String,
     },
+    /// The function's dependency build failed (its log was printed).
+    #[error("the build failed: {reason}")]
+    BuildFailed {
+        /// The server's reason.
+        reason: String,
+    },
     /// The function ran and failed.
     #[error("{kind}: {message}")]
     RunFailed {
@@ -86,7 +92,7 @@ impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::RunFailed { .. } => EXIT_RUN_FAILED,
+            CliError::RunFailed { .. } | CliError::BuildFailed { .. } => EXIT_RUN_FAILED,
             CliError::Usage(_) | CliError::Io { .. } => EXIT_USAGE,
             CliError::NotLoggedIn { .. }
             | CliError::LoginExpired { .. }

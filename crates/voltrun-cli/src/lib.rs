@@ -1,12 +1,12 @@
 //! The `voltrun` client commands (`login`, `functions …`, `invoke`, `executions …`, `logs`,
-//! `keys …`, `completions`) over the REST API.
+//! `keys …`, `layers …`, `completions`) over the REST API.
 //!
 //! Shaped for the binary to stay thin: [`args`] holds the clap definitions that the binary
 //! flattens into its command line, and [`run`] executes one command and returns the process
-//! exit code. Below that, [`config`] owns the saved credentials, [`client`] a blocking HTTP
+//! exit code. Below that, [`config`] owns the saved credentials, [`package`] zips a directory, [`client`] a blocking HTTP
 //! client (no async runtime: a command is one request or one stream), [`output`] tables, JSON
 //! and colours, and `cmd` one module per group of commands. Exit codes are in [`error`]:
-//! 0 ok, 1 the run failed, 2 usage or local error, 3 server or API error.
+//! 0 ok, 1 the run or the build failed, 2 usage or local error, 3 server or API error.
 
 pub mod args;
 pub mod client;
@@ -14,6 +14,7 @@ mod cmd;
 pub mod config;
 pub mod error;
 pub mod output;
+pub mod package;
 mod sys;
 
 pub use args::{ClientCommand, GlobalArgs};

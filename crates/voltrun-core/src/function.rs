@@ -1,8 +1,10 @@
 //! Functions: the stored record, the create and update inputs, and their validation.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use voltrun_package::{handler, Language, Limits, Manifest, PackageError};
 
 use crate::egress::{EgressPolicy, MAX_EGRESS_ENTRIES};
 use crate::{Runtime, MAX_CODE_BYTES};
@@ -44,9 +46,62 @@ pub struct Function {
     /// Where the function may connect (SPEC §11), canonical entries; empty: no network.
     #[serde(default)]
     pub egress: Vec<String>,
+    /// The layers mounted under `/opt`, in order (a later one wins), as `name:version`.
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// The package of a `files` or `zip` function (SPEC §10); `null` for a `code` function.
+    #[serde(default)]
+    #[schema(required)]
+    pub package: Option<PackageInfo>,
+    /// The package's zip when this request brought a new one (to be stored with the record);
+    /// never loaded with it: the store's blobs hold it (`Store::get_blob`).
+    #[serde(skip)]
+    pub package_zip: Option<Arc<Vec<u8>>>,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// How a package was given.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageKind {
+    /// A `files` map, stored as its canonical zip.
+    Files,
+    /// A zip archive, stored as uploaded.
+    Zip,
+}
+
+/// What a function's package is (its bytes are in the store, by `sha256`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct PackageInfo {
+    pub kind: PackageKind,
+    /// Lowercase hex SHA-256 of the stored zip.
+    pub sha256: String,
+    /// Bytes of the stored zip (what counts against the code quota).
+    pub size: u64,
+    /// Bytes of the files unpacked.
+    pub unpacked_size: u64,
+    /// Number of files.
+    pub file_count: u64,
+    /// The root dependency file that needs a build (`requirements.txt`, `package.json`), if any.
+    #[schema(required)]
+    pub dependencies: Option<String>,
+}
+
+impl Function {
+    /// Bytes the function holds against the code quota: its package's zip, or its code.
+    pub fn code_bytes(&self) -> u64 {
+        self.package.as_ref().map(|p| p.size).unwrap_or(self.code.len() as u64)
+    }
+}
+
+/// The language of a runtime, as the package crate reads handler names.
+pub fn language_of(runtime: Runtime) -> Language {
+    match runtime {
+        Runtime::Nodejs20 => Language::Node,
+        Runtime::Python311 => Language::Python,
+    }
 }
 
 /// A function as lists show it: every field but the code, and the code's size. A list never
@@ -75,6 +130,13 @@ pub struct FunctionSummary {
     /// Where the function may connect, canonical entries; empty: no network.
     #[serde(default)]
     pub egress: Vec<String>,
+    /// The layers mounted under `/opt`, in order, as `name:version`.
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// The package of a `files` or `zip` function; `null` for a `code` function.
+    #[serde(default)]
+    #[schema(required)]
+    pub package: Option<PackageInfo>,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -93,20 +155,28 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
         ValidationError { field, message: message.into(), too_large: false }
     }
 }
 
-/// `POST /api/functions` body.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+/// `POST /api/functions` body: exactly one of `code`, `files` or `zip`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewFunction {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
     pub runtime: String,
-    pub code: String,
+    /// The text of one entry file (`handler` names its export).
+    #[serde(default)]
+    pub code: Option<String>,
+    /// A package as `{"relative/path": "text"}` (at most 1,000 files).
+    #[serde(default)]
+    pub files: Option<BTreeMap<String, String>>,
+    /// A package as a base64 zip archive (at most 50 MiB, 250 MiB unpacked).
+    #[serde(default)]
+    pub zip: Option<String>,
     #[serde(default)]
     pub handler: Option<String>,
     #[serde(default)]
@@ -126,6 +196,10 @@ pub struct NewFunction {
     /// Egress entries (SPEC §11); left out or `null`: none.
     #[serde(default, deserialize_with = "deserialize_egress")]
     pub egress: Vec<String>,
+    /// Layers to mount under `/opt`, in order (a later one wins): at most 5 `name:version`
+    /// of your own; left out or `null`: none.
+    #[serde(default, deserialize_with = "deserialize_layers")]
+    pub layers: Vec<String>,
 }
 
 /// `PUT /api/functions/{id}` body: any subset of fields; `route` and `description` may be
@@ -139,8 +213,15 @@ pub struct FunctionPatch {
     pub description: Option<Option<String>>,
     #[serde(default)]
     pub runtime: Option<String>,
+    /// Replaces the code or package with one entry file.
     #[serde(default)]
     pub code: Option<String>,
+    /// Replaces the code or package with a `files` package.
+    #[serde(default)]
+    pub files: Option<BTreeMap<String, String>>,
+    /// Replaces the code or package with a base64 zip.
+    #[serde(default)]
+    pub zip: Option<String>,
     #[serde(default)]
     pub handler: Option<String>,
     #[serde(default)]
@@ -160,6 +241,9 @@ pub struct FunctionPatch {
     /// Replaces the egress list; `[]` or `null` removes every entry (no network).
     #[serde(default, deserialize_with = "deserialize_egress_patch")]
     pub egress: Option<Vec<String>>,
+    /// Replaces the layer list; `[]` or `null` removes every layer.
+    #[serde(default, deserialize_with = "deserialize_layers_patch")]
+    pub layers: Option<Vec<String>>,
 }
 
 /// Tells a field given as `null` (Some(None)) from a field left out (None).
@@ -196,6 +280,33 @@ fn deserialize_egress_patch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ve
     deserialize_egress(d).map(Some)
 }
 
+/// Reads a `layers` field: a list of strings, or `null` for none (the entries are checked by
+/// [`crate::layer::parse_layer_refs`]).
+pub fn deserialize_layers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(Vec::new()),
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                serde_json::Value::String(s) => Ok(s),
+                other => Err(D::Error::custom(format!("layers: entry {other} is not a \"name:version\" string"))),
+            })
+            .collect(),
+        other => Err(D::Error::custom(format!("layers: must be a list such as [\"deps:1\"], not {}", json_kind(&other)))),
+    }
+}
+
+fn deserialize_layers_patch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    deserialize_layers(d).map(Some)
+}
+
+/// The canonical spelling of a function's layer list (checked: at most 5, `name:version`,
+/// each name once).
+pub fn canonical_layers(list: &[String]) -> Result<Vec<String>, ValidationError> {
+    Ok(crate::layer::parse_layer_refs(list)?.iter().map(ToString::to_string).collect())
+}
+
 fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
@@ -210,14 +321,16 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 impl NewFunction {
     /// Validates every field and builds the record to store (id and timestamps given).
     pub fn into_function(self, id: String, user_id: String, now: String) -> Result<Function, ValidationError> {
+        let runtime = parse_runtime(&self.runtime)?;
+        let source = Source::of(self.code, self.files, self.zip)?.ok_or_else(|| ValidationError::new("code", "give one of code, files or zip"))?;
         let mut f = Function {
             id,
             user_id,
             name: self.name,
             description: self.description.unwrap_or_default(),
-            runtime: parse_runtime(&self.runtime)?,
-            code: self.code,
-            handler: self.handler.unwrap_or_else(|| "handler".into()),
+            runtime,
+            code: String::new(),
+            handler: self.handler.unwrap_or_default(),
             memory: self.memory.unwrap_or(DEFAULT_MEMORY_MB),
             timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT_S),
             env: self.env.unwrap_or_default(),
@@ -226,12 +339,18 @@ impl NewFunction {
             schedule: self.schedule,
             max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
             egress: self.egress,
+            layers: canonical_layers(&self.layers)?,
+            package: None,
+            package_zip: None,
             version: 1,
             created_at: now.clone(),
             updated_at: now,
         };
+        let explicit_handler = !f.handler.is_empty();
+        let manifest = source.install(&mut f, explicit_handler)?;
         f.egress = canonical_egress(&f.egress)?;
         validate(&f)?;
+        check_handler_module(&f, manifest.as_ref())?;
         Ok(f)
     }
 }
@@ -250,11 +369,21 @@ impl FunctionPatch {
         if let Some(v) = self.runtime {
             n.runtime = parse_runtime(&v)?;
         }
-        if let Some(v) = self.code {
-            n.code = v;
-        }
+        let explicit_handler = self.handler.is_some();
         if let Some(v) = self.handler {
             n.handler = v;
+        }
+        let mut manifest = None;
+        if let Some(source) = Source::of(self.code, self.files, self.zip)? {
+            // Switching between a code function and a package resets a handler not given.
+            let kind_changes = source.is_package() != f.package.is_some();
+            manifest = source.install(&mut n, explicit_handler || !kind_changes)?;
+            // The same package again is no change.
+            if let (Some(new), Some(old)) = (&n.package, &f.package) {
+                if new.sha256 == old.sha256 && new.kind == old.kind {
+                    n.package_zip = None;
+                }
+            }
         }
         if let Some(v) = self.memory {
             n.memory = v;
@@ -280,10 +409,14 @@ impl FunctionPatch {
         if let Some(v) = self.egress {
             n.egress = v;
         }
+        if let Some(v) = self.layers {
+            n.layers = canonical_layers(&v)?;
+        }
         // Canonical before the comparison: a list spelled differently but meaning the same is
         // no change (and no new version).
         n.egress = canonical_egress(&n.egress)?;
         validate(&n)?;
+        check_handler_module(&n, manifest.as_ref())?;
         let changed = n != *f;
         if changed {
             n.version += 1;
@@ -291,6 +424,97 @@ impl FunctionPatch {
         }
         Ok((n, changed))
     }
+}
+
+/// The one code source of a create or update.
+enum Source {
+    Code(String),
+    Files(BTreeMap<String, String>),
+    Zip(String),
+}
+
+impl Source {
+    /// The source given, refusing more than one; `None` when none is.
+    fn of(code: Option<String>, files: Option<BTreeMap<String, String>>, zip: Option<String>) -> Result<Option<Source>, ValidationError> {
+        let given = [code.is_some(), files.is_some(), zip.is_some()].iter().filter(|g| **g).count();
+        if given > 1 {
+            let field = if code.is_some() { "code" } else { "files" };
+            return Err(ValidationError::new(field, "give only one of code, files or zip"));
+        }
+        Ok(code.map(Source::Code).or(files.map(Source::Files)).or(zip.map(Source::Zip)))
+    }
+
+    fn is_package(&self) -> bool {
+        !matches!(self, Source::Code(_))
+    }
+
+    /// Puts the source into `f` (code or package, and the default handler unless
+    /// `keep_handler`); the package's manifest when it is one.
+    fn install(self, f: &mut Function, keep_handler: bool) -> Result<Option<Manifest>, ValidationError> {
+        let language = language_of(f.runtime);
+        let (kind, zip, manifest) = match self {
+            Source::Code(code) => {
+                f.code = code;
+                f.package = None;
+                f.package_zip = None;
+                if !keep_handler || f.handler.is_empty() {
+                    f.handler = "handler".into();
+                }
+                return Ok(None);
+            }
+            Source::Files(files) => {
+                let limits = Limits::files();
+                let zip = voltrun_package::zip_from_files(&files, &limits).map_err(|e| package_error("files", e))?;
+                let manifest = voltrun_package::inspect_zip(&zip, &limits).map_err(|e| package_error("files", e))?;
+                (PackageKind::Files, zip, manifest)
+            }
+            Source::Zip(b64) => {
+                let limits = Limits::zip();
+                // Base64 is 4/3 of the bytes: refuse what cannot fit before decoding it.
+                if (b64.len() as u64) / 4 * 3 > limits.max_zip + 3 {
+                    return Err(package_error("zip", PackageError::TooLarge { what: "the zip archive".into(), limit: limits.max_zip }));
+                }
+                use base64::Engine as _;
+                let zip = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| package_error("zip", PackageError::Base64(e.to_string())))?;
+                let manifest = voltrun_package::inspect_zip(&zip, &limits).map_err(|e| package_error("zip", e))?;
+                (PackageKind::Zip, zip, manifest)
+            }
+        };
+        if manifest.files.is_empty() {
+            return Err(ValidationError::new(if kind == PackageKind::Files { "files" } else { "zip" }, "the package has no files"));
+        }
+        f.code = String::new();
+        f.package = Some(PackageInfo {
+            kind,
+            sha256: voltrun_package::sha256_hex(&zip),
+            size: zip.len() as u64,
+            unpacked_size: manifest.unpacked_size,
+            file_count: manifest.files.len() as u64,
+            dependencies: voltrun_package::dependencies_file(&manifest, language).map(str::to_string),
+        });
+        f.package_zip = Some(Arc::new(zip));
+        if !keep_handler || f.handler.is_empty() {
+            f.handler = language.default_handler().into();
+        }
+        Ok(Some(manifest))
+    }
+}
+
+/// A refused package as the field's validation error (413 when too large).
+fn package_error(field: &'static str, e: PackageError) -> ValidationError {
+    ValidationError { too_large: e.is_too_large(), ..ValidationError::new(field, e.to_string()) }
+}
+
+/// With a new package, the handler's module must be one of its files.
+fn check_handler_module(f: &Function, manifest: Option<&Manifest>) -> Result<(), ValidationError> {
+    let Some(m) = manifest else { return Ok(()) };
+    let language = language_of(f.runtime);
+    let h = handler::parse(&f.handler, language).map_err(|e| ValidationError::new("handler", e.to_string()))?;
+    let candidates = language.module_files(&h.module);
+    if !candidates.iter().any(|c| m.has(c)) {
+        return Err(ValidationError::new("handler", format!("handler {:?}: the package has no {}", f.handler, candidates.join(" or "))));
+    }
+    Ok(())
 }
 
 /// Validates an egress list (SPEC §11) and returns it in canonical spelling. The error names
@@ -342,17 +566,21 @@ fn validate(f: &Function) -> Result<(), ValidationError> {
     if f.description.contains('\0') {
         return Err(ValidationError::new("description", "must not contain NUL bytes"));
     }
-    if f.code.contains('\0') {
-        return Err(ValidationError::new("code", "must not contain NUL bytes"));
-    }
-    if f.code.trim().is_empty() {
-        return Err(ValidationError::new("code", "must not be empty"));
-    }
-    if f.code.len() > MAX_CODE_BYTES {
-        return Err(ValidationError { too_large: true, ..ValidationError::new("code", "at most 1 MiB") });
-    }
-    if !is_identifier(&f.handler) {
-        return Err(ValidationError::new("handler", "must be an identifier such as `handler`"));
+    if f.package.is_some() {
+        handler::parse(&f.handler, language_of(f.runtime)).map_err(|e| ValidationError::new("handler", e.to_string()))?;
+    } else {
+        if f.code.contains('\0') {
+            return Err(ValidationError::new("code", "must not contain NUL bytes"));
+        }
+        if f.code.trim().is_empty() {
+            return Err(ValidationError::new("code", "must not be empty"));
+        }
+        if f.code.len() > MAX_CODE_BYTES {
+            return Err(ValidationError { too_large: true, ..ValidationError::new("code", "at most 1 MiB") });
+        }
+        if !is_identifier(&f.handler) {
+            return Err(ValidationError::new("handler", "must be an identifier such as `handler`"));
+        }
     }
     if !MEMORY_RANGE.contains(&f.memory) {
         return Err(ValidationError::new("memory", "must be between 64 and 4096 (MiB)"));
@@ -529,5 +757,66 @@ mod tests {
             let (n, changed) = p.apply(&f, "t2".into()).unwrap();
             assert!(changed && n.egress.is_empty() && n.version == 2);
         }
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    #[test]
+    fn a_files_package_gets_its_default_handler_and_package_info() {
+        let f = new(serde_json::json!({"name":"p","runtime":"python","files":{"main.py":"def handler(e, c): return 1\n","pkg/__init__.py":"","requirements.txt":"requests\n"}})).unwrap();
+        assert_eq!((f.handler.as_str(), f.code.as_str()), ("main.handler", ""));
+        let p = f.package.clone().unwrap();
+        assert_eq!((p.kind, p.file_count, p.dependencies.as_deref()), (PackageKind::Files, 3, Some("requirements.txt")));
+        assert_eq!(p.sha256, voltrun_package::sha256_hex(f.package_zip.as_ref().unwrap()));
+        assert_eq!(f.code_bytes(), p.size);
+        let out = serde_json::to_value(&f).unwrap();
+        assert_eq!(out["package"]["kind"], "files");
+        assert!(out.get("package_zip").is_none());
+    }
+
+    #[test]
+    fn a_zip_package_for_node_defaults_to_index_handler_and_checks_the_module() {
+        let zip = voltrun_package::zip_from_files(&[("index.mjs".to_string(), "export const handler = async () => 1;".to_string())].into(), &Limits::files()).unwrap();
+        let f = new(serde_json::json!({"name":"n","runtime":"node","zip": b64(&zip)})).unwrap();
+        assert_eq!((f.handler.as_str(), f.package.as_ref().unwrap().kind), ("index.handler", PackageKind::Zip));
+        let e = new(serde_json::json!({"name":"n","runtime":"node","zip": b64(&zip), "handler": "app.handler"})).unwrap_err();
+        assert_eq!(e.field, "handler");
+        assert!(e.message.contains("app.js"), "{e}");
+        let e = new(serde_json::json!({"name":"n","runtime":"node","zip": b64(&zip), "handler": "handler"})).unwrap_err();
+        assert!(e.field == "handler" && e.message.contains("module.function"), "{e}");
+    }
+
+    #[test]
+    fn exactly_one_source_and_bad_zips_name_the_field() {
+        let e = new(serde_json::json!({"name":"n","runtime":"node","code":"x","files":{"index.js":""}})).unwrap_err();
+        assert!(e.message.contains("only one"), "{e}");
+        assert_eq!(new(serde_json::json!({"name":"n","runtime":"node"})).unwrap_err().field, "code");
+        let e = new(serde_json::json!({"name":"n","runtime":"node","zip":"not base64!"})).unwrap_err();
+        assert!(e.field == "zip" && e.message.contains("base64"), "{e}");
+        let e = new(serde_json::json!({"name":"n","runtime":"node","zip": b64(b"plain text, no zip")})).unwrap_err();
+        assert!(e.field == "zip" && e.message.contains("not a zip"), "{e}");
+        let e = new(serde_json::json!({"name":"n","runtime":"node","zip": "A".repeat(80 << 20)})).unwrap_err();
+        assert!(e.field == "zip" && e.too_large, "{e}");
+        let e = new(serde_json::json!({"name":"n","runtime":"python","files":{"../main.py":"x"}})).unwrap_err();
+        assert!(e.field == "files" && e.message.contains("\"../main.py\""), "{e}");
+    }
+
+    #[test]
+    fn a_patch_between_code_and_package_resets_the_handler_and_the_same_package_is_no_change() {
+        let f = new(serde_json::json!({"name":"a","runtime":"python","code":"def handler(e,c): return 1"})).unwrap();
+        let files = serde_json::json!({"main.py":"def handler(e, c): return 2\n"});
+        let p: FunctionPatch = serde_json::from_value(serde_json::json!({"files": files})).unwrap();
+        let (n, changed) = p.apply(&f, "t2".into()).unwrap();
+        assert!(changed && n.handler == "main.handler" && n.code.is_empty() && n.package_zip.is_some());
+        let mut stored = n.clone();
+        stored.package_zip = None;
+        let p: FunctionPatch = serde_json::from_value(serde_json::json!({"files": files})).unwrap();
+        assert!(!p.apply(&stored, "t3".into()).unwrap().1);
+        let p: FunctionPatch = serde_json::from_value(serde_json::json!({"code": "def handler(e,c): return 3"})).unwrap();
+        let (back, _) = p.apply(&stored, "t3".into()).unwrap();
+        assert!(back.package.is_none() && back.handler == "handler");
     }
 }

@@ -7,13 +7,15 @@ pub mod egress;
 pub mod execution;
 pub mod function;
 pub mod id;
+pub mod layer;
 pub mod policy;
 pub mod quota;
 pub mod runtime;
 pub mod time;
 
 pub use execution::{ErrorKind, ExecError, Execution, ExecutionStatus, Outcome, RunOf, Trigger};
-pub use function::{is_valid_name, is_valid_route, Function, FunctionPatch, FunctionSummary, NewFunction, ValidationError};
+pub use function::{is_valid_name, is_valid_route, Function, FunctionPatch, FunctionSummary, NewFunction, PackageInfo, PackageKind, ValidationError};
+pub use layer::{Layer, LayerRef};
 pub use policy::{ResourceLimits, RetryPolicy};
 pub use quota::{Quotas, Retention};
 pub use runtime::Runtime;

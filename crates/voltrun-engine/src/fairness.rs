@@ -85,16 +85,8 @@ mod tests {
             name: "f".into(),
             description: None,
             runtime: "python".into(),
-            code: "def handler(e, c):\n    return 1\n".into(),
-            handler: None,
-            memory: None,
-            timeout: None,
-            env: None,
-            route: None,
-            public: None,
-            schedule: None,
-            max_retries: None,
-            egress: Vec::new(),
+            code: Some("def handler(e, c):\n    return 1\n".into()),
+            ..Default::default()
         }
         .into_function("fn_x".into(), "u".into(), time::now())
         .unwrap()

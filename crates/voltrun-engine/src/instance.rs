@@ -79,7 +79,11 @@ pub struct Instance {
 pub struct InitParams {
     /// Environment added before the code loads (a spare instance's function variables).
     pub env: Vec<(String, String)>,
+    /// A code function's file; a package's task root.
     pub entry: PathBuf,
+    /// A package's module (`pkg.mod` in Python, `src/app` in Node); `None` for code.
+    pub module: Option<String>,
+    /// The function to call (a package's after the module's dot).
     pub handler: String,
     pub function_name: String,
     pub function_version: i64,
@@ -144,6 +148,7 @@ impl Instance {
         let frame = json!({
             "type": "init",
             "entry": init.entry,
+            "module": init.module,
             "handler": init.handler,
             "function_name": init.function_name,
             "function_version": init.function_version,

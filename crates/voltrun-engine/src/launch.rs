@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use voltrun_core::{time, ErrorKind, ExecError, Function, Outcome, ResourceLimits, Runtime};
 use voltrun_sandbox::network::{NetworkPlan, Verdict};
+use voltrun_package::{InstanceDir, InstanceFiles, Trees};
 use voltrun_sandbox::InstanceSpec;
 
 use crate::instance::{self, InitParams, Instance};
@@ -34,19 +35,24 @@ impl Engine {
         let deadline = Instant::now() + std::time::Duration::from_secs(f.timeout as u64);
         let (inst, env) = match self.take_spare(f) {
             Some(spare) => {
-                if let Err(e) = std::fs::write(spare.code_dir().join(f.runtime.entry_file()), &f.code) {
+                // The spare binds its (empty) directories already: the files appear inside.
+                if let Err(e) = self.materialise(f, spare.code_dir()).await {
                     self.retire(spare).await;
-                    return Err(fail(ExecError::new(ErrorKind::Internal, format!("writing the function's code: {e}")), Default::default()));
+                    return Err(fail(e, Default::default()));
                 }
                 (spare, function_env(f))
             }
             None => {
                 let n = self.inner.next_instance.fetch_add(1, Relaxed);
                 let dir = self.inner.cfg.data_dir.join("instances").join(format!("{}-{n}", f.id));
-                if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(dir.join(f.runtime.entry_file()), &f.code)) {
-                    return Err(fail(ExecError::new(ErrorKind::Internal, format!("writing the function's code: {e}")), Default::default()));
+                if let Err(e) = InstanceDir::create(&dir) {
+                    return Err(fail(ExecError::new(ErrorKind::Internal, format!("making the instance directory: {e}")), Default::default()));
                 }
-                let mut env = base_env(f.runtime, &self.inner.sandbox.task_root(&dir));
+                if let Err(e) = self.materialise(f, &dir).await {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(fail(e, Default::default()));
+                }
+                let mut env = base_env(f.runtime, &*self.inner.sandbox, &dir);
                 env.extend(function_env(f));
                 match self.spawn_instance(f.runtime, f.memory, dir, env, self.network_plan(f)).await {
                     Ok(inst) => (inst, Vec::new()),
@@ -55,10 +61,24 @@ impl Engine {
             }
         };
         self.inner.metrics.cold_start(f.runtime);
+        let task_root = self.inner.sandbox.task_root(inst.code_dir());
+        // A package's handler is `module.function` (validated on the way in); a code
+        // function's is the export of its one file.
+        let (entry, module, handler) = match &f.package {
+            None => (task_root.join(f.runtime.entry_file()), None, f.handler.clone()),
+            Some(_) => match voltrun_package::handler::parse(&f.handler, voltrun_core::function::language_of(f.runtime)) {
+                Ok(h) => (task_root, Some(h.module), h.function),
+                Err(e) => {
+                    self.retire(inst).await;
+                    return Err(fail(ExecError::new(ErrorKind::RuntimeError, e.to_string()), Default::default()));
+                }
+            },
+        };
         let init = InitParams {
             env,
-            entry: self.inner.sandbox.task_root(inst.code_dir()).join(f.runtime.entry_file()),
-            handler: f.handler.clone(),
+            entry,
+            module,
+            handler,
             function_name: f.name.clone(),
             function_version: f.version,
             memory_mb: f.memory,
@@ -71,6 +91,60 @@ impl Engine {
                 Err(fail(failure.error, failure.logs))
             }
         }
+    }
+
+    /// Puts `f`'s files into the instance directory `dir` (new, or a spare's, already bound):
+    /// a code function's one file, or its package's tree hard-linked from the trees of the
+    /// data directory (unpacked from the store's blob the first time on this node), and the
+    /// dependency tree and layers of [`Engine::instance_files`].
+    pub(crate) async fn materialise(&self, f: &Function, dir: &Path) -> Result<(), ExecError> {
+        let internal = |what: &str, e: &dyn std::fmt::Display| ExecError::new(ErrorKind::Internal, format!("{what}: {e}"));
+        let layout = InstanceDir::new(dir);
+        if f.package.is_none() {
+            std::fs::write(layout.task().join(f.runtime.entry_file()), &f.code).map_err(|e| internal("writing the function's code", &e))?;
+            if f.layers.is_empty() {
+                return Ok(());
+            }
+        }
+        let files = self.instance_files(f).await?;
+        let node = f.runtime == Runtime::Nodejs20;
+        tokio::task::spawn_blocking(move || layout.materialise(&files, node))
+            .await
+            .expect("materialise does not panic")
+            .map_err(|e| internal("linking the package into the instance", &e))?;
+        Ok(())
+    }
+
+    /// The trees an instance of `f` is made of: its package's (made on first use; none for a
+    /// code function, whose one file is written), its layers' in its order
+    /// ([`Engine::layer_trees`]), and, for the dependency builds of issue 15, its dependency
+    /// tree (none yet: the hook those fill in).
+    pub(crate) async fn instance_files(&self, f: &Function) -> Result<InstanceFiles, ExecError> {
+        let task = match &f.package {
+            Some(p) => Some(self.package_tree(&p.sha256).await?),
+            None => None,
+        };
+        Ok(InstanceFiles { task, deps: None, opt: self.layer_trees(f).await? })
+    }
+
+    /// The unpacked tree of the package blob `sha` on this node, unpacked from the store
+    /// the first time (concurrent first uses each unpack; one tree is kept).
+    pub(crate) async fn package_tree(&self, sha: &str) -> Result<PathBuf, ExecError> {
+        let trees = Trees::new(&self.inner.cfg.data_dir);
+        if trees.has(sha) {
+            return Ok(trees.path(sha));
+        }
+        let internal = |what: &str, e: &dyn std::fmt::Display| ExecError::new(ErrorKind::Internal, format!("{what}: {e}"));
+        let zip = match self.inner.store.get_blob(sha).await {
+            Ok(Some(zip)) => zip,
+            Ok(None) => return Err(ExecError::new(ErrorKind::Internal, format!("the package {sha} is missing from the store"))),
+            Err(e) => return Err(internal("reading the package", &e)),
+        };
+        let sha = sha.to_string();
+        tokio::task::spawn_blocking(move || trees.ensure(&sha, |dest| voltrun_package::unpack_zip(&zip, dest, &voltrun_package::Limits::zip()).map(drop)))
+            .await
+            .expect("unpacking does not panic")
+            .map_err(|e| internal("unpacking the package", &e))
     }
 
     /// Starts a runtime process in the sandbox with `dir` as its code directory; it waits for
@@ -129,15 +203,23 @@ impl Engine {
     }
 }
 
-/// Variables every instance of a runtime gets, whatever its function.
-pub(crate) fn base_env(runtime: Runtime, task_root: &Path) -> Vec<(String, String)> {
+/// Variables every instance of a runtime gets, whatever its function: with the instance's
+/// view of its task, deps and opt directories (the process tier sees the host paths).
+pub(crate) fn base_env(runtime: Runtime, sandbox: &dyn voltrun_sandbox::Sandbox, dir: &Path) -> Vec<(String, String)> {
+    let opt = sandbox.opt_root(dir);
     let mut env = vec![
         ("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string()),
         ("HOME".to_string(), "/tmp".to_string()),
         ("LANG".to_string(), "C.UTF-8".to_string()),
         ("TZ".to_string(), "UTC".to_string()),
-        ("LAMBDA_TASK_ROOT".to_string(), task_root.display().to_string()),
+        ("LAMBDA_TASK_ROOT".to_string(), sandbox.task_root(dir).display().to_string()),
+        ("VOLTRUN_DEPS_ROOT".to_string(), sandbox.deps_root(dir).display().to_string()),
+        ("VOLTRUN_OPT_ROOT".to_string(), opt.display().to_string()),
     ];
+    if runtime == Runtime::Nodejs20 {
+        // Layers' modules (Lambda's /opt/nodejs/node_modules); read when node starts.
+        env.push(("NODE_PATH".to_string(), opt.join("nodejs/node_modules").display().to_string()));
+    }
     if runtime == Runtime::Python311 {
         env.push(("PYTHONUNBUFFERED".to_string(), "1".to_string()));
         env.push(("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()));
@@ -146,9 +228,9 @@ pub(crate) fn base_env(runtime: Runtime, task_root: &Path) -> Vec<(String, Strin
 }
 
 /// A function's own variables and Lambda's: nothing of the server's. The base variables
-/// (PATH, HOME, LANG, TZ, LAMBDA_TASK_ROOT) cannot be overridden.
+/// (PATH, HOME, LANG, TZ, LAMBDA_TASK_ROOT, NODE_PATH) cannot be overridden.
 fn function_env(f: &Function) -> Vec<(String, String)> {
-    const BASE: [&str; 5] = ["PATH", "HOME", "LANG", "TZ", "LAMBDA_TASK_ROOT"];
+    const BASE: [&str; 6] = ["PATH", "HOME", "LANG", "TZ", "LAMBDA_TASK_ROOT", "NODE_PATH"];
     let mut env: Vec<(String, String)> = f.env.iter().filter(|(k, _)| !BASE.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
     env.extend([
         ("AWS_LAMBDA_FUNCTION_NAME".to_string(), f.name.clone()),

@@ -27,6 +27,7 @@
 //! | `pool` | warm instances per function, the per-function slots and queue |
 //! | `spares` | pre-started instances per runtime |
 //! | `launch` | starting an instance: code dir, environment, limits, spawn, init |
+//! | `layers` | the unpacked trees of a function's layers, for the launch |
 //! | [`instance`] | one instance: its protocol frames, its log task, its process |
 //! | `follow` | live logs, execution watches, log-stream places |
 //! | `quota`, `counts` | runs in flight per user; counts by key held by guards |
@@ -38,6 +39,7 @@ mod counts;
 mod engine;
 mod error;
 mod fairness;
+mod layers;
 mod follow;
 pub mod instance;
 mod invocation;

@@ -135,10 +135,10 @@ impl Engine {
             tokio::spawn(async move {
                 let n = engine.inner.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let dir = engine.inner.cfg.data_dir.join("instances").join(format!("spare-{}-{n}", runtime.id()));
-                if std::fs::create_dir_all(&dir).is_err() {
+                if voltrun_package::InstanceDir::create(&dir).is_err() {
                     return; // the place goes with `place`
                 }
-                let env = base_env(runtime, &engine.inner.sandbox.task_root(&dir));
+                let env = base_env(runtime, &*engine.inner.sandbox, &dir);
                 let network = networked.then(|| Arc::new(NetworkPlan { function: String::new(), policy: Default::default(), on_event: None }));
                 if let Ok(inst) = engine.spawn_instance(runtime, DEFAULT_MEMORY_MB, dir, env, network).await {
                     engine.inner.spares.shelve(place, inst);

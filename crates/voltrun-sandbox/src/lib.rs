@@ -44,7 +44,9 @@ pub struct InstanceSpec {
     pub argv: Vec<String>,
     /// The complete environment; nothing of the server's is inherited.
     pub env: Vec<(String, String)>,
-    /// Host directory with the function's code; the instance's working directory.
+    /// The instance directory (`voltrun_package::InstanceDir`): its `task/` is the function's
+    /// code and the working directory (`/var/task`), `deps/` its dependencies (`/var/deps`),
+    /// `opt/` its layers (`/opt`), all read-only inside.
     pub code_dir: PathBuf,
     /// Host paths the runtime needs to read (the interpreter's prefix), seen at the same path.
     pub runtime_paths: Vec<PathBuf>,
@@ -129,9 +131,18 @@ pub trait Sandbox: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Starts an instance. Blocking, short (fork/exec and setup).
     fn spawn(&self, spec: &InstanceSpec) -> Result<Spawned, SandboxError>;
-    /// Where the instance sees the code directory (its `LAMBDA_TASK_ROOT`).
+    /// Where the instance sees its `task/` (its `LAMBDA_TASK_ROOT`); without isolation, the
+    /// host path.
     fn task_root(&self, code_dir: &std::path::Path) -> PathBuf {
-        code_dir.to_path_buf()
+        voltrun_package::InstanceDir::new(code_dir).task()
+    }
+    /// Where the instance sees its `deps/`.
+    fn deps_root(&self, code_dir: &std::path::Path) -> PathBuf {
+        voltrun_package::InstanceDir::new(code_dir).deps()
+    }
+    /// Where the instance sees its `opt/` (the layers).
+    fn opt_root(&self, code_dir: &std::path::Path) -> PathBuf {
+        voltrun_package::InstanceDir::new(code_dir).opt()
     }
     /// Where the instance sees the bootstrap directory.
     fn bootstrap_root(&self, bootstrap_dir: &std::path::Path) -> PathBuf {

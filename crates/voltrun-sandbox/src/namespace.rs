@@ -67,6 +67,14 @@ impl Sandbox for NamespaceSandbox {
         PathBuf::from(TASK_ROOT)
     }
 
+    fn deps_root(&self, _code_dir: &Path) -> PathBuf {
+        PathBuf::from(crate::root::DEPS_ROOT)
+    }
+
+    fn opt_root(&self, _code_dir: &Path) -> PathBuf {
+        PathBuf::from(crate::root::OPT_ROOT)
+    }
+
     fn bootstrap_root(&self, _bootstrap_dir: &Path) -> PathBuf {
         PathBuf::from(BOOTSTRAP_ROOT)
     }

@@ -7,7 +7,7 @@
 //!
 //! The bundle composes the same root as the namespace tier: read-only binds of the host's
 //! runtime files, the code at `/var/task` (a live bind: a spare instance gets its code
-//! later), the bootstraps at `/opt/voltrun`, a size-limited `/tmp`, `/proc`, a minimal `/dev`
+//! later), the bootstraps at `/var/runtime`, a size-limited `/tmp`, `/proc`, a minimal `/dev`
 //! and a generated `/etc`; the process runs as uid 1000 with no capabilities,
 //! `noNewPrivileges`, rlimits and a seccomp filter generated from [`seccomp::POLICY`].
 //!
@@ -209,6 +209,14 @@ impl Sandbox for OciSandbox {
 
     fn task_root(&self, _code_dir: &Path) -> PathBuf {
         PathBuf::from(TASK_ROOT)
+    }
+
+    fn deps_root(&self, _code_dir: &Path) -> PathBuf {
+        PathBuf::from(crate::root::DEPS_ROOT)
+    }
+
+    fn opt_root(&self, _code_dir: &Path) -> PathBuf {
+        PathBuf::from(crate::root::OPT_ROOT)
     }
 
     fn bootstrap_root(&self, _bootstrap_dir: &Path) -> PathBuf {

@@ -46,7 +46,7 @@ impl Sandbox for ProcessSandbox {
         cmd.args(&spec.argv[1..])
             .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&spec.code_dir)
+            .current_dir(voltrun_package::InstanceDir::new(&spec.code_dir).task())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_w))
             .stderr(Stdio::from(log_w2));

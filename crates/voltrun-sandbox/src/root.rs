@@ -13,9 +13,14 @@ use crate::{InstanceSpec, ResourceLimits};
 /// The uid/gid functions run as inside.
 pub const FUNCTION_UID: u32 = 1000;
 /// Where the function's code appears inside.
-pub const TASK_ROOT: &str = "/var/task";
-/// Where the runtime bootstraps appear inside.
-pub const BOOTSTRAP_ROOT: &str = "/opt/voltrun";
+pub const TASK_ROOT: &str = voltrun_package::layout::TASK_ROOT;
+/// Where the dependency tree appears inside.
+pub const DEPS_ROOT: &str = voltrun_package::layout::DEPS_ROOT;
+/// Where the layers appear inside.
+pub const OPT_ROOT: &str = voltrun_package::layout::OPT_ROOT;
+/// Where the runtime bootstraps appear inside (Lambda's runtime directory; `/opt` is the
+/// layers').
+pub const BOOTSTRAP_ROOT: &str = "/var/runtime";
 /// Host paths every instance gets read-only, when they exist.
 const SYSTEM_PATHS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cache", "/etc/ssl/certs", "/etc/ca-certificates"];
 /// Devices every instance gets (the host's, bound in the namespace tier; the OCI runtimes
@@ -152,7 +157,15 @@ impl InstanceRoot {
                 binds.push(Bind { target: p.clone(), source: p, dir: meta.is_dir() });
             }
         }
-        binds.push(Bind { source: spec.code_dir.clone(), target: TASK_ROOT.into(), dir: true });
+        // The instance directory's task/, deps/ and opt/ (voltrun_package::layout), bound
+        // whole so that files linked in later (a spare's) appear inside.
+        for (source, target) in voltrun_package::InstanceDir::new(&spec.code_dir).binds() {
+            if target == OPT_ROOT && binds.iter().any(|b| b.target.starts_with(OPT_ROOT)) {
+                tracing::warn!(runtime = ?spec.runtime_paths, "the runtime lives under /opt: the instance gets no layers");
+                continue;
+            }
+            binds.push(Bind { source, target: target.into(), dir: true });
+        }
         binds.push(Bind { source: spec.bootstrap_dir.clone(), target: BOOTSTRAP_ROOT.into(), dir: true });
         let l = &spec.limits;
         InstanceRoot {
@@ -232,7 +245,9 @@ mod tests {
     fn the_root_binds_code_and_bootstraps_last_and_skips_what_is_covered_or_missing() {
         let root = InstanceRoot::of(&spec());
         let n = root.binds.len();
-        assert_eq!(root.binds[n - 2], Bind { source: "/data/functions/f1".into(), target: TASK_ROOT.into(), dir: true });
+        assert_eq!(root.binds[n - 4], Bind { source: "/data/functions/f1/task".into(), target: TASK_ROOT.into(), dir: true });
+        assert_eq!(root.binds[n - 3], Bind { source: "/data/functions/f1/deps".into(), target: DEPS_ROOT.into(), dir: true });
+        assert_eq!(root.binds[n - 2], Bind { source: "/data/functions/f1/opt".into(), target: OPT_ROOT.into(), dir: true });
         assert_eq!(root.binds[n - 1].target, Path::new(BOOTSTRAP_ROOT));
         assert!(root.binds.iter().all(|b| b.source != Path::new("/usr/lib") && b.source != Path::new("/nonexistent/runtime")));
         assert!(root.binds.iter().any(|b| b.source == Path::new("/usr") && b.dir));

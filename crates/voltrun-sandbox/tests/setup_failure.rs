@@ -88,7 +88,7 @@ fn assert_no_cgroup_left() {
 fn a_failed_init_step_names_the_step_and_no_host_path(dir: &Path) {
     let sandbox = NamespaceSandbox::new().expect("the namespace tier (needs root and cgroups)");
     let code = dir.join("code");
-    std::fs::create_dir_all(&code).unwrap();
+    voltrun_package::InstanceDir::create(&code).unwrap();
     let missing = dir.join("no-such-bootstraps");
     let e = spawn_error(&sandbox, &spec(code.clone(), missing.clone()));
     assert_user_safe(&e, Step::OpenBindSources, &missing);
@@ -103,7 +103,7 @@ fn a_failed_init_step_names_the_step_and_no_host_path(dir: &Path) {
 fn a_failed_server_step_names_the_step_and_no_host_path(dir: &Path) {
     let sandbox = OciSandbox::new(Runtime::Runc, None, dir).expect("the container tier (needs root, cgroups and runc: apt-get install runc)");
     let code = dir.join("code");
-    std::fs::create_dir_all(&code).unwrap();
+    voltrun_package::InstanceDir::create(&code).unwrap();
     let in_the_way = dir.join("code.oci");
     std::fs::write(&in_the_way, b"not a directory").unwrap();
     let e = spawn_error(&sandbox, &spec(code, dir.to_path_buf()));

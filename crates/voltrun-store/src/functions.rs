@@ -1,7 +1,7 @@
 //! Functions: the records, their lists (never with code), the scheduler's view, and the
 //! per-user quotas on how many a user has and how much code they hold.
 
-use voltrun_core::{Function, FunctionSummary, Quotas, Runtime};
+use voltrun_core::{Function, FunctionSummary, PackageInfo, Quotas, Runtime};
 
 use crate::{conflict_or, get_i64, get_opt_str, get_str, Dialect, Result, Store, StoreError};
 
@@ -28,15 +28,27 @@ fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
         schedule: get_opt_str(row, "schedule")?,
         max_retries: get_i64(row, "max_retries")? as u32,
         egress: egress_from(row)?,
+        package: package_from(row)?,
+        package_zip: None,
+        layers: layers_from(row)?,
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
     })
 }
 
+/// The `package` column: [`PackageInfo`] as JSON, NULL for code functions (migrations/0008).
+fn package_from(row: &sqlx::any::AnyRow) -> Result<Option<PackageInfo>> {
+    get_opt_str(row, "package")?.map(|p| serde_json::from_str(&p).map_err(|e| StoreError::Corrupt(format!("package: {e}")))).transpose()
+}
+
+fn package_json(f: &Function) -> Option<String> {
+    f.package.as_ref().map(|p| serde_json::to_string(p).expect("package info serialises"))
+}
+
 /// Every column of a function but its code: what lists read.
 const SUMMARY_COLUMNS: &str =
-    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, egress, version, created_at, updated_at";
+    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, egress, package, layers, version, created_at, updated_at";
 
 fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
     let runtime = get_str(row, "runtime")?;
@@ -57,6 +69,8 @@ fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
         schedule: get_opt_str(row, "schedule")?,
         max_retries: get_i64(row, "max_retries")? as u32,
         egress: egress_from(row)?,
+        package: package_from(row)?,
+        layers: layers_from(row)?,
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
@@ -99,6 +113,16 @@ fn egress_json(f: &Function) -> String {
     serde_json::to_string(&f.egress).expect("a string list serialises")
 }
 
+/// The `layers` column: a JSON list of `name:version` (migrations/0011).
+fn layers_json(f: &Function) -> String {
+    serde_json::to_string(&f.layers).expect("a string list serialises")
+}
+
+fn layers_from(row: &sqlx::any::AnyRow) -> Result<Vec<String>> {
+    let layers = get_str(row, "layers")?;
+    serde_json::from_str(&layers).map_err(|e| StoreError::Corrupt(format!("layers: {e}")))
+}
+
 fn egress_from(row: &sqlx::any::AnyRow) -> Result<Vec<String>> {
     let egress = get_str(row, "egress")?;
     serde_json::from_str(&egress).map_err(|e| StoreError::Corrupt(format!("egress: {e}")))
@@ -134,6 +158,11 @@ fn route_overlap(user: &str, route: &str) -> String {
     )
 }
 
+/// The bytes of the user `$2`'s (or `$1`'s) layers, which count against the code quota with
+/// their functions' code (migrations/0011).
+pub(crate) const LAYER_BYTES_OF_2: &str = "(SELECT COALESCE(SUM(size), 0) FROM layers WHERE user_id = $2)";
+pub(crate) const LAYER_BYTES_OF_1: &str = "(SELECT COALESCE(SUM(size), 0) FROM layers WHERE user_id = $1)";
+
 /// The key of the PostgreSQL advisory lock that serialises route writes across nodes.
 const ROUTE_LOCK: i64 = 0x766f_6c74_7275_6e01;
 
@@ -147,25 +176,31 @@ impl Store {
     pub async fn insert_function(&self, f: &Function, quotas: &Quotas) -> Result<()> {
         let sql = format!(
             "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version,
-             updated_at, created_at, schedule, max_retries, code_bytes, egress)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21
+             updated_at, created_at, schedule, max_retries, code_bytes, egress, package_sha256, package, layers)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21, $22, $23, $24
              WHERE (SELECT COUNT(*) FROM functions WHERE user_id = $2) < $19
-             AND (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2) + $18 <= $20
+             AND (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2) + {LAYER_BYTES_OF_2} + $18 <= $20
              AND NOT {}",
             route_overlap("$2", "$11")
         );
         let env = env_json(f);
         let egress = egress_json(f);
+        let package = package_json(f);
+        let layers = layers_json(f);
         let mut tx = self.user_write(&f.user_id).await?;
         self.lock_routes(&mut tx, f).await?;
+        self.put_package_in(&mut tx, f).await?;
         let r = bind_fields(sqlx::query(&sql), f, &env)
             .bind(&f.created_at)
             .bind(&f.schedule)
             .bind(f.max_retries as i64)
-            .bind(f.code.len() as i64)
+            .bind(f.code_bytes() as i64)
             .bind(Quotas::bound(quotas.functions))
             .bind(Quotas::bound(quotas.code_bytes))
             .bind(&egress)
+            .bind(f.package.as_ref().map(|p| p.sha256.as_str()))
+            .bind(&package)
+            .bind(&layers)
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
@@ -180,7 +215,7 @@ impl Store {
             if quotas.functions > 0 && n >= quotas.functions as i64 {
                 return Err(StoreError::Quota(format!("this account has {n} functions, the most its quota allows ({}); delete one to create another", quotas.functions)));
             }
-            return Err(code_quota(bytes, f.code.len(), quotas.code_bytes));
+            return Err(code_quota(bytes, f.code_bytes(), quotas.code_bytes));
         }
         tx.commit().await?;
         Ok(())
@@ -204,23 +239,29 @@ impl Store {
         let sql = format!(
             "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
              env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17, code_bytes = $18,
-             egress = $20
+             egress = $20, package_sha256 = $21, package = $22, layers = $23
              WHERE id = $1 AND user_id = $2 AND version = $15
-             AND ($18 <= code_bytes OR (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2 AND id <> $1) + $18 <= $19)
+             AND ($18 <= code_bytes OR (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2 AND id <> $1) + {LAYER_BYTES_OF_2} + $18 <= $19)
              AND NOT {}",
             route_overlap("$2", "$11")
         );
         let env = env_json(f);
         let egress = egress_json(f);
+        let package = package_json(f);
+        let layers = layers_json(f);
         let mut tx = self.user_write(&f.user_id).await?;
         self.lock_routes(&mut tx, f).await?;
+        self.put_package_in(&mut tx, f).await?;
         let r = bind_fields(sqlx::query(&sql), f, &env)
             .bind(expected_version)
             .bind(&f.schedule)
             .bind(f.max_retries as i64)
-            .bind(f.code.len() as i64)
+            .bind(f.code_bytes() as i64)
             .bind(Quotas::bound(quotas.code_bytes))
             .bind(&egress)
+            .bind(f.package.as_ref().map(|p| p.sha256.as_str()))
+            .bind(&package)
+            .bind(&layers)
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
@@ -234,7 +275,7 @@ impl Store {
             let still = row.map(|r| Ok::<_, StoreError>((get_i64(&r, "version")?, get_i64(&r, "code_bytes")?))).transpose()?;
             if let Some((_, old_bytes)) = still.filter(|(v, _)| *v == expected_version) {
                 let (_, bytes) = self.function_usage(&mut tx, &f.user_id).await?;
-                return Err(code_quota(bytes - old_bytes, f.code.len(), quotas.code_bytes));
+                return Err(code_quota(bytes - old_bytes, f.code_bytes(), quotas.code_bytes));
             }
             return Ok(false);
         }
@@ -264,7 +305,7 @@ impl Store {
     /// (functions, bytes of code) the user has.
     async fn function_usage(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str) -> Result<(i64, i64)> {
         let row =
-            sqlx::query("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(code_bytes), 0) AS BIGINT) AS bytes FROM functions WHERE user_id = $1").bind(user_id).fetch_one(&mut **tx).await?;
+            sqlx::query(&format!("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(code_bytes), 0) + {} AS BIGINT) AS bytes FROM functions WHERE user_id = $1", LAYER_BYTES_OF_1)).bind(user_id).fetch_one(&mut **tx).await?;
         Ok((get_i64(&row, "n")?, get_i64(&row, "bytes")?))
     }
 
@@ -380,9 +421,9 @@ impl Store {
 
 /// The refusal of code that would take a user holding `others` bytes (in their other
 /// functions) past `limit`.
-fn code_quota(others: i64, new: usize, limit: u64) -> StoreError {
+fn code_quota(others: i64, new: u64, limit: u64) -> StoreError {
     StoreError::Quota(format!(
         "this code ({new} bytes) would take the account's code to {} bytes, over its quota of {limit} bytes; delete or shrink other functions first",
-        others.max(0) as u64 + new as u64
+        others.max(0) as u64 + new
     ))
 }

@@ -11,15 +11,19 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod blobs;
 mod executions;
 pub(crate) mod functions;
+mod layers;
 mod retention;
 mod secrets;
 mod users;
 mod writer;
 
+pub use blobs::BLOB_CHUNK_BYTES;
 pub use executions::{ClaimSkip, ExecutionFilter, HourBucket, NewRun, Stats};
 pub use functions::{ScheduledFunction, SchedulesFingerprint};
+pub use layers::{DeleteLayer, NewLayer};
 pub use retention::RetentionCursor;
 pub use users::{ApiKey, KeyOwner, User};
 pub use writer::PendingWrite;

@@ -115,7 +115,7 @@ struct QuotaArgs {
     /// Functions one user may have (0 = unlimited).
     #[arg(long, env = "VOLTRUN_QUOTA_FUNCTIONS", default_value_t = voltrun_core::Quotas::default().functions)]
     quota_functions: u64,
-    /// Bytes of code summed over one user's functions (0 = unlimited).
+    /// Bytes of code summed over one user's functions and layers (0 = unlimited).
     #[arg(long, env = "VOLTRUN_QUOTA_CODE_BYTES", default_value_t = voltrun_core::Quotas::default().code_bytes)]
     quota_code_bytes: u64,
     /// API keys one user may have (0 = unlimited).

@@ -6,7 +6,8 @@ use super::Ctx;
 use crate::args::{runtime_for, FunctionFlags, FunctionsCommand};
 use crate::client::{seg, Api};
 use crate::error::{CliError, Result};
-use crate::output::{age, bytes, fields, now_unix, table, timestamp, Cell, Style};
+use crate::output::{age, bytes, duration, fields, now_unix, table, timestamp, Cell, Spinner, Style};
+use crate::package;
 
 /// Runs one `functions` subcommand.
 pub fn run(ctx: &Ctx, cmd: FunctionsCommand) -> Result<()> {
@@ -17,6 +18,7 @@ pub fn run(ctx: &Ctx, cmd: FunctionsCommand) -> Result<()> {
         FunctionsCommand::Get { name, code } => get(ctx, &name, code),
         FunctionsCommand::Update { name, rename, flags } => update(ctx, &name, rename, &flags),
         FunctionsCommand::Delete { name } => delete(ctx, &name),
+        FunctionsCommand::Build { name, follow } => build(ctx, &name, follow),
     }
 }
 
@@ -28,8 +30,8 @@ fn not_found(name: &str) -> impl FnOnce() -> String + '_ {
     move || format!("function {name:?} not found; see `voltrun functions list`")
 }
 
-/// The request body for the given flags. `creating` fills the runtime from the file's
-/// extension when it is not given.
+/// The request body for the given flags. `infer_runtime` fills the runtime from the file's
+/// extension (or the directory's files) when it is not given. `--dir` is zipped here.
 pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String, Value>> {
     let mut b = Map::new();
     if let Some(file) = &flags.file {
@@ -37,9 +39,14 @@ pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String,
         let code = String::from_utf8(bytes).map_err(|_| CliError::usage(format!("{} is not UTF-8 text", file.display())))?;
         b.insert("code".into(), code.into());
     }
-    let runtime = match (&flags.runtime, &flags.file) {
-        (Some(r), _) => Some(r.clone()),
-        (None, Some(f)) if infer_runtime => runtime_for(f).map(str::to_string),
+    if let Some(dir) = &flags.dir {
+        let z = package::zip_dir(dir)?;
+        b.insert("zip".into(), package::base64(&z.bytes).into());
+    }
+    let runtime = match (&flags.runtime, &flags.file, &flags.dir) {
+        (Some(r), _, _) => Some(r.clone()),
+        (None, Some(f), _) if infer_runtime => runtime_for(f).map(str::to_string),
+        (None, _, Some(d)) if infer_runtime => package::runtime_of_dir(d).map(str::to_string),
         _ => None,
     };
     if let Some(r) = runtime {
@@ -81,6 +88,14 @@ pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String,
     } else if flags.no_egress {
         b.insert("egress".into(), json!([]));
     }
+    if !flags.layers.is_empty() {
+        for l in &flags.layers {
+            crate::args::parse_layer_ref(l)?;
+        }
+        b.insert("layers".into(), flags.layers.clone().into());
+    } else if flags.no_layers {
+        b.insert("layers".into(), json!([]));
+    }
     if let Some(d) = &flags.description {
         b.insert("description".into(), d.clone().into());
     }
@@ -88,12 +103,13 @@ pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String,
 }
 
 fn create_body(name: &str, flags: &FunctionFlags) -> Result<Map<String, Value>> {
-    if flags.file.is_none() {
-        return Err(CliError::usage("--file is required: the handler's source file"));
+    if flags.file.is_none() && flags.dir.is_none() {
+        return Err(CliError::usage("--file or --dir is required: the handler's source file, or the package's directory"));
     }
     let mut b = body_of(flags, true)?;
     if !b.contains_key("runtime") {
-        return Err(CliError::usage("--runtime is required (python3.11 or nodejs20): it cannot be told from the file's extension"));
+        let what = if flags.dir.is_some() { "the directory's files (requirements.txt or main.py, package.json or index.js)" } else { "the file's extension" };
+        return Err(CliError::usage(format!("--runtime is required (python3.11 or nodejs20): it cannot be told from {what}")));
     }
     b.insert("name".into(), name.into());
     Ok(b)
@@ -106,22 +122,27 @@ fn route_line(ctx: &Ctx, api: &Api, f: &Value) {
     }
 }
 
+fn report_created(ctx: &Ctx, api: &Api, name: &str, f: &Value) {
+    if ctx.out.json {
+        ctx.out.print_json(f);
+    } else {
+        println!("Created function {} ({}, version {}).", ctx.out.paint(name, Style::Bold), f["runtime"].as_str().unwrap_or("?"), f["version"]);
+        route_line(ctx, api, f);
+    }
+}
+
 fn create(ctx: &Ctx, name: &str, flags: &FunctionFlags) -> Result<()> {
     let body = create_body(name, flags)?;
     let mut api = ctx.api()?;
     let f = api.post("/api/functions", &Value::Object(body))?;
-    if ctx.out.json {
-        ctx.out.print_json(&f);
-    } else {
-        println!("Created function {} ({}, version {}).", ctx.out.paint(name, Style::Bold), f["runtime"].as_str().unwrap_or("?"), f["version"]);
-        route_line(ctx, &api, &f);
-    }
+    let f = settle(ctx, &mut api, name, f, flags.no_wait)?;
+    report_created(ctx, &api, name, &f);
     Ok(())
 }
 
 fn deploy(ctx: &Ctx, name: &str, flags: &FunctionFlags) -> Result<()> {
-    if flags.file.is_none() {
-        return Err(CliError::usage("--file is required: the handler's source file"));
+    if flags.file.is_none() && flags.dir.is_none() {
+        return Err(CliError::usage("--file or --dir is required: the handler's source file, or the package's directory"));
     }
     let mut api = ctx.api()?;
     let existing = match api.get(&path(name), &[]) {
@@ -132,20 +153,118 @@ fn deploy(ctx: &Ctx, name: &str, flags: &FunctionFlags) -> Result<()> {
     let Some(old) = existing else {
         let body = create_body(name, flags)?;
         let f = api.post("/api/functions", &Value::Object(body))?;
-        if ctx.out.json {
-            ctx.out.print_json(&f);
-        } else {
-            println!("Created function {} ({}, version {}).", ctx.out.paint(name, Style::Bold), f["runtime"].as_str().unwrap_or("?"), f["version"]);
-            route_line(ctx, &api, &f);
-        }
+        let f = settle(ctx, &mut api, name, f, flags.no_wait)?;
+        report_created(ctx, &api, name, &f);
         return Ok(());
     };
     // Address it by id from here on, so a function called `test` works too.
     let id = old["id"].as_str().unwrap_or(name).to_string();
     let body = body_of(flags, true)?;
     let f = api.put(&path(&id), &Value::Object(body)).map_err(|e| e.not_found_as(not_found(name)))?;
+    let f = settle(ctx, &mut api, name, f, flags.no_wait)?;
     report_update(ctx, &api, name, &old, &f);
     Ok(())
+}
+
+/// True when the function's answer says a dependency build is under way: its first
+/// (`state: pending`) or an update's (`last_update_status: in_progress`).
+pub fn building(f: &Value) -> bool {
+    f["state"] == "pending" || f["last_update_status"] == "in_progress"
+}
+
+/// Follows the build the answer `f` says is running (unless `no_wait`), then returns the
+/// function as it is after it; a failed build prints its log and is [`CliError::BuildFailed`].
+fn settle(ctx: &Ctx, api: &mut Api, name: &str, f: Value, no_wait: bool) -> Result<Value> {
+    if !building(&f) {
+        return Ok(f);
+    }
+    let id = f["id"].as_str().unwrap_or(name).to_string();
+    if no_wait {
+        ctx.out.note(&format!("Building dependencies; follow with: voltrun functions build {name} --follow"));
+        return Ok(f);
+    }
+    let build = follow_build(ctx, api, &id, name)?;
+    let reason = || build["reason"].as_str().unwrap_or("no reason given").to_string();
+    if build["status"] != "success" {
+        return Err(CliError::BuildFailed { reason: reason() });
+    }
+    api.get(&path(&id), &[]).map_err(|e| e.not_found_as(not_found(name)))
+}
+
+/// How many times a broken build stream is reopened before the build is polled instead.
+const STREAM_TRIES: u32 = 3;
+/// Polls of a build after its stream broke, one a second (longer than the longest build).
+const BUILD_POLLS: u32 = 20 * 60;
+
+/// Follows `GET /api/functions/{id}/build?follow=true` to its end: a spinner on a terminal,
+/// plain lines otherwise; on failure the build's log goes to stderr. Returns the build.
+pub fn follow_build(ctx: &Ctx, api: &mut Api, id: &str, name: &str) -> Result<Value> {
+    let build_path = format!("{}/build", path(id));
+    let plain = !ctx.out.stderr_tty || ctx.out.json;
+    if plain && !ctx.out.json {
+        eprintln!("Building dependencies of {name}…");
+    }
+    let started = std::time::Instant::now();
+    let mut log = String::new();
+    let mut end: Option<Value> = None;
+    {
+        let _spinner = (!plain).then(|| Spinner::start(&ctx.out, &format!("Building dependencies of {name}")));
+        for _ in 0..STREAM_TRIES {
+            log.clear();
+            let events = match api.stream(&build_path, &[("follow", "true".to_string())]) {
+                Ok(ev) => ev,
+                Err(CliError::Api { status: 404, .. }) => break,
+                Err(e) => return Err(e),
+            };
+            for ev in events {
+                let Ok(ev) = ev else { break };
+                let data: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
+                match ev.event.as_str() {
+                    "log" => log.push_str(data["text"].as_str().unwrap_or("")),
+                    "end" => {
+                        end = Some(data);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            if end.is_some() {
+                break;
+            }
+        }
+        if end.is_none() {
+            for _ in 0..BUILD_POLLS {
+                let b = api.get(&build_path, &[])?;
+                if b["status"] != "building" {
+                    log = b["logs"].as_str().unwrap_or("").to_string();
+                    end = Some(b);
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+    let Some(build) = end else {
+        return Err(CliError::BadResponse { server: api.server().to_string(), detail: "the build did not end while it was followed".into() });
+    };
+    let took = build["duration_ms"].as_f64().map_or_else(|| format!("{:.1}s", started.elapsed().as_secs_f64()), |ms| duration(&json!(ms)));
+    if build["status"] == "success" {
+        if !ctx.out.json {
+            let cached = if build["cached"] == true { " (from the cache)" } else { "" };
+            eprintln!("{} Built dependencies in {took}{cached}.", ctx.out.paint_err("✓", Style::Green));
+        }
+    } else {
+        let text = if log.is_empty() { build["logs"].as_str().unwrap_or("").to_string() } else { log };
+        eprintln!("{} The build of {name} failed after {took}. Its log:", ctx.out.paint_err("✗", Style::Red));
+        eprint!("{text}");
+        if !text.ends_with('\n') {
+            eprintln!();
+        }
+        if build["logs_truncated"] == true {
+            eprintln!("(the log was cut at its limit)");
+        }
+    }
+    Ok(build)
 }
 
 fn report_update(ctx: &Ctx, api: &Api, name: &str, old: &Value, new: &Value) {
@@ -266,13 +385,55 @@ fn update(ctx: &Ctx, name: &str, rename: Option<String>, flags: &FunctionFlags) 
         body.insert("name".into(), n.into());
     }
     if body.is_empty() {
-        return Err(CliError::usage("nothing to change: give at least one flag, e.g. --file, --memory, --env or --egress"));
+        return Err(CliError::usage("nothing to change: give at least one flag, e.g. --file, --dir, --memory, --env, --egress or --layer"));
     }
     let mut api = ctx.api()?;
     let old = api.get(&path(name), &[]).map_err(|e| e.not_found_as(not_found(name)))?;
     let id = old["id"].as_str().unwrap_or(name).to_string();
     let f = api.put(&path(&id), &Value::Object(body)).map_err(|e| e.not_found_as(not_found(name)))?;
+    let f = settle(ctx, &mut api, name, f, flags.no_wait)?;
     report_update(ctx, &api, name, &old, &f);
+    Ok(())
+}
+
+fn build(ctx: &Ctx, name: &str, follow: bool) -> Result<()> {
+    let mut api = ctx.api()?;
+    let f = api.get(&path(name), &[]).map_err(|e| e.not_found_as(not_found(name)))?;
+    let id = f["id"].as_str().unwrap_or(name).to_string();
+    let no_build = || format!("function {name:?} has had no build (only packages with requirements.txt or package.json dependencies build)");
+    let b = api.get(&format!("{}/build", path(&id)), &[]).map_err(|e| e.not_found_as(no_build))?;
+    let b = if follow && b["status"] == "building" { follow_build(ctx, &mut api, &id, name)? } else { b };
+    if ctx.out.json {
+        ctx.out.print_json(&b);
+    } else if !(follow && b["status"] == "failed") {
+        let text = |k: &str| b[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
+        print!(
+            "{}",
+            fields(
+                &[
+                    ("build", text("id")),
+                    ("status", text("status")),
+                    ("reason", text("reason")),
+                    ("version", b["function_version"].to_string()),
+                    ("cached", b["cached"].to_string()),
+                    ("started", timestamp(&b["started_at"])),
+                    ("took", duration(&b["duration_ms"])),
+                ],
+                ctx.out.color
+            )
+        );
+        let logs = b["logs"].as_str().unwrap_or("");
+        if !logs.is_empty() {
+            println!();
+            print!("{logs}");
+            if !logs.ends_with('\n') {
+                println!();
+            }
+        }
+    }
+    if b["status"] == "failed" {
+        return Err(CliError::BuildFailed { reason: b["reason"].as_str().unwrap_or("no reason given").to_string() });
+    }
     Ok(())
 }
 
@@ -323,7 +484,7 @@ mod tests {
         std::fs::write(&txt, "x").unwrap();
         let e = create_body("hi", &FunctionFlags { file: Some(txt), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("--runtime is required"), "{e}");
-        assert!(create_body("hi", &FunctionFlags::default()).unwrap_err().to_string().contains("--file is required"));
+        assert!(create_body("hi", &FunctionFlags::default()).unwrap_err().to_string().contains("--file or --dir is required"));
         let e = create_body("hi", &FunctionFlags { file: Some(dir.join("missing.py")), ..Default::default() }).unwrap_err();
         assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -20,6 +20,7 @@ mod hardening_review;
 mod hardening_sandbox;
 mod hardening_trigger;
 mod hostile;
+mod layers;
 mod openapi;
 mod queue;
 mod recovery;
