@@ -22,6 +22,8 @@ pub struct GlobalArgs {
 }
 
 /// The client commands.
+// One value per process, parsed once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
     /// Log in to a server and save the credentials (mode 0600).

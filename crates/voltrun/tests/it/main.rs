@@ -7,6 +7,7 @@ mod api_auth;
 mod api_functions;
 mod api_inputs;
 mod cli;
+mod cli_deploy;
 mod egress;
 mod egress_api;
 mod engine_bookkeeping;
