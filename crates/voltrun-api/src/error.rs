@@ -32,6 +32,14 @@ pub enum ApiError {
     /// API keys); retrying does not help until something is deleted.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// 409 `function_not_active`: the function's first build is pending or failed, so it
+    /// cannot run (SPEC §10).
+    #[error("{0}")]
+    NotActive(String),
+    /// 409 `update_in_progress`: a build of the function is in progress (Lambda's
+    /// `ResourceConflictException`); retry once it ended.
+    #[error("{0}")]
+    UpdateInProgress(String),
     /// 413: the body or a field is too large.
     #[error("{0}")]
     TooLarge(String),
@@ -62,6 +70,8 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Conflicting { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::QuotaExceeded(_) => (StatusCode::CONFLICT, "quota_exceeded"),
+            ApiError::NotActive(_) => (StatusCode::CONFLICT, "function_not_active"),
+            ApiError::UpdateInProgress(_) => (StatusCode::CONFLICT, "update_in_progress"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -150,6 +160,7 @@ impl From<EngineError> for ApiError {
             EngineError::UserBusy { .. } => ApiError::Throttled { message: e.to_string(), retry_after_s: 1 },
             EngineError::TestRunsThrottled { .. } => ApiError::Throttled { message: e.to_string(), retry_after_s: 1 },
             EngineError::Stopped => ApiError::Unavailable(e.to_string()),
+            EngineError::NotActive { .. } => ApiError::NotActive(e.to_string()),
             EngineError::Store(s) => s.into(),
         }
     }

@@ -66,7 +66,7 @@ async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<Page>)
 async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewFunction>) -> ApiResult<(StatusCode, axum::Json<Function>)> {
     let f = b.into_function(id::new_id("fn_"), caller.user_id, time::now())?;
     crate::layers::check_function_layers(&st, &f).await?;
-    st.store.insert_function(&f, &st.quotas).await?;
+    let f = crate::builds::create(&st, f).await?;
     Ok((StatusCode::CREATED, axum::Json(f)))
 }
 
@@ -118,14 +118,11 @@ async fn read(State(st): State<AppState>, caller: Caller, Path(id): Path<String>
 async fn update(State(st): State<AppState>, caller: Caller, Path(id): Path<String>, Json(patch): Json<FunctionPatch>) -> ApiResult<axum::Json<Function>> {
     let old = owned(&st, &caller, &id).await?;
     let (new, changed) = patch.apply(&old, time::now())?;
-    if changed {
-        crate::layers::check_function_layers(&st, &new).await?;
-        if !st.store.update_function(&new, old.version, &st.quotas).await? {
-            return Err(ApiError::Conflict("the function was changed by another request; fetch it and retry".into()));
-        }
-        st.engine.invalidate(&new.id);
+    if !changed {
+        return Ok(axum::Json(new));
     }
-    Ok(axum::Json(new))
+    crate::layers::check_function_layers(&st, &new).await?;
+    Ok(axum::Json(crate::builds::update(&st, &old, new).await?))
 }
 
 /// A package function's zip.
@@ -149,7 +146,10 @@ async fn package(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such function of yours", body = ErrorBody)))]
 async fn remove(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let f = owned(&st, &caller, &id).await?;
+    // Its builds go with it (the store's cascade); one running here stops now, one on
+    // another node at that node's next lease heartbeat.
     st.store.delete_function(&caller.user_id, &f.id).await?;
+    st.engine.cancel_builds(&f.id);
     st.engine.invalidate(&f.id);
     Ok(StatusCode::NO_CONTENT)
 }

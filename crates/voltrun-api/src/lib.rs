@@ -18,6 +18,7 @@ use voltrun_engine::Engine;
 use voltrun_store::Store;
 
 pub mod auth;
+pub mod builds;
 pub mod error;
 pub mod executions;
 pub mod extract;
@@ -161,7 +162,7 @@ async fn not_found(req: Request) -> Response {
 pub fn api_routes() -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::new()
         .nest("/auth", auth::router())
-        .nest("/functions", functions::router())
+        .nest("/functions", functions::router().merge(builds::router()))
         .nest("/executions", executions::router())
         .nest("/keys", keys::router())
         .nest("/layers", layers::router())

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize};
 use voltrun_package::{handler, Language, Limits, Manifest, PackageError};
 
+use crate::build::FunctionStates;
 use crate::egress::{EgressPolicy, MAX_EGRESS_ENTRIES};
 use crate::{Runtime, MAX_CODE_BYTES};
 
@@ -60,6 +61,9 @@ pub struct Function {
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// `state`, `state_reason`, `last_update_status`, `last_update_status_reason` (SPEC §10).
+    #[serde(flatten)]
+    pub states: FunctionStates,
 }
 
 /// How a package was given.
@@ -140,6 +144,9 @@ pub struct FunctionSummary {
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// `state`, `state_reason`, `last_update_status`, `last_update_status_reason` (SPEC §10).
+    #[serde(flatten)]
+    pub states: FunctionStates,
 }
 
 /// A field that failed validation, with a message for people.
@@ -345,6 +352,7 @@ impl NewFunction {
             version: 1,
             created_at: now.clone(),
             updated_at: now,
+            states: FunctionStates::default(),
         };
         let explicit_handler = !f.handler.is_empty();
         let manifest = source.install(&mut f, explicit_handler)?;

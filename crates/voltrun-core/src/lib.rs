@@ -2,6 +2,7 @@
 //! them valid. Everything here is pure (no I/O), so the API, the store and the engine agree on
 //! one definition and the rules can be unit-tested in isolation.
 
+pub mod build;
 pub mod cron;
 pub mod egress;
 pub mod execution;
@@ -13,6 +14,7 @@ pub mod quota;
 pub mod runtime;
 pub mod time;
 
+pub use build::{Build, BuildStatus, FunctionState, FunctionStates, UpdateStatus};
 pub use execution::{ErrorKind, ExecError, Execution, ExecutionStatus, Outcome, RunOf, Trigger};
 pub use function::{is_valid_name, is_valid_route, Function, FunctionPatch, FunctionSummary, NewFunction, PackageInfo, PackageKind, ValidationError};
 pub use layer::{Layer, LayerRef};

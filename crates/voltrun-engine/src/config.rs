@@ -39,6 +39,19 @@ pub struct EngineConfig {
     pub spares: usize,
     /// Runs one user may have in flight on this node (0: unlimited; quota.rs).
     pub user_concurrent_runs: u64,
+    /// Dependency builds: timeout, cache bound, package index (build.rs).
+    pub build: crate::BuildConfig,
+    /// Dependency builds this node runs at once (0: none; other nodes build).
+    pub build_concurrency: usize,
+    /// Builds one user may have running at once, on every node together.
+    pub builds_per_user: usize,
+    /// The account quotas an update's build is applied under (its code counts then).
+    pub quotas: voltrun_core::Quotas,
+}
+
+/// The default of [`EngineConfig::build_concurrency`]: one build per core.
+pub fn default_build_concurrency() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 impl Default for EngineConfig {
@@ -58,6 +71,10 @@ impl Default for EngineConfig {
             scheduler: true,
             spares: 1,
             user_concurrent_runs: voltrun_core::Quotas::default().concurrent_runs,
+            build_concurrency: default_build_concurrency(),
+            builds_per_user: 2,
+            quotas: voltrun_core::Quotas::default(),
+            build: crate::BuildConfig::default(),
         }
     }
 }

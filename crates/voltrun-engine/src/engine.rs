@@ -58,6 +58,10 @@ pub(crate) struct Inner {
     /// Set at shutdown: results of runs cut short by it are not recorded, so the runs stay
     /// `running` and are settled like any interrupted run (async ones run again).
     pub(crate) stopping: AtomicBool,
+    /// Dependency builds: the build dispatcher's slots and wake, the builds running here.
+    pub(crate) build_queue: crate::build_queue::BuildQueue,
+    /// Dependency builds: the tree cache, the interpreters' platforms (build.rs).
+    pub(crate) builds: crate::build::Builds,
 }
 
 impl Engine {
@@ -68,6 +72,7 @@ impl Engine {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let metrics = Arc::new(Metrics::default());
+        let builds = crate::build::Builds::open(&cfg.data_dir, &cfg.build)?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -78,6 +83,7 @@ impl Engine {
                 test_slots: Arc::new(Semaphore::new(cfg.test_concurrency)),
                 user_runs: quota::UserRuns::new(cfg.user_concurrent_runs),
                 spares: Spares::new(cfg.spares, metrics.clone()),
+                build_queue: crate::build_queue::BuildQueue::new(cfg.build_concurrency),
                 cfg,
                 metrics,
                 wake: Notify::new(),
@@ -88,6 +94,7 @@ impl Engine {
                 watchers: Mutex::new(HashMap::new()),
                 next_instance: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
+                builds,
             }),
         })
     }
@@ -99,6 +106,9 @@ impl Engine {
         self.recover_interrupted().await?;
         if self.inner.cfg.async_concurrency > 0 {
             tokio::spawn(self.clone().dispatch());
+        }
+        if self.inner.cfg.build_concurrency > 0 {
+            tokio::spawn(self.clone().dispatch_builds());
         }
         self.listen_queue().await?;
         tokio::spawn(self.clone().leases());

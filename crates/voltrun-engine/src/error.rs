@@ -14,6 +14,10 @@ pub enum EngineError {
     /// Too many test runs at once: the caller's own (`per_user`) or the node's.
     #[error("too many test runs at once {} (at most {limit}); retry when one finishes", if *per_user { "for this account" } else { "on this server" })]
     TestRunsThrottled { limit: usize, per_user: bool },
+    /// The function is not `active` (its first build is pending, or failed): 409
+    /// `function_not_active`.
+    #[error("the function is not active (state {}){}; it can run once a build succeeds", state.as_str(), reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    NotActive { state: voltrun_core::FunctionState, reason: Option<String> },
     /// The server is stopping: the run's task was cancelled before it ended.
     #[error("the server is shutting down")]
     Stopped,

@@ -32,6 +32,7 @@ impl Engine {
     /// client hanging up drops its request's future) does not take the run with it, so the
     /// run goes on to its end and is recorded, as in Lambda.
     pub async fn execute(&self, f: &Function, trigger: Trigger, input: Value, key: Option<String>) -> Result<Execution, EngineError> {
+        self.check_active(f)?;
         // Waiting for another request's run stays in the caller's future: it ends with it.
         if let Some(k) = &key {
             if let Some(existing) = self.inner.store.execution_by_idempotency_key(&f.id, k).await? {

@@ -116,15 +116,15 @@ impl Engine {
     }
 
     /// The trees an instance of `f` is made of: its package's (made on first use; none for a
-    /// code function, whose one file is written), its layers' in its order
-    /// ([`Engine::layer_trees`]), and, for the dependency builds of issue 15, its dependency
-    /// tree (none yet: the hook those fill in).
+    /// code function, whose one file is written), its built dependency tree (fetched from the
+    /// store when another node built it: `Engine::dependency_tree`), and its layers' in its
+    /// order ([`Engine::layer_trees`]; code functions get them too).
     pub(crate) async fn instance_files(&self, f: &Function) -> Result<InstanceFiles, ExecError> {
-        let task = match &f.package {
-            Some(p) => Some(self.package_tree(&p.sha256).await?),
-            None => None,
-        };
-        Ok(InstanceFiles { task, deps: None, opt: self.layer_trees(f).await? })
+        let opt = self.layer_trees(f).await?;
+        let Some(p) = &f.package else { return Ok(InstanceFiles { task: None, deps: None, opt }) };
+        let task = Some(self.package_tree(&p.sha256).await?);
+        let deps = self.dependency_tree(f).await.map_err(|e| ExecError::new(ErrorKind::Internal, format!("the function's dependencies: {e}")))?;
+        Ok(InstanceFiles { task, deps: deps.map(|t| t.path().to_path_buf()), opt })
     }
 
     /// The unpacked tree of the package blob `sha` on this node, unpacked from the store
@@ -171,6 +171,7 @@ impl Engine {
             bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
             limits: ResourceLimits::for_function(runtime, memory_mb),
             network,
+            job: None,
         };
         let spawned = tokio::task::spawn_blocking(move || sandbox.spawn(&spec)).await.expect("spawn task does not panic");
         let spawned = match spawned {

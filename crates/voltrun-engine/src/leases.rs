@@ -24,6 +24,10 @@ impl Engine {
             if requeued + interrupted > 0 {
                 tracing::warn!(requeued, interrupted, "settled runs left in flight by the previous process");
             }
+            let (requeued, failed) = s.recover_builds(&time::now()).await?;
+            if requeued + failed > 0 {
+                tracing::warn!(requeued, failed, "settled builds left in flight by the previous process");
+            }
         }
         Ok(())
     }
@@ -48,6 +52,19 @@ impl Engine {
                     self.wake_dispatcher();
                 }
                 Err(err) => tracing::warn!(%err, "lease reaper failed"),
+            }
+            // Builds: the same heartbeat and reaper over the builds table.
+            match s.heartbeat_builds(&self.inner.cfg.node_id, &self.lease_until()).await {
+                Ok(held) => self.drop_lost_builds(&held),
+                Err(err) => tracing::warn!(%err, "build lease heartbeat failed"),
+            }
+            match s.expire_build_leases(&time::now()).await {
+                Ok((0, 0)) => {}
+                Ok((requeued, failed)) => {
+                    tracing::warn!(requeued, failed, "settled builds of a node that stopped");
+                    self.wake_builds();
+                }
+                Err(err) => tracing::warn!(%err, "build lease reaper failed"),
             }
         }
     }

@@ -24,6 +24,7 @@
 //! | `fairness` | what a claim passes over (functions at their limit, users at their share) |
 //! | `scheduler` | cron ticks as queued runs |
 //! | `leases` | lease heartbeat, reaper, recovery at start |
+//! | `build_queue` | builds as durable work: the build queue's dispatcher, leased build tasks, the `active` gate |
 //! | `pool` | warm instances per function, the per-function slots and queue |
 //! | `spares` | pre-started instances per runtime |
 //! | `launch` | starting an instance: code dir, environment, limits, spawn, init |
@@ -33,7 +34,11 @@
 //! | `quota`, `counts` | runs in flight per user; counts by key held by guards |
 //! | [`metrics`] | the figures, and the gauge units that keep them right |
 //! | [`runtimes`] | the interpreters found on this host |
+//! | [`build`], `build_cache` | dependency builds in the sandbox, the content-addressed tree cache |
 
+pub mod build;
+mod build_cache;
+mod build_queue;
 mod config;
 mod counts;
 mod engine;
@@ -53,8 +58,12 @@ pub mod runtimes;
 mod scheduler;
 mod spares;
 mod sys;
+mod tree_share;
 
-pub use config::EngineConfig;
+pub use build::{BuildConfig, BuildFailure, BuildRequest, BuiltTree, LogSink};
+pub use build_cache::TreeUse;
+pub use build_queue::LiveBuildLog;
+pub use config::{default_build_concurrency, EngineConfig};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use follow::{ExecutionWatch, LogStreamSlot};

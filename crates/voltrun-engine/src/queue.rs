@@ -25,6 +25,7 @@ impl Engine {
     /// Stores an async run of `f` as pending (durable when this returns) and queues it.
     /// Returns the execution and whether it is new (false: the idempotency key was used).
     pub async fn enqueue(&self, f: &Function, input: Value, key: Option<String>) -> Result<(Execution, bool), EngineError> {
+        self.check_active(f)?;
         let mut exec = new_execution(f, Trigger::Async, input, ExecutionStatus::Pending);
         exec.max_attempts = f.max_retries as i64 + 1;
         let run = NewRun { idempotency_key: key.clone(), ..NewRun::default() };
@@ -43,7 +44,10 @@ impl Engine {
             tokio::spawn(async move {
                 loop {
                     match listener.recv().await {
-                        Ok(()) => engine.wake_dispatcher(),
+                        Ok(()) => {
+                            engine.wake_dispatcher();
+                            engine.wake_builds();
+                        }
                         Err(err) => {
                             tracing::warn!(%err, "queue listener failed; polling until it recovers");
                             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -161,10 +165,17 @@ impl Engine {
                 store.give_back(&exec, &self.inner.cfg.node_id)
             }
         });
-        let Some(f) = found? else {
+        let found = found?;
+        // A queued run of a function that is not active (its definition was replaced by one
+        // still building) fails without running: there is no built version to run.
+        let refused = match &found {
+            None => Some(ExecError::new(ErrorKind::Internal, "the function was deleted before this run started")),
+            Some(f) => self.check_active(f).err().map(|e| ExecError::new(ErrorKind::RuntimeError, e.to_string())),
+        };
+        let (Some(f), None) = (found, refused.clone()) else {
             let now = time::now();
             exec.finish(Outcome {
-                result: Err(ExecError::new(ErrorKind::Internal, "the function was deleted before this run started")),
+                result: Err(refused.expect("set when there is no function")),
                 logs: String::new(),
                 logs_truncated: false,
                 duration_ms: 0.0,

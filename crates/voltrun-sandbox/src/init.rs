@@ -15,7 +15,7 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use crate::root::{relative, InstanceRoot, FUNCTION_UID, TASK_ROOT};
+use crate::root::{relative, InstanceRoot, FUNCTION_UID};
 use crate::setup::{init_at, reap_until, InitFailure, Lifeline, Step};
 use crate::{seccomp, sys, SandboxError};
 
@@ -244,7 +244,11 @@ fn bind_read_only(root: &InstanceRoot, sources: &[OwnedFd]) -> Result<()> {
         }
         let rel = rel.to_str().ok_or_else(|| InitFailure::other(Step::BindReadOnly, "target is not UTF-8"))?;
         sys::mount(&format!("/proc/self/fd/{}", fd.as_raw_fd()), rel, "", MS_BIND | MS_REC, "").map_err(at("bind"))?;
-        sys::remount_readonly(rel).map_err(at("remount read-only"))?;
+        if b.writable {
+            sys::remount_writable(rel).map_err(at("remount nosuid,nodev"))?;
+        } else {
+            sys::remount_readonly(rel).map_err(at("remount read-only"))?;
+        }
     }
     Ok(())
 }
@@ -332,7 +336,7 @@ fn exec_runtime(cfg: &InitConfig, env: &[(String, String)]) -> Result<Never> {
     for &(r, value) in &cfg.root.rlimits {
         sys::set_rlimit(r.resource(), value).map_err(init_at(Step::Rlimits, r.oci_name()))?;
     }
-    std::env::set_current_dir(TASK_ROOT).map_err(init_at(Step::EnterTaskRoot, TASK_ROOT))?;
+    std::env::set_current_dir(&cfg.root.cwd).map_err(init_at(Step::EnterTaskRoot, cfg.root.cwd.display()))?;
     sys::drop_privileges_for_good().map_err(init_at(Step::DropCapabilities, "prctl"))?;
     sys::become_user(FUNCTION_UID, FUNCTION_UID).map_err(init_at(Step::BecomeFunctionUser, "setresuid"))?;
     sys::set_cloexec(FD_SYNC).map_err(init_at(Step::Exec, "fcntl(FD_CLOEXEC) on the sync pipe"))?;

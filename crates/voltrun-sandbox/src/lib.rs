@@ -56,6 +56,26 @@ pub struct InstanceSpec {
     pub limits: ResourceLimits,
     /// Network egress (SPEC §11): `None` is no network at all (only loopback).
     pub network: Option<std::sync::Arc<network::NetworkPlan>>,
+    /// A job run to completion (a dependency build, issue 15) rather than a function
+    /// instance: its writable directories, working directory and pinned host names. `None`
+    /// for every function instance.
+    pub job: Option<JobSpec>,
+}
+
+/// What a run-to-completion job (a dependency build) gets beyond an instance's root. The
+/// control pipes exist as for an instance but nothing speaks on them; the job's stdout and
+/// stderr are the log pipe and its end is [`InstanceHandle::wait`]'s.
+#[derive(Debug, Clone, Default)]
+pub struct JobSpec {
+    /// Host directories bound read-write (`nosuid`, `nodev`): host path, path inside. The
+    /// host side must be writable by [`Sandbox::function_host_uid`].
+    pub writable: Vec<(PathBuf, PathBuf)>,
+    /// Host directories bound read-only at a path of their own (host path, path inside).
+    pub read_only: Vec<(PathBuf, PathBuf)>,
+    /// The job's working directory inside (else the task root).
+    pub cwd: Option<PathBuf>,
+    /// Host names pinned in the job's `/etc/hosts` (resolved by the server).
+    pub hosts: Vec<(String, std::net::IpAddr)>,
 }
 
 /// A started instance: the engine's ends of its pipes and a handle to contain it.
@@ -106,6 +126,11 @@ pub trait InstanceHandle: Send {
     fn sees_processes(&self) -> bool {
         true
     }
+    /// True once the main process has ended (without blocking; the exit is kept for
+    /// [`InstanceHandle::wait`]). Tiers that cannot tell say false until `wait`.
+    fn try_exited(&mut self) -> bool {
+        false
+    }
     /// The instance's network (egress, issue 14), when it was started with one.
     fn network(&self) -> Option<&network::Attached> {
         None
@@ -150,6 +175,11 @@ pub trait Sandbox: Send + Sync + 'static {
     }
     /// Kills every instance this process started and releases what they held (at shutdown).
     fn shutdown(&self) {}
+    /// The host uid (and gid) the function user's files are created with: a job's writable
+    /// directories must belong to it.
+    fn function_host_uid(&self) -> u32 {
+        root::FUNCTION_UID
+    }
     /// Facts about the tier for `/health` (e.g. the cgroup version).
     fn details(&self) -> Vec<(&'static str, String)> {
         Vec::new()

@@ -94,6 +94,10 @@ impl Sandbox for NamespaceSandbox {
         vec![("cgroup", self.cgroups.version().to_string())]
     }
 
+    fn function_host_uid(&self) -> u32 {
+        HOST_ID_BASE + crate::root::FUNCTION_UID
+    }
+
     fn spawn(&self, spec: &InstanceSpec) -> Result<Spawned, SandboxError> {
         Ok(self.setup(spec)?)
     }
@@ -272,6 +276,10 @@ struct NsInstance {
 }
 
 impl InstanceHandle for NsInstance {
+    fn try_exited(&mut self) -> bool {
+        self.reaped.is_some() || matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     fn network(&self) -> Option<&crate::network::Attached> {
         self.network.as_ref()
     }

@@ -409,7 +409,7 @@ fn config_json(root: &InstanceRoot, spec: &InstanceSpec, id: &str, runtime: Runt
     let l = &spec.limits;
     let mut mounts = vec![json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]})];
     mounts.extend(root.tmpfs.iter().map(tmpfs_mount));
-    mounts.extend(root.binds.iter().map(|b| json!({"destination": b.target, "type": "bind", "source": b.source, "options": ["rbind", "ro", "nosuid", "nodev"]})));
+    mounts.extend(root.binds.iter().map(|b| json!({"destination": b.target, "type": "bind", "source": b.source, "options": ["rbind", if b.writable { "rw" } else { "ro" }, "nosuid", "nodev"]})));
     let rlimit = |r: Rlimit, v: u64| json!({"type": r.oci_name(), "hard": v, "soft": v});
     let mut rlimits: Vec<Value> = root.rlimits.iter().map(|&(r, v)| rlimit(r, v)).collect();
     let mut args = spec.argv.clone();
@@ -434,7 +434,7 @@ fn config_json(root: &InstanceRoot, spec: &InstanceSpec, id: &str, runtime: Runt
             "user": {"uid": FUNCTION_UID, "gid": FUNCTION_UID, "additionalGids": []},
             "args": args,
             "env": env,
-            "cwd": TASK_ROOT,
+            "cwd": root.cwd,
             "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []},
             "rlimits": rlimits,
             "noNewPrivileges": true,
@@ -583,6 +583,10 @@ struct OciInstance {
 }
 
 impl InstanceHandle for OciInstance {
+    fn try_exited(&mut self) -> bool {
+        self.reaped.is_some() || matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     fn network(&self) -> Option<&crate::network::Attached> {
         self.network.as_ref()
     }
@@ -746,6 +750,7 @@ mod tests {
             bootstrap_dir: "/data/bootstraps".into(),
             limits: ResourceLimits::default(),
             network: None,
+            job: None,
         };
         let root = InstanceRoot::of(&spec);
         for runtime in [Runtime::Runc, Runtime::Runsc] {

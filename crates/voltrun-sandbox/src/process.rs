@@ -36,6 +36,11 @@ impl Sandbox for ProcessSandbox {
             // No network of its own here: a function with egress would get the host's, unfiltered.
             return Err(SetupError::other(Step::PrepareNetwork, "egress is not available in the process tier").into());
         }
+        if spec.job.is_some() {
+            // A job (a dependency build) runs hostile build scripts: with no isolation they
+            // would run as the server, on its files and its network.
+            return Err(SetupError::other(Step::Exec, "dependency builds are not available in the process tier (it has no isolation)").into());
+        }
         let pipe = || sys::pipe().map_err(at(Step::MakePipes, "pipe2"));
         let (ctl_in_r, ctl_in_w) = pipe()?;
         let (ctl_out_r, ctl_out_w) = pipe()?;
@@ -81,6 +86,10 @@ struct ProcessInstance {
 }
 
 impl InstanceHandle for ProcessInstance {
+    fn try_exited(&mut self) -> bool {
+        self.reaped.is_some() || matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     fn kill(&mut self) {
         if self.reaped.is_none() {
             sys::kill_group(self.child.id());
@@ -141,6 +150,7 @@ mod tests {
             bootstrap_dir: std::env::temp_dir(),
             limits: ResourceLimits::default(),
             network: Some(std::sync::Arc::new(plan)),
+            job: None,
         };
         let sandbox = ProcessSandbox::new(true).expect("insecure process tier");
         match sandbox.spawn(&spec) {

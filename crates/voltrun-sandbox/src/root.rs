@@ -39,6 +39,9 @@ pub struct Bind {
     pub target: PathBuf,
     /// A directory (else a file).
     pub dir: bool,
+    /// Bound read-write (a job's directories only; see [`crate::JobSpec`]).
+    #[serde(default)]
+    pub writable: bool,
 }
 
 /// A symlink of the host recreated inside (merged /usr: `/bin -> usr/bin`).
@@ -138,6 +141,8 @@ pub struct InstanceRoot {
     pub etc: Vec<(String, String)>,
     /// Resource limits of the function's processes.
     pub rlimits: Vec<(Rlimit, u64)>,
+    /// The process's working directory inside.
+    pub cwd: PathBuf,
 }
 
 impl InstanceRoot {
@@ -154,7 +159,7 @@ impl InstanceRoot {
                     Err(err) => tracing::warn!(path = %p.display(), %err, "readlink failed; left out of the instance root"),
                 }
             } else {
-                binds.push(Bind { target: p.clone(), source: p, dir: meta.is_dir() });
+                binds.push(Bind { target: p.clone(), source: p, dir: meta.is_dir(), writable: false });
             }
         }
         // The instance directory's task/, deps/ and opt/ (voltrun_package::layout), bound
@@ -164,18 +169,25 @@ impl InstanceRoot {
                 tracing::warn!(runtime = ?spec.runtime_paths, "the runtime lives under /opt: the instance gets no layers");
                 continue;
             }
-            binds.push(Bind { source, target: target.into(), dir: true });
+            binds.push(Bind { source, target: target.into(), dir: true, writable: false });
         }
-        binds.push(Bind { source: spec.bootstrap_dir.clone(), target: BOOTSTRAP_ROOT.into(), dir: true });
+        binds.push(Bind { source: spec.bootstrap_dir.clone(), target: BOOTSTRAP_ROOT.into(), dir: true, writable: false });
         let l = &spec.limits;
-        InstanceRoot {
-            links,
-            binds,
-            tmpfs: tmpfs_table(l),
-            devices: DEVICES.iter().map(|d| d.to_string()).collect(),
-            etc: etc_files().into_iter().map(|(n, t)| (n.to_string(), t)).collect(),
-            rlimits: rlimits(l),
+        let mut etc: Vec<(String, String)> = etc_files().into_iter().map(|(n, t)| (n.to_string(), t)).collect();
+        let mut cwd = PathBuf::from(TASK_ROOT);
+        if let Some(job) = &spec.job {
+            binds.extend(job.read_only.iter().map(|(source, target)| Bind { source: source.clone(), target: target.clone(), dir: true, writable: false }));
+            binds.extend(job.writable.iter().map(|(source, target)| Bind { source: source.clone(), target: target.clone(), dir: true, writable: true }));
+            if let Some(hosts) = etc.iter_mut().find(|(n, _)| n == "hosts") {
+                for (name, ip) in &job.hosts {
+                    hosts.1.push_str(&format!("{ip} {name}\n"));
+                }
+            }
+            if let Some(c) = &job.cwd {
+                cwd = c.clone();
+            }
         }
+        InstanceRoot { links, binds, tmpfs: tmpfs_table(l), devices: DEVICES.iter().map(|d| d.to_string()).collect(), etc, rlimits: rlimits(l), cwd }
     }
 
     /// Egress: the instance resolves names through `dns`, its gateway's resolver.
@@ -238,6 +250,7 @@ mod tests {
             bootstrap_dir: "/data/bootstraps".into(),
             limits: ResourceLimits::default(),
             network: None,
+            job: None,
         }
     }
 
@@ -245,9 +258,9 @@ mod tests {
     fn the_root_binds_code_and_bootstraps_last_and_skips_what_is_covered_or_missing() {
         let root = InstanceRoot::of(&spec());
         let n = root.binds.len();
-        assert_eq!(root.binds[n - 4], Bind { source: "/data/functions/f1/task".into(), target: TASK_ROOT.into(), dir: true });
-        assert_eq!(root.binds[n - 3], Bind { source: "/data/functions/f1/deps".into(), target: DEPS_ROOT.into(), dir: true });
-        assert_eq!(root.binds[n - 2], Bind { source: "/data/functions/f1/opt".into(), target: OPT_ROOT.into(), dir: true });
+        assert_eq!(root.binds[n - 4], Bind { source: "/data/functions/f1/task".into(), target: TASK_ROOT.into(), dir: true, writable: false });
+        assert_eq!(root.binds[n - 3], Bind { source: "/data/functions/f1/deps".into(), target: DEPS_ROOT.into(), dir: true, writable: false });
+        assert_eq!(root.binds[n - 2], Bind { source: "/data/functions/f1/opt".into(), target: OPT_ROOT.into(), dir: true, writable: false });
         assert_eq!(root.binds[n - 1].target, Path::new(BOOTSTRAP_ROOT));
         assert!(root.binds.iter().all(|b| b.source != Path::new("/usr/lib") && b.source != Path::new("/nonexistent/runtime")));
         assert!(root.binds.iter().any(|b| b.source == Path::new("/usr") && b.dir));

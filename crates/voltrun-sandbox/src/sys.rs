@@ -178,6 +178,16 @@ pub fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: 
 /// Remounts a bind mount read-only (plus nosuid, nodev), keeping the flags the kernel locks
 /// in a user namespace (atime, noexec) as they are.
 pub fn remount_readonly(target: &str) -> io::Result<()> {
+    remount_bind(target, libc::MS_RDONLY)
+}
+
+/// Remounts a bind mount writable but nosuid, nodev (a job's directories), keeping the
+/// locked flags as [`remount_readonly`] does.
+pub fn remount_writable(target: &str) -> io::Result<()> {
+    remount_bind(target, 0)
+}
+
+fn remount_bind(target: &str, extra: libc::c_ulong) -> io::Result<()> {
     let t = cstr(target)?;
     // SAFETY: statvfs is a plain C struct of integers, for which all zeroes is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -185,7 +195,7 @@ pub fn remount_readonly(target: &str) -> io::Result<()> {
     // for the call.
     check(unsafe { libc::statvfs(t.as_ptr(), &mut st) })?;
     let keep = [(libc::ST_NOEXEC, libc::MS_NOEXEC), (libc::ST_NOATIME, libc::MS_NOATIME), (libc::ST_NODIRATIME, libc::MS_NODIRATIME), (libc::ST_RELATIME, libc::MS_RELATIME)];
-    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | extra | libc::MS_NOSUID | libc::MS_NODEV;
     for (st_flag, ms_flag) in keep {
         if st.f_flag & st_flag != 0 {
             flags |= ms_flag;

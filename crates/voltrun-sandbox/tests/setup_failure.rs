@@ -48,6 +48,7 @@ fn spec(code_dir: PathBuf, bootstrap_dir: PathBuf) -> InstanceSpec {
         bootstrap_dir,
         limits: ResourceLimits::default(),
         network: None,
+        job: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
+        states: crate::builds::states_from(row)?,
     })
 }
 
@@ -48,7 +49,7 @@ fn package_json(f: &Function) -> Option<String> {
 
 /// Every column of a function but its code: what lists read.
 const SUMMARY_COLUMNS: &str =
-    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, egress, package, layers, version, created_at, updated_at";
+    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, egress, package, layers, version, created_at, updated_at, state, state_reason, last_update_status, last_update_status_reason";
 
 fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
     let runtime = get_str(row, "runtime")?;
@@ -74,14 +75,17 @@ fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
+        states: crate::builds::states_from(row)?,
     })
 }
 
 /// The scheduler's list, and the fingerprint it checks before reading the list again: both
 /// answered from the `functions_scheduled` index (migrations/0005).
-pub(crate) const SCHEDULED: &str = "SELECT id, user_id, name, version, schedule, max_retries, updated_at FROM functions WHERE schedule IS NOT NULL";
+/// Only active functions fire (a function whose first build is pending or failed has nothing
+/// to run; migrations/0010).
+pub(crate) const SCHEDULED: &str = "SELECT id, user_id, name, version, schedule, max_retries, updated_at FROM functions WHERE schedule IS NOT NULL AND state = 'active'";
 pub(crate) const SCHEDULES_FINGERPRINT: &str =
-    "SELECT COUNT(*) AS n, MAX(updated_at) AS latest, CAST(COALESCE(SUM(version), 0) AS BIGINT) AS versions FROM functions WHERE schedule IS NOT NULL";
+    "SELECT COUNT(*) AS n, MAX(updated_at) AS latest, CAST(COALESCE(SUM(version), 0) AS BIGINT) AS versions FROM functions WHERE schedule IS NOT NULL AND state = 'active'";
 
 /// What the scheduler needs of a scheduled function (no code, no environment).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +178,15 @@ impl Store {
     /// under a lock on the user's row (and, with a route, the route lock) on PostgreSQL
     /// (SQLite has one writer), so concurrent creates cannot pass a check together.
     pub async fn insert_function(&self, f: &Function, quotas: &Quotas) -> Result<()> {
+        let mut tx = self.user_write(&f.user_id).await?;
+        self.insert_function_in(&mut tx, f, quotas).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Store::insert_function`] inside the caller's transaction (from [`Store::user_write`]),
+    /// which the caller commits; builds.rs adds the function's first build to it.
+    pub(crate) async fn insert_function_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, f: &Function, quotas: &Quotas) -> Result<()> {
         let sql = format!(
             "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version,
              updated_at, created_at, schedule, max_retries, code_bytes, egress, package_sha256, package, layers)
@@ -187,9 +200,8 @@ impl Store {
         let egress = egress_json(f);
         let package = package_json(f);
         let layers = layers_json(f);
-        let mut tx = self.user_write(&f.user_id).await?;
-        self.lock_routes(&mut tx, f).await?;
-        self.put_package_in(&mut tx, f).await?;
+        self.lock_routes(tx, f).await?;
+        self.put_package_in(tx, f).await?;
         let r = bind_fields(sqlx::query(&sql), f, &env)
             .bind(&f.created_at)
             .bind(&f.schedule)
@@ -201,23 +213,25 @@ impl Store {
             .bind(f.package.as_ref().map(|p| p.sha256.as_str()))
             .bind(&package)
             .bind(&layers)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
         if r.rows_affected() == 0 {
             if let Some(route) = &f.route {
-                if self.route_overlaps_in(&mut tx, &f.user_id, route).await? {
+                if self.route_overlaps_in(tx, &f.user_id, route).await? {
                     return Err(StoreError::RouteOverlap);
                 }
             }
-            let (n, bytes) = self.function_usage(&mut tx, &f.user_id).await?;
-            drop(tx);
+            let (n, bytes) = self.function_usage(tx, &f.user_id).await?;
             if quotas.functions > 0 && n >= quotas.functions as i64 {
                 return Err(StoreError::Quota(format!("this account has {n} functions, the most its quota allows ({}); delete one to create another", quotas.functions)));
             }
             return Err(code_quota(bytes, f.code_bytes(), quotas.code_bytes));
         }
-        tx.commit().await?;
+        if f.states != voltrun_core::FunctionStates::default() {
+            crate::builds::write_states_in(tx, &f.id, &f.states).await?;
+        }
+        self.forget_functions();
         Ok(())
     }
 
@@ -236,6 +250,18 @@ impl Store {
     /// the new route lies under or over another user's, [`StoreError::Quota`] when larger code
     /// would take the user past `quotas.code_bytes` (code that does not grow is never refused).
     pub async fn update_function(&self, f: &Function, expected_version: i64, quotas: &Quotas) -> Result<bool> {
+        let mut tx = self.user_write(&f.user_id).await?;
+        if !self.update_function_in(&mut tx, f, expected_version, quotas).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        self.forget_functions();
+        Ok(true)
+    }
+
+    /// [`Store::update_function`] inside the caller's transaction, which the caller commits
+    /// (and then calls `forget_functions`). Writes the definition, never the states.
+    pub(crate) async fn update_function_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, f: &Function, expected_version: i64, quotas: &Quotas) -> Result<bool> {
         let sql = format!(
             "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
              env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17, code_bytes = $18,
@@ -249,9 +275,8 @@ impl Store {
         let egress = egress_json(f);
         let package = package_json(f);
         let layers = layers_json(f);
-        let mut tx = self.user_write(&f.user_id).await?;
-        self.lock_routes(&mut tx, f).await?;
-        self.put_package_in(&mut tx, f).await?;
+        self.lock_routes(tx, f).await?;
+        self.put_package_in(tx, f).await?;
         let r = bind_fields(sqlx::query(&sql), f, &env)
             .bind(expected_version)
             .bind(&f.schedule)
@@ -262,25 +287,23 @@ impl Store {
             .bind(f.package.as_ref().map(|p| p.sha256.as_str()))
             .bind(&package)
             .bind(&layers)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
         if r.rows_affected() == 0 {
             if let Some(route) = &f.route {
-                if self.route_overlaps_in(&mut tx, &f.user_id, route).await? {
+                if self.route_overlaps_in(tx, &f.user_id, route).await? {
                     return Err(StoreError::RouteOverlap);
                 }
             }
-            let row = sqlx::query("SELECT version, code_bytes FROM functions WHERE id = $1 AND user_id = $2").bind(&f.id).bind(&f.user_id).fetch_optional(&mut *tx).await?;
+            let row = sqlx::query("SELECT version, code_bytes FROM functions WHERE id = $1 AND user_id = $2").bind(&f.id).bind(&f.user_id).fetch_optional(&mut **tx).await?;
             let still = row.map(|r| Ok::<_, StoreError>((get_i64(&r, "version")?, get_i64(&r, "code_bytes")?))).transpose()?;
             if let Some((_, old_bytes)) = still.filter(|(v, _)| *v == expected_version) {
-                let (_, bytes) = self.function_usage(&mut tx, &f.user_id).await?;
+                let (_, bytes) = self.function_usage(tx, &f.user_id).await?;
                 return Err(code_quota(bytes - old_bytes, f.code_bytes(), quotas.code_bytes));
             }
             return Ok(false);
         }
-        tx.commit().await?;
-        self.forget_functions();
         Ok(true)
     }
 
@@ -329,7 +352,7 @@ impl Store {
     }
 
     /// Forgets every cached function (after any function write).
-    fn forget_functions(&self) {
+    pub(crate) fn forget_functions(&self) {
         if let Some(cache) = &self.function_cache {
             cache.lock().expect("function cache lock").clear();
         }

@@ -12,6 +12,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 mod blobs;
+pub(crate) mod builds;
 mod executions;
 pub(crate) mod functions;
 mod layers;
@@ -21,6 +22,7 @@ mod users;
 mod writer;
 
 pub use blobs::BLOB_CHUNK_BYTES;
+pub use builds::{cap_logs, BuildPhase, BuildRecord};
 pub use executions::{ClaimSkip, ExecutionFilter, HourBucket, NewRun, Stats};
 pub use functions::{ScheduledFunction, SchedulesFingerprint};
 pub use layers::{DeleteLayer, NewLayer};

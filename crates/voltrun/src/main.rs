@@ -38,6 +38,32 @@ enum Command {
     Openapi,
     #[command(flatten)]
     Client(voltrun_cli::ClientCommand),
+    /// Build a package's dependencies in the sandbox, as a deploy would, and print the result
+    /// as JSON (for tests and operators; the API runs builds itself).
+    #[command(name = "__build", hide = true)]
+    Build(BuildArgs),
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// The function's runtime.
+    #[arg(long)]
+    runtime: String,
+    /// The unpacked package (with requirements.txt or package.json at its root).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The function's memory in MiB (builds get at least 512).
+    #[arg(long, default_value_t = 128)]
+    memory: u32,
+    /// After the build, run this code in the sandbox with the tree on the module path
+    /// (`python -c` / `node -e`) and report its output.
+    #[arg(long)]
+    check: Option<String>,
+    /// Start this many identical builds at once (they build once; the rest wait for it).
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
 }
 
 /// What every node that executes functions needs.
@@ -64,6 +90,19 @@ struct EngineArgs {
     /// (default: the first nameserver of /etc/resolv.conf).
     #[arg(long, env = "VOLTRUN_EGRESS_DNS_UPSTREAM", value_name = "ADDR")]
     egress_dns_upstream: Option<String>,
+    /// Seconds a dependency build may take before it is killed.
+    #[arg(long, env = "VOLTRUN_BUILD_TIMEOUT", default_value_t = 600)]
+    build_timeout: u64,
+    /// Bound of the dependency-tree cache (bytes, or with a K, M, G suffix).
+    #[arg(long, env = "VOLTRUN_BUILD_CACHE_SIZE", default_value = "5G")]
+    build_cache_size: String,
+    /// The pip index builds use (default: PIP_INDEX_URL, else https://pypi.org/simple).
+    #[arg(long, env = "VOLTRUN_PIP_INDEX_URL")]
+    pip_index_url: Option<String>,
+    /// The npm registry builds use (default: `npm config get registry`, else
+    /// https://registry.npmjs.org/).
+    #[arg(long, env = "VOLTRUN_NPM_REGISTRY")]
+    npm_registry: Option<String>,
     /// Allow the `process` tier, which does not isolate functions from the host.
     #[arg(long, env = "VOLTRUN_INSECURE")]
     insecure: bool,
@@ -106,6 +145,14 @@ struct EngineArgs {
     /// Test runs one user may have at once.
     #[arg(long, env = "VOLTRUN_TEST_RUNS_PER_USER", default_value_t = 2)]
     test_runs_per_user: usize,
+    /// Dependency builds this node runs at once (0: none, other nodes build; default: one
+    /// per core). More are queued.
+    #[arg(long, env = "VOLTRUN_BUILD_CONCURRENCY")]
+    build_concurrency: Option<usize>,
+    /// Dependency builds one user may have running at once, on every node together; more
+    /// are queued.
+    #[arg(long, env = "VOLTRUN_BUILDS_PER_USER", default_value_t = 2)]
+    builds_per_user: usize,
 }
 
 /// Per-user quotas and execution history retention (docs/SECURITY.md, "Hardening: quotas and
@@ -242,6 +289,10 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
         Command::Worker(args) => rt.block_on(worker(args)),
+        Command::Build(args) => {
+            let ok = rt.block_on(build(args))?;
+            std::process::exit(if ok { 0 } else { 1 })
+        }
         Command::Client(_) | Command::Openapi => unreachable!("client and openapi commands returned above"),
     }
 }
@@ -315,8 +366,8 @@ fn new_jwt_key() -> String {
     (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
 
-/// Opens the store and builds the engine a node runs (serve or worker), started.
-async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
+/// Opens the store and builds the engine (not started: no dispatcher, no spares).
+async fn open_engine(args: &EngineArgs, quotas: voltrun_core::Quotas) -> Result<(Store, Engine, PathBuf)> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))?;
     let data_dir = args.data_dir.canonicalize()?;
@@ -341,11 +392,96 @@ async fn start_engine(args: &EngineArgs) -> Result<(Store, Engine, PathBuf)> {
         async_per_user: args.async_per_user,
         test_concurrency: args.test_concurrency,
         test_per_user: args.test_runs_per_user,
+        build_concurrency: args.build_concurrency.unwrap_or_else(voltrun_engine::default_build_concurrency),
+        builds_per_user: args.builds_per_user.max(1),
+        quotas,
+        build: build_config(args)?,
         ..EngineConfig::default()
     };
     let engine = Engine::new(store.clone(), sandbox, runtimes, cfg)?;
+    Ok((store, engine, data_dir))
+}
+
+/// Opens the store and builds the engine a node runs (serve or worker), started.
+async fn start_engine(args: &EngineArgs, quotas: voltrun_core::Quotas) -> Result<(Store, Engine, PathBuf)> {
+    let (store, engine, data_dir) = open_engine(args, quotas).await?;
     engine.start().await?;
     Ok((store, engine, data_dir))
+}
+
+/// The build settings from the flags, the host's pip/npm configuration filling the gaps.
+fn build_config(args: &EngineArgs) -> Result<voltrun_engine::BuildConfig> {
+    let mut c = voltrun_engine::BuildConfig::from_host();
+    if args.build_timeout == 0 {
+        bail!("--build-timeout must be at least 1 second");
+    }
+    c.timeout = Duration::from_secs(args.build_timeout);
+    c.cache_bytes = parse_size(&args.build_cache_size).with_context(|| format!("--build-cache-size {:?}", args.build_cache_size))?;
+    for (flag, given, slot) in [("--pip-index-url", &args.pip_index_url, &mut c.pip_index_url), ("--npm-registry", &args.npm_registry, &mut c.npm_registry)] {
+        if let Some(u) = given {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                bail!("{flag} must be an http(s) URL");
+            }
+            *slot = u.clone();
+        }
+    }
+    Ok(c)
+}
+
+/// `5G`, `512M`, `100K` or a number of bytes.
+fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, shift) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = num.trim().parse().context("not a size")?;
+    n.checked_mul(1 << shift).context("too large")
+}
+
+/// `voltrun __build`: one dependency build (or cache hit), printed as JSON; true on success.
+async fn build(args: BuildArgs) -> Result<bool> {
+    let runtime = voltrun_core::Runtime::parse(&args.runtime).with_context(|| format!("unknown runtime {:?}", args.runtime))?;
+    let dir = args.dir.canonicalize().with_context(|| format!("{}", args.dir.display()))?;
+    let (_store, engine, _) = open_engine(&args.engine, voltrun_core::Quotas::default()).await?;
+    let Some(dep_files) = voltrun_engine::build::dependency_files(runtime, &dir) else {
+        bail!("{} has nothing to build", dir.display());
+    };
+    let t0 = Instant::now();
+    let req = voltrun_engine::BuildRequest { runtime, memory_mb: args.memory, package_dir: dir, dep_files, log: None };
+    let mut others = tokio::task::JoinSet::new();
+    for _ in 1..args.parallel.max(1) {
+        let (engine, req) = (engine.clone(), req.clone());
+        others.spawn(async move { engine.build_dependencies(req).await });
+    }
+    let result = engine.build_dependencies(req).await;
+    let mut parallel = Vec::new();
+    while let Some(r) = others.join_next().await {
+        parallel.push(match r? {
+            Ok(t) => serde_json::json!({"ok": true, "key": t.key, "cached": t.cached}),
+            Err(f) => serde_json::json!({"ok": false, "reason": f.reason}),
+        });
+    }
+    let ms = t0.elapsed().as_millis() as u64;
+    let out = match &result {
+        Ok(t) => {
+            let check = match &args.check {
+                Some(code) => Some(engine.try_dependency_tree(runtime, &t.path, code).await),
+                None => None,
+            };
+            serde_json::json!({
+                "ok": true, "key": t.key, "path": t.path, "cached": t.cached, "logs": t.logs, "logs_truncated": t.logs_truncated,
+                "duration_ms": ms, "tree_bytes": engine.dependency_cache_bytes(), "parallel": parallel,
+                "check": check.as_ref().map(|c| match c { Ok(o) => serde_json::json!({"ok": true, "output": o}), Err(o) => serde_json::json!({"ok": false, "output": o}) }),
+            })
+        }
+        Err(f) => serde_json::json!({"ok": false, "reason": f.reason, "logs": f.logs, "logs_truncated": f.logs_truncated, "duration_ms": ms}),
+    };
+    println!("{out}");
+    engine.shutdown().await;
+    Ok(result.is_ok())
 }
 
 async fn worker(args: WorkerArgs) -> Result<()> {
@@ -353,7 +489,9 @@ async fn worker(args: WorkerArgs) -> Result<()> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         bail!("a worker shares its queue with other nodes: give --database-url postgres://…");
     }
-    let (_store, engine, _) = start_engine(&args.engine).await?;
+    // A worker applies the builds it runs under the default quotas (the serving nodes' flags
+    // are not its own).
+    let (_store, engine, _) = start_engine(&args.engine, voltrun_core::Quotas::default()).await?;
     println!("voltrun worker ready");
     tracing::info!("worker claiming runs");
     shutdown_signal().await;
@@ -363,14 +501,14 @@ async fn worker(args: WorkerArgs) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let (store, engine, data_dir) = start_engine(&args.engine).await?;
+    let q = &args.quotas;
+    let quotas =
+        voltrun_core::Quotas { functions: q.quota_functions, code_bytes: q.quota_code_bytes, concurrent_runs: args.engine.quota_concurrent_runs, api_keys: q.quota_api_keys };
+    let (store, engine, data_dir) = start_engine(&args.engine, quotas).await?;
     let auth = AuthKeys::new(jwt_secret(&store, &data_dir, args.jwt_secret).await?).with_hash_pool(args.guard.hash_pool());
     // One connection table for every listener: their caps count together.
     let conns = voltrun_api::listener::Connections::new(args.guard.listener()?);
-    let q = &args.quotas;
     store.spawn_retention(voltrun_core::Retention { max_age_days: q.retention_days, per_function: q.retention_per_function, per_user: q.retention_per_user });
-    let quotas =
-        voltrun_core::Quotas { functions: q.quota_functions, code_bytes: q.quota_code_bytes, concurrent_runs: args.engine.quota_concurrent_runs, api_keys: q.quota_api_keys };
     let state = AppState {
         store,
         engine,

@@ -1,0 +1,413 @@
+//! Dependency builds as durable work (SPEC §10): the build dispatcher that claims queued
+//! builds while this node has build slots, one build's task under this node's lease (its live
+//! log, its progress stored for followers on other nodes, its end applied by the store in one
+//! transaction), cancelling the builds of a deleted or superseded function, and the gate that
+//! refuses runs of a function that is not `active`.
+//!
+//! The rows are the queue (voltrun-store builds.rs), as the executions are the run queue:
+//! claimed with a lease, renewed by the lease heartbeat (leases.rs), settled by the lease
+//! reaper or at start on SQLite (re-queued, or failed with a reason after
+//! `BUILD_MAX_ATTEMPTS` claims). Running the build itself (pip or npm in the function's tier,
+//! the content-addressed cache) is [`Engine::build_dependencies`]'s.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, Notify, Semaphore};
+use tracing::Instrument;
+use voltrun_core::{time, Function, FunctionState, MAX_LOG_BYTES};
+use voltrun_store::{BuildPhase, BuildRecord};
+
+use std::path::PathBuf;
+
+use crate::{BuildFailure, BuildRequest, BuiltTree, Engine, EngineError, LogSink};
+
+/// How often a running build's log so far is stored (for followers on other nodes).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// The builds of this node: its slots, its wake, and the live logs of the builds it runs.
+pub(crate) struct BuildQueue {
+    /// Wakes the build dispatcher: a build was queued (here or, through NOTIFY, elsewhere).
+    pub(crate) wake: Notify,
+    slots: Arc<Semaphore>,
+    /// Builds running on this node, by build id.
+    running: Mutex<HashMap<String, RunningBuild>>,
+}
+
+struct RunningBuild {
+    function_id: String,
+    log: LiveBuildLog,
+    task: tokio::task::AbortHandle,
+}
+
+impl BuildQueue {
+    pub(crate) fn new(concurrency: usize) -> BuildQueue {
+        BuildQueue { wake: Notify::new(), slots: Arc::new(Semaphore::new(concurrency.max(1))), running: Mutex::new(HashMap::new()) }
+    }
+}
+
+/// A build's log as it is written: capped at [`MAX_LOG_BYTES`] like a run's, shared with live
+/// followers (a broadcast of each new chunk).
+#[derive(Clone)]
+pub struct LiveBuildLog {
+    inner: Arc<Mutex<(String, bool)>>,
+    tx: broadcast::Sender<String>,
+}
+
+impl Default for LiveBuildLog {
+    fn default() -> Self {
+        LiveBuildLog { inner: Arc::new(Mutex::new((String::new(), false))), tx: broadcast::channel(256).0 }
+    }
+}
+
+impl LiveBuildLog {
+    /// Appends output (the part past the cap is dropped and the log marked truncated).
+    pub fn write(&self, text: &str) {
+        let mut g = self.inner.lock().expect("build log lock");
+        let room = MAX_LOG_BYTES.saturating_sub(g.0.len());
+        let mut take = text.len().min(room);
+        while !text.is_char_boundary(take) {
+            take -= 1;
+        }
+        if take < text.len() {
+            g.1 = true;
+        }
+        if take > 0 {
+            g.0.push_str(&text[..take]);
+            let _ = self.tx.send(text[..take].to_string());
+        }
+    }
+
+    /// The log so far and whether it was cut.
+    pub fn snapshot(&self) -> (String, bool) {
+        self.inner.lock().expect("build log lock").clone()
+    }
+
+    fn subscribe(&self) -> (String, broadcast::Receiver<String>) {
+        // Under the lock: no chunk falls between the snapshot and the subscription.
+        let g = self.inner.lock().expect("build log lock");
+        (g.0.clone(), self.tx.subscribe())
+    }
+}
+
+impl Engine {
+    /// Refuses a run of a function that is not `active` (pending first build, or failed):
+    /// every door (sync, async, HTTP trigger, schedule) asks this first.
+    pub fn check_active(&self, f: &Function) -> Result<(), EngineError> {
+        match f.states.state {
+            FunctionState::Active => Ok(()),
+            state => Err(EngineError::NotActive { state, reason: f.states.state_reason.clone() }),
+        }
+    }
+
+    /// Whether a function has dependencies to build (SPEC §10: a package whose root holds
+    /// a `requirements.txt` or `package.json` that declares some).
+    pub fn needs_build(&self, f: &Function) -> bool {
+        f.package.as_ref().is_some_and(|p| p.dependencies.is_some())
+    }
+
+    /// Whether an update changes what the dependency build of a function depends on (its
+    /// package, its runtime).
+    pub fn dependencies_changed(&self, old: &Function, new: &Function) -> bool {
+        old.runtime != new.runtime || old.package.as_ref().map(|p| &p.sha256) != new.package.as_ref().map(|p| &p.sha256)
+    }
+
+    /// The dependency tree of `f` when this node's cache has it already (a build would be a
+    /// cache hit), so a create or update completes inside its request.
+    pub async fn cached_dependencies(&self, f: &Function) -> Option<BuiltTree> {
+        let req = match self.build_request(f, None).await {
+            Ok(req) => req,
+            Err(reason) => {
+                tracing::debug!(%reason, "no cache lookup for this package");
+                return None;
+            }
+        };
+        let key = self.dependency_key(&req).await.ok()?;
+        let tree = self.use_dependency_tree(&key)?;
+        let logs = format!("[voltrun] dependencies found in the cache ({}): no build, no download\n", &key[..key.len().min(12)]);
+        Some(BuiltTree { key, path: tree.path().to_path_buf(), cached: true, logs, logs_truncated: false })
+    }
+
+    /// On PostgreSQL, packs a tree this node built into a blob of the store, so every node
+    /// can run the function (docs/ARCHITECTURE.md, "Builds"); a tree in the store already
+    /// (built before, here or elsewhere) is not packed again. None on SQLite (one node) or
+    /// when packing failed (the tree stays this node's; others build it themselves).
+    async fn share_tree(&self, t: &BuiltTree) -> Option<String> {
+        let store = &self.inner.store;
+        if store.dialect() != voltrun_store::Dialect::Postgres {
+            return None;
+        }
+        if let Ok(Some(blob)) = store.tree_blob(&t.key).await {
+            return Some(blob);
+        }
+        let t0 = std::time::Instant::now();
+        let path = t.path.clone();
+        let packed = match tokio::task::spawn_blocking(move || crate::tree_share::pack(&path)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(err)) => {
+                tracing::warn!(%err, "could not pack a built tree for other nodes");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        match store.put_blob(&packed).await {
+            Ok(sha) => {
+                tracing::info!(key = %t.key, bytes = packed.len(), ms = t0.elapsed().as_millis() as u64, "built tree stored for other nodes");
+                Some(sha)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "could not store a built tree for other nodes");
+                None
+            }
+        }
+    }
+
+    /// The built dependency tree an instance of `f` uses: `None` for a function without
+    /// dependencies; else the tree in this node's cache, fetched first from the blob the
+    /// building node stored when this node lacks it (another node built it, or it was
+    /// evicted here). The launch hook (`instance_files`) calls this.
+    pub async fn dependency_tree(&self, f: &Function) -> Result<Option<crate::TreeUse>, String> {
+        if !self.needs_build(f) {
+            return Ok(None);
+        }
+        let req = self.build_request(f, None).await?;
+        let key = self.dependency_key(&req).await?;
+        if let Some(tree) = self.use_dependency_tree(&key) {
+            return Ok(Some(tree));
+        }
+        let blob = self.inner.store.tree_blob(&key).await.map_err(|e| format!("looking the dependency tree up: {e}"))?;
+        let Some(blob) = blob else {
+            // Not built anywhere (evicted on a single node): build it again, as a cache miss.
+            let t = self.build_dependencies(req).await.map_err(|e| format!("the dependency tree had to be built again and that failed: {}", e.reason))?;
+            return self.use_dependency_tree(&t.key).map(Some).ok_or_else(|| "the dependency tree was evicted as soon as it was built".into());
+        };
+        let t0 = std::time::Instant::now();
+        let packed = self.inner.store.get_blob(&blob).await.map_err(|e| format!("fetching the dependency tree: {e}"))?.ok_or("the dependency tree's blob is missing")?;
+        self.insert_fetched_tree(&key, packed).await?;
+        tracing::info!(%key, ms = t0.elapsed().as_millis() as u64, "fetched a dependency tree another node built");
+        self.use_dependency_tree(&key).map(Some).ok_or_else(|| "the fetched dependency tree was evicted at once".into())
+    }
+
+    /// Unpacks a tree another node packed into this node's dependency cache as `key`.
+    async fn insert_fetched_tree(&self, key: &str, packed: Vec<u8>) -> Result<(), String> {
+        let cache = &self.inner.builds.cache;
+        let lock = cache.key_lock(key);
+        let _one = lock.lock().await;
+        if cache.lookup(key).is_some() {
+            return Ok(());
+        }
+        let scratch = cache.scratch(key).map_err(|e| format!("preparing the dependency tree: {e}"))?;
+        let (engine, key, dir) = (self.clone(), key.to_string(), scratch.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            let tree = dir.join("tree");
+            crate::tree_share::unpack(&packed, &tree)?;
+            engine.inner.builds.cache.insert(&key, &tree).map(drop)
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        r.map_err(|e| format!("unpacking the dependency tree: {e}"))?.map_err(|e| format!("unpacking the dependency tree: {e}"))
+    }
+
+    /// The unpacked package of `f` on this host (`<data_dir>/trees/<sha256>`), unpacked from
+    /// the store's blob when this node does not have it yet.
+    pub async fn package_dir(&self, f: &Function) -> Result<PathBuf, String> {
+        let p = f.package.as_ref().ok_or("a code function has no package")?;
+        let trees = voltrun_package::Trees::new(&self.inner.cfg.data_dir);
+        if trees.has(&p.sha256) {
+            return Ok(trees.path(&p.sha256));
+        }
+        let zip = match &f.package_zip {
+            Some(z) => z.clone(),
+            None => Arc::new(
+                self.inner.store.get_blob(&p.sha256).await.map_err(|e| format!("reading the package: {e}"))?.ok_or_else(|| format!("the package {} is not in the store", p.sha256))?,
+            ),
+        };
+        let sha = p.sha256.clone();
+        tokio::task::spawn_blocking(move || trees.ensure(&sha, |dest| voltrun_package::unpack_zip(&zip, dest, &voltrun_package::Limits::zip()).map(|_| ())))
+            .await
+            .map_err(|e| format!("unpacking the package: {e}"))?
+            .map_err(|e| format!("unpacking the package: {e}"))
+    }
+
+    /// What to build for `f`: its runtime, memory, unpacked package and dependency files.
+    async fn build_request(&self, f: &Function, log: Option<LogSink>) -> Result<BuildRequest, String> {
+        let dir = self.package_dir(f).await?;
+        let probe = dir.clone();
+        let runtime = f.runtime;
+        let dep_files = tokio::task::spawn_blocking(move || crate::build::dependency_files(runtime, &probe))
+            .await
+            .map_err(|e| format!("reading the dependency files: {e}"))?
+            .ok_or("the package declares no dependencies to build")?;
+        Ok(BuildRequest { runtime: f.runtime, memory_mb: f.memory, package_dir: dir, dep_files, log })
+    }
+
+    /// Tells the build dispatcher a build was queued.
+    pub fn wake_builds(&self) {
+        self.inner.build_queue.wake.notify_one();
+    }
+
+    /// Live log of a build running on this node: what it wrote so far and the rest as it
+    /// comes. None when the build does not run here.
+    pub fn subscribe_build_logs(&self, build_id: &str) -> Option<(String, broadcast::Receiver<String>)> {
+        let running = self.inner.build_queue.running.lock().expect("builds lock");
+        running.get(build_id).map(|b| b.log.subscribe())
+    }
+
+    /// Stops this node's builds of a function (deleted: its build rows went with it).
+    pub fn cancel_builds(&self, function_id: &str) {
+        let running = self.inner.build_queue.running.lock().expect("builds lock");
+        for (id, b) in running.iter().filter(|(_, b)| b.function_id == function_id) {
+            tracing::info!(build_id = %id, "cancelling the build of a deleted function");
+            b.task.abort();
+        }
+    }
+
+    /// After a build-lease heartbeat: stops the builds this node runs that the store no
+    /// longer has as this node's (deleted with their function, superseded, or settled by
+    /// another node's reaper).
+    pub(crate) fn drop_lost_builds(&self, held: &[String]) {
+        let running = self.inner.build_queue.running.lock().expect("builds lock");
+        for (id, b) in running.iter().filter(|(id, _)| !held.contains(id)) {
+            tracing::info!(build_id = %id, "a build this node ran is no longer its own; stopping it");
+            b.task.abort();
+        }
+    }
+
+    /// Claims queued builds while this node has build slots (`--build-concurrency`, each
+    /// user at most `--builds-per-user` on every node together); sleeps until woken or for a
+    /// second.
+    pub(crate) async fn dispatch_builds(self) {
+        let slots = self.inner.build_queue.slots.clone();
+        loop {
+            let slot = slots.clone().acquire_owned().await.expect("never closed");
+            if self.inner.stopping.load(Relaxed) {
+                return;
+            }
+            let claimed = self.inner.store.claim_build(&self.inner.cfg.node_id, &time::now(), &self.lease_until(), self.inner.cfg.builds_per_user).await;
+            match claimed {
+                Ok(Some(b)) => {
+                    let engine = self.clone();
+                    let span = tracing::info_span!("build", build_id = %b.id, function_id = %b.function_id, version = b.function_version, attempt = b.attempts);
+                    let log = LiveBuildLog::default();
+                    let (id, function_id) = (b.id.clone(), b.function_id.clone());
+                    let (task_log, entry) = (log.clone(), BuildEntry { engine: self.clone(), id: id.clone() });
+                    // Registered under the lock, before the task can end and remove itself.
+                    let mut running = self.inner.build_queue.running.lock().expect("builds lock");
+                    let task = tokio::spawn(
+                        async move {
+                            let _held = (slot, entry);
+                            engine.run_claimed_build(b, task_log).await;
+                        }
+                        .instrument(span),
+                    );
+                    running.insert(id.clone(), RunningBuild { function_id, log, task: task.abort_handle() });
+                    drop(running);
+                    self.changed(&id);
+                }
+                Ok(None) => {
+                    drop(slot);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.build_queue.wake.notified()).await;
+                }
+                Err(err) => {
+                    drop(slot);
+                    tracing::warn!(%err, "claiming queued builds failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// One claimed build: runs it (storing its log as it goes), then stores its end, which
+    /// applies it. A build cut short by shutdown stays `building` for the reaper (or the
+    /// next start) to queue again.
+    async fn run_claimed_build(&self, mut b: BuildRecord, log: LiveBuildLog) {
+        let store = &self.inner.store;
+        let node = self.inner.cfg.node_id.clone();
+        let built = {
+            let work = self.run_dependency_build(&b.definition, &log);
+            tokio::pin!(work);
+            let mut progress = tokio::time::interval(PROGRESS_EVERY);
+            progress.tick().await;
+            loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    _ = progress.tick() => {
+                        let (logs, cut) = log.snapshot();
+                        if let Err(err) = store.save_build_progress(&b.id, &node, &logs, cut).await {
+                            tracing::warn!(%err, "storing a build's progress failed");
+                        }
+                    }
+                }
+            }
+        };
+        if self.inner.stopping.load(Relaxed) {
+            return;
+        }
+        // The builder's own log is the whole one (capped head and tail); the live one is
+        // what followers saw.
+        let (live, live_cut) = log.snapshot();
+        let pick = |logs: String, cut: bool| if logs.is_empty() { (live.clone(), live_cut) } else { (logs, cut) };
+        match built {
+            Ok(t) => {
+                let shared = self.share_tree(&t).await;
+                let (logs, cut) = pick(t.logs, t.logs_truncated);
+                b.finish(Ok(t.key), logs, cut, t.cached);
+                b.tree_blob = shared;
+            }
+            Err(f) => {
+                let (logs, cut) = pick(f.logs, f.logs_truncated);
+                b.finish(Err(f.reason), logs, cut, false);
+            }
+        }
+        // The end must be stored, or the function would stay pending/in progress until the
+        // lease reaper re-runs the build: try again while the database is unavailable.
+        let mut pause = Duration::from_millis(500);
+        let stored = loop {
+            match store.finish_build(&b, &node, &self.inner.cfg.quotas).await {
+                Ok(s) => break s,
+                Err(e) if e.is_unavailable() && !self.inner.stopping.load(Relaxed) => {
+                    tracing::warn!(err = %e, "storing a build's end failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+                Err(err) => {
+                    tracing::error!(%err, "storing a build's end failed; the lease reaper will run it again");
+                    return;
+                }
+            }
+        };
+        match stored {
+            Some(s) if s.phase == BuildPhase::Success => {
+                tracing::info!(cached = s.cached, "build succeeded");
+                self.invalidate(&s.function_id);
+            }
+            Some(s) => tracing::info!(reason = s.reason.as_deref().unwrap_or(""), "build failed"),
+            None => tracing::info!("the build was cancelled or taken over; its end was not stored"),
+        }
+        self.changed(&b.id);
+    }
+
+    /// Runs a function's dependency build (or finds it in the cache) in its isolation tier,
+    /// through the dependency builder. `Err` is the reason it failed, for people.
+    async fn run_dependency_build(&self, f: &Function, log: &LiveBuildLog) -> Result<BuiltTree, BuildFailure> {
+        let live = log.clone();
+        let sink: LogSink = Arc::new(move |text: &str| live.write(text));
+        let req = self.build_request(f, Some(sink)).await.map_err(|reason| BuildFailure { reason, logs: String::new(), logs_truncated: false })?;
+        self.build_dependencies(req).await
+    }
+}
+
+/// A build's place in the map of running builds, removed on every path its task ends by
+/// (its end, an abort, a panic).
+struct BuildEntry {
+    engine: Engine,
+    id: String,
+}
+
+impl Drop for BuildEntry {
+    fn drop(&mut self) {
+        self.engine.inner.build_queue.running.lock().expect("builds lock").remove(&self.id);
+    }
+}
