@@ -26,57 +26,22 @@ export interface Session {
 
 export type Runtime = Schemas['Runtime'];
 
-/** What a package function's `package` says about its archive (issue 15 contract). */
-export interface PackageInfo {
-  kind: 'files' | 'zip';
-  sha256: string;
-  size: number;
-  unpacked_size: number;
-  file_count: number;
-  dependencies: 'requirements.txt' | 'package.json' | null;
-}
+/** What a package function's `package` says about its archive (null for a `code` function). */
+export type PackageInfo = Schemas['PackageInfo'];
 
-export type FnState = 'pending' | 'active' | 'failed';
-export type UpdateStatus = 'in_progress' | 'successful' | 'failed';
+export type FnState = Schemas['FunctionState'];
+export type UpdateStatus = Schemas['UpdateStatus'];
 
-/** The package, layer and build-state fields of a function (create, get, update and lists). */
-export interface PackageFields {
-  package?: PackageInfo | null;
-  layers?: string[];
-  state?: FnState;
-  state_reason?: string | null;
-  last_update_status?: UpdateStatus;
-  last_update_status_reason?: string | null;
-}
-
-export type Fn = Schemas['Function'] & PackageFields;
+export type Fn = Schemas['Function'];
 
 /** A function as `GET /api/functions` lists it: no code (the function's own GET has it), its size. */
-export type FnSummary = Schemas['FunctionSummary'] & PackageFields;
+export type FnSummary = Schemas['FunctionSummary'];
 
 /** The latest dependency build of a function (`GET /api/functions/{id}/build`). */
-export interface Build {
-  id: string;
-  function_version: number;
-  status: 'building' | 'success' | 'failed';
-  reason: string | null;
-  logs: string;
-  logs_truncated: boolean;
-  cached: boolean;
-  started_at: string;
-  finished_at: string | null;
-  duration_ms: number | null;
-}
+export type Build = Schemas['Build'];
 
 /** One version of a layer. */
-export interface Layer {
-  name: string;
-  version: number;
-  description?: string | null;
-  size: number;
-  sha256: string;
-  created_at: string;
-}
+export type Layer = Schemas['Layer'];
 
 export type Status = Schemas['ExecutionStatus'];
 
