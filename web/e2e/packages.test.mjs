@@ -278,6 +278,13 @@ step('open a file, edit it, save (re-zipped), invoke and see the new result', as
   const card = page.getByTestId('package-card');
   await card.locator('[data-testid="tree-file"][data-path="helpers/greet.py"]').click();
   await card.locator('[data-testid="file-editor"] .view-lines').getByText('def greet(word, name):').waitFor();
+  // Discarded edits are gone from the editor too.
+  await pasteInEditor(page, '[data-testid="package-card"] [data-testid="file-editor"]', 'raise SystemExit("discard me")\n');
+  await card.locator('[data-testid="tree-file"][data-path="helpers/greet.py"] .tree-dirty').waitFor();
+  await card.getByRole('button', { name: 'Discard changes' }).click();
+  await card.locator('[data-testid="file-editor"] .view-lines').getByText('def greet(word, name):').waitFor();
+  assert.equal(await card.locator('.tree-dirty').count(), 0);
+  assert.ok(!(await card.locator('[data-testid="file-editor"] .view-lines').innerText()).includes('discard me'));
   const edited = 'def greet(word, name):\n    return f"{word}, dear {name}!"\n';
   await pasteInEditor(page, '[data-testid="package-card"] [data-testid="file-editor"]', edited);
   await card.locator('[data-testid="tree-file"][data-path="helpers/greet.py"] .tree-dirty').waitFor();
@@ -409,6 +416,37 @@ step(
     // The list shows the state too.
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Functions' }).click();
     await page.getByTestId('functions-table').locator('tbody tr', { hasText: 'pkg-deps' }).locator('[data-testid="fn-state"][data-state="active"]').waitFor();
+  },
+  BUILD_TIMEOUT + 60_000,
+);
+
+step(
+  'an update whose build fails leaves the last good version serving, with the reason',
+  async () => {
+    await page.getByTestId('functions-table').getByText('pkg-deps').click();
+    const card = page.getByTestId('package-card');
+    await card.locator('[data-testid="tree-file"][data-path="requirements.txt"]').click();
+    await card.locator('[data-testid="file-editor"] .view-lines').getByText('six==1.17.0').waitFor();
+    await pasteInEditor(page, '[data-testid="package-card"] [data-testid="file-editor"]', 'six==1.17.0\nvoltrun-e2e-no-such-package==9.9.9\n');
+    const saved = page.waitForResponse((r) => r.request().method() === 'PUT');
+    await card.getByTestId('save-package').click();
+    const resp = await saved;
+    assert.equal(resp.status(), 200, await resp.text());
+    const body = await resp.json();
+    // The update builds; meanwhile the function as it serves is version 1, active.
+    assert.deepEqual([body.state, body.last_update_status, body.version], ['active', 'in_progress', 1]);
+    await page.getByTestId('toast').getByText(/building dependencies; v1 serves until the build succeeds/).waitFor();
+    await page.locator('[data-testid="fn-state-update"][data-update="failed"]').waitFor({ timeout: BUILD_TIMEOUT });
+    assert.match(await page.getByTestId('update-reason').innerText(), /The last update failed \(v1 still serves\): .+/);
+    assert.equal(await page.getByTestId('fn-state').getAttribute('data-state'), 'active');
+    await page.locator('[data-testid="build"][data-status="failed"]').waitFor();
+    assert.match(await page.getByTestId('build-logs').innerText(), /voltrun-e2e-no-such-package/);
+    // The tree shows what serves again: the old requirements.
+    await card.locator('[data-testid="tree-file"][data-path="requirements.txt"]').click();
+    await card.locator('[data-testid="file-editor"] .view-lines').getByText('six==1.17.0').waitFor();
+    assert.ok(!(await card.locator('[data-testid="file-editor"] .view-lines').innerText()).includes('no-such-package'));
+    await shot(page, 'pkg-deps-update-failed');
+    assert.deepEqual(await invoke('{}'), { six: '1.17.0' });
   },
   BUILD_TIMEOUT + 60_000,
 );

@@ -60,10 +60,12 @@ export function LayersPicker({ value, onChange, invalid }: { value: string[]; on
       {value.length === 0 ? (
         <div className="muted small">No layers.</div>
       ) : (
-        <ol className="layer-list" data-testid="layer-list">
+        <ol className="layer-list" data-testid="layer-list" aria-label="Layers, mounted in this order">
           {value.map((entry, i) => (
             <li key={entry} data-testid="layer-entry" data-layer={entry}>
-              <code>{entry}</code>
+              <span>
+                <span className="muted small">{i + 1}.</span> <code>{entry}</code>
+              </span>
               <span className="layer-actions">
                 <button type="button" className="btn btn-icon btn-small" aria-label={`Move ${entry} up`} disabled={i === 0} onClick={() => move(i, -1)}>
                   ↑

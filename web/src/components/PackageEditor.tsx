@@ -3,7 +3,7 @@
 // files again into a `zip` update. A zip can also be uploaded to replace the package.
 import { useEffect, useMemo, useRef, useState } from 'react';
 import { api, ApiError, getBytes, type Fn } from '../api';
-import { base64, handlerFile, MAX_ZIP, mib, pack, PackageProblem, readZipFile, unpack, unpackedSize, type FileMap } from '../packages';
+import { base64, handlerFile, MAX_ZIP, mib, pack, PackageProblem, readZipFile, sizeText, unpack, unpackedSize, type FileMap } from '../packages';
 import { useToast } from '../toast';
 import { PackageFiles } from './PackageFiles';
 import { ErrorBox, Spinner } from './ui';
@@ -22,6 +22,7 @@ export function PackageEditor({ fn, onSaved }: { fn: Fn; onSaved: (f: Fn) => voi
   const [loadError, setLoadError] = useState<unknown>(null);
   const [busy, setBusy] = useState<'save' | 'upload' | null>(null);
   const [tick, setTick] = useState(0);
+  const [revision, setRevision] = useState(0);
   const uploadRef = useRef<HTMLInputElement>(null);
   const sha = fn.package?.sha256;
   // The server's files again when the package changed, or when an update failed (what serves is the old one).
@@ -38,6 +39,7 @@ export function PackageEditor({ fn, onSaved }: { fn: Fn; onSaved: (f: Fn) => voi
         const m = unpack(zip);
         setSaved(m);
         setFiles(m);
+        setRevision((r) => r + 1);
       })
       .catch((e) => {
         if (!ctl.signal.aborted) setLoadError(e);
@@ -91,6 +93,7 @@ export function PackageEditor({ fn, onSaved }: { fn: Fn; onSaved: (f: Fn) => voi
       const updated = await put(zip, `Uploaded ${file.name}`);
       setSaved(m);
       setFiles(m);
+      setRevision((r) => r + 1);
       onSaved(updated);
     } catch (e) {
       setError(e);
@@ -109,7 +112,7 @@ export function PackageEditor({ fn, onSaved }: { fn: Fn; onSaved: (f: Fn) => voi
           {fn.package && (
             <span className="muted small">
               {' '}
-              {fn.package.kind} · {mib(fn.package.size)} zipped · {mib(files ? unpackedSize(files) : fn.package.unpacked_size)} unpacked
+              {fn.package.kind} · {sizeText(fn.package.size)} zipped · {sizeText(files ? unpackedSize(files) : fn.package.unpacked_size)} unpacked
             </span>
           )}
         </h2>
@@ -119,7 +122,15 @@ export function PackageEditor({ fn, onSaved }: { fn: Fn; onSaved: (f: Fn) => voi
             <input ref={uploadRef} type="file" accept=".zip,application/zip" className="sr-only" data-testid="upload-zip" disabled={!!busy || building} onChange={(e) => void upload(e.target.files?.[0])} />
           </label>
           {changed && (
-            <button type="button" className="btn btn-small" disabled={!!busy} onClick={() => setFiles(saved)}>
+            <button
+              type="button"
+              className="btn btn-small"
+              disabled={!!busy}
+              onClick={() => {
+                setFiles(saved);
+                setRevision((r) => r + 1);
+              }}
+            >
               Discard changes
             </button>
           )}
@@ -141,7 +152,7 @@ export function PackageEditor({ fn, onSaved }: { fn: Fn; onSaved: (f: Fn) => voi
       ) : !files ? (
         <Spinner label="Loading the package…" />
       ) : (
-        <PackageFiles files={files} onChange={setFiles} dirty={dirty} initial={handlerFile(fn.handler, fn.runtime, files)} onSubmit={() => void save()} />
+        <PackageFiles files={files} onChange={setFiles} dirty={dirty} revision={revision} initial={handlerFile(fn.handler, fn.runtime, files)} onSubmit={() => void save()} />
       )}
     </section>
   );

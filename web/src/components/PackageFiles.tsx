@@ -6,16 +6,10 @@
 // Names come from an uploaded archive and are untrusted: they are rendered as React text
 // nodes only (escaped), and used as keys and data attributes, never as markup or a model URI.
 import { lazy, Suspense, useEffect, useMemo, useState, type FormEvent } from 'react';
-import { fileOfText, languageOf, MAX_EDIT, pathProblem, treeOf, type FileMap, type TreeDir } from '../packages';
+import { fileOfText, languageOf, MAX_EDIT, pathProblem, sizeText as bytes, treeOf, type FileMap, type TreeDir } from '../packages';
 import { ConfirmButton } from './ui';
 
 const CodeEditor = lazy(() => import('./CodeEditor'));
-
-function bytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
-  return `${(n / (1024 * 1024)).toFixed(1)} MiB`;
-}
 
 export interface PackageFilesProps {
   files: FileMap;
@@ -28,9 +22,14 @@ export interface PackageFilesProps {
   height?: number;
   /** Ctrl/Cmd+Enter in the editor. */
   onSubmit?: () => void;
+  /**
+   * Bumped by the parent when it replaces the files from outside (a reload from the server,
+   * discarded edits): the open editor is made anew with the new text.
+   */
+  revision?: number;
 }
 
-export function PackageFiles({ files, onChange, dirty, initial, height = 380, onSubmit }: PackageFilesProps) {
+export function PackageFiles({ files, onChange, dirty, initial, height = 380, onSubmit, revision = 0 }: PackageFilesProps) {
   const paths = useMemo(() => [...files.keys()], [files]);
   const firstText = () => (initial && files.has(initial) ? initial : (paths.find((p) => files.get(p)?.text !== null) ?? paths[0] ?? null));
   const [open, setOpen] = useState<string | null>(firstText);
@@ -185,9 +184,9 @@ export function PackageFiles({ files, onChange, dirty, initial, height = 380, on
               </div>
             ) : (
               <Suspense fallback={<div className="editor-loading" style={{ height }}>Loading editor…</div>}>
-                {/* One editor per file: its undo history never mixes files. */}
+                {/* One editor per file (and per outside revision): its undo history never mixes files. */}
                 <CodeEditor
-                  key={open}
+                  key={`${revision}:${open}`}
                   testId="file-editor"
                   label={`File ${open}`}
                   language={languageOf(open)}

@@ -7,7 +7,7 @@ import { api, ApiError, get, type Fn, type Runtime, type RuntimeInfo } from '../
 import { LayersPicker } from '../components/LayersPicker';
 import { PackageFiles } from '../components/PackageFiles';
 import { ErrorBox, Spinner, useLoad, usePageTitle } from '../components/ui';
-import { asTextFiles, base64, fileOfText, handlerFile, MAX_FILES, mib, PackageProblem, readZipFile, unpack, type FileMap } from '../packages';
+import { asTextFiles, base64, fileOfText, handlerFile, MAX_FILES, MAX_UNPACKED, MAX_ZIP, mib, PackageProblem, readZipFile, unpack, type FileMap } from '../packages';
 import { egressError, egressLines, MAX_EGRESS_ENTRIES } from '../egress';
 import { runtimeLabel } from '../format';
 import { Link, navigate } from '../router';
@@ -421,7 +421,7 @@ function Form({ fn, runtimes }: { fn?: Fn; runtimes?: RuntimeInfo[] }) {
               fieldErr('zip')
             ) : (
               <div id="f-zip-hint" className="hint">
-                At most {mib(50 * 1024 * 1024)}, {mib(250 * 1024 * 1024)} unpacked. Binary files are kept as they are.
+                At most {mib(MAX_ZIP)}, {mib(MAX_UNPACKED)} unpacked. Binary files are kept as they are.
               </div>
             )}
             {f.zip && (

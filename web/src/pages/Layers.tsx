@@ -5,7 +5,7 @@ import { api, ApiError, get, type Layer } from '../api';
 import { allLayers, itemsOf } from '../components/LayersPicker';
 import { ConfirmButton, Empty, ErrorBox, Spinner, useLoad, usePageTitle } from '../components/ui';
 import { ago } from '../format';
-import { base64, mib, readZipFile, unpack } from '../packages';
+import { base64, MAX_ZIP, mib, readZipFile, sizeText, unpack } from '../packages';
 import { useToast } from '../toast';
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -64,7 +64,7 @@ function LayerRow({ layer, open, onToggle, onChanged }: { layer: Layer; open: bo
           {layer.description && <div className="muted small clip">{layer.description}</div>}
         </td>
         <td className="num">v{layer.version}</td>
-        <td className="num">{mib(layer.size)}</td>
+        <td className="num">{sizeText(layer.size)}</td>
         <td className="hide-sm muted">{ago(layer.created_at)}</td>
         <td className="num">
           <button type="button" className="btn btn-small" aria-expanded={open} onClick={onToggle}>
@@ -112,7 +112,7 @@ function Versions({ name, onChanged }: { name: string; onChanged: () => void }) 
               {name}:{v.version}
             </code>
             <span className="muted small">
-              {mib(v.size)} · {ago(v.created_at)} · sha256 {v.sha256.slice(0, 12)}
+              {sizeText(v.size)} · {ago(v.created_at)} · sha256 {v.sha256.slice(0, 12)}
             </span>
             <ConfirmButton small label="Delete" confirmLabel={`Delete ${name}:${v.version}`} onConfirm={() => void remove(v.version)} busy={busy === v.version} />
           </li>
@@ -172,7 +172,7 @@ function Upload({ onUploaded, names }: { onUploaded: () => void; names: string[]
         <div className="field">
           <label htmlFor="l-zip">Zip</label>
           <input id="l-zip" ref={fileRef} type="file" accept=".zip,application/zip" onChange={(e) => setFile(e.target.files?.[0] ?? null)} />
-          <div className="hint">At most {mib(50 * 1024 * 1024)}; python/ and nodejs/node_modules/ land on the module paths.</div>
+          <div className="hint">At most {mib(MAX_ZIP)}; python/ and nodejs/node_modules/ land on the module paths.</div>
         </div>
         <div className="field">
           <label htmlFor="l-description">Description</label>
