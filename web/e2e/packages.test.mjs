@@ -192,8 +192,12 @@ async function treePaths(scope) {
 /** Invokes the function on its page with `input` and returns the output the page shows, parsed, once it succeeded. */
 async function invoke(input) {
   await pasteInEditor(page, '[data-testid="editor-json"]', input);
+  const ran = page.waitForResponse((r) => r.request().method() === 'POST' && /^\/api\/functions\/[^/]+\/execute$/.test(new URL(r.url()).pathname));
   await page.getByTestId('invoke').click();
-  const detail = page.locator('.invoke-result [data-testid="execution-detail"][data-status="success"]');
+  const rec = await (await ran).json();
+  assert.equal(rec.status, 'success', `the run failed: ${JSON.stringify(rec.error)}`);
+  // This run's result, not the one shown before it.
+  const detail = page.locator('.invoke-result [data-testid="execution-detail"][data-status="success"]', { hasText: rec.id });
   await detail.waitFor();
   return JSON.parse(await detail.getByTestId('exec-output').innerText());
 }
@@ -331,6 +335,23 @@ step('a zip past the limits gets a clear size error before any upload', async ()
   }
   assert.deepEqual(uploads, [], 'nothing was uploaded');
   assert.equal((await fnOf(zipFnId)).version, 2, 'the package is unchanged');
+});
+
+step('upload a zip on the function page: it replaces the package', async () => {
+  await page.goto(`${base}/functions/${zipFnId}`);
+  const card = page.getByTestId('package-card');
+  await card.getByTestId('tree-file').first().waitFor();
+  const replacement = layerZip({ 'main.py': 'from app.core import run\n\nhandler = run\n', 'app/core.py': 'def run(event, context):\n    return "replaced " + event["name"]\n' });
+  const saved = page.waitForResponse((r) => r.request().method() === 'PUT' && new URL(r.url()).pathname === `/api/functions/${zipFnId}`);
+  await card.getByTestId('upload-zip').setInputFiles({ name: 'replacement.zip', mimeType: 'application/zip', buffer: replacement });
+  const resp = await saved;
+  assert.equal(resp.status(), 200, await resp.text());
+  assert.deepEqual(Buffer.from(resp.request().postDataJSON().zip, 'base64'), replacement, 'the picked zip went up as it is');
+  await page.getByTestId('toast').getByText('Uploaded replacement.zip (version 3)').waitFor();
+  await page.locator('.fn-title', { hasText: 'v3' }).waitFor();
+  await card.locator('[data-testid="tree-file"][data-path="app/core.py"]').waitFor();
+  assert.deepEqual(await packageTree(), ['app/core.py', 'main.py']);
+  assert.equal(await invoke('{"name": "Ada"}'), 'replaced Ada');
 });
 
 step('a multi-file function made in the tree (add, rename, delete) goes up as files', async () => {
@@ -512,6 +533,7 @@ step('layers: upload two, pick them in order on the form, the function imports f
   assert.equal(resp.status(), 201, await resp.text());
   assert.deepEqual(resp.request().postDataJSON().layers, ['e2e-more:1', 'e2e-libs:2']);
   await page.waitForURL(/\/functions\/fn_[^/]+$/);
+  await page.getByTestId('fn-layers').getByText('e2e-libs:2').waitFor();
   assert.deepEqual(await page.getByTestId('fn-layers').locator('code').allInnerTexts(), ['e2e-more:1', 'e2e-libs:2']);
   assert.equal(await invoke('{}'), 'from layer v2 + more');
 
