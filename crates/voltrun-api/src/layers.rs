@@ -18,16 +18,9 @@ use crate::extract::{page_of, Caller, Json, Page, Paged, Query};
 use crate::openapi::ErrorBody;
 use crate::AppState;
 
-/// Largest body of `POST /api/layers`: a 50 MiB zip in base64 (4/3), with room for the rest.
-pub const MAX_UPLOAD_BODY: usize = 72 << 20;
-
 /// Routes under `/api/layers`.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BODY))
-        .routes(routes!(versions))
-        .routes(routes!(read, remove))
+    OpenApiRouter::new().routes(routes!(list, create)).layer(DefaultBodyLimit::max(crate::functions::PACKAGE_BODY_BYTES)).routes(routes!(versions)).routes(routes!(read, remove))
 }
 
 /// `POST /api/layers` body.

@@ -101,7 +101,11 @@ pub fn zip_dir(root: &Path) -> Result<Zipped> {
     }
     let bytes = w.finish().map_err(|e| CliError::usage(format!("zipping {}: {e}", root.display())))?.into_inner();
     if bytes.len() as u64 > MAX_ZIP {
-        return Err(CliError::usage(format!("the zip of {} is {} MiB, over the 50 MiB a package may be: list what is not needed in {IGNORE_FILE}", root.display(), bytes.len() >> 20)));
+        return Err(CliError::usage(format!(
+            "the zip of {} is {} MiB, over the 50 MiB a package may be: list what is not needed in {IGNORE_FILE}",
+            root.display(),
+            bytes.len() >> 20
+        )));
     }
     Ok(Zipped { bytes, files: files.into_iter().map(|(n, _)| n).collect(), unpacked })
 }

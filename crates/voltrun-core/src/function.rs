@@ -329,6 +329,7 @@ impl NewFunction {
     /// Validates every field and builds the record to store (id and timestamps given).
     pub fn into_function(self, id: String, user_id: String, now: String) -> Result<Function, ValidationError> {
         let runtime = parse_runtime(&self.runtime)?;
+        let explicit_handler = self.handler.is_some();
         let source = Source::of(self.code, self.files, self.zip)?.ok_or_else(|| ValidationError::new("code", "give one of code, files or zip"))?;
         let mut f = Function {
             id,
@@ -354,7 +355,6 @@ impl NewFunction {
             updated_at: now,
             states: FunctionStates::default(),
         };
-        let explicit_handler = !f.handler.is_empty();
         let manifest = source.install(&mut f, explicit_handler)?;
         f.egress = canonical_egress(&f.egress)?;
         validate(&f)?;
@@ -465,7 +465,7 @@ impl Source {
                 f.code = code;
                 f.package = None;
                 f.package_zip = None;
-                if !keep_handler || f.handler.is_empty() {
+                if !keep_handler {
                     f.handler = "handler".into();
                 }
                 return Ok(None);
@@ -501,7 +501,7 @@ impl Source {
             dependencies: voltrun_package::dependencies_file(&manifest, language).map(str::to_string),
         });
         f.package_zip = Some(Arc::new(zip));
-        if !keep_handler || f.handler.is_empty() {
+        if !keep_handler {
             f.handler = language.default_handler().into();
         }
         Ok(Some(manifest))

@@ -317,6 +317,8 @@ fn walk(zip: &[u8], dest: Option<&Path>, limits: &Limits) -> Result<Manifest, Pa
     // Pass 2: decompress, counting.
     let mut manifest = Manifest::default();
     let mut buf = vec![0u8; 64 << 10];
+    // Directories made so far (each parent is made once, not stat'ed per file).
+    let mut made: HashSet<std::path::PathBuf> = HashSet::new();
     for (i, (path, shown, kind, compressed)) in entries.into_iter().enumerate() {
         let target = dest.map(|d| d.join(&path));
         let executable = match kind {
@@ -324,6 +326,7 @@ fn walk(zip: &[u8], dest: Option<&Path>, limits: &Limits) -> Result<Manifest, Pa
             Kind::Dir => {
                 if let Some(t) = &target {
                     fs::DirBuilder::new().mode(0o755).recursive(true).create(t)?;
+                    made.insert(t.clone());
                 }
                 // A directory entry with content is not a directory.
                 let mut f = archive.by_index(i).map_err(|e| PackageError::entry(&shown, format!("cannot be read: {e}")))?;
@@ -336,11 +339,13 @@ fn walk(zip: &[u8], dest: Option<&Path>, limits: &Limits) -> Result<Manifest, Pa
         let mut out: Box<dyn Write> = match &target {
             Some(t) => {
                 if let Some(parent) = t.parent() {
-                    fs::DirBuilder::new().mode(0o755).recursive(true).create(parent)?;
+                    if made.insert(parent.to_path_buf()) {
+                        fs::DirBuilder::new().mode(0o755).recursive(true).create(parent)?;
+                    }
                 }
                 // create_new: O_EXCL, so nothing existing (nor a link) is written through.
-                let file = fs::OpenOptions::new().write(true).create_new(true).mode(if executable { 0o755 } else { 0o644 }).open(t)?;
-                Box::new(io::BufWriter::with_capacity(64 << 10, file))
+                // Unbuffered: the reads below are 64 KiB already.
+                Box::new(fs::OpenOptions::new().write(true).create_new(true).mode(if executable { 0o755 } else { 0o644 }).open(t)?)
             }
             None => Box::new(io::sink()),
         };

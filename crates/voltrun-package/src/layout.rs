@@ -108,7 +108,17 @@ impl InstanceDir {
             n += crate::tree::link_into(t, &self.task())?;
         }
         if let Some(d) = &files.deps {
-            n += crate::tree::link_into(d, &self.deps())?;
+            // The dependency builder's Node tree is the node_modules directory itself: it goes
+            // to deps/node_modules, so that a module's real path lies under a directory named
+            // node_modules and Node finds its siblings (sharp requiring detect-libc).
+            let into = if node && !d.join("node_modules").is_dir() {
+                let nm = self.deps().join("node_modules");
+                fs::DirBuilder::new().mode(0o755).recursive(true).create(&nm)?;
+                nm
+            } else {
+                self.deps()
+            };
+            n += crate::tree::link_into(d, &into)?;
             let link = self.task().join("node_modules");
             if node && link.symlink_metadata().is_err() {
                 std::os::unix::fs::symlink("../deps/node_modules", &link)?;

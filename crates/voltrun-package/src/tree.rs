@@ -118,26 +118,39 @@ impl Trees {
 /// (dependency trees have them: `node_modules/.bin`). An existing file in `dst` is replaced
 /// (later layers win). Returns the number of files linked.
 pub fn link_into(src: &Path, dst: &Path) -> io::Result<u64> {
+    // Into an empty directory (every instance's first tree) nothing needs replacing: no
+    // lookups before each link.
+    let empty = fs::read_dir(dst)?.next().is_none();
+    link_tree(src, dst, empty)
+}
+
+fn link_tree(src: &Path, dst: &Path, fresh: bool) -> io::Result<u64> {
     let mut n = 0;
     for entry in fs::read_dir(src)? {
         let entry = entry?;
         let (from, to) = (entry.path(), dst.join(entry.file_name()));
         let ty = entry.file_type()?;
         if ty.is_dir() {
-            match fs::symlink_metadata(&to) {
-                Ok(m) if m.is_dir() => {}
+            let made = match if fresh { Err(io::ErrorKind::NotFound.into()) } else { fs::symlink_metadata(&to) } {
+                Ok(m) if m.is_dir() => false,
                 Ok(_) => {
                     fs::remove_file(&to)?;
                     fs::DirBuilder::new().mode(0o755).create(&to)?;
+                    true
                 }
-                Err(_) => fs::DirBuilder::new().mode(0o755).create(&to)?,
-            }
-            n += link_into(&from, &to)?;
+                Err(_) => {
+                    fs::DirBuilder::new().mode(0o755).create(&to)?;
+                    true
+                }
+            };
+            n += link_tree(&from, &to, made)?;
         } else {
-            match fs::symlink_metadata(&to) {
-                Ok(m) if m.is_dir() => fs::remove_dir_all(&to)?,
-                Ok(_) => fs::remove_file(&to)?,
-                Err(_) => {}
+            if !fresh {
+                match fs::symlink_metadata(&to) {
+                    Ok(m) if m.is_dir() => fs::remove_dir_all(&to)?,
+                    Ok(_) => fs::remove_file(&to)?,
+                    Err(_) => {}
+                }
             }
             if ty.is_symlink() {
                 std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;

@@ -151,11 +151,8 @@ impl Store {
 
     /// Every version of the user's layer `name`, newest first (empty when there is none).
     pub async fn layer_versions(&self, user_id: &str, name: &str) -> Result<Vec<Layer>> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM layers WHERE user_id = $1 AND name = $2 ORDER BY version DESC"))
-            .bind(user_id)
-            .bind(name)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {COLUMNS} FROM layers WHERE user_id = $1 AND name = $2 ORDER BY version DESC")).bind(user_id).bind(name).fetch_all(&self.pool).await?;
         rows.iter().map(layer_from).collect()
     }
 
@@ -178,7 +175,8 @@ impl Store {
         let r = LayerRef { name: name.to_string(), version };
         let pattern = in_use_pattern(&r);
         let mut tx = self.user_write(user_id).await?;
-        let sha = sqlx::query("SELECT sha256 FROM layers WHERE user_id = $1 AND name = $2 AND version = $3").bind(user_id).bind(name).bind(version).fetch_optional(&mut *tx).await?;
+        let sha =
+            sqlx::query("SELECT sha256 FROM layers WHERE user_id = $1 AND name = $2 AND version = $3").bind(user_id).bind(name).bind(version).fetch_optional(&mut *tx).await?;
         let Some(sha) = sha.map(|r| get_str(&r, "sha256")).transpose()? else { return Ok(DeleteLayer::NotFound) };
         let done = sqlx::query(
             "DELETE FROM layers WHERE user_id = $1 AND name = $2 AND version = $3
@@ -206,7 +204,8 @@ impl Store {
         if users.is_empty() {
             return Ok(DeleteLayer::NotFound);
         }
-        let exists = sqlx::query("SELECT 1 AS one FROM layers WHERE user_id = $1 AND name = $2 AND version = $3").bind(user_id).bind(name).bind(version).fetch_optional(&mut *tx).await?;
+        let exists =
+            sqlx::query("SELECT 1 AS one FROM layers WHERE user_id = $1 AND name = $2 AND version = $3").bind(user_id).bind(name).bind(version).fetch_optional(&mut *tx).await?;
         if exists.is_none() {
             return Ok(DeleteLayer::NotFound);
         }

@@ -271,4 +271,11 @@ fn postgres_a_build_on_node_a_runs_on_node_b() {
     let e = cb.invoke("shared", &json!({"node": "b"}));
     assert_eq!(e["output"], "from b", "{e}");
     assert_eq!(ca.invoke("shared", &json!({"node": "a"}))["output"], "from a");
+    // B fetched the tree A stored (it did not build it again: it builds nothing).
+    let log_of = |s: &Server| std::fs::read_to_string(s.data_dir.with_extension("stderr.log")).unwrap_or_default();
+    let (la, lb) = (log_of(&a), log_of(&b));
+    assert!(la.contains("built tree stored for other nodes"), "A stored its tree:\n{la}");
+    let fetched = lb.lines().find(|l| l.contains("fetched a dependency tree another node built"));
+    assert!(fetched.is_some(), "B fetched the tree:\n{lb}");
+    println!("{}\n{}", la.lines().find(|l| l.contains("built tree stored")).unwrap_or(""), fetched.unwrap_or(""));
 }

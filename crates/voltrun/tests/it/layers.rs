@@ -275,18 +275,29 @@ fn output_of(c: &Client, name: &str) -> Value {
 fn python_imports_a_module_from_a_layer() {
     let s = Server::start();
     let c = s.user();
-    publish(&c, "pylib", &[("python/greet/__init__.py", "def hello(n):\n    return 'hello ' + n\n"), ("python/greet/data.txt", "from the layer\n"), ("README", "not on the path\n")]);
+    publish(
+        &c,
+        "pylib",
+        &[("python/greet/__init__.py", "def hello(n):\n    return 'hello ' + n\n"), ("python/greet/data.txt", "from the layer\n"), ("README", "not on the path\n")],
+    );
+    // The instance's view of /opt: /opt in the isolated tiers, the instance's own directory
+    // on the host in the process tier (VOLTRUN_OPT_ROOT says which).
     let code = "import os, sys, greet\n\
                 def handler(event, context):\n    \
+                    opt = os.environ.get('VOLTRUN_OPT_ROOT', '/opt')\n    \
                     here = os.path.dirname(greet.__file__)\n    \
                     data = open(os.path.join(here, 'data.txt')).read().strip()\n    \
-                    writable = os.access('/opt/python', os.W_OK)\n    \
-                    return {'msg': greet.hello('layer'), 'file': greet.__file__, 'data': data, 'writable': writable, 'readme': os.path.exists('/opt/README')}\n";
+                    writable = os.access(os.path.join(opt, 'python'), os.W_OK)\n    \
+                    return {'msg': greet.hello('layer'), 'file': os.path.relpath(greet.__file__, opt), 'opt': opt, 'data': data, 'writable': writable, 'readme': os.path.exists(os.path.join(opt, 'README'))}\n";
     c.create_function("py-layer", "python3.11", code, json!({"layers": ["pylib:1"]}));
     let out = output_of(&c, "py-layer");
     assert_eq!(out["msg"], "hello layer", "{out}");
-    assert_eq!(out["file"], "/opt/python/greet/__init__.py", "{out}");
-    assert_eq!((out["data"].as_str(), out["writable"].as_bool(), out["readme"].as_bool()), (Some("from the layer"), Some(false), Some(true)), "{out}");
+    assert_eq!(out["file"], "python/greet/__init__.py", "{out}");
+    assert_eq!((out["data"].as_str(), out["readme"].as_bool()), (Some("from the layer"), Some(true)), "{out}");
+    if sandbox() != "process" {
+        // The process tier (development only) enforces no read-only mounts.
+        assert_eq!((out["opt"].as_str(), out["writable"].as_bool()), (Some("/opt"), Some(false)), "layers are read-only under /opt: {out}");
+    }
 }
 
 #[test]
@@ -301,11 +312,14 @@ fn node_requires_a_module_from_a_layer() {
             ("nodejs/node_modules/greet/lib.js", "exports.hello = (n) => 'hello ' + n;\n"),
         ],
     );
-    let code = "const greet = require('greet');\nexports.handler = async () => ({ msg: greet.hello('node'), path: require.resolve('greet') });\n";
+    let code = "const path = require('path');\nconst greet = require('greet');\nconst opt = process.env.VOLTRUN_OPT_ROOT || '/opt';\nexports.handler = async () => ({ msg: greet.hello('node'), path: path.relative(opt, require.resolve('greet')), opt });\n";
     c.create_function("node-layer", "nodejs20", code, json!({"layers": ["nodelib:1"]}));
     let out = output_of(&c, "node-layer");
     assert_eq!(out["msg"], "hello node", "{out}");
-    assert_eq!(out["path"], "/opt/nodejs/node_modules/greet/lib.js", "{out}");
+    assert_eq!(out["path"], "nodejs/node_modules/greet/lib.js", "{out}");
+    if sandbox() != "process" {
+        assert_eq!(out["opt"], "/opt", "{out}");
+    }
 }
 
 #[test]
@@ -325,4 +339,36 @@ fn a_later_layer_wins_over_an_earlier_one() {
     publish(&c, "first", &[("python/which.py", "WHO = 'first v2'\n"), ("python/only_first.py", "X = 2\n")]);
     c.put("/api/functions/order", &json!({"layers": ["second:1", "first:2"]}));
     assert_eq!(output_of(&c, "order"), json!({"who": "first v2", "x": 2}));
+}
+
+#[test]
+fn a_function_and_its_layers_fit_in_250_mib_unpacked() {
+    let s = Server::start();
+    let c = s.user();
+    // 126 files of 1 MiB of zeros: 126 MiB unpacked from a zip of some 130 KiB (files up to
+    // 1 MiB may compress that well; a larger one would be refused as a bomb).
+    let zip = {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let mib = vec![0u8; 1 << 20];
+        for i in 0..126 {
+            let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated).compression_level(Some(1));
+            w.start_file(format!("python/blob{i}.bin"), opts).unwrap();
+            w.write_all(&mib).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    };
+    for name in ["big1", "big2"] {
+        let (status, l) = c.post("/api/layers", &json!({"name": name, "zip": b64(&zip)}));
+        assert_eq!(status, 201, "{l}");
+        assert_eq!(l["unpacked_size"], 126u64 << 20, "{l}");
+    }
+    let code = "def handler(e, c):\n    return 1\n";
+    let (status, b) = c.post("/api/functions", &json!({"name": "heavy", "runtime": "python3.11", "code": code, "layers": ["big1:1", "big2:1"]}));
+    assert_eq!(assert_error(status, &b, 413), "payload_too_large", "252 MiB of layers is past 250 MiB: {b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("250 MiB"), "{b}");
+    c.create_function("heavy", "python3.11", code, json!({"layers": ["big1:1"]}));
+    let (status, b) = c.put("/api/functions/heavy", &json!({"layers": ["big1:1", "big2:1"]}));
+    assert_error(status, &b, 413);
+    let (_, f) = c.get("/api/functions/heavy");
+    assert_eq!(f["layers"], json!(["big1:1"]), "a refused update changes nothing");
 }

@@ -304,7 +304,7 @@ fn a_spare_serves_a_package_function() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let probe = "def spawned_for_me():\n    with open('/proc/self/environ', 'rb') as f:\n        return b'AWS_LAMBDA_FUNCTION_NAME=' in f.read()\n";
-    let pkg = files(&[("app/__init__.py", ""), ("app/main.py", &format!("from app.probe import spawned_for_me\nimport os\ndef handler(e, c):\n    return [open('VERSION').read().strip(), spawned_for_me(), os.getcwd() == os.environ['LAMBDA_TASK_ROOT']]\n")), ("app/probe.py", probe), ("VERSION", "7\n")]);
+    let pkg = files(&[("app/__init__.py", ""), ("app/main.py", "from app.probe import spawned_for_me\nimport os\ndef handler(e, c):\n    return [open('VERSION').read().strip(), spawned_for_me(), os.getcwd() == os.environ['LAMBDA_TASK_ROOT']]\n"), ("app/probe.py", probe), ("VERSION", "7\n")]);
     let (status, f) = create(&c, json!({"name": "spare-pkg", "runtime": "python", "files": pkg, "handler": "app.main.handler"}));
     assert_eq!(status, 201, "{f}");
     assert_eq!(output(&c, "spare-pkg", &json!({})), json!(["7", false, true]), "served by a spare");
