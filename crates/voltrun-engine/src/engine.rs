@@ -71,6 +71,8 @@ impl Engine {
         let dir = cfg.data_dir.join("instances");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
+        // Package trees half made when the last server died (the finished ones are kept).
+        let _ = std::fs::remove_dir_all(voltrun_package::Trees::new(&cfg.data_dir).scratch_dir());
         let metrics = Arc::new(Metrics::default());
         let builds = crate::build::Builds::open(&cfg.data_dir, &cfg.build)?;
         Ok(Engine {

@@ -115,11 +115,19 @@ fn a_python_files_package_with_a_sub_package_reads_its_data_file_by_relative_pat
     if crate::harness::sandbox() != "process" {
         assert_eq!(out["cwd"], "/var/task");
     }
-    // A second run is warm and the same; the read-only /var/task cannot be written.
+    // A second run is warm and the same.
     assert_eq!(output(&c, "py-files", &json!({"n": 2}))["event"]["n"], 2);
+    if crate::harness::sandbox() != "process" {
+        // The package, the dependency tree and the layers are read-only inside.
+        let probe = "import os\ndef handler(e, c):\n    out = []\n    for p in ['/var/task/x', '/var/task/data/words.txt', '/var/deps/x', '/opt/x']:\n        try:\n            open(p, 'a').close()\n            out.append('written')\n        except OSError as err:\n            out.append(type(err).__name__)\n    return out\n";
+        let (status, ro) = create(&c, json!({"name": "py-ro", "runtime": "python", "files": files(&[("main.py", probe), ("data/words.txt", "x")])}));
+        assert_eq!(status, 201, "{ro}");
+        let out = output(&c, "py-ro", &json!({}));
+        assert!(out.as_array().unwrap().iter().all(|r| r != "written"), "{out}");
+    }
     // Lists carry the package info, never code or files.
     let (_, list) = c.get("/api/functions");
-    let item = &list["items"][0];
+    let item = list["items"].as_array().unwrap().iter().find(|i| i["name"] == "py-files").unwrap();
     assert_eq!(item["package"]["sha256"], f["package"]["sha256"]);
     assert_eq!(item["code_bytes"], f["package"]["size"]);
     assert!(item.get("files").is_none() && item.get("code").is_none(), "{item}");
