@@ -309,6 +309,25 @@ fn a_build_past_its_timeout_is_killed_whole() {
 }
 
 #[test]
+fn a_build_that_writes_past_its_disk_bound_is_stopped() {
+    let dir = temp_dir("build-disk");
+    let pkg = dir.join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    // 128 MiB in 16 MiB files (each under RLIMIT_FSIZE), then it waits to be stopped.
+    hostile_package(
+        &pkg,
+        "import time\nblock = b'x' * (16 << 20)\nfor i in range(8):\n    open('/build/tmp/fill-%d' % i, 'wb').write(block)\nfor _ in range(600):\n    time.sleep(1)\n",
+    );
+    let r = build(&dir.join("data"), "python3.11", &pkg, &["--build-max-disk", "64M", "--build-timeout", "600"]);
+    if !isolating() {
+        return assert_refused_in_process_tier(&r);
+    }
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("wrote more than 64 MiB"), "{r}");
+    assert!(!dir.join("data/deps/.building").read_dir().unwrap().any(|_| true), "the scratch directory is removed");
+}
+
+#[test]
 fn the_process_tier_refuses_builds() {
     let dir = temp_dir("build-process");
     let pkg = dir.join("pkg");
