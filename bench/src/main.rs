@@ -362,8 +362,12 @@ fn workers_run(bin: &Path, pg: &str, workers: usize, runs: usize) -> Result<f64>
     let mut ws = Vec::new();
     for i in 0..workers {
         let dir = std::env::temp_dir().join(format!("voltrun-bench-worker-{}-{i}", std::process::id()));
-        let mut c =
-            Command::new(bin).args(["worker", "--database-url", &url, "--async-concurrency", "8", "--no-scheduler", "--data-dir"]).arg(&dir).env("VOLTRUN_MASTER_KEY", BENCH_MASTER_KEY).stdout(Stdio::piped()).spawn()?;
+        let mut c = Command::new(bin)
+            .args(["worker", "--database-url", &url, "--async-concurrency", "8", "--no-scheduler", "--data-dir"])
+            .arg(&dir)
+            .env("VOLTRUN_MASTER_KEY", BENCH_MASTER_KEY)
+            .stdout(Stdio::piped())
+            .spawn()?;
         let mut line = String::new();
         BufReader::new(c.stdout.take().context("stdout")?).read_line(&mut line)?;
         ws.push((c, dir));

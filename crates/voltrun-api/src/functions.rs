@@ -21,10 +21,7 @@ pub const PACKAGE_BODY_BYTES: usize = 72 << 20;
 
 /// Routes under `/api/functions`.
 pub fn router() -> OpenApiRouter<AppState> {
-    let writes = OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .routes(routes!(read, update, remove))
-        .layer(axum::extract::DefaultBodyLimit::max(PACKAGE_BODY_BYTES));
+    let writes = OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(read, update, remove)).layer(axum::extract::DefaultBodyLimit::max(PACKAGE_BODY_BYTES));
     OpenApiRouter::new()
         .merge(writes)
         // A function may be called `test`: its id-or-name routes still reach it here.

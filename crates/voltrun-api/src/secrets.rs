@@ -129,9 +129,7 @@ async fn remove(State(st): State<AppState>, caller: Caller, Path(name): Path<Str
     match st.store.delete_secret(&caller.user_id, &name).await? {
         SecretDelete::Deleted => Ok(StatusCode::NO_CONTENT),
         SecretDelete::NotFound => Err(ApiError::NotFound("secret")),
-        SecretDelete::InUse(functions) => {
-            Err(ApiError::Conflict(format!("secret {name} is in use by function(s) {}; remove it from their `secrets` first", functions.join(", "))))
-        }
+        SecretDelete::InUse(functions) => Err(ApiError::Conflict(format!("secret {name} is in use by function(s) {}; remove it from their `secrets` first", functions.join(", ")))),
     }
 }
 

@@ -384,7 +384,9 @@ impl std::fmt::Debug for SecretsCommand {
             SecretsCommand::Set { name, value } => f.debug_struct("Set").field("name", name).field("value", &value.as_ref().map(|_| "<redacted>")).finish(),
             SecretsCommand::List => f.write_str("List"),
             SecretsCommand::Delete { name } => f.debug_struct("Delete").field("name", name).finish(),
-            SecretsCommand::RotateMasterKey(a) => f.debug_struct("RotateMasterKey").field("database_url", &a.database_url.as_ref().map(|_| "<given>")).field("batch", &a.batch).finish(),
+            SecretsCommand::RotateMasterKey(a) => {
+                f.debug_struct("RotateMasterKey").field("database_url", &a.database_url.as_ref().map(|_| "<given>")).field("batch", &a.batch).finish()
+            }
         }
     }
 }

@@ -816,7 +816,8 @@ mod tests {
 
     #[test]
     fn a_files_package_gets_its_default_handler_and_package_info() {
-        let f = new(serde_json::json!({"name":"p","runtime":"python","files":{"main.py":"def handler(e, c): return 1\n","pkg/__init__.py":"","requirements.txt":"requests\n"}})).unwrap();
+        let f = new(serde_json::json!({"name":"p","runtime":"python","files":{"main.py":"def handler(e, c): return 1\n","pkg/__init__.py":"","requirements.txt":"requests\n"}}))
+            .unwrap();
         assert_eq!((f.handler.as_str(), f.code.as_str()), ("main.handler", ""));
         let p = f.package.clone().unwrap();
         assert_eq!((p.kind, p.file_count, p.dependencies.as_deref()), (PackageKind::Files, 3, Some("requirements.txt")));

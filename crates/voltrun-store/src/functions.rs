@@ -341,8 +341,10 @@ impl Store {
 
     /// (functions, bytes of code) the user has.
     async fn function_usage(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str) -> Result<(i64, i64)> {
-        let row =
-            sqlx::query(&format!("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(code_bytes), 0) + {} AS BIGINT) AS bytes FROM functions WHERE user_id = $1", LAYER_BYTES_OF_1)).bind(user_id).fetch_one(&mut **tx).await?;
+        let row = sqlx::query(&format!("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(code_bytes), 0) + {} AS BIGINT) AS bytes FROM functions WHERE user_id = $1", LAYER_BYTES_OF_1))
+            .bind(user_id)
+            .fetch_one(&mut **tx)
+            .await?;
         Ok((get_i64(&row, "n")?, get_i64(&row, "bytes")?))
     }
 

@@ -29,8 +29,8 @@ pub use functions::{ScheduledFunction, SchedulesFingerprint};
 pub use layers::{DeleteLayer, NewLayer};
 pub use retention::RetentionCursor;
 pub use secrets::{Rotation, SecretDelete, SecretEnv, SecretMeta};
-pub use vault::{KeyError, Keyring, MasterKey, SealError};
 pub use users::{ApiKey, KeyOwner, User};
+pub use vault::{KeyError, Keyring, MasterKey, SealError};
 pub use writer::PendingWrite;
 
 /// Why a store operation failed.

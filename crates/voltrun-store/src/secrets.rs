@@ -180,11 +180,8 @@ impl Store {
     /// delete share a transaction holding the user's row (PostgreSQL; SQLite has one writer).
     pub async fn delete_secret(&self, user_id: &str, name: &str) -> Result<SecretDelete> {
         let mut tx = self.user_write(user_id).await?;
-        let users = sqlx::query("SELECT name FROM functions WHERE user_id = $1 AND secrets LIKE $2 ESCAPE '\\' ORDER BY name")
-            .bind(user_id)
-            .bind(listed(name))
-            .fetch_all(&mut *tx)
-            .await?;
+        let users =
+            sqlx::query("SELECT name FROM functions WHERE user_id = $1 AND secrets LIKE $2 ESCAPE '\\' ORDER BY name").bind(user_id).bind(listed(name)).fetch_all(&mut *tx).await?;
         let using: Vec<String> = users.iter().map(|r| get_str(r, "name")).collect::<Result<_>>()?;
         if !using.is_empty() {
             return Ok(SecretDelete::InUse(using));
@@ -321,7 +318,12 @@ impl Store {
             }
             let ctx = Context::Server { name: row_name.trim_end_matches(".sealed") };
             let opened = keys.open(ctx, &sealed).map_err(|source| StoreError::Unsealable { what: format!("server secret {row_name}"), source })?;
-            let r = sqlx::query("UPDATE server_secrets SET value = $2 WHERE name = $1 AND value = $3").bind(&row_name).bind(keys.seal(ctx, &opened)).bind(&sealed).execute(&self.pool).await?;
+            let r = sqlx::query("UPDATE server_secrets SET value = $2 WHERE name = $1 AND value = $3")
+                .bind(&row_name)
+                .bind(keys.seal(ctx, &opened))
+                .bind(&sealed)
+                .execute(&self.pool)
+                .await?;
             done.server_values += r.rows_affected();
         }
         let prefix = format!("v1.{new_id}.%");

@@ -125,9 +125,7 @@ impl MasterKey {
             }
             return Ok(Self::from_bytes(key));
         }
-        let decoded = Zeroizing::new(
-            B64.decode(t).or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(t)).map_err(|_| KeyError::Format)?,
-        );
+        let decoded = Zeroizing::new(B64.decode(t).or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(t)).map_err(|_| KeyError::Format)?);
         if decoded.len() != 32 {
             return Err(KeyError::Format);
         }

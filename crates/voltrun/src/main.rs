@@ -598,8 +598,13 @@ async fn worker(args: WorkerArgs) -> Result<()> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let q = &args.quotas;
-    let quotas =
-        voltrun_core::Quotas { functions: q.quota_functions, code_bytes: q.quota_code_bytes, concurrent_runs: args.engine.quota_concurrent_runs, api_keys: q.quota_api_keys, secrets: q.quota_secrets };
+    let quotas = voltrun_core::Quotas {
+        functions: q.quota_functions,
+        code_bytes: q.quota_code_bytes,
+        concurrent_runs: args.engine.quota_concurrent_runs,
+        api_keys: q.quota_api_keys,
+        secrets: q.quota_secrets,
+    };
     let (store, engine, data_dir) = start_engine(&args.engine, quotas).await?;
     let auth = AuthKeys::new(jwt_secret(&store, &data_dir, args.jwt_secret).await?).with_hash_pool(args.guard.hash_pool());
     // One connection table for every listener: their caps count together.

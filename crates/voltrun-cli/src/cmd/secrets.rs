@@ -84,10 +84,8 @@ fn list(ctx: &Ctx) -> Result<()> {
         return Ok(());
     }
     let now = now_unix();
-    let rows: Vec<Vec<Cell>> = items
-        .iter()
-        .map(|s| vec![Cell::styled(s["name"].as_str().unwrap_or("?"), Style::Bold), age(&s["created_at"], now).into(), age(&s["updated_at"], now).into()])
-        .collect();
+    let rows: Vec<Vec<Cell>> =
+        items.iter().map(|s| vec![Cell::styled(s["name"].as_str().unwrap_or("?"), Style::Bold), age(&s["created_at"], now).into(), age(&s["updated_at"], now).into()]).collect();
     print!("{}", table(&["NAME", "CREATED", "UPDATED"], &rows, ctx.out.color));
     Ok(())
 }

@@ -178,7 +178,8 @@ fn an_unknown_package_fails_the_build_with_its_reason_and_logs() {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
         let text = String::from_utf8(s.anon().raw("GET", "/metrics", None, &[]).body).unwrap();
-        let counted = ["voltrun_builds_total{status=\"success\"} 1", "voltrun_builds_total{status=\"failed\"} 1", "voltrun_builds_in_flight 0"].iter().all(|l| text.lines().any(|x| x == *l));
+        let counted =
+            ["voltrun_builds_total{status=\"success\"} 1", "voltrun_builds_total{status=\"failed\"} 1", "voltrun_builds_in_flight 0"].iter().all(|l| text.lines().any(|x| x == *l));
         if counted {
             break;
         }

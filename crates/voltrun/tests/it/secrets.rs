@@ -14,7 +14,8 @@ use crate::harness::*;
 
 /// A Python function returning the SHA-256 of `API_TOKEN` (never the value itself, so the
 /// execution record holds no plaintext).
-const PY_SHA: &str = "import hashlib, os\n\ndef handler(event, context):\n    v = os.environ.get('API_TOKEN')\n    return {'sha': None if v is None else hashlib.sha256(v.encode()).hexdigest()}\n";
+const PY_SHA: &str =
+    "import hashlib, os\n\ndef handler(event, context):\n    v = os.environ.get('API_TOKEN')\n    return {'sha': None if v is None else hashlib.sha256(v.encode()).hexdigest()}\n";
 /// The same in Node.
 const NODE_SHA: &str = "const crypto = require('crypto');\nexports.handler = async () => {\n  const v = process.env.API_TOKEN;\n  return { sha: v === undefined ? null : crypto.createHash('sha256').update(v).digest('hex') };\n};\n";
 
