@@ -90,6 +90,8 @@ fn spawn_baseline(bin: &str, args: &[&str], n: usize) -> Result<Vec<f64>> {
     Ok(v)
 }
 
+/// The master key of every bench node (PostgreSQL nodes must be given one; all share it).
+const BENCH_MASTER_KEY: &str = "dm9sdHJ1bi1iZW5jaC1tYXN0ZXIta2V5LTMyYnl0ZXM=";
 static NEXT_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 struct Server {
@@ -119,7 +121,7 @@ impl Server {
         if tier == "process" {
             cmd.arg("--insecure");
         }
-        let mut child = cmd.env("VOLTRUN_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+        let mut child = cmd.env("VOLTRUN_LOG", "warn").env("VOLTRUN_MASTER_KEY", BENCH_MASTER_KEY).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
         let base = line.trim().strip_prefix("voltrun listening on ").context("server did not start")?.to_string();
@@ -360,8 +362,12 @@ fn workers_run(bin: &Path, pg: &str, workers: usize, runs: usize) -> Result<f64>
     let mut ws = Vec::new();
     for i in 0..workers {
         let dir = std::env::temp_dir().join(format!("voltrun-bench-worker-{}-{i}", std::process::id()));
-        let mut c =
-            Command::new(bin).args(["worker", "--database-url", &url, "--async-concurrency", "8", "--no-scheduler", "--data-dir"]).arg(&dir).stdout(Stdio::piped()).spawn()?;
+        let mut c = Command::new(bin)
+            .args(["worker", "--database-url", &url, "--async-concurrency", "8", "--no-scheduler", "--data-dir"])
+            .arg(&dir)
+            .env("VOLTRUN_MASTER_KEY", BENCH_MASTER_KEY)
+            .stdout(Stdio::piped())
+            .spawn()?;
         let mut line = String::new();
         BufReader::new(c.stdout.take().context("stdout")?).read_line(&mut line)?;
         ws.push((c, dir));

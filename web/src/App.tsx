@@ -8,7 +8,9 @@ import { FunctionForm } from './pages/FunctionForm';
 import { FunctionPage } from './pages/FunctionPage';
 import { Functions } from './pages/Functions';
 import { Keys } from './pages/Keys';
+import { Secrets } from './pages/Secrets';
 import { Landing } from './pages/Landing';
+import { Layers } from './pages/Layers';
 import { NotFound } from './pages/NotFound';
 import { Stats } from './pages/Stats';
 import { navigate, useLocation } from './router';
@@ -22,7 +24,9 @@ function signedInPage(pathname: string) {
   m = /^\/functions\/([^/]+)$/.exec(pathname);
   if (m) return <FunctionPage key={m[1]} id={decodeURIComponent(m[1])} />;
   if (pathname === '/executions') return <Executions />;
+  if (pathname === '/layers') return <Layers />;
   if (pathname === '/keys') return <Keys />;
+  if (pathname === '/secrets') return <Secrets />;
   if (pathname === '/stats') return <Stats />;
   return null;
 }

@@ -26,10 +26,22 @@ export interface Session {
 
 export type Runtime = Schemas['Runtime'];
 
+/** What a package function's `package` says about its archive (null for a `code` function). */
+export type PackageInfo = Schemas['PackageInfo'];
+
+export type FnState = Schemas['FunctionState'];
+export type UpdateStatus = Schemas['UpdateStatus'];
+
 export type Fn = Schemas['Function'];
 
 /** A function as `GET /api/functions` lists it: no code (the function's own GET has it), its size. */
 export type FnSummary = Schemas['FunctionSummary'];
+
+/** The latest dependency build of a function (`GET /api/functions/{id}/build`). */
+export type Build = Schemas['Build'];
+
+/** One version of a layer. */
+export type Layer = Schemas['Layer'];
 
 export type Status = Schemas['ExecutionStatus'];
 
@@ -38,6 +50,7 @@ export type ExecError = Schemas['ExecError'];
 export type Execution = Schemas['Execution'];
 
 export type ApiKey = Schemas['KeyView'];
+export type Secret = Schemas['SecretView'];
 
 /** One page of a list (`Paged_*` in the document, one schema per item type). */
 export type Page<T> = Omit<Schemas['Paged_Execution'], 'items'> & { items: T[] };
@@ -226,6 +239,13 @@ export async function api<T>(method: string, path: string, opts: RequestOptions 
 
 export const get = <T>(path: string, signal?: AbortSignal) => api<T>('GET', path, { signal });
 
+/** GETs a binary body (a package zip) as bytes. Throws ApiError. */
+export async function getBytes(path: string, signal?: AbortSignal, accept = 'application/zip'): Promise<Uint8Array> {
+  const resp = await authedFetch('GET', path, { signal, accept });
+  if (!resp.ok) throw await errorFrom(resp);
+  return new Uint8Array(await resp.arrayBuffer());
+}
+
 /** Query string from the defined values. */
 export function qs(params: Record<string, string | number | null | undefined>): string {
   const u = new URLSearchParams();
@@ -234,17 +254,30 @@ export function qs(params: Record<string, string | number | null | undefined>): 
   return s ? `?${s}` : '';
 }
 
-export interface FollowHandlers {
+export interface FollowHandlers<End = { status: Status; logs_truncated: boolean }> {
   onLog: (text: string) => void;
-  onEnd: (end: { status: Status; logs_truncated: boolean }) => void;
+  onEnd: (end: End) => void;
 }
 
 /**
  * Follows `GET /api/executions/{id}/logs?follow=true` (Server-Sent Events) until `end` or until
  * `signal` aborts. The first `log` event carries everything written so far.
  */
-export async function followLogs(id: string, h: FollowHandlers, signal: AbortSignal): Promise<void> {
-  const resp = await authedFetch('GET', `/api/executions/${encodeURIComponent(id)}/logs?follow=true`, {
+export function followLogs(id: string, h: FollowHandlers, signal: AbortSignal): Promise<void> {
+  return followEvents(`/api/executions/${encodeURIComponent(id)}/logs?follow=true`, h, signal);
+}
+
+/**
+ * Follows `GET /api/functions/{id}/build?follow=true`: the build's log as it is written, then
+ * one `end` event with the finished build.
+ */
+export function followBuild(fnId: string, h: FollowHandlers<Build>, signal: AbortSignal): Promise<void> {
+  return followEvents(`/api/functions/${encodeURIComponent(fnId)}/build?follow=true`, h, signal);
+}
+
+/** Reads an SSE stream of `log` events (`{"text"}`) closed by one `end` event. */
+async function followEvents<End>(path: string, h: FollowHandlers<End>, signal: AbortSignal): Promise<void> {
+  const resp = await authedFetch('GET', path, {
     signal,
     accept: 'text/event-stream',
   });
@@ -273,7 +306,7 @@ export async function followLogs(id: string, h: FollowHandlers, signal: AbortSig
     }
     if (event === 'log' && typeof payload.text === 'string') h.onLog(payload.text);
     if (event === 'end') {
-      h.onEnd(payload as unknown as { status: Status; logs_truncated: boolean });
+      h.onEnd(payload as unknown as End);
       return true;
     }
     return false;

@@ -148,10 +148,10 @@ async fn latest(State(st): State<AppState>, caller: Caller, Path(id): Path<Strin
         return Ok(axum::Json(b.to_api()).into_response());
     }
     let per_user = st.log_streams.per_user;
-    let slot = st.engine.open_log_stream(&caller.user_id, per_user).ok_or_else(|| ApiError::Throttled {
-        message: format!("too many open log streams for this account (at most {per_user}); close one first"),
-        retry_after_s: 1,
-    })?;
+    let slot = st
+        .engine
+        .open_log_stream(&caller.user_id, per_user)
+        .ok_or_else(|| ApiError::Throttled { message: format!("too many open log streams for this account (at most {per_user}); close one first"), retry_after_s: 1 })?;
     let (tx, mut rx) = mpsc::channel::<Event>(64);
     let gone = tx.clone();
     tokio::spawn(async move {

@@ -21,10 +21,7 @@ pub const PACKAGE_BODY_BYTES: usize = 72 << 20;
 
 /// Routes under `/api/functions`.
 pub fn router() -> OpenApiRouter<AppState> {
-    let writes = OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .routes(routes!(read, update, remove))
-        .layer(axum::extract::DefaultBodyLimit::max(PACKAGE_BODY_BYTES));
+    let writes = OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(read, update, remove)).layer(axum::extract::DefaultBodyLimit::max(PACKAGE_BODY_BYTES));
     OpenApiRouter::new()
         .merge(writes)
         // A function may be called `test`: its id-or-name routes still reach it here.
@@ -71,6 +68,7 @@ async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewFun
     let user = caller.user_id;
     let f = blocking(move || b.into_function(id::new_id("fn_"), user, time::now())).await??;
     crate::layers::check_function_layers(&st, &f).await?;
+    crate::secrets::check_function_secrets(&st, &f.user_id, &f.secrets).await?;
     let f = crate::builds::create(&st, f).await?;
     Ok((StatusCode::CREATED, axum::Json(f)))
 }
@@ -127,6 +125,9 @@ async fn update(State(st): State<AppState>, caller: Caller, Path(id): Path<Strin
     let (new, changed, old) = blocking(move || patch.apply(&old, time::now()).map(|(new, changed)| (new, changed, old))).await??;
     if !changed {
         return Ok(axum::Json(new));
+    }
+    if new.secrets != old.secrets {
+        crate::secrets::check_function_secrets(&st, &new.user_id, &new.secrets).await?;
     }
     crate::layers::check_function_layers(&st, &new).await?;
     Ok(axum::Json(crate::builds::update(&st, &old, new).await?))

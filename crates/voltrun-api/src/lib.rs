@@ -29,6 +29,7 @@ pub mod layers;
 pub mod listener;
 pub mod openapi;
 pub mod ratelimit;
+pub mod secrets;
 pub mod sys;
 pub mod system;
 pub mod trigger;
@@ -166,6 +167,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .nest("/executions", executions::router())
         .nest("/keys", keys::router())
         .nest("/layers", layers::router())
+        .nest("/secrets", secrets::router())
         .nest("/execute", trigger::router())
         .routes(routes!(system::runtimes))
         .routes(routes!(system::dashboard))

@@ -48,6 +48,9 @@ pub enum ClientCommand {
     /// Publish, list and delete layers: zips mounted under /opt of the functions that list them.
     #[command(subcommand)]
     Layers(LayersCommand),
+    /// Set, list and delete secrets (values are write-only).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -326,6 +329,65 @@ pub fn parse_layer_ref(s: &str) -> Result<(String, u64)> {
             _ => Err(CliError::usage(format!("{s:?}: the version after : must be a number from 1"))),
         },
         _ => Err(CliError::usage(format!("{s:?}: expected NAME:VERSION, e.g. deps:1"))),
+    }
+}
+
+/// `voltrun secrets …`. `Debug` leaves the value out.
+#[derive(Subcommand)]
+pub enum SecretsCommand {
+    /// Create a secret or replace its value; the value is read from stdin (less one final
+    /// line ending) unless --value is given, and typed without echo on a terminal.
+    Set {
+        /// `^[A-Z_][A-Z0-9_]{0,127}$`: also the variable's name in a function's runs.
+        name: String,
+        /// The value (it shows in `ps` and shell history: prefer stdin).
+        #[arg(long)]
+        value: Option<String>,
+    },
+    /// List your secrets (names only: values are never shown).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Delete a secret (refused while a function names it).
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// The secret's name.
+        name: String,
+    },
+    /// Re-encrypt every secret under a new master key, online (run on a host with the
+    /// database's credentials, not through the API; docs/SECURITY.md, "Rotating the master key").
+    RotateMasterKey(RotateArgs),
+}
+
+/// `voltrun secrets rotate-master-key`: talks to the database, not to a server.
+#[derive(Args)]
+pub struct RotateArgs {
+    /// The database; default: the SQLite file in --data-dir.
+    #[arg(long, env = "VOLTRUN_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The data dir of the SQLite database (unused with --database-url).
+    #[arg(long, env = "VOLTRUN_DATA_DIR", default_value = "./voltrun-data")]
+    pub data_dir: PathBuf,
+    /// The new master key (base64 or hex of 32 bytes).
+    #[arg(long, env = "VOLTRUN_MASTER_KEY", hide_env_values = true, value_name = "KEY", required = true)]
+    pub master_key: Option<String>,
+    /// The key the values are sealed under now.
+    #[arg(long, env = "VOLTRUN_PREVIOUS_MASTER_KEY", hide_env_values = true, value_name = "KEY", required = true)]
+    pub previous_master_key: Option<String>,
+    /// Rows read per batch.
+    #[arg(long, default_value_t = 100)]
+    pub batch: i64,
+}
+
+impl std::fmt::Debug for SecretsCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretsCommand::Set { name, value } => f.debug_struct("Set").field("name", name).field("value", &value.as_ref().map(|_| "<redacted>")).finish(),
+            SecretsCommand::List => f.write_str("List"),
+            SecretsCommand::Delete { name } => f.debug_struct("Delete").field("name", name).finish(),
+            SecretsCommand::RotateMasterKey(a) => {
+                f.debug_struct("RotateMasterKey").field("database_url", &a.database_url.as_ref().map(|_| "<given>")).field("batch", &a.batch).finish()
+            }
+        }
     }
 }
 

@@ -63,6 +63,9 @@ pub struct Function {
     /// without unpacking the package in the request. Never stored.
     #[serde(skip)]
     pub package_root: Option<Arc<PackageRoot>>,
+    /// Names of the owner's secrets its runs get as environment variables (SPEC §12).
+    #[serde(default)]
+    pub secrets: Vec<String>,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -175,6 +178,9 @@ pub struct FunctionSummary {
     #[serde(default)]
     #[schema(required)]
     pub package: Option<PackageInfo>,
+    /// Names of the secrets its runs get (never their values).
+    #[serde(default)]
+    pub secrets: Vec<String>,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -241,6 +247,9 @@ pub struct NewFunction {
     /// of your own; left out or `null`: none.
     #[serde(default, deserialize_with = "deserialize_layers")]
     pub layers: Vec<String>,
+    /// Names of your secrets to give its runs as environment variables; left out: none.
+    #[serde(default)]
+    pub secrets: Option<Vec<String>>,
 }
 
 /// `PUT /api/functions/{id}` body: any subset of fields; `route` and `description` may be
@@ -285,6 +294,9 @@ pub struct FunctionPatch {
     /// Replaces the layer list; `[]` or `null` removes every layer.
     #[serde(default, deserialize_with = "deserialize_layers_patch")]
     pub layers: Option<Vec<String>>,
+    /// Replaces the list of secrets the runs get; `[]` removes them all.
+    #[serde(default)]
+    pub secrets: Option<Vec<String>>,
 }
 
 /// Tells a field given as `null` (Some(None)) from a field left out (None).
@@ -385,6 +397,7 @@ impl NewFunction {
             package: None,
             package_zip: None,
             package_root: None,
+            secrets: self.secrets.unwrap_or_default(),
             version: 1,
             created_at: now.clone(),
             updated_at: now,
@@ -392,6 +405,7 @@ impl NewFunction {
         };
         let manifest = source.install(&mut f, explicit_handler)?;
         f.egress = canonical_egress(&f.egress)?;
+        f.secrets = canonical_secrets(&f.secrets)?;
         validate(&f)?;
         check_handler_module(&f, manifest.as_ref())?;
         Ok(f)
@@ -456,9 +470,13 @@ impl FunctionPatch {
         if let Some(v) = self.layers {
             n.layers = canonical_layers(&v)?;
         }
+        if let Some(v) = self.secrets {
+            n.secrets = v;
+        }
         // Canonical before the comparison: a list spelled differently but meaning the same is
         // no change (and no new version).
         n.egress = canonical_egress(&n.egress)?;
+        n.secrets = canonical_secrets(&n.secrets)?;
         validate(&n)?;
         check_handler_module(&n, manifest.as_ref())?;
         let changed = n != *f;
@@ -573,6 +591,27 @@ pub fn canonical_egress(entries: &[String]) -> Result<Vec<String>, ValidationErr
     Ok(policy.entries())
 }
 
+/// Validates a function's `secrets` list (names only: whether the caller has them is the
+/// API's check) and returns it sorted, without duplicates.
+pub fn canonical_secrets(names: &[String]) -> Result<Vec<String>, ValidationError> {
+    use crate::secret::{is_reserved_variable, is_valid_secret_name, MAX_FUNCTION_SECRETS, SECRET_NAME_RULE};
+    let mut out: Vec<String> = names.to_vec();
+    out.sort();
+    out.dedup();
+    if out.len() > MAX_FUNCTION_SECRETS {
+        return Err(ValidationError::new("secrets", format!("at most {MAX_FUNCTION_SECRETS} names (got {})", out.len())));
+    }
+    for n in &out {
+        if !is_valid_secret_name(n) {
+            return Err(ValidationError::new("secrets", format!("{n:?} {SECRET_NAME_RULE}")));
+        }
+        if is_reserved_variable(n) {
+            return Err(ValidationError::new("secrets", format!("{n} is reserved")));
+        }
+    }
+    Ok(out)
+}
+
 fn parse_runtime(s: &str) -> Result<Runtime, ValidationError> {
     Runtime::parse(s).ok_or_else(|| ValidationError::new("runtime", format!("unknown runtime {s:?}; use nodejs20 or python3.11")))
 }
@@ -651,6 +690,9 @@ fn validate(f: &Function) -> Result<(), ValidationError> {
     }
     if env_bytes > MAX_ENV_BYTES {
         return Err(ValidationError::new("env", "at most 32 KiB in all"));
+    }
+    if let Some(both) = f.secrets.iter().find(|s| f.env.contains_key(s.as_str())) {
+        return Err(ValidationError::new("secrets", format!("{both} is also in env; a variable comes from one or the other")));
     }
     if let Some(r) = &f.route {
         if !is_valid_route(r) {
@@ -812,7 +854,8 @@ mod tests {
 
     #[test]
     fn a_files_package_gets_its_default_handler_and_package_info() {
-        let f = new(serde_json::json!({"name":"p","runtime":"python","files":{"main.py":"def handler(e, c): return 1\n","pkg/__init__.py":"","requirements.txt":"requests\n"}})).unwrap();
+        let f = new(serde_json::json!({"name":"p","runtime":"python","files":{"main.py":"def handler(e, c): return 1\n","pkg/__init__.py":"","requirements.txt":"requests\n"}}))
+            .unwrap();
         assert_eq!((f.handler.as_str(), f.code.as_str()), ("main.handler", ""));
         let p = f.package.clone().unwrap();
         assert_eq!((p.kind, p.file_count, p.dependencies.as_deref()), (PackageKind::Files, 3, Some("requirements.txt")));
@@ -864,5 +907,24 @@ mod tests {
         let p: FunctionPatch = serde_json::from_value(serde_json::json!({"code": "def handler(e,c): return 3"})).unwrap();
         let (back, _) = p.apply(&stored, "t3".into()).unwrap();
         assert!(back.package.is_none() && back.handler == "handler");
+    }
+
+    #[test]
+    fn secrets_are_sorted_deduplicated_and_checked() {
+        let f = new(serde_json::json!({"name":"a","runtime":"node","code":"x","secrets":["B_2","A_1","B_2"]})).unwrap();
+        assert_eq!(f.secrets, ["A_1", "B_2"]);
+        assert!(new(serde_json::json!({"name":"a","runtime":"node","code":"x"})).unwrap().secrets.is_empty());
+        let many: Vec<String> = (0..51).map(|i| format!("S{i}")).collect();
+        for bad in [serde_json::json!(["lower"]), serde_json::json!(["PATH"]), serde_json::json!(["VOLTRUN_X"]), serde_json::json!(["AWS_LAMBDA_X"]), serde_json::json!(many)] {
+            let e = new(serde_json::json!({"name":"a","runtime":"node","code":"x","secrets": bad})).unwrap_err();
+            assert_eq!(e.field, "secrets", "{bad}");
+        }
+        let e = new(serde_json::json!({"name":"a","runtime":"node","code":"x","secrets":["TOKEN"],"env":{"TOKEN":"plain"}})).unwrap_err();
+        assert_eq!(e.field, "secrets");
+        let p: FunctionPatch = serde_json::from_value(serde_json::json!({"secrets": ["A_1"]})).unwrap();
+        let (n, changed) = p.apply(&f, "t2".into()).unwrap();
+        assert!(changed && n.secrets == ["A_1"] && n.version == 2);
+        let p: FunctionPatch = serde_json::from_value(serde_json::json!({"secrets": ["B_2", "A_1"]})).unwrap();
+        assert!(!p.apply(&f, "t2".into()).unwrap().1, "the same set in another order is no change");
     }
 }

@@ -12,6 +12,7 @@ pub mod layer;
 pub mod policy;
 pub mod quota;
 pub mod runtime;
+pub mod secret;
 pub mod time;
 
 pub use build::{Build, BuildStatus, FunctionState, FunctionStates, UpdateStatus};

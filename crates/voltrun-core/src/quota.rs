@@ -16,11 +16,13 @@ pub struct Quotas {
     pub concurrent_runs: u64,
     /// API keys one user may have.
     pub api_keys: u64,
+    /// Secrets one user may have (issue 16).
+    pub secrets: u64,
 }
 
 impl Default for Quotas {
     fn default() -> Self {
-        Quotas { functions: 1000, code_bytes: 256 << 20, concurrent_runs: 100, api_keys: 100 }
+        Quotas { functions: 1000, code_bytes: 256 << 20, concurrent_runs: 100, api_keys: 100, secrets: 100 }
     }
 }
 

@@ -90,6 +90,8 @@ pub struct BuildFailure {
 pub const BUILD_MIN_MEMORY_MB: u32 = 512;
 /// The default build timeout (`--build-timeout`).
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+/// The default bound of what one build writes (`--build-max-disk`).
+pub const DEFAULT_BUILD_MAX_DISK_BYTES: u64 = 2 << 30;
 /// The default bound of the dependency cache (`--build-cache-size`).
 pub const DEFAULT_BUILD_CACHE_BYTES: u64 = 5 << 30;
 
@@ -139,6 +141,8 @@ pub struct BuildConfig {
     pub timeout: Duration,
     /// Bound of the dependency cache in bytes (least recently used trees go first).
     pub cache_bytes: u64,
+    /// Most bytes a build may write to its directories (package copy, output, scratch).
+    pub max_disk_bytes: u64,
     /// The pip index (`--index-url`).
     pub pip_index_url: String,
     /// The npm registry.
@@ -155,6 +159,7 @@ impl Default for BuildConfig {
         BuildConfig {
             timeout: DEFAULT_BUILD_TIMEOUT,
             cache_bytes: DEFAULT_BUILD_CACHE_BYTES,
+            max_disk_bytes: DEFAULT_BUILD_MAX_DISK_BYTES,
             pip_index_url: "https://pypi.org/simple".into(),
             npm_registry: "https://registry.npmjs.org/".into(),
             pip_env: Vec::new(),
@@ -373,6 +378,8 @@ struct Ended {
     exit: voltrun_sandbox::ExitInfo,
     oom: bool,
     timed_out: bool,
+    /// Stopped for writing more than its disk bound.
+    over_disk: bool,
     refused: Vec<String>,
 }
 
@@ -577,7 +584,8 @@ impl Engine {
             }),
         };
         let deadline = Instant::now() + cfg.timeout;
-        let ended = match self.run_job(spec, deadline, &mut log).await {
+        let disk = Some((vec![src.clone(), out.clone(), tmp.clone()], cfg.max_disk_bytes));
+        let ended = match self.run_job(spec, deadline, &mut log, disk).await {
             Ok(e) => e,
             Err(why) => fail!(log, "{why}"),
         };
@@ -590,6 +598,9 @@ impl Engine {
         };
         if ended.timed_out {
             fail!(log, "the build took longer than its timeout ({}s) and was stopped", cfg.timeout.as_secs());
+        }
+        if ended.over_disk {
+            fail!(log, "the build wrote more than {} MiB and was stopped", cfg.max_disk_bytes >> 20);
         }
         if ended.oom {
             fail!(log, "the build ran out of memory ({memory_mb} MiB)");
@@ -620,7 +631,9 @@ impl Engine {
 impl Engine {
     /// Runs a job to its end (or `deadline`, when every process of it is killed), its output
     /// into `log`.
-    async fn run_job(&self, spec: InstanceSpec, deadline: Instant, log: &mut BuildLog) -> Result<Ended, String> {
+    /// `disk`: directories whose bytes together may not pass a bound (checked every second;
+    /// past it, every process of the job is killed).
+    async fn run_job(&self, spec: InstanceSpec, deadline: Instant, log: &mut BuildLog, disk: Option<(Vec<PathBuf>, u64)>) -> Result<Ended, String> {
         let sandbox = self.inner.sandbox.clone();
         let spawned = match tokio::task::spawn_blocking(move || sandbox.spawn(&spec)).await.expect("spawn task does not panic") {
             Ok(s) => s,
@@ -632,17 +645,29 @@ impl Engine {
         };
         let voltrun_sandbox::Spawned { control_in, control_out, logs, mut handle } = spawned;
         drop((control_in, control_out));
-        let mut timed_out = false;
+        let (mut timed_out, mut over_disk) = (false, false);
         match pipe::Receiver::from_owned_fd(logs) {
             Ok(mut rx) => {
                 let mut chunk = vec![0u8; 64 * 1024];
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
-                    match tokio::time::timeout_at(deadline.into(), rx.read(&mut chunk)).await {
-                        Ok(Ok(0)) | Ok(Err(_)) => break,
-                        Ok(Ok(n)) => log.push(&chunk[..n]),
-                        Err(_) => {
-                            timed_out = true;
-                            break;
+                    tokio::select! {
+                        r = tokio::time::timeout_at(deadline.into(), rx.read(&mut chunk)) => match r {
+                            Ok(Ok(0)) | Ok(Err(_)) => break,
+                            Ok(Ok(n)) => log.push(&chunk[..n]),
+                            Err(_) => {
+                                timed_out = true;
+                                break;
+                            }
+                        },
+                        _ = tick.tick(), if disk.is_some() => {
+                            let (dirs, bound) = disk.clone().expect("checked by the guard");
+                            let used = tokio::task::spawn_blocking(move || dirs.iter().map(|d| crate::build_cache::tree_bytes(d)).sum::<u64>()).await.unwrap_or(0);
+                            if used > bound {
+                                over_disk = true;
+                                break;
+                            }
                         }
                     }
                 }
@@ -656,20 +681,20 @@ impl Engine {
         let ended = tokio::task::spawn_blocking(move || {
             // The output ended; the process may still be on its way out (or hold on without
             // its output): it gets until the deadline, then everything of it is killed.
-            while !timed_out && !handle.try_exited() {
+            while !timed_out && !over_disk && !handle.try_exited() {
                 if Instant::now() >= deadline {
                     timed_out = true;
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            if timed_out {
+            if timed_out || over_disk {
                 handle.kill();
             }
             let refused = handle.take_network_log();
             let oom = handle.out_of_memory();
             let exit = handle.wait();
-            Ended { exit, oom, timed_out, refused }
+            Ended { exit, oom, timed_out, over_disk, refused }
         })
         .await
         .expect("the build's wait does not panic");
@@ -698,7 +723,7 @@ impl Engine {
             job: Some(JobSpec { read_only: vec![(tree.to_path_buf(), CHECK_TREE.into())], ..JobSpec::default() }),
         };
         let mut log = BuildLog::new(None);
-        let ended = self.run_job(spec, Instant::now() + Duration::from_secs(60), &mut log).await;
+        let ended = self.run_job(spec, Instant::now() + Duration::from_secs(60), &mut log, None).await;
         let _ = std::fs::remove_dir_all(&dir);
         let ended = ended?;
         let (out, _) = log.finish();

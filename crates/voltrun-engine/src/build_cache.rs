@@ -185,7 +185,7 @@ fn is_key(name: &str) -> bool {
 }
 
 /// Bytes of the regular files under `dir` (symlinks not followed).
-fn tree_bytes(dir: &Path) -> u64 {
+pub(crate) fn tree_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

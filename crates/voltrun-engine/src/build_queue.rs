@@ -356,7 +356,7 @@ impl Engine {
                     let mut running = self.inner.build_queue.running.lock().expect("builds lock");
                     let task = tokio::spawn(
                         async move {
-                            let _held = (slot, entry);
+                            let _held = (slot, entry, InFlight::new(&engine));
                             engine.run_claimed_build(b, task_log).await;
                         }
                         .instrument(span),
@@ -450,6 +450,10 @@ impl Engine {
                 }
             }
         };
+        if let Some(s) = &stored {
+            let i = if s.phase == BuildPhase::Success { 0 } else { 1 };
+            self.inner.metrics.builds_total[i].fetch_add(1, Relaxed);
+        }
         match stored {
             Some(s) if s.phase == BuildPhase::Success => {
                 tracing::info!(cached = s.cached, "build succeeded");
@@ -554,6 +558,22 @@ mod tests {
             assert_eq!(dependency_files_of_root(runtime, &root), None, "an uncaptured file means no lookup");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A running build's unit of `voltrun_builds_in_flight`, given back on every path.
+struct InFlight(Arc<crate::Metrics>);
+
+impl InFlight {
+    fn new(engine: &Engine) -> InFlight {
+        engine.inner.metrics.builds_in_flight.fetch_add(1, Relaxed);
+        InFlight(engine.inner.metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.builds_in_flight.fetch_sub(1, Relaxed);
     }
 }
 

@@ -32,7 +32,7 @@ use voltrun_sandbox::{InstanceHandle, Spawned};
 
 use crate::metrics::GaugeUnit;
 use crate::sys;
-use frames::{internal, new_marker, protocol_error, read_frame, timeout_error, timeout_error_for, write_frame};
+use frames::{internal, new_marker, protocol_error, read_frame, timeout_error, timeout_error_for, wipe_env, write_frame, write_frame_wiped};
 use logs::split_logs;
 pub use logs::{subscribe, LiveLog, RunLog, Segment};
 
@@ -68,6 +68,9 @@ pub struct Instance {
     marker: String,
     /// The function version this instance runs.
     pub version: i64,
+    /// The revision of the secrets it was given ([`voltrun_store::SecretEnv::revision`]);
+    /// None when its function names none. A run compares it with the stored one first.
+    pub secrets_revision: Option<String>,
     /// When it last finished a run.
     pub last_used: Instant,
     /// Its unit of the `instances` gauge, held for as long as the instance lives (see
@@ -88,6 +91,9 @@ pub struct InitParams {
     pub function_name: String,
     pub function_version: i64,
     pub memory_mb: u32,
+    /// The function's secrets, opened: added to the environment in the init frame only (never
+    /// in the spawn's environment, which an OCI bundle writes to disk), and wiped after.
+    pub secrets: Option<voltrun_store::SecretEnv>,
 }
 
 /// Why an instance could not be started, with what it printed.
@@ -118,7 +124,7 @@ impl Instance {
             }
         };
         let log_task = tokio::spawn(split_logs(logs, sync_rx, live.clone()));
-        Ok(Instance { handle, ctl_tx, ctl_rx, log_sync: sync_tx, log_task, live, code_dir, marker, version: 0, last_used: Instant::now(), counted: None })
+        Ok(Instance { handle, ctl_tx, ctl_rx, log_sync: sync_tx, log_task, live, code_dir, marker, version: 0, secrets_revision: None, last_used: Instant::now(), counted: None })
     }
 
     /// Counts the instance in a gauge for the rest of its life: the unit goes with it on every
@@ -147,8 +153,12 @@ impl Instance {
     /// The init handshake: the bootstrap loads the function's code.
     pub async fn init(mut self, init: InitParams, deadline: Instant) -> Result<Instance, StartFailure> {
         self.version = init.function_version;
-        let env: serde_json::Map<String, Value> = init.env.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-        let frame = json!({
+        let mut env: serde_json::Map<String, Value> = init.env.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        if let Some(secrets) = &init.secrets {
+            self.secrets_revision = Some(secrets.revision.clone());
+            env.extend(secrets.vars.iter().map(|(k, v)| (k.clone(), Value::String(v.to_string()))));
+        }
+        let mut frame = json!({
             "type": "init",
             "entry": init.entry,
             "module": init.module,
@@ -161,8 +171,12 @@ impl Instance {
             "report_strays": !self.handle.sees_processes(),
         });
         let mut inst = self;
+        let has_secrets = init.secrets.is_some();
+        drop(init.secrets);
         let reply = tokio::time::timeout_at(deadline.into(), async {
-            write_frame(&mut inst.ctl_tx, &frame).await?;
+            let written = if has_secrets { write_frame_wiped(&mut inst.ctl_tx, &frame).await } else { write_frame(&mut inst.ctl_tx, &frame).await };
+            wipe_env(&mut frame);
+            written?;
             read_frame(&mut inst.ctl_rx).await
         })
         .await;

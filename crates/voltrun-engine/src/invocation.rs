@@ -190,6 +190,19 @@ impl Engine {
             }
             other => other,
         };
+        // A secret's new value reaches the next run: an instance given an older one (changed
+        // through another node, or while this one ran) is retired, not reused.
+        let idle = match idle {
+            Some(inst) => {
+                if self.secrets_changed(f, inst.secrets_revision.clone()).await {
+                    self.retire(inst).await;
+                    None
+                } else {
+                    Some(inst)
+                }
+            }
+            None => None,
+        };
         let inst = match idle {
             Some(inst) => inst,
             None => match self.cold_start(f).await {

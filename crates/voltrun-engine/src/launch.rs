@@ -37,6 +37,12 @@ impl Engine {
         // sandbox on a loaded host) gets one more try, with a new instance.
         let mut retry_allowed = true;
         loop {
+            // Opened before anything starts, so a failure costs no instance; given to the init
+            // frame only (InitParams::secrets).
+            let secrets = match self.open_secrets(f).await {
+                Ok(s) => s,
+                Err(e) => return Err(fail(e, Default::default())),
+            };
             let spare = if retry_allowed { self.take_spare(f) } else { None };
             let (inst, env) = match spare {
                 Some(spare) => {
@@ -79,7 +85,7 @@ impl Engine {
                     }
                 },
             };
-            let init = InitParams { env, entry, module, handler, function_name: f.name.clone(), function_version: f.version, memory_mb: f.memory };
+            let init = InitParams { env, entry, module, handler, function_name: f.name.clone(), function_version: f.version, memory_mb: f.memory, secrets };
             match inst.init(init, deadline).await {
                 Ok(inst) => return Ok(inst),
                 Err(failure) if failure.never_started && retry_allowed && Instant::now() < deadline => {
@@ -191,6 +197,37 @@ impl Engine {
         let mut inst = Instance::wrap(spawned, dir).map_err(|failure| failure.error)?;
         inst.count_in(GaugeUnit::new(&self.inner.metrics, Gauge::Instances));
         Ok(inst)
+    }
+
+    /// The secrets `f` names, opened (None when it names none). The error says which secret
+    /// could not be read, never a value.
+    async fn open_secrets(&self, f: &Function) -> Result<Option<voltrun_store::SecretEnv>, ExecError> {
+        if f.secrets.is_empty() {
+            return Ok(None);
+        }
+        match self.inner.store.open_secrets(&f.user_id, &f.secrets).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => {
+                tracing::error!(err = %e, function_id = %f.id, "could not open a function's secrets");
+                Err(ExecError::new(ErrorKind::Internal, format!("could not read the function's secrets: {e}")))
+            }
+        }
+    }
+
+    /// True when an instance given `f`'s secrets at `given` (its `secrets_revision`) holds
+    /// older values than the stored ones (or they cannot be read now): it must not serve
+    /// another run.
+    pub(crate) async fn secrets_changed(&self, f: &Function, given: Option<String>) -> bool {
+        if f.secrets.is_empty() {
+            return false;
+        }
+        match self.inner.store.secrets_revision(&f.user_id, &f.secrets).await {
+            Ok(now) => given.as_deref() != Some(now.as_str()),
+            Err(e) => {
+                tracing::warn!(err = %e, "could not read the revision of a function's secrets; not reusing its instance");
+                true
+            }
+        }
     }
 
     /// The network an instance of `f` gets (issue 14): none without an `egress` list.

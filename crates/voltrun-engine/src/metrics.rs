@@ -49,6 +49,10 @@ pub struct Metrics {
     pub log_streams: AtomicI64,
     /// Egress connections per function (issue 14); shared with the sandbox's log reader.
     pub egress: Arc<EgressCounts>,
+    /// Dependency builds this node runs now (`voltrun_builds_in_flight`; build_queue.rs).
+    pub builds_in_flight: AtomicI64,
+    /// Builds this node ended, stored: [success, failed] (`voltrun_builds_total{status}`).
+    pub builds_total: [AtomicU64; 2],
 }
 
 /// Most functions the egress counters keep (then new functions count under `function="other"`).
@@ -159,6 +163,15 @@ impl Metrics {
             "# HELP voltrun_throttled_total Invocations refused with 429.\n# TYPE voltrun_throttled_total counter\nvoltrun_throttled_total {}",
             self.throttled.load(Relaxed)
         );
+        let _ = writeln!(
+            o,
+            "# HELP voltrun_builds_in_flight Dependency builds this node runs.\n# TYPE voltrun_builds_in_flight gauge\nvoltrun_builds_in_flight {}",
+            self.builds_in_flight.load(Relaxed)
+        );
+        let _ = writeln!(o, "# HELP voltrun_builds_total Dependency builds this node ended, by status.\n# TYPE voltrun_builds_total counter");
+        for (i, status) in ["success", "failed"].iter().enumerate() {
+            let _ = writeln!(o, "voltrun_builds_total{{status=\"{status}\"}} {}", self.builds_total[i].load(Relaxed));
+        }
         self.egress.render(&mut o);
         o
     }

@@ -36,6 +36,10 @@ fn main() {
     let last = t.elapsed();
     println!("{n} files, {} bytes zipped, {} unpacked", zip.len(), files.values().map(|v| v.len()).sum::<usize>());
     println!("check only (decompress, write nothing): {:.1} ms; unpack into a tree: {:.1} ms", inspect.as_secs_f64() * 1e3, unpack.as_secs_f64() * 1e3);
-    println!("hard-link into an instance: {:?} ms (and {:.1} ms for {linked} files)", links.iter().map(|d| (d.as_secs_f64() * 1e4).round() / 10.0).collect::<Vec<_>>(), last.as_secs_f64() * 1e3);
+    println!(
+        "hard-link into an instance: {:?} ms (and {:.1} ms for {linked} files)",
+        links.iter().map(|d| (d.as_secs_f64() * 1e4).round() / 10.0).collect::<Vec<_>>(),
+        last.as_secs_f64() * 1e3
+    );
     std::fs::remove_dir_all(&data).unwrap();
 }

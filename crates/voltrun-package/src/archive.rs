@@ -527,7 +527,8 @@ pub(crate) mod tests {
 
     #[test]
     fn absolute_paths_backslashes_and_dots_are_refused() {
-        for (bad, word) in [(&b"/etc/passwd"[..], "absolute"), (b"C:/x/passwd", "drive"), (b"a\\..\\passw", "backslash"), (b"a/./passwd", ". path"), (b"a//passwdd", "empty path")] {
+        for (bad, word) in [(&b"/etc/passwd"[..], "absolute"), (b"C:/x/passwd", "drive"), (b"a\\..\\passw", "backslash"), (b"a/./passwd", ". path"), (b"a//passwdd", "empty path")]
+        {
             let zip = patch_name(zip_of(&[("xxxxxxxxxxx"[..bad.len()].as_ref(), 0o644, b"x")]), &b"xxxxxxxxxxx"[..bad.len()], bad);
             let e = refused(&zip, &Limits::zip());
             assert!(e.contains(word), "{bad:?}: {e}");

@@ -21,10 +21,10 @@ pub mod handler;
 pub mod layout;
 pub mod tree;
 
-pub use dependencies::dependencies_file;
-pub use handler::Language;
 pub use archive::{inspect_zip, unpack_zip, Limits, Manifest, PackageError};
+pub use dependencies::dependencies_file;
 pub use files::zip_from_files;
+pub use handler::Language;
 pub use layout::{InstanceDir, InstanceFiles};
 pub use tree::Trees;
 

@@ -409,7 +409,11 @@ fn config_json(root: &InstanceRoot, spec: &InstanceSpec, id: &str, runtime: Runt
     let l = &spec.limits;
     let mut mounts = vec![json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]})];
     mounts.extend(root.tmpfs.iter().map(tmpfs_mount));
-    mounts.extend(root.binds.iter().map(|b| json!({"destination": b.target, "type": "bind", "source": b.source, "options": ["rbind", if b.writable { "rw" } else { "ro" }, "nosuid", "nodev"]})));
+    mounts.extend(
+        root.binds
+            .iter()
+            .map(|b| json!({"destination": b.target, "type": "bind", "source": b.source, "options": ["rbind", if b.writable { "rw" } else { "ro" }, "nosuid", "nodev"]})),
+    );
     let rlimit = |r: Rlimit, v: u64| json!({"type": r.oci_name(), "hard": v, "soft": v});
     let mut rlimits: Vec<Value> = root.rlimits.iter().map(|&(r, v)| rlimit(r, v)).collect();
     let mut args = spec.argv.clone();

@@ -341,7 +341,8 @@ impl Store {
 
     /// The latest build of one of the user's functions.
     pub async fn latest_build(&self, user_id: &str, function_id: &str) -> Result<Option<BuildRecord>> {
-        let row = sqlx::query("SELECT * FROM builds WHERE function_id = $1 AND user_id = $2 ORDER BY id DESC LIMIT 1").bind(function_id).bind(user_id).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT * FROM builds WHERE function_id = $1 AND user_id = $2 ORDER BY id DESC LIMIT 1").bind(function_id).bind(user_id).fetch_optional(&self.pool).await?;
         row.as_ref().map(build_from).transpose()
     }
 
@@ -494,12 +495,19 @@ impl Store {
     /// PostgreSQL so a reaper cannot settle it while its end is written.
     async fn still_building(&self, tx: &mut Tx, b: &BuildRecord, node: &str) -> Result<bool> {
         let lock = if self.dialect == Dialect::Postgres { " FOR UPDATE" } else { "" };
-        let row = sqlx::query(&format!("SELECT id FROM builds WHERE id = $1 AND status = 'building' AND lease_owner = $2{lock}")).bind(&b.id).bind(node).fetch_optional(&mut **tx).await?;
+        let row = sqlx::query(&format!("SELECT id FROM builds WHERE id = $1 AND status = 'building' AND lease_owner = $2{lock}"))
+            .bind(&b.id)
+            .bind(node)
+            .fetch_optional(&mut **tx)
+            .await?;
         Ok(row.is_some())
     }
 
     async fn states_in(&self, tx: &mut Tx, function_id: &str) -> Result<Option<FunctionStates>> {
-        let row = sqlx::query("SELECT state, state_reason, last_update_status, last_update_status_reason FROM functions WHERE id = $1").bind(function_id).fetch_optional(&mut **tx).await?;
+        let row = sqlx::query("SELECT state, state_reason, last_update_status, last_update_status_reason FROM functions WHERE id = $1")
+            .bind(function_id)
+            .fetch_optional(&mut **tx)
+            .await?;
         row.as_ref().map(states_from).transpose()
     }
 
@@ -524,7 +532,8 @@ impl Store {
 
     /// The blob a dependency tree was packed into (by the node that built it), if any.
     pub async fn tree_blob(&self, tree_key: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT tree_blob FROM builds WHERE tree_key = $1 AND tree_blob IS NOT NULL ORDER BY id DESC LIMIT 1").bind(tree_key).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT tree_blob FROM builds WHERE tree_key = $1 AND tree_blob IS NOT NULL ORDER BY id DESC LIMIT 1").bind(tree_key).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| get_opt_str(&r, "tree_blob")).transpose()?.flatten())
     }
 
@@ -541,13 +550,12 @@ impl Store {
     }
 
     async fn settle_builds(&self, cond: &str, now: &str) -> Result<(u64, u64)> {
-        let requeued = sqlx::query(&format!(
-            "UPDATE builds SET status = 'queued', lease_owner = NULL, lease_expires = NULL WHERE status = 'building' AND {cond} AND attempts < max_attempts"
-        ))
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let requeued =
+            sqlx::query(&format!("UPDATE builds SET status = 'queued', lease_owner = NULL, lease_expires = NULL WHERE status = 'building' AND {cond} AND attempts < max_attempts"))
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         let rows = sqlx::query(&format!("SELECT * FROM builds WHERE status = 'building' AND {cond}")).bind(now).fetch_all(&self.pool).await?;
         let mut failed = 0;
         for row in &rows {

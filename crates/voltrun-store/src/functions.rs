@@ -32,6 +32,7 @@ fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
         package_zip: None,
         package_root: None,
         layers: layers_from(row)?,
+        secrets: secrets_from(row)?,
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
@@ -50,7 +51,7 @@ fn package_json(f: &Function) -> Option<String> {
 
 /// Every column of a function but its code: what lists read.
 const SUMMARY_COLUMNS: &str =
-    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, egress, package, layers, version, created_at, updated_at, state, state_reason, last_update_status, last_update_status_reason";
+    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, egress, package, layers, secrets, version, created_at, updated_at, state, state_reason, last_update_status, last_update_status_reason";
 
 fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
     let runtime = get_str(row, "runtime")?;
@@ -73,6 +74,7 @@ fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
         egress: egress_from(row)?,
         package: package_from(row)?,
         layers: layers_from(row)?,
+        secrets: secrets_from(row)?,
         version: get_i64(row, "version")?,
         created_at: get_str(row, "created_at")?,
         updated_at: get_str(row, "updated_at")?,
@@ -126,6 +128,16 @@ fn layers_json(f: &Function) -> String {
 fn layers_from(row: &sqlx::any::AnyRow) -> Result<Vec<String>> {
     let layers = get_str(row, "layers")?;
     serde_json::from_str(&layers).map_err(|e| StoreError::Corrupt(format!("layers: {e}")))
+}
+
+/// The `secrets` column: a JSON list of secret names (migrations/0012).
+fn secrets_json(f: &Function) -> String {
+    serde_json::to_string(&f.secrets).expect("a string list serialises")
+}
+
+fn secrets_from(row: &sqlx::any::AnyRow) -> Result<Vec<String>> {
+    let names = get_str(row, "secrets")?;
+    serde_json::from_str(&names).map_err(|e| StoreError::Corrupt(format!("secrets: {e}")))
 }
 
 fn egress_from(row: &sqlx::any::AnyRow) -> Result<Vec<String>> {
@@ -190,8 +202,8 @@ impl Store {
     pub(crate) async fn insert_function_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, f: &Function, quotas: &Quotas) -> Result<()> {
         let sql = format!(
             "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version,
-             updated_at, created_at, schedule, max_retries, code_bytes, egress, package_sha256, package, layers)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21, $22, $23, $24
+             updated_at, created_at, schedule, max_retries, code_bytes, egress, package_sha256, package, layers, secrets)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21, $22, $23, $24, $25
              WHERE (SELECT COUNT(*) FROM functions WHERE user_id = $2) < $19
              AND (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2) + {LAYER_BYTES_OF_2} + $18 <= $20
              AND NOT {}",
@@ -214,6 +226,7 @@ impl Store {
             .bind(f.package.as_ref().map(|p| p.sha256.as_str()))
             .bind(&package)
             .bind(&layers)
+            .bind(secrets_json(f))
             .execute(&mut **tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
@@ -266,7 +279,7 @@ impl Store {
         let sql = format!(
             "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
              env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17, code_bytes = $18,
-             egress = $20, package_sha256 = $21, package = $22, layers = $23
+             egress = $20, package_sha256 = $21, package = $22, layers = $23, secrets = $24
              WHERE id = $1 AND user_id = $2 AND version = $15
              AND ($18 <= code_bytes OR (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2 AND id <> $1) + {LAYER_BYTES_OF_2} + $18 <= $19)
              AND NOT {}",
@@ -290,6 +303,7 @@ impl Store {
             .bind(f.package.as_ref().map(|p| p.sha256.as_str()))
             .bind(&package)
             .bind(&layers)
+            .bind(secrets_json(f))
             .execute(&mut **tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
@@ -334,8 +348,10 @@ impl Store {
 
     /// (functions, bytes of code) the user has.
     async fn function_usage(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str) -> Result<(i64, i64)> {
-        let row =
-            sqlx::query(&format!("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(code_bytes), 0) + {} AS BIGINT) AS bytes FROM functions WHERE user_id = $1", LAYER_BYTES_OF_1)).bind(user_id).fetch_one(&mut **tx).await?;
+        let row = sqlx::query(&format!("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(code_bytes), 0) + {} AS BIGINT) AS bytes FROM functions WHERE user_id = $1", LAYER_BYTES_OF_1))
+            .bind(user_id)
+            .fetch_one(&mut **tx)
+            .await?;
         Ok((get_i64(&row, "n")?, get_i64(&row, "bytes")?))
     }
 

@@ -21,6 +21,7 @@ mod retention;
 mod review_tests;
 mod secrets;
 mod users;
+pub mod vault;
 mod writer;
 
 pub use blobs::BLOB_CHUNK_BYTES;
@@ -29,7 +30,9 @@ pub use executions::{ClaimSkip, ExecutionFilter, HourBucket, NewRun, Stats};
 pub use functions::{ScheduledFunction, SchedulesFingerprint};
 pub use layers::{DeleteLayer, NewLayer};
 pub use retention::RetentionCursor;
+pub use secrets::{Rotation, SecretDelete, SecretEnv, SecretMeta};
 pub use users::{ApiKey, KeyOwner, User};
+pub use vault::{KeyError, Keyring, MasterKey, SealError};
 pub use writer::PendingWrite;
 
 /// Why a store operation failed.
@@ -98,6 +101,33 @@ pub enum StoreError {
     /// Migrations failed.
     #[error(transparent)]
     Migrate(std::sync::Arc<sqlx::migrate::MigrateError>),
+    /// A secret was to be sealed or opened, but the store was opened without a master key
+    /// ([`Store::unlock`]): a bug of the caller.
+    #[error("this server has no master key, so it cannot seal or open secrets")]
+    NoMasterKey,
+    /// The master key given is not the one the database's sealed values were sealed with
+    /// (the key check value, vault.rs, does not open under it).
+    #[error("the master key given (id {ours}) is not the key this database was set up with (id {sealed_with}); give every node the same --master-key / VOLTRUN_MASTER_KEY")]
+    WrongMasterKey {
+        /// The id of the key given.
+        ours: String,
+        /// The id of the key the check value was sealed with.
+        sealed_with: String,
+    },
+    /// A sealed value in the database did not open: altered, moved, or of an unknown format.
+    /// Names what it was, never the plaintext.
+    #[error("sealed {what} did not open: {source}")]
+    Unsealable {
+        /// The secret or server value.
+        what: String,
+        /// Why.
+        #[source]
+        source: SealError,
+    },
+    /// A rotation was asked of a store given no previous key, or left values sealed under the
+    /// previous key (written meanwhile by a node without the new key).
+    #[error("{0}")]
+    Rotation(String),
     /// The URL names a database VoltRun does not support.
     #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
     Unsupported(String),
@@ -226,6 +256,9 @@ pub struct Store {
     /// goes through this process, which clears the cache, so it is never stale. With
     /// PostgreSQL other nodes write too, so every lookup reads the database.
     function_cache: Option<FunctionCache>,
+    /// The master key everything sealed is sealed under, and during a rotation the previous
+    /// one (vault.rs); set by [`Store::unlock`].
+    vault: Option<std::sync::Arc<Keyring>>,
 }
 
 /// Functions by (user id, id or name).
@@ -283,7 +316,7 @@ impl Store {
             Dialect::Postgres => writer::Writer::start_on_pool(pool.clone()),
         };
         let function_cache = (dialect == Dialect::Sqlite).then(Default::default);
-        Ok(Store { pool, dialect, url, writer, function_cache })
+        Ok(Store { pool, dialect, url, writer, function_cache, vault: None })
     }
 
     /// Checks the database answers (for `/health`).

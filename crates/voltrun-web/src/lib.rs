@@ -21,7 +21,7 @@ use rust_embed::RustEmbed;
 struct Assets;
 
 /// Paths the dashboard routes on the client; each serves `index.html`.
-pub const CLIENT_ROUTES: &[&str] = &["/login", "/register", "/functions", "/functions/{*rest}", "/executions", "/executions/{*rest}", "/keys", "/stats"];
+pub const CLIENT_ROUTES: &[&str] = &["/login", "/register", "/functions", "/functions/{*rest}", "/executions", "/executions/{*rest}", "/keys", "/secrets", "/stats"];
 
 /// Prefixes that belong to the server, never to the dashboard.
 const RESERVED: &[&str] = &["/api", "/health", "/metrics"];
@@ -178,7 +178,7 @@ mod tests {
 
     #[tokio::test]
     async fn client_routes_serve_index() {
-        for path in ["/login", "/register", "/functions", "/functions/fn_1/edit", "/executions", "/keys", "/stats"] {
+        for path in ["/login", "/register", "/functions", "/functions/fn_1/edit", "/executions", "/keys", "/secrets", "/stats"] {
             let r = get_with(path, &[]).await;
             assert_eq!(r.status(), 200, "{path}");
             assert!(header_of(&r, "content-type").starts_with("text/html"), "{path}");

@@ -28,6 +28,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start and moved, never stored in bulk: boxing the big variants buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the API, the scheduler and a local worker in one process.
@@ -96,6 +98,10 @@ struct EngineArgs {
     /// Bound of the dependency-tree cache (bytes, or with a K, M, G suffix).
     #[arg(long, env = "VOLTRUN_BUILD_CACHE_SIZE", default_value = "5G")]
     build_cache_size: String,
+    /// Most a dependency build may write to disk (bytes, or with a K, M, G suffix); past it
+    /// the build is stopped.
+    #[arg(long, env = "VOLTRUN_BUILD_MAX_DISK", default_value = "2G")]
+    build_max_disk: String,
     /// The pip index builds use (default: PIP_INDEX_URL, else https://pypi.org/simple).
     #[arg(long, env = "VOLTRUN_PIP_INDEX_URL")]
     pip_index_url: Option<String>,
@@ -103,6 +109,16 @@ struct EngineArgs {
     /// https://registry.npmjs.org/).
     #[arg(long, env = "VOLTRUN_NPM_REGISTRY")]
     npm_registry: Option<String>,
+    /// The master key secrets (and the shared JWT signing key) are sealed under: 32 bytes as
+    /// base64 (`openssl rand -base64 32`) or 64 hex digits. Required with PostgreSQL (every
+    /// node the same key); with SQLite, default: `master.key` in the data dir, generated on
+    /// first start (mode 0600). Prefer the environment variable: a flag shows in `ps`.
+    #[arg(long, env = "VOLTRUN_MASTER_KEY", hide_env_values = true, value_name = "KEY")]
+    master_key: Option<String>,
+    /// During a master-key rotation: the key being replaced. Values sealed under it still
+    /// open; everything new is sealed under --master-key.
+    #[arg(long, env = "VOLTRUN_PREVIOUS_MASTER_KEY", hide_env_values = true, value_name = "KEY")]
+    previous_master_key: Option<String>,
     /// Allow the `process` tier, which does not isolate functions from the host.
     #[arg(long, env = "VOLTRUN_INSECURE")]
     insecure: bool,
@@ -168,6 +184,9 @@ struct QuotaArgs {
     /// API keys one user may have (0 = unlimited).
     #[arg(long, env = "VOLTRUN_QUOTA_API_KEYS", default_value_t = voltrun_core::Quotas::default().api_keys)]
     quota_api_keys: u64,
+    /// Secrets one user may have (0 = unlimited).
+    #[arg(long, env = "VOLTRUN_QUOTA_SECRETS", default_value_t = voltrun_core::Quotas::default().secrets)]
+    quota_secrets: u64,
     /// Days a finished execution is kept (0 = no age limit).
     #[arg(long, env = "VOLTRUN_RETENTION_DAYS", default_value_t = voltrun_core::Retention::default().max_age_days)]
     retention_days: u64,
@@ -278,6 +297,11 @@ fn main() -> Result<()> {
         print!("{}", voltrun_api::openapi::document_json());
         return Ok(());
     }
+    // The one `secrets` command that is not a client of the API: it needs the database.
+    if let Command::Client(voltrun_cli::ClientCommand::Secrets(voltrun_cli::args::SecretsCommand::RotateMasterKey(a))) = cli.command {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOLTRUN_LOG").unwrap_or_else(|_| "warn".into())).with_writer(std::io::stderr).init();
+        return tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(rotate_master_key(a));
+    }
     // Client commands are blocking HTTP calls: no runtime, no server logging.
     if let Command::Client(cmd) = cli.command {
         std::process::exit(voltrun_cli::run(cmd, cli.global, Cli::command));
@@ -341,12 +365,13 @@ async fn jwt_secret(store: &Store, data_dir: &Path, given: Option<String>) -> Re
         return Ok(s.into_bytes());
     }
     if store.dialect() == voltrun_store::Dialect::Postgres {
-        let now = voltrun_core::time::now();
-        let s = store.shared_secret("jwt_signing_key", &new_jwt_key(), &now).await.context("reading the shared JWT key")?;
+        // Sealed under the master key (issue 16): a copy of the database alone cannot mint
+        // tokens. A key an older version kept in plain text is adopted.
+        let s = store.shared_sealed_secret("jwt_signing_key", || zeroize::Zeroizing::new(new_jwt_key())).await.context("reading the shared JWT key")?;
         if s.len() < 64 {
             bail!("the shared JWT key in server_secrets is too short");
         }
-        return Ok(s.into_bytes());
+        return Ok(s.as_bytes().to_vec());
     }
     let path = data_dir.join("jwt.key");
     match std::fs::read_to_string(&path) {
@@ -366,6 +391,75 @@ fn new_jwt_key() -> String {
     (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
 
+/// Gives the store its master key (docs/SECURITY.md, "Secrets and the master key"): the one
+/// given; or, on SQLite only, `<data>/master.key`, generated on first start. A key that is
+/// not the database's stops the start (the store checks it against the key check value).
+async fn unlock(store: Store, given: Option<&str>, previous: Option<&str>, data_dir: &Path) -> Result<Store> {
+    let previous = previous.map(|p| voltrun_store::MasterKey::parse(p).context("--previous-master-key / VOLTRUN_PREVIOUS_MASTER_KEY")).transpose()?;
+    let (key, generated) = match given {
+        Some(text) => (voltrun_store::MasterKey::parse(text).context("--master-key / VOLTRUN_MASTER_KEY")?, None),
+        None if store.dialect() == voltrun_store::Dialect::Postgres => bail!(
+            "on PostgreSQL every node must be given the same master key: set VOLTRUN_MASTER_KEY (or --master-key) to 32 bytes as base64 or hex, e.g. from `openssl rand -base64 32`"
+        ),
+        None => {
+            let path = data_dir.join("master.key");
+            let (key, created) = voltrun_store::MasterKey::load_or_create(&path).with_context(|| format!("the master key file {}", path.display()))?;
+            if created {
+                tracing::info!(path = %path.display(), key_id = key.id(), "generated a master key; back it up: secrets cannot be read without it");
+            }
+            (key, created.then_some(path))
+        }
+    };
+    let id = key.id().to_string();
+    match store.unlock(key, previous).await {
+        Ok(store) => {
+            tracing::info!(key_id = %id, "master key accepted");
+            Ok(store)
+        }
+        Err(e @ voltrun_store::StoreError::WrongMasterKey { .. }) if generated.is_some() => {
+            // The key just generated is of no use to this database: not left behind.
+            if let Some(path) = &generated {
+                let _ = std::fs::remove_file(path);
+            }
+            Err(anyhow::anyhow!("refusing to start: {e}; master.key is missing from the data dir: restore the original"))
+        }
+        Err(e @ voltrun_store::StoreError::WrongMasterKey { .. }) => Err(anyhow::anyhow!("refusing to start: {e}")),
+        Err(e) => Err(e).context("checking the master key"),
+    }
+}
+
+/// `voltrun secrets rotate-master-key`: re-seals every value under the new key (the store
+/// does it in batches, online), then replaces the key check value.
+async fn rotate_master_key(a: voltrun_cli::args::RotateArgs) -> Result<()> {
+    let url = match &a.database_url {
+        Some(u) => u.clone(),
+        None => {
+            let db = a.data_dir.join("voltrun.db");
+            if !db.exists() {
+                bail!("{} does not exist: give --data-dir of the server, or --database-url", db.display());
+            }
+            format!("sqlite://{}", db.canonicalize()?.display())
+        }
+    };
+    let parse = |text: &Option<String>, what: &str| -> Result<voltrun_store::MasterKey> {
+        voltrun_store::MasterKey::parse(text.as_deref().unwrap_or_default()).with_context(|| what.to_string())
+    };
+    let new = parse(&a.master_key, "--master-key / VOLTRUN_MASTER_KEY (the new key)")?;
+    let old = parse(&a.previous_master_key, "--previous-master-key / VOLTRUN_PREVIOUS_MASTER_KEY (the key in use)")?;
+    if new.id() == old.id() {
+        bail!("the new and the previous master key are the same key");
+    }
+    let (new_id, old_id) = (new.id().to_string(), old.id().to_string());
+    let store = Store::open(&url).await.context("opening the database")?;
+    let store = store.unlock(new, Some(old)).await.context("checking the keys against the database")?;
+    let done = store.rotate_master_key(a.batch.max(1)).await.context("re-encrypting")?;
+    println!(
+        "rotated from master key {old_id} to {new_id}: {} secrets and {} server values re-encrypted, {} already under the new key; the key check value now names the new key",
+        done.secrets, done.server_values, done.already_new
+    );
+    Ok(())
+}
+
 /// Opens the store and builds the engine (not started: no dispatcher, no spares).
 async fn open_engine(args: &EngineArgs, quotas: voltrun_core::Quotas) -> Result<(Store, Engine, PathBuf)> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -377,6 +471,7 @@ async fn open_engine(args: &EngineArgs, quotas: voltrun_core::Quotas) -> Result<
     }
     let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("voltrun.db").display()));
     let store = Store::open(&url).await.with_context(|| format!("opening the database at {url}"))?;
+    let store = unlock(store, args.master_key.as_deref(), args.previous_master_key.as_deref(), &data_dir).await?;
     let runtimes = Runtimes::discover(&data_dir.join("runtimes"))?;
     let build_concurrency = args.build_concurrency.unwrap_or_else(voltrun_engine::default_build_concurrency);
     let cfg = EngineConfig {
@@ -417,6 +512,7 @@ fn build_config(args: &EngineArgs) -> Result<voltrun_engine::BuildConfig> {
         bail!("--build-timeout must be at least 1 second");
     }
     c.timeout = Duration::from_secs(args.build_timeout);
+    c.max_disk_bytes = parse_size(&args.build_max_disk).with_context(|| format!("--build-max-disk {:?}", args.build_max_disk))?;
     c.cache_bytes = parse_size(&args.build_cache_size).with_context(|| format!("--build-cache-size {:?}", args.build_cache_size))?;
     for (flag, given, slot) in [("--pip-index-url", &args.pip_index_url, &mut c.pip_index_url), ("--npm-registry", &args.npm_registry, &mut c.npm_registry)] {
         if let Some(u) = given {
@@ -503,8 +599,13 @@ async fn worker(args: WorkerArgs) -> Result<()> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let q = &args.quotas;
-    let quotas =
-        voltrun_core::Quotas { functions: q.quota_functions, code_bytes: q.quota_code_bytes, concurrent_runs: args.engine.quota_concurrent_runs, api_keys: q.quota_api_keys };
+    let quotas = voltrun_core::Quotas {
+        functions: q.quota_functions,
+        code_bytes: q.quota_code_bytes,
+        concurrent_runs: args.engine.quota_concurrent_runs,
+        api_keys: q.quota_api_keys,
+        secrets: q.quota_secrets,
+    };
     let (store, engine, data_dir) = start_engine(&args.engine, quotas).await?;
     let auth = AuthKeys::new(jwt_secret(&store, &data_dir, args.jwt_secret).await?).with_hash_pool(args.guard.hash_pool());
     // One connection table for every listener: their caps count together.

@@ -6,7 +6,10 @@ import { monaco } from '../monaco';
 export interface CodeEditorProps {
   value: string;
   onChange: (v: string) => void;
-  language: 'python' | 'javascript' | 'json';
+  /** Monaco's language id: python, javascript, json, or plaintext for any other file. */
+  language: 'python' | 'javascript' | 'json' | 'plaintext';
+  /** A test id other than `editor-<language>`. */
+  testId?: string;
   height: number | string;
   label: string;
   id?: string;
@@ -45,7 +48,7 @@ export default function CodeEditor(p: CodeEditorProps) {
     }
   };
   return (
-    <div className={`code-editor${p.invalid ? ' invalid' : ''}`} data-testid={`editor-${p.language}`} data-language={p.language}>
+    <div className={`code-editor${p.invalid ? ' invalid' : ''}`} data-testid={p.testId ?? `editor-${p.language}`} data-language={p.language}>
       <Editor
         height={p.height}
         language={p.language}

@@ -8,7 +8,9 @@ import { useToast } from '../toast';
 const NAV = [
   { href: '/functions', label: 'Functions' },
   { href: '/executions', label: 'Executions' },
+  { href: '/layers', label: 'Layers' },
   { href: '/keys', label: 'API keys' },
+  { href: '/secrets', label: 'Secrets' },
   { href: '/stats', label: 'Statistics' },
 ];
 

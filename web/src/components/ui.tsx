@@ -13,6 +13,34 @@ export function StatusBadge({ status }: { status: string | null | undefined }) {
   );
 }
 
+/**
+ * A function's build state (`pending` / `active` / `failed`), and an update in flight or
+ * failed next to it. Functions from before packages have no state: they are active.
+ */
+export function StateBadge({ fn, testId = 'fn-state' }: { fn: { state?: string; state_reason?: string | null; last_update_status?: string; last_update_status_reason?: string | null }; testId?: string }) {
+  const state = fn.state ?? 'active';
+  const update = fn.last_update_status;
+  return (
+    <span className="state-badges">
+      <span className={`badge badge-state-${state}`} data-testid={testId} data-state={state} title={fn.state_reason ?? undefined}>
+        {state === 'pending' && <span className="pulse" aria-hidden="true" />}
+        {state}
+      </span>
+      {state === 'active' && update === 'in_progress' && (
+        <span className="badge badge-pending" data-testid={`${testId}-update`} data-update="in_progress" title="A new version is building; the last good one serves meanwhile">
+          <span className="pulse" aria-hidden="true" />
+          updating
+        </span>
+      )}
+      {state === 'active' && update === 'failed' && (
+        <span className="badge badge-failed" data-testid={`${testId}-update`} data-update="failed" title={fn.last_update_status_reason ?? undefined}>
+          update failed
+        </span>
+      )}
+    </span>
+  );
+}
+
 export function Spinner({ label = 'Loading…' }: { label?: string }) {
   return (
     <div className="loading" role="status">

@@ -1,9 +1,13 @@
 // Create or edit a function: the code in Monaco (Python or JavaScript highlighting by
-// runtime) and the configuration fields. Validation is the API's: its message is shown at the
-// top and beside the field it names.
+// runtime), or a package (several files in a tree, or an uploaded zip), its layers and the
+// configuration fields. Validation is the API's: its message is shown at the top and beside
+// the field it names.
 import { lazy, Suspense, useEffect, useRef, useState, type FormEvent } from 'react';
 import { api, ApiError, get, type Fn, type Runtime, type RuntimeInfo } from '../api';
+import { LayersPicker } from '../components/LayersPicker';
+import { PackageFiles } from '../components/PackageFiles';
 import { ErrorBox, Spinner, useLoad, usePageTitle } from '../components/ui';
+import { asTextFiles, base64, fileOfText, handlerFile, MAX_FILES, MAX_UNPACKED, MAX_ZIP, mib, PackageProblem, readZipFile, unpack, type FileMap } from '../packages';
 import { egressError, egressLines, MAX_EGRESS_ENTRIES } from '../egress';
 import { runtimeLabel } from '../format';
 import { Link, navigate } from '../router';
@@ -25,6 +29,47 @@ const TEMPLATES: Record<Runtime, string> = {
 `,
 };
 
+/** The first file of a new multi-file package, per runtime. */
+const PACKAGE_TEMPLATES: Record<Runtime, [string, string]> = {
+  'python3.11': [
+    'main.py',
+    `def handler(event, context):
+    name = event.get("name", "world") if isinstance(event, dict) else "world"
+    return {"greeting": f"Hello, {name}!"}
+`,
+  ],
+  nodejs20: [
+    'index.js',
+    `exports.handler = async (event) => {
+  const name = (event && event.name) || 'world';
+  return { greeting: \`Hello, \${name}!\` };
+};
+`,
+  ],
+};
+
+/** Where the function's code comes from: one file, a tree of files, a zip, or (editing a package) as it is. */
+type Source = 'code' | 'files' | 'zip' | 'keep';
+
+const DEFAULT_HANDLERS = ['handler', 'main.handler', 'index.handler'];
+
+function defaultHandler(source: Source, runtime: Runtime): string {
+  if (source === 'code') return 'handler';
+  return runtime === 'python3.11' ? 'main.handler' : 'index.handler';
+}
+
+function templateFiles(runtime: Runtime): FileMap {
+  const [path, text] = PACKAGE_TEMPLATES[runtime];
+  return new Map([[path, fileOfText(text)]]);
+}
+
+/** A picked zip: its bytes as they go up, and its files for the preview. */
+interface PickedZip {
+  name: string;
+  bytes: Uint8Array;
+  files: FileMap;
+}
+
 interface EnvRow {
   key: number;
   name: string;
@@ -44,6 +89,11 @@ interface FormState {
   env: EnvRow[];
   /** The egress list, one entry per line. */
   egress: string;
+  source: Source;
+  files: FileMap;
+  zip: PickedZip | null;
+  /** `name:version`, in order. */
+  layers: string[];
 }
 
 let envKey = 1;
@@ -61,6 +111,10 @@ function fromFn(f: Fn): FormState {
     public: f.public,
     env: Object.entries(f.env).map(([name, value]) => ({ key: envKey++, name, value })),
     egress: (f.egress ?? []).join('\n'),
+    source: f.package ? 'keep' : 'code',
+    files: templateFiles(f.runtime),
+    zip: null,
+    layers: f.layers ?? [],
   };
 }
 
@@ -76,6 +130,10 @@ const EMPTY: FormState = {
   public: false,
   env: [],
   egress: '',
+  source: 'code',
+  files: templateFiles('python3.11'),
+  zip: null,
+  layers: [],
 };
 
 /** A number field's value: a number when it parses, else the text (so the API names the problem). */
@@ -113,12 +171,45 @@ function Form({ fn, runtimes }: { fn?: Fn; runtimes?: RuntimeInfo[] }) {
     else errRef.current?.scrollIntoView({ block: 'nearest' });
   }, [error, field]);
 
+  const [zipError, setZipError] = useState<string | null>(null);
+
   const changeRuntime = (r: Runtime) => {
     setF((p) => {
       // Swap the template while the code is still an untouched template.
       const untouched = Object.values(TEMPLATES).includes(p.code) || p.code.trim() === '';
-      return { ...p, runtime: r, code: !fn && untouched ? TEMPLATES[r] : p.code };
+      const [tplPath, tplText] = PACKAGE_TEMPLATES[p.runtime];
+      const filesUntouched = p.files.size === 1 && p.files.get(tplPath)?.text === tplText;
+      return {
+        ...p,
+        runtime: r,
+        code: !fn && untouched ? TEMPLATES[r] : p.code,
+        files: filesUntouched ? templateFiles(r) : p.files,
+        handler: DEFAULT_HANDLERS.includes(p.handler.trim()) ? defaultHandler(p.source, r) : p.handler,
+      };
     });
+  };
+
+  const changeSource = (source: Source) => {
+    setZipError(null);
+    setF((p) => ({
+      ...p,
+      source,
+      // An untouched default handler follows the kind of code (`handler` / `module.function`).
+      handler: DEFAULT_HANDLERS.includes(p.handler.trim()) || p.handler.trim() === '' ? (source === 'keep' && fn ? fn.handler : defaultHandler(source, p.runtime)) : p.handler,
+    }));
+  };
+
+  const pickZip = async (file: File | undefined) => {
+    setZipError(null);
+    set('zip', null);
+    if (!file) return;
+    try {
+      const bytes = await readZipFile(file);
+      const files = unpack(bytes);
+      set('zip', { name: file.name, bytes, files });
+    } catch (e) {
+      setZipError(e instanceof Error ? e.message : String(e));
+    }
   };
 
   const submit = async (e?: FormEvent) => {
@@ -132,8 +223,7 @@ function Form({ fn, runtimes }: { fn?: Fn; runtimes?: RuntimeInfo[] }) {
       name: f.name.trim(),
       description: f.description,
       runtime: f.runtime,
-      handler: f.handler.trim() || 'handler',
-      code: f.code,
+      handler: f.handler.trim() || defaultHandler(f.source, f.runtime),
       memory: num(f.memory),
       timeout: num(f.timeout),
       env,
@@ -142,7 +232,23 @@ function Form({ fn, runtimes }: { fn?: Fn; runtimes?: RuntimeInfo[] }) {
     };
     if (f.route.trim()) body.route = f.route.trim();
     else if (fn) body.route = null;
+    // Layers go up when there are some, or when they changed (older servers know no `layers`).
+    if (fn ? JSON.stringify(f.layers) !== JSON.stringify(fn.layers ?? []) : f.layers.length) body.layers = f.layers;
     for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
+    try {
+      if (f.source === 'code') body.code = f.code;
+      else if (f.source === 'files') {
+        if (f.files.size > MAX_FILES) throw new PackageProblem('payload_too_large', `A package of files may have at most ${MAX_FILES} files; this one has ${f.files.size}. Upload a zip instead.`);
+        body.files = asTextFiles(f.files);
+      } else if (f.source === 'zip') {
+        if (!f.zip) throw new PackageProblem('validation_failed', 'zip: pick a zip file to upload');
+        body.zip = await base64(f.zip.bytes);
+      }
+    } catch (err) {
+      setError(err instanceof PackageProblem ? new ApiError(400, err.code, err.message) : err);
+      setBusy(false);
+      return;
+    }
     try {
       const saved = fn
         ? await api<Fn>('PUT', `/api/functions/${encodeURIComponent(fn.id)}`, { body })
@@ -230,33 +336,108 @@ function Form({ fn, runtimes }: { fn?: Fn; runtimes?: RuntimeInfo[] }) {
             <input id="f-handler" value={f.handler} onChange={(e) => set('handler', e.target.value)} spellCheck={false} {...invalid('handler')} />
             {fieldErr('handler') ?? (
               <div className="hint">
-                The function {language === 'python' ? 'defined in lambda_function.py' : 'exported by index.js'}.
+                {f.source === 'code'
+                  ? `The function ${language === 'python' ? 'defined in lambda_function.py' : 'exported by index.js'}.`
+                  : `module.function: ${language === 'python' ? 'main.handler is handler in main.py' : 'index.handler is the handler export of index.js'}.`}
               </div>
             )}
           </div>
         </div>
-        <div className="field">
-          <label htmlFor="f-code" id="f-code-label">
-            Code <span className="muted small">({language === 'python' ? 'lambda_function.py' : 'index.js'})</span>
-          </label>
-          <Suspense fallback={<div className="editor-loading" style={{ height: 340 }}>Loading editor…</div>}>
-            <CodeEditor
-              id="f-code"
-              label={`Function code (${language})`}
-              language={language}
-              value={f.code}
-              onChange={(v) => set('code', v)}
-              height={340}
-              onSubmit={() => void submit()}
-              invalid={field === 'code'}
-              describedBy="f-code-hint"
-            />
-          </Suspense>
-          {fieldErr('code') ?? (
-            <div id="f-code-hint" className="hint">
-              Ctrl+Enter saves. Tab indents; Ctrl+M switches Tab to moving focus.
-            </div>
+        <fieldset className="source-pick" data-testid="source-pick">
+          <legend className="label">Code</legend>
+          {fn?.package && (
+            <label className="check">
+              <input type="radio" name="source" checked={f.source === 'keep'} onChange={() => changeSource('keep')} />
+              Keep the package ({fn.package.file_count} files; edit them on the function page)
+            </label>
           )}
+          {!fn?.package && (
+            <label className="check">
+              <input type="radio" name="source" checked={f.source === 'code'} onChange={() => changeSource('code')} />
+              One file
+            </label>
+          )}
+          <label className="check">
+            <input type="radio" name="source" checked={f.source === 'files'} onChange={() => changeSource('files')} />
+            {fn?.package ? 'Replace with files' : 'Several files'}
+          </label>
+          <label className="check">
+            <input type="radio" name="source" checked={f.source === 'zip'} onChange={() => changeSource('zip')} />
+            {fn?.package ? 'Replace with a zip' : 'Upload a zip'}
+          </label>
+        </fieldset>
+        {f.source === 'code' && (
+          <div className="field">
+            <label htmlFor="f-code" id="f-code-label">
+              Code <span className="muted small">({language === 'python' ? 'lambda_function.py' : 'index.js'})</span>
+            </label>
+            <Suspense fallback={<div className="editor-loading" style={{ height: 340 }}>Loading editor…</div>}>
+              <CodeEditor
+                id="f-code"
+                label={`Function code (${language})`}
+                language={language}
+                value={f.code}
+                onChange={(v) => set('code', v)}
+                height={340}
+                onSubmit={() => void submit()}
+                invalid={field === 'code'}
+                describedBy="f-code-hint"
+              />
+            </Suspense>
+            {fieldErr('code') ?? (
+              <div id="f-code-hint" className="hint">
+                Ctrl+Enter saves. Tab indents; Ctrl+M switches Tab to moving focus.
+              </div>
+            )}
+          </div>
+        )}
+        {f.source === 'files' && (
+          <div className="field" id="f-files" tabIndex={-1}>
+            <PackageFiles files={f.files} onChange={(files) => set('files', files)} onSubmit={() => void submit()} height={340} />
+            {fieldErr('files') ?? (
+              <div className="hint">
+                Text files, at most {MAX_FILES}. A requirements.txt (Python) or a package.json with dependencies (Node) at the root is installed at deploy time.
+              </div>
+            )}
+          </div>
+        )}
+        {f.source === 'zip' && (
+          <div className="field">
+            <label htmlFor="f-zip">Package zip</label>
+            <input
+              id="f-zip"
+              type="file"
+              accept=".zip,application/zip"
+              data-testid="zip-input"
+              onChange={(e) => void pickZip(e.target.files?.[0])}
+              aria-invalid={zipError || field === 'zip' ? true : undefined}
+              aria-describedby={zipError || field === 'zip' ? 'f-zip-err' : 'f-zip-hint'}
+            />
+            {zipError ? (
+              <div id="f-zip-err" className="field-error" data-testid="zip-error" role="alert">
+                {zipError}
+              </div>
+            ) : field === 'zip' ? (
+              fieldErr('zip')
+            ) : (
+              <div id="f-zip-hint" className="hint">
+                At most {mib(MAX_ZIP)}, {mib(MAX_UNPACKED)} unpacked. Binary files are kept as they are.
+              </div>
+            )}
+            {f.zip && (
+              <div className="zip-preview" data-testid="zip-preview">
+                <PackageFiles files={f.zip.files} height={260} initial={handlerFile(f.handler, f.runtime, f.zip.files)} />
+              </div>
+            )}
+          </div>
+        )}
+      </div>
+
+      <div className="card">
+        <h2 className="card-title">Layers</h2>
+        <div className="field">
+          <LayersPicker value={f.layers} onChange={(v) => set('layers', v)} invalid={field === 'layers'} />
+          {fieldErr('layers') ?? <div className="hint">Zips shared by functions, mounted read-only under /opt in this order (later ones win). At most 5.</div>}
         </div>
       </div>
 

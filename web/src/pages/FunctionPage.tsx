@@ -1,10 +1,13 @@
-// One function: its configuration, an invoke panel with a JSON input editor and the result
-// (output, logs, duration, error), and the history of its executions.
+// One function: its configuration and build state, its package's files (a tree beside
+// Monaco, saved as a new zip) and latest dependency build, an invoke panel with a JSON input
+// editor and the result (output, logs, duration, error), and the history of its executions.
 import { lazy, Suspense, useCallback, useEffect, useState } from 'react';
 import { api, ApiError, get, qs, type Execution, type Fn, type Page } from '../api';
+import { BuildPanel } from '../components/BuildPanel';
 import { ExecutionDetail } from '../components/ExecutionDetail';
 import { ExecutionsTable } from '../components/ExecutionsTable';
-import { ConfirmButton, Drawer, ErrorBox, Spinner, useLoad, usePageTitle } from '../components/ui';
+import { PackageEditor } from '../components/PackageEditor';
+import { ConfirmButton, Drawer, ErrorBox, Spinner, StateBadge, useLoad, usePageTitle } from '../components/ui';
 import { ago, runtimeLabel } from '../format';
 import { Link, navigate } from '../router';
 import { useToast } from '../toast';
@@ -27,10 +30,10 @@ export function FunctionPage({ id }: { id: string }) {
     );
   }
   if (!fn.data) return <Spinner label="Loading function…" />;
-  return <FunctionView fn={fn.data} />;
+  return <FunctionView fn={fn.data} reload={fn.reload} setFn={fn.setData} />;
 }
 
-function FunctionView({ fn }: { fn: Fn }) {
+function FunctionView({ fn, reload, setFn }: { fn: Fn; reload: () => void; setFn: (f: Fn) => void }) {
   const toast = useToast();
   const [deleting, setDeleting] = useState(false);
   const [historyTick, setHistoryTick] = useState(0);
@@ -59,8 +62,19 @@ function FunctionView({ fn }: { fn: Fn }) {
             {fn.name}
             <span className={`runtime runtime-${fn.runtime.startsWith('python') ? 'py' : 'js'}`}>{runtimeLabel(fn.runtime)}</span>
             <span className="muted small">v{fn.version}</span>
+            <StateBadge fn={fn} />
           </h1>
           {fn.description && <p className="muted">{fn.description}</p>}
+          {fn.state === 'failed' && fn.state_reason && (
+            <p className="state-reason" data-testid="state-reason">
+              Build failed: {fn.state_reason}
+            </p>
+          )}
+          {fn.state !== 'failed' && fn.last_update_status === 'failed' && fn.last_update_status_reason && (
+            <p className="state-reason" data-testid="update-reason">
+              The last update failed (v{fn.version} still serves): {fn.last_update_status_reason}
+            </p>
+          )}
         </div>
         <div className="actions">
           <Link href={`/functions/${fn.id}/edit`} className="btn">
@@ -119,7 +133,40 @@ function FunctionView({ fn }: { fn: Fn }) {
           <dt>Updated</dt>
           <dd>{ago(fn.updated_at)}</dd>
         </div>
+        <div>
+          <dt>Code</dt>
+          <dd data-testid="fn-package">
+            {fn.package
+              ? `${fn.package.kind === 'zip' ? 'zip' : 'files'}, ${fn.package.file_count} file${fn.package.file_count === 1 ? '' : 's'}${fn.package.dependencies ? ` + ${fn.package.dependencies}` : ''}`
+              : 'one file'}
+          </dd>
+        </div>
+        <div className="span-2">
+          <dt>Layers</dt>
+          <dd data-testid="fn-layers">
+            {fn.layers?.length ? (
+              fn.layers.map((l) => (
+                <code key={l} className="egress-entry">
+                  {l}
+                </code>
+              ))
+            ) : (
+              <span className="muted">none</span>
+            )}
+          </dd>
+        </div>
       </dl>
+
+      {fn.package && <PackageEditor fn={fn} onSaved={setFn} />}
+
+      {(fn.package?.dependencies || fn.state === 'pending' || fn.last_update_status === 'in_progress' || fn.state === 'failed') && (
+        <section className="card" aria-labelledby="build-title">
+          <h2 className="card-title" id="build-title">
+            Dependency build
+          </h2>
+          <BuildPanel fn={fn} onFinished={reload} />
+        </section>
+      )}
 
       <Invoke fn={fn} onRan={() => setHistoryTick((t) => t + 1)} />
 

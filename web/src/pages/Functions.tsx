@@ -2,7 +2,7 @@
 // no per-function counters, so the counts come from the executions list (capped at RECENT).
 import { useEffect, useState } from 'react';
 import { get, qs, type Execution, type FnSummary, type Page } from '../api';
-import { Empty, ErrorBox, Spinner, StatusBadge, useLoad, usePageTitle } from '../components/ui';
+import { Empty, ErrorBox, Spinner, StateBadge, StatusBadge, useLoad, usePageTitle } from '../components/ui';
 import { ago, runtimeLabel } from '../format';
 import { Link, navigate } from '../router';
 
@@ -23,6 +23,14 @@ export function Functions() {
     if (page.data) setItems((prev) => (cursor ? [...prev, ...page.data!.items] : page.data!.items));
   }, [page.data, cursor]);
   const stats = useFunctionStats(items);
+  // While a build runs, the list looks again every few seconds for its end.
+  const building = items.some((f) => f.state === 'pending' || f.last_update_status === 'in_progress');
+  const { reload } = page;
+  useEffect(() => {
+    if (!building || cursor) return;
+    const t = setInterval(reload, 3000);
+    return () => clearInterval(t);
+  }, [building, cursor, reload]);
 
   return (
     <div className="page">
@@ -51,6 +59,7 @@ export function Functions() {
                 <tr>
                   <th>Name</th>
                   <th>Runtime</th>
+                  <th>State</th>
                   <th>Last run</th>
                   <th className="num">
                     <span className="hide-sm">Invocations</span>
@@ -73,6 +82,9 @@ export function Functions() {
                       </td>
                       <td>
                         <span className={`runtime runtime-${f.runtime.startsWith('python') ? 'py' : 'js'}`}>{runtimeLabel(f.runtime)}</span>
+                      </td>
+                      <td>
+                        <StateBadge fn={f} />
                       </td>
                       <td>
                         {s === undefined ? (

@@ -46,6 +46,27 @@ pub(super) async fn write_frame(tx: &mut pipe::Sender, v: &Value) -> std::io::Re
     tx.write_all(&buf).await
 }
 
+/// [`write_frame`] for a frame holding secrets: its serialised copies are wiped after.
+pub(super) async fn write_frame_wiped(tx: &mut pipe::Sender, v: &Value) -> std::io::Result<()> {
+    let body = zeroize::Zeroizing::new(serde_json::to_vec(v).map_err(std::io::Error::other)?);
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(body.len() + 4));
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&body);
+    tx.write_all(&buf).await
+}
+
+/// Wipes the values of an init frame's `env` (the function's variables and secrets).
+pub(super) fn wipe_env(frame: &mut Value) {
+    use zeroize::Zeroize;
+    if let Some(env) = frame.get_mut("env").and_then(Value::as_object_mut) {
+        for v in env.values_mut() {
+            if let Value::String(s) = v {
+                s.zeroize();
+            }
+        }
+    }
+}
+
 pub(super) async fn read_frame(rx: &mut pipe::Receiver) -> std::io::Result<Value> {
     let mut len = [0u8; 4];
     rx.read_exact(&mut len).await?;

@@ -174,6 +174,18 @@ fn an_unknown_package_fails_the_build_with_its_reason_and_logs() {
     let f = wait_built(&c, "nopkg");
     assert_eq!((&f["state"], &f["state_reason"], f["version"].as_i64()), (&json!("active"), &Value::Null, Some(2)), "{f}");
     assert_eq!(c.invoke("nopkg", &json!({}))["output"], "fixed");
+    // The node's figures: one build failed, one succeeded, none left running.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = String::from_utf8(s.anon().raw("GET", "/metrics", None, &[]).body).unwrap();
+        let counted =
+            ["voltrun_builds_total{status=\"success\"} 1", "voltrun_builds_total{status=\"failed\"} 1", "voltrun_builds_in_flight 0"].iter().all(|l| text.lines().any(|x| x == *l));
+        if counted {
+            break;
+        }
+        assert!(Instant::now() < until, "build metrics: {}", text.lines().filter(|l| l.contains("build")).collect::<Vec<_>>().join("\n"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// An update with a broken requirement: the last good version keeps serving while it builds

@@ -41,6 +41,10 @@ pub fn pg_url() -> String {
     std::env::var("VOLTRUN_TEST_PG_URL").expect("VOLTRUN_TEST_PG_URL must name a PostgreSQL server (run scripts/pg-up)")
 }
 
+/// The master key every PostgreSQL node of the tests is given (issue 16: a node on PostgreSQL
+/// refuses to start without one); SQLite servers generate their own in the data dir.
+pub const TEST_MASTER_KEY: &str = "dm9sdHJ1bi10ZXN0LW1hc3Rlci1rZXktMzItYnl0ZXM=";
+
 /// A fresh PostgreSQL database on the test server, dropped with the handle.
 pub struct PgDatabase {
     pub url: String,
@@ -118,6 +122,7 @@ impl Server {
             .args(tier_args)
             .args(extra)
             .env("VOLTRUN_LOG", "info")
+            .envs(extra.iter().any(|a| a.starts_with("postgres")).then_some(("VOLTRUN_MASTER_KEY", TEST_MASTER_KEY)))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(data_dir.with_extension("stderr.log")).unwrap());
         let mut child = cmd.spawn().expect("start voltrun");

@@ -31,4 +31,5 @@ mod packages;
 mod queue;
 mod recovery;
 mod scaleout;
+mod secrets;
 mod store_outage;

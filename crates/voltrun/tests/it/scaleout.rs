@@ -25,6 +25,7 @@ impl Worker {
             .args(["worker", "--database-url", db, "--lease-seconds", "3", "--async-concurrency", "8", "--no-scheduler", "--data-dir"])
             .arg(&dir)
             .args(sandbox_args())
+            .env("VOLTRUN_MASTER_KEY", crate::harness::TEST_MASTER_KEY)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.with_extension("stderr.log")).unwrap())
             .spawn()
