@@ -508,6 +508,35 @@ fn dependency_files_of_root(runtime: voltrun_core::Runtime, root: &voltrun_core:
     }
 }
 
+/// A running build's unit of `voltrun_builds_in_flight`, given back on every path.
+struct InFlight(Arc<crate::Metrics>);
+
+impl InFlight {
+    fn new(engine: &Engine) -> InFlight {
+        engine.inner.metrics.builds_in_flight.fetch_add(1, Relaxed);
+        InFlight(engine.inner.metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.builds_in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A build's place in the map of running builds, removed on every path its task ends by
+/// (its end, an abort, a panic).
+struct BuildEntry {
+    engine: Engine,
+    id: String,
+}
+
+impl Drop for BuildEntry {
+    fn drop(&mut self) {
+        self.engine.inner.build_queue.running.lock().expect("builds lock").remove(&self.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,34 +587,5 @@ mod tests {
             assert_eq!(dependency_files_of_root(runtime, &root), None, "an uncaptured file means no lookup");
         }
         let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-/// A running build's unit of `voltrun_builds_in_flight`, given back on every path.
-struct InFlight(Arc<crate::Metrics>);
-
-impl InFlight {
-    fn new(engine: &Engine) -> InFlight {
-        engine.inner.metrics.builds_in_flight.fetch_add(1, Relaxed);
-        InFlight(engine.inner.metrics.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.builds_in_flight.fetch_sub(1, Relaxed);
-    }
-}
-
-/// A build's place in the map of running builds, removed on every path its task ends by
-/// (its end, an abort, a panic).
-struct BuildEntry {
-    engine: Engine,
-    id: String,
-}
-
-impl Drop for BuildEntry {
-    fn drop(&mut self) {
-        self.engine.inner.build_queue.running.lock().expect("builds lock").remove(&self.id);
     }
 }
