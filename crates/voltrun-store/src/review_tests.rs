@@ -158,9 +158,12 @@ async fn deleting_a_function_frees_its_package_blob() {
     let twin = function("u1", "twin", files("one"));
     s.insert_function(&twin, &Quotas::default()).await.unwrap();
     // An update to another package frees the first only when no one else has it.
-    let (next, changed) = voltrun_core::FunctionPatch { files: files("two")["files"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect()), ..Default::default() }
-        .apply(&f, time::now())
-        .unwrap();
+    let (next, changed) = voltrun_core::FunctionPatch {
+        files: files("two")["files"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect()),
+        ..Default::default()
+    }
+    .apply(&f, time::now())
+    .unwrap();
     assert!(changed);
     let second = next.package.clone().unwrap().sha256;
     assert!(s.update_function(&next, f.version, &Quotas::default()).await.unwrap());
