@@ -491,6 +491,8 @@ impl Source {
         if manifest.files.is_empty() {
             return Err(ValidationError::new(if kind == PackageKind::Files { "files" } else { "zip" }, "the package has no files"));
         }
+        let field = if kind == PackageKind::Files { "files" } else { "zip" };
+        let dependencies = voltrun_package::dependencies_file(&manifest, language).map_err(|e| ValidationError::new(field, e))?.map(str::to_string);
         f.code = String::new();
         f.package = Some(PackageInfo {
             kind,
@@ -498,7 +500,7 @@ impl Source {
             size: zip.len() as u64,
             unpacked_size: manifest.unpacked_size,
             file_count: manifest.files.len() as u64,
-            dependencies: voltrun_package::dependencies_file(&manifest, language).map(str::to_string),
+            dependencies,
         });
         f.package_zip = Some(Arc::new(zip));
         if !keep_handler {

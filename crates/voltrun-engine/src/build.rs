@@ -7,8 +7,12 @@
 //!
 //! Build scripts (`setup.py`, npm install scripts) are hostile code: the build gets no more
 //! than a run of the function gets, plus two writable directories of its own (`/build/src`,
-//! a copy of the package, its working directory; `/build/out`, the output) and scratch space
-//! (`/build/tmp`). The `process` tier has no isolation, so it refuses builds.
+//! a copy of the dependency files only, its working directory; `/build/out`, the output) and
+//! scratch space (`/build/tmp`). The tree is shared by every function with the same key, so
+//! nothing but the key's inputs may take part: the rest of the package never reaches the build,
+//! pip runs isolated (`python -I`: the working directory is not on `sys.path`), and dependency
+//! files that reference anything but the index are refused ([`refusal`]). The `process` tier
+//! has no isolation, so it refuses builds.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -96,21 +100,22 @@ pub const DEFAULT_BUILD_CACHE_BYTES: u64 = 5 << 30;
 /// The dependency files of the package at `dir` that call for a build (the contract's "when
 /// is there a build"), or `None`: Python, a `requirements.txt` with at least one requirement
 /// line; Node, a `package.json` with a non-empty `dependencies` object and no `node_modules/`
-/// (plus `package-lock.json` when present).
+/// (plus `package-lock.json` when present). The same rule as the API's
+/// ([`voltrun_package::dependencies`]); files it refuses are returned too, and their build
+/// fails naming the line ([`refusal`]).
 pub fn dependency_files(runtime: Runtime, dir: &Path) -> Option<Vec<String>> {
     match runtime {
         Runtime::Python311 => {
             let text = std::fs::read_to_string(dir.join("requirements.txt")).ok()?;
-            let has_requirement = text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).any(|l| !l.is_empty() && !l.starts_with('-'));
-            has_requirement.then(|| vec!["requirements.txt".to_string()])
+            (voltrun_package::dependencies::check_requirements(&text) != Ok(false)).then(|| vec!["requirements.txt".to_string()])
         }
         Runtime::Nodejs20 => {
             if dir.join("node_modules").exists() {
                 return None;
             }
-            let text = std::fs::read_to_string(dir.join("package.json")).ok()?;
-            let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-            if json.get("dependencies").and_then(|d| d.as_object()).is_none_or(|d| d.is_empty()) {
+            let pkg = std::fs::read(dir.join("package.json")).ok()?;
+            let lock = std::fs::read(dir.join("package-lock.json")).ok();
+            if voltrun_package::dependencies::check_package_json(&pkg, lock.as_deref()) == Ok(false) {
                 return None;
             }
             let mut files = vec!["package.json".to_string()];
@@ -118,6 +123,24 @@ pub fn dependency_files(runtime: Runtime, dir: &Path) -> Option<Vec<String>> {
                 files.push("package-lock.json".to_string());
             }
             Some(files)
+        }
+    }
+}
+
+/// Why the dependency files of the package at `dir` cannot be built, if they cannot: they
+/// reference something besides the index (the API refuses such packages; this guards
+/// packages stored before it did). A build sees only its dependency files.
+pub fn refusal(runtime: Runtime, dir: &Path) -> Option<String> {
+    use voltrun_package::dependencies as d;
+    match runtime {
+        Runtime::Python311 => d::check_requirements(&std::fs::read_to_string(dir.join("requirements.txt")).ok()?).err(),
+        Runtime::Nodejs20 => {
+            let pkg = std::fs::read(dir.join("package.json")).ok()?;
+            let lock = std::fs::read(dir.join("package-lock.json")).ok();
+            if let Err(e) = d::check_package_json(&pkg, lock.as_deref()) {
+                return Some(e);
+            }
+            [".npmrc", "npm-shrinkwrap.json"].into_iter().find(|f| dir.join(f).symlink_metadata().is_ok()).map(d::refused_file)
         }
     }
 }
@@ -247,7 +270,9 @@ pub fn cache_key(runtime: Runtime, platform: &str, index: &str, files: &[(String
         h.update((b.len() as u64).to_be_bytes());
         h.update(b);
     };
-    part(b"voltrun-deps-1");
+    // Version 2: builds see only the dependency files, and pip runs isolated (`-I`); trees
+    // of version 1 saw the whole package and are never reused.
+    part(b"voltrun-deps-2");
     part(runtime.id().as_bytes());
     part(platform.as_bytes());
     part(index.as_bytes());
@@ -499,10 +524,22 @@ impl Engine {
         // The build's directories, the function user's own.
         let (src, out, tmp) = (scratch.join("src"), scratch.join("out"), scratch.join("tmp"));
         let uid = sandbox.function_host_uid();
+        if let Some(why) = refusal(req.runtime, &req.package_dir) {
+            fail!(log, "{why}");
+        }
         let prepared = (|| -> std::io::Result<()> {
-            copy_tree(&req.package_dir, &src)?;
+            // Only the dependency files: they alone are the cache key, so nothing else of the
+            // package may take part in the build (a `pip/` module, a `.npmrc`, `./lib`).
+            std::fs::create_dir(&src)?;
+            for name in &req.dep_files {
+                let from = req.package_dir.join(name);
+                if !from.symlink_metadata()?.is_file() {
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{name} is not a regular file")));
+                }
+                std::fs::copy(&from, src.join(name))?;
+            }
             // The instance directory every sandbox binds (task/, deps/, opt/): empty for a
-            // build, whose package is the writable copy at /build/src.
+            // build, whose dependency files are the writable copy at /build/src.
             voltrun_package::InstanceDir::create(scratch.join("inst"))?;
             std::fs::create_dir(&out)?;
             std::fs::create_dir_all(tmp.join("home"))?;
@@ -732,6 +769,8 @@ fn build_command(runtime: Runtime, interp: &crate::runtimes::Interpreter, memory
             env.extend(cfg.pip_env.iter().cloned());
             [
                 exe.as_str(),
+                // Isolated: neither the working directory nor PYTHON* variables reach sys.path.
+                "-I",
                 "-m",
                 "pip",
                 "install",
@@ -766,25 +805,6 @@ fn build_command(runtime: Runtime, interp: &crate::runtimes::Interpreter, memory
         }
     };
     (argv, env)
-}
-
-/// Copies the package at `from` to `to` (directories and regular files; symlinks as they
-/// are; nothing else).
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        let (s, d) = (e.path(), to.join(e.file_name()));
-        let ft = e.file_type()?;
-        if ft.is_dir() {
-            copy_tree(&s, &d)?;
-        } else if ft.is_file() {
-            std::fs::copy(&s, &d)?;
-        } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&s)?, &d)?;
-        }
-    }
-    Ok(())
 }
 
 /// Gives a build directory to the function user (`uid`, same gid): directories 0755, files
