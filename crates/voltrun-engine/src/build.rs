@@ -96,6 +96,8 @@ pub const BUILD_MIN_MEMORY_MB: u32 = 512;
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 /// The default bound of the dependency cache (`--build-cache-size`).
 pub const DEFAULT_BUILD_CACHE_BYTES: u64 = 5 << 30;
+/// The default bound of what one build may write (`--build-max-output`).
+pub const DEFAULT_BUILD_MAX_OUTPUT: u64 = 1 << 30;
 
 /// The dependency files of the package at `dir` that call for a build (the contract's "when
 /// is there a build"), or `None`: Python, a `requirements.txt` with at least one requirement
@@ -162,6 +164,9 @@ pub struct BuildConfig {
     pub timeout: Duration,
     /// Bound of the dependency cache in bytes (least recently used trees go first).
     pub cache_bytes: u64,
+    /// The most bytes one build may write (its source copy, output and scratch together): a
+    /// build past it is killed and fails, and no larger tree enters the cache.
+    pub max_output: u64,
     /// The pip index (`--index-url`).
     pub pip_index_url: String,
     /// The npm registry.
@@ -178,6 +183,7 @@ impl Default for BuildConfig {
         BuildConfig {
             timeout: DEFAULT_BUILD_TIMEOUT,
             cache_bytes: DEFAULT_BUILD_CACHE_BYTES,
+            max_output: DEFAULT_BUILD_MAX_OUTPUT,
             pip_index_url: "https://pypi.org/simple".into(),
             npm_registry: "https://registry.npmjs.org/".into(),
             pip_env: Vec::new(),
@@ -398,6 +404,8 @@ struct Ended {
     exit: voltrun_sandbox::ExitInfo,
     oom: bool,
     timed_out: bool,
+    /// Killed because its writable directories grew past [`OutputCap::max`].
+    over_output: bool,
     refused: Vec<String>,
 }
 
@@ -427,7 +435,7 @@ impl Engine {
         let scratch = cache.scratch(&key).map_err(|e| fail(format!("could not prepare the build directory: {e}")))?;
         let result = self.run_build(&req, &key, &scratch).await;
         let result = match result {
-            Ok((built, logs, truncated)) => match cache.insert(&key, &built) {
+            Ok((built, logs, truncated)) => match cache.insert(&key, &built, self.inner.cfg.build.max_output) {
                 Ok((path, bytes)) => {
                     tracing::info!(key = %key, bytes, ms = t0.elapsed().as_millis() as u64, runtime = req.runtime.id(), "dependencies built");
                     Ok(BuiltTree { key: key.clone(), path, cached: false, logs, logs_truncated: truncated })
@@ -436,7 +444,7 @@ impl Engine {
             },
             Err(f) => Err(f),
         };
-        let _ = std::fs::remove_dir_all(&scratch);
+        drop(scratch);
         result
     }
 
@@ -603,7 +611,8 @@ impl Engine {
             }),
         };
         let deadline = Instant::now() + cfg.timeout;
-        let ended = match self.run_job(spec, deadline, &mut log).await {
+        let cap = OutputCap { dirs: vec![src.clone(), out.clone(), tmp.clone()], max: cfg.max_output };
+        let ended = match self.run_job(spec, deadline, Some(cap), &mut log).await {
             Ok(e) => e,
             Err(why) => fail!(log, "{why}"),
         };
@@ -614,6 +623,9 @@ impl Engine {
             Runtime::Python311 => "pip install",
             Runtime::Nodejs20 => "npm",
         };
+        if ended.over_output {
+            fail!(log, "the build wrote more than {} bytes (--build-max-output) and was stopped", cfg.max_output);
+        }
         if ended.timed_out {
             fail!(log, "the build took longer than its timeout ({}s) and was stopped", cfg.timeout.as_secs());
         }
@@ -645,8 +657,9 @@ impl Engine {
 
 impl Engine {
     /// Runs a job to its end (or `deadline`, when every process of it is killed), its output
-    /// into `log`.
-    async fn run_job(&self, spec: InstanceSpec, deadline: Instant, log: &mut BuildLog) -> Result<Ended, String> {
+    /// into `log`. With `cap`, the job's writable directories are measured every
+    /// [`OutputCap::EVERY`] and the job killed as soon as they hold more than the cap.
+    async fn run_job(&self, spec: InstanceSpec, deadline: Instant, cap: Option<OutputCap>, log: &mut BuildLog) -> Result<Ended, String> {
         let sandbox = self.inner.sandbox.clone();
         let spawned = match tokio::task::spawn_blocking(move || sandbox.spawn(&spec)).await.expect("spawn task does not panic") {
             Ok(s) => s,
@@ -659,17 +672,31 @@ impl Engine {
         let voltrun_sandbox::Spawned { control_in, control_out, logs, mut handle } = spawned;
         drop((control_in, control_out));
         let mut timed_out = false;
+        let mut over_output = false;
+        let cap = cap.map(Arc::new);
         match pipe::Receiver::from_owned_fd(logs) {
             Ok(mut rx) => {
                 let mut chunk = vec![0u8; 64 * 1024];
+                let mut next_check = Instant::now() + OutputCap::EVERY;
                 loop {
-                    match tokio::time::timeout_at(deadline.into(), rx.read(&mut chunk)).await {
+                    let until = if cap.is_some() { deadline.min(next_check) } else { deadline };
+                    // `read` is cancel safe: a timeout loses no output.
+                    match tokio::time::timeout_at(until.into(), rx.read(&mut chunk)).await {
                         Ok(Ok(0)) | Ok(Err(_)) => break,
                         Ok(Ok(n)) => log.push(&chunk[..n]),
-                        Err(_) => {
+                        Err(_) if Instant::now() >= deadline => {
                             timed_out = true;
                             break;
                         }
+                        Err(_) => {}
+                    }
+                    if let Some(cap) = cap.as_ref().filter(|_| Instant::now() >= next_check) {
+                        let c = cap.clone();
+                        if tokio::task::spawn_blocking(move || c.exceeded()).await.unwrap_or(false) {
+                            over_output = true;
+                            break;
+                        }
+                        next_check = Instant::now() + OutputCap::EVERY;
                     }
                 }
             }
@@ -681,21 +708,29 @@ impl Engine {
         }
         let ended = tokio::task::spawn_blocking(move || {
             // The output ended; the process may still be on its way out (or hold on without
-            // its output): it gets until the deadline, then everything of it is killed.
-            while !timed_out && !handle.try_exited() {
+            // its output, writing): it gets until the deadline, within the cap, then everything
+            // of it is killed.
+            let mut next_check = Instant::now() + OutputCap::EVERY;
+            while !timed_out && !over_output && !handle.try_exited() {
                 if Instant::now() >= deadline {
                     timed_out = true;
                     break;
                 }
+                if let Some(cap) = cap.as_ref().filter(|_| Instant::now() >= next_check) {
+                    over_output = cap.exceeded();
+                    next_check = Instant::now() + OutputCap::EVERY;
+                }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            if timed_out {
+            if timed_out || over_output {
                 handle.kill();
             }
             let refused = handle.take_network_log();
             let oom = handle.out_of_memory();
             let exit = handle.wait();
-            Ended { exit, oom, timed_out, refused }
+            // What it wrote between the last look and the kill counts too.
+            let over_output = over_output || cap.as_ref().is_some_and(|c| c.exceeded());
+            Ended { exit, oom, timed_out, over_output, refused }
         })
         .await
         .expect("the build's wait does not panic");
@@ -724,7 +759,7 @@ impl Engine {
             job: Some(JobSpec { read_only: vec![(tree.to_path_buf(), CHECK_TREE.into())], ..JobSpec::default() }),
         };
         let mut log = BuildLog::new(None);
-        let ended = self.run_job(spec, Instant::now() + Duration::from_secs(60), &mut log).await;
+        let ended = self.run_job(spec, Instant::now() + Duration::from_secs(60), None, &mut log).await;
         let _ = std::fs::remove_dir_all(&dir);
         let ended = ended?;
         let (out, _) = log.finish();
@@ -733,6 +768,41 @@ impl Engine {
         } else {
             Err(format!("{}: {out}", ended.exit))
         }
+    }
+}
+
+/// The bound of what a build writes: its writable directories (bind mounts of the data
+/// disk) together hold at most `max` bytes. Each entry counts its length or its blocks,
+/// whichever is more (sparse files count whole), and at least one block (so empty files
+/// are not free).
+struct OutputCap {
+    dirs: Vec<PathBuf>,
+    max: u64,
+}
+
+impl OutputCap {
+    /// How often a running build is measured.
+    const EVERY: Duration = Duration::from_millis(250);
+
+    /// True once the directories hold more than the cap (stops counting there).
+    fn exceeded(&self) -> bool {
+        let mut total = 0u64;
+        let mut stack = self.dirs.clone();
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let Ok(m) = e.path().symlink_metadata() else { continue };
+                use std::os::unix::fs::MetadataExt;
+                total += m.len().max(m.blocks() * 512).max(512);
+                if total > self.max {
+                    return true;
+                }
+                if m.is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+        false
     }
 }
 

@@ -199,14 +199,15 @@ impl Engine {
             return Ok(());
         }
         let scratch = cache.scratch(key).map_err(|e| format!("preparing the dependency tree: {e}"))?;
-        let (engine, key, dir) = (self.clone(), key.to_string(), scratch.clone());
+        let (engine, key) = (self.clone(), key.to_string());
+        // The scratch guard goes with the blocking task: removed when it ends, even when this
+        // future is dropped first.
         let r = tokio::task::spawn_blocking(move || {
-            let tree = dir.join("tree");
+            let tree = scratch.join("tree");
             crate::tree_share::unpack(&packed, &tree)?;
-            engine.inner.builds.cache.insert(&key, &tree).map(drop)
+            engine.inner.builds.cache.insert(&key, &tree, engine.inner.cfg.build.max_output).map(drop)
         })
         .await;
-        let _ = std::fs::remove_dir_all(&scratch);
         r.map_err(|e| format!("unpacking the dependency tree: {e}"))?.map_err(|e| format!("unpacking the dependency tree: {e}"))
     }
 
