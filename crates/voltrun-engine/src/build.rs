@@ -260,11 +260,13 @@ impl BuildConfig {
 pub(crate) struct Builds {
     pub(crate) cache: DepsCache,
     platforms: Mutex<HashMap<Runtime, String>>,
+    /// Keys of evicted trees being built again in the background (one rebuild per key).
+    pub(crate) rebuilding: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Builds {
     pub(crate) fn open(data_dir: &Path, cfg: &BuildConfig) -> std::io::Result<Builds> {
-        Ok(Builds { cache: DepsCache::open(data_dir.join("deps"), cfg.cache_bytes)?, platforms: Mutex::new(HashMap::new()) })
+        Ok(Builds { cache: DepsCache::open(data_dir.join("deps"), cfg.cache_bytes)?, platforms: Mutex::new(HashMap::new()), rebuilding: Default::default() })
     }
 }
 

@@ -179,15 +179,35 @@ impl Engine {
         }
         let blob = self.inner.store.tree_blob(&key).await.map_err(|e| format!("looking the dependency tree up: {e}"))?;
         let Some(blob) = blob else {
-            // Not built anywhere (evicted on a single node): build it again, as a cache miss.
-            let t = self.build_dependencies(req).await.map_err(|e| format!("the dependency tree had to be built again and that failed: {}", e.reason))?;
-            return self.use_dependency_tree(&t.key).map(Some).ok_or_else(|| "the dependency tree was evicted as soon as it was built".into());
+            // Not built anywhere (evicted on a single node). Never built on the launch path
+            // (outside the build slots and within the run's deadline): this run fails, and
+            // the tree is built again in the background under a build slot of this node.
+            self.rebuild_in_background(req, key);
+            return Err("the function's dependency tree is no longer cached on this node and is being built again: retry the run once it is built".into());
         };
         let t0 = std::time::Instant::now();
         let packed = self.inner.store.get_blob(&blob).await.map_err(|e| format!("fetching the dependency tree: {e}"))?.ok_or("the dependency tree's blob is missing")?;
         self.insert_fetched_tree(&key, packed).await?;
         tracing::info!(%key, ms = t0.elapsed().as_millis() as u64, "fetched a dependency tree another node built");
         self.use_dependency_tree(&key).map(Some).ok_or_else(|| "the fetched dependency tree was evicted at once".into())
+    }
+
+    /// Builds `req` (of cache key `key`) under one of this node's build slots
+    /// (`--build-concurrency`) and the build timeout, once per key however many runs ask.
+    fn rebuild_in_background(&self, req: BuildRequest, key: String) {
+        if !self.inner.builds.rebuilding.lock().expect("rebuilding lock").insert(key.clone()) {
+            return;
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let slot = engine.inner.build_queue.slots.clone().acquire_owned().await;
+            tracing::info!(%key, "rebuilding an evicted dependency tree");
+            if let Err(e) = engine.build_dependencies(req).await {
+                tracing::warn!(%key, reason = %e.reason, "the rebuild of an evicted dependency tree failed");
+            }
+            drop(slot);
+            engine.inner.builds.rebuilding.lock().expect("rebuilding lock").remove(&key);
+        });
     }
 
     /// Unpacks a tree another node packed into this node's dependency cache as `key`.

@@ -148,3 +148,56 @@ fn a_build_writing_past_the_output_cap_is_killed_and_evicts_nothing() {
     let building: Vec<_> = std::fs::read_dir(data.join("deps/.building")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(building.is_empty(), "the killed build's scratch is removed: {building:?}");
 }
+
+/// Polls the function until its build is over (state not pending, update not in progress).
+fn wait_built(c: &Client, name: &str) -> Value {
+    for _ in 0..2400 {
+        let (status, f) = c.get(&format!("/api/functions/{name}"));
+        assert_eq!(status, 200, "{f}");
+        if f["state"] != "pending" && f["last_update_status"] != "in_progress" {
+            return f;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("the build of {name} never ended");
+}
+
+/// Finding 4: a cold start whose dependency tree was evicted (one node, no shared blob) built
+/// it again inline, outside the build slots and inside the run's deadline. Now the run fails
+/// at once saying so, the tree is rebuilt in the background, and a later run gets it.
+#[test]
+fn a_cold_start_never_builds_an_evicted_tree_inline() {
+    if sandbox() == "process" || std::env::var("VOLTRUN_TEST_DATABASE").as_deref() == Ok("postgres") {
+        // The process tier runs no builds; on PostgreSQL the tree is fetched from the store.
+        return;
+    }
+    let s = Server::start();
+    let c = s.user();
+    let files = json!({"main.py": "import six\ndef handler(e, c):\n    return six.ensure_str('ok')\n", "requirements.txt": "six\n"});
+    let (status, f) = c.post("/api/functions", &json!({"name": "evicted", "runtime": "python", "files": files}));
+    assert_eq!(status, 201, "{f}");
+    assert_eq!(wait_built(&c, "evicted")["state"], "active");
+    assert_eq!(c.invoke("evicted", &json!({}))["output"], "ok");
+    // The tree goes (as an eviction would); a new version (no dependency change) cold-starts.
+    let deps = s.data_dir.join("deps");
+    let trees: Vec<_> = std::fs::read_dir(&deps).unwrap().flatten().filter(|e| e.file_name().len() == 64).map(|e| e.path()).collect();
+    assert_eq!(trees.len(), 1, "{trees:?}");
+    std::fs::remove_dir_all(&trees[0]).unwrap();
+    let (status, u) = c.put("/api/functions/evicted", &json!({"timeout": 30}));
+    assert_eq!(status, 200, "{u}");
+    assert_eq!(wait_built(&c, "evicted")["state"], "active");
+    let e = c.invoke("evicted", &json!({}));
+    assert_eq!(e["status"], "failed", "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("is being built again"), "{e}");
+    // A later run finds the rebuilt tree.
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        last = c.invoke("evicted", &json!({}));
+        if last["status"] == "success" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(last["output"], "ok", "{last}");
+    assert!(trees[0].is_dir(), "the tree was rebuilt under its key");
+}
