@@ -186,8 +186,7 @@ impl Engine {
             return Err("the function's dependency tree is no longer cached on this node and is being built again: retry the run once it is built".into());
         };
         let t0 = std::time::Instant::now();
-        let packed = self.inner.store.get_blob(&blob).await.map_err(|e| format!("fetching the dependency tree: {e}"))?.ok_or("the dependency tree's blob is missing")?;
-        self.insert_fetched_tree(&key, packed).await?;
+        self.insert_fetched_tree(&key, &blob).await?;
         tracing::info!(%key, ms = t0.elapsed().as_millis() as u64, "fetched a dependency tree another node built");
         self.use_dependency_tree(&key).map(Some).ok_or_else(|| "the fetched dependency tree was evicted at once".into())
     }
@@ -210,8 +209,10 @@ impl Engine {
         });
     }
 
-    /// Unpacks a tree another node packed into this node's dependency cache as `key`.
-    async fn insert_fetched_tree(&self, key: &str, packed: Vec<u8>) -> Result<(), String> {
+    /// Fetches the blob `blob` of a tree another node packed and unpacks it into this node's
+    /// dependency cache as `key`: the blob goes a chunk at a time to a file of the scratch
+    /// directory and is unpacked streaming from it (never whole in memory).
+    async fn insert_fetched_tree(&self, key: &str, blob: &str) -> Result<(), String> {
         let cache = &self.inner.builds.cache;
         let lock = cache.key_lock(key);
         let _one = lock.lock().await;
@@ -219,12 +220,18 @@ impl Engine {
             return Ok(());
         }
         let scratch = cache.scratch(key).map_err(|e| format!("preparing the dependency tree: {e}"))?;
+        let packed = scratch.join("tree.gz");
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&packed).map_err(|e| format!("preparing the dependency tree: {e}"))?);
+        self.inner.store.copy_blob_to(blob, &mut file).await.map_err(|e| format!("fetching the dependency tree: {e}"))?.ok_or("the dependency tree's blob is missing")?;
+        std::io::Write::flush(&mut file).map_err(|e| format!("fetching the dependency tree: {e}"))?;
+        drop(file);
         let (engine, key) = (self.clone(), key.to_string());
         // The scratch guard goes with the blocking task: removed when it ends, even when this
         // future is dropped first.
         let r = tokio::task::spawn_blocking(move || {
             let tree = scratch.join("tree");
-            crate::tree_share::unpack(&packed, &tree)?;
+            crate::tree_share::unpack(std::io::BufReader::new(std::fs::File::open(&packed)?), &tree)?;
+            std::fs::remove_file(&packed)?;
             engine.inner.builds.cache.insert(&key, &tree, engine.inner.cfg.build.max_output).map(drop)
         })
         .await;

@@ -183,7 +183,8 @@ fn a_cold_start_never_builds_an_evicted_tree_inline() {
     let trees: Vec<_> = std::fs::read_dir(&deps).unwrap().flatten().filter(|e| e.file_name().len() == 64).map(|e| e.path()).collect();
     assert_eq!(trees.len(), 1, "{trees:?}");
     std::fs::remove_dir_all(&trees[0]).unwrap();
-    let (status, u) = c.put("/api/functions/evicted", &json!({"timeout": 30}));
+    let (status, u) = c.put("/api/functions/evicted", &json!({"timeout": 17}));
+    assert_eq!(u["version"], 2, "{u}");
     assert_eq!(status, 200, "{u}");
     assert_eq!(wait_built(&c, "evicted")["state"], "active");
     let e = c.invoke("evicted", &json!({}));
