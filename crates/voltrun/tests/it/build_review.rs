@@ -90,7 +90,11 @@ fn a_requirement_pointing_into_the_package_is_refused() {
         ("python", json!({"main.py": "def handler(e, c):\n    return 1\n", "requirements.txt": "six\n\n--find-links ./dist\n"}), "requirements.txt line 3"),
         ("python", json!({"main.py": "def handler(e, c):\n    return 1\n", "requirements.txt": "requests @ git+https://github.com/psf/requests\n"}), "outside the index"),
         ("node", json!({"index.js": "exports.handler = () => 1;", "package.json": "{\n  \"dependencies\": {\n    \"lib\": \"file:./lib\"\n  }\n}"}), "package.json line 3"),
-        ("node", json!({"index.js": "exports.handler = () => 1;", "package.json": "{\"dependencies\": {\"zod\": \"^3\"},\n\"scripts\": {\"postinstall\": \"node index.js\"}}"}), "package.json line 2"),
+        (
+            "node",
+            json!({"index.js": "exports.handler = () => 1;", "package.json": "{\"dependencies\": {\"zod\": \"^3\"},\n\"scripts\": {\"postinstall\": \"node index.js\"}}"}),
+            "package.json line 2",
+        ),
         ("node", json!({"index.js": "exports.handler = () => 1;", "package.json": "{\"dependencies\": {\"zod\": \"^3\"}}", ".npmrc": "script-shell=/bin/evil\n"}), ".npmrc"),
     ];
     for (i, (runtime, files, expect)) in cases.iter().enumerate() {
