@@ -99,7 +99,11 @@ impl PackageRoot {
 
 impl std::fmt::Debug for PackageRoot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PackageRoot").field("files", &self.files.keys().collect::<Vec<_>>()).field("uncaptured", &self.uncaptured).field("has_node_modules", &self.has_node_modules).finish()
+        f.debug_struct("PackageRoot")
+            .field("files", &self.files.keys().collect::<Vec<_>>())
+            .field("uncaptured", &self.uncaptured)
+            .field("has_node_modules", &self.has_node_modules)
+            .finish()
     }
 }
 
@@ -546,6 +550,8 @@ impl Source {
         if manifest.files.is_empty() {
             return Err(ValidationError::new(if kind == PackageKind::Files { "files" } else { "zip" }, "the package has no files"));
         }
+        let field = if kind == PackageKind::Files { "files" } else { "zip" };
+        let dependencies = voltrun_package::dependencies_file(&manifest, language).map_err(|e| ValidationError::new(field, e))?.map(str::to_string);
         f.code = String::new();
         f.package = Some(PackageInfo {
             kind,
@@ -553,7 +559,7 @@ impl Source {
             size: zip.len() as u64,
             unpacked_size: manifest.unpacked_size,
             file_count: manifest.files.len() as u64,
-            dependencies: voltrun_package::dependencies_file(&manifest, language).map(str::to_string),
+            dependencies,
         });
         f.package_zip = Some(Arc::new(zip));
         f.package_root = Some(Arc::new(PackageRoot::of(&manifest)));

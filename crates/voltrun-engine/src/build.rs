@@ -7,8 +7,12 @@
 //!
 //! Build scripts (`setup.py`, npm install scripts) are hostile code: the build gets no more
 //! than a run of the function gets, plus two writable directories of its own (`/build/src`,
-//! a copy of the package, its working directory; `/build/out`, the output) and scratch space
-//! (`/build/tmp`). The `process` tier has no isolation, so it refuses builds.
+//! a copy of the dependency files only, its working directory; `/build/out`, the output) and
+//! scratch space (`/build/tmp`). The tree is shared by every function with the same key, so
+//! nothing but the key's inputs may take part: the rest of the package never reaches the build,
+//! pip runs isolated (`python -I`: the working directory is not on `sys.path`), and dependency
+//! files that reference anything but the index are refused ([`refusal`]). The `process` tier
+//! has no isolation, so it refuses builds.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -90,29 +94,30 @@ pub struct BuildFailure {
 pub const BUILD_MIN_MEMORY_MB: u32 = 512;
 /// The default build timeout (`--build-timeout`).
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
-/// The default bound of what one build writes (`--build-max-disk`).
-pub const DEFAULT_BUILD_MAX_DISK_BYTES: u64 = 2 << 30;
 /// The default bound of the dependency cache (`--build-cache-size`).
 pub const DEFAULT_BUILD_CACHE_BYTES: u64 = 5 << 30;
+/// The default bound of what one build may write (`--build-max-output`).
+pub const DEFAULT_BUILD_MAX_OUTPUT: u64 = 1 << 30;
 
 /// The dependency files of the package at `dir` that call for a build (the contract's "when
 /// is there a build"), or `None`: Python, a `requirements.txt` with at least one requirement
 /// line; Node, a `package.json` with a non-empty `dependencies` object and no `node_modules/`
-/// (plus `package-lock.json` when present).
+/// (plus `package-lock.json` when present). The same rule as the API's
+/// ([`voltrun_package::dependencies`]); files it refuses are returned too, and their build
+/// fails naming the line ([`refusal`]).
 pub fn dependency_files(runtime: Runtime, dir: &Path) -> Option<Vec<String>> {
     match runtime {
         Runtime::Python311 => {
             let text = std::fs::read_to_string(dir.join("requirements.txt")).ok()?;
-            let has_requirement = text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).any(|l| !l.is_empty() && !l.starts_with('-'));
-            has_requirement.then(|| vec!["requirements.txt".to_string()])
+            (voltrun_package::dependencies::check_requirements(&text) != Ok(false)).then(|| vec!["requirements.txt".to_string()])
         }
         Runtime::Nodejs20 => {
             if dir.join("node_modules").exists() {
                 return None;
             }
-            let text = std::fs::read_to_string(dir.join("package.json")).ok()?;
-            let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-            if json.get("dependencies").and_then(|d| d.as_object()).is_none_or(|d| d.is_empty()) {
+            let pkg = std::fs::read(dir.join("package.json")).ok()?;
+            let lock = std::fs::read(dir.join("package-lock.json")).ok();
+            if voltrun_package::dependencies::check_package_json(&pkg, lock.as_deref()) == Ok(false) {
                 return None;
             }
             let mut files = vec!["package.json".to_string()];
@@ -120,6 +125,24 @@ pub fn dependency_files(runtime: Runtime, dir: &Path) -> Option<Vec<String>> {
                 files.push("package-lock.json".to_string());
             }
             Some(files)
+        }
+    }
+}
+
+/// Why the dependency files of the package at `dir` cannot be built, if they cannot: they
+/// reference something besides the index (the API refuses such packages; this guards
+/// packages stored before it did). A build sees only its dependency files.
+pub fn refusal(runtime: Runtime, dir: &Path) -> Option<String> {
+    use voltrun_package::dependencies as d;
+    match runtime {
+        Runtime::Python311 => d::check_requirements(&std::fs::read_to_string(dir.join("requirements.txt")).ok()?).err(),
+        Runtime::Nodejs20 => {
+            let pkg = std::fs::read(dir.join("package.json")).ok()?;
+            let lock = std::fs::read(dir.join("package-lock.json")).ok();
+            if let Err(e) = d::check_package_json(&pkg, lock.as_deref()) {
+                return Some(e);
+            }
+            [".npmrc", "npm-shrinkwrap.json"].into_iter().find(|f| dir.join(f).symlink_metadata().is_ok()).map(d::refused_file)
         }
     }
 }
@@ -141,8 +164,9 @@ pub struct BuildConfig {
     pub timeout: Duration,
     /// Bound of the dependency cache in bytes (least recently used trees go first).
     pub cache_bytes: u64,
-    /// Most bytes a build may write to its directories (package copy, output, scratch).
-    pub max_disk_bytes: u64,
+    /// The most bytes one build may write (its source copy, output and scratch together): a
+    /// build past it is killed and fails, and no larger tree enters the cache.
+    pub max_output: u64,
     /// The pip index (`--index-url`).
     pub pip_index_url: String,
     /// The npm registry.
@@ -159,7 +183,7 @@ impl Default for BuildConfig {
         BuildConfig {
             timeout: DEFAULT_BUILD_TIMEOUT,
             cache_bytes: DEFAULT_BUILD_CACHE_BYTES,
-            max_disk_bytes: DEFAULT_BUILD_MAX_DISK_BYTES,
+            max_output: DEFAULT_BUILD_MAX_OUTPUT,
             pip_index_url: "https://pypi.org/simple".into(),
             npm_registry: "https://registry.npmjs.org/".into(),
             pip_env: Vec::new(),
@@ -236,11 +260,13 @@ impl BuildConfig {
 pub(crate) struct Builds {
     pub(crate) cache: DepsCache,
     platforms: Mutex<HashMap<Runtime, String>>,
+    /// Keys of evicted trees being built again in the background (one rebuild per key).
+    pub(crate) rebuilding: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Builds {
     pub(crate) fn open(data_dir: &Path, cfg: &BuildConfig) -> std::io::Result<Builds> {
-        Ok(Builds { cache: DepsCache::open(data_dir.join("deps"), cfg.cache_bytes)?, platforms: Mutex::new(HashMap::new()) })
+        Ok(Builds { cache: DepsCache::open(data_dir.join("deps"), cfg.cache_bytes)?, platforms: Mutex::new(HashMap::new()), rebuilding: Default::default() })
     }
 }
 
@@ -252,7 +278,9 @@ pub fn cache_key(runtime: Runtime, platform: &str, index: &str, files: &[(String
         h.update((b.len() as u64).to_be_bytes());
         h.update(b);
     };
-    part(b"voltrun-deps-1");
+    // Version 2: builds see only the dependency files, and pip runs isolated (`-I`); trees
+    // of version 1 saw the whole package and are never reused.
+    part(b"voltrun-deps-2");
     part(runtime.id().as_bytes());
     part(platform.as_bytes());
     part(index.as_bytes());
@@ -378,8 +406,8 @@ struct Ended {
     exit: voltrun_sandbox::ExitInfo,
     oom: bool,
     timed_out: bool,
-    /// Stopped for writing more than its disk bound.
-    over_disk: bool,
+    /// Killed because its writable directories grew past [`OutputCap::max`].
+    over_output: bool,
     refused: Vec<String>,
 }
 
@@ -409,7 +437,7 @@ impl Engine {
         let scratch = cache.scratch(&key).map_err(|e| fail(format!("could not prepare the build directory: {e}")))?;
         let result = self.run_build(&req, &key, &scratch).await;
         let result = match result {
-            Ok((built, logs, truncated)) => match cache.insert(&key, &built) {
+            Ok((built, logs, truncated)) => match cache.insert(&key, &built, self.inner.cfg.build.max_output) {
                 Ok((path, bytes)) => {
                     tracing::info!(key = %key, bytes, ms = t0.elapsed().as_millis() as u64, runtime = req.runtime.id(), "dependencies built");
                     Ok(BuiltTree { key: key.clone(), path, cached: false, logs, logs_truncated: truncated })
@@ -418,7 +446,7 @@ impl Engine {
             },
             Err(f) => Err(f),
         };
-        let _ = std::fs::remove_dir_all(&scratch);
+        drop(scratch);
         result
     }
 
@@ -517,10 +545,22 @@ impl Engine {
         // The build's directories, the function user's own.
         let (src, out, tmp) = (scratch.join("src"), scratch.join("out"), scratch.join("tmp"));
         let uid = sandbox.function_host_uid();
+        if let Some(why) = refusal(req.runtime, &req.package_dir) {
+            fail!(log, "{why}");
+        }
         let prepared = (|| -> std::io::Result<()> {
-            copy_tree(&req.package_dir, &src)?;
+            // Only the dependency files: they alone are the cache key, so nothing else of the
+            // package may take part in the build (a `pip/` module, a `.npmrc`, `./lib`).
+            std::fs::create_dir(&src)?;
+            for name in &req.dep_files {
+                let from = req.package_dir.join(name);
+                if !from.symlink_metadata()?.is_file() {
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{name} is not a regular file")));
+                }
+                std::fs::copy(&from, src.join(name))?;
+            }
             // The instance directory every sandbox binds (task/, deps/, opt/): empty for a
-            // build, whose package is the writable copy at /build/src.
+            // build, whose dependency files are the writable copy at /build/src.
             voltrun_package::InstanceDir::create(scratch.join("inst"))?;
             std::fs::create_dir(&out)?;
             std::fs::create_dir_all(tmp.join("home"))?;
@@ -584,8 +624,8 @@ impl Engine {
             }),
         };
         let deadline = Instant::now() + cfg.timeout;
-        let disk = Some((vec![src.clone(), out.clone(), tmp.clone()], cfg.max_disk_bytes));
-        let ended = match self.run_job(spec, deadline, &mut log, disk).await {
+        let cap = OutputCap { dirs: vec![src.clone(), out.clone(), tmp.clone()], max: cfg.max_output };
+        let ended = match self.run_job(spec, deadline, Some(cap), &mut log).await {
             Ok(e) => e,
             Err(why) => fail!(log, "{why}"),
         };
@@ -596,11 +636,11 @@ impl Engine {
             Runtime::Python311 => "pip install",
             Runtime::Nodejs20 => "npm",
         };
+        if ended.over_output {
+            fail!(log, "the build wrote more than {} bytes (--build-max-output) and was stopped", cfg.max_output);
+        }
         if ended.timed_out {
             fail!(log, "the build took longer than its timeout ({}s) and was stopped", cfg.timeout.as_secs());
-        }
-        if ended.over_disk {
-            fail!(log, "the build wrote more than {} MiB and was stopped", cfg.max_disk_bytes >> 20);
         }
         if ended.oom {
             fail!(log, "the build ran out of memory ({memory_mb} MiB)");
@@ -630,10 +670,9 @@ impl Engine {
 
 impl Engine {
     /// Runs a job to its end (or `deadline`, when every process of it is killed), its output
-    /// into `log`.
-    /// `disk`: directories whose bytes together may not pass a bound (checked every second;
-    /// past it, every process of the job is killed).
-    async fn run_job(&self, spec: InstanceSpec, deadline: Instant, log: &mut BuildLog, disk: Option<(Vec<PathBuf>, u64)>) -> Result<Ended, String> {
+    /// into `log`. With `cap`, the job's writable directories are measured every
+    /// [`OutputCap::EVERY`] and the job killed as soon as they hold more than the cap.
+    async fn run_job(&self, spec: InstanceSpec, deadline: Instant, cap: Option<OutputCap>, log: &mut BuildLog) -> Result<Ended, String> {
         let sandbox = self.inner.sandbox.clone();
         let spawned = match tokio::task::spawn_blocking(move || sandbox.spawn(&spec)).await.expect("spawn task does not panic") {
             Ok(s) => s,
@@ -645,30 +684,32 @@ impl Engine {
         };
         let voltrun_sandbox::Spawned { control_in, control_out, logs, mut handle } = spawned;
         drop((control_in, control_out));
-        let (mut timed_out, mut over_disk) = (false, false);
+        let mut timed_out = false;
+        let mut over_output = false;
+        let cap = cap.map(Arc::new);
         match pipe::Receiver::from_owned_fd(logs) {
             Ok(mut rx) => {
                 let mut chunk = vec![0u8; 64 * 1024];
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut next_check = Instant::now() + OutputCap::EVERY;
                 loop {
-                    tokio::select! {
-                        r = tokio::time::timeout_at(deadline.into(), rx.read(&mut chunk)) => match r {
-                            Ok(Ok(0)) | Ok(Err(_)) => break,
-                            Ok(Ok(n)) => log.push(&chunk[..n]),
-                            Err(_) => {
-                                timed_out = true;
-                                break;
-                            }
-                        },
-                        _ = tick.tick(), if disk.is_some() => {
-                            let (dirs, bound) = disk.clone().expect("checked by the guard");
-                            let used = tokio::task::spawn_blocking(move || dirs.iter().map(|d| crate::build_cache::tree_bytes(d)).sum::<u64>()).await.unwrap_or(0);
-                            if used > bound {
-                                over_disk = true;
-                                break;
-                            }
+                    let until = if cap.is_some() { deadline.min(next_check) } else { deadline };
+                    // `read` is cancel safe: a timeout loses no output.
+                    match tokio::time::timeout_at(until.into(), rx.read(&mut chunk)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(n)) => log.push(&chunk[..n]),
+                        Err(_) if Instant::now() >= deadline => {
+                            timed_out = true;
+                            break;
                         }
+                        Err(_) => {}
+                    }
+                    if let Some(cap) = cap.as_ref().filter(|_| Instant::now() >= next_check) {
+                        let c = cap.clone();
+                        if tokio::task::spawn_blocking(move || c.exceeded()).await.unwrap_or(false) {
+                            over_output = true;
+                            break;
+                        }
+                        next_check = Instant::now() + OutputCap::EVERY;
                     }
                 }
             }
@@ -680,21 +721,29 @@ impl Engine {
         }
         let ended = tokio::task::spawn_blocking(move || {
             // The output ended; the process may still be on its way out (or hold on without
-            // its output): it gets until the deadline, then everything of it is killed.
-            while !timed_out && !over_disk && !handle.try_exited() {
+            // its output, writing): it gets until the deadline, within the cap, then everything
+            // of it is killed.
+            let mut next_check = Instant::now() + OutputCap::EVERY;
+            while !timed_out && !over_output && !handle.try_exited() {
                 if Instant::now() >= deadline {
                     timed_out = true;
                     break;
                 }
+                if let Some(cap) = cap.as_ref().filter(|_| Instant::now() >= next_check) {
+                    over_output = cap.exceeded();
+                    next_check = Instant::now() + OutputCap::EVERY;
+                }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            if timed_out || over_disk {
+            if timed_out || over_output {
                 handle.kill();
             }
             let refused = handle.take_network_log();
             let oom = handle.out_of_memory();
             let exit = handle.wait();
-            Ended { exit, oom, timed_out, over_disk, refused }
+            // What it wrote between the last look and the kill counts too.
+            let over_output = over_output || cap.as_ref().is_some_and(|c| c.exceeded());
+            Ended { exit, oom, timed_out, over_output, refused }
         })
         .await
         .expect("the build's wait does not panic");
@@ -723,7 +772,7 @@ impl Engine {
             job: Some(JobSpec { read_only: vec![(tree.to_path_buf(), CHECK_TREE.into())], ..JobSpec::default() }),
         };
         let mut log = BuildLog::new(None);
-        let ended = self.run_job(spec, Instant::now() + Duration::from_secs(60), &mut log, None).await;
+        let ended = self.run_job(spec, Instant::now() + Duration::from_secs(60), None, &mut log).await;
         let _ = std::fs::remove_dir_all(&dir);
         let ended = ended?;
         let (out, _) = log.finish();
@@ -732,6 +781,41 @@ impl Engine {
         } else {
             Err(format!("{}: {out}", ended.exit))
         }
+    }
+}
+
+/// The bound of what a build writes: its writable directories (bind mounts of the data
+/// disk) together hold at most `max` bytes. Each entry counts its length or its blocks,
+/// whichever is more (sparse files count whole), and at least one block (so empty files
+/// are not free).
+struct OutputCap {
+    dirs: Vec<PathBuf>,
+    max: u64,
+}
+
+impl OutputCap {
+    /// How often a running build is measured.
+    const EVERY: Duration = Duration::from_millis(250);
+
+    /// True once the directories hold more than the cap (stops counting there).
+    fn exceeded(&self) -> bool {
+        let mut total = 0u64;
+        let mut stack = self.dirs.clone();
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let Ok(m) = e.path().symlink_metadata() else { continue };
+                use std::os::unix::fs::MetadataExt;
+                total += m.len().max(m.blocks() * 512).max(512);
+                if total > self.max {
+                    return true;
+                }
+                if m.is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+        false
     }
 }
 
@@ -768,6 +852,8 @@ fn build_command(runtime: Runtime, interp: &crate::runtimes::Interpreter, memory
             env.extend(cfg.pip_env.iter().cloned());
             [
                 exe.as_str(),
+                // Isolated: neither the working directory nor PYTHON* variables reach sys.path.
+                "-I",
                 "-m",
                 "pip",
                 "install",
@@ -802,25 +888,6 @@ fn build_command(runtime: Runtime, interp: &crate::runtimes::Interpreter, memory
         }
     };
     (argv, env)
-}
-
-/// Copies the package at `from` to `to` (directories and regular files; symlinks as they
-/// are; nothing else).
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        let (s, d) = (e.path(), to.join(e.file_name()));
-        let ft = e.file_type()?;
-        if ft.is_dir() {
-            copy_tree(&s, &d)?;
-        } else if ft.is_file() {
-            std::fs::copy(&s, &d)?;
-        } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&s)?, &d)?;
-        }
-    }
-    Ok(())
 }
 
 /// Gives a build directory to the function user (`uid`, same gid): directories 0755, files

@@ -120,17 +120,24 @@ impl DepsCache {
         l
     }
 
-    /// A fresh scratch directory for a build of `key` (removed by the caller, or at start).
-    pub(crate) fn scratch(&self, key: &str) -> std::io::Result<PathBuf> {
+    /// A fresh scratch directory for a build of `key`, removed when the guard drops (also when
+    /// the build's task is aborted or its future dropped), or at the next start.
+    pub(crate) fn scratch(&self, key: &str) -> std::io::Result<Scratch> {
         let d = self.dir.join(".building").join(format!("{}-{}", &key[..16.min(key.len())], self.next.fetch_add(1, Relaxed)));
         fs::create_dir(&d)?;
-        Ok(d)
+        Ok(Scratch(d))
     }
 
     /// Seals `built` (root-owned, read-only, nothing but files, directories and symlinks)
     /// and moves it into the cache as `key`, then evicts down to the bound. Returns the tree's
-    /// path and size.
-    pub(crate) fn insert(&self, key: &str, built: &Path) -> std::io::Result<(PathBuf, u64)> {
+    /// path and size. A tree larger than `max_tree` or than the cache's bound is refused before
+    /// it enters (and evicts nothing).
+    pub(crate) fn insert(&self, key: &str, built: &Path, max_tree: u64) -> std::io::Result<(PathBuf, u64)> {
+        let size = tree_bytes(built);
+        let cap = max_tree.min(self.max_bytes);
+        if size > cap {
+            return Err(std::io::Error::other(format!("the tree is {size} bytes, more than the {cap} a tree may have (--build-max-output, --build-cache-size)")));
+        }
         let bytes = seal(built)?;
         let dest = self.path(key);
         if dest.exists() {
@@ -176,6 +183,26 @@ impl DepsCache {
     /// Bytes of the cached trees, in all.
     pub(crate) fn bytes(&self) -> u64 {
         self.state.lock().expect("cache lock").entries.values().map(|e| e.bytes).sum()
+    }
+}
+
+/// A build's scratch directory: removed with everything in it when dropped.
+pub(crate) struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.0.display(), err = %e, "could not remove a build's scratch directory");
+            }
+        }
     }
 }
 
@@ -250,9 +277,10 @@ mod tests {
 
     fn built(cache: &DepsCache, k: &str, bytes: usize) -> PathBuf {
         let d = cache.scratch(k).unwrap();
-        fs::create_dir_all(d.join("pkg")).unwrap();
-        fs::write(d.join("pkg/data.bin"), vec![7u8; bytes]).unwrap();
-        d
+        let tree = d.with_extension("tree");
+        fs::create_dir_all(tree.join("pkg")).unwrap();
+        fs::write(tree.join("pkg/data.bin"), vec![7u8; bytes]).unwrap();
+        tree
     }
 
     #[test]
@@ -261,17 +289,17 @@ mod tests {
         let _ = fs::remove_dir_all(&tmp);
         let cache = DepsCache::open(tmp.clone(), 2500).unwrap();
         let (a, b, c, d) = (key(1), key(2), key(3), key(4));
-        cache.insert(&a, &built(&cache, &a, 1000)).unwrap();
-        cache.insert(&b, &built(&cache, &b, 1000)).unwrap();
+        cache.insert(&a, &built(&cache, &a, 1000), u64::MAX).unwrap();
+        cache.insert(&b, &built(&cache, &b, 1000), u64::MAX).unwrap();
         let pin = cache.pin(&a).expect("a is cached");
         // a is older than b but pinned: c's arrival evicts b.
-        cache.insert(&c, &built(&cache, &c, 1000)).unwrap();
+        cache.insert(&c, &built(&cache, &c, 1000), u64::MAX).unwrap();
         assert!(cache.lookup(&a).is_some(), "a pinned tree stays");
         assert!(cache.lookup(&b).is_none(), "the unpinned least recently used tree goes");
         assert!(cache.lookup(&c).is_some());
         drop(pin);
         cache.lookup(&c);
-        cache.insert(&d, &built(&cache, &d, 1000)).unwrap();
+        cache.insert(&d, &built(&cache, &d, 1000), u64::MAX).unwrap();
         assert!(cache.lookup(&a).is_none(), "unpinned, a is now the least recently used");
         assert!(cache.bytes() <= 2500);
         // Sealed: read-only, root-owned.
@@ -282,6 +310,51 @@ mod tests {
         let again = DepsCache::open(tmp.clone(), 2500).unwrap();
         assert!(again.lookup(&c).is_some() && again.lookup(&d).is_some());
         assert_eq!(again.bytes(), 2000);
+        let _ = fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn a_build_writing_past_the_output_cap_is_failed_and_evicts_nothing() {
+        let tmp = std::env::temp_dir().join(format!("voltrun-cache-cap-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let cache = DepsCache::open(tmp.clone(), 2500).unwrap();
+        let (a, b, big, huge) = (key(1), key(2), key(3), key(4));
+        cache.insert(&a, &built(&cache, &a, 1000), 1500).unwrap();
+        cache.insert(&b, &built(&cache, &b, 1000), 1500).unwrap();
+        // Over the per-tree cap: refused, nothing evicted.
+        let e = cache.insert(&big, &built(&cache, &big, 2000), 1500).unwrap_err();
+        assert!(e.to_string().contains("more than the 1500"), "{e}");
+        // Over the cache's bound (whatever the cap): refused too.
+        let e = cache.insert(&huge, &built(&cache, &huge, 3000), u64::MAX).unwrap_err();
+        assert!(e.to_string().contains("more than the 2500"), "{e}");
+        assert!(cache.lookup(&a).is_some() && cache.lookup(&b).is_some(), "a refused tree evicts nothing");
+        assert!(cache.lookup(&big).is_none() && cache.lookup(&huge).is_none());
+        assert_eq!(cache.bytes(), 2000);
+        let _ = fs::remove_dir_all(&tmp);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_build_leaves_no_scratch_directory() {
+        let tmp = std::env::temp_dir().join(format!("voltrun-cache-scratch-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let cache = std::sync::Arc::new(DepsCache::open(tmp.clone(), 2500).unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let c = cache.clone();
+        // A build task holding its scratch directory, aborted mid-build (as cancel_builds and
+        // drop_lost_builds do).
+        let task = tokio::spawn(async move {
+            let scratch = c.scratch(&key(9)).unwrap();
+            fs::create_dir_all(scratch.join("out/pkg")).unwrap();
+            fs::write(scratch.join("out/pkg/x"), b"x").unwrap();
+            tx.send(scratch.to_path_buf()).unwrap();
+            std::future::pending::<()>().await;
+        });
+        let dir = rx.await.unwrap();
+        assert!(dir.join("out/pkg/x").exists());
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        assert!(!dir.exists(), "the aborted build's scratch directory is removed");
+        assert_eq!(fs::read_dir(tmp.join(".building")).unwrap().count(), 0);
         let _ = fs::remove_dir_all(&tmp);
     }
 }

@@ -203,19 +203,40 @@ impl Engine {
         }
         let blob = self.inner.store.tree_blob(&key).await.map_err(|e| format!("looking the dependency tree up: {e}"))?;
         let Some(blob) = blob else {
-            // Not built anywhere (evicted on a single node): build it again, as a cache miss.
-            let t = self.build_dependencies(req).await.map_err(|e| format!("the dependency tree had to be built again and that failed: {}", e.reason))?;
-            return self.use_dependency_tree(&t.key).map(Some).ok_or_else(|| "the dependency tree was evicted as soon as it was built".into());
+            // Not built anywhere (evicted on a single node). Never built on the launch path
+            // (outside the build slots and within the run's deadline): this run fails, and
+            // the tree is built again in the background under a build slot of this node.
+            self.rebuild_in_background(req, key);
+            return Err("the function's dependency tree is no longer cached on this node and is being built again: retry the run once it is built".into());
         };
         let t0 = std::time::Instant::now();
-        let packed = self.inner.store.get_blob(&blob).await.map_err(|e| format!("fetching the dependency tree: {e}"))?.ok_or("the dependency tree's blob is missing")?;
-        self.insert_fetched_tree(&key, packed).await?;
+        self.insert_fetched_tree(&key, &blob).await?;
         tracing::info!(%key, ms = t0.elapsed().as_millis() as u64, "fetched a dependency tree another node built");
         self.use_dependency_tree(&key).map(Some).ok_or_else(|| "the fetched dependency tree was evicted at once".into())
     }
 
-    /// Unpacks a tree another node packed into this node's dependency cache as `key`.
-    async fn insert_fetched_tree(&self, key: &str, packed: Vec<u8>) -> Result<(), String> {
+    /// Builds `req` (of cache key `key`) under one of this node's build slots
+    /// (`--build-concurrency`) and the build timeout, once per key however many runs ask.
+    fn rebuild_in_background(&self, req: BuildRequest, key: String) {
+        if !self.inner.builds.rebuilding.lock().expect("rebuilding lock").insert(key.clone()) {
+            return;
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let slot = engine.inner.build_queue.slots.clone().acquire_owned().await;
+            tracing::info!(%key, "rebuilding an evicted dependency tree");
+            if let Err(e) = engine.build_dependencies(req).await {
+                tracing::warn!(%key, reason = %e.reason, "the rebuild of an evicted dependency tree failed");
+            }
+            drop(slot);
+            engine.inner.builds.rebuilding.lock().expect("rebuilding lock").remove(&key);
+        });
+    }
+
+    /// Fetches the blob `blob` of a tree another node packed and unpacks it into this node's
+    /// dependency cache as `key`: the blob goes a chunk at a time to a file of the scratch
+    /// directory and is unpacked streaming from it (never whole in memory).
+    async fn insert_fetched_tree(&self, key: &str, blob: &str) -> Result<(), String> {
         let cache = &self.inner.builds.cache;
         let lock = cache.key_lock(key);
         let _one = lock.lock().await;
@@ -223,14 +244,21 @@ impl Engine {
             return Ok(());
         }
         let scratch = cache.scratch(key).map_err(|e| format!("preparing the dependency tree: {e}"))?;
-        let (engine, key, dir) = (self.clone(), key.to_string(), scratch.clone());
+        let packed = scratch.join("tree.gz");
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&packed).map_err(|e| format!("preparing the dependency tree: {e}"))?);
+        self.inner.store.copy_blob_to(blob, &mut file).await.map_err(|e| format!("fetching the dependency tree: {e}"))?.ok_or("the dependency tree's blob is missing")?;
+        std::io::Write::flush(&mut file).map_err(|e| format!("fetching the dependency tree: {e}"))?;
+        drop(file);
+        let (engine, key) = (self.clone(), key.to_string());
+        // The scratch guard goes with the blocking task: removed when it ends, even when this
+        // future is dropped first.
         let r = tokio::task::spawn_blocking(move || {
-            let tree = dir.join("tree");
-            crate::tree_share::unpack(&packed, &tree)?;
-            engine.inner.builds.cache.insert(&key, &tree).map(drop)
+            let tree = scratch.join("tree");
+            crate::tree_share::unpack(std::io::BufReader::new(std::fs::File::open(&packed)?), &tree)?;
+            std::fs::remove_file(&packed)?;
+            engine.inner.builds.cache.insert(&key, &tree, engine.inner.cfg.build.max_output).map(drop)
         })
         .await;
-        let _ = std::fs::remove_dir_all(&scratch);
         r.map_err(|e| format!("unpacking the dependency tree: {e}"))?.map_err(|e| format!("unpacking the dependency tree: {e}"))
     }
 
@@ -476,8 +504,8 @@ impl Engine {
 }
 
 /// The dependency files of a package (name, bytes) from what its validation captured at the
-/// root, by the rules [`crate::build::dependency_files`] applies to an unpacked package (keep
-/// the two in step): Python, a `requirements.txt` with a requirement line; Node, a
+/// root, by the rules [`crate::build::dependency_files`] applies to an unpacked package (both
+/// call [`voltrun_package::dependencies`]): Python, a `requirements.txt` with a requirement line; Node, a
 /// `package.json` with dependencies and no `node_modules/`, plus `package-lock.json`. `None`
 /// when there is no build, or when a file the key needs was too large to capture (no lookup).
 fn dependency_files_of_root(runtime: voltrun_core::Runtime, root: &voltrun_core::PackageRoot) -> Option<Vec<(String, Vec<u8>)>> {
@@ -488,15 +516,15 @@ fn dependency_files_of_root(runtime: voltrun_core::Runtime, root: &voltrun_core:
             if uncaptured("requirements.txt") {
                 return None;
             }
-            let has_requirement = text("requirements.txt")?.lines().map(|l| l.split('#').next().unwrap_or("").trim()).any(|l| !l.is_empty() && !l.starts_with('-'));
+            let has_requirement = voltrun_package::dependencies::check_requirements(text("requirements.txt")?) == Ok(true);
             has_requirement.then(|| vec![("requirements.txt".to_string(), root.files["requirements.txt"].clone())])
         }
         voltrun_core::Runtime::Nodejs20 => {
             if root.has_node_modules || uncaptured("package.json") || uncaptured("package-lock.json") {
                 return None;
             }
-            let json: serde_json::Value = serde_json::from_str(text("package.json")?).ok()?;
-            if json.get("dependencies").and_then(|d| d.as_object()).is_none_or(|d| d.is_empty()) {
+            let lock = root.files.get("package-lock.json").map(Vec::as_slice);
+            if voltrun_package::dependencies::check_package_json(root.files.get("package.json")?, lock) != Ok(true) {
                 return None;
             }
             let mut files = vec![("package.json".to_string(), root.files["package.json"].clone())];
@@ -580,7 +608,8 @@ mod tests {
                     root.files.insert(name.to_string(), text.as_bytes().to_vec());
                 }
             }
-            let on_disk = crate::build::dependency_files(runtime, &dir).map(|names| names.into_iter().map(|n| (n.clone(), std::fs::read(dir.join(&n)).unwrap())).collect::<Vec<_>>());
+            let on_disk =
+                crate::build::dependency_files(runtime, &dir).map(|names| names.into_iter().map(|n| (n.clone(), std::fs::read(dir.join(&n)).unwrap())).collect::<Vec<_>>());
             assert_eq!(dependency_files_of_root(runtime, &root), on_disk, "{files:?}");
             root.uncaptured = root.files.keys().cloned().collect();
             root.files.clear();

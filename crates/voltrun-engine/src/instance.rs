@@ -76,6 +76,9 @@ pub struct Instance {
     /// Its unit of the `instances` gauge, held for as long as the instance lives (see
     /// [`Instance::count_in`]).
     counted: Option<GaugeUnit>,
+    /// The pin of the dependency tree the instance sees: the tree is not evicted while the
+    /// instance lives.
+    tree: Option<crate::TreeUse>,
 }
 
 /// How to start the protocol on a fresh instance.
@@ -106,6 +109,11 @@ pub struct StartFailure {
 }
 
 impl Instance {
+    /// Keeps `tree` pinned for as long as this instance lives.
+    pub(crate) fn hold_tree(&mut self, tree: Option<crate::TreeUse>) {
+        self.tree = tree;
+    }
+
     /// Wraps a spawned process and starts its log task; the instance then waits (blocked in
     /// the bootstrap) for its init frame, which may come much later (spare instances).
     pub fn wrap(spawned: Spawned, code_dir: PathBuf) -> Result<Instance, StartFailure> {
@@ -124,7 +132,21 @@ impl Instance {
             }
         };
         let log_task = tokio::spawn(split_logs(logs, sync_rx, live.clone()));
-        Ok(Instance { handle, ctl_tx, ctl_rx, log_sync: sync_tx, log_task, live, code_dir, marker, version: 0, secrets_revision: None, last_used: Instant::now(), counted: None })
+        Ok(Instance {
+            handle,
+            ctl_tx,
+            ctl_rx,
+            log_sync: sync_tx,
+            log_task,
+            live,
+            code_dir,
+            marker,
+            version: 0,
+            secrets_revision: None,
+            last_used: Instant::now(),
+            counted: None,
+            tree: None,
+        })
     }
 
     /// Counts the instance in a gauge for the rest of its life: the unit goes with it on every

@@ -16,7 +16,7 @@ use voltrun_sandbox::InstanceSpec;
 use crate::instance::{self, InitParams, Instance};
 use crate::invocation::{log_text, millis};
 use crate::metrics::{Gauge, GaugeUnit};
-use crate::Engine;
+use crate::{Engine, TreeUse};
 
 impl Engine {
     /// Starts an instance of `f` and loads its code: a pre-started spare when one fits,
@@ -45,11 +45,14 @@ impl Engine {
             };
             let spare = if retry_allowed { self.take_spare(f) } else { None };
             let (inst, env) = match spare {
-                Some(spare) => {
+                Some(mut spare) => {
                     // The spare binds its (empty) directories already: the files appear inside.
-                    if let Err(e) = self.materialise(f, spare.code_dir()).await {
-                        self.retire(spare).await;
-                        return Err(fail(e, Default::default()));
+                    match self.materialise(f, spare.code_dir()).await {
+                        Ok(tree) => spare.hold_tree(tree),
+                        Err(e) => {
+                            self.retire(spare).await;
+                            return Err(fail(e, Default::default()));
+                        }
                     }
                     (spare, function_env(f))
                 }
@@ -59,14 +62,20 @@ impl Engine {
                     if let Err(e) = InstanceDir::create(&dir) {
                         return Err(fail(ExecError::new(ErrorKind::Internal, format!("making the instance directory: {e}")), Default::default()));
                     }
-                    if let Err(e) = self.materialise(f, &dir).await {
-                        let _ = std::fs::remove_dir_all(&dir);
-                        return Err(fail(e, Default::default()));
-                    }
+                    let tree = match self.materialise(f, &dir).await {
+                        Ok(tree) => tree,
+                        Err(e) => {
+                            let _ = std::fs::remove_dir_all(&dir);
+                            return Err(fail(e, Default::default()));
+                        }
+                    };
                     let mut env = base_env(f.runtime, &*self.inner.sandbox, &dir);
                     env.extend(function_env(f));
                     match self.spawn_instance(f.runtime, f.memory, dir, env, self.network_plan(f)).await {
-                        Ok(inst) => (inst, Vec::new()),
+                        Ok(mut inst) => {
+                            inst.hold_tree(tree);
+                            (inst, Vec::new())
+                        }
                         Err(e) => return Err(fail(e, Default::default())),
                     }
                 }
@@ -105,35 +114,37 @@ impl Engine {
     /// Puts `f`'s files into the instance directory `dir` (new, or a spare's, already bound):
     /// a code function's one file, or its package's tree hard-linked from the trees of the
     /// data directory (unpacked from the store's blob the first time on this node), and the
-    /// dependency tree and layers of [`Engine::instance_files`].
-    pub(crate) async fn materialise(&self, f: &Function, dir: &Path) -> Result<(), ExecError> {
+    /// dependency tree and layers of [`Engine::instance_files`]. Returns the pin of the
+    /// dependency tree, which the instance holds for its lifetime.
+    pub(crate) async fn materialise(&self, f: &Function, dir: &Path) -> Result<Option<TreeUse>, ExecError> {
         let internal = |what: &str, e: &dyn std::fmt::Display| ExecError::new(ErrorKind::Internal, format!("{what}: {e}"));
         let layout = InstanceDir::new(dir);
         if f.package.is_none() {
             std::fs::write(layout.task().join(f.runtime.entry_file()), &f.code).map_err(|e| internal("writing the function's code", &e))?;
             if f.layers.is_empty() {
-                return Ok(());
+                return Ok(None);
             }
         }
-        let files = self.instance_files(f).await?;
+        let (files, tree) = self.instance_files(f).await?;
         let node = f.runtime == Runtime::Nodejs20;
         tokio::task::spawn_blocking(move || layout.materialise(&files, node))
             .await
             .expect("materialise does not panic")
             .map_err(|e| internal("linking the package into the instance", &e))?;
-        Ok(())
+        Ok(tree)
     }
 
     /// The trees an instance of `f` is made of: its package's (made on first use; none for a
     /// code function, whose one file is written), its built dependency tree (fetched from the
     /// store when another node built it: `Engine::dependency_tree`), and its layers' in its
     /// order ([`Engine::layer_trees`]; code functions get them too).
-    pub(crate) async fn instance_files(&self, f: &Function) -> Result<InstanceFiles, ExecError> {
+    /// The dependency tree comes with its pin (kept by the instance).
+    pub(crate) async fn instance_files(&self, f: &Function) -> Result<(InstanceFiles, Option<TreeUse>), ExecError> {
         let opt = self.layer_trees(f).await?;
-        let Some(p) = &f.package else { return Ok(InstanceFiles { task: None, deps: None, opt }) };
+        let Some(p) = &f.package else { return Ok((InstanceFiles { task: None, deps: None, opt }, None)) };
         let task = Some(self.package_tree(&p.sha256).await?);
         let deps = self.dependency_tree(f).await.map_err(|e| ExecError::new(ErrorKind::Internal, format!("the function's dependencies: {e}")))?;
-        Ok(InstanceFiles { task, deps: deps.map(|t| t.path().to_path_buf()), opt })
+        Ok((InstanceFiles { task, deps: deps.as_ref().map(|t| t.path().to_path_buf()), opt }, deps))
     }
 
     /// The unpacked tree of the package blob `sha` on this node, unpacked from the store

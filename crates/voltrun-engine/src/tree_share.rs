@@ -88,8 +88,9 @@ fn read_string(r: &mut impl Read) -> io::Result<String> {
     String::from_utf8(b).map_err(|_| bad("a name that is not UTF-8".into()))
 }
 
-/// Unpacks a packed tree into `dest` (which must not exist); on error `dest` is removed.
-pub(crate) fn unpack(packed: &[u8], dest: &Path) -> io::Result<u64> {
+/// Unpacks a packed tree, read as a stream from `packed` (a file of the fetched blob, never
+/// the whole blob in memory), into `dest` (which must not exist); on error `dest` is removed.
+pub(crate) fn unpack(packed: impl Read, dest: &Path) -> io::Result<u64> {
     let r = unpack_into(packed, dest);
     if r.is_err() {
         let _ = fs::remove_dir_all(dest);
@@ -97,7 +98,7 @@ pub(crate) fn unpack(packed: &[u8], dest: &Path) -> io::Result<u64> {
     r
 }
 
-fn unpack_into(packed: &[u8], dest: &Path) -> io::Result<u64> {
+fn unpack_into(packed: impl Read, dest: &Path) -> io::Result<u64> {
     fs::create_dir(dest)?;
     let mut r = flate2::read::GzDecoder::new(packed);
     let mut dirs: HashSet<PathBuf> = HashSet::from([PathBuf::new()]);
@@ -172,7 +173,7 @@ mod tests {
         symlink("../pkg/bin/cli.js", src.join(".bin/cli")).unwrap();
         let packed = pack(&src).unwrap();
         let dest = temp("dest");
-        assert_eq!(unpack(&packed, &dest).unwrap(), 18 + 19);
+        assert_eq!(unpack(&packed[..], &dest).unwrap(), 18 + 19);
         assert_eq!(fs::read_to_string(dest.join("pkg/index.js")).unwrap(), "module.exports = 1");
         assert_eq!(fs::metadata(dest.join("pkg/bin/cli.js")).unwrap().permissions().mode() & 0o777, 0o755);
         assert_eq!(fs::read_link(dest.join(".bin/cli")).unwrap(), PathBuf::from("../pkg/bin/cli.js"));
@@ -206,7 +207,7 @@ mod tests {
             craft(&[(b'f', "nodir/x", b"1")]),
         ] {
             let dest = temp("bad");
-            assert!(unpack(&bad, &dest).is_err());
+            assert!(unpack(&bad[..], &dest).is_err());
             assert!(!dest.exists(), "a refused tree leaves nothing");
         }
     }

@@ -201,10 +201,10 @@ impl Store {
              OR id IN (SELECT function_id FROM builds WHERE user_id = $1 AND status IN ('queued', 'building') AND definition LIKE $2 ESCAPE '\\'))
              ORDER BY name LIMIT 5",
         )
-            .bind(user_id)
-            .bind(&pattern)
-            .fetch_all(&mut *tx)
-            .await?;
+        .bind(user_id)
+        .bind(&pattern)
+        .fetch_all(&mut *tx)
+        .await?;
         if users.is_empty() {
             return Ok(DeleteLayer::NotFound);
         }

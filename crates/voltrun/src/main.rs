@@ -98,10 +98,10 @@ struct EngineArgs {
     /// Bound of the dependency-tree cache (bytes, or with a K, M, G suffix).
     #[arg(long, env = "VOLTRUN_BUILD_CACHE_SIZE", default_value = "5G")]
     build_cache_size: String,
-    /// Most a dependency build may write to disk (bytes, or with a K, M, G suffix); past it
-    /// the build is stopped.
-    #[arg(long, env = "VOLTRUN_BUILD_MAX_DISK", default_value = "2G")]
-    build_max_disk: String,
+    /// The most one dependency build may write (bytes, or with a K, M, G suffix): a build
+    /// past it is killed and fails.
+    #[arg(long, env = "VOLTRUN_BUILD_MAX_OUTPUT", default_value = "1G")]
+    build_max_output: String,
     /// The pip index builds use (default: PIP_INDEX_URL, else https://pypi.org/simple).
     #[arg(long, env = "VOLTRUN_PIP_INDEX_URL")]
     pip_index_url: Option<String>,
@@ -512,8 +512,8 @@ fn build_config(args: &EngineArgs) -> Result<voltrun_engine::BuildConfig> {
         bail!("--build-timeout must be at least 1 second");
     }
     c.timeout = Duration::from_secs(args.build_timeout);
-    c.max_disk_bytes = parse_size(&args.build_max_disk).with_context(|| format!("--build-max-disk {:?}", args.build_max_disk))?;
     c.cache_bytes = parse_size(&args.build_cache_size).with_context(|| format!("--build-cache-size {:?}", args.build_cache_size))?;
+    c.max_output = parse_size(&args.build_max_output).with_context(|| format!("--build-max-output {:?}", args.build_max_output))?;
     for (flag, given, slot) in [("--pip-index-url", &args.pip_index_url, &mut c.pip_index_url), ("--npm-registry", &args.npm_registry, &mut c.npm_registry)] {
         if let Some(u) = given {
             if !(u.starts_with("https://") || u.starts_with("http://")) {

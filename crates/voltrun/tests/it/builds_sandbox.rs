@@ -20,7 +20,13 @@ use crate::harness::{sandbox, sandbox_args, temp_dir};
 
 /// Runs `voltrun __build` on `pkg` with a data dir of its own (or `data`), returns its JSON.
 fn build(data: &Path, runtime: &str, pkg: &Path, extra: &[&str]) -> Value {
+    build_env(data, runtime, pkg, extra, &[])
+}
+
+/// [`build`] with more environment for `voltrun __build` (`PIP_FIND_LINKS`).
+pub(crate) fn build_env(data: &Path, runtime: &str, pkg: &Path, extra: &[&str], env: &[(&str, String)]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_voltrun"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("__build")
         .arg("--data-dir")
         .arg(data)
@@ -155,17 +161,24 @@ fn an_unknown_package_fails_with_pips_message_in_the_logs() {
     assert!(!dir.join("data/deps").read_dir().unwrap().flatten().any(|e| e.file_name().len() == 64), "a failed build leaves no tree");
 }
 
-/// A source distribution named `evil` whose `setup.py` is `body`, in `pkg/dist`, required
-/// through `--find-links` (pip builds it locally: the script runs inside the build).
-fn hostile_package(pkg: &Path, body: &str) {
+/// A source distribution named `evil` whose `setup.py` is `body`, in a directory of the host
+/// (below the target directory), required by name; returns the environment that makes that directory one of
+/// the server's find-links (`PIP_FIND_LINKS`: a package's own `--find-links` is refused). pip
+/// builds it from source: the script runs inside the build.
+pub(crate) fn hostile_package(pkg: &Path, body: &str) -> Vec<(&'static str, String)> {
     let src = pkg.parent().unwrap().join("sdist/evil-0.1");
+    // Not below /tmp: the build has a /tmp of its own, which hides the host's.
+    let dist = Path::new(env!("CARGO_TARGET_TMPDIR")).join(pkg.parent().unwrap().file_name().unwrap()).join("dist");
+    let _ = std::fs::remove_dir_all(&dist);
     std::fs::create_dir_all(&src).unwrap();
-    std::fs::create_dir_all(pkg.join("dist")).unwrap();
+    std::fs::create_dir_all(&dist).unwrap();
     std::fs::write(src.join("setup.py"), body).unwrap();
     std::fs::write(src.join("PKG-INFO"), "Metadata-Version: 2.1\nName: evil\nVersion: 0.1\n").unwrap();
-    let st = Command::new("tar").arg("-czf").arg(pkg.join("dist/evil-0.1.tar.gz")).arg("-C").arg(src.parent().unwrap()).arg("evil-0.1").status().unwrap();
+    let st = Command::new("tar").arg("-czf").arg(dist.join("evil-0.1.tar.gz")).arg("-C").arg(src.parent().unwrap()).arg("evil-0.1").status().unwrap();
     assert!(st.success());
-    std::fs::write(pkg.join("requirements.txt"), "--find-links ./dist\nevil==0.1\n").unwrap();
+    std::fs::write(pkg.join("requirements.txt"), "evil==0.1\n").unwrap();
+    let host = std::env::var("PIP_FIND_LINKS").unwrap_or_default();
+    vec![("PIP_FIND_LINKS", format!("{host} {}", dist.display()).trim().to_string())]
 }
 
 #[test]
@@ -245,7 +258,7 @@ report("fork 1000 processes", forks)
 sys.exit("hostile setup.py: done")
 "#
     );
-    hostile_package(&pkg, &body);
+    let env = hostile_package(&pkg, &body);
     let counter = accepted.clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopping = stop.clone();
@@ -257,7 +270,7 @@ sys.exit("hostile setup.py: done")
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     });
-    let r = build(&dir.join("data"), "python3.11", &pkg, &[]);
+    let r = build_env(&dir.join("data"), "python3.11", &pkg, &[], &env);
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
     if !isolating() {
@@ -297,8 +310,8 @@ fn a_build_past_its_timeout_is_killed_whole() {
     let pkg = dir.join("pkg");
     std::fs::create_dir_all(&pkg).unwrap();
     let tag = format!("{}.{}", 700 + std::process::id() % 100, std::process::id());
-    hostile_package(&pkg, &format!("import subprocess, time\nprint('started', flush=True)\nsubprocess.Popen(['/bin/sleep', '{tag}'])\ntime.sleep(3600)\n"));
-    let r = build(&dir.join("data"), "python3.11", &pkg, &["--build-timeout", "20"]);
+    let env = hostile_package(&pkg, &format!("import subprocess, time\nprint('started', flush=True)\nsubprocess.Popen(['/bin/sleep', '{tag}'])\ntime.sleep(3600)\n"));
+    let r = build_env(&dir.join("data"), "python3.11", &pkg, &["--build-timeout", "20"], &env);
     if !isolating() {
         return assert_refused_in_process_tier(&r);
     }
@@ -318,12 +331,12 @@ fn a_build_that_writes_past_its_disk_bound_is_stopped() {
         &pkg,
         "import time\nblock = b'x' * (16 << 20)\nfor i in range(8):\n    open('/build/tmp/fill-%d' % i, 'wb').write(block)\nfor _ in range(600):\n    time.sleep(1)\n",
     );
-    let r = build(&dir.join("data"), "python3.11", &pkg, &["--build-max-disk", "64M", "--build-timeout", "600"]);
+    let r = build(&dir.join("data"), "python3.11", &pkg, &["--build-max-output", "64M", "--build-timeout", "600"]);
     if !isolating() {
         return assert_refused_in_process_tier(&r);
     }
     assert_eq!(r["ok"], false, "{r}");
-    assert!(r["reason"].as_str().unwrap().contains("wrote more than 64 MiB"), "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("wrote more than 67108864 bytes (--build-max-output)"), "{r}");
     assert!(!dir.join("data/deps/.building").read_dir().unwrap().any(|_| true), "the scratch directory is removed");
 }
 

@@ -6,6 +6,7 @@ mod harness;
 mod api_auth;
 mod api_functions;
 mod api_inputs;
+mod build_review;
 mod builds;
 mod builds_sandbox;
 mod cli;
