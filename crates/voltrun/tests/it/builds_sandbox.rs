@@ -162,13 +162,15 @@ fn an_unknown_package_fails_with_pips_message_in_the_logs() {
 }
 
 /// A source distribution named `evil` whose `setup.py` is `body`, in a directory of the host
-/// (below the target directory), required by name; returns the environment that makes that directory one of
+/// (below /var/tmp), required by name; returns the environment that makes that directory one of
 /// the server's find-links (`PIP_FIND_LINKS`: a package's own `--find-links` is refused). pip
 /// builds it from source: the script runs inside the build.
 pub(crate) fn hostile_package(pkg: &Path, body: &str) -> Vec<(&'static str, String)> {
     let src = pkg.parent().unwrap().join("sdist/evil-0.1");
-    // Not below /tmp: the build has a /tmp of its own, which hides the host's.
-    let dist = Path::new(env!("CARGO_TARGET_TMPDIR")).join(pkg.parent().unwrap().file_name().unwrap()).join("dist");
+    // Not below /tmp: the build has a /tmp of its own, mounted over the host paths it is
+    // given, which hides them (the target dir of a checkout under /tmp, as on a fresh clone
+    // there, would be). /var/tmp is not covered.
+    let dist = Path::new("/var/tmp").join(format!("voltrun-it-dist-{}", std::process::id())).join(pkg.parent().unwrap().file_name().unwrap()).join("dist");
     let _ = std::fs::remove_dir_all(&dist);
     std::fs::create_dir_all(&src).unwrap();
     std::fs::create_dir_all(&dist).unwrap();
