@@ -324,16 +324,16 @@ fn a_build_past_its_timeout_is_killed_whole() {
 }
 
 #[test]
-fn a_build_that_writes_past_its_disk_bound_is_stopped() {
+fn a_build_that_writes_past_its_output_cap_is_stopped() {
     let dir = temp_dir("build-disk");
     let pkg = dir.join("pkg");
     std::fs::create_dir_all(&pkg).unwrap();
     // 128 MiB in 16 MiB files (each under RLIMIT_FSIZE), then it waits to be stopped.
-    hostile_package(
+    let env = hostile_package(
         &pkg,
         "import time\nblock = b'x' * (16 << 20)\nfor i in range(8):\n    open('/build/tmp/fill-%d' % i, 'wb').write(block)\nfor _ in range(600):\n    time.sleep(1)\n",
     );
-    let r = build(&dir.join("data"), "python3.11", &pkg, &["--build-max-output", "64M", "--build-timeout", "600"]);
+    let r = build_env(&dir.join("data"), "python3.11", &pkg, &["--build-max-output", "64M", "--build-timeout", "600"], &env);
     if !isolating() {
         return assert_refused_in_process_tier(&r);
     }
