@@ -516,7 +516,7 @@ fn dependency_files_of_root(runtime: voltrun_core::Runtime, root: &voltrun_core:
             if uncaptured("requirements.txt") {
                 return None;
             }
-            let has_requirement = voltrun_package::dependencies::check_requirements(text("requirements.txt")?) == Ok(true);
+            let has_requirement = voltrun_package::dependencies::check_requirements(text("requirements.txt")?) != Ok(false);
             has_requirement.then(|| vec![("requirements.txt".to_string(), root.files["requirements.txt"].clone())])
         }
         voltrun_core::Runtime::Nodejs20 => {
@@ -524,7 +524,7 @@ fn dependency_files_of_root(runtime: voltrun_core::Runtime, root: &voltrun_core:
                 return None;
             }
             let lock = root.files.get("package-lock.json").map(Vec::as_slice);
-            if voltrun_package::dependencies::check_package_json(root.files.get("package.json")?, lock) != Ok(true) {
+            if voltrun_package::dependencies::check_package_json(root.files.get("package.json")?, lock) == Ok(false) {
                 return None;
             }
             let mut files = vec![("package.json".to_string(), root.files["package.json"].clone())];
