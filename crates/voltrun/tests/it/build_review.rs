@@ -11,19 +11,7 @@ use crate::harness::*;
 
 /// Runs `voltrun __build` on `pkg` with the data dir `data` (extra flags after), its JSON.
 fn build(data: &Path, runtime: &str, pkg: &Path, extra: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_voltrun"))
-        .arg("__build")
-        .arg("--data-dir")
-        .arg(data)
-        .args(sandbox_args())
-        .args(["--runtime", runtime, "--dir"])
-        .arg(pkg)
-        .args(extra)
-        .env("VOLTRUN_LOG", "warn")
-        .output()
-        .expect("run voltrun __build");
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("__build printed no JSON ({e}): {text}\nstderr: {}", String::from_utf8_lossy(&out.stderr)))
+    crate::builds_sandbox::build_env(data, runtime, pkg, extra, &[])
 }
 
 fn write(dir: &Path, files: &[(&str, &str)]) {
