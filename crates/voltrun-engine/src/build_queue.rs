@@ -266,21 +266,15 @@ impl Engine {
     /// the store's blob when this node does not have it yet.
     pub async fn package_dir(&self, f: &Function) -> Result<PathBuf, String> {
         let p = f.package.as_ref().ok_or("a code function has no package")?;
+        // A stored package: the launch path's tree (unpacked from the store once per node).
+        let Some(zip) = f.package_zip.clone() else {
+            return self.package_tree(&p.sha256).await.map_err(|e| e.message);
+        };
+        // A package this request brought, not stored yet: unpacked from its bytes.
         let trees = voltrun_package::Trees::new(&self.inner.cfg.data_dir);
         if trees.has(&p.sha256) {
             return Ok(trees.path(&p.sha256));
         }
-        let zip = match &f.package_zip {
-            Some(z) => z.clone(),
-            None => Arc::new(
-                self.inner
-                    .store
-                    .get_blob(&p.sha256)
-                    .await
-                    .map_err(|e| format!("reading the package: {e}"))?
-                    .ok_or_else(|| format!("the package {} is not in the store", p.sha256))?,
-            ),
-        };
         let sha = p.sha256.clone();
         tokio::task::spawn_blocking(move || trees.ensure(&sha, |dest| voltrun_package::unpack_zip(&zip, dest, &voltrun_package::Limits::zip()).map(|_| ())))
             .await
