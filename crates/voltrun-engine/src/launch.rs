@@ -18,6 +18,10 @@ use crate::invocation::{log_text, millis};
 use crate::metrics::{Gauge, GaugeUnit};
 use crate::{Engine, TreeUse};
 
+/// New instances tried after the container runtime failed to create one (the function never
+/// ran), before the run is reported as an internal error.
+const CREATE_RETRIES: u32 = 3;
+
 impl Engine {
     /// Starts an instance of `f` and loads its code: a pre-started spare when one fits,
     /// else a new one. On failure, the outcome to report.
@@ -34,16 +38,18 @@ impl Engine {
         };
         let deadline = Instant::now() + std::time::Duration::from_secs(f.timeout as u64);
         // A tier that fails to create an instance (the function never ran: runsc refusing a
-        // sandbox on a loaded host) gets one more try, with a new instance.
-        let mut retry_allowed = true;
+        // sandbox on a loaded host) gets more tries, each with a new instance, after a short
+        // pause that grows (a loaded host's failures come in runs).
+        let mut attempt = 0u32;
         loop {
+            let retry_allowed = attempt < CREATE_RETRIES;
             // Opened before anything starts, so a failure costs no instance; given to the init
             // frame only (InitParams::secrets).
             let secrets = match self.open_secrets(f).await {
                 Ok(s) => s,
                 Err(e) => return Err(fail(e, Default::default())),
             };
-            let spare = if retry_allowed { self.take_spare(f) } else { None };
+            let spare = if attempt == 0 { self.take_spare(f) } else { None };
             let (inst, env) = match spare {
                 Some(mut spare) => {
                     // The spare binds its (empty) directories already: the files appear inside.
@@ -99,8 +105,9 @@ impl Engine {
                 Ok(inst) => return Ok(inst),
                 Err(failure) if failure.never_started && retry_allowed && Instant::now() < deadline => {
                     let tail = String::from_utf8_lossy(&failure.logs.text[failure.logs.text.len().saturating_sub(512)..]).into_owned();
-                    tracing::warn!(function = %f.id, runtime_said = %tail.trim(), "the container runtime could not create an instance; trying a new one");
-                    retry_allowed = false;
+                    tracing::warn!(function = %f.id, attempt, runtime_said = %tail.trim(), "the container runtime could not create an instance; trying a new one");
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt))).await;
                 }
                 Err(failure) => {
                     // The instance is gone, and its gauge unit with it.

@@ -242,11 +242,26 @@ impl Drop for Server {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             self.stop();
+        } else {
+            // A failed test shows what the server said: its log is removed with the data dir.
+            let log = std::fs::read_to_string(self.data_dir.with_extension("stderr.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- last {} lines of the server's log ({}) ---", tail.len(), self.data_dir.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
         }
         self.kill9();
         if self.owns_dir {
             let _ = std::fs::remove_dir_all(&self.data_dir);
-            let _ = std::fs::remove_file(self.data_dir.with_extension("stderr.log"));
+            let log = self.data_dir.with_extension("stderr.log");
+            // VOLTRUN_TEST_KEEP_LOGS=DIR keeps every server's log, to look for what a
+            // passing suite still logged (warnings under load).
+            if let (Some(keep), Some(name)) = (std::env::var_os("VOLTRUN_TEST_KEEP_LOGS"), log.file_name()) {
+                let _ = std::fs::create_dir_all(&keep);
+                let _ = std::fs::copy(&log, Path::new(&keep).join(name));
+            }
+            let _ = std::fs::remove_file(&log);
         }
     }
 }

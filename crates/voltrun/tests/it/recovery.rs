@@ -69,7 +69,7 @@ fn async_runs_survive_kill_9_and_none_stays_running() {
     let (_, hung) = c.get("/api/executions?function_id=hang");
     let hung = &hung["items"][0];
     assert_eq!(hung["status"], "failed", "{hung}");
-    assert_eq!(hung["error"]["type"], "Interrupted");
+    assert_eq!(hung["error"]["type"], "Interrupted", "{hung}");
     let (_, running) = c.get("/api/executions?status=running");
     let (_, pending) = c.get("/api/executions?status=pending");
     assert!(running["items"].as_array().unwrap().is_empty() && pending["items"].as_array().unwrap().is_empty());
