@@ -18,7 +18,11 @@ pub const SECRET_NAME_RULE: &str = "must match ^[A-Z_][A-Z0-9_]{0,127}$ (upper-c
 /// Variables a secret may not become: the ones every instance gets from the server (a secret
 /// of that name would be silently ignored or would break the runtime).
 pub fn is_reserved_variable(name: &str) -> bool {
-    matches!(name, "PATH" | "HOME" | "LANG" | "TZ" | "LAMBDA_TASK_ROOT" | "AWS_EXECUTION_ENV") || name.starts_with("VOLTRUN_") || name.starts_with("AWS_LAMBDA_")
+    matches!(
+        name,
+        "PATH" | "HOME" | "LANG" | "TZ" | "LAMBDA_TASK_ROOT" | "LAMBDA_RUNTIME_DIR" | "NODE_PATH" | "_HANDLER" | "AWS_EXECUTION_ENV" | "AWS_REGION" | "AWS_DEFAULT_REGION"
+    ) || name.starts_with("VOLTRUN_")
+        || name.starts_with("AWS_LAMBDA_")
 }
 
 /// Why a secret's value is refused, if it is: too large (the bool says so) or holding a NUL

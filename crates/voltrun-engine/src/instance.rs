@@ -189,9 +189,11 @@ impl Instance {
             "function_version": init.function_version,
             "memory_limit_in_mb": init.memory_mb,
             "marker": self.marker,
-            "env": env,
             "report_strays": !self.handle.sees_processes(),
         });
+        // Moved in, not copied (json! would serialise a copy and drop the map unwiped): the
+        // one copy of the values is the frame's, which wipe_env clears.
+        frame["env"] = Value::Object(env);
         let mut inst = self;
         let has_secrets = init.secrets.is_some();
         drop(init.secrets);

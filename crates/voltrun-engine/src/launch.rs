@@ -227,7 +227,14 @@ impl Engine {
             Ok(s) => Ok(Some(s)),
             Err(e) => {
                 tracing::error!(err = %e, function_id = %f.id, "could not open a function's secrets");
-                Err(ExecError::new(ErrorKind::Internal, format!("could not read the function's secrets: {e}")))
+                // The record names the secret at most: a database error's text (hosts, users,
+                // key ids) is for the server's log only.
+                let which = match &e {
+                    voltrun_store::StoreError::Unsealable { what, .. } => format!(": {what} did not open under this server's master key"),
+                    voltrun_store::StoreError::Corrupt(what) => format!(": {what}"),
+                    _ => " (the database failed; the server's log says why)".to_string(),
+                };
+                Err(ExecError::new(ErrorKind::Internal, format!("could not read the function's secrets{which}")))
             }
         }
     }

@@ -114,6 +114,13 @@ pub enum StoreError {
         /// The id of the key the check value was sealed with.
         sealed_with: String,
     },
+    /// The master key given was rotated away from: values sealed under it again would be
+    /// lost to every node that has the new key.
+    #[error("the master key given (id {ours}) was retired by a rotation; give every node the current --master-key (and, during a rotation, the retired one only as --previous-master-key)")]
+    RetiredMasterKey {
+        /// The id of the key given.
+        ours: String,
+    },
     /// A sealed value in the database did not open: altered, moved, or of an unknown format.
     /// Names what it was, never the plaintext.
     #[error("sealed {what} did not open: {source}")]
@@ -357,7 +364,7 @@ impl QueueListener {
 
 /// The settings of every connection to the SQLite file: the pool's and the writer's own
 /// (writer.rs).
-pub(crate) const SQLITE_PRAGMAS: [&str; 5] = [
+pub(crate) const SQLITE_PRAGMAS: [&str; 6] = [
     // WAL lets readers run beside the one writer; NORMAL fsyncs at checkpoints, which in WAL
     // mode never corrupts the file and loses nothing on a process crash (only the last
     // commits on a power loss).
@@ -368,6 +375,9 @@ pub(crate) const SQLITE_PRAGMAS: [&str; 5] = [
     // temporary file per statement.
     "PRAGMA temp_store=MEMORY",
     "PRAGMA foreign_keys=ON",
+    // Freed cells (a replaced or deleted secret's envelope) are zeroed where that costs no
+    // extra I/O, so a copy of the file holds fewer old envelopes.
+    "PRAGMA secure_delete=FAST",
 ];
 
 /// The file of a `sqlite:` URL, parsed as sqlx parses it (percent-decoded, options after `?`

@@ -9,6 +9,12 @@ use crate::{conflict_or, get_str, Result, Store, StoreError};
 
 /// The `server_secrets` row holding the key check value.
 const KEY_CHECK: &str = "master_key_check";
+/// During a rotation: the check value of the new key, stored by the first node that starts
+/// with a previous key, so that every later node must hold that same new key.
+const KEY_CHECK_NEXT: &str = "master_key_check.next";
+/// The ids of master keys rotated away from, comma-separated: never accepted again as the
+/// current key (a node started with the keys swapped would seal under the retired one).
+const RETIRED_KEYS: &str = "master_key_retired";
 
 /// A secret as the API shows it: never its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +87,17 @@ impl Store {
         match key.verify_check(&stored) {
             Ok(()) => {}
             Err(SealError::WrongKey { .. }) if previous.as_ref().is_some_and(|p| p.verify_check(&stored).is_ok()) => {
+                if self.retired_key_ids().await?.iter().any(|id| id == key.id()) {
+                    return Err(StoreError::RetiredMasterKey { ours: key.id().to_string() });
+                }
+                // Every node of one rotation must hold the same new key: the first stores its
+                // check value, the others must open it.
+                let next = self.shared_secret(KEY_CHECK_NEXT, &key.key_check(), &voltrun_core::time::now()).await?;
+                match key.verify_check(&next) {
+                    Ok(()) => {}
+                    Err(SealError::WrongKey { sealed_with, ours }) => return Err(StoreError::WrongMasterKey { ours, sealed_with }),
+                    Err(source) => return Err(StoreError::Unsealable { what: "next master key check value".into(), source }),
+                }
                 tracing::info!(current = key.id(), previous = ?previous.as_ref().map(MasterKey::id), "the database's values are still sealed under the previous master key (a rotation has not finished)");
             }
             Err(SealError::WrongKey { sealed_with, ours }) => return Err(StoreError::WrongMasterKey { ours, sealed_with }),
@@ -334,8 +351,42 @@ impl Store {
                 "{left} secrets are still sealed under the previous key (written meanwhile by a node that does not have the new key?): give every node the new key, then run the rotation again; the key check value was not changed"
             )));
         }
-        sqlx::query("UPDATE server_secrets SET value = $2 WHERE name = $1").bind(KEY_CHECK).bind(keys.current().key_check()).execute(&self.pool).await?;
+        // The last step, only if no value was sealed under the old key since the recount (a
+        // node without the new key still writing): one statement, so nothing slips between.
+        let r = sqlx::query("UPDATE server_secrets SET value = $2 WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM secrets WHERE value NOT LIKE $3)")
+            .bind(KEY_CHECK)
+            .bind(keys.current().key_check())
+            .bind(&prefix)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::Rotation(
+                "a secret was written under the previous key while the rotation ran (a node without the new key?): give every node the new key, then run the rotation again; the key check value was not changed".into(),
+            ));
+        }
+        let previous_id = keys.previous().map(|p| p.id().to_string()).unwrap_or_default();
+        let mut retired = self.retired_key_ids().await?;
+        if !retired.contains(&previous_id) {
+            retired.push(previous_id);
+        }
+        let now = voltrun_core::time::now();
+        sqlx::query("INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+            .bind(RETIRED_KEYS)
+            .bind(retired.join(","))
+            .bind(&now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM server_secrets WHERE name = $1").bind(KEY_CHECK_NEXT).execute(&self.pool).await?;
         Ok(done)
+    }
+
+    /// The ids of the master keys earlier rotations retired.
+    async fn retired_key_ids(&self) -> Result<Vec<String>> {
+        let row = sqlx::query("SELECT value FROM server_secrets WHERE name = $1").bind(RETIRED_KEYS).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(r) => get_str(&r, "value")?.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+            None => Vec::new(),
+        })
     }
 }
 

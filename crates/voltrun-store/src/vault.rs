@@ -151,8 +151,21 @@ impl MasterKey {
     /// (mode 0600, created exclusively). True when it was created.
     pub fn load_or_create(path: &Path) -> Result<(MasterKey, bool), KeyError> {
         let file_err = |what, source| KeyError::File { what, path: path.display().to_string(), source };
-        match std::fs::read_to_string(path) {
-            Ok(text) => return Ok((Self::parse(&Zeroizing::new(text))?, false)),
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        // Not through a symlink (planted in the data dir), and not a file others can read (a
+        // backup restored 0644): refused with the fix, never used silently.
+        match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
+            Ok(mut f) => {
+                let mode = f.metadata().map_err(|e| file_err("reading", e))?.mode();
+                if mode & 0o077 != 0 {
+                    let e = std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("it is readable by others (mode {:o}); `chmod 600` it", mode & 0o777));
+                    return Err(file_err("refusing", e));
+                }
+                let mut text = Zeroizing::new(String::new());
+                f.read_to_string(&mut text).map_err(|e| file_err("reading", e))?;
+                return Ok((Self::parse(&text)?, false));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(file_err("reading", e)),
         }
@@ -160,6 +173,11 @@ impl MasterKey {
         let text = Zeroizing::new(format!("{}\n", B64.encode(&key.key[..])));
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| file_err("creating", e))?;
         f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| file_err("writing", e))?;
+        // The new name durable too: a power loss must not keep the database's check value
+        // and lose the key.
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }).and_then(|d| d.sync_all()).map_err(|e| file_err("syncing the directory of", e))?;
+        }
         Ok((key, true))
     }
 

@@ -282,6 +282,21 @@ struct WorkerArgs {
     engine: EngineArgs,
 }
 
+/// Once parsed, the keys given by environment leave it (else /proc/<pid>/environ and every
+/// host helper spawned without a cleared environment would show them), and the process
+/// writes no core dump (it would hold the keys and opened secrets). Runs while the process
+/// has one thread: nothing reads the environment concurrently.
+fn forget_key_material() {
+    for var in ["VOLTRUN_MASTER_KEY", "VOLTRUN_PREVIOUS_MASTER_KEY", "VOLTRUN_JWT_SECRET"] {
+        std::env::remove_var(var);
+    }
+    let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: setrlimit reads a valid rlimit; failing only leaves core dumps as they were.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+    }
+}
+
 fn main() -> Result<()> {
     // A sandbox init is this same binary re-executed; it must not start a runtime or parse
     // the command line as a client would.
@@ -293,6 +308,7 @@ fn main() -> Result<()> {
         oci::guard_main(&args[2..]);
     }
     let cli = Cli::parse();
+    forget_key_material();
     if let Command::Openapi = cli.command {
         print!("{}", voltrun_api::openapi::document_json());
         return Ok(());
@@ -423,7 +439,7 @@ async fn unlock(store: Store, given: Option<&str>, previous: Option<&str>, data_
             }
             Err(anyhow::anyhow!("refusing to start: {e}; master.key is missing from the data dir: restore the original"))
         }
-        Err(e @ voltrun_store::StoreError::WrongMasterKey { .. }) => Err(anyhow::anyhow!("refusing to start: {e}")),
+        Err(e @ (voltrun_store::StoreError::WrongMasterKey { .. } | voltrun_store::StoreError::RetiredMasterKey { .. })) => Err(anyhow::anyhow!("refusing to start: {e}")),
         Err(e) => Err(e).context("checking the master key"),
     }
 }

@@ -46,12 +46,25 @@ pub(super) async fn write_frame(tx: &mut pipe::Sender, v: &Value) -> std::io::Re
     tx.write_all(&buf).await
 }
 
-/// [`write_frame`] for a frame holding secrets: its serialised copies are wiped after.
+/// [`write_frame`] for a frame holding secrets: serialised once into a buffer of the exact
+/// size (measured first, so no reallocation leaves a partial copy behind), wiped after.
 pub(super) async fn write_frame_wiped(tx: &mut pipe::Sender, v: &Value) -> std::io::Result<()> {
-    let body = zeroize::Zeroizing::new(serde_json::to_vec(v).map_err(std::io::Error::other)?);
-    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(body.len() + 4));
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&body);
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut len = Count(0);
+    serde_json::to_writer(&mut len, v).map_err(std::io::Error::other)?;
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(len.0 + 4));
+    buf.extend_from_slice(&(len.0 as u32).to_be_bytes());
+    serde_json::to_writer(&mut *buf, v).map_err(std::io::Error::other)?;
+    debug_assert_eq!(buf.len(), len.0 + 4);
     tx.write_all(&buf).await
 }
 

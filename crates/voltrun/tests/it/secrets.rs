@@ -362,6 +362,11 @@ fn cli_sets_lists_and_deletes_secrets() {
 /// Starts `serve` on `url` and returns (exit code, stderr) once it exits (it must, within
 /// 60 s: a node that starts would be killed and the test fail).
 fn refused_start(url: &str, key: Option<&str>) -> (i32, String) {
+    refused_start_with(url, key, &[])
+}
+
+/// [`refused_start`] with more arguments (a previous key).
+fn refused_start_with(url: &str, key: Option<&str>, more: &[&str]) -> (i32, String) {
     let dir = temp_dir("secrets-refused");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_voltrun"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", url, "--data-dir"])
@@ -373,6 +378,7 @@ fn refused_start(url: &str, key: Option<&str>) -> (i32, String) {
     if let Some(k) = key {
         cmd.args(["--master-key", k]);
     }
+    cmd.args(more);
     let mut child = cmd.spawn().unwrap();
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let status = loop {
@@ -493,6 +499,13 @@ fn rotating_the_master_key_online_reseals_everything_and_moves_the_check_value_l
     assert_eq!(run_sha(&cr, "rot"), json!(sha(&values[0])), "the rolled node opens values sealed under the old key");
     let (status, body) = cr.put("/api/secrets/ROT_1", &json!({"value": format!("{}-new", values[1])}));
     assert_eq!(status, 200, "{body}");
+    // A node given a mistyped new key beside the right previous one refuses: every node of
+    // the rotation must hold the key the first rolled node brought (it would seal values no
+    // other node can open).
+    let typo = "dHlwby1tYXN0ZXIta2V5LWZvci1yb3RhdGlvbi10c3Q=";
+    let (code, err) = refused_start_with(&db.url, Some(typo), &["--previous-master-key", TEST_MASTER_KEY]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not the key this database was set up with"), "{err}");
     drop(old_node);
 
     // Step 2: the command, with a batch smaller than the table.
@@ -510,7 +523,7 @@ fn rotating_the_master_key_online_reseals_everything_and_moves_the_check_value_l
     // Every envelope and the check value now name the new key.
     let new_id = key_id(psql("SELECT value FROM server_secrets WHERE name = 'master_key_check'").trim());
     assert_ne!(new_id, old_id);
-    for envelope in psql("SELECT value FROM secrets UNION ALL SELECT value FROM server_secrets").lines() {
+    for envelope in psql("SELECT value FROM secrets UNION ALL SELECT value FROM server_secrets WHERE name <> 'master_key_retired'").lines() {
         assert_eq!(key_id(envelope), new_id, "{envelope}");
     }
     assert_eq!(run_sha(&cr, "rot"), json!(sha(&values[0])), "the rolled node serves throughout");
@@ -528,6 +541,11 @@ fn rotating_the_master_key_online_reseals_everything_and_moves_the_check_value_l
     let (code, err) = refused_start(&db.url, Some(TEST_MASTER_KEY));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("is not the key this database was set up with"), "{err}");
+    // The keys swapped (the retired one as current) refuse too: values sealed under it would
+    // be lost to every other node.
+    let (code, err) = refused_start_with(&db.url, Some(TEST_MASTER_KEY), &["--previous-master-key", new_key]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("was retired by a rotation"), "{err}");
     // A second run has nothing left to do.
     let again = Command::new(env!("CARGO_BIN_EXE_voltrun"))
         .args(["secrets", "rotate-master-key", "--database-url", &db.url])
@@ -538,4 +556,41 @@ fn rotating_the_master_key_online_reseals_everything_and_moves_the_check_value_l
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 secrets and 0 server values re-encrypted, 5 already under the new key"));
     drop((rolled, fresh));
+}
+
+/// A master key file others can read (a backup restored 0644) or a symlink planted in its
+/// place is refused at start with the fix, not used silently.
+#[test]
+fn a_master_key_file_readable_by_others_or_a_symlink_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("key-perms");
+    let mut first = Server::spawn(&dir, &[], false);
+    first.stop();
+    drop(first);
+    let key = dir.join("master.key");
+    let refused = |dir: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_voltrun"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(sandbox_args())
+            .env_remove("VOLTRUN_MASTER_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, err) = refused(&dir);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("readable by others (mode 644)") && err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let elsewhere = dir.with_extension("real.key");
+    std::fs::rename(&key, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &key).unwrap();
+    let (code, err) = refused(&dir);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("master key file"), "{err}");
+    let _ = std::fs::remove_file(&elsewhere);
+    let _ = std::fs::remove_dir_all(&dir);
 }
