@@ -536,12 +536,15 @@ impl Store {
         Ok(self.function_by_id(&a.function_id).await?.map(|f| (f, a)))
     }
 
-    /// The dependency trees live versions run with (their successful builds'): pinned
-    /// against eviction from a node's build cache, so a version's dependencies stay frozen.
+    /// The dependency trees live versions run with: the trees of the successful builds of
+    /// the packages live versions hold (a version that changed no dependency file, e.g. only
+    /// its memory, has no build of its own but the same tree key, derived from the package's
+    /// dependency files). Pinned against eviction from a node's build cache, so a version's
+    /// built dependencies stay frozen.
     pub async fn live_tree_keys(&self) -> Result<Vec<String>> {
         let rows = sqlx::query(
-            "SELECT DISTINCT b.tree_key FROM builds b JOIN function_versions v ON v.function_id = b.function_id AND v.version = b.function_version
-             WHERE b.status = 'success' AND b.tree_key IS NOT NULL",
+            "SELECT DISTINCT b.tree_key FROM builds b WHERE b.status = 'success' AND b.tree_key IS NOT NULL AND b.package_sha256 IS NOT NULL
+             AND EXISTS (SELECT 1 FROM function_versions v WHERE v.package_sha256 = b.package_sha256)",
         )
         .fetch_all(&self.pool)
         .await?;
