@@ -239,14 +239,11 @@ impl Store {
         if below < 1 {
             return Ok(());
         }
-        let rows = sqlx::query(&format!(
-            "DELETE FROM function_versions WHERE function_id = $1 AND version <= $2 AND {} RETURNING code_sha256, package_sha256",
-            UNPINNED
-        ))
-        .bind(function_id)
-        .bind(below)
-        .fetch_all(&mut **tx)
-        .await?;
+        let rows = sqlx::query(&format!("DELETE FROM function_versions WHERE function_id = $1 AND version <= $2 AND {} RETURNING code_sha256, package_sha256", UNPINNED))
+            .bind(function_id)
+            .bind(below)
+            .fetch_all(&mut **tx)
+            .await?;
         self.free_version_rows_in(tx, &rows).await
     }
 
@@ -282,11 +279,9 @@ impl Store {
     }
 
     async fn backfill_some(&self) -> Result<u64> {
-        let rows = sqlx::query(
-            "SELECT f.* FROM functions f WHERE NOT EXISTS (SELECT 1 FROM function_versions v WHERE v.function_id = f.id AND v.version = f.version) LIMIT 1000",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT f.* FROM functions f WHERE NOT EXISTS (SELECT 1 FROM function_versions v WHERE v.function_id = f.id AND v.version = f.version) LIMIT 1000")
+            .fetch_all(&self.pool)
+            .await?;
         let mut n = 0;
         for r in &rows {
             let f = crate::functions::function_from(r)?;
@@ -300,7 +295,12 @@ impl Store {
 
     /// Moves the state of a version whose build ended (builds.rs).
     pub(crate) async fn set_version_state_in(&self, tx: &mut Tx, function_id: &str, version: i64, state: FunctionState) -> Result<()> {
-        sqlx::query("UPDATE function_versions SET state = $3 WHERE function_id = $1 AND version = $2").bind(function_id).bind(version).bind(state.as_str()).execute(&mut **tx).await?;
+        sqlx::query("UPDATE function_versions SET state = $3 WHERE function_id = $1 AND version = $2")
+            .bind(function_id)
+            .bind(version)
+            .bind(state.as_str())
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
@@ -516,13 +516,11 @@ impl Store {
     /// Deletes an alias unless the function's schedule runs it.
     pub async fn delete_alias(&self, user_id: &str, function_id: &str, name: &str) -> Result<DeleteAlias> {
         let mut tx = self.user_write(user_id).await?;
-        let r = sqlx::query(
-            "DELETE FROM aliases WHERE function_id = $1 AND name = $2 AND NOT EXISTS (SELECT 1 FROM functions WHERE id = $1 AND schedule_qualifier = $2)",
-        )
-        .bind(function_id)
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+        let r = sqlx::query("DELETE FROM aliases WHERE function_id = $1 AND name = $2 AND NOT EXISTS (SELECT 1 FROM functions WHERE id = $1 AND schedule_qualifier = $2)")
+            .bind(function_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         if r.rows_affected() == 0 {
             let exists = sqlx::query("SELECT 1 FROM aliases WHERE function_id = $1 AND name = $2").bind(function_id).bind(name).fetch_optional(&mut *tx).await?;
             return Ok(if exists.is_some() { DeleteAlias::InUse } else { DeleteAlias::NotFound });
@@ -598,7 +596,16 @@ mod tests {
 
     fn alias(f: &Function, name: &str, version: i64, weight: Option<Weight>) -> Alias {
         let now = voltrun_core::time::now();
-        Alias { name: name.into(), function_id: f.id.clone(), version, weights: weights_of(weight), description: String::new(), route: None, created_at: now.clone(), updated_at: now }
+        Alias {
+            name: name.into(),
+            function_id: f.id.clone(),
+            version,
+            weights: weights_of(weight),
+            description: String::new(),
+            route: None,
+            created_at: now.clone(),
+            updated_at: now,
+        }
     }
 
     /// Snapshots share unchanged code, resolve by number, latest and alias (the split by the
@@ -653,7 +660,14 @@ mod tests {
         let codes: i64 = get_i64(&sqlx::query("SELECT COUNT(*) AS n FROM version_code").fetch_one(&store.pool).await.unwrap(), "n").unwrap();
         assert_eq!(codes, 1, "version 1's code went with it");
         assert!(store.delete_function("u1", &f.id).await.unwrap());
-        let left: i64 = get_i64(&sqlx::query("SELECT (SELECT COUNT(*) FROM function_versions) + (SELECT COUNT(*) FROM aliases) + (SELECT COUNT(*) FROM version_code) AS n").fetch_one(&store.pool).await.unwrap(), "n").unwrap();
+        let left: i64 = get_i64(
+            &sqlx::query("SELECT (SELECT COUNT(*) FROM function_versions) + (SELECT COUNT(*) FROM aliases) + (SELECT COUNT(*) FROM version_code) AS n")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap(),
+            "n",
+        )
+        .unwrap();
         assert_eq!(left, 0, "a deleted function leaves no version, alias or code behind");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -271,7 +271,11 @@ fn async_runs_and_schedules_run_the_qualified_version() {
     let (status, a) = c.put("/api/functions/job/aliases/stable", &json!({"version": 2}));
     assert_eq!(status, 200, "{a}");
     let done = c.wait_done(q["id"].as_str().unwrap(), Duration::from_secs(60));
-    assert_eq!((&done["status"], &done["output"]["code"], &done["function_version"], &done["qualifier"]), (&json!("success"), &json!("one"), &json!(1), &json!("stable")), "{done}");
+    assert_eq!(
+        (&done["status"], &done["output"]["code"], &done["function_version"], &done["qualifier"]),
+        (&json!("success"), &json!("one"), &json!(1), &json!("stable")),
+        "{done}"
+    );
     let (status, q) = c.post("/api/functions/job/execute?async=1&qualifier=1", &json!({}));
     assert_eq!(status, 202, "{q}");
     let done = c.wait_done(q["id"].as_str().unwrap(), Duration::from_secs(60));
