@@ -15,7 +15,8 @@ pub const BLOB_CHUNK_BYTES: usize = 4 << 20;
 /// still to run (0010: a queued update's package is referenced only by its build row) holds
 /// the blob `$1`: a user may upload the same zip as a package and as a layer.
 pub(crate) const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM functions WHERE package_sha256 = $1) AND NOT EXISTS (SELECT 1 FROM layers WHERE sha256 = $1)
-     AND NOT EXISTS (SELECT 1 FROM builds WHERE package_sha256 = $1 AND status IN ('queued', 'building'))";
+     AND NOT EXISTS (SELECT 1 FROM builds WHERE package_sha256 = $1 AND status IN ('queued', 'building'))
+     AND NOT EXISTS (SELECT 1 FROM function_versions WHERE package_sha256 = $1)";
 
 impl Store {
     /// Stores `bytes` (once) and returns their SHA-256 (lowercase hex).
@@ -142,12 +143,14 @@ impl Store {
         Ok(gone)
     }
 
-    /// The package blobs something still refers to (a function, or a build still to run):
+    /// The package blobs something still refers to (a function, one of its versions, or a
+    /// build still to run):
     /// the unpacked `trees/<sha>` this node may keep.
     pub async fn referenced_packages(&self) -> Result<std::collections::HashSet<String>> {
         let rows = sqlx::query(
             "SELECT package_sha256 AS sha FROM functions WHERE package_sha256 IS NOT NULL
-             UNION SELECT package_sha256 AS sha FROM builds WHERE package_sha256 IS NOT NULL AND status IN ('queued', 'building')",
+             UNION SELECT package_sha256 AS sha FROM builds WHERE package_sha256 IS NOT NULL AND status IN ('queued', 'building')
+             UNION SELECT package_sha256 AS sha FROM function_versions WHERE package_sha256 IS NOT NULL",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -34,3 +34,4 @@ mod recovery;
 mod scaleout;
 mod secrets;
 mod store_outage;
+mod versions;
