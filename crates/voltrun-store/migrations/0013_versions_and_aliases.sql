@@ -20,6 +20,9 @@ CREATE TABLE function_versions (
     package_sha256 TEXT,
     state          TEXT NOT NULL,
     created_at     TEXT NOT NULL,
+    -- The secret names of the definition, as functions.secrets: a secret a version names is
+    -- in use (secrets.rs).
+    secrets        TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (function_id, version)
 );
 CREATE INDEX function_versions_code ON function_versions(code_sha256);

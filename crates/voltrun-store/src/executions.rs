@@ -552,7 +552,7 @@ impl ExecutionWrite {
             q = match p {
                 Param::Text(v) => q.bind(v),
                 Param::Int(v) => q.bind(v),
-                Param::Real(v) => q.bind(v),
+                Param::Real(v) => crate::bind_opt_f64(q, v),
             };
         }
         Ok(q.execute(ex).await?.rows_affected() > 0)

@@ -88,7 +88,8 @@ fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
 /// answered from the `functions_scheduled` index (migrations/0005).
 /// Only active functions fire (a function whose first build is pending or failed has nothing
 /// to run; migrations/0010).
-pub(crate) const SCHEDULED: &str = "SELECT id, user_id, name, version, schedule, schedule_qualifier, max_retries, updated_at FROM functions WHERE schedule IS NOT NULL AND state = 'active'";
+pub(crate) const SCHEDULED: &str =
+    "SELECT id, user_id, name, version, schedule, schedule_qualifier, max_retries, updated_at FROM functions WHERE schedule IS NOT NULL AND state = 'active'";
 pub(crate) const SCHEDULES_FINGERPRINT: &str =
     "SELECT COUNT(*) AS n, MAX(updated_at) AS latest, CAST(COALESCE(SUM(version), 0) AS BIGINT) AS versions FROM functions WHERE schedule IS NOT NULL AND state = 'active'";
 

@@ -21,8 +21,8 @@ mod retention;
 mod review_tests;
 mod secrets;
 mod users;
-pub mod versions;
 pub mod vault;
+pub mod versions;
 mod writer;
 
 pub use blobs::BLOB_CHUNK_BYTES;
@@ -33,8 +33,8 @@ pub use layers::{DeleteLayer, NewLayer};
 pub use retention::RetentionCursor;
 pub use secrets::{Rotation, SecretDelete, SecretEnv, SecretMeta};
 pub use users::{ApiKey, KeyOwner, User};
-pub use versions::{AliasRefused, DeleteAlias, DeleteVersion, Unresolved, DEFAULT_VERSION_RETENTION};
 pub use vault::{KeyError, Keyring, MasterKey, SealError};
+pub use versions::{AliasRefused, DeleteAlias, DeleteVersion, Unresolved, DEFAULT_VERSION_RETENTION};
 pub use writer::PendingWrite;
 
 /// Why a store operation failed.
@@ -353,6 +353,22 @@ impl Store {
         let mut l = sqlx::postgres::PgListener::connect(&self.url).await?;
         l.listen(QUEUE_CHANNEL).await?;
         Ok(Some(QueueListener(l)))
+    }
+}
+
+/// Binds an optional f64 so that PostgreSQL sees float8 when it is NULL too. sqlx 0.8.6's Any
+/// driver swaps the two float kinds for NULLs (`sqlx-core` any/arguments.rs sends a NULL of
+/// kind `Double` as float4, of kind `Real` as float8), so a statement a connection first
+/// prepared with a NULL f64 refused every later value ("incorrect binary data format in bind
+/// parameter"). f32's kind is `Real`, so a NULL f32 goes as float8. Re-check on a sqlx upgrade:
+/// `it/versions.rs` sets and clears alias weights on PostgreSQL.
+pub(crate) fn bind_opt_f64<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    v: Option<f64>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    match v {
+        Some(x) => q.bind(x),
+        None => q.bind(None::<f32>),
     }
 }
 

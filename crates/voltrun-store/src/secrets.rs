@@ -193,12 +193,20 @@ impl Store {
         rows.iter().map(|r| Ok(SecretMeta { name: get_str(r, "name")?, created_at: get_str(r, "created_at")?, updated_at: get_str(r, "updated_at")? })).collect()
     }
 
-    /// Deletes a user's secret unless one of their functions names it. The check and the
+    /// Deletes a user's secret unless one of their functions names it, in its current
+    /// definition or in a version still kept (`name:3` runs with it). The check and the
     /// delete share a transaction holding the user's row (PostgreSQL; SQLite has one writer).
     pub async fn delete_secret(&self, user_id: &str, name: &str) -> Result<SecretDelete> {
         let mut tx = self.user_write(user_id).await?;
-        let users =
-            sqlx::query("SELECT name FROM functions WHERE user_id = $1 AND secrets LIKE $2 ESCAPE '\\' ORDER BY name").bind(user_id).bind(listed(name)).fetch_all(&mut *tx).await?;
+        let users = sqlx::query(
+            "SELECT name FROM functions f WHERE user_id = $1 AND (secrets LIKE $2 ESCAPE '\\'
+               OR EXISTS (SELECT 1 FROM function_versions v WHERE v.function_id = f.id AND v.secrets LIKE $2 ESCAPE '\\'))
+             ORDER BY name",
+        )
+        .bind(user_id)
+        .bind(listed(name))
+        .fetch_all(&mut *tx)
+        .await?;
         let using: Vec<String> = users.iter().map(|r| get_str(r, "name")).collect::<Result<_>>()?;
         if !using.is_empty() {
             return Ok(SecretDelete::InUse(using));
@@ -211,7 +219,14 @@ impl Store {
     /// Ids of the user's functions that name the secret (their warm instances are retired
     /// when its value changes).
     pub async fn functions_using_secret(&self, user_id: &str, name: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM functions WHERE user_id = $1 AND secrets LIKE $2 ESCAPE '\\'").bind(user_id).bind(listed(name)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT id FROM functions f WHERE user_id = $1 AND (secrets LIKE $2 ESCAPE '\\'
+               OR EXISTS (SELECT 1 FROM function_versions v WHERE v.function_id = f.id AND v.secrets LIKE $2 ESCAPE '\\'))",
+        )
+        .bind(user_id)
+        .bind(listed(name))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|r| get_str(r, "id")).collect()
     }
 

@@ -210,10 +210,10 @@ impl Store {
         // concurrency); a replay of the same number (the start-up backfill on two nodes at
         // once) replaces its snapshot rather than failing.
         sqlx::query(
-            "INSERT INTO function_versions (function_id, version, user_id, definition, code_sha256, package_sha256, state, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO function_versions (function_id, version, user_id, definition, code_sha256, package_sha256, state, created_at, secrets)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (function_id, version) DO UPDATE SET definition = excluded.definition, code_sha256 = excluded.code_sha256,
-             package_sha256 = excluded.package_sha256, state = excluded.state",
+             package_sha256 = excluded.package_sha256, state = excluded.state, secrets = excluded.secrets",
         )
         .bind(&f.id)
         .bind(f.version)
@@ -223,6 +223,7 @@ impl Store {
         .bind(f.package.as_ref().map(|p| p.sha256.as_str()))
         .bind(state)
         .bind(&f.updated_at)
+        .bind(serde_json::to_string(&f.secrets).expect("names serialise"))
         .execute(&mut **tx)
         .await?;
         self.prune_versions_in(tx, &f.id, f.version).await
@@ -449,7 +450,7 @@ impl Store {
             return Ok(Err(AliasRefused::TooMany));
         }
         let (extra, weight) = a.weight().unzip();
-        let r = sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO aliases (function_id, user_id, name, version, extra_version, extra_weight, description, route, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
         )
@@ -457,14 +458,8 @@ impl Store {
         .bind(user_id)
         .bind(&a.name)
         .bind(a.version)
-        .bind(extra)
-        .bind(weight)
-        .bind(&a.description)
-        .bind(&a.route)
-        .bind(&a.created_at)
-        .bind(&a.updated_at)
-        .execute(&mut *tx)
-        .await?;
+        .bind(extra);
+        let r = crate::bind_opt_f64(q, weight).bind(&a.description).bind(&a.route).bind(&a.created_at).bind(&a.updated_at).execute(&mut *tx).await?;
         if r.rows_affected() == 0 {
             // The name (primary key) or the route (unique) was taken meanwhile.
             let same = sqlx::query("SELECT 1 FROM aliases WHERE function_id = $1 AND name = $2").bind(&a.function_id).bind(&a.name).fetch_optional(&mut *tx).await?;
@@ -482,21 +477,15 @@ impl Store {
             return Ok(Err(r));
         }
         let (extra, weight) = a.weight().unzip();
-        let r = sqlx::query(
+        let q = sqlx::query(
             "UPDATE aliases SET version = $3, extra_version = $4, extra_weight = $5, description = $6, route = $7, updated_at = $8
              WHERE function_id = $1 AND name = $2",
         )
         .bind(&a.function_id)
         .bind(&a.name)
         .bind(a.version)
-        .bind(extra)
-        .bind(weight)
-        .bind(&a.description)
-        .bind(&a.route)
-        .bind(&a.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| crate::conflict_or(e, &["route"]))?;
+        .bind(extra);
+        let r = crate::bind_opt_f64(q, weight).bind(&a.description).bind(&a.route).bind(&a.updated_at).execute(&mut *tx).await.map_err(|e| crate::conflict_or(e, &["route"]))?;
         tx.commit().await?;
         Ok(Ok(r.rows_affected() > 0))
     }

@@ -181,7 +181,7 @@ fn a_run_sees_the_value_and_an_update_reaches_the_next_run() {
 }
 
 #[test]
-fn deleting_a_secret_in_use_is_409_until_no_function_names_it() {
+fn deleting_a_secret_in_use_is_409_until_no_function_or_kept_version_names_it() {
     let s = Server::start();
     let c = s.user();
     for name in ["USED_A", "USED_B", "USED_AB"] {
@@ -197,6 +197,12 @@ fn deleting_a_secret_in_use_is_409_until_no_function_names_it() {
     assert!(body["error"]["message"].as_str().unwrap().contains("holder"), "{body}");
     let (status, body) = c.put("/api/functions/holder", &json!({"secrets": []}));
     assert_eq!(status, 200, "{body}");
+    // Version 1 is kept and still runs with it (`holder:1`): still in use, until that
+    // version is deleted.
+    let (status, body) = c.delete("/api/secrets/USED_AB");
+    assert_eq!(assert_error(status, &body, 409), "conflict");
+    let (status, body) = c.delete("/api/functions/holder/versions/1");
+    assert_eq!(status, 204, "{body}");
     let (status, body) = c.delete("/api/secrets/USED_AB");
     assert_eq!(status, 204, "{body}");
     // Deleting the function frees its secrets too.

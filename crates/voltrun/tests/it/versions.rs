@@ -371,3 +371,27 @@ fn package_versions_share_the_tree_and_survive_a_failed_update() {
         assert_eq!((&e["output"]["code"], &e["output"]["six"]), (&json!("one"), &six), "{q}: {e}");
     }
 }
+
+/// On PostgreSQL an alias saved without weights (a NULL f64) made that connection's prepared
+/// statement take float4, and every later weight on it failed with a 500 ("incorrect binary
+/// data format"): sqlx's Any driver swaps the float kinds of NULLs (store `bind_opt_f64`).
+/// Weights set and cleared over and over, on every connection of the pool, always save.
+#[test]
+fn alias_weights_save_after_an_alias_without_weights_on_every_connection() {
+    let s = Server::start();
+    let c = s.user();
+    c.create_function("w", "python", "def handler(e, c):\n    return 1\n", json!({}));
+    let (status, body) = c.put("/api/functions/w", &json!({"memory": 256}));
+    assert_eq!(status, 200, "{body}");
+    for i in 0..12 {
+        let name = format!("a{i}");
+        let (status, body) = c.post("/api/functions/w/aliases", &json!({"name": name, "version": 1}));
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = c.put(&format!("/api/functions/w/aliases/{name}"), &json!({"weights": {"2": 0.25}}));
+        assert_eq!((status, &body["weights"]), (200, &json!({"2": 0.25})), "{body}");
+        let (status, body) = c.put(&format!("/api/functions/w/aliases/{name}"), &json!({"weights": null}));
+        assert_eq!((status, &body["weights"]), (200, &Value::Null), "{body}");
+        let (status, body) = c.post("/api/functions/w/aliases", &json!({"name": format!("b{i}"), "version": 1, "weights": {"2": 0.5}}));
+        assert_eq!(status, 201, "{body}");
+    }
+}
