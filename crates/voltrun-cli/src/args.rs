@@ -138,6 +138,13 @@ pub struct FunctionFlags {
     /// Remove every egress entry: no network.
     #[arg(long, conflicts_with = "egress")]
     pub no_egress: bool,
+    /// One of your secrets (`voltrun secrets list`) that the function's runs get as the
+    /// environment variable of the same name; repeat for more. Replaces the whole list.
+    #[arg(long = "secret", value_name = "NAME")]
+    pub secrets: Vec<String>,
+    /// Remove every secret from the function (the secrets themselves stay).
+    #[arg(long, conflicts_with = "secrets")]
+    pub no_secrets: bool,
     /// A description.
     #[arg(long)]
     pub description: Option<String>,
