@@ -103,6 +103,10 @@ function FunctionView({ fn, reload, setFn }: { fn: Fn; reload: () => void; setFn
           <dt>Environment</dt>
           <dd>{Object.keys(fn.env).length ? Object.keys(fn.env).join(', ') : '—'}</dd>
         </div>
+        <div>
+          <dt>Secrets</dt>
+          <dd data-testid="fn-secrets">{fn.secrets?.length ? fn.secrets.join(', ') : '—'}</dd>
+        </div>
         <div className="span-2">
           <dt>Network egress</dt>
           <dd id="fn-egress">
