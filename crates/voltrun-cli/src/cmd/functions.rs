@@ -1,4 +1,4 @@
-//! `functions create|deploy|list|get|update|delete`.
+//! `functions create|deploy|list|get|update|delete|build` (versions: [`super::versions`]).
 
 use serde_json::{json, Map, Value};
 
@@ -19,6 +19,9 @@ pub fn run(ctx: &Ctx, cmd: FunctionsCommand) -> Result<()> {
         FunctionsCommand::Update { name, rename, flags } => update(ctx, &name, rename, &flags),
         FunctionsCommand::Delete { name } => delete(ctx, &name),
         FunctionsCommand::Build { name, follow } => build(ctx, &name, follow),
+        FunctionsCommand::Versions { name } => super::versions::list(ctx, &name),
+        FunctionsCommand::Version { name, version, code } => super::versions::get(ctx, &name, version, code),
+        FunctionsCommand::DeleteVersion { name, version } => super::versions::delete(ctx, &name, version),
     }
 }
 
