@@ -131,6 +131,12 @@ pub struct FunctionFlags {
     /// Remove the schedule.
     #[arg(long, conflicts_with = "schedule")]
     pub no_schedule: bool,
+    /// What the schedule runs: a version number or an alias [default: the latest version].
+    #[arg(long, value_name = "QUALIFIER")]
+    pub schedule_qualifier: Option<String>,
+    /// Let the schedule run the latest version again.
+    #[arg(long, conflicts_with = "schedule_qualifier")]
+    pub no_schedule_qualifier: bool,
     /// Times a failed async or scheduled run is retried [default: 2].
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,

@@ -83,6 +83,11 @@ pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String,
     } else if flags.no_schedule {
         b.insert("schedule".into(), Value::Null);
     }
+    if let Some(q) = &flags.schedule_qualifier {
+        b.insert("schedule_qualifier".into(), q.clone().into());
+    } else if flags.no_schedule_qualifier {
+        b.insert("schedule_qualifier".into(), Value::Null);
+    }
     if let Some(n) = flags.max_retries {
         b.insert("max_retries".into(), n.into());
     }
@@ -349,6 +354,11 @@ fn get(ctx: &Ctx, name: &str, code_only: bool) -> Result<()> {
         Some(r) => format!("{r}  ({}/api/execute/{r})", api.server()),
         None => "-".into(),
     };
+    let schedule = match (f["schedule"].as_str(), f["schedule_qualifier"].as_str()) {
+        (Some(c), Some(q)) => format!("{c} (UTC), runs {q}"),
+        (Some(c), None) => format!("{c} (UTC)"),
+        (None, _) => "-".to_string(),
+    };
     let lines = code.lines().count();
     let text = |k: &str| f[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
     print!(
@@ -366,7 +376,7 @@ fn get(ctx: &Ctx, name: &str, code_only: bool) -> Result<()> {
                 ("route", route),
                 ("public", f["public"].to_string()),
                 ("env", env),
-                ("schedule", f["schedule"].as_str().map_or("-".to_string(), |c| format!("{c} (UTC)"))),
+                ("schedule", schedule),
                 ("max retries", f["max_retries"].as_u64().map_or("-".to_string(), |n| n.to_string())),
                 ("egress", egress_text(&f["egress"])),
                 ("secrets", names_text(&f["secrets"])),
@@ -482,6 +492,10 @@ mod tests {
         assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"egress": []}));
         let flags = FunctionFlags { secrets: vec!["API_TOKEN".into(), "DB_URL".into()], ..Default::default() };
         assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"secrets": ["API_TOKEN", "DB_URL"]}));
+        let flags = FunctionFlags { schedule_qualifier: Some("live".into()), ..Default::default() };
+        assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"schedule_qualifier": "live"}));
+        let flags = FunctionFlags { no_schedule_qualifier: true, ..Default::default() };
+        assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"schedule_qualifier": null}));
         let flags = FunctionFlags { no_secrets: true, ..Default::default() };
         assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"secrets": []}));
         assert_eq!(names_text(&json!([])), "-");

@@ -266,3 +266,26 @@ fn another_users_versions_and_aliases_are_not_found() {
     let (status, a) = owner.get("/api/functions/mine/aliases/live");
     assert_eq!((status, a["version"].as_i64()), (200, Some(1)), "{a}");
 }
+
+/// `--schedule-qualifier` names what the schedule runs: checked by the API, shown by
+/// `functions get`, and an alias the schedule runs cannot be deleted until it is cleared.
+#[test]
+fn schedule_qualifier_flag_is_checked_shown_and_guards_its_alias() {
+    let s = Server::start();
+    let c = s.user();
+    let cli = Cli::new(&s, &c);
+    let v1 = cli.write("v1.py", V1);
+    cli.ok(&["functions", "deploy", "cron", "--file", &v1, "--schedule", "0 3 * * *"]);
+    let r = cli.fails(&["functions", "update", "cron", "--schedule-qualifier", "nightly"], 3);
+    assert!(r.stderr.contains("schedule_qualifier") && r.stderr.contains("HTTP 400"), "{r}");
+    cli.ok(&["aliases", "create", "cron", "nightly", "--version", "1"]);
+    let f = cli.json(&["functions", "update", "cron", "--schedule-qualifier", "nightly"]);
+    assert_eq!(f["schedule_qualifier"], "nightly", "{f}");
+    let r = cli.ok(&["functions", "get", "cron"]);
+    assert!(r.stdout.lines().any(|l| l.starts_with("schedule:") && l.contains("0 3 * * * (UTC), runs nightly")), "{r}");
+    let r = cli.fails(&["aliases", "delete", "cron", "nightly"], 3);
+    assert!(r.stderr.contains("alias_in_use"), "{r}");
+    let f = cli.json(&["functions", "update", "cron", "--no-schedule-qualifier"]);
+    assert!(f["schedule_qualifier"].is_null(), "{f}");
+    cli.ok(&["aliases", "delete", "cron", "nightly"]);
+}
