@@ -61,43 +61,13 @@ export type Dashboard = Schemas['Dashboard'];
 
 export type RuntimeInfo = Schemas['RuntimeInfo'];
 
-/**
- * One immutable version of a function (SPEC §13, `GET /api/functions/{id}/versions`). Written
- * by hand from the versions contract, so the dashboard builds before and after the server's
- * document has it; `code` only on `GET …/versions/{n}` of a single-file function.
- */
-export interface FnVersion {
-  function_id: string;
-  version: number;
-  runtime: Runtime;
-  handler: string;
-  memory: number;
-  timeout: number;
-  env: Record<string, string>;
-  egress: string[];
-  secrets: string[];
-  layers: string[];
-  description: string;
-  code_sha256: string | null;
-  package_sha256: string | null;
-  state: string;
-  created_at: string;
-  aliases: string[];
-  code?: string | null;
-}
+/** One immutable version of a function (SPEC §13, `GET /api/functions/{id}/versions`); `code`
+ * only on `GET …/versions/{n}` of a single-file function. */
+export type FnVersion = Schemas['Version'];
 
-/** An alias of a function: a name for a version, with at most one weighted extra version. */
-export interface Alias {
-  name: string;
-  function_id: string;
-  version: number;
-  /** `{"<version>": weight}`, 0 < weight < 1, at most one entry; null or {} for none. */
-  weights: Record<string, number> | null;
-  description: string | null;
-  route: string | null;
-  created_at: string;
-  updated_at: string;
-}
+/** An alias of a function: a name for a version, with at most one weighted extra version
+ * (`weights: {"<version>": share}` or null). */
+export type Alias = Schemas['Alias'];
 
 /** An error answered by the API (or a network failure, with status 0). */
 export class ApiError extends Error {

@@ -5,8 +5,7 @@ import { StatusBadge } from './ui';
 
 /** The qualifier an execution was called with ("3", "live", "latest"), when the server records one. */
 export function qualifierOf(e: Execution): string | null {
-  const q = (e as Execution & { qualifier?: string | null }).qualifier;
-  return typeof q === 'string' && q ? q : null;
+  return e.qualifier || null;
 }
 
 export function ExecutionsTable({
