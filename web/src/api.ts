@@ -61,6 +61,14 @@ export type Dashboard = Schemas['Dashboard'];
 
 export type RuntimeInfo = Schemas['RuntimeInfo'];
 
+/** One immutable version of a function (SPEC §13, `GET /api/functions/{id}/versions`); `code`
+ * only on `GET …/versions/{n}` of a single-file function. */
+export type FnVersion = Schemas['Version'];
+
+/** An alias of a function: a name for a version, with at most one weighted extra version
+ * (`weights: {"<version>": share}` or null). */
+export type Alias = Schemas['Alias'];
+
 /** An error answered by the API (or a network failure, with status 0). */
 export class ApiError extends Error {
   status: number;

@@ -51,6 +51,10 @@ pub enum ClientCommand {
     /// Set, list and delete secrets (values are write-only).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Create, list, show, update and delete a function's aliases: names that point at a
+    /// version (with an optional canary weight), for `invoke NAME:ALIAS` and routes.
+    #[command(subcommand)]
+    Aliases(AliasesCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -127,6 +131,12 @@ pub struct FunctionFlags {
     /// Remove the schedule.
     #[arg(long, conflicts_with = "schedule")]
     pub no_schedule: bool,
+    /// What the schedule runs: a version number or an alias [default: the latest version].
+    #[arg(long, value_name = "QUALIFIER")]
+    pub schedule_qualifier: Option<String>,
+    /// Let the schedule run the latest version again.
+    #[arg(long, conflicts_with = "schedule_qualifier")]
+    pub no_schedule_qualifier: bool,
     /// Times a failed async or scheduled run is retried [default: 2].
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
@@ -138,6 +148,13 @@ pub struct FunctionFlags {
     /// Remove every egress entry: no network.
     #[arg(long, conflicts_with = "egress")]
     pub no_egress: bool,
+    /// One of your secrets (`voltrun secrets list`) that the function's runs get as the
+    /// environment variable of the same name; repeat for more. Replaces the whole list.
+    #[arg(long = "secret", value_name = "NAME")]
+    pub secrets: Vec<String>,
+    /// Remove every secret from the function (the secrets themselves stay).
+    #[arg(long, conflicts_with = "secrets")]
+    pub no_secrets: bool,
     /// A description.
     #[arg(long)]
     pub description: Option<String>,
@@ -200,6 +217,119 @@ pub enum FunctionsCommand {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+    /// List the function's versions (immutable snapshots of code and configuration), newest
+    /// first, with the aliases that point at each.
+    Versions {
+        /// The function's name or id.
+        name: String,
+    },
+    /// Show one version of the function.
+    Version {
+        /// The function's name or id.
+        name: String,
+        /// The version number.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        version: u64,
+        /// Print only its source code (single-file functions).
+        #[arg(long)]
+        code: bool,
+    },
+    /// Delete one version (refused for the latest, and while an alias points at it).
+    DeleteVersion {
+        /// The function's name or id.
+        name: String,
+        /// The version number.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        version: u64,
+    },
+}
+
+/// Fields of an alias, shared by `aliases create` and `aliases update`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct AliasFlags {
+    /// The version the alias points at (on update: a rollback or a promotion).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub version: Option<u64>,
+    /// A canary: VERSION=WEIGHT sends that share of the calls (0 < WEIGHT < 1) to another
+    /// version, e.g. --weight 5=0.1. Replaces the split.
+    #[arg(long, value_name = "VERSION=WEIGHT", value_parser = parse_weight)]
+    pub weight: Option<(u64, f64)>,
+    /// Remove the canary split: every call runs --version.
+    #[arg(long, conflicts_with = "weight")]
+    pub no_weights: bool,
+    /// Bind an HTTP-trigger route to the alias: /api/execute/ROUTE runs the alias.
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Unbind the alias's route.
+    #[arg(long, conflicts_with = "route")]
+    pub no_route: bool,
+    /// A description.
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+/// `voltrun aliases …`.
+#[derive(Subcommand, Debug)]
+pub enum AliasesCommand {
+    /// Create an alias of a function.
+    Create {
+        /// The function's name or id.
+        function: String,
+        /// The alias: `^[a-z][a-z0-9_-]{0,63}$`, not `latest`.
+        alias: String,
+        /// The alias's fields (--version is required).
+        #[command(flatten)]
+        flags: AliasFlags,
+    },
+    /// List a function's aliases.
+    #[command(visible_alias = "ls")]
+    List {
+        /// The function's name or id.
+        function: String,
+    },
+    /// Show one alias.
+    Get {
+        /// The function's name or id.
+        function: String,
+        /// The alias.
+        alias: String,
+    },
+    /// Change an alias: only the given fields change (`--version N` is a one-step rollback).
+    Update {
+        /// The function's name or id.
+        function: String,
+        /// The alias.
+        alias: String,
+        /// The alias's fields.
+        #[command(flatten)]
+        flags: AliasFlags,
+    },
+    /// Delete an alias (its route, if any, goes with it).
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// The function's name or id.
+        function: String,
+        /// The alias.
+        alias: String,
+    },
+}
+
+/// Parses `VERSION=WEIGHT` (a version from 1, a weight strictly between 0 and 1).
+pub fn parse_weight(s: &str) -> std::result::Result<(u64, f64), String> {
+    let Some((v, w)) = s.split_once('=') else { return Err(format!("{s:?}: expected VERSION=WEIGHT, e.g. 5=0.1")) };
+    let v = v.trim().parse::<u64>().ok().filter(|v| *v >= 1).ok_or_else(|| format!("{s:?}: the version before = must be a number from 1"))?;
+    let w = w.trim().parse::<f64>().ok().filter(|w| w.is_finite() && *w > 0.0 && *w < 1.0).ok_or_else(|| format!("{s:?}: the weight after = must be a number between 0 and 1, e.g. 0.1"))?;
+    Ok((v, w))
+}
+
+/// Splits `NAME:QUALIFIER` (a version number, `latest` or an alias) off an invocation's target;
+/// a name without `:` has none. Function names and ids never contain `:`.
+pub fn split_qualifier(target: &str) -> Result<(&str, Option<&str>)> {
+    match target.split_once(':') {
+        None => Ok((target, None)),
+        Some((n, q)) if !n.is_empty() && !q.is_empty() && !q.contains(':') => Ok((n, Some(q))),
+        Some(_) => Err(CliError::usage(format!("{target:?}: expected NAME or NAME:QUALIFIER (a version, latest or an alias), e.g. hello:live"))),
+    }
 }
 
 /// `voltrun invoke`.
@@ -217,6 +347,9 @@ pub struct InvokeArgs {
     /// Also print the run's logs, on stderr.
     #[arg(long)]
     pub logs: bool,
+    /// Run this version (a number), `latest`, or an alias; the same as NAME:QUALIFIER.
+    #[arg(long, short = 'q', value_name = "QUALIFIER")]
+    pub qualifier: Option<String>,
 }
 
 /// The statuses an execution can have.
@@ -239,6 +372,9 @@ pub enum ExecutionsCommand {
         /// Only runs started this way.
         #[arg(long, value_parser = TRIGGERS)]
         trigger: Option<String>,
+        /// Only runs of this version of the function.
+        #[arg(long = "function-version", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        function_version: Option<u64>,
         /// How many to show, 1-500.
         #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: u32,
@@ -531,6 +667,28 @@ mod tests {
         for bad in ["deps", "deps:", "deps:0", ":1", "deps:x"] {
             assert!(parse_layer_ref(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn weights_and_qualifiers() {
+        assert_eq!(parse_weight("5=0.1").unwrap(), (5, 0.1));
+        for bad in ["5", "0=0.1", "x=0.1", "5=0", "5=1", "5=1.5", "5=-0.1", "5=NaN", "5=inf", "=0.5"] {
+            assert!(parse_weight(bad).is_err(), "{bad}");
+        }
+        assert_eq!(split_qualifier("hello").unwrap(), ("hello", None));
+        assert_eq!(split_qualifier("hello:live").unwrap(), ("hello", Some("live")));
+        assert_eq!(split_qualifier("hello:3").unwrap(), ("hello", Some("3")));
+        for bad in ["hello:", ":live", "a:b:c"] {
+            assert!(split_qualifier(bad).is_err(), "{bad}");
+        }
+        let c = parse(&["aliases", "update", "hello", "live", "--version", "4", "--no-weights", "--no-route"]).unwrap();
+        let ClientCommand::Aliases(AliasesCommand::Update { flags, .. }) = c.cmd else { panic!() };
+        assert_eq!((flags.version, flags.no_weights, flags.no_route), (Some(4), true, true));
+        assert!(parse(&["aliases", "update", "hello", "live", "--weight", "2=0.5", "--no-weights"]).is_err());
+        assert!(parse(&["functions", "version", "hello", "0"]).is_err());
+        let c = parse(&["invoke", "hello", "-q", "live"]).unwrap();
+        let ClientCommand::Invoke(a) = c.cmd else { panic!() };
+        assert_eq!(a.qualifier.as_deref(), Some("live"));
     }
 
     #[test]

@@ -210,11 +210,15 @@ impl Api {
         Ok(())
     }
 
-    /// Runs a function with `event` (JSON text, sent as given). Synchronous calls wait as long
-    /// as the run takes; async ones return the pending record.
-    pub fn execute(&mut self, function: &str, event: &[u8], is_async: bool) -> Result<Value> {
+    /// Runs a function with `event` (JSON text, sent as given), its `qualifier` (a version,
+    /// `latest` or an alias) if one is given. Synchronous calls wait as long as the run takes;
+    /// async ones return the pending record.
+    pub fn execute(&mut self, function: &str, qualifier: Option<&str>, event: &[u8], is_async: bool) -> Result<Value> {
         let path = format!("/api/functions/{}/execute", seg(function));
-        let (wait, query) = if is_async { (Wait::Normal, vec![("async", "true".to_string())]) } else { (Wait::Unbounded, vec![]) };
+        let (wait, mut query) = if is_async { (Wait::Normal, vec![("async", "true".to_string())]) } else { (Wait::Unbounded, vec![]) };
+        if let Some(q) = qualifier {
+            query.push(("qualifier", q.to_string()));
+        }
         let r = self.send(wait, "POST", &path, &query, Body::Raw(event))?;
         read_json(&self.session.server, r)
     }

@@ -17,6 +17,8 @@ export interface CodeEditorProps {
   onSubmit?: () => void;
   invalid?: boolean;
   describedBy?: string;
+  /** Shown, not edited (a stored version's code). */
+  readOnly?: boolean;
 }
 
 export default function CodeEditor(p: CodeEditorProps) {
@@ -59,6 +61,7 @@ export default function CodeEditor(p: CodeEditorProps) {
         loading={<div className="editor-loading">Loading editor…</div>}
         options={{
           ariaLabel: p.label,
+          readOnly: p.readOnly ?? false,
           minimap: { enabled: false },
           fontSize: 13,
           lineNumbersMinChars: 3,

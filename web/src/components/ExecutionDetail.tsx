@@ -5,6 +5,7 @@ import { ApiError, followLogs, get, type Execution } from '../api';
 import { dateTime, duration, pretty } from '../format';
 import { Link } from '../router';
 import { ErrorBox, Spinner, StatusBadge } from './ui';
+import { qualifierOf } from './ExecutionsTable';
 
 const finished = (s: string) => s === 'success' || s === 'failed';
 
@@ -73,7 +74,8 @@ export function ExecutionDetail({ id, initial, onUpdate }: { id: string; initial
           <span className="muted">Duration</span> <span data-testid="duration">{duration(rec.duration_ms)}</span>
         </span>
         <span className="muted">
-          <Link href={`/functions/${encodeURIComponent(rec.function_id)}`}>{rec.function_name}</Link> v{rec.function_version} · {rec.trigger}
+          <Link href={`/functions/${encodeURIComponent(rec.function_id)}`}>{rec.function_name}</Link> v{rec.function_version}
+          {qualifierOf(rec) ? ` via ${qualifierOf(rec)}` : ''} · {rec.trigger}
           {rec.attempts && rec.attempts > 1 ? ` · ${rec.attempts} attempts` : ''}
         </span>
       </div>

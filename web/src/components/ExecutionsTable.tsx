@@ -3,6 +3,11 @@ import type { Execution } from '../api';
 import { ago, duration } from '../format';
 import { StatusBadge } from './ui';
 
+/** The qualifier an execution was called with ("3", "live", "latest"), when the server records one. */
+export function qualifierOf(e: Execution): string | null {
+  return e.qualifier || null;
+}
+
 export function ExecutionsTable({
   items,
   onOpen,
@@ -21,6 +26,7 @@ export function ExecutionsTable({
           <tr>
             <th>Status</th>
             {showFunction && <th>Function</th>}
+            <th>Version</th>
             <th className="hide-sm">Trigger</th>
             <th className="num">Duration</th>
             <th>Started</th>
@@ -48,9 +54,12 @@ export function ExecutionsTable({
               {showFunction && (
                 <td className="strong nowrap">
                   {e.function_name}
-                  <span className="muted small hide-sm"> v{e.function_version}</span>
                 </td>
               )}
+              <td className="nowrap" data-testid="exec-version">
+                v{e.function_version}
+                {qualifierOf(e) ? <span className="muted small"> via {qualifierOf(e)}</span> : null}
+              </td>
               <td className="hide-sm">{e.trigger}</td>
               <td className="num">{duration(e.duration_ms)}</td>
               <td className="muted nowrap" title={e.created_at}>

@@ -6,6 +6,7 @@ import { lazy, Suspense, useEffect, useRef, useState, type FormEvent } from 'rea
 import { api, ApiError, get, type Fn, type Runtime, type RuntimeInfo } from '../api';
 import { LayersPicker } from '../components/LayersPicker';
 import { PackageFiles } from '../components/PackageFiles';
+import { SecretsPicker } from '../components/SecretsPicker';
 import { ErrorBox, Spinner, useLoad, usePageTitle } from '../components/ui';
 import { asTextFiles, base64, fileOfText, handlerFile, MAX_FILES, MAX_UNPACKED, MAX_ZIP, mib, PackageProblem, readZipFile, unpack, type FileMap } from '../packages';
 import { egressError, egressLines, MAX_EGRESS_ENTRIES } from '../egress';
@@ -94,6 +95,8 @@ interface FormState {
   zip: PickedZip | null;
   /** `name:version`, in order. */
   layers: string[];
+  /** Names of the caller's secrets the runs get as environment variables. */
+  secrets: string[];
 }
 
 let envKey = 1;
@@ -115,6 +118,7 @@ function fromFn(f: Fn): FormState {
     files: templateFiles(f.runtime),
     zip: null,
     layers: f.layers ?? [],
+    secrets: f.secrets ?? [],
   };
 }
 
@@ -134,6 +138,7 @@ const EMPTY: FormState = {
   files: templateFiles('python3.11'),
   zip: null,
   layers: [],
+  secrets: [],
 };
 
 /** A number field's value: a number when it parses, else the text (so the API names the problem). */
@@ -234,6 +239,7 @@ function Form({ fn, runtimes }: { fn?: Fn; runtimes?: RuntimeInfo[] }) {
     else if (fn) body.route = null;
     // Layers go up when there are some, or when they changed (older servers know no `layers`).
     if (fn ? JSON.stringify(f.layers) !== JSON.stringify(fn.layers ?? []) : f.layers.length) body.layers = f.layers;
+    if (fn ? JSON.stringify(f.secrets) !== JSON.stringify(fn.secrets ?? []) : f.secrets.length) body.secrets = f.secrets;
     for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
     try {
       if (f.source === 'code') body.code = f.code;
@@ -502,6 +508,15 @@ function Form({ fn, runtimes }: { fn?: Fn; runtimes?: RuntimeInfo[] }) {
             <div id="f-egress-hint" className="hint">
               Where the function may connect: a CIDR (198.18.0.0/24), a host name (api.example.com, or *.example.com for its subdomains) or
               public, each with an optional :port. At most {MAX_EGRESS_ENTRIES}. Empty: no network.
+            </div>
+          )}
+        </div>
+        <div className="field">
+          <label htmlFor="f-secrets">Secrets</label>
+          <SecretsPicker value={f.secrets} onChange={(v) => set('secrets', v)} invalid={field === 'secrets'} describedBy={field === 'secrets' ? 'f-secrets-err' : 'f-secrets-hint'} />
+          {fieldErr('secrets') ?? (
+            <div id="f-secrets-hint" className="hint">
+              Each run gets these secrets as environment variables of the same names (values are set on the <Link href="/secrets">Secrets</Link> page and never shown).
             </div>
           )}
         </div>

@@ -7,6 +7,7 @@ import { BuildPanel } from '../components/BuildPanel';
 import { ExecutionDetail } from '../components/ExecutionDetail';
 import { ExecutionsTable } from '../components/ExecutionsTable';
 import { PackageEditor } from '../components/PackageEditor';
+import { AliasesPanel, VersionsPanel } from '../components/Versions';
 import { ConfirmButton, Drawer, ErrorBox, Spinner, StateBadge, useLoad, usePageTitle } from '../components/ui';
 import { ago, runtimeLabel } from '../format';
 import { Link, navigate } from '../router';
@@ -37,6 +38,8 @@ function FunctionView({ fn, reload, setFn }: { fn: Fn; reload: () => void; setFn
   const toast = useToast();
   const [deleting, setDeleting] = useState(false);
   const [historyTick, setHistoryTick] = useState(0);
+  const [tab, setTab] = useState<'overview' | 'versions' | 'aliases'>('overview');
+  const [versionsTick, setVersionsTick] = useState(0);
 
   const remove = async () => {
     setDeleting(true);
@@ -103,6 +106,10 @@ function FunctionView({ fn, reload, setFn }: { fn: Fn; reload: () => void; setFn
           <dt>Environment</dt>
           <dd>{Object.keys(fn.env).length ? Object.keys(fn.env).join(', ') : '—'}</dd>
         </div>
+        <div>
+          <dt>Secrets</dt>
+          <dd data-testid="fn-secrets">{fn.secrets?.length ? fn.secrets.join(', ') : '—'}</dd>
+        </div>
         <div className="span-2">
           <dt>Network egress</dt>
           <dd id="fn-egress">
@@ -168,9 +175,36 @@ function FunctionView({ fn, reload, setFn }: { fn: Fn; reload: () => void; setFn
         </section>
       )}
 
-      <Invoke fn={fn} onRan={() => setHistoryTick((t) => t + 1)} />
+      <div className="tabs" role="tablist" aria-label="Function sections">
+        {(
+          [
+            ['overview', 'Invoke and history'],
+            ['versions', 'Versions'],
+            ['aliases', 'Aliases'],
+          ] as const
+        ).map(([k, label]) => (
+          <button key={k} type="button" role="tab" id={`tab-${k}`} aria-selected={tab === k} aria-controls={`panel-${k}`} onClick={() => setTab(k)}>
+            {label}
+          </button>
+        ))}
+      </div>
 
-      <History fn={fn} tick={historyTick} />
+      {tab === 'overview' && (
+        <div role="tabpanel" id="panel-overview" aria-labelledby="tab-overview">
+          <Invoke fn={fn} onRan={() => setHistoryTick((t) => t + 1)} />
+          <History fn={fn} tick={historyTick} />
+        </div>
+      )}
+      {tab === 'versions' && (
+        <div role="tabpanel" id="panel-versions" aria-labelledby="tab-versions">
+          <VersionsPanel fn={fn} tick={versionsTick} onChanged={() => setVersionsTick((t) => t + 1)} />
+        </div>
+      )}
+      {tab === 'aliases' && (
+        <div role="tabpanel" id="panel-aliases" aria-labelledby="tab-aliases">
+          <AliasesPanel fn={fn} onChanged={() => setVersionsTick((t) => t + 1)} />
+        </div>
+      )}
     </div>
   );
 }
@@ -179,6 +213,7 @@ function Invoke({ fn, onRan }: { fn: Fn; onRan: () => void }) {
   const toast = useToast();
   const [input, setInput] = useState('{\n  "name": "VoltRun"\n}\n');
   const [asyncRun, setAsyncRun] = useState(false);
+  const [qualifier, setQualifier] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const [result, setResult] = useState<Execution | null>(null);
@@ -197,7 +232,7 @@ function Invoke({ fn, onRan }: { fn: Fn; onRan: () => void }) {
     setBusy(true);
     setError(null);
     try {
-      const rec = await api<Execution>('POST', `/api/functions/${encodeURIComponent(fn.id)}/execute${asyncRun ? '?async=true' : ''}`, { rawBody: event });
+      const rec = await api<Execution>('POST', `/api/functions/${encodeURIComponent(fn.id)}/execute${qs({ async: asyncRun ? 'true' : null, qualifier: qualifier.trim() || null })}`, { rawBody: event });
       setResult(rec);
       if (asyncRun) toast('info', 'Run queued');
       else if (rec.status === 'success') toast('success', `${fn.name} succeeded`);
@@ -229,6 +264,7 @@ function Invoke({ fn, onRan }: { fn: Fn; onRan: () => void }) {
               <input type="checkbox" checked={asyncRun} onChange={(e) => setAsyncRun(e.target.checked)} />
               Run asynchronously
             </label>
+            <input id="invoke-qualifier" className="qualifier" aria-label="Version or alias (optional)" placeholder="version or alias" value={qualifier} onChange={(e) => setQualifier(e.target.value)} spellCheck={false} autoComplete="off" />
             <button type="button" className="btn btn-primary" onClick={() => void invoke()} disabled={busy} data-testid="invoke">
               {busy ? 'Running…' : 'Invoke'}
             </button>

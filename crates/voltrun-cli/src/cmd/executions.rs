@@ -11,12 +11,12 @@ use crate::output::{age, duration, fields, json_text, now_unix, status_style, ta
 /// Runs one `executions` subcommand.
 pub fn run(ctx: &Ctx, cmd: ExecutionsCommand) -> Result<()> {
     match cmd {
-        ExecutionsCommand::List { function, status, trigger, limit } => list(ctx, function, status, trigger, limit),
+        ExecutionsCommand::List { function, status, trigger, function_version, limit } => list(ctx, function, status, trigger, function_version, limit),
         ExecutionsCommand::Get { id } => get(ctx, &id),
     }
 }
 
-fn list(ctx: &Ctx, function: Option<String>, status: Option<String>, trigger: Option<String>, limit: u32) -> Result<()> {
+fn list(ctx: &Ctx, function: Option<String>, status: Option<String>, trigger: Option<String>, function_version: Option<u64>, limit: u32) -> Result<()> {
     let mut api = ctx.api()?;
     let mut q = vec![("limit", limit.to_string())];
     if let Some(f) = &function {
@@ -27,6 +27,9 @@ fn list(ctx: &Ctx, function: Option<String>, status: Option<String>, trigger: Op
     }
     if let Some(t) = trigger {
         q.push(("trigger", t));
+    }
+    if let Some(v) = function_version {
+        q.push(("function_version", v.to_string()));
     }
     let page = api.get("/api/executions", &q)?;
     let items = page["items"].as_array().cloned().unwrap_or_default();
@@ -53,6 +56,7 @@ fn list(ctx: &Ctx, function: Option<String>, status: Option<String>, trigger: Op
                 Cell::styled(e["id"].as_str().unwrap_or("?"), Style::Cyan),
                 e["function_name"].as_str().unwrap_or("?").into(),
                 format!("v{}", e["function_version"]).into(),
+                e["qualifier"].as_str().unwrap_or("-").into(),
                 Cell::styled(status, status_style(status)),
                 e["trigger"].as_str().unwrap_or("?").into(),
                 duration(&e["duration_ms"]).into(),
@@ -61,7 +65,7 @@ fn list(ctx: &Ctx, function: Option<String>, status: Option<String>, trigger: Op
             ]
         })
         .collect();
-    print!("{}", table(&["ID", "FUNCTION", "VERSION", "STATUS", "TRIGGER", "DURATION", "CREATED", "ERROR"], &rows, ctx.out.color));
+    print!("{}", table(&["ID", "FUNCTION", "VERSION", "QUALIFIER", "STATUS", "TRIGGER", "DURATION", "CREATED", "ERROR"], &rows, ctx.out.color));
     if page["next_cursor"].is_string() && ctx.out.stderr_tty {
         ctx.out.note(&format!("(showing the newest {limit}; --limit shows up to 500)"));
     }
@@ -87,6 +91,7 @@ pub fn render(e: &Value, color: bool) -> String {
         &[
             ("id", text("id")),
             ("function", format!("{} (v{})", text("function_name"), e["function_version"])),
+            ("qualifier", text("qualifier")),
             ("status", crate::output::paint(status, status_style(status), color)),
             ("trigger", text("trigger")),
             ("created", timestamp(&e["created_at"])),
@@ -143,16 +148,17 @@ mod tests {
             "created_at": "2026-11-23T19:39:17.298Z", "started_at": "2026-11-23T19:39:17.300Z", "finished_at": null
         });
         let expected = "\
-id:        ex_1
-function:  boom (v2)
-status:    failed
-trigger:   api
-created:   2026-11-23 19:39:17 UTC
-started:   2026-11-23 19:39:17 UTC
-finished:  -
-duration:  1.50 ms
-attempts:  1
-input:     {\"a\":1}
+id:         ex_1
+function:   boom (v2)
+qualifier:  -
+status:     failed
+trigger:    api
+created:    2026-11-23 19:39:17 UTC
+started:    2026-11-23 19:39:17 UTC
+finished:   -
+duration:   1.50 ms
+attempts:   1
+input:      {\"a\":1}
 
 Error:
 HandlerError: ValueError: no

@@ -1,4 +1,4 @@
-//! `functions create|deploy|list|get|update|delete`.
+//! `functions create|deploy|list|get|update|delete|build` (versions: [`super::versions`]).
 
 use serde_json::{json, Map, Value};
 
@@ -19,6 +19,9 @@ pub fn run(ctx: &Ctx, cmd: FunctionsCommand) -> Result<()> {
         FunctionsCommand::Update { name, rename, flags } => update(ctx, &name, rename, &flags),
         FunctionsCommand::Delete { name } => delete(ctx, &name),
         FunctionsCommand::Build { name, follow } => build(ctx, &name, follow),
+        FunctionsCommand::Versions { name } => super::versions::list(ctx, &name),
+        FunctionsCommand::Version { name, version, code } => super::versions::get(ctx, &name, version, code),
+        FunctionsCommand::DeleteVersion { name, version } => super::versions::delete(ctx, &name, version),
     }
 }
 
@@ -80,6 +83,11 @@ pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String,
     } else if flags.no_schedule {
         b.insert("schedule".into(), Value::Null);
     }
+    if let Some(q) = &flags.schedule_qualifier {
+        b.insert("schedule_qualifier".into(), q.clone().into());
+    } else if flags.no_schedule_qualifier {
+        b.insert("schedule_qualifier".into(), Value::Null);
+    }
     if let Some(n) = flags.max_retries {
         b.insert("max_retries".into(), n.into());
     }
@@ -87,6 +95,11 @@ pub fn body_of(flags: &FunctionFlags, infer_runtime: bool) -> Result<Map<String,
         b.insert("egress".into(), flags.egress.clone().into());
     } else if flags.no_egress {
         b.insert("egress".into(), json!([]));
+    }
+    if !flags.secrets.is_empty() {
+        b.insert("secrets".into(), flags.secrets.clone().into());
+    } else if flags.no_secrets {
+        b.insert("secrets".into(), json!([]));
     }
     if !flags.layers.is_empty() {
         for l in &flags.layers {
@@ -341,6 +354,11 @@ fn get(ctx: &Ctx, name: &str, code_only: bool) -> Result<()> {
         Some(r) => format!("{r}  ({}/api/execute/{r})", api.server()),
         None => "-".into(),
     };
+    let schedule = match (f["schedule"].as_str(), f["schedule_qualifier"].as_str()) {
+        (Some(c), Some(q)) => format!("{c} (UTC), runs {q}"),
+        (Some(c), None) => format!("{c} (UTC)"),
+        (None, _) => "-".to_string(),
+    };
     let lines = code.lines().count();
     let text = |k: &str| f[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
     print!(
@@ -358,9 +376,10 @@ fn get(ctx: &Ctx, name: &str, code_only: bool) -> Result<()> {
                 ("route", route),
                 ("public", f["public"].to_string()),
                 ("env", env),
-                ("schedule", f["schedule"].as_str().map_or("-".to_string(), |c| format!("{c} (UTC)"))),
+                ("schedule", schedule),
                 ("max retries", f["max_retries"].as_u64().map_or("-".to_string(), |n| n.to_string())),
                 ("egress", egress_text(&f["egress"])),
+                ("secrets", names_text(&f["secrets"])),
                 ("code", format!("{lines} line{} (--code prints it)", if lines == 1 { "" } else { "s" })),
                 ("created", timestamp(&f["created_at"])),
                 ("updated", format!("{} ({})", timestamp(&f["updated_at"]), age(&f["updated_at"], now_unix()))),
@@ -369,6 +388,14 @@ fn get(ctx: &Ctx, name: &str, code_only: bool) -> Result<()> {
         )
     );
     Ok(())
+}
+
+/// A list of names (secrets, aliases) as one line, or `-` when there are none.
+pub fn names_text(v: &Value) -> String {
+    match v.as_array() {
+        Some(items) if !items.is_empty() => items.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string)).collect::<Vec<_>>().join(" "),
+        _ => "-".into(),
+    }
 }
 
 /// A function's egress list as `functions get` shows it: the entries, or that it has none.
@@ -385,7 +412,7 @@ fn update(ctx: &Ctx, name: &str, rename: Option<String>, flags: &FunctionFlags) 
         body.insert("name".into(), n.into());
     }
     if body.is_empty() {
-        return Err(CliError::usage("nothing to change: give at least one flag, e.g. --file, --dir, --memory, --env, --egress or --layer"));
+        return Err(CliError::usage("nothing to change: give at least one flag, e.g. --file, --dir, --memory, --env, --egress, --secret or --layer"));
     }
     let mut api = ctx.api()?;
     let old = api.get(&path(name), &[]).map_err(|e| e.not_found_as(not_found(name)))?;
@@ -463,6 +490,16 @@ mod tests {
         assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"egress": ["198.18.0.0/24", "api.example.com:443"]}));
         let flags = FunctionFlags { no_egress: true, ..Default::default() };
         assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"egress": []}));
+        let flags = FunctionFlags { secrets: vec!["API_TOKEN".into(), "DB_URL".into()], ..Default::default() };
+        assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"secrets": ["API_TOKEN", "DB_URL"]}));
+        let flags = FunctionFlags { schedule_qualifier: Some("live".into()), ..Default::default() };
+        assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"schedule_qualifier": "live"}));
+        let flags = FunctionFlags { no_schedule_qualifier: true, ..Default::default() };
+        assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"schedule_qualifier": null}));
+        let flags = FunctionFlags { no_secrets: true, ..Default::default() };
+        assert_eq!(Value::Object(body_of(&flags, false).unwrap()), json!({"secrets": []}));
+        assert_eq!(names_text(&json!([])), "-");
+        assert_eq!(names_text(&json!(["A", "B"])), "A B");
         assert_eq!(egress_text(&json!([])), "- (no network)");
         assert_eq!(egress_text(&json!(["public", "x.test:80"])), "public x.test:80");
     }

@@ -5,7 +5,7 @@ use std::io::Write;
 use serde_json::{json, Value};
 
 use super::Ctx;
-use crate::args::{data_source, read_event, InvokeArgs, LogsArgs};
+use crate::args::{data_source, read_event, split_qualifier, InvokeArgs, LogsArgs};
 use crate::client::{seg, Api};
 use crate::error::{CliError, Result};
 use crate::output::{duration, json_text, Out, Spinner, Style};
@@ -15,12 +15,37 @@ use crate::sys::isatty;
 pub fn invoke(ctx: &Ctx, a: InvokeArgs) -> Result<()> {
     let source = data_source(a.data.as_deref(), isatty(0));
     let event = read_event(&source, &mut std::io::stdin().lock())?;
+    let (name, in_name) = split_qualifier(&a.name)?;
+    let qualifier = match (in_name, a.qualifier.as_deref()) {
+        (Some(x), Some(y)) if x != y => return Err(CliError::usage(format!("{:?} names qualifier {x:?} but --qualifier says {y:?}: give one", a.name))),
+        (Some(x), _) => Some(x),
+        (None, y) => y,
+    };
+    if qualifier == Some("") {
+        return Err(CliError::usage("--qualifier is empty: give a version number, latest or an alias"));
+    }
     let mut api = ctx.api()?;
-    let name = a.name.as_str();
-    let not_found = || format!("function {name:?} not found; see `voltrun functions list`");
+    let target = match qualifier {
+        Some(q) => format!("{name}:{q}"),
+        None => name.to_string(),
+    };
+    // A 404 names what was missing: the version or alias when the server says so.
+    let not_found = |e: CliError| {
+        let what = match &e {
+            CliError::Api { status: 404, code, .. } if code == "alias_not_found" => Some("alias"),
+            CliError::Api { status: 404, code, .. } if code == "version_not_found" => Some("version"),
+            _ => None,
+        };
+        match what {
+            Some(what) => e.not_found_as(|| {
+                format!("{target:?}: function {name:?} has no {what} {:?}; see `voltrun functions versions {name}` and `voltrun aliases list {name}`", qualifier.unwrap_or(""))
+            }),
+            None => e.not_found_as(|| format!("function {name:?} not found; see `voltrun functions list`")),
+        }
+    };
 
     if a.is_async {
-        let pending = api.execute(name, event.as_bytes(), true).map_err(|e| e.not_found_as(not_found))?;
+        let pending = api.execute(name, qualifier, event.as_bytes(), true).map_err(not_found)?;
         let id = pending["id"].as_str().unwrap_or_default().to_string();
         if !a.logs {
             if ctx.out.json {
@@ -39,8 +64,8 @@ pub fn invoke(ctx: &Ctx, a: InvokeArgs) -> Result<()> {
         return finish(ctx, &record, false);
     }
 
-    let spinner = Spinner::start(&ctx.out, &format!("Running {name}"));
-    let record = api.execute(name, event.as_bytes(), false).map_err(|e| e.not_found_as(not_found));
+    let spinner = Spinner::start(&ctx.out, &format!("Running {target}"));
+    let record = api.execute(name, qualifier, event.as_bytes(), false).map_err(not_found);
     drop(spinner);
     finish(ctx, &record?, a.logs)
 }
@@ -67,7 +92,8 @@ fn finish(ctx: &Ctx, record: &Value, print_logs: bool) -> Result<()> {
     }
     if ctx.out.stderr_tty && !ctx.out.json {
         let status = record["status"].as_str().unwrap_or("?");
-        let meta = format!("{} · {} · v{} · {}", record["id"].as_str().unwrap_or("?"), status, record["function_version"], duration(&record["duration_ms"]));
+        let via = record["qualifier"].as_str().map(|q| format!(" via {q}")).unwrap_or_default();
+        let meta = format!("{} · {} · v{}{via} · {}", record["id"].as_str().unwrap_or("?"), status, record["function_version"], duration(&record["duration_ms"]));
         ctx.out.note(&meta);
     }
     if failed {
