@@ -23,6 +23,8 @@ CREATE TABLE function_versions (
     -- The secret names of the definition, as functions.secrets: a secret a version names is
     -- in use (secrets.rs).
     secrets        TEXT NOT NULL DEFAULT '[]',
+    -- The bytes of its code or package: kept versions count against the code quota.
+    code_bytes     BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (function_id, version)
 );
 CREATE INDEX function_versions_code ON function_versions(code_sha256);

@@ -187,6 +187,26 @@ fn route_overlap(user: &str, route: &str) -> String {
 pub(crate) const LAYER_BYTES_OF_2: &str = "(SELECT COALESCE(SUM(size), 0) FROM layers WHERE user_id = $2)";
 pub(crate) const LAYER_BYTES_OF_1: &str = "(SELECT COALESCE(SUM(size), 0) FROM layers WHERE user_id = $1)";
 
+/// The bytes of the user `$2`'s (or `$1`'s) kept versions that are not their function's
+/// latest, each content once (many versions of unchanged code count one copy, and content
+/// the latest version also has counts nothing): old versions count against the code quota
+/// until deleted or pruned, as Lambda's code storage counts every version.
+macro_rules! kept_bytes_of {
+    ($p:literal) => {
+        concat!(
+            "(SELECT COALESCE(SUM(b), 0) FROM (SELECT DISTINCT v.function_id, v.code_sha256, v.package_sha256, v.code_bytes AS b
+              FROM function_versions v JOIN functions f ON f.id = v.function_id
+              WHERE v.user_id = ",
+            $p,
+            " AND v.version <> f.version
+              AND NOT EXISTS (SELECT 1 FROM function_versions l WHERE l.function_id = v.function_id AND l.version = f.version
+                AND l.code_sha256 = v.code_sha256 AND COALESCE(l.package_sha256, '') = COALESCE(v.package_sha256, ''))) kept)"
+        )
+    };
+}
+pub(crate) const KEPT_BYTES_OF_2: &str = kept_bytes_of!("$2");
+pub(crate) const KEPT_BYTES_OF_1: &str = kept_bytes_of!("$1");
+
 /// The key of the PostgreSQL advisory lock that serialises route writes across nodes.
 pub(crate) const ROUTE_LOCK: i64 = 0x766f_6c74_7275_6e01;
 
@@ -212,7 +232,7 @@ impl Store {
              updated_at, created_at, schedule, max_retries, code_bytes, egress, package_sha256, package, layers, secrets, schedule_qualifier)
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21, $22, $23, $24, $25, $26
              WHERE (SELECT COUNT(*) FROM functions WHERE user_id = $2) < $19
-             AND (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2) + {LAYER_BYTES_OF_2} + $18 <= $20
+             AND (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2) + {LAYER_BYTES_OF_2} + {KEPT_BYTES_OF_2} + $18 <= $20
              AND NOT ({})
              AND NOT EXISTS (SELECT 1 FROM aliases WHERE route = $11)",
             route_overlap("$2", "$11")
@@ -275,8 +295,11 @@ impl Store {
 
     /// Replaces a function's fields if its stored version is still `expected_version`
     /// (optimistic concurrency); false when another update won the race, `RouteOverlap` when
-    /// the new route lies under or over another user's, [`StoreError::Quota`] when larger code
-    /// would take the user past `quotas.code_bytes` (code that does not grow is never refused).
+    /// the new route lies under or over another user's, [`StoreError::Quota`] when new code
+    /// would take the user past `quotas.code_bytes`, counting their kept old versions but not
+    /// the version this update replaces (it counts from the next update on, until deleted), so
+    /// an account at its quota can still shrink a function. An update that leaves the code and
+    /// package as they are (configuration only) is never refused.
     pub async fn update_function(&self, f: &Function, expected_version: i64, quotas: &Quotas) -> Result<bool> {
         let mut tx = self.user_write(&f.user_id).await?;
         if !self.update_function_in(&mut tx, f, expected_version, quotas).await? {
@@ -295,7 +318,8 @@ impl Store {
              env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17, code_bytes = $18,
              egress = $20, package_sha256 = $21, package = $22, layers = $23, secrets = $24, schedule_qualifier = $25
              WHERE id = $1 AND user_id = $2 AND version = $15
-             AND ($18 <= code_bytes OR (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2 AND id <> $1) + {LAYER_BYTES_OF_2} + $18 <= $19)
+             AND ((code = $6 AND COALESCE(package_sha256, '') = COALESCE($21, ''))
+                  OR (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2 AND id <> $1) + {LAYER_BYTES_OF_2} + {KEPT_BYTES_OF_2} + $18 <= $19)
              AND NOT ({})
              AND NOT EXISTS (SELECT 1 FROM aliases WHERE route = $11)",
             route_overlap("$2", "$11")
@@ -369,10 +393,12 @@ impl Store {
 
     /// (functions, bytes of code) the user has.
     async fn function_usage(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str) -> Result<(i64, i64)> {
-        let row = sqlx::query(&format!("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(code_bytes), 0) + {} AS BIGINT) AS bytes FROM functions WHERE user_id = $1", LAYER_BYTES_OF_1))
-            .bind(user_id)
-            .fetch_one(&mut **tx)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(code_bytes), 0) + {LAYER_BYTES_OF_1} + {KEPT_BYTES_OF_1} AS BIGINT) AS bytes FROM functions WHERE user_id = $1"
+        ))
+        .bind(user_id)
+        .fetch_one(&mut **tx)
+        .await?;
         Ok((get_i64(&row, "n")?, get_i64(&row, "bytes")?))
     }
 
@@ -517,7 +543,7 @@ impl Store {
 /// functions) past `limit`.
 fn code_quota(others: i64, new: u64, limit: u64) -> StoreError {
     StoreError::Quota(format!(
-        "this code ({new} bytes) would take the account's code to {} bytes, over its quota of {limit} bytes; delete or shrink other functions first",
+        "this code ({new} bytes) would take the account's code to {} bytes, over its quota of {limit} bytes; delete old versions (GET /api/functions/{{id}}/versions), or delete or shrink other functions, first",
         others.max(0) as u64 + new
     ))
 }

@@ -7,7 +7,7 @@
 
 use voltrun_core::{Layer, LayerRef, Quotas};
 
-use crate::functions::LAYER_BYTES_OF_1;
+use crate::functions::{KEPT_BYTES_OF_1, LAYER_BYTES_OF_1};
 use crate::{get_i64, get_str, Result, Store, StoreError};
 
 /// Every column of a layer row.
@@ -84,7 +84,7 @@ impl Store {
         let version = get_i64(&row, "last_version")?;
         let sql = format!(
             "INSERT INTO layers ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
-             WHERE (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $1) + {LAYER_BYTES_OF_1} + $5 <= $10"
+             WHERE (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $1) + {LAYER_BYTES_OF_1} + {KEPT_BYTES_OF_1} + $5 <= $10"
         );
         let r = sqlx::query(&sql)
             .bind(&l.user_id)
@@ -100,7 +100,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
-            let sql = format!("SELECT CAST(COALESCE(SUM(code_bytes), 0) + {LAYER_BYTES_OF_1} AS BIGINT) AS bytes FROM functions WHERE user_id = $1");
+            let sql = format!("SELECT CAST(COALESCE(SUM(code_bytes), 0) + {LAYER_BYTES_OF_1} + {KEPT_BYTES_OF_1} AS BIGINT) AS bytes FROM functions WHERE user_id = $1");
             let used = get_i64(&sqlx::query(&sql).bind(&l.user_id).fetch_one(&mut *tx).await?, "bytes")?;
             drop(tx);
             return Err(StoreError::Quota(format!(

@@ -210,10 +210,10 @@ impl Store {
         // concurrency); a replay of the same number (the start-up backfill on two nodes at
         // once) replaces its snapshot rather than failing.
         sqlx::query(
-            "INSERT INTO function_versions (function_id, version, user_id, definition, code_sha256, package_sha256, state, created_at, secrets)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            "INSERT INTO function_versions (function_id, version, user_id, definition, code_sha256, package_sha256, state, created_at, secrets, code_bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (function_id, version) DO UPDATE SET definition = excluded.definition, code_sha256 = excluded.code_sha256,
-             package_sha256 = excluded.package_sha256, state = excluded.state, secrets = excluded.secrets",
+             package_sha256 = excluded.package_sha256, state = excluded.state, secrets = excluded.secrets, code_bytes = excluded.code_bytes",
         )
         .bind(&f.id)
         .bind(f.version)
@@ -224,6 +224,7 @@ impl Store {
         .bind(state)
         .bind(&f.updated_at)
         .bind(serde_json::to_string(&f.secrets).expect("names serialise"))
+        .bind(f.code_bytes() as i64)
         .execute(&mut **tx)
         .await?;
         self.prune_versions_in(tx, &f.id, f.version).await

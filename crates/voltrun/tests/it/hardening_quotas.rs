@@ -102,10 +102,20 @@ fn a_user_cannot_store_more_code_than_the_quota() {
     assert_eq!(assert_error(status, &body, 409), "quota_exceeded");
     let (_, b) = user.get("/api/functions/b");
     assert_eq!((b["code"].as_str().unwrap().len(), &b["version"]), (400, &json!(1)));
-    // Shrinking is always allowed, and makes room.
+    // Shrinking is allowed at the quota (the version it replaces is not counted yet)...
     let (status, body) = user.put("/api/functions/a", &json!({"code": code(100)}));
     assert_eq!(status, 200, "{body}");
+    // ...but the replaced version is kept (`a:1` runs it) and counts from now on, so the room
+    // is made only once it is deleted (kept versions were free: 100 versions of 50 MiB each).
     let (status, body) = user.put("/api/functions/b", &json!({"code": code(500)}));
+    assert_eq!(assert_error(status, &body, 409), "quota_exceeded");
+    assert!(body["error"]["message"].as_str().unwrap().contains("delete old versions"), "{body}");
+    let (status, body) = user.delete("/api/functions/a/versions/1");
+    assert_eq!(status, 204, "{body}");
+    // A configuration-only update of a function is never refused, even at the quota.
+    let (status, body) = user.put("/api/functions/b", &json!({"code": code(500)}));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = user.put("/api/functions/b", &json!({"memory": 256}));
     assert_eq!(status, 200, "{body}");
     let (_, list) = user.get("/api/functions");
     let total: u64 = list["items"].as_array().unwrap().iter().map(|f| f["code_bytes"].as_u64().unwrap()).sum();
