@@ -11,6 +11,7 @@ mod builds;
 mod builds_sandbox;
 mod cli;
 mod cli_deploy;
+mod custom_runtime;
 mod egress;
 mod egress_api;
 mod engine_bookkeeping;
