@@ -43,6 +43,8 @@ const PREFIX: &str = "/2018-06-01/runtime/";
 pub const MAX_BODY: usize = voltrun_core::MAX_PAYLOAD_BYTES;
 /// Largest request head (request line and headers).
 const MAX_HEAD: usize = 16 << 10;
+/// The largest refused body read to its end (so its sender sees the 413).
+const MAX_DISCARD: u64 = 64 << 20;
 /// Connections served at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 16;
 /// Largest frame the engine sends (an event is at most 6 MiB, plus the envelope).
@@ -498,9 +500,16 @@ fn read_request(r: &mut BufReader<TcpStream>, out: &mut TcpStream) -> std::io::R
             _ => return Ok(Some(Err("malformed Content-Length"))),
         },
     };
-    if length.is_some_and(|n| n > MAX_BODY as u64) {
-        // Refused unread; the connection closes after the answer.
-        let req = Request { method: method.into(), path: path.into(), headers, body: Err(BodyError::TooLarge), close: true };
+    if let Some(n) = length.filter(|n| *n > MAX_BODY as u64) {
+        // Refused. Read to its end (up to a bound) so the client sees the answer rather than
+        // a reset; past the bound the connection closes unread.
+        if n <= MAX_DISCARD {
+            if headers.get("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
+                out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            }
+            std::io::copy(&mut r.by_ref().take(n), &mut std::io::sink())?;
+        }
+        let req = Request { method: method.into(), path: path.into(), headers, body: Err(BodyError::TooLarge), close: n > MAX_DISCARD || close };
         return Ok(Some(Ok(req)));
     }
     let has_body = chunked || length.is_some_and(|n| n > 0);

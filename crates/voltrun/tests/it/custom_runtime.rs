@@ -261,12 +261,15 @@ exit 1"#;
 fn the_package_must_hold_an_executable_bootstrap_and_code_is_refused() {
     let srv = Server::start();
     let c = srv.user();
-    let (s, b) = c.post("/api/functions", &json!({"name": "p1", "runtime": "provided", "zip": b64(&zip_of(&[("main.sh", 0o755, b"#!/bin/sh\n")]))}));
-    assert!(assert_error(s, &b, 400).contains("no file named bootstrap"), "{b}");
-    let (s, b) = c.post("/api/functions", &json!({"name": "p2", "runtime": "provided", "zip": b64(&zip_of(&[("bootstrap", 0o644, b"#!/bin/sh\n")]))}));
-    assert!(assert_error(s, &b, 400).contains("not executable"), "{b}");
-    let (s, b) = c.post("/api/functions", &json!({"name": "p3", "runtime": "provided", "code": "echo hi"}));
-    assert!(assert_error(s, &b, 400).contains("bootstrap"), "{b}");
+    let refused = |body: Value, words: &str| {
+        let (s, b) = c.post("/api/functions", &body);
+        assert_eq!(assert_error(s, &b, 400), "validation_failed");
+        assert!(b["error"]["message"].as_str().unwrap().contains(words), "{b}");
+    };
+    refused(json!({"name": "p1", "runtime": "provided", "zip": b64(&zip_of(&[("main.sh", 0o755, b"#!/bin/sh\n")]))}), "no file named bootstrap");
+    refused(json!({"name": "p2", "runtime": "provided", "zip": b64(&zip_of(&[("bootstrap", 0o644, b"#!/bin/sh\n")]))}), "not executable");
+    refused(json!({"name": "p3", "runtime": "provided", "code": "echo hi"}), "give files or zip");
+    refused(json!({"name": "p5", "runtime": "provided", "zip": b64(&zip_of(&[("bootstrap", 0o755, b"#!/bin/sh\n")])), "handler": "has space"}), "printable");
     // `files` are text: a root `bootstrap` among them is made executable; requirements.txt
     // is not built for a custom runtime.
     let script = bash_bootstrap("", r#"curl -sS -o /dev/null "$API/invocation/$REQUEST_ID/response" -d '"from files"'"#);
@@ -296,13 +299,16 @@ def call(method, path, body=None, headers=None):
     return r.status, data, r
 def raw(data):
     s = socket.create_connection((host, int(port)), timeout=10)
-    s.sendall(data)
     out = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        out += b
+    try:
+        s.sendall(data)
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+    except ConnectionError:
+        pass  # the helper closes on what it refuses unread
     s.close()
     return out.split(b" ", 2)[1].decode() if out.startswith(b"HTTP/1.1 ") else "closed"
 while True:
@@ -320,7 +326,6 @@ while True:
         res["unknown_path"] = call("GET", "/2018-06-01/runtime/whatever")[0]
         res["wrong_method"] = call("DELETE", P + "/invocation/next")[0]
         res["init_error_late"] = call("POST", P + "/init/error", b"{}")[0]
-        res["too_large_for_limit_later"] = 0
         st1 = call("POST", P + "/invocation/" + rid + "/response", json.dumps(res).encode())[0]
         st2 = call("POST", P + "/invocation/" + rid + "/response", b'"second"')[0]
         st3 = call("POST", P + "/invocation/" + rid + "/error", b'{"errorMessage":"late"}')[0]
@@ -346,7 +351,9 @@ fn malformed_requests_a_second_response_and_a_wrong_request_id_are_refused_and_t
     let o = &e["output"];
     assert_eq!((&o["wrong_id"], &o["wrong_id_type"]), (&json!(400), &json!("InvalidRequestID")), "{o}");
     assert_eq!(o["not_utf8"], 400, "{o}");
-    assert_eq!((&o["bad_line"], &o["bad_length"], &o["huge_head"]), (&json!("400"), &json!("400"), &json!("400")), "{o}");
+    assert_eq!((&o["bad_line"], &o["bad_length"]), (&json!("400"), &json!("400")), "{o}");
+    // A head past 16 KiB is refused unread: a 400, or a reset when the close beats it.
+    assert!(o["huge_head"] == "400" || o["huge_head"] == "closed", "{o}");
     assert_eq!((&o["unknown_path"], &o["wrong_method"], &o["init_error_late"]), (&json!(404), &json!(405), &json!(403)), "{o}");
     // The first answer counts; the second and a late error post are refused (403).
     assert!(e["logs"].as_str().unwrap().contains("answers 202 403 403"), "{e}");
