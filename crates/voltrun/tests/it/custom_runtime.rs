@@ -421,47 +421,16 @@ fn awslambdaric_from_the_package_index_runs_under_debians_python() {
     assert_eq!(cold_starts(&c), 1);
 }
 
-/// Where the Rust function is built: under target/, with a target dir shared between runs so
-/// CI builds `lambda_runtime` once.
+/// The Rust function (tests/fixtures/lambda-rust), built under target/ with a target dir
+/// shared between runs (and with bench/), so CI builds `lambda_runtime` once.
 fn rust_function() -> PathBuf {
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/custom-runtime-rust");
-    let src = target.join("src-project");
-    std::fs::create_dir_all(src.join("src")).unwrap();
-    std::fs::write(
-        src.join("Cargo.toml"),
-        "[package]\nname = \"rust-fn\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nlambda_runtime = \"0.13\"\nserde_json = \"1\"\ntokio = { version = \"1\", features = [\"macros\"] }\n\n[profile.release]\nopt-level = 1\ndebug = false\nstrip = true\n\n[workspace]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        src.join("src/main.rs"),
-        r#"use lambda_runtime::{service_fn, Error, LambdaEvent};
-use serde_json::{json, Value};
-
-async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
-    if event.payload.get("fail").is_some() {
-        return Err("asked to fail".into());
-    }
-    eprintln!("rust handling {}", event.payload);
-    Ok(json!({"echo": event.payload, "request_id": event.context.request_id}))
-}
-
-#[tokio::main]
-async fn main() -> Result<(), Error> {
-    lambda_runtime::run(service_fn(handler)).await
-}
-"#,
-    )
-    .unwrap();
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lambda-rust/Cargo.toml");
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/custom-runtime-rust/target");
     let t0 = std::time::Instant::now();
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--manifest-path"])
-        .arg(src.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", target.join("target"))
-        .status()
-        .expect("cargo runs");
+    let status = Command::new(env!("CARGO")).args(["build", "--release", "--quiet", "--manifest-path"]).arg(&manifest).env("CARGO_TARGET_DIR", &target).status().expect("cargo runs");
     assert!(status.success(), "building the lambda_runtime function failed");
     eprintln!("lambda_runtime function built in {:?}", t0.elapsed());
-    target.join("target/release/rust-fn")
+    target.join("release/lambda-rust-fn")
 }
 
 #[test]
