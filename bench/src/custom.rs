@@ -91,8 +91,11 @@ pub fn measure(bin: &Path, tier: &str, cold_n: usize, warm_n: usize, rust_fn: &P
     let rust = json!({"runtime": "provided.al2023", "zip": rust_zip, "handler": "bootstrap"});
     let bash = json!({"runtime": "provided.al2023", "zip": bash_zip, "handler": "function.handler"});
     let gap = Duration::from_millis(if tier == "gvisor" { 1500 } else { 400 });
+    let python = json!({"runtime": "python3.11", "code": PY_CODE});
     let rust_cold = cold(&s, &token, "rust-cold", &rust, cold_n, gap)?;
     let bash_cold = cold(&s, &token, "bash-cold", &bash, cold_n, gap)?;
+    // The built-in runtime's first invoke, a spare ready, on the same server.
+    let py_cold = cold(&s, &token, "py-cold", &python, cold_n, gap)?;
     let mut w = rust.clone();
     w["name"] = json!("rust-warm");
     s.call("POST", "/api/functions", Some(&token), &w)?;
@@ -111,6 +114,7 @@ pub fn measure(bin: &Path, tier: &str, cold_n: usize, warm_n: usize, rust_fn: &P
     Ok(json!({
         "rust_cold_start": summary(&rust_cold),
         "bash_cold_start": summary(&bash_cold),
+        "python_cold_start": summary(&py_cold),
         "rust_warm_invoke": summary(&rw),
         "python_warm_invoke": summary(&pw),
         "bash_warm_invoke": summary(&bw),
@@ -123,18 +127,19 @@ pub fn markdown(r: &Value) -> String {
     let Some(tiers) = r.as_object() else { return format!("\nCustom runtimes: {r}\n") };
     let mut s = String::from(
         "\nCustom runtimes (`provided`; cold = first invoke of a new function, a spare ready; warm = kept-alive connection):\n\n\
-         | tier | Rust cold p50 (p99) ms | bash cold p50 (p99) ms | Rust warm p50 (p99) ms | Python warm p50 (p99) ms | bash warm p50 ms | Rust/Python warm |\n|---|---|---|---|---|---|---|\n",
+         | tier | Rust cold p50 (p99) ms | bash cold p50 (p99) ms | Python (built-in) cold p50 (p99) ms | Rust warm p50 (p99) ms | Python warm p50 (p99) ms | bash warm p50 ms | Rust/Python warm |\n|---|---|---|---|---|---|---|---|\n",
     );
     for (tier, x) in tiers {
         if let Some(e) = x.get("error") {
-            s.push_str(&format!("| {tier} | error: {e} | | | | | |\n"));
+            s.push_str(&format!("| {tier} | error: {e} | | | | | | |\n"));
             continue;
         }
         let f = |k: &str| format!("{} ({})", x[k]["p50_ms"], x[k]["p99_ms"]);
         s.push_str(&format!(
-            "| {tier} | {} | {} | {} | {} | {} | {} |\n",
+            "| {tier} | {} | {} | {} | {} | {} | {} | {} |\n",
             f("rust_cold_start"),
             f("bash_cold_start"),
+            f("python_cold_start"),
             f("rust_warm_invoke"),
             f("python_warm_invoke"),
             x["bash_warm_invoke"]["p50_ms"],

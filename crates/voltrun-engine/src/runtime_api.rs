@@ -294,12 +294,19 @@ fn init_failed(s: &Shared, message: &str) -> ! {
 fn finish(s: &Shared, st: &mut State, retire: bool) {
     let Some(run) = st.run.take() else { return };
     let (answer, _) = run.answer.unwrap_or((Answer::Failed("the bootstrap ended the run without answering".into()), Instant::now()));
+    let id = run.id;
     write_marker(s, &run.marker);
     let mut frame = match answer {
-        Answer::Output(v) => json!({"type": "result", "ok": true, "output": v, "request_id": run.id}),
-        Answer::Error { message, stack } => json!({"type": "result", "ok": false, "error": {"type": "HandlerError", "message": message, "stack": stack}, "request_id": run.id}),
-        Answer::Failed(message) => json!({"type": "result", "ok": false, "error": {"type": "RuntimeError", "message": message, "stack": ""}, "request_id": run.id}),
+        Answer::Output(v) => json!({"type": "result", "ok": true, "output": v, "request_id": id}),
+        Answer::Error { message, stack } => json!({"type": "result", "ok": false, "error": {"type": "HandlerError", "message": message, "stack": stack}, "request_id": id}),
+        Answer::Failed(message) => json!({"type": "result", "ok": false, "error": {"type": "RuntimeError", "message": message, "stack": ""}, "request_id": id}),
     };
+    // The engine refuses a frame past the payload cap plus its envelope (and then kills the
+    // instance): a text answer that escaping made larger fails here, as on Lambda.
+    if serde_json::to_vec(&frame).map(|b| b.len()).unwrap_or(usize::MAX) > MAX_BODY + (60 << 10) {
+        let message = format!("Function.ResponseSizeTooLarge: the response is larger than the limit ({MAX_BODY} bytes)");
+        frame = json!({"type": "result", "ok": false, "error": {"type": "RuntimeError", "message": message, "stack": ""}, "request_id": id});
+    }
     if retire {
         frame["strays"] = json!(true);
     }
@@ -339,7 +346,7 @@ fn end_answered_runs(s: Arc<Shared>) {
         let due = st.run.as_ref().and_then(|r| r.answer.as_ref().map(|(_, at)| (*at + ANSWER_GRACE).min(r.deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(r.deadline))));
         match due {
             Some(due) if Instant::now() >= due => finish(&s, &mut st, false),
-            Some(due) => st = s.cv.wait_timeout(st, due - Instant::now()).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0),
+            Some(due) => st = s.cv.wait_timeout(st, due.saturating_duration_since(Instant::now())).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0),
             None => st = s.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
         }
     }
@@ -541,16 +548,17 @@ fn read_chunked(r: &mut BufReader<TcpStream>) -> std::io::Result<Result<Vec<u8>,
         let size = text.trim().split(';').next().unwrap_or_default();
         let Ok(n) = usize::from_str_radix(size, 16) else { return Ok(Err(Some("malformed chunk size"))) };
         if n == 0 {
-            // Trailers, up to the empty line.
-            loop {
+            // Trailers, up to the empty line (a few at most).
+            for _ in 0..64 {
                 let mut t = Vec::new();
                 let got = r.by_ref().take(MAX_HEAD as u64).read_until(b'\n', &mut t)?;
                 if got == 0 || t == b"\r\n" || t == b"\n" {
                     return Ok(Ok(body));
                 }
             }
+            return Ok(Err(Some("too many trailers")));
         }
-        if body.len() + n > MAX_BODY {
+        if n > MAX_BODY - body.len() {
             return Ok(Err(None));
         }
         let start = body.len();
