@@ -59,7 +59,10 @@ const MAX_ERROR_TEXT: usize = 64 << 10;
 /// What a bootstrap answered for a run.
 enum Answer {
     Output(Value),
-    Error { message: String, stack: String },
+    Error {
+        message: String,
+        stack: String,
+    },
     /// The run failed for a reason of the runtime's own (RuntimeError).
     Failed(String),
 }
@@ -142,12 +145,7 @@ pub fn main() -> ! {
     let root = std::path::PathBuf::from(text("entry"));
     let env = bootstrap_env(&init, &local);
     drop(init);
-    let child = Command::new(root.join(voltrun_package::handler::BOOTSTRAP_FILE))
-        .current_dir(&root)
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
-        .spawn();
+    let child = Command::new(root.join(voltrun_package::handler::BOOTSTRAP_FILE)).current_dir(&root).env_clear().envs(env).stdin(Stdio::null()).spawn();
     let child = match child {
         Ok(c) => c,
         Err(e) => init_failed(&shared, &format!("Runtime.InvalidEntrypoint: the bootstrap could not be started: {e}")),

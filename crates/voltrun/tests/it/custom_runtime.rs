@@ -382,7 +382,20 @@ fn pip_install_target(pkg: &str, dir: &Path) {
     let pip: Vec<&str> = if out.map(|o| o.status.success()).unwrap_or(false) { vec!["/usr/bin/python3", "-m", "pip"] } else { vec!["python3", "-m", "pip"] };
     let status = Command::new(pip[0])
         .args(&pip[1..])
-        .args(["install", "--quiet", "--disable-pip-version-check", "--no-compile", "--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64", "--implementation", "cp", "--target"])
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-compile",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--platform",
+            "manylinux2014_x86_64",
+            "--implementation",
+            "cp",
+            "--target",
+        ])
         .arg(dir)
         .arg(pkg)
         .status()
@@ -427,7 +440,8 @@ fn rust_function() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lambda-rust/Cargo.toml");
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/custom-runtime-rust/target");
     let t0 = std::time::Instant::now();
-    let status = Command::new(env!("CARGO")).args(["build", "--release", "--quiet", "--manifest-path"]).arg(&manifest).env("CARGO_TARGET_DIR", &target).status().expect("cargo runs");
+    let status =
+        Command::new(env!("CARGO")).args(["build", "--release", "--quiet", "--manifest-path"]).arg(&manifest).env("CARGO_TARGET_DIR", &target).status().expect("cargo runs");
     assert!(status.success(), "building the lambda_runtime function failed");
     eprintln!("lambda_runtime function built in {:?}", t0.elapsed());
     target.join("release/lambda-rust-fn")
