@@ -488,3 +488,34 @@ fn one_invocation_at_a_time_per_instance_and_concurrent_runs_get_their_own() {
         assert_eq!((&e["output"]["event"], &e["output"]["id"]), (&json!(i), &e["id"]), "{e}");
     }
 }
+
+/// The spare gauge, from /metrics.
+fn spares_ready(c: &Client) -> u64 {
+    let m = String::from_utf8(c.raw("GET", "/metrics", None, &[]).body).unwrap();
+    m.lines().find(|l| l.starts_with("voltrun_spare_instances ")).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn a_provided_spare_serves_the_next_new_function_with_its_own_environment() {
+    let srv = Server::start();
+    let c = srv.user();
+    let before = spares_ready(&c);
+    // The helper (the bootstrap's parent) of a spare was started before its function was
+    // known: the function's variables are not in its own environment.
+    let body = r#"if grep -qz AWS_LAMBDA_FUNCTION_NAME= /proc/$PPID/environ; then SPARE=no; else SPARE=yes; fi
+  curl -sS -o /dev/null "$API/invocation/$REQUEST_ID/response" -d "{\"name\":\"$AWS_LAMBDA_FUNCTION_NAME\",\"greeting\":\"${GREETING:-}\",\"spare\":\"$SPARE\"}""#;
+    let zip = zip_of(&[("bootstrap", 0o755, bash_bootstrap("", body).as_bytes())]);
+    create(&c, "first", &zip, json!({}));
+    assert_eq!(c.invoke("first", &json!({}))["output"], json!({"name": "first", "greeting": "", "spare": "no"}));
+    // The first provided run starts the runtime's spares (none before: most servers never run one).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while spares_ready(&c) <= before {
+        assert!(std::time::Instant::now() < until, "no provided spare after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let starts = cold_starts(&c);
+    create(&c, "second", &zip, json!({"env": {"GREETING": "hej"}}));
+    let e = c.invoke("second", &json!({}));
+    assert_eq!(e["output"], json!({"name": "second", "greeting": "hej", "spare": "yes"}), "a spare served it, its bootstrap with the function's variables: {e}");
+    assert_eq!(cold_starts(&c), starts + 1);
+}
