@@ -73,8 +73,9 @@ pub struct LoginArgs {
 /// on create and "unchanged" on update.
 #[derive(Args, Debug, Default, Clone)]
 pub struct FunctionFlags {
-    /// python3.11 (python, python3) or nodejs20 (nodejs, node) [default on create: from the
-    /// file's extension, .py or .js/.mjs/.cjs].
+    /// python3.11 (python, python3), nodejs20 (nodejs, node) or provided (provided.al2023,
+    /// provided.al2: a package's executable `bootstrap`) [default on create: from the file's
+    /// extension, .py or .js/.mjs/.cjs, or the directory's files].
     #[arg(long, short = 'r')]
     pub runtime: Option<String>,
     /// The source file of the handler: a single-file function (create and deploy need

@@ -519,3 +519,37 @@ fn a_provided_spare_serves_the_next_new_function_with_its_own_environment() {
     assert_eq!(e["output"], json!({"name": "second", "greeting": "hej", "spare": "yes"}), "a spare served it, its bootstrap with the function's variables: {e}");
     assert_eq!(cold_starts(&c), starts + 1);
 }
+
+#[test]
+fn the_cli_deploys_a_directory_with_a_bootstrap_as_a_custom_runtime() {
+    use std::os::unix::fs::PermissionsExt;
+    let srv = Server::start();
+    let c = srv.user();
+    let (status, k) = c.post("/api/keys", &json!({"name": "cli-custom"}));
+    assert_eq!(status, 201, "{k}");
+    let home = crate::harness::temp_dir("cli-custom");
+    let dir = home.join("fn");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("bootstrap"), TUTORIAL_BOOTSTRAP).unwrap();
+    std::fs::set_permissions(dir.join("bootstrap"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("function.sh"), TUTORIAL_FUNCTION).unwrap();
+    // No --runtime: a directory with a root bootstrap and no Python or Node files is `provided`.
+    let out = Command::new(env!("CARGO_BIN_EXE_voltrun"))
+        .args(["functions", "deploy", "echo", "--dir"])
+        .arg(&dir)
+        .args(["--handler", "function.handler"])
+        .current_dir(&home)
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join("xdg"))
+        .env("VOLTRUN_SERVER", &srv.base)
+        .env("VOLTRUN_API_KEY", k["key"].as_str().unwrap())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&home);
+    let (_, f) = c.get("/api/functions/echo");
+    assert_eq!(f["runtime"], "provided", "{f}");
+    let e = c.invoke("echo", &json!("hi"));
+    assert_eq!((&e["status"], &e["output"]), (&json!("success"), &json!("Echoing request: '\"hi\"'")), "{e}");
+}
