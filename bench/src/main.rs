@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+mod custom;
 mod egress;
 mod packages;
 mod scale;
@@ -21,7 +22,7 @@ struct Args {
     quick: bool,
     out: PathBuf,
     /// Only these sections (all when empty): baselines, throughput, workers, tiers, scale,
-    /// retention, egress, packages.
+    /// retention, egress, packages, custom.
     only: Vec<String>,
 }
 
@@ -460,6 +461,19 @@ fn main() -> Result<()> {
     } else {
         skipped()
     };
+    let mut custom_r = json!({});
+    if args.runs("custom") {
+        eprintln!("measuring custom runtimes (building the lambda_runtime function)…");
+        match custom::rust_function() {
+            Ok(rust_fn) => {
+                for &tier in names.iter().filter(|t| **t != "process") {
+                    eprintln!("measuring custom runtimes in the {tier} tier…");
+                    custom_r[tier] = custom::measure(&args.server_bin, tier, cold_n, warm_n, &rust_fn).unwrap_or_else(|e| json!({"error": e.to_string()}));
+                }
+            }
+            Err(e) => custom_r = json!(e.to_string()),
+        }
+    }
     let p = |v: &Value| v["p50_ms"].as_f64().unwrap_or(f64::NAN);
     let py_b = pct(&py_base, 50.0);
     let node_b = pct(&node_base, 50.0);
@@ -491,6 +505,7 @@ fn main() -> Result<()> {
         "retention": retention,
         "egress": egress_r,
         "packages": packages_r,
+        "custom_runtimes": custom_r,
         "ratios": ratios,
     });
     let dir = args.out.as_path();
@@ -552,6 +567,7 @@ fn markdown(r: &Value) -> String {
     }
     s.push_str(&egress::markdown(&r["egress"]));
     s.push_str(&packages::markdown(&r["packages"]));
+    s.push_str(&custom::markdown(&r["custom_runtimes"]));
     s.push_str("\n| ratio (p50) | value |\n|---|---|\n");
     for (k, v) in r["ratios"].as_object().expect("object") {
         s.push_str(&format!("| {k} | {v} |\n"));

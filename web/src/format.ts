@@ -42,5 +42,5 @@ export function percent(r: number | null | undefined): string {
 }
 
 export function runtimeLabel(r: string): string {
-  return r === 'python3.11' ? 'Python 3.11' : r === 'nodejs20' ? 'Node.js 20' : r;
+  return r === 'python3.11' ? 'Python 3.11' : r === 'nodejs20' ? 'Node.js 20' : r === 'provided' ? 'Custom (provided)' : r;
 }

@@ -91,7 +91,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
 #[derive(Serialize, ToSchema)]
 pub struct RuntimeInfo {
     pub id: Runtime,
-    /// `javascript` or `python`.
+    /// `javascript`, `python`, or `any` (`provided`: the package's own bootstrap).
     pub language: String,
     /// The interpreter's version on this server, or the runtime's nominal one.
     pub version: String,
@@ -117,7 +117,7 @@ pub async fn runtimes(State(st): State<AppState>, _caller: Caller) -> axum::Json
                 id: *r,
                 language: r.language().to_string(),
                 version: interp.map(|i| i.version.clone()).unwrap_or_else(|| r.version().to_string()),
-                available: interp.is_some(),
+                available: st.engine.runtimes().available(*r),
             }
         })
         .collect();

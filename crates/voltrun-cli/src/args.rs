@@ -77,8 +77,9 @@ pub struct LoginArgs {
 /// on create and "unchanged" on update.
 #[derive(Args, Debug, Default, Clone)]
 pub struct FunctionFlags {
-    /// python3.11 (python, python3) or nodejs20 (nodejs, node) [default on create: from the
-    /// file's extension, .py or .js/.mjs/.cjs].
+    /// python3.11 (python, python3), nodejs20 (nodejs, node) or provided (provided.al2023,
+    /// provided.al2: a package's executable `bootstrap`) [default on create: from the file's
+    /// extension, .py or .js/.mjs/.cjs, or the directory's files].
     #[arg(long, short = 'r')]
     pub runtime: Option<String>,
     /// The source file of the handler: a single-file function (create and deploy need
@@ -318,7 +319,12 @@ pub enum AliasesCommand {
 pub fn parse_weight(s: &str) -> std::result::Result<(u64, f64), String> {
     let Some((v, w)) = s.split_once('=') else { return Err(format!("{s:?}: expected VERSION=WEIGHT, e.g. 5=0.1")) };
     let v = v.trim().parse::<u64>().ok().filter(|v| *v >= 1).ok_or_else(|| format!("{s:?}: the version before = must be a number from 1"))?;
-    let w = w.trim().parse::<f64>().ok().filter(|w| w.is_finite() && *w > 0.0 && *w < 1.0).ok_or_else(|| format!("{s:?}: the weight after = must be a number between 0 and 1, e.g. 0.1"))?;
+    let w = w
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|w| w.is_finite() && *w > 0.0 && *w < 1.0)
+        .ok_or_else(|| format!("{s:?}: the weight after = must be a number between 0 and 1, e.g. 0.1"))?;
     Ok((v, w))
 }
 

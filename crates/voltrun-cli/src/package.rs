@@ -135,7 +135,8 @@ pub fn base64(bytes: &[u8]) -> String {
 }
 
 /// The runtime a package directory implies: Python for `requirements.txt` or `main.py`,
-/// Node for `package.json` or `index.js`/`index.mjs`; None when it says neither or both.
+/// Node for `package.json` or `index.js`/`index.mjs`, else a custom runtime (`provided`) for
+/// a root `bootstrap`; None when it says neither or both.
 pub fn runtime_of_dir(root: &Path) -> Option<&'static str> {
     let has = |f: &str| root.join(f).is_file();
     let python = has("requirements.txt") || has("main.py");
@@ -143,6 +144,7 @@ pub fn runtime_of_dir(root: &Path) -> Option<&'static str> {
     match (python, node) {
         (true, false) => Some("python3.11"),
         (false, true) => Some("nodejs20"),
+        (false, false) if has("bootstrap") => Some("provided"),
         _ => None,
     }
 }
@@ -227,7 +229,9 @@ mod tests {
         assert_eq!(runtime_of_dir(&node), Some("nodejs20"));
         let both = tree(&[("main.py", ""), ("package.json", "{}")]);
         assert_eq!(runtime_of_dir(&both), None);
-        for d in [py, node, both] {
+        let custom = tree(&[("bootstrap", "#!/bin/sh\n"), ("function.sh", "")]);
+        assert_eq!(runtime_of_dir(&custom), Some("provided"));
+        for d in [py, node, both, custom] {
             std::fs::remove_dir_all(d).unwrap();
         }
     }

@@ -150,6 +150,7 @@ pub fn language_of(runtime: Runtime) -> Language {
     match runtime {
         Runtime::Nodejs20 => Language::Node,
         Runtime::Python311 => Language::Python,
+        Runtime::Provided => Language::Provided,
     }
 }
 
@@ -599,6 +600,16 @@ fn check_handler_module(f: &Function, manifest: Option<&Manifest>) -> Result<(),
     let Some(m) = manifest else { return Ok(()) };
     let language = language_of(f.runtime);
     let h = handler::parse(&f.handler, language).map_err(|e| ValidationError::new("handler", e.to_string()))?;
+    if language == Language::Provided {
+        let field = if f.package.as_ref().is_some_and(|p| p.kind == PackageKind::Files) { "files" } else { "zip" };
+        if !m.has(handler::BOOTSTRAP_FILE) {
+            return Err(ValidationError::new(field, "the provided runtime runs the package's executable `bootstrap`: the package has no file named bootstrap at its root"));
+        }
+        if !m.is_executable(handler::BOOTSTRAP_FILE) {
+            return Err(ValidationError::new(field, "the package's `bootstrap` is not executable (give it mode 0755 in the zip)"));
+        }
+        return Ok(());
+    }
     let candidates = language.module_files(&h.module);
     if !candidates.iter().any(|c| m.has(c)) {
         return Err(ValidationError::new("handler", format!("handler {:?}: the package has no {}", f.handler, candidates.join(" or "))));
@@ -638,7 +649,7 @@ pub fn canonical_secrets(names: &[String]) -> Result<Vec<String>, ValidationErro
 }
 
 fn parse_runtime(s: &str) -> Result<Runtime, ValidationError> {
-    Runtime::parse(s).ok_or_else(|| ValidationError::new("runtime", format!("unknown runtime {s:?}; use nodejs20 or python3.11")))
+    Runtime::parse(s).ok_or_else(|| ValidationError::new("runtime", format!("unknown runtime {s:?}; use nodejs20, python3.11 or provided")))
 }
 
 /// `^[a-z0-9][a-z0-9_-]{0,63}$`
@@ -675,6 +686,9 @@ fn validate(f: &Function) -> Result<(), ValidationError> {
     }
     if f.description.contains('\0') {
         return Err(ValidationError::new("description", "must not contain NUL bytes"));
+    }
+    if f.runtime == Runtime::Provided && f.package.is_none() {
+        return Err(ValidationError::new("code", "the provided runtime runs a package's executable `bootstrap`: give files or zip, not code"));
     }
     if f.package.is_some() {
         handler::parse(&f.handler, language_of(f.runtime)).map_err(|e| ValidationError::new("handler", e.to_string()))?;

@@ -129,6 +129,9 @@ pub fn limits_address_space(runtime: Runtime) -> bool {
     match runtime {
         Runtime::Python311 => true,
         Runtime::Nodejs20 => false,
+        // Any language: Go, Java and V8 reserve large ranges at start; the memory cgroup is
+        // the limit.
+        Runtime::Provided => false,
     }
 }
 

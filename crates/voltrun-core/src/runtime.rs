@@ -11,17 +11,23 @@ pub enum Runtime {
     /// CPython 3.11, handler in `lambda_function.py`.
     #[serde(rename = "python3.11")]
     Python311,
+    /// A custom runtime (SPEC §15): the package's executable `bootstrap`, any language,
+    /// speaking the Lambda Runtime API.
+    #[serde(rename = "provided")]
+    Provided,
 }
 
 impl Runtime {
     /// Every runtime, in the order `/api/runtimes` lists them.
-    pub const ALL: [Runtime; 2] = [Runtime::Nodejs20, Runtime::Python311];
+    pub const ALL: [Runtime; 3] = [Runtime::Nodejs20, Runtime::Python311, Runtime::Provided];
 
-    /// Accepts the canonical id or one of its aliases.
+    /// Accepts the canonical id or one of its aliases (Lambda's names among them: this is the
+    /// one place that knows them).
     pub fn parse(s: &str) -> Option<Runtime> {
         match s {
             "nodejs20" | "nodejs" | "node" | "nodejs20.x" => Some(Runtime::Nodejs20),
             "python3.11" | "python" | "python3" => Some(Runtime::Python311),
+            "provided" | "provided.al2023" | "provided.al2" => Some(Runtime::Provided),
             _ => None,
         }
     }
@@ -31,6 +37,7 @@ impl Runtime {
         match self {
             Runtime::Nodejs20 => "nodejs20",
             Runtime::Python311 => "python3.11",
+            Runtime::Provided => "provided",
         }
     }
 
@@ -39,6 +46,7 @@ impl Runtime {
         match self {
             Runtime::Nodejs20 => "javascript",
             Runtime::Python311 => "python",
+            Runtime::Provided => "any",
         }
     }
 
@@ -47,6 +55,8 @@ impl Runtime {
         match self {
             Runtime::Nodejs20 => "20",
             Runtime::Python311 => "3.11",
+            // Lambda's current OS-only runtime, whose aliases it answers to.
+            Runtime::Provided => "al2023",
         }
     }
 
@@ -55,6 +65,8 @@ impl Runtime {
         match self {
             Runtime::Nodejs20 => "index.js",
             Runtime::Python311 => "lambda_function.py",
+            // Never written: a custom runtime takes packages only (its file is the package's).
+            Runtime::Provided => "bootstrap",
         }
     }
 }
@@ -68,6 +80,10 @@ mod tests {
         for (alias, id) in [("node", "nodejs20"), ("nodejs", "nodejs20"), ("python", "python3.11"), ("python3", "python3.11")] {
             assert_eq!(Runtime::parse(alias).unwrap().id(), id);
         }
+        for alias in ["provided", "provided.al2023", "provided.al2"] {
+            assert_eq!(Runtime::parse(alias), Some(Runtime::Provided));
+        }
         assert!(Runtime::parse("ruby").is_none());
+        assert!(Runtime::parse("provided.al1").is_none());
     }
 }

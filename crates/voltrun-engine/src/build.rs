@@ -126,6 +126,8 @@ pub fn dependency_files(runtime: Runtime, dir: &Path) -> Option<Vec<String>> {
             }
             Some(files)
         }
+        // A custom runtime's package carries what it needs (SPEC §15): nothing is built.
+        Runtime::Provided => None,
     }
 }
 
@@ -144,6 +146,7 @@ pub fn refusal(runtime: Runtime, dir: &Path) -> Option<String> {
             }
             [".npmrc", "npm-shrinkwrap.json"].into_iter().find(|f| dir.join(f).symlink_metadata().is_ok()).map(d::refused_file)
         }
+        Runtime::Provided => None,
     }
 }
 
@@ -242,6 +245,7 @@ impl BuildConfig {
                 }
             }
             Runtime::Nodejs20 => self.npm_registry.clone(),
+            Runtime::Provided => String::new(),
         }
     }
 
@@ -251,6 +255,7 @@ impl BuildConfig {
         let env = match runtime {
             Runtime::Python311 => &self.pip_env,
             Runtime::Nodejs20 => &self.npm_env,
+            Runtime::Provided => return Vec::new(),
         };
         env.iter().flat_map(|(_, v)| v.split_whitespace()).filter(|p| p.starts_with('/') && Path::new(p).exists()).map(PathBuf::from).collect()
     }
@@ -303,6 +308,7 @@ fn probe_platform(runtime: Runtime, exe: &Path) -> Option<String> {
             &["-p", "'node' + process.versions.node.split('.')[0] + '-' + process.platform + '-' + process.arch + '-glibc' + (process.report.getReport().header.glibcVersionRuntime || 'none')"],
             |s| s.starts_with("node"),
         ),
+        Runtime::Provided => return None,
     };
     let out = std::process::Command::new(exe).args(args).env_clear().env("PATH", "/usr/bin:/bin").output().ok()?;
     let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -635,6 +641,7 @@ impl Engine {
         let tool = match req.runtime {
             Runtime::Python311 => "pip install",
             Runtime::Nodejs20 => "npm",
+            Runtime::Provided => "the build",
         };
         if ended.over_output {
             fail!(log, "the build wrote more than {} bytes (--build-max-output) and was stopped", cfg.max_output);
@@ -649,7 +656,7 @@ impl Engine {
             fail!(log, "{tool} failed ({})", ended.exit);
         }
         let tree = match req.runtime {
-            Runtime::Python311 => out,
+            Runtime::Python311 | Runtime::Provided => out,
             Runtime::Nodejs20 => {
                 let nm = src.join("node_modules");
                 if !nm.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false) {
@@ -824,6 +831,7 @@ fn index_hosts(runtime: Runtime, cfg: &BuildConfig) -> Vec<(String, u16)> {
     let url = match runtime {
         Runtime::Python311 => &cfg.pip_index_url,
         Runtime::Nodejs20 => &cfg.npm_registry,
+        Runtime::Provided => return Vec::new(),
     };
     let mut out: Vec<(String, u16)> = host_port(url).into_iter().collect();
     if out.iter().any(|(h, _)| h == "pypi.org") {
@@ -886,6 +894,8 @@ fn build_command(runtime: Runtime, interp: &crate::runtimes::Interpreter, memory
             let verb = if has_lock { "ci" } else { "install" };
             vec![exe, cli, verb.into(), "--omit=dev".into(), "--no-audit".into(), "--no-fund".into()]
         }
+        // Never built (no dependency files, no interpreter): an empty command fails at spawn.
+        Runtime::Provided => Vec::new(),
     };
     (argv, env)
 }

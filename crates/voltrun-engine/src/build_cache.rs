@@ -165,8 +165,12 @@ impl DepsCache {
         let victims: Vec<String> = {
             let mut s = self.state.lock().expect("cache lock");
             let mut total: u64 = s.entries.values().map(|e| e.bytes).sum();
-            let mut order: Vec<(SystemTime, String, u64)> =
-                s.entries.iter().filter(|(k, _)| k.as_str() != keep && !s.pins.contains_key(k.as_str()) && !s.referenced.contains(k.as_str())).map(|(k, e)| (e.last_used, k.clone(), e.bytes)).collect();
+            let mut order: Vec<(SystemTime, String, u64)> = s
+                .entries
+                .iter()
+                .filter(|(k, _)| k.as_str() != keep && !s.pins.contains_key(k.as_str()) && !s.referenced.contains(k.as_str()))
+                .map(|(k, e)| (e.last_used, k.clone(), e.bytes))
+                .collect();
             order.sort();
             let mut out = Vec::new();
             for (_, k, b) in order {

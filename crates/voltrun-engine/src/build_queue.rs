@@ -506,6 +506,7 @@ fn dependency_files_of_root(runtime: voltrun_core::Runtime, root: &voltrun_core:
     let text = |name: &str| -> Option<&str> { std::str::from_utf8(root.files.get(name)?).ok() };
     let uncaptured = |name: &str| root.uncaptured.iter().any(|u| u == name);
     match runtime {
+        voltrun_core::Runtime::Provided => None,
         voltrun_core::Runtime::Python311 => {
             if uncaptured("requirements.txt") {
                 return None;

@@ -122,7 +122,9 @@ impl Engine {
         }
         self.listen_queue().await?;
         tokio::spawn(self.clone().leases());
-        for rt in Runtime::ALL {
+        // Custom runtimes' spares start once the first `provided` function ran (as networked
+        // spares do): most servers never run one, and every spare is a sandbox.
+        for rt in Runtime::ALL.into_iter().filter(|r| *r != Runtime::Provided) {
             self.replenish(rt);
         }
         if self.inner.cfg.scheduler {

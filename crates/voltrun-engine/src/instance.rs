@@ -79,6 +79,9 @@ pub struct Instance {
     /// The pin of the dependency tree the instance sees: the tree is not evicted while the
     /// instance lives.
     tree: Option<crate::TreeUse>,
+    /// The instance's processes beyond the runtime's are the function's own between runs (a
+    /// custom runtime's bootstrap and its children): the host does not count them as strays.
+    own_processes: bool,
 }
 
 /// How to start the protocol on a fresh instance.
@@ -146,6 +149,7 @@ impl Instance {
             last_used: Instant::now(),
             counted: None,
             tree: None,
+            own_processes: false,
         })
     }
 
@@ -154,6 +158,12 @@ impl Instance {
     /// future).
     pub(crate) fn count_in(&mut self, unit: GaugeUnit) {
         self.counted = Some(unit);
+    }
+
+    /// Marks a custom runtime's instance: its bootstrap (and what it starts) lives between
+    /// runs, so only the Runtime API helper's `strays` report retires it.
+    pub(crate) fn processes_are_the_functions(&mut self) {
+        self.own_processes = true;
     }
 
     /// True once its log stream was seen forged (a marker out of place, output between
@@ -269,7 +279,7 @@ impl Instance {
                 }
                 // Threads, timers or processes the handler left behind, which could print
                 // into the next run: reported by the bootstrap, or seen by the host.
-                let strays = msg["strays"] == true || (self.handle.sees_processes() && self.handle.has_stray_processes());
+                let strays = msg["strays"] == true || (!self.own_processes && self.handle.sees_processes() && self.handle.has_stray_processes());
                 // Another frame already waiting means one of the two was not the bootstrap's.
                 let extra = (sys::pending_bytes(&self.ctl_rx) != 0).then_some("more than one result frame");
                 if let Some(reason) = tainted.or(extra) {

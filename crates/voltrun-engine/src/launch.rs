@@ -213,6 +213,9 @@ impl Engine {
             }
         };
         let mut inst = Instance::wrap(spawned, dir).map_err(|failure| failure.error)?;
+        if runtime == Runtime::Provided {
+            inst.processes_are_the_functions();
+        }
         inst.count_in(GaugeUnit::new(&self.inner.metrics, Gauge::Instances));
         Ok(inst)
     }
@@ -285,6 +288,12 @@ pub(crate) fn base_env(runtime: Runtime, sandbox: &dyn voltrun_sandbox::Sandbox,
     if runtime == Runtime::Nodejs20 {
         // Layers' modules (Lambda's /opt/nodejs/node_modules); read when node starts.
         env.push(("NODE_PATH".to_string(), opt.join("nodejs/node_modules").display().to_string()));
+    }
+    if runtime == Runtime::Provided {
+        // The Runtime API helper's address: Lambda's port on the instance's own loopback; any
+        // free port in the process tier, which shares the host's.
+        let addr = if sandbox.kind() == "process" { "127.0.0.1:0" } else { crate::runtimes::RUNTIME_API_ADDR };
+        env.push((crate::runtime_api::LISTEN_VAR.to_string(), addr.to_string()));
     }
     if runtime == Runtime::Python311 {
         env.push(("PYTHONUNBUFFERED".to_string(), "1".to_string()));

@@ -34,6 +34,7 @@
 //! | `quota`, `counts` | runs in flight per user; counts by key held by guards |
 //! | [`metrics`] | the figures, and the gauge units that keep them right |
 //! | [`runtimes`] | the interpreters found on this host |
+//! | [`runtime_api`] | the Lambda Runtime API helper a `provided` instance runs (SPEC §15) |
 //! | [`build`], `build_cache` | dependency builds in the sandbox, the content-addressed tree cache |
 
 pub mod build;
@@ -54,6 +55,7 @@ pub mod metrics;
 mod pool;
 mod queue;
 mod quota;
+pub mod runtime_api;
 pub mod runtimes;
 mod scheduler;
 mod spares;

@@ -27,10 +27,10 @@ struct Histogram {
 /// The engine's figures.
 #[derive(Default)]
 pub struct Metrics {
-    invocations: [AtomicU64; 2],
+    invocations: [AtomicU64; 3],
     errors: [AtomicU64; KINDS.len()],
-    duration: [Histogram; 2],
-    cold_starts: [AtomicU64; 2],
+    duration: [Histogram; 3],
+    cold_starts: [AtomicU64; 3],
     /// Live instances (idle or busy).
     pub instances: AtomicI64,
     /// Idle warm instances.
@@ -94,6 +94,7 @@ fn rt_index(r: Runtime) -> usize {
     match r {
         Runtime::Nodejs20 => 0,
         Runtime::Python311 => 1,
+        Runtime::Provided => 2,
     }
 }
 
@@ -122,7 +123,7 @@ impl Metrics {
     /// The Prometheus text exposition of every figure.
     pub fn render(&self) -> String {
         let mut o = String::new();
-        let rts = [Runtime::Nodejs20, Runtime::Python311];
+        let rts = Runtime::ALL;
         o.push_str("# HELP voltrun_invocations_total Finished invocations.\n# TYPE voltrun_invocations_total counter\n");
         for r in rts {
             let _ = writeln!(o, "voltrun_invocations_total{{runtime=\"{}\"}} {}", r.id(), self.invocations[rt_index(r)].load(Relaxed));

@@ -181,7 +181,9 @@ impl Engine {
         // A qualified run runs the version it was given at enqueue (or at its schedule tick),
         // whatever the function's latest is now.
         let found = match (found, &exec.qualifier) {
-            (Some(current), Some(_)) => store.version_function(&current, exec.function_version).await?.ok_or(format!("version {} was deleted before this run started", exec.function_version)),
+            (Some(current), Some(_)) => {
+                store.version_function(&current, exec.function_version).await?.ok_or(format!("version {} was deleted before this run started", exec.function_version))
+            }
             (Some(current), None) => Ok(current),
             (None, _) => Err("the function was deleted before this run started".to_string()),
         };

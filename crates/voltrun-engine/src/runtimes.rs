@@ -1,5 +1,8 @@
 //! The language runtimes on this host: where their interpreters are, and the bootstrap each
-//! instance runs (`runtimes/{python,node}` in the repository, embedded in the binary).
+//! instance runs (`runtimes/{python,node}` in the repository, embedded in the binary). The
+//! custom runtime (`provided`, SPEC §15) has no interpreter: its instance runs the Runtime API
+//! helper ([`crate::runtime_api`], the `voltrun-runtime-api` binary beside `voltrun`), which
+//! starts the package's own `bootstrap`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,8 +28,21 @@ pub struct Interpreter {
 pub struct Runtimes {
     python: Option<Interpreter>,
     node: Option<Interpreter>,
+    /// The Runtime API helper binary (host path), for `provided`, and the argument it needs
+    /// when it is this binary itself ([`RUNTIME_API_ARG`]).
+    runtime_api: Option<(PathBuf, Option<&'static str>)>,
     dir: PathBuf,
 }
+
+/// The Runtime API helper's file name, looked for beside the running binary.
+pub const RUNTIME_API_HELPER: &str = "voltrun-runtime-api";
+
+/// The first argument that makes the `voltrun` binary itself the Runtime API helper, when the
+/// helper binary is not installed beside it.
+pub const RUNTIME_API_ARG: &str = "__voltrun-runtime-api";
+
+/// Where the helper listens inside an instance with a loopback of its own (Lambda's port).
+pub const RUNTIME_API_ADDR: &str = "127.0.0.1:9001";
 
 impl Runtimes {
     /// Finds the interpreters and writes the bootstraps into `dir`.
@@ -44,7 +60,35 @@ impl Runtimes {
         if node.is_none() {
             tracing::warn!("no node interpreter found: the nodejs20 runtime is unavailable");
         }
-        Ok(Runtimes { python, node, dir: dir.to_path_buf() })
+        // `VOLTRUN_RUNTIME_API_HELPER` names it elsewhere (an install that keeps binaries apart).
+        let helper = std::env::var_os("VOLTRUN_RUNTIME_API_HELPER")
+            .map(PathBuf::from)
+            .or_else(|| std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join(RUNTIME_API_HELPER))))
+            .and_then(|p| p.canonicalize().ok())
+            .filter(|p| p.is_file());
+        // Without the small helper binary (`cargo run` builds only the binary it runs), this
+        // binary serves as the helper: it dispatches RUNTIME_API_ARG before anything else.
+        let runtime_api = match helper {
+            Some(p) => Some((p, None)),
+            None => {
+                let own = std::env::current_exe().ok().and_then(|p| p.canonicalize().ok()).filter(|p| p.is_file());
+                if own.is_some() {
+                    tracing::info!("no {RUNTIME_API_HELPER} binary beside this one: provided instances run this binary as their Runtime API helper");
+                } else {
+                    tracing::warn!("no {RUNTIME_API_HELPER} binary beside this one: the provided runtime is unavailable");
+                }
+                own.map(|p| (p, Some(RUNTIME_API_ARG)))
+            }
+        };
+        Ok(Runtimes { python, node, runtime_api, dir: dir.to_path_buf() })
+    }
+
+    /// True when this server can run instances of `r`.
+    pub fn available(&self, r: Runtime) -> bool {
+        match r {
+            Runtime::Provided => self.runtime_api.is_some(),
+            _ => self.interpreter(r).is_some(),
+        }
     }
 
     /// The interpreter of a runtime, if installed.
@@ -52,6 +96,8 @@ impl Runtimes {
         match r {
             Runtime::Nodejs20 => self.node.as_ref(),
             Runtime::Python311 => self.python.as_ref(),
+            // The bootstrap is the package's own: nothing to interpret, nothing to build with.
+            Runtime::Provided => None,
         }
     }
 
@@ -63,6 +109,10 @@ impl Runtimes {
     /// The command line of a new instance of `r` with `memory_mb` of memory, for an instance
     /// that sees the bootstrap directory at `boot`.
     pub fn argv(&self, r: Runtime, memory_mb: u32, boot: &Path) -> Option<Vec<String>> {
+        if r == Runtime::Provided {
+            let (path, arg) = self.runtime_api.as_ref()?;
+            return Some(std::iter::once(path.display().to_string()).chain(arg.map(str::to_string)).collect());
+        }
         let interp = self.interpreter(r)?;
         let exe = interp.path.display().to_string();
         Some(match r {
@@ -74,11 +124,16 @@ impl Runtimes {
                 format!("--max-old-space-size={}", (memory_mb * 3 / 4).max(32)),
                 boot.join("bootstrap.js").display().to_string(),
             ],
+            Runtime::Provided => unreachable!("returned above"),
         })
     }
 
     /// Host paths an instance of `r` reads besides the bootstraps: the interpreter's prefix.
+    /// (`provided`: the helper binary, seen read-only at its host path).
     pub fn paths(&self, r: Runtime) -> Vec<PathBuf> {
+        if r == Runtime::Provided {
+            return self.runtime_api.iter().map(|(p, _)| p.clone()).collect();
+        }
         self.interpreter(r).map(|i| vec![i.prefix.clone()]).unwrap_or_default()
     }
 }

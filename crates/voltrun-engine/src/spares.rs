@@ -127,7 +127,7 @@ impl Engine {
     /// Starts spares of `runtime`, with a network whose plan admits nothing yet or without,
     /// until the configured number are ready or starting.
     fn replenish_kind(&self, runtime: Runtime, networked: bool) {
-        if self.inner.runtimes.interpreter(runtime).is_none() {
+        if !self.inner.runtimes.available(runtime) {
             return;
         }
         for place in self.inner.spares.to_start((runtime, networked)) {

@@ -115,6 +115,8 @@ pub struct Manifest {
     /// The content of the dependency files at the root ([`CAPTURED`]), when present and at
     /// most 1 MiB: what decides whether the package needs a build.
     pub root_files: std::collections::BTreeMap<String, Vec<u8>>,
+    /// The regular files the archive marks executable (a custom runtime's `bootstrap`).
+    pub executables: std::collections::BTreeSet<String>,
 }
 
 /// Root files whose content [`Manifest::root_files`] keeps.
@@ -124,6 +126,11 @@ impl Manifest {
     /// True when the package has a file at `path` (relative, `/`-separated).
     pub fn has(&self, path: &str) -> bool {
         self.files.iter().any(|(p, _)| p == path)
+    }
+
+    /// True when the package has an executable file at `path`.
+    pub fn is_executable(&self, path: &str) -> bool {
+        self.executables.contains(path)
     }
 
     /// True when some file is under the directory `dir` (relative, no trailing `/`).
@@ -382,6 +389,9 @@ fn walk(zip: &[u8], dest: Option<&Path>, limits: &Limits) -> Result<Manifest, Pa
         }
         out.flush()?;
         manifest.unpacked_size += n;
+        if executable {
+            manifest.executables.insert(path.clone());
+        }
         manifest.files.push((path, n));
     }
     Ok(manifest)

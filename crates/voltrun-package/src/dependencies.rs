@@ -38,6 +38,8 @@ pub fn dependencies_file(manifest: &Manifest, language: Language) -> Result<Opti
             }
             Ok(builds.then_some("package.json"))
         }
+        // A custom runtime's package carries everything it needs: nothing is installed.
+        Language::Provided => Ok(None),
     }
 }
 

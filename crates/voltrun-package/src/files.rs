@@ -1,5 +1,6 @@
 //! A `files` package (`{"relative/path": "text", …}`) made into its canonical zip: entries in
-//! path order, all dated 1980-01-01, mode 0644, deflated (stored when deflating would pass
+//! path order, all dated 1980-01-01, mode 0644 (0755 for a root `bootstrap`, the one file a
+//! custom runtime executes, which text cannot mark executable), deflated (stored when deflating would pass
 //! the ratio limit, so the canonical zip always unpacks under [`crate::unpack_zip`]'s checks).
 //! The same map always gives the same bytes, so the same SHA-256.
 
@@ -35,7 +36,8 @@ pub fn zip_from_files(files: &BTreeMap<String, String>, limits: &Limits) -> Resu
     let base = SimpleFileOptions::default().last_modified_time(DateTime::default()).unix_permissions(0o644);
     for (path, text) in files {
         let method = if compresses_past(text.as_bytes(), limits) { CompressionMethod::Stored } else { CompressionMethod::Deflated };
-        w.start_file(path.as_str(), base.compression_method(method)).map_err(|e| PackageError::Io(std::io::Error::other(e)))?;
+        let mode = if path == crate::handler::BOOTSTRAP_FILE { 0o755 } else { 0o644 };
+        w.start_file(path.as_str(), base.compression_method(method).unix_permissions(mode)).map_err(|e| PackageError::Io(std::io::Error::other(e)))?;
         w.write_all(text.as_bytes())?;
     }
     let zip = w.finish().map_err(|e| PackageError::Io(std::io::Error::other(e)))?.into_inner();

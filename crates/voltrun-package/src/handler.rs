@@ -11,7 +11,13 @@ pub enum Language {
     Python,
     /// Node modules (CommonJS or ESM).
     Node,
+    /// A custom runtime (SPEC §15): the package's executable `bootstrap` runs; the handler is
+    /// only passed to it (`_HANDLER`), any name it understands.
+    Provided,
 }
+
+/// The file a custom runtime's package must hold, executable, at its root.
+pub const BOOTSTRAP_FILE: &str = "bootstrap";
 
 impl Language {
     /// The handler a package gets when it names none.
@@ -19,6 +25,7 @@ impl Language {
         match self {
             Language::Python => "main.handler",
             Language::Node => "index.handler",
+            Language::Provided => "function.handler",
         }
     }
 
@@ -30,6 +37,7 @@ impl Language {
                 vec![format!("{base}.py"), format!("{base}/__init__.py")]
             }
             Language::Node => ["js", "mjs", "cjs"].iter().map(|ext| format!("{module}.{ext}")).collect(),
+            Language::Provided => vec![BOOTSTRAP_FILE.to_string()],
         }
     }
 }
@@ -97,12 +105,29 @@ pub fn parse(handler: &str, language: Language) -> Result<Handler, HandlerError>
             }
             Ok(Handler { module: module.to_string(), function: function.to_string() })
         }
+        // Lambda passes a custom runtime's handler through untouched; it ends up in an
+        // environment variable, so it is printable ASCII without spaces.
+        Language::Provided => {
+            if handler.is_empty() || !handler.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(err("must be 1 to 128 printable characters without spaces"));
+            }
+            Ok(Handler { module: BOOTSTRAP_FILE.to_string(), function: handler.to_string() })
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_custom_runtime_takes_any_printable_handler_and_needs_its_bootstrap() {
+        assert_eq!(parse("function.handler", Language::Provided).unwrap(), Handler { module: "bootstrap".into(), function: "function.handler".into() });
+        assert!(parse("", Language::Provided).is_err());
+        assert!(parse("a b", Language::Provided).is_err());
+        assert!(parse("a\nb", Language::Provided).is_err());
+        assert_eq!(Language::Provided.module_files("bootstrap"), ["bootstrap"]);
+    }
 
     #[test]
     fn python_handlers_split_at_the_last_dot() {

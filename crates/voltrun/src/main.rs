@@ -311,6 +311,11 @@ fn main() -> Result<()> {
     if args.get(1).map(String::as_str) == Some(oci::GUARD_ARG) {
         oci::guard_main(&args[2..]);
     }
+    // A `provided` instance's Runtime API helper, when the voltrun-runtime-api binary is not
+    // installed beside this one (voltrun_engine::runtimes).
+    if args.get(1).map(String::as_str) == Some(voltrun_engine::runtimes::RUNTIME_API_ARG) {
+        voltrun_engine::runtime_api::main();
+    }
     let cli = Cli::parse();
     forget_key_material();
     if let Command::Openapi = cli.command {

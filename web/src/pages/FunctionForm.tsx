@@ -28,6 +28,18 @@ const TEMPLATES: Record<Runtime, string> = {
   return { greeting: \`Hello, \${name}!\` };
 };
 `,
+  // A custom runtime takes packages only: the bootstrap is the package's first file.
+  provided: `#!/bin/bash
+# A custom runtime: this bootstrap speaks Lambda's Runtime API.
+set -euo pipefail
+API="http://\${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  HEADERS="$(mktemp)"
+  EVENT=$(curl -sS -LD "$HEADERS" "$API/invocation/next")
+  ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  curl -sS -o /dev/null "$API/invocation/$ID/response" -d "{\\"echo\\": $EVENT}"
+done
+`,
 };
 
 /** The first file of a new multi-file package, per runtime. */
@@ -47,15 +59,27 @@ const PACKAGE_TEMPLATES: Record<Runtime, [string, string]> = {
 };
 `,
   ],
+  provided: ['bootstrap', `#!/bin/bash
+# A custom runtime: this bootstrap speaks Lambda's Runtime API.
+set -euo pipefail
+API="http://\${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  HEADERS="$(mktemp)"
+  EVENT=$(curl -sS -LD "$HEADERS" "$API/invocation/next")
+  ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  curl -sS -o /dev/null "$API/invocation/$ID/response" -d "{\\"echo\\": $EVENT}"
+done
+`],
 };
 
 /** Where the function's code comes from: one file, a tree of files, a zip, or (editing a package) as it is. */
 type Source = 'code' | 'files' | 'zip' | 'keep';
 
-const DEFAULT_HANDLERS = ['handler', 'main.handler', 'index.handler'];
+const DEFAULT_HANDLERS = ['handler', 'main.handler', 'index.handler', 'function.handler'];
 
 function defaultHandler(source: Source, runtime: Runtime): string {
   if (source === 'code') return 'handler';
+  if (runtime === 'provided') return 'function.handler';
   return runtime === 'python3.11' ? 'main.handler' : 'index.handler';
 }
 

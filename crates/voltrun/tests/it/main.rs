@@ -12,6 +12,7 @@ mod builds_sandbox;
 mod cli;
 mod cli_deploy;
 mod cli_versions;
+mod custom_runtime;
 mod egress;
 mod egress_api;
 mod engine_bookkeeping;
