@@ -255,6 +255,10 @@ fn execution_history_stops_growing_once_retention_applies() {
     eprintln!("database bytes after each round of {ROUND} runs: {sizes:?}");
     let [first, second, third] = sizes[..] else { unreachable!() };
     assert!(first > 0);
-    assert!(second <= first + first / 2, "the database grew with retention applying: {sizes:?} bytes after each round");
-    assert!(third <= second + second / 10, "the database kept growing with retention applying: {sizes:?} bytes after each round");
+    // Without retention the file grows by a round's runs each round (third ≈ 3 × first).
+    // With it, what a round adds is freed and reused; how much of a round is stored at once
+    // depends on how far the sweeps lag the inserts on a loaded host (1.8 × first seen on a
+    // loaded CI machine, 1.1 × on an idle one), so the bound sits between the two.
+    assert!(second <= 2 * first, "the database grew with retention applying: {sizes:?} bytes after each round");
+    assert!(third <= 2 * first + first / 4, "the database kept growing with retention applying: {sizes:?} bytes after each round");
 }
