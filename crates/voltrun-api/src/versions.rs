@@ -113,7 +113,7 @@ async fn get_version(State(st): State<AppState>, caller: Caller, Path((id, n)): 
 /// Delete a version.
 ///
 /// The latest cannot be deleted (409 `version_is_latest`), nor a version an alias (as its
-/// version or its weighted one) or the schedule points to (409 `version_in_use`).
+/// version or its weighted one) or the schedule points to, or queued runs will run (409 `version_in_use`).
 #[utoipa::path(delete, path = "/{id}/versions/{n}", tag = "versions", operation_id = "delete_function_version", security(("bearer" = []), ("apiKey" = [])),
     params(("id" = String, Path, description = "The function's id or name"), ("n" = i64, Path, description = "The version number")),
     responses(
@@ -128,9 +128,10 @@ async fn delete_version(State(st): State<AppState>, caller: Caller, Path((id, n)
         DeleteVersion::Deleted => Ok(StatusCode::NO_CONTENT),
         DeleteVersion::NotFound => Err(version_not_found()),
         DeleteVersion::Latest => Err(ApiError::Conflicting { code: "version_is_latest", message: "the latest version cannot be deleted".into() }),
-        DeleteVersion::InUse => {
-            Err(ApiError::Conflicting { code: "version_in_use", message: format!("an alias or the schedule of {} points to version {n}; move it first", f.name) })
-        }
+        DeleteVersion::InUse => Err(ApiError::Conflicting {
+            code: "version_in_use",
+            message: format!("an alias or the schedule of {} points to version {n}, or runs of it are queued; move the alias or schedule, or wait for the runs, first", f.name),
+        }),
     }
 }
 

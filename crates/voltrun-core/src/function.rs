@@ -742,7 +742,12 @@ fn validate(f: &Function) -> Result<(), ValidationError> {
         crate::cron::Schedule::parse(s).map_err(|e| ValidationError::new("schedule", e))?;
     }
     if let Some(q) = &f.schedule_qualifier {
-        crate::version::Qualifier::parse(q, "schedule_qualifier")?;
+        // Only the canonical spelling ("3", not "03"): the checks that keep a scheduled
+        // version from deletion compare the stored text.
+        let canonical = crate::version::Qualifier::parse(q, "schedule_qualifier")?.to_string();
+        if canonical != *q {
+            return Err(ValidationError::new("schedule_qualifier", format!("write it as {canonical:?}")));
+        }
     }
     if f.max_retries > MAX_RETRIES {
         return Err(ValidationError::new("max_retries", format!("at most {MAX_RETRIES}")));

@@ -220,7 +220,7 @@ impl Instance {
                 Ok(inst)
             }
             Ok(Ok(msg)) if msg["type"] == "init_error" => {
-                let error = serde_json::from_value(msg["error"].clone()).unwrap_or_else(|_| ExecError::new(ErrorKind::RuntimeError, "the function failed to load"));
+                let error = reported_error(&msg["error"]);
                 let (logs, _) = inst.settle_logs().await;
                 inst.terminate().await;
                 Err(StartFailure { error, logs, never_started: false })
@@ -267,10 +267,18 @@ impl Instance {
                 RunReport { result: Err(error), logs: Segment::default(), reusable: false }
             }
             Ok(Ok(msg)) if msg["type"] == "result" => {
+                // (The kill count is the instance's whole life's: an instance that saw one is
+                // not reused, so a later run is never blamed for it.)
+                let oom = msg["ok"] != true && self.handle.out_of_memory();
                 let result = if msg["ok"] == true {
                     Ok(msg.get("output").cloned().unwrap_or(Value::Null))
+                } else if oom {
+                    // The runtime survived a kill of the function's process by the memory
+                    // limit (a `provided` helper reports the bootstrap's signal): the run is an
+                    // OutOfMemory, as when the runtime itself dies of it.
+                    Err(ExecError::new(ErrorKind::OutOfMemory, "the function ran out of memory"))
                 } else {
-                    Err(serde_json::from_value(msg["error"].clone()).unwrap_or_else(|_| ExecError::new(ErrorKind::RuntimeError, "the runtime reported a malformed error")))
+                    Err(reported_error(&msg["error"]))
                 };
                 let (mut logs, tainted) = self.settle_logs().await;
                 // Connections the egress policy refused during the run: one line each.
@@ -285,7 +293,7 @@ impl Instance {
                 if let Some(reason) = tainted.or(extra) {
                     tracing::warn!(reason, "retiring an instance whose log or control stream was forged");
                 }
-                RunReport { result, logs, reusable: !strays && tainted.is_none() && extra.is_none() }
+                RunReport { result, logs, reusable: !strays && !oom && tainted.is_none() && extra.is_none() }
             }
             Ok(Ok(msg)) => RunReport { result: Err(protocol_error(&msg)), logs: self.kill_and_collect().await, reusable: false },
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -385,5 +393,55 @@ impl Drop for Instance {
         if !self.code_dir.as_os_str().is_empty() {
             let _ = std::fs::remove_dir_all(&self.code_dir);
         }
+    }
+}
+
+/// Longest error message or stack taken from a runtime's frame.
+const MAX_REPORTED_ERROR: usize = 64 * 1024;
+
+/// An error as a runtime reported it, which the function's code could have written itself (it
+/// shares the runtime's process, or in `provided`, its uid): only the kinds a runtime may
+/// report (HandlerError, RuntimeError, and OutOfMemory for Python's MemoryError) are taken,
+/// anything else is a RuntimeError (a forged `Interrupted`, `Timeout` or `Internal` would be
+/// blamed on the server or retried as its fault), and message and stack are cut to 64 KiB.
+fn reported_error(v: &Value) -> ExecError {
+    let mut e: ExecError = serde_json::from_value(v.clone()).unwrap_or_else(|_| ExecError::new(ErrorKind::RuntimeError, "the runtime reported a malformed error"));
+    if !matches!(e.kind, ErrorKind::HandlerError | ErrorKind::RuntimeError | ErrorKind::OutOfMemory) {
+        e.kind = ErrorKind::RuntimeError;
+    }
+    for text in std::iter::once(&mut e.message).chain(e.stack.as_mut()) {
+        if text.len() > MAX_REPORTED_ERROR {
+            let mut cut = MAX_REPORTED_ERROR;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+    }
+    e
+}
+
+#[cfg(test)]
+mod reported_error_tests {
+    use super::*;
+
+    /// Review: a `provided` bootstrap (or a function in a built-in runtime's process) could
+    /// report `Interrupted`, `Timeout` or `Internal` (retried, or blamed on the server) and
+    /// megabytes of message; only a runtime's own kinds pass, cut to 64 KiB.
+    #[test]
+    fn a_forged_error_kind_becomes_a_runtime_error_and_long_texts_are_cut() {
+        for forged in ["Interrupted", "Timeout", "Internal"] {
+            let e = reported_error(&json!({"type": forged, "message": "m", "stack": "s"}));
+            assert_eq!(e.kind, ErrorKind::RuntimeError, "{forged}");
+        }
+        for kept in [ErrorKind::HandlerError, ErrorKind::RuntimeError, ErrorKind::OutOfMemory] {
+            let e = reported_error(&serde_json::to_value(ExecError::new(kept, "m")).unwrap());
+            assert_eq!(e.kind, kept);
+        }
+        let long = "é".repeat(MAX_REPORTED_ERROR);
+        let e = reported_error(&json!({"type": "HandlerError", "message": long, "stack": long}));
+        assert!(e.message.len() <= MAX_REPORTED_ERROR && e.stack.as_ref().unwrap().len() <= MAX_REPORTED_ERROR);
+        assert!(e.message.chars().all(|c| c == 'é'));
+        assert_eq!(reported_error(&json!("not an error")).kind, ErrorKind::RuntimeError);
     }
 }

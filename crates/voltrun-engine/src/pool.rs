@@ -154,7 +154,9 @@ impl Pools {
         let mut map = self.map.lock().expect("pool lock");
         let mut out = Vec::new();
         map.retain(|_, p| {
-            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut p.idle).into_iter().partition(|i| i.inst.last_used.elapsed() > ttl);
+            // Past their idle time, or tainted while idle (output between runs): never used
+            // again, so not kept until their idle time ends.
+            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut p.idle).into_iter().partition(|i| i.inst.last_used.elapsed() > ttl || i.inst.tainted());
             p.idle = keep;
             out.extend(instances(old));
             !(p.idle.is_empty() && p.slots.available_permits() == self.concurrency && p.waiting.load(Relaxed) == 0)

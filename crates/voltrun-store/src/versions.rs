@@ -556,9 +556,12 @@ impl Store {
     }
 }
 
-/// SQL true for a `function_versions` row (of `$1`) that no alias nor schedule points to.
+/// SQL true for a `function_versions` row (of `$1`) that no alias nor schedule points to,
+/// and that no queued or running execution (an async run waiting, or between retries) will
+/// run: deleting or pruning it would fail those runs.
 const UNPINNED: &str = "NOT EXISTS (SELECT 1 FROM aliases a WHERE a.function_id = $1 AND (a.version = function_versions.version OR a.extra_version = function_versions.version))
-     AND NOT EXISTS (SELECT 1 FROM functions f WHERE f.id = $1 AND (f.version = function_versions.version OR f.schedule_qualifier = CAST(function_versions.version AS TEXT)))";
+     AND NOT EXISTS (SELECT 1 FROM functions f WHERE f.id = $1 AND (f.version = function_versions.version OR f.schedule_qualifier = CAST(function_versions.version AS TEXT)))
+     AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.status IN ('pending', 'running') AND e.function_id = $1 AND e.function_version = function_versions.version)";
 
 /// Weights of an alias as the API gives them, for [`Alias::weights`].
 pub fn weights_of(w: Option<Weight>) -> Option<BTreeMap<String, f64>> {

@@ -77,6 +77,12 @@ impl RunLog {
         self.tainted
     }
 
+    /// True when output came while no run was in progress: the instance will never run
+    /// again, so its log pipe need not be read any more.
+    fn flooded_between_runs(&self) -> bool {
+        self.tainted.is_some() && !self.keep
+    }
+
     /// The log of the run whose frame just came, once the pipe was drained; a missing marker
     /// (the function kept the bootstrap from writing it) taints the instance.
     pub(super) fn settled(&mut self) -> (Segment, Option<&'static str>) {
@@ -163,7 +169,16 @@ pub(super) async fn split_logs(mut rx: pipe::Receiver, mut sync: mpsc::Receiver<
             },
             n = rx.read(&mut chunk) => match n {
                 Ok(0) | Err(_) => break,
-                Ok(n) => split(&mut pending, &chunk[..n], &live),
+                Ok(n) => {
+                    split(&mut pending, &chunk[..n], &live);
+                    // Output between runs taints the instance for good: stop reading, so a
+                    // function that floods its pipe while idle blocks (or gets EPIPE) instead
+                    // of keeping this task busy until the instance is reaped.
+                    if live.lock().expect("run log lock").flooded_between_runs() {
+                        pending.clear();
+                        break;
+                    }
+                }
             },
         }
     }

@@ -27,8 +27,10 @@ fn begin(live: &LiveLog, marker: &str) {
 /// Takes in all the pipe holds, as the engine does once it has the result frame.
 async fn settle(sync: &mpsc::Sender<oneshot::Sender<()>>, live: &LiveLog) -> (Option<Segment>, Option<&'static str>) {
     let (ack, done) = oneshot::channel();
-    sync.send(ack).await.unwrap();
-    done.await.unwrap();
+    // A log task that stopped (a pipe tainted between runs) holds nothing more to drain.
+    if sync.send(ack).await.is_ok() {
+        let _ = done.await;
+    }
     let mut l = live.lock().unwrap();
     (l.done.take(), l.tainted)
 }
@@ -69,8 +71,12 @@ async fn repeated_markers_pin_no_memory_and_no_later_run_gets_them() {
     begin(&live, &m1);
     let fake = [vec![b'a'; 64 * 1024], m1.clone().into_bytes()].concat();
     let mut w = tokio::task::spawn_blocking(move || {
+        // The log task stops reading once the instance is tainted between runs: the
+        // writer then gets EPIPE, as a flooding function would.
         for _ in 0..200 {
-            w.write_all(&fake).unwrap();
+            if w.write_all(&fake).is_err() {
+                break;
+            }
         }
         w
     })
@@ -83,15 +89,11 @@ async fn repeated_markers_pin_no_memory_and_no_later_run_gets_them() {
         let l = live.lock().unwrap();
         assert!(l.seg.text.is_empty() && l.done.is_none(), "nothing after the first marker is held");
     }
-    // A later run (were the instance reused) sees none of it, and the stale marker,
-    // should it come late, wipes what the run holds rather than hand it over; what follows
-    // it in that run is dropped too.
-    let m2 = new_marker();
-    begin(&live, &m2);
-    w.write_all(&[b"tail of run 1".as_slice(), m1.as_bytes(), b"run 2".as_slice(), m2.as_bytes()].concat()).unwrap();
-    let (seg, _) = settle(&sync, &live).await;
-    let seg = seg.unwrap();
-    assert!(seg.text.is_empty() && seg.truncated, "{:?}", String::from_utf8_lossy(&seg.text));
+    // The instance is never reused: the log task stopped reading its pipe at the first
+    // output after the marker, so whatever the function writes now fails (EPIPE) instead of
+    // keeping the server's log task busy (review: a flood between runs burnt server CPU).
+    let _ = tokio::time::timeout(Duration::from_secs(5), _task).await;
+    assert!(w.write_all(&[b"tail of run 1".as_slice(), m1.as_bytes()].concat()).is_err(), "the pipe is no longer read");
 }
 
 /// Regression (review of item 5): a forged marker cleared the run's log, which gave the
@@ -110,10 +112,13 @@ async fn forged_markers_do_not_reopen_the_cap_for_live_followers() {
     let end = m1.clone();
     let _w = tokio::task::spawn_blocking(move || {
         let mut w = w;
+        // (EPIPE once the log task stopped reading a tainted instance's pipe.)
         for _ in 0..64 {
-            w.write_all(&chunk).unwrap();
+            if w.write_all(&chunk).is_err() {
+                return w;
+            }
         }
-        w.write_all(end.as_bytes()).unwrap();
+        let _ = w.write_all(end.as_bytes());
         w
     })
     .await
