@@ -19,6 +19,9 @@ pub enum ApiError {
     /// 404: no such resource, or not the caller's.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// 404 with its own code: `version_not_found`, `alias_not_found` (SPEC §13).
+    #[error("{message}")]
+    Missing { code: &'static str, message: String },
     /// 405: the path exists without this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -66,6 +69,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Missing { code, .. } => (StatusCode::NOT_FOUND, code),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Conflicting { code, .. } => (StatusCode::CONFLICT, code),
@@ -161,6 +165,8 @@ impl From<EngineError> for ApiError {
             EngineError::TestRunsThrottled { .. } => ApiError::Throttled { message: e.to_string(), retry_after_s: 1 },
             EngineError::Stopped => ApiError::Unavailable(e.to_string()),
             EngineError::NotActive { .. } => ApiError::NotActive(e.to_string()),
+            EngineError::VersionNotFound => ApiError::Missing { code: "version_not_found", message: e.to_string() },
+            EngineError::AliasNotFound => ApiError::Missing { code: "alias_not_found", message: e.to_string() },
             EngineError::Store(s) => s.into(),
         }
     }

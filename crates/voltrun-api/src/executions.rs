@@ -33,6 +33,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct ListQuery {
     /// Only this function's runs (its id or name).
     function_id: Option<String>,
+    /// Only runs of this function version (a number from 1).
+    function_version: Option<String>,
     /// `pending`, `running`, `success` or `failed`.
     status: Option<String>,
     /// `api`, `async`, `http`, `schedule` or `test`.
@@ -58,7 +60,14 @@ async fn list(State(st): State<AppState>, caller: Caller, Query(q): Query<ListQu
         },
         None => None,
     };
-    let filter = ExecutionFilter { function_id, status, trigger, before };
+    let function_version = match q.function_version.as_deref() {
+        None | Some("") => None,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if n >= 1 => Some(n),
+            _ => return Err(ApiError::bad("invalid_query", "function_version must be a version number from 1")),
+        },
+    };
+    let filter = ExecutionFilter { function_id, function_version, status, trigger, before };
     let items = st.store.list_executions(&caller.user_id, &filter, limit).await?;
     Ok(axum::Json(page_of(items, limit, |e| &e.id)))
 }

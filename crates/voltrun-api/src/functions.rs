@@ -69,6 +69,7 @@ async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<NewFun
     let f = blocking(move || b.into_function(id::new_id("fn_"), user, time::now())).await??;
     crate::layers::check_function_layers(&st, &f).await?;
     crate::secrets::check_function_secrets(&st, &f.user_id, &f.secrets).await?;
+    crate::versions::check_schedule_qualifier(&st, &f).await?;
     let f = crate::builds::create(&st, f).await?;
     Ok((StatusCode::CREATED, axum::Json(f)))
 }
@@ -130,6 +131,9 @@ async fn update(State(st): State<AppState>, caller: Caller, Path(id): Path<Strin
         crate::secrets::check_function_secrets(&st, &new.user_id, &new.secrets).await?;
     }
     crate::layers::check_function_layers(&st, &new).await?;
+    if new.schedule_qualifier != old.schedule_qualifier {
+        crate::versions::check_schedule_qualifier(&st, &new).await?;
+    }
     Ok(axum::Json(crate::builds::update(&st, &old, new).await?))
 }
 
@@ -241,6 +245,10 @@ struct ExecuteQuery {
     /// waits for the result.
     #[serde(default, rename = "async")]
     is_async: Option<String>,
+    /// A version number, `latest` or an alias (as `{name}:{qualifier}` in the path; both
+    /// given and different is a 400).
+    #[serde(default)]
+    qualifier: Option<String>,
 }
 
 /// Refuses with 429 when the caller invokes faster than the per-user rate.
@@ -319,15 +327,16 @@ async fn execute(
     };
     let event = event_of(&body)?;
     let key = idempotency_key(&headers)?;
+    let (id, qualifier) = crate::versions::split_qualifier(&id, q.qualifier.as_deref())?;
     let f = owned(&st, &caller, &id).await?;
     check_invoke_rate(&st, &caller.user_id)?;
     if is_async {
-        let (exec, _new) = st.engine.enqueue(&f, event, key).await?;
+        let (exec, _new) = st.engine.enqueue_qualified(&f, qualifier.as_ref(), event, key).await?;
         crate::record_execution(&exec.id);
         let location = format!("/api/executions/{}", exec.id);
         return Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(exec)).into_response());
     }
-    let exec = st.engine.execute(&f, Trigger::Api, event, key).await?;
+    let exec = st.engine.execute_qualified(&f, qualifier.as_ref(), Trigger::Api, event, key).await?;
     crate::record_execution(&exec.id);
     Ok(axum::Json(exec).into_response())
 }

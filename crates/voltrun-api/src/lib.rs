@@ -34,6 +34,7 @@ pub mod secrets;
 pub mod sys;
 pub mod system;
 pub mod trigger;
+pub mod versions;
 
 use ratelimit::{BucketLimiter, WindowLimiter};
 
@@ -164,7 +165,7 @@ async fn not_found(req: Request) -> Response {
 pub fn api_routes() -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::new()
         .nest("/auth", auth::router())
-        .nest("/functions", functions::router().merge(builds::router()))
+        .nest("/functions", functions::router().merge(builds::router()).merge(versions::router()))
         .nest("/executions", executions::router())
         .nest("/keys", keys::router())
         .nest("/layers", layers::router())

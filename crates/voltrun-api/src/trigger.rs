@@ -24,7 +24,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use voltrun_core::{is_valid_route, ErrorKind, Execution, Function, Trigger, MAX_PAYLOAD_BYTES};
+use voltrun_core::{is_valid_route, ErrorKind, Execution, Function, Qualifier, Trigger, MAX_PAYLOAD_BYTES};
 
 use crate::error::{error_body, ApiError, ApiResult};
 use crate::openapi::{any_route, ErrorBody};
@@ -109,8 +109,9 @@ fn no_route() -> ApiError {
     ApiError::NotFound("route")
 }
 
-/// Finds the function whose route is the longest segment-prefix of `path`.
-async fn resolve(st: &AppState, path: &str) -> ApiResult<Option<Function>> {
+/// Finds the function or alias whose route is the longest segment-prefix of `path`: the
+/// function (its `route` the one matched) and, for an alias's route, the alias to run.
+async fn resolve(st: &AppState, path: &str) -> ApiResult<Option<(Function, Option<Qualifier>)>> {
     let segments: Vec<&str> = path.split('/').take(16).collect();
     for n in (1..=segments.len()).rev() {
         let candidate = segments[..n].join("/");
@@ -118,7 +119,12 @@ async fn resolve(st: &AppState, path: &str) -> ApiResult<Option<Function>> {
             continue;
         }
         if let Some(f) = st.store.function_by_route(&candidate).await? {
-            return Ok(Some(f));
+            return Ok(Some((f, None)));
+        }
+        // A route bound to an alias runs the alias (SPEC §13): a rollback is one PUT of it.
+        if let Some((mut f, a)) = st.store.alias_by_route(&candidate).await? {
+            f.route = Some(candidate);
+            return Ok(Some((f, Some(Qualifier::Alias(a.name)))));
         }
     }
     Ok(None)
@@ -166,7 +172,7 @@ async fn run(st: AppState, req: Request, origin: TriggerOrigin) -> ApiResult<Res
         parts.uri = uri.clone();
     }
     let path = parts.uri.path().strip_prefix(origin.prefix()).and_then(|p| p.strip_prefix('/')).unwrap_or("").to_string();
-    let f = resolve(&st, &path).await?.ok_or_else(no_route)?;
+    let (f, qualifier) = resolve(&st, &path).await?.ok_or_else(no_route)?;
     let invoker = if f.public {
         // A public function runs as its owner; bad credentials are simply ignored.
         f.user_id.clone()
@@ -187,7 +193,7 @@ async fn run(st: AppState, req: Request, origin: TriggerOrigin) -> ApiResult<Res
     crate::functions::check_invoke_rate(&st, &invoker)?;
     let target = Target { path: below, prefix: &prefix, query: parts.uri.query().unwrap_or("") };
     let event = event(&parts.method, &target, &parts.headers, &bytes, &f);
-    let exec = st.engine.execute(&f, Trigger::Http, event, key).await?;
+    let exec = st.engine.execute_qualified(&f, qualifier.as_ref(), Trigger::Http, event, key).await?;
     crate::record_execution(&exec.id);
     Ok(respond(&exec, parts.method == Method::HEAD))
 }

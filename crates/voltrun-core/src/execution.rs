@@ -120,6 +120,10 @@ pub struct Execution {
     pub function_id: String,
     pub function_name: String,
     pub function_version: i64,
+    /// What the call named (SPEC §13): `"3"`, `"live"`, `"latest"`; null: unqualified.
+    #[serde(default)]
+    #[schema(required)]
+    pub qualifier: Option<String>,
     pub status: ExecutionStatus,
     pub trigger: Trigger,
     pub input: serde_json::Value,
@@ -173,6 +177,7 @@ impl Execution {
             function_id: of.function_id.to_string(),
             function_name: of.function_name.to_string(),
             function_version: of.function_version,
+            qualifier: None,
             status,
             trigger,
             input,

@@ -42,6 +42,10 @@ pub struct Function {
     /// Cron expression (UTC) of scheduled runs, if any.
     #[schema(required)]
     pub schedule: Option<String>,
+    /// What the schedule runs (SPEC §13): an alias or a version; null: the latest.
+    #[serde(default)]
+    #[schema(required)]
+    pub schedule_qualifier: Option<String>,
     /// Times a failed async or scheduled run is retried (Lambda's default: 2).
     pub max_retries: u32,
     /// Where the function may connect (SPEC §11), canonical entries; empty: no network.
@@ -171,6 +175,10 @@ pub struct FunctionSummary {
     pub public: bool,
     #[schema(required)]
     pub schedule: Option<String>,
+    /// What the schedule runs: an alias or a version; null: the latest.
+    #[serde(default)]
+    #[schema(required)]
+    pub schedule_qualifier: Option<String>,
     pub max_retries: u32,
     /// Where the function may connect, canonical entries; empty: no network.
     #[serde(default)]
@@ -206,7 +214,8 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
+    /// A malformed `field` (a 400).
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
         ValidationError { field, message: message.into(), too_large: false }
     }
 }
@@ -242,6 +251,9 @@ pub struct NewFunction {
     pub public: Option<bool>,
     #[serde(default)]
     pub schedule: Option<String>,
+    /// What the schedule runs: an alias or a version number; left out: the latest.
+    #[serde(default)]
+    pub schedule_qualifier: Option<String>,
     #[serde(default)]
     pub max_retries: Option<u32>,
     /// Egress entries (SPEC §11); left out or `null`: none.
@@ -290,6 +302,9 @@ pub struct FunctionPatch {
     pub public: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
     pub schedule: Option<Option<String>>,
+    /// What the schedule runs (alias or version); `null`: the latest.
+    #[serde(default, deserialize_with = "nullable")]
+    pub schedule_qualifier: Option<Option<String>>,
     #[serde(default)]
     pub max_retries: Option<u32>,
     /// Replaces the egress list; `[]` or `null` removes every entry (no network).
@@ -304,7 +319,7 @@ pub struct FunctionPatch {
 }
 
 /// Tells a field given as `null` (Some(None)) from a field left out (None).
-fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -395,6 +410,7 @@ impl NewFunction {
             route: self.route,
             public: self.public.unwrap_or(false),
             schedule: self.schedule,
+            schedule_qualifier: self.schedule_qualifier,
             max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
             egress: self.egress,
             layers: canonical_layers(&self.layers)?,
@@ -464,6 +480,9 @@ impl FunctionPatch {
         }
         if let Some(v) = self.schedule {
             n.schedule = v;
+        }
+        if let Some(v) = self.schedule_qualifier {
+            n.schedule_qualifier = v;
         }
         if let Some(v) = self.max_retries {
             n.max_retries = v;
@@ -707,6 +726,9 @@ fn validate(f: &Function) -> Result<(), ValidationError> {
     }
     if let Some(s) = &f.schedule {
         crate::cron::Schedule::parse(s).map_err(|e| ValidationError::new("schedule", e))?;
+    }
+    if let Some(q) = &f.schedule_qualifier {
+        crate::version::Qualifier::parse(q, "schedule_qualifier")?;
     }
     if f.max_retries > MAX_RETRIES {
         return Err(ValidationError::new("max_retries", format!("at most {MAX_RETRIES}")));

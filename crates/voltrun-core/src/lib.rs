@@ -14,6 +14,7 @@ pub mod quota;
 pub mod runtime;
 pub mod secret;
 pub mod time;
+pub mod version;
 
 pub use build::{Build, BuildStatus, FunctionState, FunctionStates, UpdateStatus};
 pub use execution::{ErrorKind, ExecError, Execution, ExecutionStatus, Outcome, RunOf, Trigger};
@@ -22,6 +23,7 @@ pub use layer::{Layer, LayerRef};
 pub use policy::{ResourceLimits, RetryPolicy};
 pub use quota::{Quotas, Retention};
 pub use runtime::Runtime;
+pub use version::{Alias, AliasPatch, NewAlias, Qualifier, Version};
 
 /// Largest request or response body of an invocation (Lambda's synchronous payload limit).
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;

@@ -27,6 +27,9 @@ struct State {
     entries: HashMap<String, Entry>,
     /// Users of a tree right now, by key ([`TreeUse`] guards).
     pins: HashMap<String, usize>,
+    /// Trees a live function version runs with (SPEC §13: its dependencies are frozen):
+    /// never evicted, refreshed from the store ([`DepsCache::set_referenced`]).
+    referenced: std::collections::HashSet<String>,
 }
 
 struct Entry {
@@ -101,6 +104,12 @@ impl DepsCache {
         Some(path)
     }
 
+    /// Replaces the set of trees live versions refer to (pinned by reference: never evicted
+    /// while a version that runs with them exists).
+    pub(crate) fn set_referenced(&self, keys: impl IntoIterator<Item = String>) {
+        self.state.lock().expect("cache lock").referenced = keys.into_iter().collect();
+    }
+
     /// Pins the tree of `key` for as long as the result lives, or `None` when it is not cached.
     pub(crate) fn pin(&self, key: &str) -> Option<TreeUse> {
         let path = self.lookup(key)?;
@@ -157,7 +166,7 @@ impl DepsCache {
             let mut s = self.state.lock().expect("cache lock");
             let mut total: u64 = s.entries.values().map(|e| e.bytes).sum();
             let mut order: Vec<(SystemTime, String, u64)> =
-                s.entries.iter().filter(|(k, _)| k.as_str() != keep && !s.pins.contains_key(k.as_str())).map(|(k, e)| (e.last_used, k.clone(), e.bytes)).collect();
+                s.entries.iter().filter(|(k, _)| k.as_str() != keep && !s.pins.contains_key(k.as_str()) && !s.referenced.contains(k.as_str())).map(|(k, e)| (e.last_used, k.clone(), e.bytes)).collect();
             order.sort();
             let mut out = Vec::new();
             for (_, k, b) in order {

@@ -64,6 +64,9 @@ pub(crate) struct Inner {
     pub(crate) builds: crate::build::Builds,
 }
 
+/// How often the trees of live versions are read again ([`Engine::pin_live_trees`]).
+const LIVE_TREES_EVERY: Duration = Duration::from_secs(10);
+
 impl Engine {
     /// Builds the engine. Call [`Engine::start`] to resume the async queue and reap idle
     /// instances.
@@ -125,6 +128,7 @@ impl Engine {
         if self.inner.cfg.scheduler {
             tokio::spawn(self.clone().schedule());
         }
+        tokio::spawn(self.clone().pin_live_trees());
         let engine = self.clone();
         tokio::spawn(async move {
             let period = (engine.inner.cfg.idle_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -136,6 +140,19 @@ impl Engine {
             }
         });
         Ok(())
+    }
+
+    /// Keeps the build cache's set of trees live versions run with current (SPEC §13: a
+    /// version's built dependencies are frozen, so its tree is never evicted while the
+    /// version exists): read from the store at start and every [`LIVE_TREES_EVERY`].
+    pub(crate) async fn pin_live_trees(self) {
+        loop {
+            match self.inner.store.live_tree_keys().await {
+                Ok(keys) => self.inner.builds.cache.set_referenced(keys),
+                Err(err) => tracing::warn!(%err, "reading the dependency trees of live versions failed"),
+            }
+            tokio::time::sleep(LIVE_TREES_EVERY).await;
+        }
     }
 
     /// Stops every instance (at server shutdown). Runs still in flight are settled at the

@@ -18,6 +18,12 @@ pub enum EngineError {
     /// `function_not_active`.
     #[error("the function is not active (state {}){}; it can run once a build succeeds", state.as_str(), reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     NotActive { state: voltrun_core::FunctionState, reason: Option<String> },
+    /// The qualifier names no version of the function: 404 `version_not_found`.
+    #[error("the function has no such version")]
+    VersionNotFound,
+    /// The qualifier names no alias of the function: 404 `alias_not_found`.
+    #[error("the function has no such alias")]
+    AliasNotFound,
     /// The server is stopping: the run's task was cancelled before it ended.
     #[error("the server is shutting down")]
     Stopped,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tracing::Instrument;
-use voltrun_core::{time, Execution, ExecutionStatus, Function, Outcome, Trigger};
+use voltrun_core::{time, Execution, ExecutionStatus, Function, Outcome, Qualifier, Trigger};
 use voltrun_store::{NewRun, StoreError};
 
 use crate::follow::RunningEntry;
@@ -32,6 +32,18 @@ impl Engine {
     /// client hanging up drops its request's future) does not take the run with it, so the
     /// run goes on to its end and is recorded, as in Lambda.
     pub async fn execute(&self, f: &Function, trigger: Trigger, input: Value, key: Option<String>) -> Result<Execution, EngineError> {
+        self.execute_qualified(f, None, trigger, input, key).await
+    }
+
+    /// [`Engine::execute`] of `f` as `qualifier` names it (SPEC §13): a version, `latest`
+    /// or an alias, resolved for this invocation (an alias's split draws from the new
+    /// execution's id). The record carries the version that ran and the qualifier.
+    /// [`EngineError::VersionNotFound`] / [`EngineError::AliasNotFound`] when it names
+    /// nothing; [`EngineError::NotActive`] when that version's build is pending or failed.
+    pub async fn execute_qualified(&self, f: &Function, qualifier: Option<&Qualifier>, trigger: Trigger, input: Value, key: Option<String>) -> Result<Execution, EngineError> {
+        let exec_id = voltrun_core::id::new_id("ex_");
+        let target = self.resolve(f, qualifier, &exec_id).await?;
+        let f = &target;
         self.check_active(f)?;
         // Waiting for another request's run stays in the caller's future: it ends with it.
         if let Some(k) = &key {
@@ -44,7 +56,9 @@ impl Engine {
         // The user's place among their runs in flight goes with the run's task: it is held
         // until the run ends, even when the caller has gone.
         let place = self.user_place(&f.user_id)?;
-        let exec = new_execution(f, trigger, input, ExecutionStatus::Running);
+        let mut exec = new_execution(f, trigger, input, ExecutionStatus::Running);
+        exec.id = exec_id;
+        exec.qualifier = qualifier.map(|q| q.to_string());
         let span = invoke_span(&exec);
         let run = async move {
             let _place = place;
@@ -144,13 +158,23 @@ impl Engine {
         let run = async move {
             let _held = (place, user_slot, node_slot);
             let outcome = match engine.cold_start(&f).await {
-                Ok(inst) => engine.invoke_on(&f, inst, &exec.id, &exec.input, false).await,
+                Ok(inst) => engine.invoke_on(&f, inst, &exec.id, &exec.input, None).await,
                 Err(o) => o,
             };
             exec.finish(outcome);
             Ok(exec)
         };
         joined(tokio::spawn(run.instrument(span)).await)
+    }
+
+    /// The function `f` as `qualifier` names it, for the invocation `exec_id` (None: `f`).
+    pub async fn resolve(&self, f: &Function, qualifier: Option<&Qualifier>, exec_id: &str) -> Result<Function, EngineError> {
+        let Some(q) = qualifier else { return Ok(f.clone()) };
+        match self.inner.store.resolve_qualifier(f, q, exec_id).await? {
+            Ok(target) => Ok(target),
+            Err(voltrun_store::Unresolved::Version) => Err(EngineError::VersionNotFound),
+            Err(voltrun_store::Unresolved::Alias) => Err(EngineError::AliasNotFound),
+        }
     }
 
     /// A place among the user's runs in flight, or [`EngineError::UserBusy`] (quota.rs).
@@ -178,7 +202,7 @@ impl Engine {
     /// Runs one invocation on a warm or new instance (the caller holds a concurrency permit,
     /// and the run's task is in its [`invoke_span`]).
     pub(crate) async fn run(&self, f: &Function, exec_id: &str, input: &Value) -> Outcome {
-        let (idle, stale) = self.inner.pools.take_idle(f);
+        let (idle, stale, generation) = self.inner.pools.take_idle(f);
         self.retire_later(stale);
         // An instance whose streams were seen forged after it went back to the pool (its
         // output can reach the host late, as in gVisor) is never used again.
@@ -210,12 +234,13 @@ impl Engine {
                 Err(o) => return o,
             },
         };
-        self.invoke_on(f, inst, exec_id, input, true).await
+        self.invoke_on(f, inst, exec_id, input, Some(generation)).await
     }
 
-    /// Runs one invocation on `inst`, then keeps it warm (`keep_warm` and still reusable) or
-    /// stops it. The run's live log is in the `running` map meanwhile.
-    async fn invoke_on(&self, f: &Function, mut inst: Instance, exec_id: &str, input: &Value, keep_warm: bool) -> Outcome {
+    /// Runs one invocation on `inst`, then keeps it warm (`keep_warm`: the pool generation it
+    /// was taken under, and still reusable) or stops it. The run's live log is in the
+    /// `running` map meanwhile.
+    async fn invoke_on(&self, f: &Function, mut inst: Instance, exec_id: &str, input: &Value, keep_warm: Option<u64>) -> Outcome {
         let running = RunningEntry::new(self, exec_id, &inst.live);
         let started_at = time::now();
         let t0 = Instant::now();
@@ -223,8 +248,8 @@ impl Engine {
         let elapsed = t0.elapsed();
         drop(running);
         self.inner.metrics.record(f.runtime, elapsed.as_secs_f64(), report.result.as_ref().err().map(|e| e.kind));
-        if keep_warm && report.reusable {
-            if let Some(stale) = self.inner.pools.put_idle(f, inst) {
+        if let (Some(generation), true) = (keep_warm, report.reusable) {
+            if let Some(stale) = self.inner.pools.put_idle(f, inst, generation) {
                 self.retire(stale).await;
             }
         } else {

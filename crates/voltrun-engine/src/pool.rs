@@ -23,8 +23,9 @@ struct Idle {
 struct FnPool {
     /// The newest version seen; instances of older versions are never reused.
     version: i64,
-    /// Instances below this version are not taken back (set when the function changed).
-    min_version: i64,
+    /// Bumped by [`Pools::invalidate`]: an instance taken out under an older generation is
+    /// not taken back (its function changed or a secret it holds did).
+    generation: u64,
     idle: Vec<Idle>,
     slots: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
@@ -71,7 +72,7 @@ impl Pools {
             let mut map = self.map.lock().expect("pool lock");
             let p = map.entry(f.id.clone()).or_insert_with(|| FnPool {
                 version: f.version,
-                min_version: 0,
+                generation: 0,
                 idle: Vec::new(),
                 slots: Arc::new(Semaphore::new(self.concurrency)),
                 waiting: Arc::new(AtomicUsize::new(0)),
@@ -97,27 +98,33 @@ impl Pools {
         map.iter().filter(|(_, p)| p.slots.available_permits() == 0).map(|(id, _)| id.clone()).collect()
     }
 
-    /// A warm instance of exactly `f`'s version, if one is idle. Seeing a newer version
-    /// makes the older idle instances stale: they are returned for the caller to retire.
-    pub(crate) fn take_idle(&self, f: &Function) -> (Option<Instance>, Vec<Instance>) {
+    /// A warm instance of exactly `f`'s version, if one is idle, and the pool's generation
+    /// (to give back to [`Pools::put_idle`]). Instances are keyed by (function, version):
+    /// two versions never share one (SPEC §13), and several versions may be warm at once
+    /// (an alias's split). Seeing a newer version than any seen before makes the idle
+    /// instances of the previous newest stale (the unqualified calls moved on), returned
+    /// for the caller to retire; older versions' idle instances age out with the reaper.
+    pub(crate) fn take_idle(&self, f: &Function) -> (Option<Instance>, Vec<Instance>, u64) {
         let mut map = self.map.lock().expect("pool lock");
-        let Some(p) = map.get_mut(&f.id) else { return (None, Vec::new()) };
+        let Some(p) = map.get_mut(&f.id) else { return (None, Vec::new(), 0) };
+        let mut stale = Vec::new();
         if f.version > p.version {
+            let previous = p.version;
             p.version = f.version;
-            return (None, instances(std::mem::take(&mut p.idle)));
+            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut p.idle).into_iter().partition(|i| i.inst.version == previous);
+            p.idle = keep;
+            stale = instances(old);
         }
-        if f.version < p.version || f.version < p.min_version {
-            return (None, Vec::new());
-        }
-        (p.idle.pop().map(|i| i.inst), Vec::new())
+        let found = p.idle.iter().rposition(|i| i.inst.version == f.version).map(|at| p.idle.remove(at).inst);
+        (found, stale, p.generation)
     }
 
     /// Returns an instance after a run. Gives it back when it may not be kept (its version
     /// is stale or its function is gone), for the caller to retire.
-    pub(crate) fn put_idle(&self, f: &Function, inst: Instance) -> Option<Instance> {
+    pub(crate) fn put_idle(&self, f: &Function, inst: Instance, generation: u64) -> Option<Instance> {
         let mut map = self.map.lock().expect("pool lock");
         match map.get_mut(&f.id) {
-            Some(p) if p.version == inst.version && inst.version >= p.min_version => {
+            Some(p) if p.generation == generation && inst.version == f.version => {
                 p.idle.push(Idle { inst, _counted: GaugeUnit::new(&self.metrics, Gauge::IdleInstances) });
                 None
             }
@@ -131,7 +138,7 @@ impl Pools {
     pub(crate) fn invalidate(&self, function_id: &str) -> Vec<Instance> {
         let mut map = self.map.lock().expect("pool lock");
         let Some(p) = map.get_mut(function_id) else { return Vec::new() };
-        p.min_version = p.version + 1;
+        p.generation += 1;
         instances(std::mem::take(&mut p.idle))
     }
 

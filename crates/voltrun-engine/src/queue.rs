@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
-use voltrun_core::{policy, time, ErrorKind, ExecError, Execution, ExecutionStatus, Function, Outcome, Trigger};
+use voltrun_core::{policy, time, ErrorKind, ExecError, Execution, ExecutionStatus, Function, Outcome, Qualifier, Trigger};
 use voltrun_store::{NewRun, StoreError};
 
 use crate::fairness::DispatchLoad;
@@ -25,8 +25,20 @@ impl Engine {
     /// Stores an async run of `f` as pending (durable when this returns) and queues it.
     /// Returns the execution and whether it is new (false: the idempotency key was used).
     pub async fn enqueue(&self, f: &Function, input: Value, key: Option<String>) -> Result<(Execution, bool), EngineError> {
+        self.enqueue_qualified(f, None, input, key).await
+    }
+
+    /// [`Engine::enqueue`] of `f` as `qualifier` names it: the qualifier is resolved now,
+    /// at enqueue (an alias's split too), so the record carries the version from the start
+    /// and every attempt (retries, re-runs after a node died) runs that same version.
+    pub async fn enqueue_qualified(&self, f: &Function, qualifier: Option<&Qualifier>, input: Value, key: Option<String>) -> Result<(Execution, bool), EngineError> {
+        let exec_id = voltrun_core::id::new_id("ex_");
+        let target = self.resolve(f, qualifier, &exec_id).await?;
+        let f = &target;
         self.check_active(f)?;
         let mut exec = new_execution(f, Trigger::Async, input, ExecutionStatus::Pending);
+        exec.id = exec_id;
+        exec.qualifier = qualifier.map(|q| q.to_string());
         exec.max_attempts = f.max_retries as i64 + 1;
         let run = NewRun { idempotency_key: key.clone(), ..NewRun::default() };
         if !self.inner.store.insert_execution(&exec, &run).await? {
@@ -166,12 +178,20 @@ impl Engine {
             }
         });
         let found = found?;
+        // A qualified run runs the version it was given at enqueue (or at its schedule tick),
+        // whatever the function's latest is now.
+        let found = match (found, &exec.qualifier) {
+            (Some(current), Some(_)) => store.version_function(&current, exec.function_version).await?.ok_or(format!("version {} was deleted before this run started", exec.function_version)),
+            (Some(current), None) => Ok(current),
+            (None, _) => Err("the function was deleted before this run started".to_string()),
+        };
         // A queued run of a function that is not active (its definition was replaced by one
         // still building) fails without running: there is no built version to run.
         let refused = match &found {
-            None => Some(ExecError::new(ErrorKind::Internal, "the function was deleted before this run started")),
-            Some(f) => self.check_active(f).err().map(|e| ExecError::new(ErrorKind::RuntimeError, e.to_string())),
+            Err(why) => Some(ExecError::new(ErrorKind::Internal, why.clone())),
+            Ok(f) => self.check_active(f).err().map(|e| ExecError::new(ErrorKind::RuntimeError, e.to_string())),
         };
+        let found = found.ok();
         let (Some(f), None) = (found, refused.clone()) else {
             let now = time::now();
             exec.finish(Outcome {

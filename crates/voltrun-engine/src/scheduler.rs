@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use voltrun_core::{cron::Schedule, time, Execution, ExecutionStatus, Trigger};
+use voltrun_core::{cron::Schedule, time, Execution, ExecutionStatus, Qualifier, Trigger};
 use voltrun_store::{NewRun, ScheduledFunction};
 
 use crate::Engine;
@@ -60,7 +60,16 @@ impl Engine {
                     if !sched.matches(tick) {
                         continue;
                     }
-                    let exec = scheduled_run(f, time::format(tick));
+                    let mut exec = scheduled_run(f, time::format(tick));
+                    if let Some(q) = &f.schedule_qualifier {
+                        match self.schedule_version(f, q, &exec.id).await {
+                            Some(v) => {
+                                exec.function_version = v;
+                                exec.qualifier = Some(q.clone());
+                            }
+                            None => continue,
+                        }
+                    }
                     let run = NewRun { schedule_tick: Some(time::format(tick)), ..NewRun::default() };
                     match self.inner.store.insert_execution(&exec, &run).await {
                         Ok(true) => self.inner.wake.notify_one(),
@@ -69,6 +78,36 @@ impl Engine {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Engine {
+    /// The version a tick of `f` runs when its schedule names `qualifier` (resolved at the
+    /// tick, an alias's split drawn from the run's id); None (the tick is skipped, with a
+    /// warning) when it names nothing any more.
+    async fn schedule_version(&self, f: &ScheduledFunction, qualifier: &str, exec_id: &str) -> Option<i64> {
+        let q = match Qualifier::parse(qualifier, "schedule_qualifier") {
+            Ok(q) => q,
+            Err(err) => {
+                tracing::warn!(%err, function = %f.name, "a schedule's qualifier is invalid");
+                return None;
+            }
+        };
+        match q {
+            Qualifier::Latest => Some(f.version),
+            Qualifier::Version(n) => Some(n),
+            Qualifier::Alias(name) => match self.inner.store.get_alias(&f.id, &name).await {
+                Ok(Some(a)) => Some(voltrun_core::version::pick_version(a.version, a.weight(), exec_id)),
+                Ok(None) => {
+                    tracing::warn!(function = %f.name, alias = %name, "a schedule names an alias that is gone; tick skipped");
+                    None
+                }
+                Err(err) => {
+                    tracing::warn!(%err, function = %f.name, "resolving a schedule's alias failed; tick skipped");
+                    None
+                }
+            },
         }
     }
 }

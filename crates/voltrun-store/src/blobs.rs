@@ -15,7 +15,8 @@ pub const BLOB_CHUNK_BYTES: usize = 4 << 20;
 /// still to run (0010: a queued update's package is referenced only by its build row) holds
 /// the blob `$1`: a user may upload the same zip as a package and as a layer.
 pub(crate) const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM functions WHERE package_sha256 = $1) AND NOT EXISTS (SELECT 1 FROM layers WHERE sha256 = $1)
-     AND NOT EXISTS (SELECT 1 FROM builds WHERE package_sha256 = $1 AND status IN ('queued', 'building'))";
+     AND NOT EXISTS (SELECT 1 FROM builds WHERE package_sha256 = $1 AND status IN ('queued', 'building'))
+     AND NOT EXISTS (SELECT 1 FROM function_versions WHERE package_sha256 = $1)";
 
 impl Store {
     /// Stores `bytes` (once) and returns their SHA-256 (lowercase hex).

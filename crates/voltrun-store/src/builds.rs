@@ -480,6 +480,12 @@ impl Store {
                 .bind(version)
                 .execute(&mut *tx)
                 .await?;
+            // The version the build built is invokable now, or failed (SPEC §13); an update
+            // that failed never became a version.
+            if b.base_version == 0 {
+                let state = if b.phase == BuildPhase::Success { FunctionState::Active } else { FunctionState::Failed };
+                self.set_version_state_in(&mut tx, &b.function_id, b.function_version, state).await?;
+            }
         }
         self.end_build_in(&mut tx, &b).await?;
         // A failed update's package is no one's now (unless the function has the same bytes).

@@ -28,6 +28,8 @@ pub struct ClaimSkip {
 #[derive(Debug, Default, Clone)]
 pub struct ExecutionFilter {
     pub function_id: Option<String>,
+    /// Only runs of this version (SPEC §13).
+    pub function_version: Option<i64>,
     pub status: Option<ExecutionStatus>,
     pub trigger: Option<Trigger>,
     /// Only ids below this one (keyset cursor).
@@ -68,6 +70,7 @@ fn execution_from(row: &sqlx::any::AnyRow) -> Result<Execution> {
         function_id: get_str(row, "function_id")?,
         function_name: get_str(row, "function_name")?,
         function_version: get_i64(row, "function_version")?,
+        qualifier: get_opt_str(row, "qualifier")?,
         status: ExecutionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
         trigger: Trigger::parse(&trigger).ok_or_else(|| StoreError::Corrupt(format!("trigger {trigger}")))?,
         input: parse_json(&get_str(row, "input")?, "input")?,
@@ -358,6 +361,9 @@ impl Store {
         if let Some(v) = &f.function_id {
             add("function_id =", v.clone());
         }
+        if let Some(v) = f.function_version {
+            add("CAST(function_version AS TEXT) =", v.to_string());
+        }
         if let Some(v) = f.status {
             add("status =", v.as_str().to_string());
         }
@@ -443,8 +449,8 @@ macro_rules! insert_execution_sql {
         concat!(
             "INSERT INTO executions (id, user_id, function_id, function_name, function_version, status, trigger, input, output, error,
              logs, logs_truncated, duration_ms, attempts, created_at, started_at, finished_at, max_attempts, idempotency_key, schedule_tick,
-             lease_owner, lease_expires)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+             lease_owner, lease_expires, qualifier)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
              ON CONFLICT DO NOTHING",
             $tail
         )
@@ -521,6 +527,7 @@ impl ExecutionWrite {
                     Text(run.schedule_tick.clone()),
                     Text(owner),
                     Text(expires),
+                    Text(e.qualifier.clone()),
                 ]);
                 (sql, params)
             }
@@ -613,6 +620,7 @@ mod tests {
             function_id: "f".into(),
             function_name: "f".into(),
             function_version: 1,
+            qualifier: None,
             status,
             trigger: voltrun_core::Trigger::Api,
             input: serde_json::json!({"n": id}),

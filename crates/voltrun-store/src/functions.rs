@@ -9,7 +9,7 @@ const FIELDS: &[&str] = &["route", "name"];
 /// Cached lookups at most (then the cache starts over).
 const FUNCTION_CACHE_MAX: usize = 10_000;
 
-fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
+pub(crate) fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
     let runtime = get_str(row, "runtime")?;
     let env = get_str(row, "env")?;
     Ok(Function {
@@ -26,6 +26,7 @@ fn function_from(row: &sqlx::any::AnyRow) -> Result<Function> {
         route: get_opt_str(row, "route")?,
         public: get_i64(row, "public")? != 0,
         schedule: get_opt_str(row, "schedule")?,
+        schedule_qualifier: get_opt_str(row, "schedule_qualifier")?,
         max_retries: get_i64(row, "max_retries")? as u32,
         egress: egress_from(row)?,
         package: package_from(row)?,
@@ -51,7 +52,7 @@ fn package_json(f: &Function) -> Option<String> {
 
 /// Every column of a function but its code: what lists read.
 const SUMMARY_COLUMNS: &str =
-    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, max_retries, egress, package, layers, secrets, version, created_at, updated_at, state, state_reason, last_update_status, last_update_status_reason";
+    "id, user_id, name, description, runtime, code_bytes, handler, memory, timeout, env, route, public, schedule, schedule_qualifier, max_retries, egress, package, layers, secrets, version, created_at, updated_at, state, state_reason, last_update_status, last_update_status_reason";
 
 fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
     let runtime = get_str(row, "runtime")?;
@@ -70,6 +71,7 @@ fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
         route: get_opt_str(row, "route")?,
         public: get_i64(row, "public")? != 0,
         schedule: get_opt_str(row, "schedule")?,
+        schedule_qualifier: get_opt_str(row, "schedule_qualifier")?,
         max_retries: get_i64(row, "max_retries")? as u32,
         egress: egress_from(row)?,
         package: package_from(row)?,
@@ -86,7 +88,7 @@ fn summary_from(row: &sqlx::any::AnyRow) -> Result<FunctionSummary> {
 /// answered from the `functions_scheduled` index (migrations/0005).
 /// Only active functions fire (a function whose first build is pending or failed has nothing
 /// to run; migrations/0010).
-pub(crate) const SCHEDULED: &str = "SELECT id, user_id, name, version, schedule, max_retries, updated_at FROM functions WHERE schedule IS NOT NULL AND state = 'active'";
+pub(crate) const SCHEDULED: &str = "SELECT id, user_id, name, version, schedule, schedule_qualifier, max_retries, updated_at FROM functions WHERE schedule IS NOT NULL AND state = 'active'";
 pub(crate) const SCHEDULES_FINGERPRINT: &str =
     "SELECT COUNT(*) AS n, MAX(updated_at) AS latest, CAST(COALESCE(SUM(version), 0) AS BIGINT) AS versions FROM functions WHERE schedule IS NOT NULL AND state = 'active'";
 
@@ -99,6 +101,8 @@ pub struct ScheduledFunction {
     pub version: i64,
     /// The cron expression.
     pub schedule: String,
+    /// What it runs: an alias or a version; None: the latest (SPEC §13).
+    pub schedule_qualifier: Option<String>,
     pub max_retries: u32,
     pub updated_at: String,
 }
@@ -171,6 +175,8 @@ fn bind_fields<'q>(q: AnyQuery<'q>, f: &'q Function, env: &'q str) -> AnyQuery<'
 fn route_overlap(user: &str, route: &str) -> String {
     format!(
         "EXISTS (SELECT 1 FROM functions o WHERE o.user_id <> {user} AND o.route IS NOT NULL AND {route} IS NOT NULL
+         AND (substr({route}, 1, length(o.route) + 1) = o.route || '/' OR substr(o.route, 1, length({route}) + 1) = {route} || '/'))
+         OR EXISTS (SELECT 1 FROM aliases o WHERE o.user_id <> {user} AND o.route IS NOT NULL AND {route} IS NOT NULL
          AND (substr({route}, 1, length(o.route) + 1) = o.route || '/' OR substr(o.route, 1, length({route}) + 1) = {route} || '/'))"
     )
 }
@@ -181,7 +187,7 @@ pub(crate) const LAYER_BYTES_OF_2: &str = "(SELECT COALESCE(SUM(size), 0) FROM l
 pub(crate) const LAYER_BYTES_OF_1: &str = "(SELECT COALESCE(SUM(size), 0) FROM layers WHERE user_id = $1)";
 
 /// The key of the PostgreSQL advisory lock that serialises route writes across nodes.
-const ROUTE_LOCK: i64 = 0x766f_6c74_7275_6e01;
+pub(crate) const ROUTE_LOCK: i64 = 0x766f_6c74_7275_6e01;
 
 impl Store {
     /// Adds a function within the user's quotas: `Conflict("name")` or `Conflict("route")`
@@ -202,11 +208,11 @@ impl Store {
     pub(crate) async fn insert_function_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, f: &Function, quotas: &Quotas) -> Result<()> {
         let sql = format!(
             "INSERT INTO functions (id, user_id, name, description, runtime, code, handler, memory, timeout, env, route, public, version,
-             updated_at, created_at, schedule, max_retries, code_bytes, egress, package_sha256, package, layers, secrets)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21, $22, $23, $24, $25
+             updated_at, created_at, schedule, max_retries, code_bytes, egress, package_sha256, package, layers, secrets, schedule_qualifier)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21, $22, $23, $24, $25, $26
              WHERE (SELECT COUNT(*) FROM functions WHERE user_id = $2) < $19
              AND (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2) + {LAYER_BYTES_OF_2} + $18 <= $20
-             AND NOT {}",
+             AND NOT ({})",
             route_overlap("$2", "$11")
         );
         let env = env_json(f);
@@ -227,6 +233,7 @@ impl Store {
             .bind(&package)
             .bind(&layers)
             .bind(secrets_json(f))
+            .bind(&f.schedule_qualifier)
             .execute(&mut **tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
@@ -245,6 +252,7 @@ impl Store {
         if f.states != voltrun_core::FunctionStates::default() {
             crate::builds::write_states_in(tx, &f.id, &f.states).await?;
         }
+        self.snapshot_in(tx, f).await?;
         self.forget_functions();
         Ok(())
     }
@@ -252,9 +260,15 @@ impl Store {
     /// On PostgreSQL, a write that sets a route takes a transaction-scoped advisory lock
     /// first, so two nodes' writes cannot both pass the overlap check under READ COMMITTED.
     /// On SQLite one statement is atomic (it holds the write lock from its start).
-    async fn lock_routes(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, f: &Function) -> Result<()> {
+    pub(crate) async fn lock_routes(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, f: &Function) -> Result<()> {
         if self.dialect == Dialect::Postgres && f.route.is_some() {
             sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ROUTE_LOCK).execute(&mut **tx).await?;
+        }
+        // A route is unique across functions and aliases (SPEC §13).
+        if let Some(route) = &f.route {
+            if sqlx::query("SELECT 1 FROM aliases WHERE route = $1").bind(route).fetch_optional(&mut **tx).await?.is_some() {
+                return Err(StoreError::Conflict("route"));
+            }
         }
         Ok(())
     }
@@ -279,10 +293,10 @@ impl Store {
         let sql = format!(
             "UPDATE functions SET name = $3, description = $4, runtime = $5, code = $6, handler = $7, memory = $8, timeout = $9,
              env = $10, route = $11, public = $12, version = $13, updated_at = $14, schedule = $16, max_retries = $17, code_bytes = $18,
-             egress = $20, package_sha256 = $21, package = $22, layers = $23, secrets = $24
+             egress = $20, package_sha256 = $21, package = $22, layers = $23, secrets = $24, schedule_qualifier = $25
              WHERE id = $1 AND user_id = $2 AND version = $15
              AND ($18 <= code_bytes OR (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2 AND id <> $1) + {LAYER_BYTES_OF_2} + $18 <= $19)
-             AND NOT {}",
+             AND NOT ({})",
             route_overlap("$2", "$11")
         );
         let env = env_json(f);
@@ -304,6 +318,7 @@ impl Store {
             .bind(&package)
             .bind(&layers)
             .bind(secrets_json(f))
+            .bind(&f.schedule_qualifier)
             .execute(&mut **tx)
             .await
             .map_err(|e| conflict_or(e, FIELDS))?;
@@ -325,12 +340,13 @@ impl Store {
         if let Some(old) = old_package.filter(|o| Some(o.as_str()) != f.package.as_ref().map(|p| p.sha256.as_str())) {
             self.free_blob_in(tx, &old).await?;
         }
+        self.snapshot_in(tx, f).await?;
         Ok(true)
     }
 
     /// True when another user's route lies strictly under or over `route`.
-    async fn route_overlaps_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str, route: &str) -> Result<bool> {
-        let sql = format!("SELECT COUNT(*) AS n FROM users WHERE id = $1 AND {}", route_overlap("$1", "$2"));
+    pub(crate) async fn route_overlaps_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str, route: &str) -> Result<bool> {
+        let sql = format!("SELECT COUNT(*) AS n FROM users WHERE id = $1 AND ({})", route_overlap("$1", "$2"));
         let row = sqlx::query(&sql).bind(user_id).bind(route).fetch_one(&mut **tx).await?;
         Ok(get_i64(&row, "n")? > 0)
     }
@@ -409,16 +425,26 @@ impl Store {
         let mut tx = self.user_write(user_id).await?;
         let rows = sqlx::query(
             "SELECT package_sha256 AS sha FROM functions WHERE id = $1 AND user_id = $2 AND package_sha256 IS NOT NULL
-             UNION SELECT package_sha256 AS sha FROM builds WHERE function_id = $1 AND user_id = $2 AND package_sha256 IS NOT NULL",
+             UNION SELECT package_sha256 AS sha FROM builds WHERE function_id = $1 AND user_id = $2 AND package_sha256 IS NOT NULL
+             UNION SELECT package_sha256 AS sha FROM function_versions WHERE function_id = $1 AND user_id = $2 AND package_sha256 IS NOT NULL",
         )
         .bind(id)
         .bind(user_id)
         .fetch_all(&mut *tx)
         .await?;
         let shas = rows.iter().map(|r| get_str(r, "sha")).collect::<Result<Vec<_>>>()?;
+        let codes = sqlx::query("SELECT DISTINCT code_sha256 FROM function_versions WHERE function_id = $1 AND user_id = $2").bind(id).bind(user_id).fetch_all(&mut *tx).await?;
+        let codes = codes.iter().map(|r| get_str(r, "code_sha256")).collect::<Result<Vec<_>>>()?;
         let r = sqlx::query("DELETE FROM functions WHERE id = $1 AND user_id = $2").bind(id).bind(user_id).execute(&mut *tx).await?;
+        // Its versions and aliases went with it (ON DELETE CASCADE); SQLite's cascade needs
+        // foreign_keys=ON, which every connection sets, but say it outright anyway.
+        sqlx::query("DELETE FROM function_versions WHERE function_id = $1 AND user_id = $2").bind(id).bind(user_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM aliases WHERE function_id = $1 AND user_id = $2").bind(id).bind(user_id).execute(&mut *tx).await?;
         for sha in &shas {
             self.free_blob_in(&mut tx, sha).await?;
+        }
+        for sha in &codes {
+            crate::versions::free_code_in(&mut tx, sha).await?;
         }
         tx.commit().await?;
         self.forget_functions();
@@ -460,6 +486,7 @@ impl Store {
                     name: get_str(r, "name")?,
                     version: get_i64(r, "version")?,
                     schedule: get_str(r, "schedule")?,
+                    schedule_qualifier: get_opt_str(r, "schedule_qualifier")?,
                     max_retries: get_i64(r, "max_retries")? as u32,
                     updated_at: get_str(r, "updated_at")?,
                 })

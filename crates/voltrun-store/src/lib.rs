@@ -22,6 +22,7 @@ mod retention;
 mod review_tests;
 mod secrets;
 mod users;
+pub mod versions;
 pub mod vault;
 mod writer;
 
@@ -34,6 +35,7 @@ pub use layers::{DeleteLayer, NewLayer};
 pub use retention::RetentionCursor;
 pub use secrets::{Rotation, SecretDelete, SecretEnv, SecretMeta};
 pub use users::{ApiKey, KeyOwner, User};
+pub use versions::{AliasRefused, DeleteAlias, DeleteVersion, Unresolved, DEFAULT_VERSION_RETENTION};
 pub use vault::{KeyError, Keyring, MasterKey, SealError};
 pub use writer::PendingWrite;
 
@@ -261,6 +263,8 @@ pub struct Store {
     /// The master key everything sealed is sealed under, and during a rotation the previous
     /// one (vault.rs); set by [`Store::unlock`].
     vault: Option<std::sync::Arc<Keyring>>,
+    /// Versions kept per function beyond those aliases hold (versions.rs; 0: all).
+    version_retention: i64,
 }
 
 /// Functions by (user id, id or name).
@@ -318,7 +322,10 @@ impl Store {
             Dialect::Postgres => writer::Writer::start_on_pool(pool.clone()),
         };
         let function_cache = (dialect == Dialect::Sqlite).then(Default::default);
-        Ok(Store { pool, dialect, url, writer, function_cache, vault: None })
+        let store = Store { pool, dialect, url, writer, function_cache, vault: None, version_retention: versions::DEFAULT_VERSION_RETENTION };
+        // Functions made before versions existed get their current definition as a version.
+        store.backfill_versions().await?;
+        Ok(store)
     }
 
     /// Checks the database answers (for `/health`).

@@ -212,6 +212,7 @@ mod tests {
             function_id: function.into(),
             function_name: function.into(),
             function_version: 1,
+            qualifier: None,
             status,
             trigger: Trigger::Api,
             input: serde_json::json!({}),

@@ -169,6 +169,10 @@ struct EngineArgs {
     /// are queued (default: half of --build-concurrency, at least 1).
     #[arg(long, env = "VOLTRUN_BUILDS_PER_USER")]
     builds_per_user: Option<usize>,
+    /// Versions kept per function beyond those an alias or the schedule points to: older
+    /// ones are pruned as new ones are made; the latest is always kept (0 = keep all).
+    #[arg(long, env = "VOLTRUN_VERSION_RETENTION", default_value_t = voltrun_store::DEFAULT_VERSION_RETENTION)]
+    version_retention: i64,
 }
 
 /// Per-user quotas and execution history retention (docs/SECURITY.md, "Hardening: quotas and
@@ -470,7 +474,7 @@ async fn open_engine(args: &EngineArgs, quotas: voltrun_core::Quotas) -> Result<
         tracing::warn!("the process sandbox runs functions without isolation: development only");
     }
     let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("voltrun.db").display()));
-    let store = Store::open(&url).await.with_context(|| format!("opening the database at {url}"))?;
+    let store = Store::open(&url).await.with_context(|| format!("opening the database at {url}"))?.with_version_retention(args.version_retention);
     let store = unlock(store, args.master_key.as_deref(), args.previous_master_key.as_deref(), &data_dir).await?;
     let runtimes = Runtimes::discover(&data_dir.join("runtimes"))?;
     let build_concurrency = args.build_concurrency.unwrap_or_else(voltrun_engine::default_build_concurrency);
