@@ -102,6 +102,7 @@ impl From<ApiError> for LambdaError {
             ApiError::BadRequest { .. } => LambdaError::invalid(message),
             ApiError::Unauthorized(_) => LambdaError::unrecognized(message),
             ApiError::NotFound(what) => LambdaError::not_found(format!("{}: {what} not found", capitalised(what))),
+            ApiError::Missing { message, .. } => LambdaError::not_found(message),
             ApiError::MethodNotAllowed => LambdaError::unsupported(message),
             ApiError::Conflict(_) | ApiError::Conflicting { .. } | ApiError::NotActive(_) | ApiError::UpdateInProgress(_) | ApiError::QuotaExceeded(_) => {
                 LambdaError::conflict(message)

@@ -1,6 +1,6 @@
 //! The function operations: CreateFunction, GetFunction, GetFunctionConfiguration,
-//! ListFunctions, UpdateFunctionCode, UpdateFunctionConfiguration, DeleteFunction,
-//! PublishVersion, ListVersionsByFunction, the alias operations and GetAccountSettings.
+//! ListFunctions, UpdateFunctionCode, UpdateFunctionConfiguration, DeleteFunction and
+//! GetAccountSettings (versions and aliases: versions.rs).
 //! Each translates AWS's request into the native [`NewFunction`] / [`FunctionPatch`] and calls
 //! the same create/update paths as `POST`/`PUT /api/functions` (builds, quotas, validation),
 //! so a function made either way is the same row.
@@ -11,11 +11,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use voltrun_core::{id, time, Function, FunctionPatch, NewFunction};
+use voltrun_core::{id, time, Function, FunctionPatch, NewFunction, Qualifier};
 
 use super::errors::{LambdaError, LambdaResult};
 use super::shapes::{self, configuration};
 use super::{parse_function_name, LambdaCaller, Signed};
+use voltrun_store::DeleteVersion;
 use crate::AppState;
 
 /// Largest `MaxItems` honoured (a page is at most this many, as the native list's).
@@ -70,11 +71,9 @@ struct FunctionRequest {
     s3_key: Option<String>,
     image_uri: Option<String>,
     dry_run: Option<bool>,
-    // PublishVersion's.
-    code_sha256: Option<String>,
 }
 
-fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> LambdaResult<T> {
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> LambdaResult<T> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -119,29 +118,62 @@ pub async fn function_of(st: &AppState, caller: &LambdaCaller, name: &str) -> La
     st.store.get_function(&caller.user_id, name).await?.filter(|f| f.name == name).ok_or_else(not_found)
 }
 
-/// The function a `FunctionName` (and `Qualifier`) names, and the version label of what was
-/// asked: `$LATEST` unqualified, or the version number. Until versions are kept
-/// (SPEC §13), a number other than the latest version is not found.
-pub async fn resolve(st: &AppState, req: &Signed, raw_name: &str) -> LambdaResult<(Function, Option<String>)> {
+/// What a `FunctionName` (and `Qualifier`) names.
+pub struct Target {
+    /// The function as stored now (its latest version).
+    pub latest: Function,
+    /// The function as the named version runs it: `latest` unqualified, a version's
+    /// snapshot, or the main version of an alias.
+    pub f: Function,
+    /// The qualifier as given (for ARNs); None unqualified.
+    pub qualifier: Option<String>,
+    /// The `Version` member: `$LATEST`, or the version's number.
+    pub version_label: String,
+    /// The qualifier to run: None for `$LATEST` or unqualified.
+    pub run_as: Option<Qualifier>,
+}
+
+/// Resolves a `FunctionName`, from any form [`parse_function_name`] reads, with the
+/// `Qualifier` query parameter (both given and different: invalid): `$LATEST` or none → the
+/// function; digits → that version (SPEC §13); anything else → an alias.
+pub async fn resolve(st: &AppState, req: &Signed, raw_name: &str) -> LambdaResult<Target> {
     let (name, from_name) = parse_function_name(&req.caller, raw_name)?;
     let qualifier = match (from_name, req.query("Qualifier")) {
         (Some(a), Some(b)) if a != b => return Err(LambdaError::invalid("The derived qualifier from the function name does not match the specified qualifier.")),
         (a, b) => a.or(b.map(str::to_string)),
     };
-    let f = function_of(st, &req.caller, &name).await?;
-    match qualifier.as_deref() {
-        None | Some("$LATEST") => Ok((f, None)),
-        Some(q) if q == f.version.to_string() => Ok((f, Some(q.to_string()))),
-        Some(q) => Err(LambdaError::not_found(format!("Function not found: {}", shapes::function_arn(&req.caller, &name, Some(q))))),
+    let latest = function_of(st, &req.caller, &name).await?;
+    let not_found = |q: &str| LambdaError::not_found(format!("Function not found: {}", shapes::function_arn(&req.caller, &name, Some(q))));
+    let Some(q) = qualifier else {
+        return Ok(Target { f: latest.clone(), latest, qualifier: None, version_label: "$LATEST".into(), run_as: None });
+    };
+    if q == "$LATEST" {
+        return Ok(Target { f: latest.clone(), latest, qualifier: Some(q), version_label: "$LATEST".into(), run_as: None });
     }
+    if !q.is_empty() && q.bytes().all(|b| b.is_ascii_digit()) {
+        let n: i64 = q.parse().map_err(|_| not_found(&q))?;
+        let f = st.store.version_function(&latest, n).await?.ok_or_else(|| not_found(&q))?;
+        return Ok(Target { f, latest, version_label: n.to_string(), qualifier: Some(q), run_as: Some(Qualifier::Version(n)) });
+    }
+    if !voltrun_core::version::is_valid_alias_name(&q) {
+        return Err(not_found(&q));
+    }
+    let alias = st.store.get_alias(&latest.id, &q).await?.ok_or_else(|| not_found(&q))?;
+    let f = st.store.version_function(&latest, alias.version).await?.ok_or_else(|| not_found(&q))?;
+    Ok(Target { f, latest, version_label: alias.version.to_string(), qualifier: Some(q.clone()), run_as: Some(Qualifier::Alias(q)) })
 }
 
-/// The `Version` member for what [`resolve`] found.
-fn version_label(q: &Option<String>) -> String {
-    q.clone().unwrap_or_else(|| "$LATEST".into())
+/// The unqualified function, or invalid when a qualifier was given (updates and the
+/// version and alias operations take the function itself).
+pub async fn unqualified(st: &AppState, req: &Signed, raw: &str, what: &str) -> LambdaResult<Function> {
+    let t = resolve(st, req, raw).await?;
+    if t.qualifier.as_deref().is_some_and(|q| q != "$LATEST") {
+        return Err(LambdaError::invalid(format!("{what} takes the unqualified function, not a version or alias")));
+    }
+    Ok(t.latest)
 }
 
-fn json_response(status: StatusCode, v: Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, v: Value) -> Response {
     (status, axum::Json(v)).into_response()
 }
 
@@ -198,10 +230,10 @@ fn code_location(req: &Signed, f: &Function) -> String {
 
 /// GetFunction: the configuration, where the code is, no tags.
 pub async fn get(st: &AppState, req: &Signed, raw: &str) -> LambdaResult<Response> {
-    let (f, q) = resolve(st, req, raw).await?;
+    let t = resolve(st, req, raw).await?;
     let body = json!({
-        "Configuration": configuration(&req.caller, &f, &version_label(&q), q.as_deref()),
-        "Code": {"RepositoryType": "S3", "Location": code_location(req, &f)},
+        "Configuration": configuration(&req.caller, &t.f, &t.version_label, t.qualifier.as_deref()),
+        "Code": {"RepositoryType": "S3", "Location": code_location(req, &t.latest)},
         "Tags": {},
     });
     Ok(json_response(StatusCode::OK, body))
@@ -209,8 +241,8 @@ pub async fn get(st: &AppState, req: &Signed, raw: &str) -> LambdaResult<Respons
 
 /// GetFunctionConfiguration.
 pub async fn get_configuration(st: &AppState, req: &Signed, raw: &str) -> LambdaResult<Response> {
-    let (f, q) = resolve(st, req, raw).await?;
-    Ok(json_response(StatusCode::OK, configuration(&req.caller, &f, &version_label(&q), q.as_deref())))
+    let t = resolve(st, req, raw).await?;
+    Ok(json_response(StatusCode::OK, configuration(&req.caller, &t.f, &t.version_label, t.qualifier.as_deref())))
 }
 
 /// ListFunctions: newest first, `Marker` / `MaxItems` (at most 50 a page), `NextMarker`
@@ -246,7 +278,7 @@ pub async fn list(st: &AppState, req: &Signed) -> LambdaResult<Response> {
 }
 
 /// Checks an optional `RevisionId` against the function's current one.
-fn check_revision(r: Option<&str>, f: &Function) -> LambdaResult<()> {
+pub(crate) fn check_revision(r: Option<&str>, f: &Function) -> LambdaResult<()> {
     match r {
         Some(rev) if rev != shapes::revision_id(f) => Err(LambdaError::precondition("The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id")),
         _ => Ok(()),
@@ -269,10 +301,7 @@ async fn apply(st: &AppState, old: Function, patch: FunctionPatch, dry_run: bool
 pub async fn update_configuration(st: &AppState, req: &Signed, raw: &str) -> LambdaResult<Response> {
     let r: FunctionRequest = parse_body(&req.body)?;
     refuse_unsupported(&r)?;
-    let (f, q) = resolve(st, req, raw).await?;
-    if q.is_some() {
-        return Err(LambdaError::invalid("A version cannot be updated: update the unqualified function"));
-    }
+    let f = unqualified(st, req, raw, "An update").await?;
     check_revision(r.revision_id.as_deref(), &f)?;
     let runtime = r.runtime.as_deref().map(shapes::runtime_in).transpose()?.map(str::to_string);
     let patch = FunctionPatch {
@@ -294,10 +323,7 @@ pub async fn update_configuration(st: &AppState, req: &Signed, raw: &str) -> Lam
 pub async fn update_code(st: &AppState, req: &Signed, raw: &str) -> LambdaResult<Response> {
     let r: FunctionRequest = parse_body(&req.body)?;
     refuse_unsupported(&r)?;
-    let (f, q) = resolve(st, req, raw).await?;
-    if q.is_some() {
-        return Err(LambdaError::invalid("A version cannot be updated: update the unqualified function"));
-    }
+    let f = unqualified(st, req, raw, "An update").await?;
     check_revision(r.revision_id.as_deref(), &f)?;
     let zip = r.zip_file.ok_or_else(|| LambdaError::invalid("ZipFile is required (base64 of the zip)"))?;
     let patch = FunctionPatch { zip: Some(zip), ..Default::default() };
@@ -305,82 +331,29 @@ pub async fn update_code(st: &AppState, req: &Signed, raw: &str) -> LambdaResult
     Ok(json_response(StatusCode::OK, configuration(&req.caller, &f, "$LATEST", None)))
 }
 
-/// DeleteFunction: the whole function (every version and alias with it), as the native
-/// delete. A qualified delete (one version) is refused until versions are kept.
+/// DeleteFunction: unqualified, the whole function (every version and alias with it), as
+/// the native delete; with a version number, that version (not the latest, nor one an alias
+/// points to).
 pub async fn delete(st: &AppState, req: &Signed, raw: &str) -> LambdaResult<Response> {
-    let (f, q) = resolve(st, req, raw).await?;
-    if q.is_some() {
-        return Err(LambdaError::invalid("Deleting one version is not supported: delete the unqualified function"));
+    let t = resolve(st, req, raw).await?;
+    let f = t.latest;
+    match t.run_as {
+        None => {}
+        Some(Qualifier::Version(n)) => {
+            let arn = shapes::function_arn(&req.caller, &f.name, Some(&n.to_string()));
+            return match st.store.delete_version(&f, n).await? {
+                DeleteVersion::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
+                DeleteVersion::NotFound => Err(LambdaError::not_found(format!("Function not found: {arn}"))),
+                DeleteVersion::Latest => Err(LambdaError::conflict(format!("{arn} is the latest version; delete the unqualified function to delete it"))),
+                DeleteVersion::InUse => Err(LambdaError::conflict(format!("Unable to delete version because the following aliases reference it: {arn}"))),
+            };
+        }
+        Some(_) => return Err(LambdaError::invalid("Deletion of aliases is not supported through DeleteFunction; use DeleteAlias")),
     }
     st.store.delete_function(&req.caller.user_id, &f.id).await?;
     st.engine.cancel_builds(&f.id);
     st.engine.invalidate(&f.id);
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// PublishVersion: every create and update already made a version (SPEC §13), so this
-/// publishes nothing new and answers the latest version's configuration (201). `CodeSha256`
-/// and `RevisionId`, when given, must be the current ones.
-pub async fn publish_version(st: &AppState, req: &Signed, raw: &str) -> LambdaResult<Response> {
-    let r: FunctionRequest = parse_body(&req.body)?;
-    let (f, q) = resolve(st, req, raw).await?;
-    if q.is_some() {
-        return Err(LambdaError::invalid("PublishVersion takes the unqualified function"));
-    }
-    check_revision(r.revision_id.as_deref(), &f)?;
-    if let Some(sha) = &r.code_sha256 {
-        let current = shapes::code_sha256(&f);
-        if *sha != current {
-            return Err(LambdaError::invalid(format!("CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST ({current}). Please try again with the current CodeSHA256.")));
-        }
-    }
-    if f.states.building() {
-        return Err(LambdaError::conflict(format!("The operation cannot be performed at this time. An update is in progress for resource: {}", shapes::function_arn(&req.caller, &f.name, None))));
-    }
-    let v = f.version.to_string();
-    Ok(json_response(StatusCode::CREATED, configuration(&req.caller, &f, &v, Some(&v))))
-}
-
-/// ListVersionsByFunction: `$LATEST` and the latest version, oldest first as AWS lists.
-pub async fn list_versions(st: &AppState, req: &Signed, raw: &str) -> LambdaResult<Response> {
-    let (f, _) = resolve(st, req, raw).await?;
-    let v = f.version.to_string();
-    let versions = vec![configuration(&req.caller, &f, "$LATEST", Some("$LATEST")), configuration(&req.caller, &f, &v, Some(&v))];
-    Ok(json_response(StatusCode::OK, json!({"Versions": versions})))
-}
-
-fn aliases_unsupported() -> LambdaError {
-    LambdaError::unsupported("aliases need the versions store (SPEC §13), not on this build yet")
-}
-
-/// CreateAlias.
-pub async fn create_alias(st: &AppState, req: &Signed, raw: &str) -> LambdaResult<Response> {
-    resolve(st, req, raw).await?;
-    Err(aliases_unsupported())
-}
-
-/// ListAliases.
-pub async fn list_aliases(st: &AppState, req: &Signed, raw: &str) -> LambdaResult<Response> {
-    resolve(st, req, raw).await?;
-    Err(aliases_unsupported())
-}
-
-/// GetAlias.
-pub async fn get_alias(st: &AppState, req: &Signed, raw: &str, _alias: &str) -> LambdaResult<Response> {
-    resolve(st, req, raw).await?;
-    Err(aliases_unsupported())
-}
-
-/// UpdateAlias.
-pub async fn update_alias(st: &AppState, req: &Signed, raw: &str, _alias: &str) -> LambdaResult<Response> {
-    resolve(st, req, raw).await?;
-    Err(aliases_unsupported())
-}
-
-/// DeleteAlias.
-pub async fn delete_alias(st: &AppState, req: &Signed, raw: &str, _alias: &str) -> LambdaResult<Response> {
-    resolve(st, req, raw).await?;
-    Err(aliases_unsupported())
 }
 
 /// GetAccountSettings: the account's quotas and use, in AWS's members.

@@ -35,24 +35,26 @@ pub async fn invoke(st: &AppState, req: &Signed, raw: &str) -> LambdaResult<Resp
     if kind == "Event" && req.body.len() > EVENT_PAYLOAD_BYTES {
         return Err(LambdaError::too_large(format!("Request must be smaller than {EVENT_PAYLOAD_BYTES} bytes for the InvokeAsync operation")));
     }
-    let (f, q) = resolve(st, req, raw).await?;
-    let executed = q.clone().unwrap_or_else(|| "$LATEST".into());
+    let t = resolve(st, req, raw).await?;
     let event = crate::functions::event_of(&req.body).map_err(|e| LambdaError::bad_content(format!("Could not parse request body into json: {e}")))?;
     if kind == "DryRun" {
-        st.engine.check_active(&f).map_err(LambdaError::from)?;
+        st.engine.check_active(&t.f).map_err(LambdaError::from)?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     crate::functions::check_invoke_rate(st, &req.caller.user_id)?;
     if kind == "Event" {
-        let (exec, _) = st.engine.enqueue(&f, event, None).await?;
+        let (exec, _) = st.engine.enqueue_qualified(&t.latest, t.run_as.as_ref(), event, None).await?;
         crate::record_execution(&exec.id);
         let mut resp = StatusCode::ACCEPTED.into_response();
         resp.headers_mut().insert("x-amzn-requestid", header(&exec.id));
         return Ok(resp);
     }
-    let exec = st.engine.execute(&f, Trigger::Api, event, None).await?;
+    let exec = st.engine.execute_qualified(&t.latest, t.run_as.as_ref(), Trigger::Api, event, None).await?;
     crate::record_execution(&exec.id);
-    answer(&exec, &executed, tail, f.memory)
+    // Unqualified (or `$LATEST`) runs report `$LATEST`, as AWS's; a version or an alias, the
+    // number that ran (an alias's split may pick its extra version).
+    let executed = if t.run_as.is_none() { "$LATEST".to_string() } else { exec.function_version.to_string() };
+    answer(&exec, &executed, tail, t.f.memory)
 }
 
 fn header(s: &str) -> HeaderValue {

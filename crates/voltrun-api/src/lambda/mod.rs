@@ -22,6 +22,7 @@ pub mod functions;
 pub mod invoke;
 pub mod shapes;
 pub mod sigv4;
+pub mod versions;
 
 use errors::{LambdaError, LambdaResult};
 
@@ -198,13 +199,13 @@ async fn dispatch(st: &AppState, req: Signed) -> LambdaResult<Response> {
         ("2015-03-31", &Method::PUT, ["functions", f, "configuration"]) => functions::update_configuration(st, &req, f).await,
         ("2015-03-31", &Method::PUT, ["functions", f, "code"]) => functions::update_code(st, &req, f).await,
         ("2015-03-31", &Method::POST, ["functions", f, "invocations"]) => invoke::invoke(st, &req, f).await,
-        ("2015-03-31", &Method::POST, ["functions", f, "versions"]) => functions::publish_version(st, &req, f).await,
-        ("2015-03-31", &Method::GET, ["functions", f, "versions"]) => functions::list_versions(st, &req, f).await,
-        ("2015-03-31", &Method::POST, ["functions", f, "aliases"]) => functions::create_alias(st, &req, f).await,
-        ("2015-03-31", &Method::GET, ["functions", f, "aliases"]) => functions::list_aliases(st, &req, f).await,
-        ("2015-03-31", &Method::GET, ["functions", f, "aliases", a]) => functions::get_alias(st, &req, f, a).await,
-        ("2015-03-31", &Method::PUT, ["functions", f, "aliases", a]) => functions::update_alias(st, &req, f, a).await,
-        ("2015-03-31", &Method::DELETE, ["functions", f, "aliases", a]) => functions::delete_alias(st, &req, f, a).await,
+        ("2015-03-31", &Method::POST, ["functions", f, "versions"]) => versions::publish_version(st, &req, f).await,
+        ("2015-03-31", &Method::GET, ["functions", f, "versions"]) => versions::list_versions(st, &req, f).await,
+        ("2015-03-31", &Method::POST, ["functions", f, "aliases"]) => versions::create_alias(st, &req, f).await,
+        ("2015-03-31", &Method::GET, ["functions", f, "aliases"]) => versions::list_aliases(st, &req, f).await,
+        ("2015-03-31", &Method::GET, ["functions", f, "aliases", a]) => versions::get_alias(st, &req, f, a).await,
+        ("2015-03-31", &Method::PUT, ["functions", f, "aliases", a]) => versions::update_alias(st, &req, f, a).await,
+        ("2015-03-31", &Method::DELETE, ["functions", f, "aliases", a]) => versions::delete_alias(st, &req, f, a).await,
         ("2016-08-19", &Method::GET, ["account-settings"]) => functions::account_settings(st, &req).await,
         _ => Err(LambdaError::unsupported(format!(
             "VoltRun does not support the Lambda operation at {} /{}/{} (docs/LAMBDA_API.md lists the supported operations)",

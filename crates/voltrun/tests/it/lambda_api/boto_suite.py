@@ -198,13 +198,51 @@ for p in lam.get_paginator("list_functions").paginate(PaginationConfig={"PageSiz
 want = {py, node, nat} | {f"{PREFIX}-l{i}" for i in range(3)}
 check(want <= set(names) and len(names) == len(set(names)), names)
 
-# --- PublishVersion, ListVersionsByFunction ---------------------------------------------
-v = lam.publish_version(FunctionName=py, Description="v")
-check(v["Version"].isdigit() and v["FunctionArn"].endswith(":" + v["Version"]), v)
-vs = lam.list_versions_by_function(FunctionName=py)["Versions"]
-check([x["Version"] for x in vs][0] == "$LATEST" and v["Version"] in [x["Version"] for x in vs], vs)
-r = lam.invoke(FunctionName=py, Qualifier=v["Version"], Payload=b"{}")
-check(r["ExecutedVersion"] == v["Version"] and json.loads(r["Payload"].read())["v"] == 2, r)
+# --- PublishVersion, ListVersionsByFunction, aliases with a RoutingConfig -----------------
+v = lam.publish_version(FunctionName=py)
+latest = v["Version"]
+check(latest.isdigit() and int(latest) >= 3 and v["FunctionArn"].endswith(":" + latest), v)
+vs = []
+for p in lam.get_paginator("list_versions_by_function").paginate(FunctionName=py, PaginationConfig={"PageSize": 2}):
+    vs += [x["Version"] for x in p["Versions"]]
+check(vs[0] == "$LATEST" and "1" in vs and latest in vs and len(vs) == len(set(vs)), vs)
+r = lam.invoke(FunctionName=py, Qualifier=latest, Payload=b"{}")
+check(r["ExecutedVersion"] == latest and json.loads(r["Payload"].read())["v"] == 2, r)
+r = lam.invoke(FunctionName=py, Qualifier="1", Payload=b"{}")
+check(r["ExecutedVersion"] == "1" and json.loads(r["Payload"].read())["v"] == 1, "version 1 keeps its code")
+check(lam.get_function_configuration(FunctionName=py, Qualifier="1")["Timeout"] == 10, "version 1 keeps its configuration")
+
+a = lam.create_alias(FunctionName=py, Name="live", FunctionVersion="1", Description="prod")
+check(a["AliasArn"] == arn + ":live" and a["FunctionVersion"] == "1", a)
+r = lam.invoke(FunctionName=py, Qualifier="live", Payload=b"{}")
+check(r["ExecutedVersion"] == "1" and json.loads(r["Payload"].read())["v"] == 1, "alias runs its version")
+r = lam.invoke(FunctionName=arn + ":live", Payload=b"{}")
+check(r["ExecutedVersion"] == "1", "alias by qualified ARN")
+check(lam.get_function(FunctionName=py, Qualifier="live")["Configuration"]["Version"] == "1", "GetFunction through an alias")
+u = lam.update_alias(FunctionName=py, Name="live", RoutingConfig={"AdditionalVersionWeights": {latest: 0.5}})
+check(u["RoutingConfig"]["AdditionalVersionWeights"] == {latest: 0.5}, u)
+check(lam.get_alias(FunctionName=py, Name="live")["RoutingConfig"]["AdditionalVersionWeights"] == {latest: 0.5}, "get_alias")
+ran = set()
+for _ in range(24):
+    r = lam.invoke(FunctionName=py, Qualifier="live", Payload=b"{}")
+    ran.add(r["ExecutedVersion"])
+check(ran == {"1", latest}, ran)
+native_aliases = native("GET", f"/api/functions/{py}/aliases")["items"]
+check([x["name"] for x in native_aliases] == ["live"] and native_aliases[0]["weights"] == {latest: 0.5}, native_aliases)
+check([x["Name"] for x in lam.list_aliases(FunctionName=py)["Aliases"]] == ["live"], "list_aliases")
+check([x["Name"] for x in lam.list_aliases(FunctionName=py, FunctionVersion="1")["Aliases"]] == ["live"], "list_aliases by version")
+expect_error(lambda: lam.delete_function(FunctionName=py, Qualifier="1"), "ResourceConflictException", 409, "delete a version an alias points to")
+expect_error(lambda: lam.create_alias(FunctionName=py, Name="live", FunctionVersion="1"), "ResourceConflictException", 409, "alias exists")
+expect_error(lambda: lam.create_alias(FunctionName=py, Name="next", FunctionVersion="$LATEST"), "InvalidParameterValueException", 400, "alias to $LATEST")
+expect_error(lambda: lam.create_alias(FunctionName=py, Name="gone", FunctionVersion="999"), "ResourceNotFoundException", 404, "alias to no version")
+expect_error(lambda: lam.update_alias(FunctionName=py, Name="live", Description="x", RevisionId="00000000-0000-0000-0000-000000000000"), "PreconditionFailedException", 412, "alias revision")
+u = lam.update_alias(FunctionName=py, Name="live", FunctionVersion=latest, RoutingConfig={"AdditionalVersionWeights": {}})
+check(u["FunctionVersion"] == latest and "RoutingConfig" not in u, u)
+check(lam.delete_alias(FunctionName=py, Name="live")["ResponseMetadata"]["HTTPStatusCode"] == 204, "delete alias")
+expect_error(lambda: lam.get_alias(FunctionName=py, Name="live"), "ResourceNotFoundException", 404, "alias gone")
+check(lam.delete_function(FunctionName=py, Qualifier="1")["ResponseMetadata"]["HTTPStatusCode"] == 204, "delete version 1")
+expect_error(lambda: lam.invoke(FunctionName=py, Qualifier="1", Payload=b"{}"), "ResourceNotFoundException", 404, "version 1 gone")
+expect_error(lambda: lam.delete_function(FunctionName=py, Qualifier=latest), "ResourceConflictException", 409, "the latest version cannot go")
 
 # --- Account settings ---------------------------------------------------------------------
 s = lam.get_account_settings()
