@@ -118,3 +118,51 @@ impl Store {
         crate::get_i64(&row, "n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::vault::MasterKey;
+    use crate::{ApiKey, Store};
+
+    fn key(id: &str) -> ApiKey {
+        ApiKey { id: id.into(), name: "k".into(), prefix: "AKIA".into(), created_at: "t".into(), expires_at: None, last_used_at: None, key_type: "aws".into(), access_key_id: None }
+    }
+
+    /// The secret comes back only through the vault, is not in the row in the clear, a
+    /// rotation re-seals it, and a revoked (deleted) key is gone at once.
+    #[tokio::test]
+    async fn an_aws_secret_is_sealed_rotates_and_goes_with_its_key() {
+        let dir = std::env::temp_dir().join(format!("vr-awskeys-{}-{:x}", std::process::id(), rand_n()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let old = MasterKey::parse(&"11".repeat(32)).unwrap();
+        let store = Store::open(&url).await.unwrap().unlock(old, None).await.unwrap();
+        sqlx::query("INSERT INTO users (id, email, name, password_hash, created_at) VALUES ('u1', 'u1@e.com', 'n', 'h', 't')").execute(&store.pool).await.unwrap();
+        let secret = "abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+        store.insert_aws_key("u1", &key("key_1"), "AKIATESTTESTTESTTEST", secret, 0).await.unwrap();
+        let owner = store.aws_key_owner("AKIATESTTESTTESTTEST").await.unwrap().unwrap();
+        assert_eq!((owner.user_id.as_str(), owner.secret.as_str()), ("u1", secret));
+        let row: String = sqlx::query_scalar("SELECT secret_sealed FROM api_keys WHERE id = 'key_1'").fetch_one(&store.pool).await.unwrap();
+        assert!(row.starts_with("v1.") && !row.contains(secret), "{row}");
+        // An aws key is never a bearer key, whatever hash is presented.
+        let hash: String = sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE id = 'key_1'").fetch_one(&store.pool).await.unwrap();
+        assert!(store.api_key_owner(&hash).await.unwrap().is_none());
+        // Rotate to a new key; the node with only the new key opens it.
+        drop(store);
+        let new = MasterKey::parse(&"22".repeat(32)).unwrap();
+        let both = Store::open(&url).await.unwrap().unlock(new, Some(MasterKey::parse(&"11".repeat(32)).unwrap())).await.unwrap();
+        let done = both.rotate_master_key(10).await.unwrap();
+        assert_eq!(done.aws_keys, 1);
+        drop(both);
+        let fresh = Store::open(&url).await.unwrap().unlock(MasterKey::parse(&"22".repeat(32)).unwrap(), None).await.unwrap();
+        assert_eq!(fresh.aws_key_owner("AKIATESTTESTTESTTEST").await.unwrap().unwrap().secret.as_str(), secret);
+        assert!(fresh.delete_api_key("u1", "key_1").await.unwrap());
+        assert!(fresh.aws_key_owner("AKIATESTTESTTESTTEST").await.unwrap().is_none());
+        drop(fresh);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn rand_n() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    }
+}
