@@ -185,9 +185,10 @@ fn create_conflict(e: crate::error::ApiError, caller: &LambdaCaller, name: &str)
     }
 }
 
-/// CreateFunction: `POST /2015-03-31/functions` → 201 `FunctionConfiguration`.
-pub async fn create(st: &AppState, req: &Signed) -> LambdaResult<Response> {
-    let r: FunctionRequest = parse_body(&req.body)?;
+/// CreateFunction's request as the native [`NewFunction`]: what is refused, what maps, what
+/// is ignored (pure, so the golden files test it).
+pub(crate) fn create_draft(body: &[u8]) -> LambdaResult<NewFunction> {
+    let r: FunctionRequest = parse_body(body)?;
     refuse_unsupported(&r)?;
     let name = r.function_name.clone().ok_or_else(|| LambdaError::invalid("FunctionName is required"))?;
     if !voltrun_core::function::is_valid_name(&name) {
@@ -199,17 +200,23 @@ pub async fn create(st: &AppState, req: &Signed) -> LambdaResult<Response> {
     let runtime = r.runtime.as_deref().ok_or_else(|| LambdaError::invalid("Runtime is required for a Zip function"))?;
     let runtime = shapes::runtime_in(runtime)?;
     let zip = r.code.as_ref().and_then(|c| c.zip_file.clone()).ok_or_else(|| LambdaError::invalid("Code.ZipFile is required (base64 of the zip)"))?;
-    let draft = NewFunction {
-        name: name.clone(),
-        description: r.description.clone(),
+    Ok(NewFunction {
+        name,
+        description: r.description,
         runtime: runtime.to_string(),
         zip: Some(zip),
-        handler: r.handler.clone(),
+        handler: r.handler,
         memory: r.memory_size,
         timeout: r.timeout,
         env: r.environment.and_then(|e| e.variables),
         ..Default::default()
-    };
+    })
+}
+
+/// CreateFunction: `POST /2015-03-31/functions` → 201 `FunctionConfiguration`.
+pub async fn create(st: &AppState, req: &Signed) -> LambdaResult<Response> {
+    let draft = create_draft(&req.body)?;
+    let name = draft.name.clone();
     let _slot = crate::functions::package_write_slot().await?;
     let user = req.caller.user_id.clone();
     let f = crate::functions::blocking(move || draft.into_function(id::new_id("fn_"), user, time::now())).await??;
@@ -296,13 +303,10 @@ async fn apply(st: &AppState, old: Function, patch: FunctionPatch, dry_run: bool
     Ok(crate::builds::update(st, &old, new).await?)
 }
 
-/// UpdateFunctionConfiguration: Handler, Description, Timeout, MemorySize, Environment (the
-/// whole map, as AWS replaces it), Runtime.
-pub async fn update_configuration(st: &AppState, req: &Signed, raw: &str) -> LambdaResult<Response> {
-    let r: FunctionRequest = parse_body(&req.body)?;
+/// UpdateFunctionConfiguration's request as a native [`FunctionPatch`], and its `RevisionId`.
+pub(crate) fn configuration_patch(body: &[u8]) -> LambdaResult<(FunctionPatch, Option<String>)> {
+    let r: FunctionRequest = parse_body(body)?;
     refuse_unsupported(&r)?;
-    let f = unqualified(st, req, raw, "An update").await?;
-    check_revision(r.revision_id.as_deref(), &f)?;
     let runtime = r.runtime.as_deref().map(shapes::runtime_in).transpose()?.map(str::to_string);
     let patch = FunctionPatch {
         handler: r.handler,
@@ -313,6 +317,15 @@ pub async fn update_configuration(st: &AppState, req: &Signed, raw: &str) -> Lam
         runtime,
         ..Default::default()
     };
+    Ok((patch, r.revision_id))
+}
+
+/// UpdateFunctionConfiguration: Handler, Description, Timeout, MemorySize, Environment (the
+/// whole map, as AWS replaces it), Runtime.
+pub async fn update_configuration(st: &AppState, req: &Signed, raw: &str) -> LambdaResult<Response> {
+    let (patch, revision) = configuration_patch(&req.body)?;
+    let f = unqualified(st, req, raw, "An update").await?;
+    check_revision(revision.as_deref(), &f)?;
     let f = apply(st, f, patch, false).await?;
     Ok(json_response(StatusCode::OK, configuration(&req.caller, &f, "$LATEST", None)))
 }

@@ -19,6 +19,8 @@ use crate::AppState;
 
 pub mod errors;
 pub mod functions;
+#[cfg(test)]
+mod golden;
 pub mod invoke;
 pub mod shapes;
 pub mod sigv4;
