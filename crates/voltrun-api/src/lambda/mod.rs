@@ -154,25 +154,21 @@ async fn read_body(headers: &HeaderMap, body: axum::body::Body, limit: usize) ->
     })
 }
 
-/// Verifies the request's signature and who signed it: a known, unexpired `aws` key whose
-/// secret signs exactly this request.
-async fn authenticate(st: &AppState, method: &Method, raw_path: &str, raw_query: &str, headers: &HeaderMap, body: &[u8]) -> LambdaResult<LambdaCaller> {
+/// The first half of authentication, before the body is read: a SigV4 `Authorization`, a
+/// fresh `X-Amz-Date`, and a known, unexpired `aws` key. So an unsigned or stale request, or
+/// one naming no key, never makes the server buffer a body (up to 72 MB for code uploads).
+async fn identify(st: &AppState, headers: &HeaderMap) -> LambdaResult<(sigv4::Authorization, voltrun_store::AwsKeyOwner, i64)> {
     let auth = sigv4::parse_authorization(headers)?;
     if headers.contains_key("x-amz-security-token") {
         return Err(LambdaError::unrecognized("The security token included in the request is invalid: VoltRun issues no session tokens; sign with an access key from POST /api/keys {\"type\": \"aws\"}"));
     }
     let now = chrono::Utc::now().timestamp();
-    // The date first: an expired or replayed request is refused before any lookup.
     sigv4::check_date(&auth, headers, now)?;
     let owner = st.store.aws_key_owner(&auth.access_key_id).await?.ok_or_else(|| LambdaError::unrecognized("The security token included in the request is invalid."))?;
-    let stamp = voltrun_core::time::now();
-    if owner.expires_at.as_deref().is_some_and(|e| e <= stamp.as_str()) {
+    if owner.expires_at.as_deref().is_some_and(|e| e <= voltrun_core::time::now().as_str()) {
         return Err(LambdaError::unrecognized("The security token included in the request is expired"));
     }
-    sigv4::verify(&auth, &owner.secret, method.as_str(), raw_path, raw_query, headers, body, now)?;
-    let key_owner = voltrun_store::KeyOwner { key_id: owner.key_id.clone(), user_id: owner.user_id.clone(), expires_at: owner.expires_at.clone(), last_used_at: owner.last_used_at.clone() };
-    crate::keys::note_use(st, &key_owner, &stamp);
-    Ok(LambdaCaller { account_id: account_id(&owner.user_id), user_id: owner.user_id, region: auth.region })
+    Ok((auth, owner, now))
 }
 
 async fn serve(st: &AppState, req: Request) -> LambdaResult<Response> {
@@ -182,8 +178,19 @@ async fn serve(st: &AppState, req: Request) -> LambdaResult<Response> {
     let mut segs = raw_path.trim_start_matches('/').split('/');
     let prefix = segs.next().unwrap_or("").to_string();
     let segments: Vec<String> = segs.filter(|s| !s.is_empty()).map(decode).collect();
-    let body = read_body(&parts.headers, body, body_limit(&parts.method, &segments)).await?;
-    let caller = authenticate(st, &parts.method, &raw_path, &raw_query, &parts.headers, &body).await?;
+    let limit = body_limit(&parts.method, &segments);
+    // A body declared too large is refused before anything else, signed or not.
+    let declared = parts.headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(LambdaError::too_large(format!("Request must be smaller than {limit} bytes for this operation")));
+    }
+    let (auth, owner, now) = identify(st, &parts.headers).await?;
+    let body = read_body(&parts.headers, body, limit).await?;
+    sigv4::verify(&auth, &owner.secret, parts.method.as_str(), &raw_path, &raw_query, &parts.headers, &body, now)?;
+    let stamp = voltrun_core::time::now();
+    let key_owner = voltrun_store::KeyOwner { key_id: owner.key_id.clone(), user_id: owner.user_id.clone(), expires_at: owner.expires_at.clone(), last_used_at: owner.last_used_at.clone() };
+    crate::keys::note_use(st, &key_owner, &stamp);
+    let caller = LambdaCaller { account_id: account_id(&owner.user_id), user_id: owner.user_id.clone(), region: auth.region };
     let query = raw_query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).map(|(k, v)| (decode(k), decode(v))).collect();
     let req = Signed { caller, method: parts.method, segments, prefix, query, headers: parts.headers, body };
     dispatch(st, req).await
