@@ -38,10 +38,7 @@ fn sign(host: &str, path: &str, body: &[u8], akid: &str, secret: &str) -> Vec<(S
         k = hmac(&k, part.as_bytes());
     }
     let sig = hex(&hmac(&k, to_sign.as_bytes()));
-    vec![
-        ("x-amz-date".into(), amz),
-        ("authorization".into(), format!("AWS4-HMAC-SHA256 Credential={akid}/{scope}, SignedHeaders=host;x-amz-date, Signature={sig}")),
-    ]
+    vec![("x-amz-date".into(), amz), ("authorization".into(), format!("AWS4-HMAC-SHA256 Credential={akid}/{scope}, SignedHeaders=host;x-amz-date, Signature={sig}"))]
 }
 
 /// The figures of this section (namespace tier, Python).

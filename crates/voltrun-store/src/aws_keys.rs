@@ -73,13 +73,7 @@ impl Store {
             .open(Context::AwsKey { user_id: &user_id, access_key_id }, &sealed)
             .map_err(|source| StoreError::Unsealable { what: format!("AWS key {access_key_id}"), source })?;
         let secret = Zeroizing::new(String::from_utf8(opened.to_vec()).map_err(|_| StoreError::Invariant(format!("AWS key {access_key_id}: the secret is not UTF-8")))?);
-        Ok(Some(AwsKeyOwner {
-            key_id: get_str(&row, "id")?,
-            user_id,
-            expires_at: get_opt_str(&row, "expires_at")?,
-            last_used_at: get_opt_str(&row, "last_used_at")?,
-            secret,
-        }))
+        Ok(Some(AwsKeyOwner { key_id: get_str(&row, "id")?, user_id, expires_at: get_opt_str(&row, "expires_at")?, last_used_at: get_opt_str(&row, "last_used_at")?, secret }))
     }
 
     /// Re-seals under the current key every AWS key secret sealed under the previous one (part

@@ -111,7 +111,9 @@ impl From<ApiError> for LambdaError {
             ApiError::Throttled { retry_after_s, .. } => {
                 LambdaError { retry_after_s: Some(retry_after_s), ..LambdaError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", message) }
             }
-            ApiError::Unavailable(_) => LambdaError { retry_after_s: Some(crate::error::UNAVAILABLE_RETRY_AFTER_S), ..LambdaError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", message) },
+            ApiError::Unavailable(_) => {
+                LambdaError { retry_after_s: Some(crate::error::UNAVAILABLE_RETRY_AFTER_S), ..LambdaError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", message) }
+            }
             ApiError::Internal(detail) => LambdaError::service(detail),
         }
     }

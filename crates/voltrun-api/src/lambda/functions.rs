@@ -16,8 +16,8 @@ use voltrun_core::{id, time, Function, FunctionPatch, NewFunction, Qualifier};
 use super::errors::{LambdaError, LambdaResult};
 use super::shapes::{self, configuration};
 use super::{parse_function_name, LambdaCaller, Signed};
-use voltrun_store::DeleteVersion;
 use crate::AppState;
+use voltrun_store::DeleteVersion;
 
 /// Largest `MaxItems` honoured (a page is at most this many, as the native list's).
 const MAX_PAGE: i64 = 50;
@@ -287,7 +287,9 @@ pub async fn list(st: &AppState, req: &Signed) -> LambdaResult<Response> {
 /// Checks an optional `RevisionId` against the function's current one.
 pub(crate) fn check_revision(r: Option<&str>, f: &Function) -> LambdaResult<()> {
     match r {
-        Some(rev) if rev != shapes::revision_id(f) => Err(LambdaError::precondition("The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id")),
+        Some(rev) if rev != shapes::revision_id(f) => {
+            Err(LambdaError::precondition("The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"))
+        }
         _ => Ok(()),
     }
 }

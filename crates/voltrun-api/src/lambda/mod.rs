@@ -31,8 +31,23 @@ use errors::{LambdaError, LambdaResult};
 /// The dated prefixes of AWS's Lambda API paths (every one the 2015-03-31 model uses), so
 /// an operation we do not implement still answers in AWS's words.
 const PREFIXES: &[&str] = &[
-    "2014-11-13", "2015-03-31", "2016-08-19", "2017-03-31", "2017-10-31", "2018-10-31", "2019-09-25", "2019-09-30", "2020-04-22", "2020-06-30", "2021-07-20", "2021-10-31",
-    "2021-11-15", "2024-08-31", "2025-11-30", "2025-12-01", "2026-07-09",
+    "2014-11-13",
+    "2015-03-31",
+    "2016-08-19",
+    "2017-03-31",
+    "2017-10-31",
+    "2018-10-31",
+    "2019-09-25",
+    "2019-09-30",
+    "2020-04-22",
+    "2020-06-30",
+    "2021-07-20",
+    "2021-10-31",
+    "2021-11-15",
+    "2024-08-31",
+    "2025-11-30",
+    "2025-12-01",
+    "2026-07-09",
 ];
 
 /// Largest body of CreateFunction and UpdateFunctionCode: the native create's (a 50 MiB zip
@@ -160,7 +175,9 @@ async fn read_body(headers: &HeaderMap, body: axum::body::Body, limit: usize) ->
 async fn identify(st: &AppState, headers: &HeaderMap) -> LambdaResult<(sigv4::Authorization, voltrun_store::AwsKeyOwner, i64)> {
     let auth = sigv4::parse_authorization(headers)?;
     if headers.contains_key("x-amz-security-token") {
-        return Err(LambdaError::unrecognized("The security token included in the request is invalid: VoltRun issues no session tokens; sign with an access key from POST /api/keys {\"type\": \"aws\"}"));
+        return Err(LambdaError::unrecognized(
+            "The security token included in the request is invalid: VoltRun issues no session tokens; sign with an access key from POST /api/keys {\"type\": \"aws\"}",
+        ));
     }
     let now = chrono::Utc::now().timestamp();
     sigv4::check_date(&auth, headers, now)?;
@@ -188,7 +205,8 @@ async fn serve(st: &AppState, req: Request) -> LambdaResult<Response> {
     let body = read_body(&parts.headers, body, limit).await?;
     sigv4::verify(&auth, &owner.secret, parts.method.as_str(), &raw_path, &raw_query, &parts.headers, &body, now)?;
     let stamp = voltrun_core::time::now();
-    let key_owner = voltrun_store::KeyOwner { key_id: owner.key_id.clone(), user_id: owner.user_id.clone(), expires_at: owner.expires_at.clone(), last_used_at: owner.last_used_at.clone() };
+    let key_owner =
+        voltrun_store::KeyOwner { key_id: owner.key_id.clone(), user_id: owner.user_id.clone(), expires_at: owner.expires_at.clone(), last_used_at: owner.last_used_at.clone() };
     crate::keys::note_use(st, &key_owner, &stamp);
     let caller = LambdaCaller { account_id: account_id(&owner.user_id), user_id: owner.user_id.clone(), region: auth.region };
     let query = raw_query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).map(|(k, v)| (decode(k), decode(v))).collect();

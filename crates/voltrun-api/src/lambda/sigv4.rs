@@ -73,7 +73,10 @@ pub fn parse_authorization(headers: &HeaderMap) -> Result<Authorization, SigErro
         return Err(bad("the Authorization header is too long"));
     }
     let value = value.to_str().map_err(|_| bad("the Authorization header is not ASCII"))?;
-    let rest = value.strip_prefix(ALGORITHM).and_then(|r| r.strip_prefix(' ')).ok_or_else(|| bad("Authorization must start with AWS4-HMAC-SHA256 (only Signature Version 4 is accepted)"))?;
+    let rest = value
+        .strip_prefix(ALGORITHM)
+        .and_then(|r| r.strip_prefix(' '))
+        .ok_or_else(|| bad("Authorization must start with AWS4-HMAC-SHA256 (only Signature Version 4 is accepted)"))?;
     let (mut credential, mut signed, mut signature) = (None, None, None);
     for part in rest.split(',') {
         let (k, v) = part.trim().split_once('=').ok_or_else(|| bad("Authorization header requires Credential, SignedHeaders and Signature parameters"))?;
@@ -262,13 +265,7 @@ pub fn payload_hash(headers: &HeaderMap, body: &[u8]) -> Result<String, SigError
 
 /// The canonical request of SigV4.
 pub fn canonical_request(method: &str, raw_path: &str, raw_query: &str, headers: &HeaderMap, signed: &[String], payload_hash: &str) -> Result<String, SigError> {
-    Ok(format!(
-        "{method}\n{}\n{}\n{}\n{}\n{payload_hash}",
-        canonical_uri(raw_path),
-        canonical_query(raw_query),
-        canonical_headers(signed, headers)?,
-        signed.join(";")
-    ))
+    Ok(format!("{method}\n{}\n{}\n{}\n{}\n{payload_hash}", canonical_uri(raw_path), canonical_query(raw_query), canonical_headers(signed, headers)?, signed.join(";")))
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {

@@ -67,11 +67,16 @@ pub async fn publish_version(st: &AppState, req: &Signed, raw: &str) -> LambdaRe
     if let Some(sha) = &r.code_sha256 {
         let current = shapes::code_sha256(&f);
         if *sha != current {
-            return Err(LambdaError::invalid(format!("CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST ({current}). Please try again with the current CodeSHA256.")));
+            return Err(LambdaError::invalid(format!(
+                "CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST ({current}). Please try again with the current CodeSHA256."
+            )));
         }
     }
     if f.states.building() {
-        return Err(LambdaError::conflict(format!("The operation cannot be performed at this time. An update is in progress for resource: {}", shapes::function_arn(&req.caller, &f.name, None))));
+        return Err(LambdaError::conflict(format!(
+            "The operation cannot be performed at this time. An update is in progress for resource: {}",
+            shapes::function_arn(&req.caller, &f.name, None)
+        )));
     }
     let v = f.version.to_string();
     Ok(json_response(StatusCode::CREATED, configuration(&req.caller, &f, &v, Some(&v))))
@@ -134,7 +139,9 @@ fn alias_configuration(caller: &LambdaCaller, f: &Function, a: &Alias) -> Value 
 fn function_version(v: &str) -> LambdaResult<i64> {
     match v.parse::<i64>() {
         Ok(n) if n >= 1 && v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-        _ if v == "$LATEST" => Err(LambdaError::invalid("FunctionVersion: an alias names a published version number; an alias to $LATEST is not supported (call the function unqualified)")),
+        _ if v == "$LATEST" => {
+            Err(LambdaError::invalid("FunctionVersion: an alias names a published version number; an alias to $LATEST is not supported (call the function unqualified)"))
+        }
         _ => Err(LambdaError::invalid("FunctionVersion: a version number")),
     }
 }
