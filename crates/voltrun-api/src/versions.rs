@@ -21,11 +21,11 @@ use crate::AppState;
 
 /// The routes, nested under `/api/functions`.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_versions))
-        .routes(routes!(get_version, delete_version))
-        .routes(routes!(list_aliases, create_alias))
-        .routes(routes!(get_alias, update_alias, delete_alias))
+    OpenApiRouter::new().routes(routes!(list_versions)).routes(routes!(get_version, delete_version)).routes(routes!(list_aliases, create_alias)).routes(routes!(
+        get_alias,
+        update_alias,
+        delete_alias
+    ))
 }
 
 /// A page of versions: `next_cursor` is the last version number of a full page.
@@ -128,7 +128,9 @@ async fn delete_version(State(st): State<AppState>, caller: Caller, Path((id, n)
         DeleteVersion::Deleted => Ok(StatusCode::NO_CONTENT),
         DeleteVersion::NotFound => Err(version_not_found()),
         DeleteVersion::Latest => Err(ApiError::Conflicting { code: "version_is_latest", message: "the latest version cannot be deleted".into() }),
-        DeleteVersion::InUse => Err(ApiError::Conflicting { code: "version_in_use", message: format!("an alias or the schedule of {} points to version {n}; move it first", f.name) }),
+        DeleteVersion::InUse => {
+            Err(ApiError::Conflicting { code: "version_in_use", message: format!("an alias or the schedule of {} points to version {n}; move it first", f.name) })
+        }
     }
 }
 

@@ -143,12 +143,14 @@ impl Store {
         Ok(gone)
     }
 
-    /// The package blobs something still refers to (a function, or a build still to run):
+    /// The package blobs something still refers to (a function, one of its versions, or a
+    /// build still to run):
     /// the unpacked `trees/<sha>` this node may keep.
     pub async fn referenced_packages(&self) -> Result<std::collections::HashSet<String>> {
         let rows = sqlx::query(
             "SELECT package_sha256 AS sha FROM functions WHERE package_sha256 IS NOT NULL
-             UNION SELECT package_sha256 AS sha FROM builds WHERE package_sha256 IS NOT NULL AND status IN ('queued', 'building')",
+             UNION SELECT package_sha256 AS sha FROM builds WHERE package_sha256 IS NOT NULL AND status IN ('queued', 'building')
+             UNION SELECT package_sha256 AS sha FROM function_versions WHERE package_sha256 IS NOT NULL",
         )
         .fetch_all(&self.pool)
         .await?;

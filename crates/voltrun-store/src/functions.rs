@@ -212,7 +212,8 @@ impl Store {
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $21, $22, $23, $24, $25, $26
              WHERE (SELECT COUNT(*) FROM functions WHERE user_id = $2) < $19
              AND (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2) + {LAYER_BYTES_OF_2} + $18 <= $20
-             AND NOT ({})",
+             AND NOT ({})
+             AND NOT EXISTS (SELECT 1 FROM aliases WHERE route = $11)",
             route_overlap("$2", "$11")
         );
         let env = env_json(f);
@@ -242,6 +243,10 @@ impl Store {
                 if self.route_overlaps_in(tx, &f.user_id, route).await? {
                     return Err(StoreError::RouteOverlap);
                 }
+                // A route is unique across functions and aliases (SPEC §13).
+                if sqlx::query("SELECT 1 FROM aliases WHERE route = $1").bind(route).fetch_optional(&mut **tx).await?.is_some() {
+                    return Err(StoreError::Conflict("route"));
+                }
             }
             let (n, bytes) = self.function_usage(tx, &f.user_id).await?;
             if quotas.functions > 0 && n >= quotas.functions as i64 {
@@ -263,12 +268,6 @@ impl Store {
     pub(crate) async fn lock_routes(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, f: &Function) -> Result<()> {
         if self.dialect == Dialect::Postgres && f.route.is_some() {
             sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ROUTE_LOCK).execute(&mut **tx).await?;
-        }
-        // A route is unique across functions and aliases (SPEC §13).
-        if let Some(route) = &f.route {
-            if sqlx::query("SELECT 1 FROM aliases WHERE route = $1").bind(route).fetch_optional(&mut **tx).await?.is_some() {
-                return Err(StoreError::Conflict("route"));
-            }
         }
         Ok(())
     }
@@ -296,7 +295,8 @@ impl Store {
              egress = $20, package_sha256 = $21, package = $22, layers = $23, secrets = $24, schedule_qualifier = $25
              WHERE id = $1 AND user_id = $2 AND version = $15
              AND ($18 <= code_bytes OR (SELECT COALESCE(SUM(code_bytes), 0) FROM functions WHERE user_id = $2 AND id <> $1) + {LAYER_BYTES_OF_2} + $18 <= $19)
-             AND NOT ({})",
+             AND NOT ({})
+             AND NOT EXISTS (SELECT 1 FROM aliases WHERE route = $11)",
             route_overlap("$2", "$11")
         );
         let env = env_json(f);
@@ -326,6 +326,10 @@ impl Store {
             if let Some(route) = &f.route {
                 if self.route_overlaps_in(tx, &f.user_id, route).await? {
                     return Err(StoreError::RouteOverlap);
+                }
+                // A route is unique across functions and aliases (SPEC §13).
+                if sqlx::query("SELECT 1 FROM aliases WHERE route = $1").bind(route).fetch_optional(&mut **tx).await?.is_some() {
+                    return Err(StoreError::Conflict("route"));
                 }
             }
             let row = sqlx::query("SELECT version, code_bytes FROM functions WHERE id = $1 AND user_id = $2").bind(&f.id).bind(&f.user_id).fetch_optional(&mut **tx).await?;

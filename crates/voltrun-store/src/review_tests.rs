@@ -169,8 +169,10 @@ async fn deleting_a_function_frees_its_package_blob() {
     assert!(s.update_function(&next, f.version, &Quotas::default()).await.unwrap());
     assert!(s.has_blob(&first).await.unwrap(), "the twin still has it");
     assert!(s.delete_function("u1", &twin.id).await.unwrap());
-    assert!(!s.has_blob(&first).await.unwrap(), "no one has the first package now");
+    // Versions keep their packages (SPEC §13): f's version 1 still runs the first.
+    assert!(s.has_blob(&first).await.unwrap(), "f's version 1 still has it");
     assert!(s.delete_function("u1", &f.id).await.unwrap());
+    assert!(!s.has_blob(&first).await.unwrap(), "no one has the first package now");
     assert!(!s.has_blob(&second).await.unwrap(), "the deleted function's package is gone");
     assert!(s.referenced_packages().await.unwrap().is_empty());
 }

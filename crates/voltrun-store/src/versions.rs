@@ -207,11 +207,13 @@ impl Store {
         let definition = serde_json::to_string(&def).expect("a function serialises");
         let state = f.states.state.as_str();
         // A version number is given once (the update bumps it under optimistic
-        // concurrency); a replay of the same number replaces its snapshot.
-        sqlx::query("DELETE FROM function_versions WHERE function_id = $1 AND version = $2").bind(&f.id).bind(f.version).execute(&mut **tx).await?;
+        // concurrency); a replay of the same number (the start-up backfill on two nodes at
+        // once) replaces its snapshot rather than failing.
         sqlx::query(
             "INSERT INTO function_versions (function_id, version, user_id, definition, code_sha256, package_sha256, state, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (function_id, version) DO UPDATE SET definition = excluded.definition, code_sha256 = excluded.code_sha256,
+             package_sha256 = excluded.package_sha256, state = excluded.state",
         )
         .bind(&f.id)
         .bind(f.version)
@@ -237,14 +239,11 @@ impl Store {
         if below < 1 {
             return Ok(());
         }
-        let rows = sqlx::query(&format!(
-            "DELETE FROM function_versions WHERE function_id = $1 AND version <= $2 AND {} RETURNING code_sha256, package_sha256",
-            UNPINNED
-        ))
-        .bind(function_id)
-        .bind(below)
-        .fetch_all(&mut **tx)
-        .await?;
+        let rows = sqlx::query(&format!("DELETE FROM function_versions WHERE function_id = $1 AND version <= $2 AND {} RETURNING code_sha256, package_sha256", UNPINNED))
+            .bind(function_id)
+            .bind(below)
+            .fetch_all(&mut **tx)
+            .await?;
         self.free_version_rows_in(tx, &rows).await
     }
 
@@ -280,11 +279,9 @@ impl Store {
     }
 
     async fn backfill_some(&self) -> Result<u64> {
-        let rows = sqlx::query(
-            "SELECT f.* FROM functions f WHERE NOT EXISTS (SELECT 1 FROM function_versions v WHERE v.function_id = f.id AND v.version = f.version) LIMIT 1000",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT f.* FROM functions f WHERE NOT EXISTS (SELECT 1 FROM function_versions v WHERE v.function_id = f.id AND v.version = f.version) LIMIT 1000")
+            .fetch_all(&self.pool)
+            .await?;
         let mut n = 0;
         for r in &rows {
             let f = crate::functions::function_from(r)?;
@@ -298,7 +295,12 @@ impl Store {
 
     /// Moves the state of a version whose build ended (builds.rs).
     pub(crate) async fn set_version_state_in(&self, tx: &mut Tx, function_id: &str, version: i64, state: FunctionState) -> Result<()> {
-        sqlx::query("UPDATE function_versions SET state = $3 WHERE function_id = $1 AND version = $2").bind(function_id).bind(version).bind(state.as_str()).execute(&mut **tx).await?;
+        sqlx::query("UPDATE function_versions SET state = $3 WHERE function_id = $1 AND version = $2")
+            .bind(function_id)
+            .bind(version)
+            .bind(state.as_str())
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
@@ -514,13 +516,11 @@ impl Store {
     /// Deletes an alias unless the function's schedule runs it.
     pub async fn delete_alias(&self, user_id: &str, function_id: &str, name: &str) -> Result<DeleteAlias> {
         let mut tx = self.user_write(user_id).await?;
-        let r = sqlx::query(
-            "DELETE FROM aliases WHERE function_id = $1 AND name = $2 AND NOT EXISTS (SELECT 1 FROM functions WHERE id = $1 AND schedule_qualifier = $2)",
-        )
-        .bind(function_id)
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+        let r = sqlx::query("DELETE FROM aliases WHERE function_id = $1 AND name = $2 AND NOT EXISTS (SELECT 1 FROM functions WHERE id = $1 AND schedule_qualifier = $2)")
+            .bind(function_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         if r.rows_affected() == 0 {
             let exists = sqlx::query("SELECT 1 FROM aliases WHERE function_id = $1 AND name = $2").bind(function_id).bind(name).fetch_optional(&mut *tx).await?;
             return Ok(if exists.is_some() { DeleteAlias::InUse } else { DeleteAlias::NotFound });
@@ -536,12 +536,15 @@ impl Store {
         Ok(self.function_by_id(&a.function_id).await?.map(|f| (f, a)))
     }
 
-    /// The dependency trees live versions run with (their successful builds'): pinned
-    /// against eviction from a node's build cache, so a version's dependencies stay frozen.
+    /// The dependency trees live versions run with: the trees of the successful builds of
+    /// the packages live versions hold (a version that changed no dependency file, e.g. only
+    /// its memory, has no build of its own but the same tree key, derived from the package's
+    /// dependency files). Pinned against eviction from a node's build cache, so a version's
+    /// built dependencies stay frozen.
     pub async fn live_tree_keys(&self) -> Result<Vec<String>> {
         let rows = sqlx::query(
-            "SELECT DISTINCT b.tree_key FROM builds b JOIN function_versions v ON v.function_id = b.function_id AND v.version = b.function_version
-             WHERE b.status = 'success' AND b.tree_key IS NOT NULL",
+            "SELECT DISTINCT b.tree_key FROM builds b WHERE b.status = 'success' AND b.tree_key IS NOT NULL AND b.package_sha256 IS NOT NULL
+             AND EXISTS (SELECT 1 FROM function_versions v WHERE v.package_sha256 = b.package_sha256)",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -570,4 +573,102 @@ const UNPINNED: &str = "NOT EXISTS (SELECT 1 FROM aliases a WHERE a.function_id 
 /// Weights of an alias as the API gives them, for [`Alias::weights`].
 pub fn weights_of(w: Option<Weight>) -> Option<BTreeMap<String, f64>> {
     voltrun_core::version::weights_map(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use voltrun_core::Quotas;
+
+    async fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("voltrun-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        sqlx::query("INSERT INTO users (id, email, name, password_hash, created_at) VALUES ('u1', 'u1@example.com', 'n', 'h', 't')").execute(&store.pool).await.unwrap();
+        (store, dir)
+    }
+
+    fn function(code: &str) -> Function {
+        let n: voltrun_core::NewFunction = serde_json::from_value(serde_json::json!({"name": "f", "runtime": "python", "code": code})).unwrap();
+        n.into_function(voltrun_core::id::new_id("fn_"), "u1".into(), voltrun_core::time::now()).unwrap()
+    }
+
+    fn alias(f: &Function, name: &str, version: i64, weight: Option<Weight>) -> Alias {
+        let now = voltrun_core::time::now();
+        Alias {
+            name: name.into(),
+            function_id: f.id.clone(),
+            version,
+            weights: weights_of(weight),
+            description: String::new(),
+            route: None,
+            created_at: now.clone(),
+            updated_at: now,
+        }
+    }
+
+    /// Snapshots share unchanged code, resolve by number, latest and alias (the split by the
+    /// hash formula), refuse deleting the latest or a version an alias holds, and retention
+    /// prunes the oldest unheld ones and their code.
+    #[tokio::test]
+    async fn snapshots_resolve_share_code_and_are_pruned_past_the_retention() {
+        let (store, dir) = temp_store("versions").await;
+        let store = store.with_version_retention(2);
+        let mut f = function("def handler(e, c):\n    return 1");
+        store.insert_function(&f, &Quotas::default()).await.unwrap();
+        assert_eq!(store.insert_alias("u1", &alias(&f, "pin", 1, None)).await.unwrap(), Ok(()));
+        assert_eq!(store.insert_alias("u1", &alias(&f, "pin", 1, None)).await.unwrap(), Err(AliasRefused::Exists));
+        assert_eq!(store.insert_alias("u1", &alias(&f, "x", 9, None)).await.unwrap(), Err(AliasRefused::NoVersion));
+        for v in 2..=5 {
+            let mut next = f.clone();
+            next.version = v;
+            if v == 2 {
+                next.code = "def handler(e, c):\n    return 2".into();
+            } else {
+                next.memory += 64;
+            }
+            assert!(store.update_function(&next, f.version, &Quotas::default()).await.unwrap());
+            f = next;
+        }
+        let versions: Vec<i64> = store.list_versions(&f.id, None, 50).await.unwrap().iter().map(|v| v.version).collect();
+        assert_eq!(versions, vec![5, 4, 1], "the newest 2 and the one an alias holds");
+        let codes: i64 = get_i64(&sqlx::query("SELECT COUNT(*) AS n FROM version_code").fetch_one(&store.pool).await.unwrap(), "n").unwrap();
+        assert_eq!(codes, 2, "versions 4 and 5 share one code row; version 1 has its own");
+        // Resolving.
+        let one = store.resolve_qualifier(&f, &Qualifier::Version(1), "ex_a").await.unwrap().unwrap();
+        assert_eq!((one.version, one.code.as_str(), one.memory), (1, "def handler(e, c):\n    return 1", f.memory - 3 * 64));
+        assert_eq!(store.resolve_qualifier(&f, &Qualifier::Version(2), "ex_a").await.unwrap().unwrap_err(), Unresolved::Version);
+        assert_eq!(store.resolve_qualifier(&f, &Qualifier::Alias("nope".into()), "ex_a").await.unwrap().unwrap_err(), Unresolved::Alias);
+        assert_eq!(store.resolve_qualifier(&f, &Qualifier::Latest, "ex_a").await.unwrap().unwrap().version, 5);
+        let mut a = alias(&f, "pin", 1, Some((4, 0.5)));
+        assert_eq!(store.update_alias("u1", &a).await.unwrap(), Ok(true));
+        for i in 0..40 {
+            let id = format!("ex_{i}");
+            let got = store.resolve_qualifier(&f, &Qualifier::Alias("pin".into()), &id).await.unwrap().unwrap().version;
+            assert_eq!(got, pick_version(1, Some((4, 0.5)), &id));
+        }
+        // Deleting.
+        assert_eq!(store.delete_version(&f, 5).await.unwrap(), DeleteVersion::Latest);
+        assert_eq!(store.delete_version(&f, 4).await.unwrap(), DeleteVersion::InUse);
+        assert_eq!(store.delete_version(&f, 1).await.unwrap(), DeleteVersion::InUse);
+        assert_eq!(store.delete_version(&f, 2).await.unwrap(), DeleteVersion::NotFound);
+        a.weights = None;
+        a.version = 5;
+        assert_eq!(store.update_alias("u1", &a).await.unwrap(), Ok(true));
+        assert_eq!(store.delete_version(&f, 1).await.unwrap(), DeleteVersion::Deleted);
+        let codes: i64 = get_i64(&sqlx::query("SELECT COUNT(*) AS n FROM version_code").fetch_one(&store.pool).await.unwrap(), "n").unwrap();
+        assert_eq!(codes, 1, "version 1's code went with it");
+        assert!(store.delete_function("u1", &f.id).await.unwrap());
+        let left: i64 = get_i64(
+            &sqlx::query("SELECT (SELECT COUNT(*) FROM function_versions) + (SELECT COUNT(*) FROM aliases) + (SELECT COUNT(*) FROM version_code) AS n")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap(),
+            "n",
+        )
+        .unwrap();
+        assert_eq!(left, 0, "a deleted function leaves no version, alias or code behind");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

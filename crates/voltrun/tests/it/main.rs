@@ -35,3 +35,4 @@ mod recovery;
 mod scaleout;
 mod secrets;
 mod store_outage;
+mod versions;
