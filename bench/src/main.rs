@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 mod custom;
 mod egress;
+mod lambda;
 mod packages;
 mod scale;
 
@@ -22,7 +23,7 @@ struct Args {
     quick: bool,
     out: PathBuf,
     /// Only these sections (all when empty): baselines, throughput, workers, tiers, scale,
-    /// retention, egress, packages, custom.
+    /// retention, egress, packages, custom, lambda.
     only: Vec<String>,
 }
 
@@ -474,6 +475,12 @@ fn main() -> Result<()> {
             Err(e) => custom_r = json!(e.to_string()),
         }
     }
+    let lambda_r = if args.runs("lambda") {
+        eprintln!("measuring the Lambda API's warm Invoke against the native execute…");
+        lambda::measure(&args.server_bin, warm_n)?
+    } else {
+        skipped()
+    };
     let p = |v: &Value| v["p50_ms"].as_f64().unwrap_or(f64::NAN);
     let py_b = pct(&py_base, 50.0);
     let node_b = pct(&node_base, 50.0);
@@ -487,6 +494,7 @@ fn main() -> Result<()> {
         "namespace_node_cold_vs_node_spawn": round(p(&ns["nodejs20"]["cold_start"]) / node_b),
         "namespace_python_warm_vs_python3_spawn": round(p(&ns["python3.11"]["warm_invoke"]) / py_b),
         "namespace_node_warm_vs_node_spawn": round(p(&ns["nodejs20"]["warm_invoke"]) / node_b),
+        "lambda_invoke_warm_vs_native_execute_warm": lambda_r["lambda_vs_native_p50"].clone(),
     });
     let machine = json!({
         "cpus": machine_cpus(),
@@ -506,6 +514,7 @@ fn main() -> Result<()> {
         "egress": egress_r,
         "packages": packages_r,
         "custom_runtimes": custom_r,
+        "lambda": lambda_r,
         "ratios": ratios,
     });
     let dir = args.out.as_path();
@@ -568,6 +577,14 @@ fn markdown(r: &Value) -> String {
     s.push_str(&egress::markdown(&r["egress"]));
     s.push_str(&packages::markdown(&r["packages"]));
     s.push_str(&custom::markdown(&r["custom_runtimes"]));
+    let l = &r["lambda"];
+    if l.is_object() {
+        s.push_str(&format!(
+            "\nLambda API (namespace, python, warm, keep-alive, interleaved): Invoke p50 {} ms / p99 {} ms vs native execute p50 {} ms / p99 {} ms with an access token: **{}×** (target ≤ 1.2); with a vr_ API key p50 {} ms: {}×\n",
+            l["lambda_invoke_warm"]["p50_ms"], l["lambda_invoke_warm"]["p99_ms"], l["native_execute_warm"]["p50_ms"], l["native_execute_warm"]["p99_ms"], l["lambda_vs_native_p50"],
+            l["native_execute_warm_api_key"]["p50_ms"], l["lambda_vs_native_api_key_p50"]
+        ));
+    }
     s.push_str("\n| ratio (p50) | value |\n|---|---|\n");
     for (k, v) in r["ratios"].as_object().expect("object") {
         s.push_str(&format!("| {k} | {v} |\n"));

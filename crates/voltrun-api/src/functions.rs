@@ -264,7 +264,7 @@ pub fn check_invoke_rate(st: &AppState, user_id: &str) -> ApiResult<()> {
 const MAX_EVENT_DEPTH: usize = 100;
 
 /// The event of an execute request: the body as JSON, `{}` when empty.
-fn event_of(body: &[u8]) -> ApiResult<Value> {
+pub(crate) fn event_of(body: &[u8]) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Default::default()));
     }

@@ -25,6 +25,7 @@ pub mod extract;
 pub mod functions;
 pub mod hashpool;
 pub mod keys;
+pub mod lambda;
 pub mod layers;
 pub mod listener;
 pub mod openapi;
@@ -185,6 +186,9 @@ pub fn routes() -> Router<AppState> {
 /// Every route of the API.
 pub fn app(state: AppState) -> Router {
     routes()
+        // AWS's Lambda API at AWS's paths (SPEC §14): outside the OpenAPI document, which
+        // describes VoltRun's own API (AWS's model and docs/LAMBDA_API.md describe these).
+        .merge(lambda::router())
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(voltrun_core::MAX_PAYLOAD_BYTES))

@@ -11,6 +11,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod aws_keys;
 mod blobs;
 pub(crate) mod builds;
 mod executions;
@@ -25,6 +26,7 @@ pub mod vault;
 pub mod versions;
 mod writer;
 
+pub use aws_keys::AwsKeyOwner;
 pub use blobs::BLOB_CHUNK_BYTES;
 pub use builds::{cap_logs, BuildPhase, BuildRecord};
 pub use executions::{ClaimSkip, ExecutionFilter, HourBucket, NewRun, Stats};

@@ -112,7 +112,7 @@ impl Store {
         self.vault.as_deref().map(|k| k.current().id())
     }
 
-    fn vault(&self) -> Result<&Keyring> {
+    pub(crate) fn vault(&self) -> Result<&Keyring> {
         self.vault.as_deref().ok_or(StoreError::NoMasterKey)
     }
 
@@ -291,6 +291,8 @@ pub struct Rotation {
     pub secrets: u64,
     /// Sealed `server_secrets` rows (the JWT key) re-sealed.
     pub server_values: u64,
+    /// AWS access keys' secrets (issue 17) re-sealed.
+    pub aws_keys: u64,
     /// Rows already under the new key (sealed since by a node that has it), left as they were.
     pub already_new: u64,
 }
@@ -358,6 +360,7 @@ impl Store {
                 .await?;
             done.server_values += r.rows_affected();
         }
+        done.aws_keys = self.rotate_aws_keys().await?;
         let prefix = format!("v1.{new_id}.%");
         let left = sqlx::query("SELECT COUNT(*) AS n FROM secrets WHERE value NOT LIKE $1").bind(&prefix).fetch_one(&self.pool).await?;
         let left = crate::get_i64(&left, "n")?;

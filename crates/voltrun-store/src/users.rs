@@ -21,6 +21,10 @@ pub struct ApiKey {
     pub created_at: String,
     pub expires_at: Option<String>,
     pub last_used_at: Option<String>,
+    /// `voltrun` (a bearer key) or `aws` (an access key id and a sealed secret, issue 17).
+    pub key_type: String,
+    /// The access key id of an `aws` key.
+    pub access_key_id: Option<String>,
 }
 
 /// Who an API key belongs to, found by its hash.
@@ -146,6 +150,8 @@ impl Store {
                     created_at: get_str(r, "created_at")?,
                     expires_at: get_opt_str(r, "expires_at")?,
                     last_used_at: get_opt_str(r, "last_used_at")?,
+                    key_type: get_str(r, "key_type")?,
+                    access_key_id: get_opt_str(r, "access_key_id")?,
                 })
             })
             .collect()
@@ -159,7 +165,8 @@ impl Store {
 
     /// The owner of the key with this hash.
     pub async fn api_key_owner(&self, hash: &str) -> Result<Option<KeyOwner>> {
-        let row = sqlx::query("SELECT id, user_id, expires_at, last_used_at FROM api_keys WHERE key_hash = $1").bind(hash).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT id, user_id, expires_at, last_used_at FROM api_keys WHERE key_hash = $1 AND key_type = 'voltrun'").bind(hash).fetch_optional(&self.pool).await?;
         row.map(|r| {
             Ok(KeyOwner {
                 key_id: get_str(&r, "id")?,

@@ -90,6 +90,13 @@ pub enum Context<'a> {
     },
     /// The key check value (a known plaintext, to tell a wrong key at start).
     KeyCheck,
+    /// The secret access key of the AWS-style API key `access_key_id` of `user_id` (issue 17).
+    AwsKey {
+        /// Its owner.
+        user_id: &'a str,
+        /// The key's access key id.
+        access_key_id: &'a str,
+    },
     /// A server-wide secret in `server_secrets` (such as the JWT signing key).
     Server {
         /// Its row's name.
@@ -104,6 +111,7 @@ impl Context<'_> {
         match self {
             Context::Secret { user_id, name } => format!("voltrun/v1/secret\0{user_id}\0{name}").into_bytes(),
             Context::KeyCheck => b"voltrun/v1/key-check".to_vec(),
+            Context::AwsKey { user_id, access_key_id } => format!("voltrun/v1/aws-key\0{user_id}\0{access_key_id}").into_bytes(),
             Context::Server { name } => format!("voltrun/v1/server\0{name}").into_bytes(),
         }
     }

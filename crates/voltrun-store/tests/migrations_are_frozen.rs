@@ -18,6 +18,7 @@ const LANDED: &[(&str, &str)] = &[
     ("migrations/0011_layers.sql", "eabdc0b316c1c6ee76f41b3687ef356057f9feb750f97dbfb9886c14c9fa0b5a"),
     ("migrations/0012_secrets.sql", "e950e3df210ef89f35d8256c01354ebb8ae87a7fa95178b6e5ce07027e2ae913"),
     ("migrations/0013_versions_and_aliases.sql", "ff716689011a2b86b8a3dacfd560001fc6685375c1879ae9fcc5862a7027f745"),
+    ("migrations/0014_aws_keys.sql", "b2bb31107e635803bcbb102d70413a1c516507d224a6275016bb90cfbb1604f5"),
     ("migrations-postgres/1003_execution_hours_triggers.sql", "e59ed6ffb5ee96150706efbdadf81f4ec57e8ed77fce57f41a370071c827f8ce"),
     ("migrations-sqlite/1003_execution_hours_triggers.sql", "eae317d5eaca3b1af2624440aa70bbf740e504074fb3e432f453cbc4f1678388"),
 ];

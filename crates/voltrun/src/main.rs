@@ -479,8 +479,8 @@ async fn rotate_master_key(a: voltrun_cli::args::RotateArgs) -> Result<()> {
     let store = store.unlock(new, Some(old)).await.context("checking the keys against the database")?;
     let done = store.rotate_master_key(a.batch.max(1)).await.context("re-encrypting")?;
     println!(
-        "rotated from master key {old_id} to {new_id}: {} secrets and {} server values re-encrypted, {} already under the new key; the key check value now names the new key",
-        done.secrets, done.server_values, done.already_new
+        "rotated from master key {old_id} to {new_id}: {} secrets and {} server values re-encrypted, {} already under the new key, {} AWS keys re-encrypted; the key check value now names the new key",
+        done.secrets, done.server_values, done.already_new, done.aws_keys
     );
     Ok(())
 }

@@ -27,6 +27,7 @@ mod hardening_review;
 mod hardening_sandbox;
 mod hardening_trigger;
 mod hostile;
+mod lambda_api;
 mod layers;
 mod oci_start;
 mod openapi;
