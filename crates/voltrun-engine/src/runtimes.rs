@@ -80,6 +80,16 @@ impl Runtimes {
                 own.map(|p| (p, Some(RUNTIME_API_ARG)))
             }
         };
+        // Instances see the helper inside the bootstrap directory (at /var/runtime), not at
+        // its host path: a binary under /tmp (a checkout there) would be hidden by the
+        // instance's own /tmp, and its host path is none of the function's business.
+        let runtime_api = runtime_api.and_then(|(p, arg)| match install_helper(&p, &dir.join(RUNTIME_API_HELPER)) {
+            Ok(()) => Some((dir.join(RUNTIME_API_HELPER), arg)),
+            Err(e) => {
+                tracing::warn!(helper = %p.display(), err = %e, "could not put the Runtime API helper into the bootstrap directory: the provided runtime is unavailable");
+                None
+            }
+        });
         Ok(Runtimes { python, node, runtime_api, dir: dir.to_path_buf() })
     }
 
@@ -110,8 +120,8 @@ impl Runtimes {
     /// that sees the bootstrap directory at `boot`.
     pub fn argv(&self, r: Runtime, memory_mb: u32, boot: &Path) -> Option<Vec<String>> {
         if r == Runtime::Provided {
-            let (path, arg) = self.runtime_api.as_ref()?;
-            return Some(std::iter::once(path.display().to_string()).chain(arg.map(str::to_string)).collect());
+            let (_, arg) = self.runtime_api.as_ref()?;
+            return Some(std::iter::once(boot.join(RUNTIME_API_HELPER).display().to_string()).chain(arg.map(str::to_string)).collect());
         }
         let interp = self.interpreter(r)?;
         let exe = interp.path.display().to_string();
@@ -128,14 +138,28 @@ impl Runtimes {
         })
     }
 
-    /// Host paths an instance of `r` reads besides the bootstraps: the interpreter's prefix.
-    /// (`provided`: the helper binary, seen read-only at its host path).
+    /// Host paths an instance of `r` reads besides the bootstraps: the interpreter's prefix
+    /// (`provided`: none, its helper is in the bootstrap directory).
     pub fn paths(&self, r: Runtime) -> Vec<PathBuf> {
         if r == Runtime::Provided {
-            return self.runtime_api.iter().map(|(p, _)| p.clone()).collect();
+            // The helper is in the bootstrap directory, which every instance sees already.
+            return Vec::new();
         }
         self.interpreter(r).map(|i| vec![i.prefix.clone()]).unwrap_or_default()
     }
+}
+
+/// Puts the helper binary `from` at `to` (in the bootstrap directory): a hard link when both
+/// are on one filesystem, else a copy; replaced at every start (the binary may be newer).
+fn install_helper(from: &Path, to: &Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(to);
+    if std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    let t0 = std::time::Instant::now();
+    std::fs::copy(from, to)?;
+    tracing::info!(ms = t0.elapsed().as_millis() as u64, "copied the Runtime API helper into the bootstrap directory (another filesystem)");
+    Ok(())
 }
 
 fn probe(bin: &str, args: &[&str]) -> Option<Interpreter> {
