@@ -8,7 +8,12 @@ use zeroize::Zeroizing;
 use crate::vault::{key_id_of, Context};
 use crate::{get_opt_str, get_str, ApiKey, Result, Store, StoreError};
 
+/// Opened AWS keys by access key id (SQLite only, see `Store::aws_key_cache`); entries are
+/// removed when their key is revoked, and `last_used_at` follows the touches.
+pub(crate) type AwsKeyCache = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, AwsKeyOwner>>>;
+
 /// The owner of an AWS access key and its opened secret, for one signature check.
+#[derive(Clone)]
 pub struct AwsKeyOwner {
     /// The `api_keys` row's id (`key_…`).
     pub key_id: String,
@@ -61,6 +66,36 @@ impl Store {
     /// is no such key (never created, or revoked). A row that does not open (moved, altered,
     /// or sealed under a key this node lacks) is an error, not a missing key.
     pub async fn aws_key_owner(&self, access_key_id: &str) -> Result<Option<AwsKeyOwner>> {
+        if let Some(cache) = &self.aws_key_cache {
+            if let Some(hit) = cache.lock().expect("aws key cache lock").get(access_key_id) {
+                return Ok(Some(hit.clone()));
+            }
+        }
+        let owner = self.read_aws_key_owner(access_key_id).await?;
+        if let (Some(cache), Some(o)) = (&self.aws_key_cache, &owner) {
+            cache.lock().expect("aws key cache lock").insert(access_key_id.to_string(), o.clone());
+        }
+        Ok(owner)
+    }
+
+    /// Forgets cached AWS keys: all of them, or those of the `api_keys` row `key_id` (a
+    /// revocation: the key must stop at once).
+    pub(crate) fn forget_aws_keys(&self, key_id: Option<&str>) {
+        if let Some(cache) = &self.aws_key_cache {
+            cache.lock().expect("aws key cache lock").retain(|_, o| key_id.is_some_and(|k| o.key_id != k));
+        }
+    }
+
+    /// Keeps a cached key's `last_used_at` in step with the row (else every use would touch).
+    pub(crate) fn note_aws_key_touch(&self, key_id: &str, now: &str) {
+        if let Some(cache) = &self.aws_key_cache {
+            for o in cache.lock().expect("aws key cache lock").values_mut().filter(|o| o.key_id == key_id) {
+                o.last_used_at = Some(now.to_string());
+            }
+        }
+    }
+
+    async fn read_aws_key_owner(&self, access_key_id: &str) -> Result<Option<AwsKeyOwner>> {
         let row = sqlx::query("SELECT id, user_id, expires_at, last_used_at, secret_sealed FROM api_keys WHERE access_key_id = $1 AND key_type = 'aws'")
             .bind(access_key_id)
             .fetch_optional(&self.pool)

@@ -272,6 +272,10 @@ pub struct Store {
     vault: Option<std::sync::Arc<Keyring>>,
     /// Versions kept per function beyond those aliases hold (versions.rs; 0: all).
     version_retention: i64,
+    /// AWS access keys by access key id, opened, on SQLite only (aws_keys.rs): every key
+    /// write (create, revoke, use) goes through this process, which updates the cache, so a
+    /// revoked key stops at once; with PostgreSQL every request reads the database.
+    aws_key_cache: Option<aws_keys::AwsKeyCache>,
 }
 
 /// Functions by (user id, id or name).
@@ -329,7 +333,8 @@ impl Store {
             Dialect::Postgres => writer::Writer::start_on_pool(pool.clone()),
         };
         let function_cache = (dialect == Dialect::Sqlite).then(Default::default);
-        let store = Store { pool, dialect, url, writer, function_cache, vault: None, version_retention: versions::DEFAULT_VERSION_RETENTION };
+        let aws_key_cache = (dialect == Dialect::Sqlite).then(Default::default);
+        let store = Store { pool, dialect, url, writer, function_cache, vault: None, version_retention: versions::DEFAULT_VERSION_RETENTION, aws_key_cache };
         // Functions made before versions existed get their current definition as a version.
         store.backfill_versions().await?;
         Ok(store)

@@ -160,6 +160,9 @@ impl Store {
     /// Deletes one of the user's keys; false when there is no such key of theirs.
     pub async fn delete_api_key(&self, user_id: &str, id: &str) -> Result<bool> {
         let r = sqlx::query("DELETE FROM api_keys WHERE id = $1 AND user_id = $2").bind(id).bind(user_id).execute(&self.pool).await?;
+        if r.rows_affected() > 0 {
+            self.forget_aws_keys(Some(id));
+        }
         Ok(r.rows_affected() > 0)
     }
 
@@ -181,6 +184,7 @@ impl Store {
     /// Records that a key was used.
     pub async fn touch_api_key(&self, id: &str, now: &str) -> Result<()> {
         sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1").bind(id).bind(now).execute(&self.pool).await?;
+        self.note_aws_key_touch(id, now);
         Ok(())
     }
 }

@@ -195,3 +195,31 @@ fn unknown_operations_and_unsigned_requests_answer_in_aws_words() {
     let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 413") && head.contains("x-amzn-errortype: requesttoolargeexception"), "{head}");
 }
+
+/// A key that was used (and so is held opened in the SQLite node's key cache) stops at once
+/// when revoked: the next signed request is refused, not served from the cache.
+#[test]
+fn a_used_key_stops_at_once_when_revoked() {
+    let cl = clients();
+    let s = Server::start();
+    let u = s.user();
+    let (id, akid, secret) = aws_key(&u, "used");
+    let list = |what: &str| {
+        let code = format!(
+            "import boto3, botocore\n\
+             c = boto3.client('lambda', endpoint_url='{}', aws_access_key_id='{akid}', aws_secret_access_key='{secret}', region_name='eu-west-1',\n\
+                 config=botocore.config.Config(retries={{'max_attempts': 1}}))\n\
+             try:\n    c.list_functions(); print('ok')\n\
+             except botocore.exceptions.ClientError as e:\n    print(e.response['Error']['Code'], e.response['ResponseMetadata']['HTTPStatusCode'])\n",
+            s.base
+        );
+        let out = Command::new(&cl.python).args(["-c", &code]).output().unwrap();
+        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(list("before"), "ok");
+    assert_eq!(list("again, from the cache"), "ok");
+    let (status, body) = u.delete(&format!("/api/keys/{id}"));
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(list("after the revocation"), "UnrecognizedClientException 403");
+}
