@@ -36,6 +36,10 @@ pub struct RunLog {
     done: Option<Segment>,
     /// Why the instance must not be reused, once its streams were seen to be forged.
     tainted: Option<&'static str>,
+    /// True while the engine waits on a run (or the init): from [`RunLog::begin`] until it
+    /// takes the run's log. Unlike `active`, a marker written early (a forgery) does not
+    /// end it: the run is still going.
+    in_flight: bool,
 }
 
 impl RunLog {
@@ -56,16 +60,18 @@ impl RunLog {
     /// The log of a fresh instance: output is kept (module-level output belongs to the first
     /// run) until the init marker.
     pub(super) fn for_init(marker: &str) -> RunLog {
-        RunLog { keep: true, expect: Some(marker.as_bytes().to_vec()), ..RunLog::default() }
+        RunLog { keep: true, expect: Some(marker.as_bytes().to_vec()), in_flight: true, ..RunLog::default() }
     }
 
     /// The init marker is spent: from now on only a run's own marker may appear.
     pub(super) fn init_done(&mut self) {
         self.expect = None;
+        self.in_flight = false;
     }
 
     /// A run begins: its output is kept until `marker`.
     pub(super) fn begin(&mut self, marker: &str) {
+        self.in_flight = true;
         self.active = true;
         self.keep = true;
         self.done = None;
@@ -77,10 +83,11 @@ impl RunLog {
         self.tainted
     }
 
-    /// True when output came while no run was in progress: the instance will never run
-    /// again, so its log pipe need not be read any more.
+    /// True when the instance is tainted while the engine waits on nothing (output between
+    /// runs): it will never run again, so its log pipe need not be read any more. During a
+    /// run the pipe is read to the end (the run's frame comes after its output).
     fn flooded_between_runs(&self) -> bool {
-        self.tainted.is_some() && !self.keep
+        self.tainted.is_some() && !self.in_flight
     }
 
     /// The log of the run whose frame just came, once the pipe was drained; a missing marker
@@ -90,6 +97,7 @@ impl RunLog {
             self.taint("no end-of-run marker");
             self.finish();
         }
+        self.in_flight = false;
         (self.done.take().unwrap_or_default(), self.tainted)
     }
 
@@ -98,6 +106,7 @@ impl RunLog {
         if self.done.is_none() {
             self.finish();
         }
+        self.in_flight = false;
         self.done.take().unwrap_or_default()
     }
 }

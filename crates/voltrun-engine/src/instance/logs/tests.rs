@@ -32,6 +32,8 @@ async fn settle(sync: &mpsc::Sender<oneshot::Sender<()>>, live: &LiveLog) -> (Op
         let _ = done.await;
     }
     let mut l = live.lock().unwrap();
+    // The engine has taken the run's log (as RunLog::settled does).
+    l.in_flight = false;
     (l.done.take(), l.tainted)
 }
 
@@ -89,11 +91,13 @@ async fn repeated_markers_pin_no_memory_and_no_later_run_gets_them() {
         let l = live.lock().unwrap();
         assert!(l.seg.text.is_empty() && l.done.is_none(), "nothing after the first marker is held");
     }
-    // The instance is never reused: the log task stopped reading its pipe at the first
-    // output after the marker, so whatever the function writes now fails (EPIPE) instead of
-    // keeping the server's log task busy (review: a flood between runs burnt server CPU).
-    let _ = tokio::time::timeout(Duration::from_secs(5), _task).await;
-    assert!(w.write_all(&[b"tail of run 1".as_slice(), m1.as_bytes()].concat()).is_err(), "the pipe is no longer read");
+    // The instance is never reused: once the engine took the run's log, the log task stops
+    // reading its tainted pipe at the next output, so whatever the function writes then fails
+    // (EPIPE) instead of keeping the server's log task busy (review: a flood between runs
+    // burnt server CPU).
+    let _ = w.write_all(&[b"tail of run 1".as_slice(), m1.as_bytes()].concat());
+    tokio::time::timeout(Duration::from_secs(5), _task).await.expect("the log task stops reading a pipe tainted between runs").unwrap();
+    assert!(w.write_all(b"more").is_err(), "the pipe is no longer read");
 }
 
 /// Regression (review of item 5): a forged marker cleared the run's log, which gave the
