@@ -177,6 +177,12 @@ impl Instance {
         self.handle.set_network(plan)
     }
 
+    /// True once the instance's main process has ended (a spare the container runtime
+    /// failed to create, or one that died while it waited), without blocking.
+    pub(crate) fn exited(&mut self) -> bool {
+        self.handle.try_exited()
+    }
+
     /// The host directory the instance sees as its code directory.
     pub fn code_dir(&self) -> &std::path::Path {
         &self.code_dir

@@ -49,7 +49,8 @@ impl Engine {
                 Ok(s) => s,
                 Err(e) => return Err(fail(e, Default::default())),
             };
-            let spare = if attempt == 0 { self.take_spare(f) } else { None };
+            // A retry may take a spare too (another one: a failed one is gone).
+            let spare = self.take_spare(f);
             let (inst, env) = match spare {
                 Some(mut spare) => {
                     // The spare binds its (empty) directories already: the files appear inside.

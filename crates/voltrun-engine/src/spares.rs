@@ -105,9 +105,19 @@ impl Engine {
         if !fits || self.inner.cfg.spares == 0 {
             return None;
         }
-        let spare = self.inner.spares.take((f.runtime, networked));
-        self.replenish_kind(f.runtime, networked);
-        let mut spare = spare?;
+        // A spare whose process already ended (the container runtime failed to create it, or
+        // it died waiting) is never handed out: retired, and the next one is tried.
+        let mut spare = loop {
+            let mut spare = self.inner.spares.take((f.runtime, networked));
+            self.replenish_kind(f.runtime, networked);
+            match spare.as_mut().map(Instance::exited) {
+                Some(true) => {
+                    tracing::warn!(runtime = f.runtime.id(), "a spare had ended before it was used; trying the next");
+                    self.retire_later(spare.into_iter().collect());
+                }
+                _ => break spare?,
+            }
+        };
         if let Some(plan) = self.network_plan(f) {
             if let Err(e) = spare.set_network(plan) {
                 tracing::warn!(err = %e, "could not give a spare its function's network");

@@ -72,3 +72,36 @@ fn a_container_runtime_that_cannot_create_any_sandbox_is_an_internal_error_not_t
     assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "4", "{body}");
     let _ = std::fs::remove_dir_all(&tools);
 }
+
+/// A spare the container runtime failed to create (runc crashed while a CI host was loaded)
+/// was handed to the first run, which then went to a new instance instead of the waiting
+/// spare. A spare whose process has ended is now retired unseen, and the next one (or a new
+/// instance) serves the run.
+#[test]
+fn a_spare_the_container_runtime_failed_to_create_is_never_handed_out() {
+    let dir = temp_dir("oci-spare");
+    let tools = temp_dir("oci-spare-bin");
+    let (mut args, counter) = flaky_runtime(&tools, 1);
+    let at = args.iter().position(|a| a == "--spares").unwrap();
+    args[at + 1] = "1".to_string();
+    let server = Server::spawn_in(&args, &dir, &[], true);
+    let c = server.user();
+    // The first spare started (of one runtime or the other) was refused; wait until it is
+    // gone from the runtime's view (its guard ended) and the other spare is up.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&counter).unwrap_or_default().trim() != "1" {
+        assert!(std::time::Instant::now() < until, "the wrapper refused nothing");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    c.create_function("py", "python", "def handler(event, context):\n    return 'py'\n", json!({}));
+    c.create_function("js", "node", "exports.handler = async () => 'js';\n", json!({}));
+    for (name, want) in [("py", "py"), ("js", "js")] {
+        let r = c.invoke(name, &json!({}));
+        assert_eq!((r["status"].as_str(), &r["output"]), (Some("success"), &json!(want)), "{r}");
+    }
+    let log = std::fs::read_to_string(dir.with_extension("stderr.log")).unwrap_or_default();
+    assert!(log.contains("a spare had ended before it was used"), "the dead spare was not noticed:\n{log}");
+    assert!(!log.contains("could not create an instance; trying a new one"), "the dead spare was handed to a run:\n{log}");
+    let _ = std::fs::remove_dir_all(&tools);
+}
