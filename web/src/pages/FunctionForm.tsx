@@ -16,6 +16,19 @@ import { useToast } from '../toast';
 
 const CodeEditor = lazy(() => import('../components/CodeEditor'));
 
+/** The bootstrap of a new custom-runtime (`provided`) function: AWS's bash tutorial loop. */
+const PROVIDED_BOOTSTRAP = `#!/bin/bash
+# A custom runtime: this bootstrap speaks Lambda's Runtime API.
+set -euo pipefail
+API="http://\${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  HEADERS="$(mktemp)"
+  EVENT=$(curl -sS -LD "$HEADERS" "$API/invocation/next")
+  ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  curl -sS -o /dev/null "$API/invocation/$ID/response" -d "{\\"echo\\": $EVENT}"
+done
+`;
+
 const TEMPLATES: Record<Runtime, string> = {
   'python3.11': `def handler(event, context):
     name = event.get("name", "world") if isinstance(event, dict) else "world"
@@ -29,17 +42,7 @@ const TEMPLATES: Record<Runtime, string> = {
 };
 `,
   // A custom runtime takes packages only: the bootstrap is the package's first file.
-  provided: `#!/bin/bash
-# A custom runtime: this bootstrap speaks Lambda's Runtime API.
-set -euo pipefail
-API="http://\${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
-while true; do
-  HEADERS="$(mktemp)"
-  EVENT=$(curl -sS -LD "$HEADERS" "$API/invocation/next")
-  ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
-  curl -sS -o /dev/null "$API/invocation/$ID/response" -d "{\\"echo\\": $EVENT}"
-done
-`,
+  provided: PROVIDED_BOOTSTRAP,
 };
 
 /** The first file of a new multi-file package, per runtime. */
@@ -59,17 +62,7 @@ const PACKAGE_TEMPLATES: Record<Runtime, [string, string]> = {
 };
 `,
   ],
-  provided: ['bootstrap', `#!/bin/bash
-# A custom runtime: this bootstrap speaks Lambda's Runtime API.
-set -euo pipefail
-API="http://\${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
-while true; do
-  HEADERS="$(mktemp)"
-  EVENT=$(curl -sS -LD "$HEADERS" "$API/invocation/next")
-  ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
-  curl -sS -o /dev/null "$API/invocation/$ID/response" -d "{\\"echo\\": $EVENT}"
-done
-`],
+  provided: ['bootstrap', PROVIDED_BOOTSTRAP],
 };
 
 /** Where the function's code comes from: one file, a tree of files, a zip, or (editing a package) as it is. */
