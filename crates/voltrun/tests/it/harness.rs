@@ -11,13 +11,44 @@ use serde_json::{json, Value};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A fresh, empty directory under the system temp dir.
+/// A fresh, empty directory under the system temp dir. Whatever this test process made there
+/// (these dirs, the servers' `.stderr.log` beside them, files tests put next to them) is
+/// removed when the process exits: source dirs and CLI homes outlive the test that made them
+/// and are never removed by hand (scripts/check-leaks found them left behind).
 pub fn temp_dir(tag: &str) -> PathBuf {
+    static CLEANUP: std::sync::Once = std::sync::Once::new();
+    CLEANUP.call_once(|| {
+        // SAFETY: `remove_test_dirs` is a plain `extern "C" fn()` that does not unwind
+        // (it catches nothing that panics: it only ignores errors).
+        unsafe { libc::atexit(remove_test_dirs) };
+    });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("voltrun-it-{}-{tag}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes every `voltrun-it-{pid}-*` entry of this process under the temp dir and
+/// `/var/tmp` (the build tests' dist dirs), at exit.
+extern "C" fn remove_test_dirs() {
+    let prefix = format!("voltrun-it-{}-", std::process::id());
+    let dist = format!("voltrun-it-dist-{}", std::process::id());
+    for dir in [std::env::temp_dir(), PathBuf::from("/var/tmp")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with(&prefix) || name == dist) {
+                continue;
+            }
+            let path = e.path();
+            if path.is_dir() && !path.is_symlink() {
+                let _ = std::fs::remove_dir_all(&path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
 }
 
 /// The sandbox tier under test: `VOLTRUN_TEST_SANDBOX` (default `namespace`, the tier that
