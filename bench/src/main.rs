@@ -17,6 +17,7 @@ mod egress;
 mod lambda;
 mod packages;
 mod scale;
+mod targets;
 
 struct Args {
     server_bin: PathBuf,
@@ -25,6 +26,8 @@ struct Args {
     /// Only these sections (all when empty): baselines, throughput, workers, tiers, scale,
     /// retention, egress, packages, custom, lambda.
     only: Vec<String>,
+    /// Tiers to measure (`--tiers`; default every tier installed).
+    tiers: Vec<String>,
 }
 
 impl Args {
@@ -38,6 +41,7 @@ fn parse_args() -> Result<Args> {
     let mut quick = false;
     let mut out = PathBuf::from("bench/results");
     let mut only = Vec::new();
+    let mut tiers = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -45,10 +49,11 @@ fn parse_args() -> Result<Args> {
             "--quick" => quick = true,
             "--out" => out = it.next().context("--out needs a directory")?.into(),
             "--only" => only.extend(it.next().context("--only needs sections")?.split(',').map(str::to_string)),
-            other => bail!("unknown argument {other}; use --server-bin PATH, --out DIR, --only SECTION,… and --quick"),
+            "--tiers" => tiers.extend(it.next().context("--tiers needs tier names")?.split(',').map(str::to_string)),
+            other => bail!("unknown argument {other}; use --server-bin PATH, --out DIR, --only SECTION,…, --tiers TIER,… and --quick"),
         }
     }
-    Ok(Args { server_bin, quick, out, only })
+    Ok(Args { server_bin, quick, out, only, tiers })
 }
 
 /// Milliseconds at a percentile (nearest rank) of unsorted samples.
@@ -321,22 +326,8 @@ fn retention(bin: &Path, seconds: u64, keep: u64) -> Result<Value> {
 /// Invokes per second and non-2xx answers of `clients` wrk connections invoking one function
 /// for `seconds`.
 fn wrk_invoke(s: &Server, token: &str, function: &str, clients: usize, seconds: u64) -> Result<(f64, u64)> {
-    let script = std::env::temp_dir().join(format!("voltrun-bench-{}.lua", std::process::id()));
-    std::fs::write(
-        &script,
-        format!("wrk.method = \"POST\"\nwrk.body = \"{{}}\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"),
-    )?;
-    let out = Command::new("wrk")
-        .args(["-t", "2", "-c", &clients.to_string(), "-d", &format!("{seconds}s"), "-s"])
-        .arg(&script)
-        .arg(format!("{}/api/functions/{function}/execute", s.base))
-        .output()
-        .context("running wrk (apt-get install wrk)")?;
-    let _ = std::fs::remove_file(&script);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let rps: f64 = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).with_context(|| format!("wrk output: {text}"))?;
-    let non2xx: u64 = text.lines().find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-    Ok((rps, non2xx))
+    let w = targets::wrk(s, token, function, 2, clients, seconds)?;
+    Ok((w.rps, w.non2xx))
 }
 
 /// Async throughput through PostgreSQL with `workers` worker processes: a serve node that
@@ -414,11 +405,13 @@ fn main() -> Result<()> {
     let workers = match std::env::var("VOLTRUN_BENCH_PG_URL") {
         _ if !args.runs("workers") => skipped(),
         Ok(pg) => {
-            eprintln!("measuring async throughput with 1 and 2 workers on PostgreSQL…");
+            eprintln!("measuring async throughput with 1, 2 and 4 workers on PostgreSQL…");
             let runs = if args.quick { 40 } else { 800 };
             let one = workers_run(&args.server_bin, &pg, 1, runs)?;
             let two = workers_run(&args.server_bin, &pg, 2, runs)?;
-            json!({"runs": runs, "function": "python, sleeps 50 ms", "one_worker_runs_per_s": one, "two_workers_runs_per_s": two, "ratio": round(two / one)})
+            let four = workers_run(&args.server_bin, &pg, 4, runs)?;
+            json!({"runs": runs, "function": "python, sleeps 50 ms", "one_worker_runs_per_s": one, "two_workers_runs_per_s": two, "four_workers_runs_per_s": four,
+                   "ratio": round(two / one), "ratio_four": round(four / one)})
         }
         Err(_) => json!("skipped: VOLTRUN_BENCH_PG_URL not set (bench/run sets it)"),
     };
@@ -438,11 +431,18 @@ fn main() -> Result<()> {
     let names: Vec<&str> = [("namespace", None), ("container", Some("runc")), ("gvisor", Some("runsc")), ("process", None)]
         .into_iter()
         .filter(|(_, bin)| bin.is_none_or(installed))
+        .filter(|(tier, _)| args.tiers.is_empty() || args.tiers.iter().any(|t| t == tier))
         .map(|(tier, _)| tier)
         .collect();
     for &tier in names.iter().filter(|_| args.runs("tiers")) {
         eprintln!("measuring the {tier} tier…");
         tiers[tier] = measure_tier(&args.server_bin, tier, cold_n, warm_n)?;
+    }
+    let mut targets_r = json!({});
+    for &tier in names.iter().filter(|t| **t != "process" && args.runs("targets")) {
+        eprintln!("measuring issue 19's targets in the {tier} tier…");
+        targets_r[tier] = targets::measure(&args.server_bin, tier, args.quick).unwrap_or_else(|e| json!({"error": e.to_string()}));
+        eprintln!("{}", targets_r[tier]);
     }
     let mut egress_r = json!({});
     for &tier in names.iter().filter(|t| **t != "process" && args.runs("egress")) {
@@ -507,6 +507,7 @@ fn main() -> Result<()> {
         "machine": machine,
         "baselines": {"python3 -c pass (spawn)": summary(&py_base), "node -e 0 (spawn)": summary(&node_base)},
         "tiers": tiers,
+        "targets": targets_r,
         "throughput": tp,
         "workers": workers,
         "scale": scale,
@@ -562,7 +563,8 @@ fn markdown(r: &Value) -> String {
         "\nSync throughput (namespace tier, python, {} clients, {} s, wrk): **{} invokes/s**, non-2xx {}, executions stored {}\n",
         tp["clients"], tp["seconds"], tp["invokes_per_s"], tp["non_2xx"], tp["stored_executions"]
     ));
-    s.push_str(&format!("\nAsync on PostgreSQL, 1 vs 2 workers: {}\n", r["workers"]));
+    s.push_str(&targets::markdown(&r["targets"]));
+    s.push_str(&format!("\nAsync on PostgreSQL, 1, 2 and 4 workers: {}\n", r["workers"]));
     s.push_str(&scale::markdown(&r["scale"]));
     let rt = &r["retention"];
     if let Some(rounds) = rt["rounds"].as_array() {

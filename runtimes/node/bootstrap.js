@@ -245,6 +245,12 @@ function lingeringCount() {
 }
 
 async function main() {
+  // A spare (started before its function is known) says when it is up, so the engine
+  // hands out only spares whose interpreter has finished starting.
+  if (process.env.VOLTRUN_SPARE === '1') {
+    delete process.env.VOLTRUN_SPARE;
+    sendFrame('{"type":"started"}');
+  }
   const init = readFrame();
   if (init.type !== 'init') process.exit(2);
   const marker = String(init.marker); // only for init_error: each run brings a marker of its own

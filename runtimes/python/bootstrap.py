@@ -292,6 +292,10 @@ def lingering(base=(1, 1)):
 
 
 def main():
+    # A spare (started before its function is known) says when it is up, so the engine
+    # hands out only spares whose interpreter has finished starting.
+    if os.environ.pop("VOLTRUN_SPARE", None) == "1":
+        send_frame({"type": "started"})
     init = read_frame()
     if init.get("type") != "init":
         os._exit(2)

@@ -73,6 +73,9 @@ pub struct ResourceLimits {
     pub tmp_bytes: u64,
     /// CPU time per wall-clock second, in thousandths of a core (1000 = one core).
     pub cpu_millis: u64,
+    /// Started ahead as a spare: the least CPU weight until it is given a function, so
+    /// refilling the spare pool never takes the cores from runs (issue 19: bursts).
+    pub background: bool,
 }
 
 impl ResourceLimits {
@@ -98,6 +101,7 @@ impl ResourceLimits {
             file_size_bytes: ResourceLimits::FILE_SIZE_BYTES,
             tmp_bytes: (memory_bytes / 2).min(ResourceLimits::FILE_SIZE_BYTES),
             cpu_millis: ResourceLimits::CPU_MILLIS,
+            background: false,
         }
     }
 }

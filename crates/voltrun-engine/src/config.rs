@@ -37,6 +37,9 @@ pub struct EngineConfig {
     /// Pre-started instances kept ready per runtime (at the default memory), so a new
     /// function's first run only loads its code.
     pub spares: usize,
+    /// The most spares one runtime's shelf grows to under demand (spares.rs), bounding the
+    /// memory idle spares hold.
+    pub spares_max: usize,
     /// Runs one user may have in flight on this node (0: unlimited; quota.rs).
     pub user_concurrent_runs: u64,
     /// Dependency builds: timeout, cache bound, package index (build.rs).
@@ -49,6 +52,12 @@ pub struct EngineConfig {
     /// The account quotas an update's build is applied under (its code counts then).
     pub quotas: voltrun_core::Quotas,
 }
+
+/// The default of [`EngineConfig::spares_max`]: a burst of new functions created and invoked
+/// back to back, about 5 ms apart, outruns the refills (one runtime start, 40-60 ms per core)
+/// by about ten to one, so a burst of twenty is served from the pool; 24 idle Python spares
+/// hold about 190 MiB, and only after such a burst (the target halves every idle TTL).
+pub const DEFAULT_SPARES_MAX: usize = 24;
 
 /// The default of [`EngineConfig::build_concurrency`]: one build per core.
 pub fn default_build_concurrency() -> usize {
@@ -77,6 +86,7 @@ impl Default for EngineConfig {
             retry_backoff: Duration::from_secs(1),
             scheduler: true,
             spares: 1,
+            spares_max: DEFAULT_SPARES_MAX,
             user_concurrent_runs: voltrun_core::Quotas::default().concurrent_runs,
             build_concurrency: default_build_concurrency(),
             builds_per_user: default_builds_per_user(default_build_concurrency()),

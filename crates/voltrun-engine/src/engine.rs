@@ -15,7 +15,7 @@ use voltrun_store::Store;
 use crate::counts::Counts;
 use crate::instance::{Instance, LiveLog};
 use crate::pool::Pools;
-use crate::spares::Spares;
+use crate::spares::{SparePolicy, Spares};
 use crate::{quota, EngineConfig, EngineError, Metrics, Runtimes};
 
 /// The invocation engine; cheap to clone.
@@ -87,7 +87,7 @@ impl Engine {
                 pools: Pools::new(cfg.function_concurrency, cfg.function_queue, metrics.clone()),
                 test_slots: Arc::new(Semaphore::new(cfg.test_concurrency)),
                 user_runs: quota::UserRuns::new(cfg.user_concurrent_runs),
-                spares: Spares::new(cfg.spares, metrics.clone()),
+                spares: Spares::new(SparePolicy { base: cfg.spares, max: cfg.spares_max.max(cfg.spares), at_once: crate::config::default_build_concurrency() }, metrics.clone()),
                 build_queue: crate::build_queue::BuildQueue::new(cfg.build_concurrency),
                 cfg,
                 metrics,
@@ -137,6 +137,10 @@ impl Engine {
             loop {
                 tokio::time::sleep(period).await;
                 for inst in engine.inner.pools.reap(engine.inner.cfg.idle_ttl) {
+                    engine.retire(inst).await;
+                }
+                // Spares nobody took for an idle TTL: the pool shrinks back toward `--spares`.
+                for inst in engine.inner.spares.shrink_idle(engine.inner.cfg.idle_ttl) {
                     engine.retire(inst).await;
                 }
             }

@@ -173,6 +173,11 @@ impl Instance {
     }
 
     /// Gives a spare started with a network (and an empty plan) its function's (issue 14).
+    /// A spare given a function: its CPU weight becomes the function's (spares.rs).
+    pub(crate) fn to_foreground(&mut self) {
+        self.handle.to_foreground()
+    }
+
     pub fn set_network(&mut self, plan: std::sync::Arc<voltrun_sandbox::network::NetworkPlan>) -> Result<(), voltrun_sandbox::SandboxError> {
         self.handle.set_network(plan)
     }
@@ -186,6 +191,12 @@ impl Instance {
     /// The host directory the instance sees as its code directory.
     pub fn code_dir(&self) -> &std::path::Path {
         &self.code_dir
+    }
+
+    /// Waits for a spare's `started` frame (spares.rs): false when anything else comes, the
+    /// stream ends, or nothing comes within `within`.
+    pub(crate) async fn started(&mut self, within: Duration) -> bool {
+        matches!(tokio::time::timeout(within, read_frame(&mut self.ctl_rx)).await, Ok(Ok(msg)) if msg["type"] == "started")
     }
 
     /// The init handshake: the bootstrap loads the function's code.

@@ -78,7 +78,7 @@ impl Engine {
                     };
                     let mut env = base_env(f.runtime, &*self.inner.sandbox, &dir);
                     env.extend(function_env(f));
-                    match self.spawn_instance(f.runtime, f.memory, dir, env, self.network_plan(f)).await {
+                    match self.spawn_instance(f.runtime, f.memory, dir, env, self.network_plan(f), false).await {
                         Ok(mut inst) => {
                             inst.hold_tree(tree);
                             (inst, Vec::new())
@@ -184,6 +184,7 @@ impl Engine {
         dir: PathBuf,
         env: Vec<(String, String)>,
         network: Option<Arc<NetworkPlan>>,
+        background: bool,
     ) -> Result<Instance, ExecError> {
         let rt = &self.inner.runtimes;
         let sandbox = self.inner.sandbox.clone();
@@ -197,7 +198,7 @@ impl Engine {
             code_dir: dir.clone(),
             runtime_paths: rt.paths(runtime),
             bootstrap_dir: rt.bootstrap_dir().to_path_buf(),
-            limits: ResourceLimits::for_function(runtime, memory_mb),
+            limits: ResourceLimits { background, ..ResourceLimits::for_function(runtime, memory_mb) },
             network,
             job: None,
         };

@@ -65,7 +65,7 @@ mod tree_share;
 pub use build::{BuildConfig, BuildFailure, BuildRequest, BuiltTree, LogSink};
 pub use build_cache::TreeUse;
 pub use build_queue::LiveBuildLog;
-pub use config::{default_build_concurrency, default_builds_per_user, EngineConfig};
+pub use config::{default_build_concurrency, default_builds_per_user, EngineConfig, DEFAULT_SPARES_MAX};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use follow::{ExecutionWatch, LogStreamSlot};

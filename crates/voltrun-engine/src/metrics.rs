@@ -37,6 +37,11 @@ pub struct Metrics {
     pub idle_instances: AtomicI64,
     /// Pre-started instances not yet given to a function.
     pub spare_instances: AtomicI64,
+    /// Spares every shelf aims for together (spares.rs: it follows demand).
+    pub spare_target: AtomicI64,
+    /// New instances served by a spare, and those that found none (spares.rs).
+    pub spare_hits: AtomicU64,
+    pub spare_misses: AtomicU64,
     /// Async and scheduled runs this node has claimed and not finished
     /// (`voltrun_async_in_flight`).
     pub async_in_flight: AtomicI64,
@@ -153,6 +158,7 @@ impl Metrics {
             ("voltrun_instances", "Live instances, idle or busy.", self.instances.load(Relaxed)),
             ("voltrun_idle_instances", "Warm idle instances in the pools.", self.idle_instances.load(Relaxed)),
             ("voltrun_spare_instances", "Pre-started instances waiting for a function.", self.spare_instances.load(Relaxed)),
+            ("voltrun_spare_target", "Spares the pool aims for now, every runtime together (it follows demand).", self.spare_target.load(Relaxed)),
             ("voltrun_async_in_flight", "Async runs this node has claimed and not finished.", self.async_in_flight.load(Relaxed)),
             ("voltrun_queue_depth", "Runs waiting in the durable queue (every node's), refreshed every lease period.", self.queue_depth.load(Relaxed)),
             ("voltrun_log_streams", "Open log streams (GET /api/executions/{id}/logs?follow=true).", self.log_streams.load(Relaxed)),
@@ -164,6 +170,9 @@ impl Metrics {
             "# HELP voltrun_throttled_total Invocations refused with 429.\n# TYPE voltrun_throttled_total counter\nvoltrun_throttled_total {}",
             self.throttled.load(Relaxed)
         );
+        let _ = writeln!(o, "# HELP voltrun_spare_takes_total New instances a function needed, by whether a spare served it.\n# TYPE voltrun_spare_takes_total counter");
+        let _ = writeln!(o, "voltrun_spare_takes_total{{result=\"hit\"}} {}", self.spare_hits.load(Relaxed));
+        let _ = writeln!(o, "voltrun_spare_takes_total{{result=\"miss\"}} {}", self.spare_misses.load(Relaxed));
         let _ = writeln!(
             o,
             "# HELP voltrun_builds_in_flight Dependency builds this node runs.\n# TYPE voltrun_builds_in_flight gauge\nvoltrun_builds_in_flight {}",

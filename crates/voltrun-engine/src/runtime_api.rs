@@ -125,6 +125,15 @@ pub fn main() -> ! {
         }
     };
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+    // A spare says when it is up (as the built-in bootstraps do; docs/RUNTIME_PROTOCOL.md).
+    if std::env::var_os(crate::spares::SPARE_VAR).is_some_and(|v| v == "1") {
+        let body = br#"{"type":"started"}"#;
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        if (&ctl_out).write_all(&frame).is_err() {
+            std::process::exit(0);
+        }
+    }
     let init = match read_frame(&mut ctl_in) {
         Frame::Eof => std::process::exit(0),
         Frame::Bad => std::process::exit(2),
@@ -198,7 +207,7 @@ pub fn main() -> ! {
 /// The bootstrap's environment: the instance's (less the helper's own variable), the init
 /// frame's (a spare's function variables, the secrets), and Lambda's.
 fn bootstrap_env(init: &Value, addr: &str) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k != LISTEN_VAR).collect();
+    let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k != LISTEN_VAR && k != crate::spares::SPARE_VAR).collect();
     if let Some(extra) = init["env"].as_object() {
         for (k, v) in extra {
             if let Some(v) = v.as_str() {

@@ -187,7 +187,7 @@ impl Hierarchy {
                 write(&p.join("pids.max"), &l.pids.to_string())?;
                 write(&c.join("cpu.cfs_period_us"), "100000")?;
                 write(&c.join("cpu.cfs_quota_us"), &(l.cpu_millis * 100).to_string())?;
-                write(&c.join("cpu.shares"), &cpu_shares(l).to_string())?;
+                write(&c.join("cpu.shares"), &start_shares(l).to_string())?;
                 cg
             }
             Hierarchy::V2 { base } => {
@@ -198,7 +198,7 @@ impl Hierarchy {
                 let _ = fs::write(d.join("memory.swap.max"), "0");
                 write(&d.join("pids.max"), &l.pids.to_string())?;
                 write(&d.join("cpu.max"), &format!("{} 100000", l.cpu_millis * 100))?;
-                write(&d.join("cpu.weight"), &(cpu_shares(l) * 10_000 / 1024).clamp(1, 10_000).to_string())?;
+                write(&d.join("cpu.weight"), &v2_weight(start_shares(l)).to_string())?;
                 cg
             }
         };
@@ -208,8 +208,24 @@ impl Hierarchy {
 
 /// CPU weight relative to the default 1024 of host processes: proportional to memory, as
 /// Lambda allocates CPU, so the server always outweighs a single small function.
-fn cpu_shares(l: &ResourceLimits) -> u64 {
-    ((l.memory_bytes >> 20) * 1024 / 1769).clamp(2, 1024)
+pub fn cpu_shares(l: &ResourceLimits) -> u64 {
+    ((l.memory_bytes >> 20) * 1024 / 1769).clamp(BACKGROUND_SHARES, 1024)
+}
+
+/// The weight of a spare until it is given a function: the least cgroup v1 allows.
+const BACKGROUND_SHARES: u64 = 2;
+
+fn start_shares(l: &ResourceLimits) -> u64 {
+    if l.background {
+        BACKGROUND_SHARES
+    } else {
+        cpu_shares(l)
+    }
+}
+
+/// cgroup v2's `cpu.weight` (1-10000, default 100) for v1 shares (2-262144, default 1024).
+fn v2_weight(shares: u64) -> u64 {
+    (shares * 10_000 / 1024).clamp(1, 10_000)
 }
 
 fn unsafe_zeroed<T>() -> T {
@@ -252,6 +268,15 @@ impl Cgroup {
     /// Pids of every process in the instance.
     pub fn pids(&self) -> Vec<i32> {
         fs::read_to_string(self.dirs[0].join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+    }
+
+    /// Sets the instance's CPU weight (v1 shares; v2 gets the same share of its weight range).
+    pub fn set_cpu_shares(&self, shares: u64) -> Result<(), SandboxError> {
+        if self.v2 {
+            write(&self.dirs[0].join("cpu.weight"), &v2_weight(shares).to_string())
+        } else {
+            write(&self.dirs[2].join("cpu.shares"), &shares.to_string())
+        }
     }
 
     /// True when the kernel OOM-killed a process of the instance.

@@ -162,7 +162,7 @@ impl NamespaceSandbox {
             other => return Err(other.into_error(Step::AwaitExec)),
         }
         let (cgroup, child, root) = guard.disarm();
-        Ok(Spawned { control_in: ctl_in.1, control_out: ctl_out.0, logs: log.0, handle: Box::new(NsInstance { child, cgroup, root, reaped: None, network }) })
+        Ok(Spawned { control_in: ctl_in.1, control_out: ctl_out.0, logs: log.0, handle: Box::new(NsInstance { child, cgroup, root, reaped: None, network, foreground_shares: spec.limits.background.then(|| crate::cgroup::cpu_shares(&spec.limits)) }) })
     }
 
     /// [`Step::SpawnInit`]. The init starts as host root: it gets no environment at all
@@ -273,9 +273,19 @@ struct NsInstance {
     reaped: Option<ExitInfo>,
     /// The instance's network (egress), torn down once its processes are gone.
     network: Option<crate::network::Attached>,
+    /// A spare's CPU weight once it is given a function (it starts at the least).
+    foreground_shares: Option<u64>,
 }
 
 impl InstanceHandle for NsInstance {
+    fn to_foreground(&mut self) {
+        if let Some(shares) = self.foreground_shares.take() {
+            if let Err(e) = self.cgroup.set_cpu_shares(shares) {
+                tracing::warn!(err = %e, "could not give a spare its CPU weight");
+            }
+        }
+    }
+
     fn try_exited(&mut self) -> bool {
         self.reaped.is_some() || matches!(self.child.try_wait(), Ok(Some(_)))
     }

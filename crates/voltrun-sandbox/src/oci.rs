@@ -334,6 +334,7 @@ impl OciSandbox {
                 killed: false,
                 reaped: None,
                 network,
+                foreground_shares: spec.limits.background.then(|| crate::cgroup::cpu_shares(&self.runtime.host_limits(&spec.limits))),
             }),
         })
     }
@@ -584,9 +585,19 @@ struct OciInstance {
     reaped: Option<ExitInfo>,
     /// The instance's network (egress), torn down after the container is deleted.
     network: Option<crate::network::Attached>,
+    /// A spare's CPU weight once it is given a function (it starts at the least).
+    foreground_shares: Option<u64>,
 }
 
 impl InstanceHandle for OciInstance {
+    fn to_foreground(&mut self) {
+        if let Some(shares) = self.foreground_shares.take() {
+            if let Err(e) = self.cgroup.set_cpu_shares(shares) {
+                tracing::warn!(err = %e, "could not give a spare its CPU weight");
+            }
+        }
+    }
+
     fn try_exited(&mut self) -> bool {
         self.reaped.is_some() || matches!(self.child.try_wait(), Ok(Some(_)))
     }

@@ -144,6 +144,10 @@ struct EngineArgs {
     /// only loads its code.
     #[arg(long, env = "VOLTRUN_SPARES", default_value_t = 1)]
     spares: usize,
+    /// The most spares per runtime the pool grows to when new functions arrive faster than
+    /// spares are replaced (it doubles on demand and halves after an idle TTL without).
+    #[arg(long, env = "VOLTRUN_SPARES_MAX", default_value_t = voltrun_engine::DEFAULT_SPARES_MAX)]
+    spares_max: usize,
     /// Do not fire cron schedules from this node.
     #[arg(long, env = "VOLTRUN_NO_SCHEDULER")]
     no_scheduler: bool,
@@ -509,6 +513,7 @@ async fn open_engine(args: &EngineArgs, quotas: voltrun_core::Quotas) -> Result<
         retry_backoff: Duration::from_millis(args.retry_backoff_ms),
         scheduler: !args.no_scheduler,
         spares: args.spares,
+        spares_max: args.spares_max,
         user_concurrent_runs: args.quota_concurrent_runs,
         async_per_user: args.async_per_user,
         test_concurrency: args.test_concurrency,
