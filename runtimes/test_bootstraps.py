@@ -37,7 +37,7 @@ class Instance:
     """One bootstrap process wired like the engine wires it."""
 
     def __init__(self, runtime, code, handler="handler", preexec=None, node_args=(), extra_files=None,
-                 module=None, deps=None, opt=None):
+                 module=None, deps=None, opt=None, spare=False):
         """module: a package's module (then `code` is None and extra_files is the package, the
         entry its root); deps/opt: files of the dependency tree and the layers, in directories
         named by VOLTRUN_DEPS_ROOT / VOLTRUN_OPT_ROOT."""
@@ -82,6 +82,8 @@ class Instance:
         env = dict(os.environ, PYTHONUNBUFFERED="1", AWS_LAMBDA_FUNCTION_NAME="f", MY_VAR="x",
                    VOLTRUN_DEPS_ROOT=self.deps_dir, VOLTRUN_OPT_ROOT=self.opt_dir,
                    NODE_PATH=os.path.join(self.opt_dir, "nodejs", "node_modules"))
+        if spare:
+            env["VOLTRUN_SPARE"] = "1"
         self.proc = subprocess.Popen(cmd, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log_w,
                                      stderr=log_w, pass_fds=(3, 4), preexec_fn=child_setup, env=env)
         for fd in (ctl_in_r, ctl_out_w, log_w):
@@ -230,6 +232,18 @@ def expect_clean_exit(i):
 BIG = "x" * (5 * 1024 * 1024)
 
 # ----------------------------------------------------------------------------------------- Python
+
+
+@test
+def a_spare_says_it_started_before_init_and_its_function_never_sees_the_variable():
+    for runtime, code in (("python", "import os\ndef handler(e, c):\n    return os.environ.get('VOLTRUN_SPARE')\n"),
+                          ("node", "exports.handler = async () => process.env.VOLTRUN_SPARE ?? null;")):
+        i = inst(runtime, code, spare=True)
+        eq(i.recv(), {"type": "started"})
+        i.start()
+        eq(i.ok({})[0], None)
+        plain = inst(runtime, code).start()  # no variable: no frame before ready
+        eq(plain.ok({})[0], None)
 
 
 @test

@@ -641,7 +641,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // One connection table for every listener: their caps count together.
     let conns = voltrun_api::listener::Connections::new(args.guard.listener()?);
     store.spawn_retention(voltrun_core::Retention { max_age_days: q.retention_days, per_function: q.retention_per_function, per_user: q.retention_per_user });
-    let state = AppState {
+    let state = AppState::new(voltrun_api::SharedState {
         store,
         engine,
         auth: Arc::new(auth),
@@ -649,7 +649,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         quotas,
         started: Instant::now(),
         log_streams: Arc::new(voltrun_api::executions::LogStreams::new(args.max_log_streams_per_user)),
-    };
+    });
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("voltrun listening on http://{addr}");
