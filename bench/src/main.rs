@@ -227,7 +227,7 @@ fn instance_memory(server_pid: u32) -> Value {
 }
 
 /// First invokes of `n` new functions, `gap` apart: the cold-start latency a client sees.
-fn cold_starts(s: &Server, token: &str, rt: &str, code: &str, n: usize, gap: Duration, tag: &str) -> Result<Vec<f64>> {
+pub(crate) fn cold_starts(s: &Server, token: &str, rt: &str, code: &str, n: usize, gap: Duration, tag: &str) -> Result<Vec<f64>> {
     let mut cold = Vec::new();
     for i in 0..n {
         std::thread::sleep(gap);
@@ -559,10 +559,12 @@ fn markdown(r: &Value) -> String {
         }
     }
     let tp = &r["throughput"];
-    s.push_str(&format!(
-        "\nSync throughput (namespace tier, python, {} clients, {} s, wrk): **{} invokes/s**, non-2xx {}, executions stored {}\n",
-        tp["clients"], tp["seconds"], tp["invokes_per_s"], tp["non_2xx"], tp["stored_executions"]
-    ));
+    if tp.is_object() {
+        s.push_str(&format!(
+            "\nSync throughput (namespace tier, python, {} clients, {} s, wrk): **{} invokes/s**, non-2xx {}, executions stored {}\n",
+            tp["clients"], tp["seconds"], tp["invokes_per_s"], tp["non_2xx"], tp["stored_executions"]
+        ));
+    }
     s.push_str(&targets::markdown(&r["targets"]));
     s.push_str(&format!("\nAsync on PostgreSQL, 1, 2 and 4 workers: {}\n", r["workers"]));
     s.push_str(&scale::markdown(&r["scale"]));

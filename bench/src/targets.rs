@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use crate::{pct, round, time_ms, Server, NODE_CODE, PY_CODE};
+use crate::{pct, round, Server, NODE_CODE, PY_CODE};
 
 /// One wrk run's figures.
 pub(crate) struct Wrk {
@@ -67,17 +67,7 @@ fn verdict(value: f64, target: f64) -> &'static str {
 
 /// First invokes of `n` new functions created and invoked back to back, no pause between them.
 fn burst(s: &Server, token: &str, rt: &str, code: &str, n: usize, tag: &str) -> Result<Vec<f64>> {
-    let mut v = Vec::with_capacity(n);
-    for i in 0..n {
-        let name = format!("burst-{tag}-{}-{i}", &rt[..4]);
-        s.call("POST", "/api/functions", Some(token), &json!({"name": name, "runtime": rt, "code": code}))?;
-        let mut e = Value::Null;
-        v.push(time_ms(|| e = s.call("POST", &format!("/api/functions/{name}/execute"), Some(token), &json!({"i": i})).unwrap_or(Value::Null)));
-        if e["status"] != "success" {
-            bail!("{rt} burst run failed: {e}");
-        }
-    }
-    Ok(v)
+    crate::cold_starts(s, token, rt, code, n, Duration::ZERO, &format!("burst-{tag}"))
 }
 
 /// A metric's value from `/metrics` (the first series whose line starts with `series`).
@@ -163,10 +153,28 @@ pub(crate) fn markdown(r: &Value) -> String {
             s.push_str(&format!("| {tier} | error: {e} | | | | | |\n"));
             continue;
         }
-        let sq = |rt: &str| format!("{} / {} ({}, {})", t["sequential_warm"][rt]["p50_ms"], t["sequential_warm"][rt]["p99_ms"], t["sequential_warm"][rt]["p50"], t["sequential_warm"][rt]["p99"]);
-        let c = |l: &str| format!("{} /s, {} ({}, {})", t["sixteen_connections"][l]["invokes_per_s"], t["sixteen_connections"][l]["p99_ms"], t["sixteen_connections"][l]["throughput"], t["sixteen_connections"][l]["p99"]);
-        let b = |rt: &str| format!("{} / {} ({} / {})", t["bursts"][rt]["first"]["max_ms"], t["bursts"][rt]["second"]["max_ms"], t["bursts"][rt]["verdict_first"], t["bursts"][rt]["verdict_second"]);
-        s.push_str(&format!("| {tier} | {} | {} | {} | {} | {} | {} |\n", sq("python3.11"), sq("nodejs20"), c("default_concurrency"), c("concurrency_2"), b("python3.11"), b("nodejs20")));
+        let v = |x: &Value| x.as_str().unwrap_or("?").to_string();
+        let sq = |rt: &str| {
+            let x = &t["sequential_warm"][rt];
+            format!("{} / {} ({}, {})", x["p50_ms"], x["p99_ms"], v(&x["p50"]), v(&x["p99"]))
+        };
+        let c = |l: &str| {
+            let x = &t["sixteen_connections"][l];
+            format!("{} /s, {} ({}, {})", x["invokes_per_s"], x["p99_ms"], v(&x["throughput"]), v(&x["p99"]))
+        };
+        let b = |rt: &str| {
+            let x = &t["bursts"][rt];
+            format!("{} / {} ({} / {})", x["first"]["max_ms"], x["second"]["max_ms"], v(&x["verdict_first"]), v(&x["verdict_second"]))
+        };
+        s.push_str(&format!(
+            "| {tier} | {} | {} | {} | {} | {} | {} |\n",
+            sq("python3.11"),
+            sq("nodejs20"),
+            c("default_concurrency"),
+            c("concurrency_2"),
+            b("python3.11"),
+            b("nodejs20")
+        ));
     }
     s
 }

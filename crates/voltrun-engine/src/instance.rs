@@ -174,8 +174,8 @@ impl Instance {
 
     /// Gives a spare started with a network (and an empty plan) its function's (issue 14).
     /// A spare given a function: its CPU weight becomes the function's (spares.rs).
-    pub(crate) fn to_foreground(&mut self) {
-        self.handle.to_foreground()
+    pub(crate) fn give_cpu_weight(&mut self) {
+        self.handle.give_cpu_weight()
     }
 
     pub fn set_network(&mut self, plan: std::sync::Arc<voltrun_sandbox::network::NetworkPlan>) -> Result<(), voltrun_sandbox::SandboxError> {

@@ -77,7 +77,7 @@ impl SparePolicy {
     }
 
     /// How many to start now, with `ready` ready and `starting` being started.
-    pub(crate) fn to_start(&self, target: usize, ready: usize, starting: usize) -> usize {
+    pub(crate) fn starts_now(&self, target: usize, ready: usize, starting: usize) -> usize {
         target.saturating_sub(ready + starting).min(self.at_once.saturating_sub(starting))
     }
 }
@@ -142,7 +142,7 @@ impl Spares {
     fn to_start(&self, kind: Kind) -> Vec<Starting> {
         let mut shelves = self.shelves.lock().expect("spares lock");
         let shelf = self.shelf(&mut shelves, kind);
-        let need = self.policy.to_start(shelf.target, shelf.ready.len(), shelf.starting);
+        let need = self.policy.starts_now(shelf.target, shelf.ready.len(), shelf.starting);
         shelf.starting += need;
         (0..need).map(|_| Starting { shelves: self.shelves.clone(), kind }).collect()
     }
@@ -212,7 +212,7 @@ impl Engine {
                 _ => break spare?,
             }
         };
-        spare.to_foreground();
+        spare.give_cpu_weight();
         if let Some(plan) = self.network_plan(f) {
             if let Err(e) = spare.set_network(plan) {
                 tracing::warn!(err = %e, "could not give a spare its function's network");
@@ -249,7 +249,10 @@ impl Engine {
                     // Shelved once its interpreter is up: a run given a spare still starting
                     // would wait for the rest of its start.
                     if !inst.started(STARTED_WITHIN).await {
-                        tracing::warn!(runtime = runtime.id(), "a spare did not say it started; retiring it");
+                        // (At shutdown the sandbox stops it first: nothing to say then.)
+                        if !engine.inner.stopping.load(Relaxed) {
+                            tracing::warn!(runtime = runtime.id(), "a spare did not say it started; retiring it");
+                        }
                         inst.terminate().await;
                         return;
                     }
@@ -293,10 +296,10 @@ mod tests {
 
     #[test]
     fn starts_go_toward_the_target_at_most_at_once_at_a_time() {
-        assert_eq!(P.to_start(8, 0, 0), 2);
-        assert_eq!(P.to_start(8, 0, 2), 0);
-        assert_eq!(P.to_start(8, 7, 0), 1);
-        assert_eq!(P.to_start(8, 9, 0), 0);
-        assert_eq!(P.to_start(1, 0, 1), 0);
+        assert_eq!(P.starts_now(8, 0, 0), 2);
+        assert_eq!(P.starts_now(8, 0, 2), 0);
+        assert_eq!(P.starts_now(8, 7, 0), 1);
+        assert_eq!(P.starts_now(8, 9, 0), 0);
+        assert_eq!(P.starts_now(1, 0, 1), 0);
     }
 }

@@ -126,7 +126,7 @@ pub trait InstanceHandle: Send {
     fn has_stray_processes(&self) -> bool;
     /// Gives a spare started in the background (`ResourceLimits::background`) its
     /// function's CPU weight; a no-op for every other instance and for tiers without cgroups.
-    fn to_foreground(&mut self) {}
+    fn give_cpu_weight(&mut self) {}
     /// False when the function's processes are out of the host's sight (gVisor: they live
     /// in the Sentry, a user-space kernel); the runtime bootstrap then reports stray processes
     /// in its result frames instead (`"strays": true`, see docs/RUNTIME_PROTOCOL.md).

@@ -162,7 +162,12 @@ impl NamespaceSandbox {
             other => return Err(other.into_error(Step::AwaitExec)),
         }
         let (cgroup, child, root) = guard.disarm();
-        Ok(Spawned { control_in: ctl_in.1, control_out: ctl_out.0, logs: log.0, handle: Box::new(NsInstance { child, cgroup, root, reaped: None, network, foreground_shares: spec.limits.background.then(|| crate::cgroup::cpu_shares(&spec.limits)) }) })
+        Ok(Spawned {
+            control_in: ctl_in.1,
+            control_out: ctl_out.0,
+            logs: log.0,
+            handle: Box::new(NsInstance { child, cgroup, root, reaped: None, network, foreground_shares: spec.limits.background.then(|| crate::cgroup::cpu_shares(&spec.limits)) }),
+        })
     }
 
     /// [`Step::SpawnInit`]. The init starts as host root: it gets no environment at all
@@ -278,7 +283,7 @@ struct NsInstance {
 }
 
 impl InstanceHandle for NsInstance {
-    fn to_foreground(&mut self) {
+    fn give_cpu_weight(&mut self) {
         if let Some(shares) = self.foreground_shares.take() {
             if let Err(e) = self.cgroup.set_cpu_shares(shares) {
                 tracing::warn!(err = %e, "could not give a spare its CPU weight");

@@ -590,7 +590,7 @@ struct OciInstance {
 }
 
 impl InstanceHandle for OciInstance {
-    fn to_foreground(&mut self) {
+    fn give_cpu_weight(&mut self) {
         if let Some(shares) = self.foreground_shares.take() {
             if let Err(e) = self.cgroup.set_cpu_shares(shares) {
                 tracing::warn!(err = %e, "could not give a spare its CPU weight");
