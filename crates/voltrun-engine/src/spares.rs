@@ -131,6 +131,11 @@ impl Spares {
         // finished (and is blocked reading its init frame).
         let spare = (!shelf.ready.is_empty()).then(|| shelf.ready.remove(0).0);
         let target = self.policy.after_take(shelf.target, shelf.ready.len(), spare.is_some());
+        // Every shelf together aims for two runtimes' worth at most (up to six shelves:
+        // three runtimes, with a network or not), so the pool's memory stays bounded.
+        let others: usize = shelves.iter().filter(|(k, _)| **k != kind).map(|(_, s)| s.target).sum();
+        let target = target.min((self.policy.max * 2).saturating_sub(others)).max(self.policy.base);
+        let shelf = self.shelf(&mut shelves, kind);
         self.set_target(shelf, target);
         shelf.last_take = Instant::now();
         let counter = if spare.is_some() { &self.metrics.spare_hits } else { &self.metrics.spare_misses };
@@ -162,13 +167,17 @@ impl Spares {
         let mut shelves = self.shelves.lock().expect("spares lock");
         let mut surplus = Vec::new();
         for shelf in shelves.values_mut() {
-            if shelf.target <= self.policy.base || shelf.last_take.elapsed() < idle {
+            if shelf.last_take.elapsed() < idle {
                 continue;
             }
-            let target = self.policy.after_idle(shelf.target);
-            self.metrics.spare_target.fetch_add(target as i64 - shelf.target as i64, Relaxed);
-            shelf.target = target;
-            shelf.last_take = Instant::now();
+            if shelf.target > self.policy.base {
+                let target = self.policy.after_idle(shelf.target);
+                self.metrics.spare_target.fetch_add(target as i64 - shelf.target as i64, Relaxed);
+                shelf.target = target;
+                shelf.last_take = Instant::now();
+            }
+            // Spares still starting when the target fell are trimmed too.
+            let target = shelf.target;
             while shelf.ready.len() > target {
                 // The oldest first: they have waited longest.
                 let (inst, _unit) = shelf.ready.remove(0);
@@ -231,7 +240,7 @@ impl Engine {
     /// Starts spares of `runtime`, with a network whose plan admits nothing yet or without,
     /// toward the shelf's target (a started spare starts the next, `at_once` at a time).
     fn replenish_kind(&self, runtime: Runtime, networked: bool) {
-        if !self.inner.runtimes.available(runtime) {
+        if !self.inner.runtimes.available(runtime) || self.inner.stopping.load(Relaxed) {
             return;
         }
         for place in self.inner.spares.to_start((runtime, networked)) {

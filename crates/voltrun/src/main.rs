@@ -305,12 +305,6 @@ fn forget_key_material() {
     }
 }
 
-/// mimalloc, not glibc's malloc: a warm invoke allocates and frees a few hundred small blocks
-/// (JSON, headers, the execution row) across tokio's threads, and glibc's arenas spent ~15 %
-/// of the server's CPU on them (issue 19's profile; docs/BENCHMARKS.md has the A/B).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> Result<()> {
     // A sandbox init is this same binary re-executed; it must not start a runtime or parse
     // the command line as a client would.

@@ -161,7 +161,9 @@ impl Server {
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
         let Some(addr) = line.trim().strip_prefix("voltrun listening on ") else {
-            let _ = child.wait();
+            // How it ended (an exit code, or the signal that killed it) says why it died silently.
+            let status = child.wait();
+            line = format!("{line}(the server ended: {status:?})");
             let mut err = String::new();
             let _ = std::fs::File::open(data_dir.with_extension("stderr.log")).and_then(|mut f| f.read_to_string(&mut err));
             panic!("server did not start: {line}\n{err}");
