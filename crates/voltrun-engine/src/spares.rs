@@ -62,13 +62,12 @@ pub(crate) struct SparePolicy {
 
 impl SparePolicy {
     /// The target after a take that left `ready_after` spares ready (`hit`: it found one):
-    /// doubled when fewer than half the target are left.
-    pub(crate) fn after_take(&self, target: usize, ready_after: usize, hit: bool) -> usize {
-        if !hit || ready_after * 2 < target {
-            (target.max(1) * 2).clamp(self.base, self.max.max(self.base))
-        } else {
-            target
-        }
+    /// doubled when fewer than half the target are left. Every shelf together aims for two
+    /// runtimes' worth at most (up to six shelves: three runtimes, with a network or not), so
+    /// with `others` the other shelves' targets, the pool's memory stays bounded.
+    pub(crate) fn after_take(&self, target: usize, ready_after: usize, hit: bool, others: usize) -> usize {
+        let wanted = if !hit || ready_after * 2 < target { (target.max(1) * 2).clamp(self.base, self.max.max(self.base)) } else { target };
+        wanted.min((self.max * 2).saturating_sub(others)).max(self.base)
     }
 
     /// The target once the shelf went an idle period without a take.
@@ -130,11 +129,9 @@ impl Spares {
         // may still be loading the bootstrap; the one shelved longest ago has most likely
         // finished (and is blocked reading its init frame).
         let spare = (!shelf.ready.is_empty()).then(|| shelf.ready.remove(0).0);
-        let target = self.policy.after_take(shelf.target, shelf.ready.len(), spare.is_some());
-        // Every shelf together aims for two runtimes' worth at most (up to six shelves:
-        // three runtimes, with a network or not), so the pool's memory stays bounded.
+        let (current, ready_after, hit) = (shelf.target, shelf.ready.len(), spare.is_some());
         let others: usize = shelves.iter().filter(|(k, _)| **k != kind).map(|(_, s)| s.target).sum();
-        let target = target.min((self.policy.max * 2).saturating_sub(others)).max(self.policy.base);
+        let target = self.policy.after_take(current, ready_after, hit, others);
         let shelf = self.shelf(&mut shelves, kind);
         self.set_target(shelf, target);
         shelf.last_take = Instant::now();
@@ -171,9 +168,7 @@ impl Spares {
                 continue;
             }
             if shelf.target > self.policy.base {
-                let target = self.policy.after_idle(shelf.target);
-                self.metrics.spare_target.fetch_add(target as i64 - shelf.target as i64, Relaxed);
-                shelf.target = target;
+                self.set_target(shelf, self.policy.after_idle(shelf.target));
                 shelf.last_take = Instant::now();
             }
             // Spares still starting when the target fell are trimmed too.
@@ -267,9 +262,7 @@ impl Engine {
                     }
                     engine.inner.spares.shelve(place, inst);
                     // Toward the target, at most `at_once` at a time: the next ones now.
-                    if !engine.inner.stopping.load(Relaxed) {
-                        engine.replenish_kind(runtime, networked);
-                    }
+                    engine.replenish_kind(runtime, networked);
                 }
             });
         }
@@ -283,16 +276,18 @@ mod tests {
     const P: SparePolicy = SparePolicy { base: 1, max: 16, at_once: 2 };
 
     #[test]
-    fn a_take_that_empties_the_shelf_or_finds_none_doubles_the_target_up_to_the_max() {
-        assert_eq!(P.after_take(1, 0, true), 2);
-        assert_eq!(P.after_take(2, 0, false), 4);
-        assert_eq!(P.after_take(4, 2, true), 4, "half left: the target holds");
-        assert_eq!(P.after_take(8, 3, true), 16, "fewer than half left");
-        assert_eq!(P.after_take(16, 0, true), 16);
-        assert_eq!(P.after_take(1, 0, true), 2);
-        assert_eq!(P.after_take(12, 0, false), 16);
+    fn a_take_that_leaves_fewer_than_half_or_finds_none_doubles_the_target_up_to_the_max() {
+        assert_eq!(P.after_take(1, 0, true, 0), 2);
+        assert_eq!(P.after_take(2, 0, false, 0), 4);
+        assert_eq!(P.after_take(4, 2, true, 0), 4, "half left: the target holds");
+        assert_eq!(P.after_take(8, 3, true, 0), 16, "fewer than half left");
+        assert_eq!(P.after_take(16, 0, true, 0), 16);
+        assert_eq!(P.after_take(1, 0, true, 0), 2);
+        assert_eq!(P.after_take(12, 0, false, 0), 16);
         let zero = SparePolicy { base: 0, max: 0, at_once: 2 };
-        assert_eq!(zero.after_take(0, 0, false), 0, "--spares-max 0 keeps none");
+        assert_eq!(zero.after_take(0, 0, false, 0), 0, "--spares-max 0 keeps none");
+        assert_eq!(P.after_take(8, 0, false, 20), 12, "every shelf together: twice the max");
+        assert_eq!(P.after_take(8, 0, false, 40), 1, "never below the base");
     }
 
     #[test]

@@ -279,6 +279,16 @@ impl Cgroup {
         }
     }
 
+    /// Gives a spare started in the background the weight kept for it (`pending`, taken:
+    /// once), as `InstanceHandle::give_cpu_weight` does in every tier with cgroups.
+    pub fn give_pending_shares(&self, pending: &mut Option<u64>) {
+        if let Some(shares) = pending.take() {
+            if let Err(e) = self.set_cpu_shares(shares) {
+                tracing::warn!(err = %e, "could not give a spare its CPU weight");
+            }
+        }
+    }
+
     /// True when the kernel OOM-killed a process of the instance.
     pub fn oom_killed(&self) -> bool {
         let (file, key) = if self.v2 { ("memory.events", "oom_kill") } else { ("memory.oom_control", "oom_kill") };

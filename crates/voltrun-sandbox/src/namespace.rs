@@ -284,11 +284,7 @@ struct NsInstance {
 
 impl InstanceHandle for NsInstance {
     fn give_cpu_weight(&mut self) {
-        if let Some(shares) = self.foreground_shares.take() {
-            if let Err(e) = self.cgroup.set_cpu_shares(shares) {
-                tracing::warn!(err = %e, "could not give a spare its CPU weight");
-            }
-        }
+        self.cgroup.give_pending_shares(&mut self.foreground_shares);
     }
 
     fn try_exited(&mut self) -> bool {
