@@ -67,6 +67,10 @@ pub(crate) struct Inner {
 /// How often the trees of live versions are read again ([`Engine::pin_live_trees`]).
 const LIVE_TREES_EVERY: Duration = Duration::from_secs(10);
 
+/// How old a packed tree that no build row names must be before it is freed: the node that
+/// stored it may still be ending its build (which then finds it gone and names none).
+const ORPHAN_PACK_GRACE_SECS: i64 = 600;
+
 impl Engine {
     /// Builds the engine. Call [`Engine::start`] to resume the async queue and reap idle
     /// instances.
@@ -151,11 +155,23 @@ impl Engine {
     /// Keeps the build cache's set of trees live versions run with current (SPEC §13: a
     /// version's built dependencies are frozen, so its tree is never evicted while the
     /// version exists): read from the store at start and every [`LIVE_TREES_EVERY`].
+    ///
+    /// On PostgreSQL it also frees, as often, the trees packed for other nodes that no live
+    /// version runs with any more ([`voltrun_store::Store::free_unused_tree_blobs`]; a pack
+    /// no build names waits [`ORPHAN_PACK_GRACE_SECS`], as its build may still be ending).
     pub(crate) async fn pin_live_trees(self) {
+        let store = &self.inner.store;
         loop {
-            match self.inner.store.live_tree_keys().await {
+            match store.live_tree_keys().await {
                 Ok(keys) => self.inner.builds.cache.set_referenced(keys),
                 Err(err) => tracing::warn!(%err, "reading the dependency trees of live versions failed"),
+            }
+            if store.dialect() == voltrun_store::Dialect::Postgres {
+                match store.free_unused_tree_blobs(&voltrun_core::time::in_seconds(-ORPHAN_PACK_GRACE_SECS), 100).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(n, "freed dependency trees packed for other nodes that no live version runs with"),
+                    Err(err) => tracing::warn!(%err, "freeing packed dependency trees failed"),
+                }
             }
             tokio::time::sleep(LIVE_TREES_EVERY).await;
         }

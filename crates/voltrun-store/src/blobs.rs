@@ -18,6 +18,11 @@ pub(crate) const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM functions WHERE
      AND NOT EXISTS (SELECT 1 FROM builds WHERE package_sha256 = $1 AND status IN ('queued', 'building'))
      AND NOT EXISTS (SELECT 1 FROM function_versions WHERE package_sha256 = $1)";
 
+/// [`UNREFERENCED`] for the blob whose SHA-256 is the SQL expression `sha` (a column).
+pub(crate) fn unreferenced(sha: &str) -> String {
+    UNREFERENCED.replace("$1", sha)
+}
+
 impl Store {
     /// Stores `bytes` (once) and returns their SHA-256 (lowercase hex).
     pub async fn put_blob(&self, bytes: &[u8]) -> Result<String> {
@@ -54,7 +59,7 @@ impl Store {
     /// until `tx` ends: a free then sees the reference a write committed (each statement of a
     /// READ COMMITTED transaction reads what committed before it), and a write after a free
     /// stores the bytes again. SQLite runs one write transaction at a time anyway.
-    async fn lock_blob_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, sha: &str) -> Result<()> {
+    pub(crate) async fn lock_blob_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, sha: &str) -> Result<()> {
         if self.dialect == crate::Dialect::Postgres {
             sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l").bind(format!("blob:{sha}")).fetch_one(&mut **tx).await?;
         }

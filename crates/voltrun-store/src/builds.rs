@@ -12,6 +12,14 @@ use voltrun_core::{Build, BuildStatus, Function, FunctionState, FunctionStates, 
 
 use crate::{get_i64, get_opt_str, get_str, Dialect, Result, Store, StoreError};
 
+/// SQL true for a build row `l` whose tree a live version runs with: a successful build of a
+/// package a kept version holds (a version that changed no dependency file has no build of its
+/// own, but its package's dependency files give the same tree key). The one definition of a
+/// live tree: [`Store::live_tree_keys`] pins these in each node's cache, and
+/// [`Store::free_unused_tree_blobs`] keeps their packs.
+pub(crate) const LIVE_BUILD: &str = "l.status = 'success' AND l.tree_key IS NOT NULL AND l.package_sha256 IS NOT NULL
+     AND EXISTS (SELECT 1 FROM function_versions v WHERE v.package_sha256 = l.package_sha256)";
+
 /// Where a stored build stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildPhase {
@@ -518,6 +526,16 @@ impl Store {
     }
 
     async fn end_build_in(&self, tx: &mut Tx, b: &BuildRecord) -> Result<()> {
+        // The packed tree this build names may have been freed since it was stored or found
+        // (`free_unused_tree_blobs`, under the same blob lock): then none is named, and nodes
+        // without the tree build it themselves.
+        let mut tree_blob = b.tree_blob.clone();
+        if let Some(sha) = &b.tree_blob {
+            self.lock_blob_in(tx, sha).await?;
+            if sqlx::query("SELECT 1 AS present FROM blobs WHERE sha256 = $1").bind(sha).fetch_optional(&mut **tx).await?.is_none() {
+                tree_blob = None;
+            }
+        }
         sqlx::query(
             "UPDATE builds SET status = $2, reason = $3, logs = $4, logs_truncated = $5, cached = $6, tree_key = $7, finished_at = $8,
              tree_blob = $9, lease_owner = NULL, lease_expires = NULL WHERE id = $1",
@@ -530,10 +548,97 @@ impl Store {
         .bind(b.cached as i64)
         .bind(&b.tree_key)
         .bind(&b.finished_at)
-        .bind(&b.tree_blob)
+        .bind(&tree_blob)
         .execute(&mut **tx)
         .await?;
         Ok(())
+    }
+
+    /// Frees the packed trees (PostgreSQL's `builds.tree_blob`, ARCHITECTURE.md "Builds")
+    /// that no live version runs with: the trees of versions retention removed, and packs no
+    /// build row names (a node that died between storing a pack and ending its build: no node
+    /// can find those) once they are older than `orphan_before`. At most `limit` a call;
+    /// returns how many were freed. Each is freed in its own transaction under the blob's
+    /// lock, so a build ending meanwhile either makes the tree live first (and it stays) or
+    /// finds it gone (and names none).
+    pub async fn free_unused_tree_blobs(&self, orphan_before: &str, limit: i64) -> Result<u64> {
+        let unused = sqlx::query(&format!(
+            "SELECT DISTINCT t.tree_blob AS sha, t.tree_key AS tree_key FROM builds t WHERE t.tree_blob IS NOT NULL AND t.tree_key IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM builds l WHERE l.tree_key = t.tree_key AND {LIVE_BUILD}) LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let orphans = sqlx::query(&format!(
+            "SELECT b.sha256 AS sha FROM blobs b WHERE b.created_at < $1 AND NOT EXISTS (SELECT 1 FROM builds t WHERE t.tree_blob = b.sha256) AND {} LIMIT $2",
+            crate::blobs::unreferenced("b.sha256")
+        ))
+        .bind(orphan_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut freed = 0;
+        for r in &unused {
+            let mut tx = self.pool.begin().await?;
+            if self.free_tree_blob_in(&mut tx, &get_str(r, "sha")?, &get_str(r, "tree_key")?).await? {
+                freed += 1;
+            }
+            tx.commit().await?;
+        }
+        for r in &orphans {
+            let sha = get_str(r, "sha")?;
+            let mut tx = self.pool.begin().await?;
+            self.lock_blob_in(&mut tx, &sha).await?;
+            let gone =
+                sqlx::query(&format!("DELETE FROM blobs WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM builds t WHERE t.tree_blob = $1) AND {}", crate::blobs::UNREFERENCED))
+                    .bind(&sha)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    > 0;
+            if gone {
+                sqlx::query("DELETE FROM blob_chunks WHERE sha256 = $1").bind(&sha).execute(&mut *tx).await?;
+                freed += 1;
+            }
+            tx.commit().await?;
+        }
+        Ok(freed)
+    }
+
+    /// Within `tx`, for the pack `sha` of the tree `tree_key` whose naming build row may be
+    /// gone (its function deleted) or no longer live: while a live version still runs with
+    /// the tree, a live build of it names the pack (so other nodes still find it); otherwise
+    /// the pack is removed, unless something else holds the blob (a package, a layer, a build
+    /// still to run, or a live tree of another key with the same bytes), and no build row names
+    /// it any more. True when it was removed.
+    pub(crate) async fn free_tree_blob_in(&self, tx: &mut Tx, sha: &str, tree_key: &str) -> Result<bool> {
+        self.lock_blob_in(tx, sha).await?;
+        let live = sqlx::query(&format!("SELECT 1 AS live FROM builds l WHERE l.tree_key = $1 AND {LIVE_BUILD} LIMIT 1")).bind(tree_key).fetch_optional(&mut **tx).await?.is_some();
+        if live {
+            sqlx::query(&format!(
+                "UPDATE builds SET tree_blob = $1 WHERE id IN (SELECT l.id FROM builds l WHERE l.tree_key = $2 AND {LIVE_BUILD} ORDER BY l.id DESC LIMIT 1)
+                   AND NOT EXISTS (SELECT 1 FROM builds n WHERE n.tree_key = $2 AND n.tree_blob = $1)"
+            ))
+            .bind(sha)
+            .bind(tree_key)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(false);
+        }
+        let r = sqlx::query(&format!(
+            "DELETE FROM blobs WHERE sha256 = $1 AND {}
+               AND NOT EXISTS (SELECT 1 FROM builds t JOIN builds l ON l.tree_key = t.tree_key WHERE t.tree_blob = $1 AND {LIVE_BUILD})",
+            crate::blobs::UNREFERENCED
+        ))
+        .bind(sha)
+        .execute(&mut **tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE builds SET tree_blob = NULL WHERE tree_blob = $1").bind(sha).execute(&mut **tx).await?;
+        sqlx::query("DELETE FROM blob_chunks WHERE sha256 = $1").bind(sha).execute(&mut **tx).await?;
+        Ok(true)
     }
 
     /// The blob a dependency tree was packed into (by the node that built it), if any.

@@ -451,7 +451,8 @@ impl Store {
 
     /// Deletes one of the user's functions (its builds go with it) and, in the same
     /// transaction, the package blobs nothing refers to any more (its own, and its queued
-    /// update's); false when there is none.
+    /// update's) and the dependency trees its builds packed that no other live version runs
+    /// with; false when there is none.
     pub async fn delete_function(&self, user_id: &str, id: &str) -> Result<bool> {
         let mut tx = self.user_write(user_id).await?;
         let rows = sqlx::query(
@@ -466,6 +467,12 @@ impl Store {
         let shas = rows.iter().map(|r| get_str(r, "sha")).collect::<Result<Vec<_>>>()?;
         let codes = sqlx::query("SELECT DISTINCT code_sha256 FROM function_versions WHERE function_id = $1 AND user_id = $2").bind(id).bind(user_id).fetch_all(&mut *tx).await?;
         let codes = codes.iter().map(|r| get_str(r, "code_sha256")).collect::<Result<Vec<_>>>()?;
+        let trees = sqlx::query("SELECT DISTINCT tree_blob, tree_key FROM builds WHERE function_id = $1 AND user_id = $2 AND tree_blob IS NOT NULL AND tree_key IS NOT NULL")
+            .bind(id)
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let trees = trees.iter().map(|r| Ok((get_str(r, "tree_blob")?, get_str(r, "tree_key")?))).collect::<Result<Vec<_>>>()?;
         let r = sqlx::query("DELETE FROM functions WHERE id = $1 AND user_id = $2").bind(id).bind(user_id).execute(&mut *tx).await?;
         // Its versions and aliases went with it (ON DELETE CASCADE); SQLite's cascade needs
         // foreign_keys=ON, which every connection sets, but say it outright anyway.
@@ -476,6 +483,11 @@ impl Store {
         }
         for sha in &codes {
             crate::versions::free_code_in(&mut tx, sha).await?;
+        }
+        // The trees its builds packed for other nodes (PostgreSQL): freed, or named by a live
+        // build of another function that runs with the same tree.
+        for (sha, key) in &trees {
+            self.free_tree_blob_in(&mut tx, sha, key).await?;
         }
         tx.commit().await?;
         self.forget_functions();

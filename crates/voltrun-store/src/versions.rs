@@ -532,12 +532,7 @@ impl Store {
     /// dependency files). Pinned against eviction from a node's build cache, so a version's
     /// built dependencies stay frozen.
     pub async fn live_tree_keys(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT b.tree_key FROM builds b WHERE b.status = 'success' AND b.tree_key IS NOT NULL AND b.package_sha256 IS NOT NULL
-             AND EXISTS (SELECT 1 FROM function_versions v WHERE v.package_sha256 = b.package_sha256)",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&format!("SELECT DISTINCT l.tree_key FROM builds l WHERE {}", crate::builds::LIVE_BUILD)).fetch_all(&self.pool).await?;
         rows.iter().map(|r| get_str(r, "tree_key")).collect()
     }
 

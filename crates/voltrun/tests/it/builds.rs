@@ -2,7 +2,8 @@
 //! real package index: `pending` → `active` | `failed`, the last good version serving while an
 //! update builds or after its build failed, the cache hit inside the request, 409
 //! `function_not_active`, the build's log (also live), a server killed mid-build, and on
-//! PostgreSQL a build on one node and its runs on another.
+//! PostgreSQL a build on one node and its runs on another, and the packed tree freed with the
+//! last function that runs with it.
 //!
 //! The index is reached through pip and npm as configured on the host (CI may differ:
 //! nothing here names an address).
@@ -290,4 +291,41 @@ fn postgres_a_build_on_node_a_runs_on_node_b() {
     let fetched = lb.lines().find(|l| l.contains("fetched a dependency tree another node built"));
     assert!(fetched.is_some(), "B fetched the tree:\n{lb}");
     println!("{}\n{}", la.lines().find(|l| l.contains("built tree stored")).unwrap_or(""), fetched.unwrap_or(""));
+}
+
+/// PostgreSQL: the tree a node packed for the others stays while any live version runs with
+/// it, findable, and is freed with the last. Packs were never freed (every deleted function's
+/// tree stayed in the database for ever), and deleting the function whose build named the pack
+/// left other nodes unable to find it for the functions still running with it.
+#[test]
+fn postgres_a_packed_tree_is_freed_with_the_last_function_that_runs_with_it() {
+    let db = PgDatabase::create();
+    let args: Vec<String> = ["--database-url", &db.url, "--jwt-secret", "packed-tree-test-secret-0123456789abcdef-0123456789"].iter().map(|s| s.to_string()).collect();
+    let s = Server::spawn(&temp_dir("bpack"), &args, true);
+    let c = s.user();
+    let files = json!({"main.py": "import six\ndef handler(e, c):\n    return six.ensure_str('ok')\n", "requirements.txt": "six\n"});
+    for name in ["first", "second"] {
+        create_package(&c, name, "python", files.clone(), json!({}));
+        let f = wait_built(&c, name);
+        assert_eq!(f["state"], "active", "{f}\n{}", build_of(&c, name));
+        assert_eq!(c.invoke(name, &json!({}))["output"], "ok");
+    }
+    let packs = || db.query("SELECT count(*) FROM blobs b WHERE EXISTS (SELECT 1 FROM builds t WHERE t.tree_blob = b.sha256)");
+    let sha = db.query("SELECT DISTINCT tree_blob FROM builds WHERE tree_blob IS NOT NULL");
+    assert_eq!(sha.lines().count(), 1, "both builds name the one pack (the second was a cache hit): {sha}");
+    assert_eq!(packs(), "1");
+    let stored = |table: &str| db.query(&format!("SELECT count(*) FROM {table} WHERE sha256 = '{sha}'"));
+
+    let (status, body) = c.delete("/api/functions/first");
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(stored("blobs"), "1", "the second function still runs with the tree");
+    // Its build (a cache hit, which packed nothing) names the pack now, so a node without the
+    // tree still finds it.
+    assert_eq!(db.query(&format!("SELECT count(*) FROM builds WHERE tree_blob = '{sha}'")), "1");
+    assert_eq!(c.invoke("second", &json!({}))["output"], "ok");
+
+    let (status, body) = c.delete("/api/functions/second");
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(stored("blobs"), "0", "the last function that ran with the tree is gone, and so is its pack");
+    assert_eq!(stored("blob_chunks"), "0");
 }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
-use crate::harness::{assert_error, Client, Server};
+use crate::harness::{assert_error, sandbox_args, temp_dir, Client, Server};
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -141,6 +141,26 @@ fn the_aws_tutorial_bash_bootstrap_runs_unchanged_and_stays_warm() {
     }
     // The same bootstrap served every event (warm reuse): one cold start.
     assert_eq!(cold_starts(&c), 1);
+}
+
+/// Without the `voltrun-runtime-api` binary (`cargo run` builds only the binary it runs),
+/// `voltrun` itself is each instance's Runtime API helper: the tutorial bootstrap runs the
+/// same, warm, and the server says which helper it chose.
+#[test]
+fn without_the_helper_binary_the_server_binary_serves_the_runtime_api() {
+    let dir = temp_dir("nohelper");
+    let srv = Server::spawn_with_env(&sandbox_args(), &dir, &[], true, &[("VOLTRUN_RUNTIME_API_HELPER", "/nonexistent/voltrun-runtime-api")]);
+    let c = srv.user();
+    let zip = zip_of(&[("bootstrap", 0o755, TUTORIAL_BOOTSTRAP.as_bytes()), ("function.sh", 0o644, TUTORIAL_FUNCTION.as_bytes())]);
+    create(&c, "tutorial", &zip, json!({}));
+    for i in 0..2 {
+        let e = c.invoke("tutorial", &json!({"n": i}));
+        assert_eq!(e["status"], "success", "{e}");
+        assert_eq!(e["output"], json!(format!("Echoing request: '{{\"n\":{i}}}'")), "{e}");
+    }
+    assert_eq!(cold_starts(&c), 1);
+    let log = std::fs::read_to_string(dir.with_extension("stderr.log")).unwrap_or_default();
+    assert!(log.contains("provided instances run this binary as their Runtime API helper"), "{log}");
 }
 
 #[test]

@@ -94,6 +94,15 @@ impl PgDatabase {
     }
 }
 
+impl PgDatabase {
+    /// The result of one query on this database, as `psql -tA` prints it (trimmed).
+    pub fn query(&self, sql: &str) -> String {
+        let out = Command::new("psql").arg(&self.url).args(["-tA", "-v", "ON_ERROR_STOP=1", "-c", sql]).output().expect("psql runs");
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
@@ -147,12 +156,18 @@ impl Server {
 
     /// As [`Server::spawn`], in the tier `tier_args` choose rather than the suite's.
     pub fn spawn_in(tier_args: &[String], data_dir: &Path, extra: &[String], owns_dir: bool) -> Server {
+        Self::spawn_with_env(tier_args, data_dir, extra, owns_dir, &[])
+    }
+
+    /// As [`Server::spawn_in`], with these environment variables set for the server.
+    pub fn spawn_with_env(tier_args: &[String], data_dir: &Path, extra: &[String], owns_dir: bool, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_voltrun"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(tier_args)
             .args(extra)
             .env("VOLTRUN_LOG", "info")
+            .envs(env.iter().copied())
             .envs(extra.iter().any(|a| a.starts_with("postgres")).then_some(("VOLTRUN_MASTER_KEY", TEST_MASTER_KEY)))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(data_dir.with_extension("stderr.log")).unwrap());
