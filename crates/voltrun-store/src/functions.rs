@@ -482,7 +482,7 @@ impl Store {
             self.free_blob_in(&mut tx, sha).await?;
         }
         for sha in &codes {
-            crate::versions::free_code_in(&mut tx, sha).await?;
+            self.free_code_in(&mut tx, sha).await?;
         }
         // The trees its builds packed for other nodes (PostgreSQL): freed, or named by a live
         // build of another function that runs with the same tree.

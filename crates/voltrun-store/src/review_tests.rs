@@ -1,4 +1,5 @@
-//! Regression tests of the issue-15 security review's store findings (3, 5, 6, 9), each named
+//! Regression tests of the issue-15 security review's store findings (3, 5, 6, 9) and of later
+//! reviews' store findings, each named
 //! after what broke. They run on SQLite, and on PostgreSQL with `VOLTRUN_TEST_DATABASE=postgres`
 //! (and `VOLTRUN_TEST_PG_URL`), where a NUL in a build log used to be refused.
 
@@ -246,4 +247,47 @@ async fn deleting_a_layer_a_queued_update_mounts_is_refused() {
         DeleteLayer::InUse(names) => assert_eq!(names, vec!["upd".to_string()]),
         other => panic!("deleted a layer a queued update mounts: {other:?}"),
     }
+}
+
+/// Issue 16's review: on PostgreSQL, deleting one user's function freed the shared code row of
+/// a code text that another user's version, being saved at the same moment (its row not yet
+/// committed, so the DELETE could not see it), had just named: that version lost its code.
+/// On SQLite one write transaction runs at a time, so the save and the free run one after the
+/// other there, and the code must stay all the same.
+#[tokio::test]
+async fn a_version_saved_while_another_users_same_code_is_freed_keeps_its_code() {
+    let db = test_db("codelock").await;
+    let s = &db.store;
+    user(s, "u1").await;
+    user(s, "u2").await;
+    let shared = serde_json::json!({"code": "def handler(e, c):\n    return 'shared'"});
+    let mine = function("u1", "mine", shared.clone());
+    s.insert_function(&mine, &Quotas::default()).await.unwrap();
+    let theirs = function("u2", "theirs", code());
+    s.insert_function(&theirs, &Quotas::default()).await.unwrap();
+    let mut next = theirs.clone();
+    next.code = mine.code.clone();
+    next.version = theirs.version + 1;
+    let sha = crate::versions::code_sha256(&mine.code);
+    let codes = |s: &Store| {
+        let (pool, sha) = (s.pool.clone(), sha.clone());
+        async move { crate::get_i64(&sqlx::query("SELECT COUNT(*) AS n FROM version_code WHERE sha256 = $1").bind(sha).fetch_one(&pool).await.unwrap(), "n").unwrap() }
+    };
+    if db.pg.is_some() {
+        // u2's version of the same code is saved (uncommitted) while u1 deletes the function
+        // that was the code's only committed holder.
+        let mut save = s.pool.begin().await.unwrap();
+        s.snapshot_in(&mut save, &next).await.unwrap();
+        assert!(s.delete_function("u1", &mine.id).await.unwrap());
+        save.commit().await.unwrap();
+    } else {
+        assert!(s.delete_function("u1", &mine.id).await.unwrap());
+        let mut save = s.pool.begin().await.unwrap();
+        s.snapshot_in(&mut save, &next).await.unwrap();
+        save.commit().await.unwrap();
+    }
+    assert_eq!(codes(s).await, 1, "u2's version names the code, so the code stays");
+    // Frees still free: with u2's function gone, nothing names the code.
+    assert!(s.delete_function("u2", &theirs.id).await.unwrap());
+    assert_eq!(codes(s).await, 0);
 }

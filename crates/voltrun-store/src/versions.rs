@@ -74,12 +74,6 @@ pub fn code_sha256(code: &str) -> String {
     voltrun_package::sha256_hex(code.as_bytes())
 }
 
-/// Frees a code row nothing refers to any more.
-pub(crate) async fn free_code_in(tx: &mut Tx, sha: &str) -> Result<()> {
-    sqlx::query("DELETE FROM version_code WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM function_versions WHERE code_sha256 = $1)").bind(sha).execute(&mut **tx).await?;
-    Ok(())
-}
-
 fn alias_from(row: &sqlx::any::AnyRow) -> Result<Alias> {
     let extra = row.try_get_opt_i64("extra_version")?;
     let weight = sqlx::Row::try_get::<Option<f64>, _>(row, "extra_weight")?;
@@ -188,6 +182,23 @@ impl Snapshot {
 }
 
 impl Store {
+    /// Frees a code row nothing refers to any more. On PostgreSQL only under the code's
+    /// advisory lock, which [`Store::snapshot_in`] holds while it saves a version naming the
+    /// code: without it, a save by another user of the same code text (whose version row is
+    /// not committed yet, so this DELETE cannot see it) lost the code it had just named. The
+    /// lock is only tried: when a save holds it, that save names the code, so it stays; and a
+    /// free never waits on a lock, so frees in any order cannot deadlock.
+    pub(crate) async fn free_code_in(&self, tx: &mut Tx, sha: &str) -> Result<()> {
+        if self.dialect == crate::Dialect::Postgres {
+            let row = sqlx::query("SELECT pg_try_advisory_xact_lock(hashtext($1)) AS locked").bind(format!("code:{sha}")).fetch_one(&mut **tx).await?;
+            if !sqlx::Row::try_get::<bool, _>(&row, "locked")? {
+                return Ok(());
+            }
+        }
+        sqlx::query("DELETE FROM version_code WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM function_versions WHERE code_sha256 = $1)").bind(sha).execute(&mut **tx).await?;
+        Ok(())
+    }
+
     /// Keeps at most `n` versions of a function beyond those an alias or its schedule points
     /// to (the latest always stays); 0 keeps every version.
     pub fn with_version_retention(mut self, n: i64) -> Store {
@@ -199,6 +210,10 @@ impl Store {
     /// the function that version), then prunes versions past the retention.
     pub(crate) async fn snapshot_in(&self, tx: &mut Tx, f: &Function) -> Result<()> {
         let sha = code_sha256(&f.code);
+        if self.dialect == crate::Dialect::Postgres {
+            // Held until the version row naming the code commits (see `free_code_in`).
+            sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l").bind(format!("code:{sha}")).fetch_one(&mut **tx).await?;
+        }
         sqlx::query("INSERT INTO version_code (sha256, code) VALUES ($1, $2) ON CONFLICT DO NOTHING").bind(&sha).bind(&f.code).execute(&mut **tx).await?;
         let mut def = f.clone();
         def.code = String::new();
@@ -259,7 +274,7 @@ impl Store {
             }
         }
         for c in &codes {
-            free_code_in(tx, c).await?;
+            self.free_code_in(tx, c).await?;
         }
         for p in &packages {
             self.free_blob_in(tx, p).await?;
