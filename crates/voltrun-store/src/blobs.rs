@@ -27,7 +27,7 @@ impl Store {
     /// Stores `bytes` (once) and returns their SHA-256 (lowercase hex).
     pub async fn put_blob(&self, bytes: &[u8]) -> Result<String> {
         let sha = voltrun_package::sha256_hex(bytes);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         self.put_blob_in(&mut tx, &sha, bytes).await?;
         tx.commit().await?;
         Ok(sha)
@@ -142,7 +142,7 @@ impl Store {
     /// it; true when it was removed. (Other kinds of reference, dependency trees, must check
     /// their own before calling this.)
     pub async fn delete_blob_if_unused(&self, sha: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let gone = self.free_blob_in(&mut tx, sha).await?;
         tx.commit().await?;
         Ok(gone)

@@ -456,7 +456,7 @@ impl Store {
                 b.reason = Some("built, but the function was changed meanwhile; deploy again".into());
             }
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if !self.still_building(&mut tx, &b, node).await? {
             return Ok(None);
         }
@@ -579,7 +579,7 @@ impl Store {
         .await?;
         let mut freed = 0;
         for r in &unused {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             if self.free_tree_blob_in(&mut tx, &get_str(r, "sha")?, &get_str(r, "tree_key")?).await? {
                 freed += 1;
             }
@@ -587,7 +587,7 @@ impl Store {
         }
         for r in &orphans {
             let sha = get_str(r, "sha")?;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             self.lock_blob_in(&mut tx, &sha).await?;
             let gone =
                 sqlx::query(&format!("DELETE FROM blobs WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM builds t WHERE t.tree_blob = $1) AND {}", crate::blobs::UNREFERENCED))

@@ -384,7 +384,7 @@ impl Store {
     /// the user's row locked, so two such writes of one user run one after the other and the
     /// second counts what the first added; SQLite runs one write at a time anyway.
     pub(crate) async fn user_write(&self, user_id: &str) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if self.dialect == Dialect::Postgres {
             sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE").bind(user_id).fetch_optional(&mut *tx).await?;
         }

@@ -351,6 +351,18 @@ impl Store {
         self.dialect
     }
 
+    /// A transaction that writes. On SQLite it takes the file's write lock at its start
+    /// (`BEGIN IMMEDIATE`, waiting up to the busy timeout for another writer): a deferred
+    /// transaction that read first and wrote second got SQLITE_BUSY at once, without waiting,
+    /// whenever another connection had committed in between, and the request a 503 (a
+    /// function update while its schedule fired, seen in CI).
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Waits for queue notifications from other nodes (PostgreSQL LISTEN); None on SQLite,
     /// where every producer is in this process.
     pub async fn listen_queue(&self) -> Result<Option<QueueListener>> {

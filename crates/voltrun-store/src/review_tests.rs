@@ -291,3 +291,28 @@ async fn a_version_saved_while_another_users_same_code_is_freed_keeps_its_code()
     assert!(s.delete_function("u2", &theirs.id).await.unwrap());
     assert_eq!(codes(s).await, 0);
 }
+
+/// CI: on SQLite a write transaction that read first (every function create and update
+/// counts the user's functions before it writes) started DEFERRED, so when another
+/// connection committed a write between its read and its write (a schedule's tick), SQLite
+/// refused the write at once with SQLITE_BUSY, never waiting, and the request was a 503.
+#[tokio::test]
+async fn a_write_that_read_first_is_not_refused_when_another_write_commits_meanwhile() {
+    let db = test_db("immediate").await;
+    let s = &db.store;
+    user(s, "u1").await;
+    let mut tx = s.user_write("u1").await.unwrap();
+    sqlx::query("SELECT COUNT(*) AS n FROM functions WHERE user_id = 'u1'").fetch_one(&mut *tx).await.unwrap();
+    // Another connection writes meanwhile: it waits for this transaction (SQLite) or goes
+    // ahead (PostgreSQL, another row); either way this transaction's write must succeed.
+    let other = {
+        let s = s.clone();
+        tokio::spawn(async move { user(&s, "u2").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    sqlx::query("INSERT INTO users (id, email, name, password_hash, created_at) VALUES ('u3', 'u3@example.com', 'n', 'h', 't')").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    other.await.unwrap();
+    let n = crate::get_i64(&sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(&s.pool).await.unwrap(), "n").unwrap();
+    assert_eq!(n, 3);
+}

@@ -302,7 +302,7 @@ impl Store {
         let mut n = 0;
         for r in &rows {
             let f = crate::functions::function_from(r)?;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             self.snapshot_in(&mut tx, &f).await?;
             tx.commit().await?;
             n += 1;
