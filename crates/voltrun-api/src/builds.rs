@@ -47,7 +47,8 @@ pub async fn create(st: &AppState, mut f: Function) -> ApiResult<Function> {
     match st.engine.cached_dependencies(&f).await {
         Some(tree) => {
             f.states = FunctionStates::default();
-            st.store.insert_function_with_build(&f, &st.quotas, &cache_hit(&f, 0, tree.key, tree.logs)).await?;
+            st.store.insert_function_with_build(&f, &st.quotas, &cache_hit(&f, 0, tree.key.clone(), tree.logs.clone())).await?;
+            st.engine.share_cached_tree(tree);
         }
         None => {
             f.states = FunctionStates::first_build();
@@ -85,10 +86,11 @@ pub async fn update(st: &AppState, old: &Function, mut new: Function) -> ApiResu
     match cached {
         Some(tree) => {
             new.states = FunctionStates::default();
-            let b = cache_hit(&new, if active { old.version } else { 0 }, tree.key, tree.logs);
+            let b = cache_hit(&new, if active { old.version } else { 0 }, tree.key.clone(), tree.logs.clone());
             if !st.store.update_function_with_build(&new, old.version, &st.quotas, &b).await? {
                 return Err(changed_meanwhile());
             }
+            st.engine.share_cached_tree(tree);
             st.engine.invalidate(&new.id);
             Ok(new)
         }

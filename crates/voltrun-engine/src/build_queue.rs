@@ -188,6 +188,24 @@ impl Engine {
         }
     }
 
+    /// On PostgreSQL, makes sure a tree this node found in its cache for a new build (a
+    /// cache hit inside the request, which packs nothing) is packed for the other nodes: when
+    /// no build names a pack of it (its last pack was freed with the versions that ran with
+    /// it), this node packs it again, in the background, and a live build of it names the pack.
+    pub fn share_cached_tree(&self, t: BuiltTree) {
+        if self.inner.store.dialect() != voltrun_store::Dialect::Postgres {
+            return;
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Some(sha) = engine.share_tree(&t).await {
+                if let Err(err) = engine.inner.store.name_tree_pack(&t.key, &sha).await {
+                    tracing::warn!(%err, key = %t.key, "could not name a packed tree for other nodes");
+                }
+            }
+        });
+    }
+
     /// The built dependency tree an instance of `f` uses: `None` for a function without
     /// dependencies; else the tree in this node's cache, fetched first from the blob the
     /// building node stored when this node lacks it (another node built it, or it was

@@ -158,7 +158,8 @@ impl Engine {
     ///
     /// On PostgreSQL it also frees, as often, the trees packed for other nodes that no live
     /// version runs with any more ([`voltrun_store::Store::free_unused_tree_blobs`]; a pack
-    /// no build names waits [`ORPHAN_PACK_GRACE_SECS`], as its build may still be ending).
+    /// no build names waits [`ORPHAN_PACK_GRACE_SECS`], as its build may still be ending),
+    /// and code rows no version names (`Store::free_unused_code`).
     pub(crate) async fn pin_live_trees(self) {
         let store = &self.inner.store;
         loop {
@@ -171,6 +172,9 @@ impl Engine {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(n, "freed dependency trees packed for other nodes that no live version runs with"),
                     Err(err) => tracing::warn!(%err, "freeing packed dependency trees failed"),
+                }
+                if let Err(err) = store.free_unused_code(100).await {
+                    tracing::warn!(%err, "freeing unused version code failed");
                 }
             }
             tokio::time::sleep(LIVE_TREES_EVERY).await;

@@ -579,15 +579,25 @@ impl Store {
         .await?;
         let mut freed = 0;
         for r in &unused {
+            let (sha, key) = (get_str(r, "sha")?, get_str(r, "tree_key")?);
             let mut tx = self.write_tx().await?;
-            if self.free_tree_blob_in(&mut tx, &get_str(r, "sha")?, &get_str(r, "tree_key")?).await? {
-                freed += 1;
+            // The sweep gives way: a user's delete of a function whose build names the pack
+            // holds those rows and waits on the blob lock this holds. Waiting less than
+            // PostgreSQL's deadlock check (1 s) lets this fail, not the delete; the pack
+            // is tried again next time.
+            sqlx::query("SET LOCAL lock_timeout = '200ms'").execute(&mut *tx).await?;
+            match self.free_tree_blob_in(&mut tx, &sha, &key).await {
+                Ok(gone) => {
+                    tx.commit().await?;
+                    freed += gone as u64;
+                }
+                Err(err) => tracing::debug!(%err, "a packed tree was not freed this time"),
             }
-            tx.commit().await?;
         }
         for r in &orphans {
             let sha = get_str(r, "sha")?;
             let mut tx = self.write_tx().await?;
+            sqlx::query("SET LOCAL lock_timeout = '200ms'").execute(&mut *tx).await?;
             self.lock_blob_in(&mut tx, &sha).await?;
             let gone =
                 sqlx::query(&format!("DELETE FROM blobs WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM builds t WHERE t.tree_blob = $1) AND {}", crate::blobs::UNREFERENCED))
@@ -615,14 +625,7 @@ impl Store {
         self.lock_blob_in(tx, sha).await?;
         let live = sqlx::query(&format!("SELECT 1 AS live FROM builds l WHERE l.tree_key = $1 AND {LIVE_BUILD} LIMIT 1")).bind(tree_key).fetch_optional(&mut **tx).await?.is_some();
         if live {
-            sqlx::query(&format!(
-                "UPDATE builds SET tree_blob = $1 WHERE id IN (SELECT l.id FROM builds l WHERE l.tree_key = $2 AND {LIVE_BUILD} ORDER BY l.id DESC LIMIT 1)
-                   AND NOT EXISTS (SELECT 1 FROM builds n WHERE n.tree_key = $2 AND n.tree_blob = $1)"
-            ))
-            .bind(sha)
-            .bind(tree_key)
-            .execute(&mut **tx)
-            .await?;
+            self.name_pack_in(tx, sha, tree_key).await?;
             return Ok(false);
         }
         let r = sqlx::query(&format!(
@@ -639,6 +642,44 @@ impl Store {
         sqlx::query("UPDATE builds SET tree_blob = NULL WHERE tree_blob = $1").bind(sha).execute(&mut **tx).await?;
         sqlx::query("DELETE FROM blob_chunks WHERE sha256 = $1").bind(sha).execute(&mut **tx).await?;
         Ok(true)
+    }
+
+    /// Within `tx`, holding the blob lock of `sha`: makes a live build of `tree_key` name the
+    /// pack `sha` unless a build of that tree names it already. The newest live build is
+    /// chosen; one deleted meanwhile (another user's delete, not committed when chosen) is
+    /// skipped by the UPDATE, so the choice is made again (a few times at most).
+    async fn name_pack_in(&self, tx: &mut Tx, sha: &str, tree_key: &str) -> Result<()> {
+        for _ in 0..3 {
+            let r = sqlx::query(&format!(
+                "UPDATE builds SET tree_blob = $1 WHERE id IN (SELECT l.id FROM builds l WHERE l.tree_key = $2 AND {LIVE_BUILD} ORDER BY l.id DESC LIMIT 1)
+                   AND NOT EXISTS (SELECT 1 FROM builds n WHERE n.tree_key = $2 AND n.tree_blob = $1)"
+            ))
+            .bind(sha)
+            .bind(tree_key)
+            .execute(&mut **tx)
+            .await?;
+            let named = sqlx::query("SELECT 1 AS named FROM builds WHERE tree_key = $1 AND tree_blob = $2 LIMIT 1").bind(tree_key).bind(sha).fetch_optional(&mut **tx).await?;
+            let live = sqlx::query(&format!("SELECT 1 AS live FROM builds l WHERE l.tree_key = $1 AND {LIVE_BUILD} LIMIT 1")).bind(tree_key).fetch_optional(&mut **tx).await?;
+            if r.rows_affected() > 0 || named.is_some() || live.is_none() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Names the pack `sha` of the tree `tree_key` (stored by [`Store::put_blob`]) on a live
+    /// build of that tree when none names one: a build that was a cache hit inside the
+    /// request packed nothing, and a tree whose pack was freed with the versions that ran
+    /// with it is packed again by the node that has it (`Engine::share_cached_tree`). Nothing
+    /// is named when the pack was freed meanwhile.
+    pub async fn name_tree_pack(&self, tree_key: &str, sha: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        self.lock_blob_in(&mut tx, sha).await?;
+        if sqlx::query("SELECT 1 AS present FROM blobs WHERE sha256 = $1").bind(sha).fetch_optional(&mut *tx).await?.is_some() {
+            self.name_pack_in(&mut tx, sha, tree_key).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The blob a dependency tree was packed into (by the node that built it), if any.

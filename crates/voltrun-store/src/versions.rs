@@ -182,13 +182,42 @@ impl Snapshot {
 }
 
 impl Store {
+    /// Frees code rows no version names (PostgreSQL: a free skipped because a save held the
+    /// code's lock, and that save rolled back; or two frees of the same code at once, each
+    /// seeing the other's version still there). At most `limit` a call; how many were freed.
+    pub async fn free_unused_code(&self, limit: i64) -> Result<u64> {
+        let rows =
+            sqlx::query("SELECT c.sha256 FROM version_code c WHERE c.sha256 <> $2 AND NOT EXISTS (SELECT 1 FROM function_versions v WHERE v.code_sha256 = c.sha256) LIMIT $1")
+                .bind(limit)
+                .bind(code_sha256(""))
+                .fetch_all(&self.pool)
+                .await?;
+        let mut freed = 0;
+        for r in &rows {
+            let sha = get_str(r, "sha256")?;
+            let mut tx = self.write_tx().await?;
+            self.free_code_in(&mut tx, &sha).await?;
+            let gone = sqlx::query("SELECT 1 AS present FROM version_code WHERE sha256 = $1").bind(&sha).fetch_optional(&mut *tx).await?.is_none();
+            tx.commit().await?;
+            freed += gone as u64;
+        }
+        Ok(freed)
+    }
+
     /// Frees a code row nothing refers to any more. On PostgreSQL only under the code's
     /// advisory lock, which [`Store::snapshot_in`] holds while it saves a version naming the
     /// code: without it, a save by another user of the same code text (whose version row is
     /// not committed yet, so this DELETE cannot see it) lost the code it had just named. The
     /// lock is only tried: when a save holds it, that save names the code, so it stays; and a
     /// free never waits on a lock, so frees in any order cannot deadlock.
+    ///
+    /// The empty code (every package function's `code`) is never freed, so saving it takes
+    /// no lock: one lock shared by every package function of every user serialised their
+    /// saves and could deadlock against their blob locks.
     pub(crate) async fn free_code_in(&self, tx: &mut Tx, sha: &str) -> Result<()> {
+        if sha == code_sha256("") {
+            return Ok(());
+        }
         if self.dialect == crate::Dialect::Postgres {
             let row = sqlx::query("SELECT pg_try_advisory_xact_lock(hashtext($1)) AS locked").bind(format!("code:{sha}")).fetch_one(&mut **tx).await?;
             if !sqlx::Row::try_get::<bool, _>(&row, "locked")? {
@@ -210,7 +239,7 @@ impl Store {
     /// the function that version), then prunes versions past the retention.
     pub(crate) async fn snapshot_in(&self, tx: &mut Tx, f: &Function) -> Result<()> {
         let sha = code_sha256(&f.code);
-        if self.dialect == crate::Dialect::Postgres {
+        if self.dialect == crate::Dialect::Postgres && !f.code.is_empty() {
             // Held until the version row naming the code commits (see `free_code_in`).
             sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l").bind(format!("code:{sha}")).fetch_one(&mut **tx).await?;
         }
