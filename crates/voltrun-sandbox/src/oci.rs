@@ -340,6 +340,10 @@ impl OciSandbox {
     }
 }
 
+/// Caps the address space at `$1` KiB (soft and hard), then runs the rest (runc only: see
+/// `config_json`).
+const ADDRESS_SPACE_THEN_EXEC: &str = r#"ulimit -v "$1" && shift && exec "$@""#;
+
 /// How the gVisor tier's process starts: the control pipes arrive as stdin and stdout (runsc
 /// has no `--preserve-fds`); they move to fds 3 and 4, stdout joins stderr on the log pipe,
 /// stdin becomes /dev/null, and the runtime replaces the shell.
@@ -416,8 +420,17 @@ fn config_json(root: &InstanceRoot, spec: &InstanceSpec, id: &str, runtime: Runt
             .map(|b| json!({"destination": b.target, "type": "bind", "source": b.source, "options": ["rbind", if b.writable { "rw" } else { "ro" }, "nosuid", "nodev"]})),
     );
     let rlimit = |r: Rlimit, v: u64| json!({"type": r.oci_name(), "hard": v, "soft": v});
-    let mut rlimits: Vec<Value> = root.rlimits.iter().map(|&(r, v)| rlimit(r, v)).collect();
+    // runc applies a config's rlimits in `runc init`, a Go process, before it execs the
+    // function: under the address-space cap a thread it started then failed
+    // ("runtime/cgo: pthread_create failed"), now and then, under load. So runc's cap is
+    // set by a shell in the container just before the exec (`ulimit -v`, KiB; soft and hard).
+    let address_space = (runtime == Runtime::Runc).then(|| root.rlimits.iter().find(|(r, _)| *r == Rlimit::As).map(|&(_, v)| v)).flatten();
+    let mut rlimits: Vec<Value> = root.rlimits.iter().filter(|(r, _)| address_space.is_none() || *r != Rlimit::As).map(|&(r, v)| rlimit(r, v)).collect();
     let mut args = spec.argv.clone();
+    if let Some(bytes) = address_space {
+        let head = ["/bin/sh".to_string(), "-c".into(), ADDRESS_SPACE_THEN_EXEC.into(), "sh".into(), (bytes / 1024).to_string()];
+        args = head.into_iter().chain(args).collect();
+    }
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if runtime == Runtime::Runsc {
         // The function's process and thread limit, enforced by the Sentry (EAGAIN inside).
@@ -788,6 +801,13 @@ mod tests {
             }
             let rlimits = c["process"]["rlimits"].as_array().unwrap();
             for (r, v) in &root.rlimits {
+                if runtime == Runtime::Runc && *r == Rlimit::As {
+                    // Set by the shell before the exec, not by runc init (a Go process).
+                    assert!(!rlimits.iter().any(|x| x["type"] == "RLIMIT_AS"));
+                    let args = c["process"]["args"].as_array().unwrap();
+                    assert_eq!(args[..5], [json!("/bin/sh"), json!("-c"), json!(ADDRESS_SPACE_THEN_EXEC), json!("sh"), json!((v / 1024).to_string())]);
+                    continue;
+                }
                 assert!(rlimits.contains(&json!({"type": r.oci_name(), "hard": v, "soft": v})), "{r:?}");
             }
             assert_eq!(rlimits.iter().any(|r| r["type"] == "RLIMIT_NPROC"), runtime == Runtime::Runsc);

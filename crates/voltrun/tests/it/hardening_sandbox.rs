@@ -16,6 +16,20 @@ mod hostile {
     const EPROTONOSUPPORT: i64 = 93;
     const EAFNOSUPPORT: i64 = 97;
 
+    /// A Python function's address space is capped at its memory plus 192 MiB, soft and hard,
+    /// in every tier. The container tier sets it from a shell just before the exec: set by
+    /// `runc init` (a Go process) it made thread starts in runc fail now and then under load
+    /// (a build failed with "runtime/cgo: pthread_create failed" in CI).
+    #[test]
+    fn a_python_functions_address_space_cap_is_its_memory_and_it_cannot_raise_it() {
+        let s = Server::start();
+        let c = s.user();
+        let code = "import resource\ndef handler(e, c):\n    soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n    try:\n        resource.setrlimit(resource.RLIMIT_AS, (hard + 1, hard + 1))\n        raised = True\n    except (ValueError, OSError):\n        raised = False\n    return [soft, hard, raised]\n";
+        let o = run(&c, "aspace", "python", code, json!({"memory": 256}), json!({}));
+        let cap = (256u64 << 20) + (192 << 20);
+        assert_eq!(o, json!([cap, cap, false]), "{o}");
+    }
+
     fn run(c: &Client, name: &str, runtime: &str, code: &str, extra: Value, event: Value) -> Value {
         c.create_function(name, runtime, code, extra);
         let e = c.invoke(name, &event);
