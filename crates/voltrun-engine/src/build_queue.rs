@@ -166,6 +166,13 @@ impl Engine {
         if let Ok(Some(blob)) = store.tree_blob(&t.key).await {
             return Some(blob);
         }
+        self.pack_tree(t).await
+    }
+
+    /// Packs the tree `t` and stores the pack as a blob (once: the same bytes are one blob);
+    /// its SHA-256, or None when packing or storing failed.
+    async fn pack_tree(&self, t: &BuiltTree) -> Option<String> {
+        let store = &self.inner.store;
         let t0 = std::time::Instant::now();
         let path = t.path.clone();
         let packed = match tokio::task::spawn_blocking(move || crate::tree_share::pack(&path)).await {
@@ -198,7 +205,11 @@ impl Engine {
         }
         let engine = self.clone();
         tokio::spawn(async move {
-            if let Some(sha) = engine.share_tree(&t).await {
+            // Named already (the usual case): nothing to do.
+            if !matches!(engine.inner.store.tree_blob(&t.key).await, Ok(None)) {
+                return;
+            }
+            if let Some(sha) = engine.pack_tree(&t).await {
                 if let Err(err) = engine.inner.store.name_tree_pack(&t.key, &sha).await {
                     tracing::warn!(%err, key = %t.key, "could not name a packed tree for other nodes");
                 }

@@ -69,12 +69,25 @@ impl Store {
     /// Removes the blob `sha` within `tx` when nothing refers to it any more (no function,
     /// layer or build still to run); true when it was removed.
     pub(crate) async fn free_blob_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, sha: &str) -> Result<bool> {
+        self.free_blob_where_in(tx, sha, "TRUE").await
+    }
+
+    /// Removes the blob `sha` (row and chunks) within `tx`, under its lock, when nothing
+    /// refers to it ([`UNREFERENCED`]) and the SQL condition `also` (on `$1`, the blob) holds;
+    /// true when it was removed. The one place a blob is deleted.
+    pub(crate) async fn free_blob_where_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, sha: &str, also: &str) -> Result<bool> {
         self.lock_blob_in(tx, sha).await?;
-        let r = sqlx::query(&format!("DELETE FROM blobs WHERE sha256 = $1 AND {UNREFERENCED}")).bind(sha).execute(&mut **tx).await?;
+        let r = sqlx::query(&format!("DELETE FROM blobs WHERE sha256 = $1 AND {UNREFERENCED} AND {also}")).bind(sha).execute(&mut **tx).await?;
         if r.rows_affected() > 0 {
             sqlx::query("DELETE FROM blob_chunks WHERE sha256 = $1").bind(sha).execute(&mut **tx).await?;
         }
         Ok(r.rows_affected() > 0)
+    }
+
+    /// Whether the blob `sha` is stored, as `tx` sees it (under its lock, a free or a write
+    /// of it by another transaction has ended).
+    pub(crate) async fn blob_present_in(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, sha: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 AS present FROM blobs WHERE sha256 = $1").bind(sha).fetch_optional(&mut **tx).await?.is_some())
     }
 
     /// Whether the blob `sha` is stored.

@@ -20,6 +20,21 @@ use crate::{get_i64, get_opt_str, get_str, Dialect, Result, Store, StoreError};
 pub(crate) const LIVE_BUILD: &str = "l.status = 'success' AND l.tree_key IS NOT NULL AND l.package_sha256 IS NOT NULL
      AND EXISTS (SELECT 1 FROM function_versions v WHERE v.package_sha256 = l.package_sha256)";
 
+/// Commits one free of the sweep ([`Store::sweep_tx`]) and says whether it freed; a free that
+/// failed (a lock it gave way on) is rolled back and tried again at the next sweep.
+async fn end_sweep_tx(tx: Tx, gone: Result<bool>) -> Result<bool> {
+    match gone {
+        Ok(gone) => {
+            tx.commit().await?;
+            Ok(gone)
+        }
+        Err(err) => {
+            tracing::debug!(%err, "a packed tree was not freed this time");
+            Ok(false)
+        }
+    }
+}
+
 /// Where a stored build stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildPhase {
@@ -532,7 +547,7 @@ impl Store {
         let mut tree_blob = b.tree_blob.clone();
         if let Some(sha) = &b.tree_blob {
             self.lock_blob_in(tx, sha).await?;
-            if sqlx::query("SELECT 1 AS present FROM blobs WHERE sha256 = $1").bind(sha).fetch_optional(&mut **tx).await?.is_none() {
+            if !self.blob_present_in(tx, sha).await? {
                 tree_blob = None;
             }
         }
@@ -580,39 +595,27 @@ impl Store {
         let mut freed = 0;
         for r in &unused {
             let (sha, key) = (get_str(r, "sha")?, get_str(r, "tree_key")?);
-            let mut tx = self.write_tx().await?;
-            // The sweep gives way: a user's delete of a function whose build names the pack
-            // holds those rows and waits on the blob lock this holds. Waiting less than
-            // PostgreSQL's deadlock check (1 s) lets this fail, not the delete; the pack
-            // is tried again next time.
-            sqlx::query("SET LOCAL lock_timeout = '200ms'").execute(&mut *tx).await?;
-            match self.free_tree_blob_in(&mut tx, &sha, &key).await {
-                Ok(gone) => {
-                    tx.commit().await?;
-                    freed += gone as u64;
-                }
-                Err(err) => tracing::debug!(%err, "a packed tree was not freed this time"),
-            }
+            let mut tx = self.sweep_tx().await?;
+            let gone = self.free_tree_blob_in(&mut tx, &sha, &key).await;
+            freed += end_sweep_tx(tx, gone).await? as u64;
         }
         for r in &orphans {
             let sha = get_str(r, "sha")?;
-            let mut tx = self.write_tx().await?;
-            sqlx::query("SET LOCAL lock_timeout = '200ms'").execute(&mut *tx).await?;
-            self.lock_blob_in(&mut tx, &sha).await?;
-            let gone =
-                sqlx::query(&format!("DELETE FROM blobs WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM builds t WHERE t.tree_blob = $1) AND {}", crate::blobs::UNREFERENCED))
-                    .bind(&sha)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    > 0;
-            if gone {
-                sqlx::query("DELETE FROM blob_chunks WHERE sha256 = $1").bind(&sha).execute(&mut *tx).await?;
-                freed += 1;
-            }
-            tx.commit().await?;
+            let mut tx = self.sweep_tx().await?;
+            let gone = self.free_blob_where_in(&mut tx, &sha, "NOT EXISTS (SELECT 1 FROM builds t WHERE t.tree_blob = $1)").await;
+            freed += end_sweep_tx(tx, gone).await? as u64;
         }
         Ok(freed)
+    }
+
+    /// The transaction of one free of the sweep, which gives way: a user's delete of a
+    /// function whose build names the pack holds those rows and waits on the blob lock the
+    /// free holds. Waiting at most 200 ms for a lock, under PostgreSQL's deadlock check (1 s),
+    /// lets the free fail, not the delete ([`end_sweep_tx`]).
+    async fn sweep_tx(&self) -> Result<Tx> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("SET LOCAL lock_timeout = '200ms'").execute(&mut *tx).await?;
+        Ok(tx)
     }
 
     /// Within `tx`, for the pack `sha` of the tree `tree_key` whose naming build row may be
@@ -623,25 +626,22 @@ impl Store {
     /// it any more. True when it was removed.
     pub(crate) async fn free_tree_blob_in(&self, tx: &mut Tx, sha: &str, tree_key: &str) -> Result<bool> {
         self.lock_blob_in(tx, sha).await?;
-        let live = sqlx::query(&format!("SELECT 1 AS live FROM builds l WHERE l.tree_key = $1 AND {LIVE_BUILD} LIMIT 1")).bind(tree_key).fetch_optional(&mut **tx).await?.is_some();
-        if live {
+        if self.tree_live_in(tx, tree_key).await? {
             self.name_pack_in(tx, sha, tree_key).await?;
             return Ok(false);
         }
-        let r = sqlx::query(&format!(
-            "DELETE FROM blobs WHERE sha256 = $1 AND {}
-               AND NOT EXISTS (SELECT 1 FROM builds t JOIN builds l ON l.tree_key = t.tree_key WHERE t.tree_blob = $1 AND {LIVE_BUILD})",
-            crate::blobs::UNREFERENCED
-        ))
-        .bind(sha)
-        .execute(&mut **tx)
-        .await?;
-        if r.rows_affected() == 0 {
+        let unheld = format!("NOT EXISTS (SELECT 1 FROM builds t JOIN builds l ON l.tree_key = t.tree_key WHERE t.tree_blob = $1 AND {LIVE_BUILD})");
+        if !self.free_blob_where_in(tx, sha, &unheld).await? {
             return Ok(false);
         }
         sqlx::query("UPDATE builds SET tree_blob = NULL WHERE tree_blob = $1").bind(sha).execute(&mut **tx).await?;
-        sqlx::query("DELETE FROM blob_chunks WHERE sha256 = $1").bind(sha).execute(&mut **tx).await?;
         Ok(true)
+    }
+
+    /// Whether a live version runs with the tree `tree_key` ([`LIVE_BUILD`]), as `tx` sees it.
+    async fn tree_live_in(&self, tx: &mut Tx, tree_key: &str) -> Result<bool> {
+        let row = sqlx::query(&format!("SELECT 1 AS live FROM builds l WHERE l.tree_key = $1 AND {LIVE_BUILD} LIMIT 1")).bind(tree_key).fetch_optional(&mut **tx).await?;
+        Ok(row.is_some())
     }
 
     /// Within `tx`, holding the blob lock of `sha`: makes a live build of `tree_key` name the
@@ -650,7 +650,7 @@ impl Store {
     /// skipped by the UPDATE, so the choice is made again (a few times at most).
     async fn name_pack_in(&self, tx: &mut Tx, sha: &str, tree_key: &str) -> Result<()> {
         for _ in 0..3 {
-            let r = sqlx::query(&format!(
+            sqlx::query(&format!(
                 "UPDATE builds SET tree_blob = $1 WHERE id IN (SELECT l.id FROM builds l WHERE l.tree_key = $2 AND {LIVE_BUILD} ORDER BY l.id DESC LIMIT 1)
                    AND NOT EXISTS (SELECT 1 FROM builds n WHERE n.tree_key = $2 AND n.tree_blob = $1)"
             ))
@@ -659,8 +659,7 @@ impl Store {
             .execute(&mut **tx)
             .await?;
             let named = sqlx::query("SELECT 1 AS named FROM builds WHERE tree_key = $1 AND tree_blob = $2 LIMIT 1").bind(tree_key).bind(sha).fetch_optional(&mut **tx).await?;
-            let live = sqlx::query(&format!("SELECT 1 AS live FROM builds l WHERE l.tree_key = $1 AND {LIVE_BUILD} LIMIT 1")).bind(tree_key).fetch_optional(&mut **tx).await?;
-            if r.rows_affected() > 0 || named.is_some() || live.is_none() {
+            if named.is_some() || !self.tree_live_in(tx, tree_key).await? {
                 return Ok(());
             }
         }
@@ -675,7 +674,7 @@ impl Store {
     pub async fn name_tree_pack(&self, tree_key: &str, sha: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
         self.lock_blob_in(&mut tx, sha).await?;
-        if sqlx::query("SELECT 1 AS present FROM blobs WHERE sha256 = $1").bind(sha).fetch_optional(&mut *tx).await?.is_some() {
+        if self.blob_present_in(&mut tx, sha).await? {
             self.name_pack_in(&mut tx, sha, tree_key).await?;
         }
         tx.commit().await?;

@@ -196,8 +196,7 @@ impl Store {
         for r in &rows {
             let sha = get_str(r, "sha256")?;
             let mut tx = self.write_tx().await?;
-            self.free_code_in(&mut tx, &sha).await?;
-            let gone = sqlx::query("SELECT 1 AS present FROM version_code WHERE sha256 = $1").bind(&sha).fetch_optional(&mut *tx).await?.is_none();
+            let gone = self.free_code_in(&mut tx, &sha).await?;
             tx.commit().await?;
             freed += gone as u64;
         }
@@ -213,19 +212,20 @@ impl Store {
     ///
     /// The empty code (every package function's `code`) is never freed, so saving it takes
     /// no lock: one lock shared by every package function of every user serialised their
-    /// saves and could deadlock against their blob locks.
-    pub(crate) async fn free_code_in(&self, tx: &mut Tx, sha: &str) -> Result<()> {
+    /// saves and could deadlock against their blob locks. True when the row was removed.
+    pub(crate) async fn free_code_in(&self, tx: &mut Tx, sha: &str) -> Result<bool> {
         if sha == code_sha256("") {
-            return Ok(());
+            return Ok(false);
         }
         if self.dialect == crate::Dialect::Postgres {
             let row = sqlx::query("SELECT pg_try_advisory_xact_lock(hashtext($1)) AS locked").bind(format!("code:{sha}")).fetch_one(&mut **tx).await?;
             if !sqlx::Row::try_get::<bool, _>(&row, "locked")? {
-                return Ok(());
+                return Ok(false);
             }
         }
-        sqlx::query("DELETE FROM version_code WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM function_versions WHERE code_sha256 = $1)").bind(sha).execute(&mut **tx).await?;
-        Ok(())
+        let r =
+            sqlx::query("DELETE FROM version_code WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM function_versions WHERE code_sha256 = $1)").bind(sha).execute(&mut **tx).await?;
+        Ok(r.rows_affected() > 0)
     }
 
     /// Keeps at most `n` versions of a function beyond those an alias or its schedule points

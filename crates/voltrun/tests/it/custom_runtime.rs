@@ -126,12 +126,12 @@ const TUTORIAL_FUNCTION: &str = r#"function handler () {
 }
 "#;
 
-#[test]
-fn the_aws_tutorial_bash_bootstrap_runs_unchanged_and_stays_warm() {
-    let srv = Server::start();
-    let c = srv.user();
+/// Deploys AWS's tutorial bootstrap as `tutorial` and runs it three times: each run echoes
+/// its event, its handler's stderr is the run's log, and the same bootstrap served every
+/// event (warm reuse: one cold start).
+fn the_tutorial_runs_warm(c: &Client) {
     let zip = zip_of(&[("bootstrap", 0o755, TUTORIAL_BOOTSTRAP.as_bytes()), ("function.sh", 0o644, TUTORIAL_FUNCTION.as_bytes())]);
-    create(&c, "tutorial", &zip, json!({}));
+    create(c, "tutorial", &zip, json!({}));
     for i in 0..3 {
         let e = c.invoke("tutorial", &json!({"n": i}));
         assert_eq!(e["status"], "success", "{e}");
@@ -139,8 +139,13 @@ fn the_aws_tutorial_bash_bootstrap_runs_unchanged_and_stays_warm() {
         let logs = e["logs"].as_str().unwrap();
         assert!(logs.contains(&format!("{{\"n\":{i}}}")), "the handler's stderr is the run's log: {logs}");
     }
-    // The same bootstrap served every event (warm reuse): one cold start.
-    assert_eq!(cold_starts(&c), 1);
+    assert_eq!(cold_starts(c), 1);
+}
+
+#[test]
+fn the_aws_tutorial_bash_bootstrap_runs_unchanged_and_stays_warm() {
+    let srv = Server::start();
+    the_tutorial_runs_warm(&srv.user());
 }
 
 /// Without the `voltrun-runtime-api` binary (`cargo run` builds only the binary it runs),
@@ -150,15 +155,7 @@ fn the_aws_tutorial_bash_bootstrap_runs_unchanged_and_stays_warm() {
 fn without_the_helper_binary_the_server_binary_serves_the_runtime_api() {
     let dir = temp_dir("nohelper");
     let srv = Server::spawn_with_env(&sandbox_args(), &dir, &[], true, &[("VOLTRUN_RUNTIME_API_HELPER", "/nonexistent/voltrun-runtime-api")]);
-    let c = srv.user();
-    let zip = zip_of(&[("bootstrap", 0o755, TUTORIAL_BOOTSTRAP.as_bytes()), ("function.sh", 0o644, TUTORIAL_FUNCTION.as_bytes())]);
-    create(&c, "tutorial", &zip, json!({}));
-    for i in 0..2 {
-        let e = c.invoke("tutorial", &json!({"n": i}));
-        assert_eq!(e["status"], "success", "{e}");
-        assert_eq!(e["output"], json!(format!("Echoing request: '{{\"n\":{i}}}'")), "{e}");
-    }
-    assert_eq!(cold_starts(&c), 1);
+    the_tutorial_runs_warm(&srv.user());
     let log = std::fs::read_to_string(dir.with_extension("stderr.log")).unwrap_or_default();
     assert!(log.contains("provided instances run this binary as their Runtime API helper"), "{log}");
 }
